@@ -1,0 +1,1267 @@
+//! The cluster profile: its schema, and parsing with every structural problem
+//! reported at once. `profiles/README.md` documents each key.
+//!
+//! Semantic checks (duplicates, addresses, paths) live in [`crate::validate`];
+//! both run in [`Profile::load`].
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::diag::{At, Diagnostics, Report, Source, Span};
+use crate::name::{NameRange, NodeName, check_domain, check_label};
+use crate::net::{Ipv4Net, MacAddr, ipv4_add};
+use crate::read::{Tbl, as_table};
+use crate::units::{Bytes, SectorSize};
+
+/// A parsed, validated cluster profile. Every value keeps the place it was
+/// written, so that later checks (such as the layout against the SAN size)
+/// can still point at the file.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub cluster: ClusterId,
+    pub network: Network,
+    pub nodes: Vec<Node>,
+    pub san: San,
+    pub storage: Storage,
+    pub services: Services,
+    pub boot: Boot,
+    pub image: Image,
+    /// Span of the whole file, for problems that belong to no single key.
+    pub(crate) top: Span,
+    /// Span of `[services]` (or the file, when absent).
+    pub(crate) services_span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterId {
+    pub name: At<String>,
+    pub uuid: At<Uuid>,
+    pub domain: At<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub cidr: At<Ipv4Net>,
+    pub gateway: Option<At<Ipv4Addr>>,
+    pub vips: Vec<At<Ipv4Addr>>,
+    pub upstream_dns: Vec<At<Ipv4Addr>>,
+    pub extra: Vec<ExtraNetwork>,
+}
+
+/// A second network (e.g. InfiniBand) that nodes may have an address on.
+#[derive(Debug, Clone)]
+pub struct ExtraNetwork {
+    pub name: At<String>,
+    pub kind: At<NetKind>,
+    pub cidr: At<Ipv4Net>,
+    /// Interface name on every node, e.g. `ib0`.
+    pub interface: At<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetKind {
+    Ethernet,
+    Infiniband,
+}
+
+/// One node, after ranges are expanded and overrides applied.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: At<NodeName>,
+    pub macs: Vec<At<MacAddr>>,
+    pub ip: At<Ipv4Addr>,
+    /// Addresses on extra networks, by network name.
+    pub extra_ips: Vec<(String, At<Ipv4Addr>)>,
+    /// The `[[nodes]]` entry this node came from, and its range pattern.
+    pub entry: usize,
+    pub range: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct San {
+    pub transport: At<Transport>,
+    pub sector_size: At<SectorSize>,
+    pub layout: At<Layout>,
+    /// Size of the SAN, when the profile states it (a flag overrides it).
+    pub size: Option<At<Bytes>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "lowercase")]
+pub enum Transport {
+    /// The LUN is a local block device on every blade (FC/SAS, or the rig's
+    /// shared virtio disk).
+    Disk,
+    /// Every blade logs in to an iSCSI target with the seed's parameters.
+    Iscsi(Iscsi),
+}
+
+/// The seed's iSCSI boot parameters, passed on the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Iscsi {
+    pub storage_ip: Ipv4Addr,
+    pub storage_port: u16,
+    /// Storage interface, e.g. `eth0` or `ib0`.
+    pub sif: String,
+    /// `dhcp`, or one fixed address (a single-blade setup).
+    pub sifip: String,
+    pub sifnm: Option<Ipv4Addr>,
+    /// Modules the storage interface needs, loaded before it is brought up.
+    pub sifm: Vec<String>,
+    /// Target name (IQN).
+    pub ivid: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One GPT partition per volume: what `vlx-install apply` writes.
+    Gpt,
+    /// Per-node volumes as logical volumes in one volume group, for clusters
+    /// past the GPT limit. Planned here; the installer does not write it yet.
+    Lvm,
+}
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub esp: At<Bytes>,
+    pub meta: At<Bytes>,
+    pub origin: At<Bytes>,
+    pub cow: At<Bytes>,
+    /// Zero means no swap partitions.
+    pub swap: At<Bytes>,
+    pub shared: At<SharedSize>,
+    pub shared_fs: At<SharedFs>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedSize {
+    /// Whatever the SAN has left after every other volume.
+    Rest,
+    Fixed(Bytes),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharedFs {
+    Ext4,
+    Ocfs2,
+}
+
+/// The master-less services; all on unless turned off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Services {
+    pub dhcp: bool,
+    pub boot: bool,
+    pub dns: bool,
+    pub ntp: bool,
+    pub vip: bool,
+    pub shared: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub firmware: At<Firmware>,
+    pub console: Vec<At<String>>,
+    pub kernel_args: Vec<At<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Uefi,
+    Bios,
+    Both,
+}
+
+impl Firmware {
+    pub fn uefi(self) -> bool {
+        matches!(self, Firmware::Uefi | Firmware::Both)
+    }
+
+    pub fn bios(self) -> bool {
+        matches!(self, Firmware::Bios | Firmware::Both)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The host image profile, relative to the cluster profile's folder.
+    pub host: At<String>,
+    /// Overlay folders rendered per node, relative to the profile's folder.
+    pub overlays: Vec<At<String>>,
+}
+
+/// What the profile may look at outside its own text: whether the files it
+/// names exist. Keeps parsing pure and testable.
+pub trait Env {
+    fn is_file(&self, path: &Path) -> bool;
+    fn is_dir(&self, path: &Path) -> bool;
+}
+
+/// The real file system, with relative paths taken from `base`.
+#[derive(Debug, Clone)]
+pub struct FsEnv {
+    pub base: PathBuf,
+}
+
+impl Env for FsEnv {
+    fn is_file(&self, path: &Path) -> bool {
+        self.base.join(path).is_file()
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        self.base.join(path).is_dir()
+    }
+}
+
+/// An environment where every named file exists: for reading a profile that
+/// was already checked at install time (the node agent, `status`).
+#[derive(Debug, Clone, Copy)]
+pub struct Trusting;
+
+impl Env for Trusting {
+    fn is_file(&self, _: &Path) -> bool {
+        true
+    }
+
+    fn is_dir(&self, _: &Path) -> bool {
+        true
+    }
+}
+
+/// Defaults, documented in `profiles/README.md`.
+pub mod defaults {
+    use crate::units::Bytes;
+
+    /// FAT32 needs at least 65,525 clusters (Microsoft's FAT specification);
+    /// at 4 KiB clusters, which suit both sector sizes, that is ~257 MiB.
+    pub const ESP: Bytes = Bytes::mib(300);
+    pub const ESP_MIN: Bytes = Bytes::mib(260);
+    pub const META: Bytes = Bytes::mib(256);
+    pub const META_MIN: Bytes = Bytes::mib(64);
+    pub const ORIGIN: Bytes = Bytes::mib(2048);
+    pub const COW: Bytes = Bytes::mib(1024);
+    /// A dm-snapshot store needs room for its header and a few chunks.
+    pub const COW_MIN: Bytes = Bytes::mib(16);
+    pub const SHARED_MIN: Bytes = Bytes::mib(64);
+    pub const ISCSI_PORT: u16 = 3260;
+    pub const CONSOLE: &str = "ttyS0,115200";
+}
+
+impl Profile {
+    /// Parses and validates a profile; every problem in the file comes back
+    /// in one [`Diagnostics`], in file order.
+    pub fn load(source: &Source, env: &dyn Env) -> Result<Profile, Diagnostics> {
+        let mut rep = Report::new(source);
+        let profile = Profile::parse_into(&mut rep);
+        if let Some(p) = &profile {
+            crate::validate::check(p, env, &mut rep);
+        }
+        rep.finish()?;
+        profile.ok_or_else(|| Diagnostics(Vec::new()))
+    }
+
+    /// Parses into `rep`; `None` when the structure is too broken to check
+    /// further (problems are in `rep` either way).
+    pub(crate) fn parse_into(rep: &mut Report<'_>) -> Option<Profile> {
+        let source = rep.source();
+        let text = source.text();
+        let (root, errors) = toml::de::DeTable::parse_recoverable(text);
+        if !errors.is_empty() {
+            for e in errors {
+                let span = e.span().unwrap_or(0..0);
+                rep.error(
+                    &span,
+                    "(syntax)",
+                    format!("not valid TOML: {}", e.message()),
+                    None,
+                );
+            }
+            return None;
+        }
+        let top = 0..text.len();
+        let root = Tbl::root(root.get_ref(), top.clone());
+        root.check_keys(
+            rep,
+            &[
+                "cluster", "network", "nodes", "san", "storage", "services", "boot", "image",
+            ],
+        );
+
+        let cluster = section(
+            rep,
+            &root,
+            "cluster",
+            "add a [cluster] table with name, uuid and domain",
+        )
+        .and_then(|t| parse_cluster(rep, &t));
+        let network = section(
+            rep,
+            &root,
+            "network",
+            "add a [network] table with at least `cidr`",
+        )
+        .and_then(|t| parse_network(rep, &t));
+        let nodes = parse_nodes(rep, &root, network.as_ref());
+        let san = parse_san(rep, &root);
+        let storage = parse_storage(rep, &root);
+        let services = parse_services(rep, &root);
+        let boot = parse_boot(rep, &root);
+        let image = section(
+            rep,
+            &root,
+            "image",
+            "add an [image] table naming the host image profile",
+        )
+        .and_then(|t| parse_image(rep, &t));
+
+        Some(Profile {
+            cluster: cluster?,
+            network: network?,
+            nodes: nodes?,
+            san: san?,
+            storage: storage?,
+            services: services?,
+            boot: boot?,
+            image: image?,
+            services_span: root.table_span("services").unwrap_or(top.clone()),
+            top,
+        })
+    }
+}
+
+fn section<'a, 'i>(
+    rep: &mut Report<'_>,
+    root: &Tbl<'a, 'i>,
+    key: &str,
+    help: &str,
+) -> Option<Tbl<'a, 'i>> {
+    if !root.has(key) {
+        root.missing(rep, key, help);
+        return None;
+    }
+    root.table(rep, key)
+}
+
+/// An optional section: absent means every key takes its default, which is
+/// reported against the whole file.
+fn optional<'a, 'i>(
+    rep: &mut Report<'_>,
+    root: &Tbl<'a, 'i>,
+    key: &str,
+) -> Result<Option<Tbl<'a, 'i>>, ()> {
+    if !root.has(key) {
+        return Ok(None);
+    }
+    root.table(rep, key).map(Some).ok_or(())
+}
+
+fn parse_cluster(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<ClusterId> {
+    t.check_keys(rep, &["name", "uuid", "domain"]);
+    let name = t.req_string(rep, "name", "a short DNS label, e.g. name = \"demo\"");
+    let name = name.and_then(|n| match check_label(&n, 63) {
+        Ok(()) => Some(n),
+        Err(e) => {
+            rep.error(
+                &n.span,
+                &n.key,
+                format!("`{}` is not a valid cluster name: {e}", n.value),
+                None,
+            );
+            None
+        }
+    });
+    let uuid = t.req_string(
+        rep,
+        "uuid",
+        "generate one with `uuidgen` and write uuid = \"…\"",
+    );
+    let uuid = uuid.and_then(|u| match Uuid::parse_str(&u) {
+        Ok(id) if !id.is_nil() => Some(u.with(id)),
+        Ok(_) => {
+            rep.error(
+                &u.span,
+                &u.key,
+                "the nil UUID cannot name a cluster",
+                Some("generate one with `uuidgen`".into()),
+            );
+            None
+        }
+        Err(e) => {
+            rep.error(
+                &u.span,
+                &u.key,
+                format!("`{}` is not a UUID: {e}", u.value),
+                Some("generate one with `uuidgen`".into()),
+            );
+            None
+        }
+    });
+    let domain = t.req_string(
+        rep,
+        "domain",
+        "the DNS domain of the cluster, e.g. domain = \"cluster.example.org\"",
+    );
+    let domain = domain.and_then(|d| match check_domain(&d) {
+        Ok(()) => Some(d),
+        Err(e) => {
+            rep.error(
+                &d.span,
+                &d.key,
+                format!("`{}` is not a valid DNS domain: {e}", d.value),
+                None,
+            );
+            None
+        }
+    });
+    Some(ClusterId {
+        name: name?,
+        uuid: uuid?,
+        domain: domain?,
+    })
+}
+
+fn parse_network(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<Network> {
+    t.check_keys(rep, &["cidr", "gateway", "vips", "upstream_dns", "extra"]);
+    let cidr = t.req_parsed::<Ipv4Net>(
+        rep,
+        "cidr",
+        "the cluster network, e.g. cidr = \"10.77.0.0/24\"",
+    );
+    let gateway = t.parsed::<Ipv4Addr>(rep, "gateway");
+    let vips = addr_list(rep, t, "vips");
+    let upstream_dns = addr_list(rep, t, "upstream_dns");
+    let mut extra = Vec::new();
+    let mut ok = true;
+    for e in t.array(rep, "extra").unwrap_or_default() {
+        let Some(x) = e.table(rep) else {
+            ok = false;
+            continue;
+        };
+        x.check_keys(rep, &["name", "kind", "cidr", "interface"]);
+        let name = x
+            .req_string(
+                rep,
+                "name",
+                "a short name nodes use in extra_ips, e.g. name = \"ib\"",
+            )
+            .and_then(|n| label_ok(rep, n, "network name"));
+        let kind = match x.choice(rep, "kind", &["ethernet", "infiniband"]) {
+            Some(k) => Some(k.with(if *k == "infiniband" {
+                NetKind::Infiniband
+            } else {
+                NetKind::Ethernet
+            })),
+            None if !x.has("kind") => {
+                Some(At::new(NetKind::Ethernet, x.span(), x.key_path("kind")))
+            }
+            None => None,
+        };
+        let ncidr = x.req_parsed::<Ipv4Net>(rep, "cidr", "e.g. cidr = \"192.168.77.0/24\"");
+        let iface = x
+            .req_string(
+                rep,
+                "interface",
+                "the interface on every node, e.g. interface = \"ib0\"",
+            )
+            .and_then(|i| iface_ok(rep, i));
+        match (name, kind, ncidr, iface) {
+            (Some(name), Some(kind), Some(cidr), Some(interface)) => extra.push(ExtraNetwork {
+                name,
+                kind,
+                cidr,
+                interface,
+            }),
+            _ => ok = false,
+        }
+    }
+    let net = Network {
+        cidr: cidr?,
+        gateway: match (t.has("gateway"), gateway) {
+            (true, None) => return None,
+            (_, g) => g,
+        },
+        vips: vips?,
+        upstream_dns: upstream_dns?,
+        extra,
+    };
+    ok.then_some(net)
+}
+
+fn addr_list(rep: &mut Report<'_>, t: &Tbl<'_, '_>, key: &str) -> Option<Vec<At<Ipv4Addr>>> {
+    if !t.has(key) {
+        return Some(Vec::new());
+    }
+    let elems = t.array(rep, key)?;
+    let n = elems.len();
+    let out: Vec<_> = elems
+        .iter()
+        .filter_map(|e| e.parsed::<Ipv4Addr>(rep))
+        .collect();
+    (out.len() == n).then_some(out)
+}
+
+fn label_ok(rep: &mut Report<'_>, s: At<String>, what: &str) -> Option<At<String>> {
+    match check_label(&s, 63) {
+        Ok(()) => Some(s),
+        Err(e) => {
+            rep.error(
+                &s.span,
+                &s.key,
+                format!("`{}` is not a valid {what}: {e}", s.value),
+                None,
+            );
+            None
+        }
+    }
+}
+
+/// Interface names: what Linux accepts (IFNAMSIZ is 16 with the NUL).
+fn iface_ok(rep: &mut Report<'_>, s: At<String>) -> Option<At<String>> {
+    let ok = !s.is_empty()
+        && s.len() < 16
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-');
+    if ok {
+        Some(s)
+    } else {
+        rep.error(
+            &s.span,
+            &s.key,
+            format!("`{}` is not an interface name", s.value),
+            Some("1 to 15 letters, digits, `.`, `_` or `-`, e.g. \"eth0\" or \"ib0\"".into()),
+        );
+        None
+    }
+}
+
+/// One `[[nodes]]` entry or override: the fields that count up in a range.
+struct NodeFields {
+    macs: Vec<At<MacAddr>>,
+    ip: Option<At<Ipv4Addr>>,
+    extra_ips: Vec<(String, At<Ipv4Addr>)>,
+}
+
+fn node_fields(rep: &mut Report<'_>, t: &Tbl<'_, '_>, need: bool) -> Option<NodeFields> {
+    let mut ok = true;
+    let macs = if t.has("mac") {
+        let list = t.strings(rep, "mac").unwrap_or_default();
+        let n = list.len();
+        let parsed: Vec<_> = list
+            .into_iter()
+            .filter_map(|s| match s.value.parse::<MacAddr>() {
+                Ok(m) if m.is_multicast() => {
+                    rep.error(
+                        &s.span,
+                        &s.key,
+                        format!("{m} is a multicast address, which no NIC has"),
+                        None,
+                    );
+                    None
+                }
+                Ok(m) => Some(s.with(m)),
+                Err(e) => {
+                    rep.error(&s.span, &s.key, e.to_string(), None);
+                    None
+                }
+            })
+            .collect();
+        if parsed.len() != n || n == 0 {
+            if n == 0 {
+                rep.error(
+                    &t.span(),
+                    &t.key_path("mac"),
+                    "the MAC list is empty",
+                    Some("give at least one MAC".into()),
+                );
+            }
+            ok = false;
+        }
+        parsed
+    } else {
+        if need {
+            t.missing(
+                rep,
+                "mac",
+                "the MAC address of the node's boot NIC, e.g. mac = \"52:54:00:77:00:01\"",
+            );
+            ok = false;
+        }
+        Vec::new()
+    };
+    let ip = if need {
+        t.req_parsed::<Ipv4Addr>(
+            rep,
+            "ip",
+            "the node's address on the cluster network, e.g. ip = \"10.77.0.11\"",
+        )
+    } else {
+        t.parsed::<Ipv4Addr>(rep, "ip")
+    };
+    if t.has("ip") && ip.is_none() || need && ip.is_none() {
+        ok = false;
+    }
+    let mut extra_ips = Vec::new();
+    if t.has("extra_ips") {
+        match t.table(rep, "extra_ips") {
+            Some(x) => {
+                for (k, _) in x.entries() {
+                    match x.parsed::<Ipv4Addr>(rep, &k.value) {
+                        Some(a) => extra_ips.push((k.value.clone(), a)),
+                        None => ok = false,
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(NodeFields {
+        macs,
+        ip,
+        extra_ips,
+    })
+}
+
+fn parse_nodes(
+    rep: &mut Report<'_>,
+    root: &Tbl<'_, '_>,
+    network: Option<&Network>,
+) -> Option<Vec<Node>> {
+    if !root.has("nodes") {
+        root.missing(
+            rep,
+            "nodes",
+            "add [[nodes]] entries, e.g. name = \"blade[01-04]\", mac = \"…\", ip = \"…\"",
+        );
+        return None;
+    }
+    let entries = root.array(rep, "nodes")?;
+    if entries.is_empty() {
+        rep.error(
+            &root.span(),
+            "nodes",
+            "the cluster has no nodes",
+            Some("add at least one [[nodes]] entry".into()),
+        );
+        return None;
+    }
+    let mut nodes = Vec::new();
+    let mut ok = true;
+    for (entry, e) in entries.iter().enumerate() {
+        let Some(t) = e.table(rep) else {
+            ok = false;
+            continue;
+        };
+        match parse_node_entry(rep, &t, entry, network) {
+            Some(mut n) => nodes.append(&mut n),
+            None => ok = false,
+        }
+    }
+    ok.then_some(nodes)
+}
+
+fn parse_node_entry(
+    rep: &mut Report<'_>,
+    t: &Tbl<'_, '_>,
+    entry: usize,
+    network: Option<&Network>,
+) -> Option<Vec<Node>> {
+    t.check_keys(rep, &["name", "mac", "ip", "extra_ips", "overrides"]);
+    let name = t.req_string(
+        rep,
+        "name",
+        "a host name such as \"blade01\", or a range such as \"blade[01-16]\"",
+    );
+    let fields = node_fields(rep, t, true);
+    if let (Some(f), Some(net)) = (&fields, network) {
+        for (k, a) in &f.extra_ips {
+            if !net.extra.iter().any(|x| *x.name == *k) {
+                let known: Vec<_> = net.extra.iter().map(|x| x.name.value.as_str()).collect();
+                rep.error(
+                    &a.span,
+                    &a.key,
+                    format!("there is no extra network named `{k}`"),
+                    Some(if known.is_empty() {
+                        "declare it under [[network.extra]] first".to_owned()
+                    } else {
+                        format!("known extra networks: {}", known.join(", "))
+                    }),
+                );
+            }
+        }
+    }
+    let name = name?;
+    let range = match NameRange::parse(&name) {
+        Ok(r) => r,
+        Err(e) => {
+            rep.error(
+                &name.span,
+                &name.key,
+                format!("`{}` is not a node range: {e}", name.value),
+                None,
+            );
+            return None;
+        }
+    };
+    let fields = fields?;
+    let Some(range) = range else {
+        if t.has("overrides") {
+            rep.error(
+                &t.span(),
+                &t.key_path("overrides"),
+                "overrides belong to a node range; this entry names one node",
+                Some("set mac and ip on the entry itself".into()),
+            );
+            return None;
+        }
+        let node_name = node_name_ok(rep, &name, &name.value)?;
+        let ip = fields.ip?;
+        return Some(vec![Node {
+            name: node_name,
+            macs: fields.macs,
+            ip,
+            extra_ips: fields.extra_ips,
+            entry,
+            range: None,
+        }]);
+    };
+
+    // A range: the counters are start values; each node adds its index.
+    let count = range.len();
+    if count > 100_000 {
+        rep.error(
+            &name.span,
+            &name.key,
+            format!("the range holds {count} nodes"),
+            Some("ranges are limited to 100000 nodes".into()),
+        );
+        return None;
+    }
+    let mut overrides = Vec::new();
+    if t.has("overrides") {
+        let ot = t.table(rep, "overrides")?;
+        let all: std::collections::HashMap<String, u64> =
+            (0..count).map(|i| (range.name(i), i)).collect();
+        for (k, v) in ot.entries() {
+            let Some(ov) = as_table(rep, &k, v) else {
+                continue;
+            };
+            ov.check_keys(rep, &["mac", "ip", "extra_ips"]);
+            let Some(&i) = all.get(&k.value) else {
+                rep.error(
+                    &k.span,
+                    &k.key,
+                    format!("`{}` is not in the range {}", k.value, name.value),
+                    Some(format!(
+                        "the range names {} to {}",
+                        range.name(0),
+                        range.name(count - 1)
+                    )),
+                );
+                continue;
+            };
+            if let Some(f) = node_fields(rep, &ov, false) {
+                overrides.push((i, f));
+            }
+        }
+    }
+    let ip = fields.ip?;
+    let mut out = Vec::with_capacity(count as usize);
+    let mut ok = true;
+    for i in 0..count {
+        let n = range.name(i);
+        let Some(node_name) = node_name_ok(rep, &name, &n) else {
+            // One bad generated name means they all are; say it once.
+            return None;
+        };
+        let ov = overrides.iter().find(|(j, _)| *j == i).map(|(_, f)| f);
+        let macs = match ov.filter(|f| !f.macs.is_empty()) {
+            Some(f) => f.macs.clone(),
+            None => {
+                let mut v = Vec::with_capacity(fields.macs.len());
+                for m in &fields.macs {
+                    match m.offset(i) {
+                        Some(x) => v.push(m.with(x)),
+                        None => {
+                            rep.error(
+                                &m.span,
+                                &m.key,
+                                format!(
+                                    "counting up from {} runs past ff:ff:ff:ff:ff:ff at {n}",
+                                    m.value
+                                ),
+                                None,
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                v
+            }
+        };
+        let node_ip = match ov.and_then(|f| f.ip.clone()) {
+            Some(a) => a,
+            None => match ipv4_add(*ip, i) {
+                Some(a) => ip.with(a),
+                None => {
+                    rep.error(
+                        &ip.span,
+                        &ip.key,
+                        format!("counting up from {} overflows at {n}", ip.value),
+                        None,
+                    );
+                    return None;
+                }
+            },
+        };
+        let mut extra_ips = Vec::new();
+        for (k, a) in &fields.extra_ips {
+            let over = ov
+                .and_then(|f| f.extra_ips.iter().find(|(k2, _)| k2 == k))
+                .map(|(_, a)| a.clone());
+            let addr = match over {
+                Some(a) => a,
+                None => match ipv4_add(a.value, i) {
+                    Some(x) => a.with(x),
+                    None => {
+                        rep.error(
+                            &a.span,
+                            &a.key,
+                            format!("counting up from {} overflows at {n}", a.value),
+                            None,
+                        );
+                        return None;
+                    }
+                },
+            };
+            extra_ips.push((k.clone(), addr));
+        }
+        if let Some(f) = ov {
+            for (k, a) in &f.extra_ips {
+                if !fields.extra_ips.iter().any(|(k2, _)| k2 == k) {
+                    extra_ips.push((k.clone(), a.clone()));
+                }
+            }
+        }
+        out.push(Node {
+            name: node_name,
+            macs,
+            ip: node_ip,
+            extra_ips,
+            entry,
+            range: Some(name.value.clone()),
+        });
+    }
+    ok.then_some(out)
+}
+
+fn node_name_ok(rep: &mut Report<'_>, at: &At<String>, name: &str) -> Option<At<NodeName>> {
+    match name.parse::<NodeName>() {
+        Ok(n) => Some(at.with(n)),
+        Err(e) => {
+            rep.error(&at.span, &at.key, e.to_string(), Some(format!(
+                "node names are host names of at most {} lower-case letters, digits and inner hyphens",
+                crate::name::MAX_NODE_NAME
+            )));
+            None
+        }
+    }
+}
+
+fn size(
+    rep: &mut Report<'_>,
+    t: Option<&Tbl<'_, '_>>,
+    section: &str,
+    key: &str,
+    default: Bytes,
+    top: &Span,
+) -> Option<At<Bytes>> {
+    let Some(t) = t.filter(|t| t.has(key)) else {
+        let span = t.map_or(top.clone(), |t| t.span());
+        return Some(At::new(default, span, crate::read::join(section, key)));
+    };
+    if let Some(n) = t.peek_integer(key) {
+        return match u64::try_from(n.value) {
+            Ok(v) => Some(n.with(Bytes(v))),
+            Err(_) => {
+                rep.error(&n.span, &n.key, "a size cannot be negative", None);
+                None
+            }
+        };
+    }
+    t.parsed::<Bytes>(rep, key)
+}
+
+fn parse_san(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<San> {
+    let top = root.span();
+    let t = optional(rep, root, "san").ok()?;
+    let t = t.as_ref();
+    if let Some(t) = t {
+        t.check_keys(
+            rep,
+            &["transport", "sector_size", "layout", "size", "iscsi"],
+        );
+    }
+    let default = |k: &str| At::new((), t.map_or(top.clone(), |t| t.span()), format!("san.{k}"));
+
+    let transport_name = match t.filter(|t| t.has("transport")) {
+        Some(t) => t.choice(rep, "transport", &["disk", "iscsi"]),
+        None => Some(default("transport").with("disk".to_owned())),
+    };
+    let iscsi = match t.filter(|t| t.has("iscsi")) {
+        Some(t) => t.table(rep, "iscsi").map(Some),
+        None => Some(None),
+    };
+    let transport = match (transport_name, iscsi) {
+        (Some(name), Some(None)) if *name == "disk" => Some(name.with(Transport::Disk)),
+        (Some(name), Some(Some(it))) if *name == "disk" => {
+            rep.error(
+                &it.span(),
+                it.path(),
+                "[san.iscsi] is set but san.transport is \"disk\"",
+                Some("set transport = \"iscsi\" or remove [san.iscsi]".into()),
+            );
+            None
+        }
+        (Some(name), Some(None)) => {
+            rep.error(
+                &name.span,
+                &name.key,
+                "transport \"iscsi\" needs a [san.iscsi] table",
+                Some("give storage_ip, sif, sifip and ivid under [san.iscsi]".into()),
+            );
+            None
+        }
+        (Some(name), Some(Some(it))) => {
+            parse_iscsi(rep, &it).map(|i| name.with(Transport::Iscsi(i)))
+        }
+        _ => None,
+    };
+
+    let sector_size = match t.filter(|t| t.has("sector_size")) {
+        Some(t) => t.integer(rep, "sector_size").and_then(|n| match n.value {
+            512 => Some(n.with(SectorSize::B512)),
+            4096 => Some(n.with(SectorSize::B4096)),
+            other => {
+                rep.error(
+                    &n.span,
+                    &n.key,
+                    format!("sector size {other} is not supported"),
+                    Some("use 512 or 4096".into()),
+                );
+                None
+            }
+        }),
+        None => Some(default("sector_size").with(SectorSize::B512)),
+    };
+    let layout = match t.filter(|t| t.has("layout")) {
+        Some(t) => t.choice(rep, "layout", &["gpt", "lvm"]).map(|l| {
+            l.with(if *l == "lvm" {
+                Layout::Lvm
+            } else {
+                Layout::Gpt
+            })
+        }),
+        None => Some(default("layout").with(Layout::Gpt)),
+    };
+    let size = match t.filter(|t| t.has("size")) {
+        Some(_) => Some(size(rep, t, "san", "size", Bytes::ZERO, &top)?),
+        None => None,
+    };
+    Some(San {
+        transport: transport?,
+        sector_size: sector_size?,
+        layout: layout?,
+        size,
+    })
+}
+
+fn parse_iscsi(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<Iscsi> {
+    t.check_keys(
+        rep,
+        &[
+            "storage_ip",
+            "storage_port",
+            "sif",
+            "sifip",
+            "sifnm",
+            "sifm",
+            "ivid",
+        ],
+    );
+    let storage_ip = t.req_parsed::<Ipv4Addr>(
+        rep,
+        "storage_ip",
+        "the iSCSI portal address, e.g. storage_ip = \"192.168.77.250\"",
+    );
+    let port = match t.integer(rep, "storage_port") {
+        Some(p) if (1..=65535).contains(&p.value) => Some(p.value as u16),
+        Some(p) => {
+            rep.error(
+                &p.span,
+                &p.key,
+                format!("port {} is out of range", p.value),
+                Some("use 1 to 65535; iSCSI's port is 3260".into()),
+            );
+            None
+        }
+        None if t.has("storage_port") => None,
+        None => Some(defaults::ISCSI_PORT),
+    };
+    let sif = t
+        .req_string(
+            rep,
+            "sif",
+            "the storage interface, e.g. sif = \"eth0\" or \"ib0\"",
+        )
+        .and_then(|s| iface_ok(rep, s));
+    let sifip = match t.string(rep, "sifip") {
+        Some(s) if *s == "dhcp" || s.parse::<Ipv4Addr>().is_ok() => Some(s.value),
+        Some(s) => {
+            rep.error(
+                &s.span,
+                &s.key,
+                format!("`{}` is neither \"dhcp\" nor an IPv4 address", s.value),
+                None,
+            );
+            None
+        }
+        None if t.has("sifip") => None,
+        None => Some("dhcp".to_owned()),
+    };
+    let sifnm = t.parsed::<Ipv4Addr>(rep, "sifnm");
+    let sifnm_ok = !t.has("sifnm") || sifnm.is_some();
+    let mut sifm = Vec::new();
+    let mut sifm_ok = true;
+    for m in t.strings(rep, "sifm").unwrap_or_default() {
+        if m.is_empty() || m.contains(|c: char| c.is_whitespace() || c == ',' || c == '/') {
+            rep.error(
+                &m.span,
+                &m.key,
+                format!("`{}` is not a module name", m.value),
+                None,
+            );
+            sifm_ok = false;
+        } else {
+            sifm.push(m.value);
+        }
+    }
+    let ivid = t.req_string(
+        rep,
+        "ivid",
+        "the iSCSI target name, e.g. ivid = \"iqn.2007-01.org.example:vlx\"",
+    );
+    let ivid = ivid.and_then(|v| {
+        if v.is_empty() || v.contains(char::is_whitespace) {
+            rep.error(
+                &v.span,
+                &v.key,
+                "the target name must be non-empty and hold no spaces",
+                None,
+            );
+            None
+        } else {
+            Some(v.value)
+        }
+    });
+    if !(sifnm_ok && sifm_ok) {
+        return None;
+    }
+    Some(Iscsi {
+        storage_ip: storage_ip?.value,
+        storage_port: port?,
+        sif: sif?.value,
+        sifip: sifip?,
+        sifnm: sifnm.map(|a| a.value),
+        sifm,
+        ivid: ivid?,
+    })
+}
+
+fn parse_storage(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Storage> {
+    let top = root.span();
+    let t = optional(rep, root, "storage").ok()?;
+    let t = t.as_ref();
+    if let Some(t) = t {
+        t.check_keys(
+            rep,
+            &[
+                "esp",
+                "meta",
+                "origin",
+                "cow",
+                "swap",
+                "shared",
+                "shared_fs",
+            ],
+        );
+    }
+    let esp = size(rep, t, "storage", "esp", defaults::ESP, &top);
+    let meta = size(rep, t, "storage", "meta", defaults::META, &top);
+    let origin = size(rep, t, "storage", "origin", defaults::ORIGIN, &top);
+    let cow = size(rep, t, "storage", "cow", defaults::COW, &top);
+    let swap = size(rep, t, "storage", "swap", Bytes::ZERO, &top);
+    let shared = match t.filter(|t| t.has("shared")) {
+        Some(t) if t.peek_string("shared").as_deref() == Some("rest") => {
+            t.string(rep, "shared").map(|s| s.with(SharedSize::Rest))
+        }
+        Some(_) => {
+            size(rep, t, "storage", "shared", Bytes::ZERO, &top).map(|s| s.map(SharedSize::Fixed))
+        }
+        None => Some(At::new(
+            SharedSize::Rest,
+            t.map_or(top.clone(), |t| t.span()),
+            "storage.shared",
+        )),
+    };
+    let shared_fs = match t.filter(|t| t.has("shared_fs")) {
+        Some(t) => t.choice(rep, "shared_fs", &["ext4", "ocfs2"]).map(|s| {
+            s.with(if *s == "ocfs2" {
+                SharedFs::Ocfs2
+            } else {
+                SharedFs::Ext4
+            })
+        }),
+        None => Some(At::new(
+            SharedFs::Ext4,
+            t.map_or(top.clone(), |t| t.span()),
+            "storage.shared_fs",
+        )),
+    };
+    Some(Storage {
+        esp: esp?,
+        meta: meta?,
+        origin: origin?,
+        cow: cow?,
+        swap: swap?,
+        shared: shared?,
+        shared_fs: shared_fs?,
+    })
+}
+
+fn parse_services(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Services> {
+    let t = optional(rep, root, "services").ok()?;
+    let keys = ["dhcp", "boot", "dns", "ntp", "vip", "shared"];
+    let mut on = [true; 6];
+    let mut ok = true;
+    if let Some(t) = &t {
+        t.check_keys(rep, &keys);
+        for (i, k) in keys.iter().enumerate() {
+            if t.has(k) {
+                match t.boolean(rep, k) {
+                    Some(b) => on[i] = b.value,
+                    None => ok = false,
+                }
+            }
+        }
+    }
+    let [dhcp, boot, dns, ntp, vip, shared] = on;
+    ok.then_some(Services {
+        dhcp,
+        boot,
+        dns,
+        ntp,
+        vip,
+        shared,
+    })
+}
+
+fn parse_boot(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Boot> {
+    let top = root.span();
+    let t = optional(rep, root, "boot").ok()?;
+    let t = t.as_ref();
+    if let Some(t) = t {
+        t.check_keys(rep, &["firmware", "console", "kernel_args"]);
+    }
+    let here = t.map_or(top.clone(), |t| t.span());
+    let firmware = match t.filter(|t| t.has("firmware")) {
+        Some(t) => t
+            .choice(rep, "firmware", &["uefi", "bios", "both"])
+            .map(|f| {
+                let v = match f.value.as_str() {
+                    "uefi" => Firmware::Uefi,
+                    "bios" => Firmware::Bios,
+                    _ => Firmware::Both,
+                };
+                f.with(v)
+            }),
+        None => Some(At::new(Firmware::Both, here.clone(), "boot.firmware")),
+    };
+    let console = match t.filter(|t| t.has("console")) {
+        Some(t) => t.strings(rep, "console").and_then(|list| {
+            let n = list.len();
+            let good: Vec<_> = list
+                .into_iter()
+                .filter(|c| kernel_word_ok(rep, c, "console"))
+                .collect();
+            (good.len() == n).then_some(good)
+        }),
+        None => Some(vec![At::new(
+            defaults::CONSOLE.to_owned(),
+            here.clone(),
+            "boot.console",
+        )]),
+    };
+    let kernel_args = match t.filter(|t| t.has("kernel_args")) {
+        Some(t) => t.strings(rep, "kernel_args").and_then(|list| {
+            let n = list.len();
+            let good: Vec<_> = list
+                .into_iter()
+                .filter(|a| kernel_word_ok(rep, a, "argument"))
+                .collect();
+            (good.len() == n).then_some(good)
+        }),
+        None => Some(Vec::new()),
+    };
+    Some(Boot {
+        firmware: firmware?,
+        console: console?,
+        kernel_args: kernel_args?,
+    })
+}
+
+/// A kernel command-line word: no spaces or quotes, and not one of ours.
+fn kernel_word_ok(rep: &mut Report<'_>, a: &At<String>, what: &str) -> bool {
+    if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+        rep.error(
+            &a.span,
+            &a.key,
+            format!("`{}` is not one kernel {what}", a.value),
+            Some("give each argument as its own string, without spaces or quotes".into()),
+        );
+        return false;
+    }
+    if a.starts_with("vlx.") || a.starts_with("console=") && what == "argument" {
+        rep.error(
+            &a.span,
+            &a.key,
+            format!("`{}` is set by vlx itself", a.value),
+            Some("vlx.* comes from [cluster] and [san]; console= from boot.console".into()),
+        );
+        return false;
+    }
+    true
+}
+
+fn parse_image(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<Image> {
+    t.check_keys(rep, &["host", "overlays"]);
+    let host = t.req_string(
+        rep,
+        "host",
+        "the host image profile, e.g. host = \"../hosts/tiny.toml\"",
+    );
+    let overlays = if t.has("overlays") {
+        t.strings(rep, "overlays")
+    } else {
+        Some(Vec::new())
+    };
+    Some(Image {
+        host: host?,
+        overlays: overlays?,
+    })
+}

@@ -1,0 +1,406 @@
+//! Semantic checks over a parsed profile: uniqueness, addressing, sizes,
+//! partition counts and the files it names. Every check reports into the
+//! same [`Report`], so one run shows every problem.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use crate::diag::{At, Report};
+use crate::profile::{Env, Layout, Node, Profile, SharedSize, defaults};
+use crate::units::Bytes;
+
+/// The most partitions Linux maps from one GPT: `DISK_MAX_PARTS` is 256 minors
+/// per disk, the whole disk takes one, and `efi_partition()` in
+/// block/partitions/efi.c stops at `state->limit - 1`.
+pub const MAX_GPT_PARTITIONS: usize = 255;
+
+pub(crate) fn check(p: &Profile, env: &dyn Env, rep: &mut Report<'_>) {
+    check_nodes(p, rep);
+    check_addresses(p, rep);
+    check_sizes(p, rep);
+    check_partition_count(p, rep);
+    check_services(p, rep);
+    check_paths(p, env, rep);
+}
+
+/// Where a node came from, for "already used by" messages.
+fn origin(rep: &Report<'_>, n: &Node) -> String {
+    let (line, _) = rep.source().line_col(n.name.span.start);
+    match &n.range {
+        Some(r) => format!("{} (from range {r}, line {line})", n.name.value),
+        None => format!("{} (line {line})", n.name.value),
+    }
+}
+
+/// Records `what` as a duplicate when `key` was seen before; `first` says who
+/// had it.
+fn unique<K: Eq + Hash, T>(
+    seen: &mut HashMap<K, usize>,
+    key: K,
+    idx: usize,
+    at: &At<T>,
+    rep: &mut Report<'_>,
+    message: impl FnOnce(&Report<'_>, usize) -> (String, Option<String>),
+) {
+    match seen.entry(key) {
+        Entry::Vacant(v) => {
+            v.insert(idx);
+        }
+        Entry::Occupied(o) => {
+            let (msg, help) = message(rep, *o.get());
+            rep.error(&at.span, &at.key, msg, help);
+        }
+    }
+}
+
+fn check_nodes(p: &Profile, rep: &mut Report<'_>) {
+    let mut names: HashMap<crate::name::NodeName, usize> = HashMap::new();
+    let mut macs = HashMap::new();
+    for (i, n) in p.nodes.iter().enumerate() {
+        let nodes = &p.nodes;
+        if names.contains_key(&n.name.value) {
+            let first = &nodes[names[&n.name.value]];
+            let overlap = first.entry != n.entry && (first.range.is_some() || n.range.is_some());
+            let msg = if overlap {
+                format!(
+                    "overlapping ranges: {} is named by this entry and by {}",
+                    n.name.value,
+                    origin(rep, first)
+                )
+            } else {
+                format!(
+                    "duplicate node name {}, already used by {}",
+                    n.name.value,
+                    origin(rep, first)
+                )
+            };
+            rep.error(
+                &n.name.span,
+                &n.name.key,
+                msg,
+                Some("every node needs its own name".into()),
+            );
+            // A node named twice would repeat every other complaint too.
+            continue;
+        }
+        names.insert(n.name.value.clone(), i);
+        for m in &n.macs {
+            unique(&mut macs, m.value, i, m, rep, |rep, j| {
+                (
+                    format!(
+                        "duplicate MAC {} on {}, already used by {}",
+                        m.value,
+                        n.name.value,
+                        origin(rep, &nodes[j])
+                    ),
+                    Some("every NIC has its own MAC; nodes are told apart by them at boot".into()),
+                )
+            });
+        }
+    }
+}
+
+fn check_addresses(p: &Profile, rep: &mut Report<'_>) {
+    let net = &p.network;
+    let cidr = net.cidr.value;
+    let host_help = || {
+        Some(format!(
+            "use an address from {} to {}",
+            crate::net::ipv4_add(cidr.network(), 1).unwrap_or(cidr.network()),
+            crate::net::ipv4_add(cidr.broadcast(), u64::MAX).unwrap_or(cidr.broadcast())
+        ))
+    };
+    let in_net = |rep: &mut Report<'_>, a: &At<Ipv4Addr>, what: &str| -> bool {
+        if cidr.is_host(a.value) {
+            return true;
+        }
+        let why = if cidr.contains(a.value) {
+            "is the network or broadcast address of"
+        } else {
+            "is outside"
+        };
+        rep.error(
+            &a.span,
+            &a.key,
+            format!("{what} {} {why} the cluster network {cidr}", a.value),
+            host_help(),
+        );
+        false
+    };
+
+    // Every address used on the cluster network, for clashes between kinds.
+    let mut used: HashMap<Ipv4Addr, String> = HashMap::new();
+    if let Some(g) = &net.gateway {
+        in_net(rep, g, "gateway");
+        used.insert(g.value, "the gateway".into());
+    }
+    let mut ips = HashMap::new();
+    for (i, n) in p.nodes.iter().enumerate() {
+        let what = format!("{}'s address", n.name.value);
+        if !in_net(rep, &n.ip, &what) {
+            continue;
+        }
+        if let Some(g) = net.gateway.as_ref().filter(|g| g.value == n.ip.value) {
+            rep.error(
+                &n.ip.span,
+                &n.ip.key,
+                format!("{} is the gateway address", what),
+                Some(format!("the gateway {} belongs to a router", g.value)),
+            );
+            continue;
+        }
+        unique(&mut ips, n.ip.value, i, &n.ip, rep, |rep, j| {
+            (
+                format!(
+                    "duplicate IP {} on {}, already used by {}",
+                    n.ip.value,
+                    n.name.value,
+                    origin(rep, &p.nodes[j])
+                ),
+                Some("every node needs its own address".into()),
+            )
+        });
+        used.entry(n.ip.value)
+            .or_insert_with(|| n.name.value.to_string());
+    }
+    let mut vips = HashMap::new();
+    for (i, v) in net.vips.iter().enumerate() {
+        if !in_net(rep, v, "VIP") {
+            continue;
+        }
+        if let Some(owner) = used.get(&v.value) {
+            rep.error(
+                &v.span,
+                &v.key,
+                format!("VIP {} is also the address of {owner}", v.value),
+                Some("a VIP moves between nodes; give it an address no node or router has".into()),
+            );
+            continue;
+        }
+        unique(&mut vips, v.value, i, v, rep, |_, _| {
+            (format!("VIP {} is listed twice", v.value), None)
+        });
+    }
+    if net.vips.len() > 255 {
+        rep.error(
+            &net.cidr.span,
+            "network.vips",
+            "more than 255 VIPs",
+            Some("VRRP has 255 router ids per network".into()),
+        );
+    }
+
+    // Extra networks: names unique, no overlap with the cluster network, and
+    // each node address inside its network and unique there.
+    let mut xnames = HashMap::new();
+    for (i, x) in net.extra.iter().enumerate() {
+        unique(
+            &mut xnames,
+            x.name.value.clone(),
+            i,
+            &x.name,
+            rep,
+            |_, _| {
+                (
+                    format!("extra network `{}` is declared twice", x.name.value),
+                    None,
+                )
+            },
+        );
+        let (a, b) = (x.cidr.value, cidr);
+        if a.contains(b.network()) || b.contains(a.network()) {
+            rep.error(
+                &x.cidr.span,
+                &x.cidr.key,
+                format!("{a} overlaps the cluster network {b}"),
+                Some("each network needs its own address range".into()),
+            );
+        }
+    }
+    for x in &net.extra {
+        let mut seen = HashMap::new();
+        for (i, n) in p.nodes.iter().enumerate() {
+            for (_, a) in n.extra_ips.iter().filter(|(k, _)| *k == *x.name) {
+                if !x.cidr.is_host(a.value) {
+                    rep.error(
+                        &a.span,
+                        &a.key,
+                        format!(
+                            "{}'s address {} is not a host address in network `{}` ({})",
+                            n.name.value, a.value, x.name.value, x.cidr.value
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+                unique(&mut seen, a.value, i, a, rep, |rep, j| {
+                    (
+                        format!(
+                            "duplicate IP {} on {} in network `{}`, already used by {}",
+                            a.value,
+                            n.name.value,
+                            x.name.value,
+                            origin(rep, &p.nodes[j])
+                        ),
+                        None,
+                    )
+                });
+            }
+        }
+    }
+}
+
+fn check_sizes(p: &Profile, rep: &mut Report<'_>) {
+    let s = &p.storage;
+    let at_least = |rep: &mut Report<'_>, v: &At<Bytes>, min: Bytes, why: &str| {
+        if v.value < min {
+            rep.error(
+                &v.span,
+                &v.key,
+                format!("{} is too small: {why}", v.value),
+                Some(format!("use at least {min}")),
+            );
+        }
+    };
+    at_least(
+        rep,
+        &s.esp,
+        defaults::ESP_MIN,
+        "the ESP is FAT32, which needs 65525 clusters of 4 KiB",
+    );
+    at_least(
+        rep,
+        &s.meta,
+        defaults::META_MIN,
+        "the meta volume holds the boot tree and every node's configuration",
+    );
+    at_least(
+        rep,
+        &s.origin,
+        Bytes::mib(16),
+        "the origin holds the whole host image",
+    );
+    at_least(
+        rep,
+        &s.cow,
+        defaults::COW_MIN,
+        "a snapshot store needs its header and room for changed chunks",
+    );
+    if s.swap.value != Bytes::ZERO {
+        at_least(
+            rep,
+            &s.swap,
+            Bytes::mib(1),
+            "mkswap needs at least ten pages",
+        );
+    }
+    if let SharedSize::Fixed(b) = s.shared.value {
+        at_least(
+            rep,
+            &s.shared.with(b),
+            defaults::SHARED_MIN,
+            "the shared volume holds an ext4 file system",
+        );
+    }
+    if let Some(size) = &p.san.size {
+        at_least(
+            rep,
+            size,
+            Bytes::mib(64),
+            "the SAN must hold the whole layout",
+        );
+    }
+}
+
+/// How many GPT partitions the profile needs.
+pub fn partition_count(p: &Profile) -> usize {
+    let fixed = 3 + usize::from(p.services.shared);
+    let per_node = 1 + usize::from(p.storage.swap.value != Bytes::ZERO);
+    match p.san.layout.value {
+        Layout::Gpt => fixed + per_node * p.nodes.len(),
+        Layout::Lvm => fixed + 1,
+    }
+}
+
+fn check_partition_count(p: &Profile, rep: &mut Report<'_>) {
+    let need = partition_count(p);
+    if need <= MAX_GPT_PARTITIONS {
+        return;
+    }
+    let fixed = 3 + usize::from(p.services.shared);
+    let per_node = need.saturating_sub(fixed) / p.nodes.len().max(1);
+    // Point at the first node that does not fit.
+    let first_out = (MAX_GPT_PARTITIONS - fixed) / per_node;
+    let n = &p.nodes[first_out.min(p.nodes.len() - 1)];
+    let no_swap_fit = MAX_GPT_PARTITIONS - fixed;
+    rep.error(
+        &n.name.span,
+        &n.name.key,
+        format!(
+            "{} nodes need {need} partitions ({} fixed, {} per node), but Linux maps at most {MAX_GPT_PARTITIONS} from one GPT; {} is the first node past the limit",
+            p.nodes.len(),
+            fixed,
+            per_node,
+            n.name.value
+        ),
+        Some(format!(
+            "set san.layout = \"lvm\" to keep per-node volumes in one LVM volume group (the way past the GPT limit){}",
+            if per_node > 1 {
+                format!(", or set storage.swap = \"0\" to fit up to {no_swap_fit} nodes")
+            } else {
+                String::new()
+            }
+        )),
+    );
+}
+
+fn check_services(p: &Profile, rep: &mut Report<'_>) {
+    let sv = &p.services;
+    if sv.vip && p.network.vips.is_empty() {
+        rep.error(
+            &p.network.cidr.span,
+            "network.vips",
+            "services.vip is on but the cluster has no VIP",
+            Some("add vips = [\"…\"] to [network], or set vip = false under [services]".into()),
+        );
+    }
+    if sv.shared && !sv.vip {
+        rep.error(
+            &p.services_span,
+            "services.shared",
+            "the shared volume is exported by the VIP holder, but services.vip is off",
+            Some("turn services.vip on, or set shared = false under [services]".into()),
+        );
+    }
+    if sv.boot && !sv.dhcp {
+        rep.error(
+            &p.services_span,
+            "services.boot",
+            "network boot needs DHCP, but services.dhcp is off",
+            Some("turn services.dhcp on, or set boot = false under [services]".into()),
+        );
+    }
+}
+
+fn check_paths(p: &Profile, env: &dyn Env, rep: &mut Report<'_>) {
+    let host = &p.image.host;
+    if !env.is_file(Path::new(&host.value)) {
+        rep.error(
+            &host.span,
+            &host.key,
+            format!("host image profile `{}` does not exist", host.value),
+            Some(
+                "paths are relative to the cluster profile's folder, e.g. \"../hosts/tiny.toml\""
+                    .into(),
+            ),
+        );
+    }
+    for o in &p.image.overlays {
+        if !env.is_dir(Path::new(&o.value)) {
+            rep.error(&o.span, &o.key, format!("overlay folder `{}` does not exist", o.value), Some("paths are relative to the cluster profile's folder, e.g. \"../../overlays/node\"".into()));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! vlx-image: bakes what the installer lays on the SAN.

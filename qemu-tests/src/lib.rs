@@ -1,0 +1,1 @@
+//! vlx-rig: rehearses a whole-cluster install under QEMU.

@@ -1,0 +1,130 @@
+//! The Debian packages vlx's tests and rehearsals run, and installing the
+//! missing ones.
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Every package the test suite or the rig starts a program from, with why.
+/// One list, so that a fresh machine and CI install the same things.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "the rig boots blades under QEMU"),
+    ("ovmf", "UEFI firmware for the rig's blades"),
+    ("seabios", "BIOS firmware for the rig's blades"),
+    ("ipxe-qemu", "network boot ROMs for QEMU's NICs"),
+    ("ipxe", "iPXE loaders for the PXE boot tree"),
+    (
+        "dnsmasq-base",
+        "DHCP, TFTP and DNS on every node; config checks",
+    ),
+    ("chrony", "time on every node; config checks"),
+    ("keepalived", "VRRP for the cluster VIPs; config checks"),
+    (
+        "busybox-static",
+        "the shell and tools of the initramfs and tiny image",
+    ),
+    ("dmsetup", "device-mapper snapshots on every node"),
+    ("e2fsprogs", "mke2fs, e2fsck and debugfs for ext4 volumes"),
+    (
+        "mmdebstrap",
+        "Debian root file systems for host and guest images",
+    ),
+    ("gdisk", "sgdisk -v checks partition tables"),
+    ("fdisk", "fdisk checks 4096-byte-sector partition tables"),
+    ("dosfstools", "fsck.vfat checks ESPs"),
+    ("mtools", "FAT access for syslinux's installer"),
+    ("syslinux", "BIOS boot from the ESP"),
+    ("syslinux-common", "syslinux modules and gptmbr.bin"),
+    ("syslinux-efi", "syslinux for UEFI"),
+    ("pxelinux", "BIOS network boot"),
+    ("isolinux", "BIOS boot of the install ISO"),
+    ("systemd-boot-efi", "UEFI boot loader on the ESP"),
+    ("grub-efi-amd64-bin", "UEFI network loader"),
+    ("grub-pc-bin", "BIOS GRUB modules"),
+    ("xorriso", "the install ISO and its El Torito check"),
+    ("cpio", "cpio -t checks initramfs images"),
+    ("kmod", "depmod and modinfo for kernel modules"),
+    ("vde2", "the rig's private L2 switch"),
+    ("iproute2", "network namespaces for the rig"),
+    ("openssh-client", "ssh-keygen makes per-node host keys"),
+    ("nfs-kernel-server", "NFS export of the shared volume"),
+    ("util-linux", "mkswap, blkid, losetup"),
+    ("zstd", "compressed kernel modules"),
+    ("binutils", "readelf checks of copied binaries"),
+    ("procps", "process checks in tests"),
+];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).ends_with("install ok installed")
+        })
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() == 0 }
+}
+
+/// Installs what is missing of [`PACKAGES`] when root on Debian; otherwise
+/// prints the exact command and fails.
+pub fn ensure() -> anyhow::Result<()> {
+    if Command::new("dpkg-query")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!(
+            "this is not a Debian system (no dpkg-query); install the equivalents of: {}",
+            names(PACKAGES.iter().map(|p| p.0))
+        );
+    }
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|p| p.0)
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let line = format!(
+        "apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    if !is_root() {
+        bail!("missing Debian packages; run as root:\n  apt-get update && {line}");
+    }
+    eprintln!(
+        "xtask: installing {} missing package(s): {}",
+        missing.len(),
+        missing.join(" ")
+    );
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let still: Vec<&str> = missing.into_iter().filter(|p| !installed(p)).collect();
+    if !still.is_empty() {
+        bail!("apt-get did not install: {}", still.join(" "));
+    }
+    Ok(())
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    it.collect::<Vec<_>>().join(" ")
+}
+
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}

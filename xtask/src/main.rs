@@ -1,0 +1,101 @@
+//! `cargo xtask`: the project's own commands. Each installs the Debian
+//! packages it needs first (as root), so that a fresh machine needs nothing
+//! but this checkout and a Rust toolchain.
+//!
+//! - `cargo xtask test`: formatting, lints, then the whole test suite.
+//! - `cargo xtask rehearse [ARGS]`: build, install and boot the demo cluster
+//!   in QEMU (`vlx-rig rehearse` on the built-in defaults).
+//! - `cargo xtask bench [ARGS]`: the benchmarks, with ratios against the
+//!   reference tools run in the same process.
+//! - `cargo xtask deps`: only install the packages.
+
+mod deps;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    match task.as_str() {
+        "test" => test(&rest),
+        "rehearse" => rehearse(&rest),
+        "bench" => bench(&rest),
+        "deps" => deps::ensure(),
+        _ => bail!("usage: cargo xtask <test|rehearse|bench|deps> [ARGS]"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Formatting and lints, then every test tier. Binaries are built first so
+/// that image and rig tests find `vlx-node` and friends beside themselves.
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    deps::ensure()?;
+    deps::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    deps::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    deps::run(cargo().args(["build", "--workspace", "--bins"]))?;
+    if has_nextest() {
+        let mut cmd = cargo();
+        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        if std::env::var_os("CI").is_some() {
+            cmd.args(["--profile", "ci"]);
+        }
+        deps::run(cmd.args(extra))
+    } else {
+        deps::run(
+            cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(extra),
+        )
+    }
+}
+
+fn rehearse(extra: &[String]) -> anyhow::Result<()> {
+    deps::ensure()?;
+    deps::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    deps::run(
+        Command::new("target/release/vlx-rig")
+            .arg("rehearse")
+            .args(extra),
+    )
+}
+
+fn bench(extra: &[String]) -> anyhow::Result<()> {
+    deps::ensure()?;
+    deps::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    deps::run(
+        cargo()
+            .args(["run", "--release", "--quiet", "--package", "bench", "--"])
+            .args(extra),
+    )
+}

@@ -1,0 +1,23 @@
+//! `cargo xtask bench [NAME...]`: runs the benchmarks (all, or those named)
+//! and prints each measurement with its ratio against a reference tool
+//! measured in the same run. Speed is judged here, never by timed
+//! assertions in tests.
+
+mod plan;
+mod util;
+
+type Bench = fn() -> anyhow::Result<()>;
+
+/// Every benchmark, by name. Areas add their own module and one line here.
+const BENCHES: &[(&str, Bench)] = &[("plan", plan::run)];
+
+fn main() -> anyhow::Result<()> {
+    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    for (name, run) in BENCHES {
+        if wanted.is_empty() || wanted.iter().any(|w| w == name) {
+            println!("== {name}");
+            run()?;
+        }
+    }
+    Ok(())
+}

@@ -112,13 +112,21 @@ enum SourceKind {
     Symlink(PathBuf),
 }
 
+/// Mode, uid and gid set by `overlay.toml`; `None` takes the default.
+#[derive(Debug, Clone, Copy, Default)]
+struct Attrs {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
 /// An overlay folder, read and checked but not yet rendered.
 #[derive(Debug, Clone)]
 pub struct Overlay {
     root: PathBuf,
     sources: Vec<Source>,
     /// Parsed modes and owners by output path.
-    meta: BTreeMap<PathBuf, (Option<u32>, Option<u32>, Option<u32>)>,
+    meta: BTreeMap<PathBuf, Attrs>,
 }
 
 impl Overlay {
@@ -159,7 +167,14 @@ impl Overlay {
                 ),
                 None => None,
             };
-            parsed.insert(path, (mode, m.uid, m.gid));
+            parsed.insert(
+                path,
+                Attrs {
+                    mode,
+                    uid: m.uid,
+                    gid: m.gid,
+                },
+            );
         }
         Ok(Overlay {
             root: root.to_owned(),
@@ -200,7 +215,7 @@ impl Overlay {
                 }
                 SourceKind::Symlink(t) => (Kind::Symlink(t.clone()), 0o777),
             };
-            let (mode, uid, gid) = self.meta.get(&s.path).copied().unwrap_or_default();
+            let Attrs { mode, uid, gid } = self.meta.get(&s.path).copied().unwrap_or_default();
             out.push(Entry {
                 path: s.path.clone(),
                 kind,

@@ -12,7 +12,12 @@
 //! The choices and why are in docs/contracts.md ("Boot assets") and in
 //! each module's documentation.
 
+pub mod assets;
+pub mod entry;
+pub mod esp;
 pub mod fat;
 pub mod time;
 
+pub use assets::Assets;
+pub use entry::{BootEntry, Serial};
 pub use time::Epoch;

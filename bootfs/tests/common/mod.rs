@@ -74,3 +74,49 @@ pub fn mread(file: &Path, offset: u64, path: &str) -> Vec<u8> {
         .arg(format!("::{path}")))
     .stdout
 }
+
+pub mod rig;
+
+use bootfs::Epoch;
+use bootfs::esp::{self, EspSpec};
+use cluster::{Plan, SanFacts, SectorSize, Source, Trusting};
+use std::os::unix::fs::FileExt;
+
+pub const EPOCH: Epoch = Epoch(1_700_000_000);
+
+/// The demo cluster's plan, at `sector`-byte sectors and with `firmware`
+/// (the profile's own SAN size: 8 GiB, a sparse file here).
+pub fn demo_plan(sector: SectorSize, firmware: &str) -> Plan {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/clusters/demo.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text
+        .replace("sector_size = 512", &format!("sector_size = {}", sector.bytes()))
+        .replace("firmware = \"both\"", &format!("firmware = \"{firmware}\""));
+    assert!(text.contains(&format!("firmware = \"{firmware}\"")), "demo.toml changed");
+    let (_, plan) = cluster::load(&Source::new(path, text), &Trusting, SanFacts::default())
+        .unwrap_or_else(|d| panic!("demo plan: {d:?}"));
+    plan
+}
+
+/// A SAN image of `plan`: its GPT, the ESP in `vlx-esp`, and for BIOS the
+/// MBR boot code. Returns the image's path.
+pub fn san_image(dir: &Path, plan: &Plan, kernel: &Path, initrd: &Path) -> std::path::PathBuf {
+    let disk = dir.join("san.img");
+    let f = std::fs::File::create(&disk).unwrap();
+    f.set_len(plan.disk.size.get()).unwrap();
+    for w in cluster::gpt::encode(&plan.disk) {
+        f.write_all_at(&w.data, w.offset.get()).unwrap();
+    }
+    drop(f);
+    let spec = EspSpec::for_plan(plan, kernel, vec![initrd.to_owned()], EPOCH).unwrap();
+    let esp_part = plan.disk.by_label("vlx-esp").unwrap();
+    let planned = esp::plan(&spec).unwrap();
+    planned
+        .write(&disk, esp_part.offset(plan.disk.sector_size))
+        .unwrap();
+    if plan.boot.firmware.bios() {
+        let code = esp::mbr_boot_code(&spec.assets).unwrap();
+        esp::write_mbr_boot_code(&disk, &code).unwrap();
+    }
+    disk
+}

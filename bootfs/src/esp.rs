@@ -123,10 +123,7 @@ impl EspSpec {
         initrds: Vec<PathBuf>,
         epoch: Epoch,
     ) -> Result<EspSpec, EspError> {
-        let part = plan
-            .disk
-            .by_role(&Role::Esp)
-            .ok_or(EspError::NoEspInPlan)?;
+        let part = plan.disk.by_role(&Role::Esp).ok_or(EspError::NoEspInPlan)?;
         let id = derived_guid(plan.cluster.uuid, "vlx-esp volume id");
         let b = id.as_bytes();
         Ok(EspSpec {
@@ -168,14 +165,13 @@ struct Bios {
 fn placements(entries: &[BootEntry]) -> Vec<(PathBuf, String)> {
     let mut out: Vec<(PathBuf, String)> = Vec::new();
     for e in entries {
-        let files = std::iter::once((&e.kernel, "vmlinuz".to_owned())).chain(e.initrds.iter().map(
-            |p| {
+        let files =
+            std::iter::once((&e.kernel, "vmlinuz".to_owned())).chain(e.initrds.iter().map(|p| {
                 let name = p
                     .file_name()
                     .map_or_else(|| "initrd".into(), |n| n.to_string_lossy().into_owned());
                 (p, name)
-            },
-        ));
+            }));
         for (host, name) in files {
             if !out.iter().any(|(h, _)| h == host) {
                 out.push((host.clone(), format!("/vlx/{}/{name}", e.id)));
@@ -316,7 +312,11 @@ fn install_syslinux(b: &Bios, dest: &Path, offset: Bytes) -> Result<(), EspError
         return Err(EspError::Syslinux {
             what: "installing syslinux",
             path: dest.to_owned(),
-            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     // The backup boot sector must equal the boot sector syslinux wrote.

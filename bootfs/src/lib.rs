@@ -16,6 +16,7 @@ pub mod assets;
 pub mod entry;
 pub mod esp;
 pub mod fat;
+pub mod pxe;
 pub mod time;
 
 pub use assets::Assets;

@@ -75,13 +75,23 @@ fn san_esp_passes_fsck_sgdisk_and_mtools_at_both_sector_sizes() {
             "/vlx/vlx/initramfs.img",
         ];
         if firmware == "both" {
-            want.extend(["/syslinux/ldlinux.sys", "/syslinux/ldlinux.c32", "/syslinux/syslinux.cfg"]);
+            want.extend([
+                "/syslinux/ldlinux.sys",
+                "/syslinux/ldlinux.c32",
+                "/syslinux/syslinux.cfg",
+            ]);
         }
         for w in want {
             assert!(list.iter().any(|l| l == w), "{w} missing from {list:?}");
         }
-        assert_eq!(mread(&disk, off, "/vlx/vlx/vmlinuz"), std::fs::read(&k).unwrap());
-        assert_eq!(mread(&disk, off, "/vlx/vlx/initramfs.img"), std::fs::read(&i).unwrap());
+        assert_eq!(
+            mread(&disk, off, "/vlx/vlx/vmlinuz"),
+            std::fs::read(&k).unwrap()
+        );
+        assert_eq!(
+            mread(&disk, off, "/vlx/vlx/initramfs.img"),
+            std::fs::read(&i).unwrap()
+        );
         assert_eq!(
             mread(&disk, off, "/EFI/BOOT/BOOTX64.EFI"),
             std::fs::read("/usr/lib/systemd/boot/efi/systemd-bootx64.efi").unwrap()
@@ -93,19 +103,32 @@ fn san_esp_passes_fsck_sgdisk_and_mtools_at_both_sector_sizes() {
         );
         if firmware == "both" {
             let cfg = String::from_utf8(mread(&disk, off, "/syslinux/syslinux.cfg")).unwrap();
-            assert!(cfg.starts_with("# vlx") && cfg.contains("SERIAL 0 115200\n"), "{cfg}");
-            assert!(cfg.contains(&format!("APPEND {}\n", plan.boot.cmdline)), "{cfg}");
+            assert!(
+                cfg.starts_with("# vlx") && cfg.contains("SERIAL 0 115200\n"),
+                "{cfg}"
+            );
+            assert!(
+                cfg.contains(&format!("APPEND {}\n", plan.boot.cmdline)),
+                "{cfg}"
+            );
             let gptmbr = std::fs::read("/usr/lib/SYSLINUX/gptmbr.bin").unwrap();
             let lba0 = std::fs::read(&disk).map(|_| ()).map(|_| {
                 let mut b = vec![0u8; 512];
                 use std::os::unix::fs::FileExt;
-                std::fs::File::open(&disk).unwrap().read_exact_at(&mut b, 0).unwrap();
+                std::fs::File::open(&disk)
+                    .unwrap()
+                    .read_exact_at(&mut b, 0)
+                    .unwrap();
                 b
             });
             let lba0 = lba0.unwrap();
             assert_eq!(&lba0[..440], &gptmbr[..440]);
             assert_eq!(&lba0[510..], &[0x55, 0xAA]);
-            assert_eq!(lba0[446 + 4], 0xEE, "the protective partition is still there");
+            assert_eq!(
+                lba0[446 + 4],
+                0xEE,
+                "the protective partition is still there"
+            );
         }
     }
 }
@@ -172,11 +195,21 @@ fn rig_seabios_boots_the_san_esp() {
 #[test]
 fn rig_ovmf_boots_the_san_esp() {
     let dir = tempfile::tempdir().unwrap();
-    boot_san(rig::ovmf_args(dir.path()), SectorSize::B512, "both", dir.path());
+    boot_san(
+        rig::ovmf_args(dir.path()),
+        SectorSize::B512,
+        "both",
+        dir.path(),
+    );
 }
 
 #[test]
 fn rig_ovmf_boots_the_san_esp_at_4096_byte_sectors() {
     let dir = tempfile::tempdir().unwrap();
-    boot_san(rig::ovmf_args(dir.path()), SectorSize::B4096, "uefi", dir.path());
+    boot_san(
+        rig::ovmf_args(dir.path()),
+        SectorSize::B4096,
+        "uefi",
+        dir.path(),
+    );
 }

@@ -87,12 +87,21 @@ pub const EPOCH: Epoch = Epoch(1_700_000_000);
 /// The demo cluster's plan, at `sector`-byte sectors and with `firmware`
 /// (the profile's own SAN size: 8 GiB, a sparse file here).
 pub fn demo_plan(sector: SectorSize, firmware: &str) -> Plan {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../profiles/clusters/demo.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../profiles/clusters/demo.toml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let text = text
-        .replace("sector_size = 512", &format!("sector_size = {}", sector.bytes()))
+        .replace(
+            "sector_size = 512",
+            &format!("sector_size = {}", sector.bytes()),
+        )
         .replace("firmware = \"both\"", &format!("firmware = \"{firmware}\""));
-    assert!(text.contains(&format!("firmware = \"{firmware}\"")), "demo.toml changed");
+    assert!(
+        text.contains(&format!("firmware = \"{firmware}\"")),
+        "demo.toml changed"
+    );
     let (_, plan) = cluster::load(&Source::new(path, text), &Trusting, SanFacts::default())
         .unwrap_or_else(|d| panic!("demo plan: {d:?}"));
     plan

@@ -14,7 +14,9 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 fn cache() -> PathBuf {
     std::env::var_os("VLX_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vlx"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vlx")
+        })
 }
 
 fn find_kernel(kernels: &Path) -> Option<PathBuf> {
@@ -22,9 +24,17 @@ fn find_kernel(kernels: &Path) -> Option<PathBuf> {
         .ok()?
         .flatten()
         .filter(|d| d.file_name().to_string_lossy().starts_with("linux-image-"))
-        .flat_map(|d| std::fs::read_dir(d.path().join("boot")).into_iter().flatten().flatten())
+        .flat_map(|d| {
+            std::fs::read_dir(d.path().join("boot"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
         .map(|f| f.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
         .collect();
     found.sort();
     found.pop()
@@ -38,7 +48,8 @@ pub fn kernel() -> PathBuf {
     if let Some(k) = find_kernel(&kernels) {
         return k;
     }
-    let deps = super::stdout(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
+    let deps =
+        super::stdout(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
     let pkg = deps
         .lines()
         .find_map(|l| l.trim().strip_prefix("Depends: "))
@@ -47,14 +58,26 @@ pub fn kernel() -> PathBuf {
         .to_owned();
     let dl = cache().join("dl");
     std::fs::create_dir_all(&dl).unwrap();
-    run(Command::new("apt-get").args(["download", &pkg]).current_dir(&dl));
+    run(Command::new("apt-get")
+        .args(["download", &pkg])
+        .current_dir(&dl));
     let deb = std::fs::read_dir(&dl)
         .unwrap()
         .flatten()
         .map(|d| d.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{pkg}_")))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{pkg}_"))
+        })
         .expect("the downloaded package");
-    let version = super::stdout(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Version"));
+    let version = super::stdout(
+        Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb)
+            .arg("Version"),
+    );
     let release = pkg.trim_start_matches("linux-image-").to_owned();
     let dest = kernels.join(format!("{pkg}_{}", version.trim()));
     let tmp = kernels.join(format!(".{pkg}.tmp"));
@@ -123,7 +146,15 @@ pub fn ovmf_args(dir: &Path) -> Vec<String> {
 pub fn qemu(dir: &Path, args: &[String]) -> Qemu {
     let log = dir.join("serial.log");
     let child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "512", "-display", "none", "-no-reboot"])
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .args(args)
@@ -147,7 +178,10 @@ impl Qemu {
             let text = std::fs::read(&self.log)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains(MARKER) && l.contains("cmdline:")) {
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.contains(MARKER) && l.contains("cmdline:"))
+            {
                 return line.to_owned();
             }
             if exited.is_some() || start.elapsed() > BOOT_TIMEOUT {
@@ -156,8 +190,18 @@ impl Qemu {
                     use std::io::Read;
                     let _ = e.read_to_string(&mut err);
                 }
-                let tail: String = text.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
-                panic!("no marker on the console ({exited:?} after {:?}); qemu stderr: {err}\nconsole tail:\n{tail}", start.elapsed());
+                let tail: String = text
+                    .chars()
+                    .rev()
+                    .take(3000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                panic!(
+                    "no marker on the console ({exited:?} after {:?}); qemu stderr: {err}\nconsole tail:\n{tail}",
+                    start.elapsed()
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }

@@ -1,5 +1,8 @@
 //! Image tier: FAT32 volumes checked by `fsck.vfat -n` and read back with
 //! mtools.
+// Fixtures and helpers outside #[test] functions unwrap too: a failure is
+// a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,8 @@
 //! The PXE tree: its files and DHCP rules (image tier) and real network
 //! boots under SeaBIOS and OVMF with QEMU's iPXE ROMs (`rig_`).
+// Fixtures and helpers outside #[test] functions unwrap too: a failure is
+// a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -211,4 +214,123 @@ fn rig_pxe_seabios_ipxe_script_falls_back_to_tftp() {
     let (t, plan) = tree(dir.path(), &rig::kernel(), &initrd, port);
     let line = rig::qemu(dir.path(), &slirp(&t, "boot.ipxe")).wait_marker();
     check(&line, &plan);
+}
+
+/// A private network namespace with a tap and, on it, dnsmasq (DHCP with
+/// the tree's boot rules, TFTP, an IPv6 RA so that iPXE does not wait for
+/// one) and busybox httpd on port 80, as a node serves them. Everything is
+/// stopped and the namespace deleted on drop.
+struct Segment {
+    ns: String,
+    daemons: Vec<Child>,
+    dnsmasq_log: PathBuf,
+    httpd_log: PathBuf,
+}
+
+const SERVER: &str = "10.99.0.1";
+
+impl Segment {
+    fn start(dir: &Path, tree: &Path) -> Segment {
+        let ns = format!("vlxboot{}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &ns]));
+        let mut seg = Segment {
+            ns: ns.clone(),
+            daemons: Vec::new(),
+            dnsmasq_log: dir.join("dnsmasq.log"),
+            httpd_log: dir.join("httpd.log"),
+        };
+        for cmd in [
+            "ip link set lo up",
+            "ip tuntap add dev tap0 mode tap",
+            "ip addr add 10.99.0.1/24 dev tap0",
+            "ip -6 addr add fd99::1/64 dev tap0 nodad",
+            "ip link set tap0 up",
+        ] {
+            run(Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(cmd.split(' ')));
+        }
+        let conf = dir.join("dnsmasq.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port=0\ninterface=tap0\nbind-interfaces\nuser=root\nno-ping\nlog-dhcp\n\
+                 dhcp-range=10.99.0.10,10.99.0.50,1h\n\
+                 enable-ra\ndhcp-range=::,constructor:tap0,ra-only\n\
+                 enable-tftp\ntftp-root={}\n{}",
+                tree.display(),
+                DHCP_BOOT.dnsmasq()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(&seg.dnsmasq_log).unwrap();
+        seg.daemons.push(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "dnsmasq",
+                    "--no-daemon",
+                    "--pid-file=",
+                ])
+                .arg(format!("--conf-file={}", conf.display()))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        seg.daemons.push(
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "busybox", "httpd", "-f", "-vv"])
+                .args(["-p", &format!("{SERVER}:80"), "-h"])
+                .arg(tree)
+                .stderr(std::fs::File::create(&seg.httpd_log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        seg
+    }
+
+    /// A NIC without QEMU's iPXE option ROM (`romfile=`), so that the
+    /// firmware's own PXE client boots, as on most hardware; with the ROM,
+    /// iPXE itself is the PXE client and goes straight to the script.
+    fn qemu_args_firmware_pxe(&self) -> Vec<String> {
+        vec![
+            "-netdev".into(),
+            "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0,bootindex=1,romfile=".into(),
+        ]
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[test]
+fn rig_pxe_ovmf_snponly_then_ipxe_script_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = rig::initramfs(dir.path());
+    let (t, plan) = tree(dir.path(), &rig::kernel(), &initrd, 80);
+    let seg = Segment::start(dir.path(), &t);
+    let mut args = rig::ovmf_args(dir.path());
+    args.extend(seg.qemu_args_firmware_pxe());
+    let line = rig::qemu_in_netns(dir.path(), &seg.ns, &args).wait_marker();
+    check(&line, &plan);
+    let dhcp = std::fs::read_to_string(&seg.dnsmasq_log).unwrap();
+    assert!(dhcp.contains("bootfile-name  snponly.efi"), "{dhcp}");
+    assert!(dhcp.contains("bootfile-name  boot.ipxe"), "{dhcp}");
+    let http = std::fs::read_to_string(&seg.httpd_log).unwrap();
+    assert!(
+        http.contains("url:/vmlinuz\n") && !http.contains("response:404"),
+        "{http}"
+    );
 }

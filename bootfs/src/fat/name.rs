@@ -47,7 +47,7 @@ pub fn exact_short(name: &str) -> Option<[u8; 11]> {
     };
     let ok = (1..=8).contains(&base.len())
         && ext.len() <= 3
-        && (ext.is_empty() == !name.contains('.'))
+        && !(name.contains('.') && ext.is_empty())
         && base.iter().chain(ext).all(|c| short_char(*c));
     ok.then(|| pack(base, ext))
 }

@@ -1,5 +1,6 @@
 //! Helpers shared by the image and rig tests.
-#![allow(dead_code)]
+// Test fixtures: a failure here is a failed test, and panics say where.
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -144,8 +144,19 @@ pub fn ovmf_args(dir: &Path) -> Vec<String> {
 /// Starts `qemu-system-x86_64 -accel tcg` with the serial console logged
 /// to a file in `dir`.
 pub fn qemu(dir: &Path, args: &[String]) -> Qemu {
+    start(dir, Command::new("qemu-system-x86_64"), args)
+}
+
+/// [`qemu`] inside network namespace `ns`.
+pub fn qemu_in_netns(dir: &Path, ns: &str, args: &[String]) -> Qemu {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+    start(dir, cmd, args)
+}
+
+fn start(dir: &Path, mut cmd: Command, args: &[String]) -> Qemu {
     let log = dir.join("serial.log");
-    let child = Command::new("qemu-system-x86_64")
+    let child = cmd
         .args([
             "-accel",
             "tcg",

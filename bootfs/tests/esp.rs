@@ -257,3 +257,81 @@ fn rig_seabios_cannot_read_4096_byte_sector_disks() {
     drop(q);
     assert!(log.contains("block size 4096 is unsupported"), "{log}");
 }
+
+/// What install media need: a second entry (sharing the kernel, stored
+/// once) and files of their own.
+#[test]
+fn media_esp_with_two_entries_and_extra_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k, i) = fake_boot_files(dir.path());
+    let rescue = dir.path().join("rescue.cpio");
+    std::fs::write(&rescue, b"rescue").unwrap();
+    let img = dir.path().join("esp.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(260 << 20)
+        .unwrap();
+    let entry = |id: &str, initrd: &Path| bootfs::BootEntry {
+        id: id.into(),
+        title: format!("vlx {id}"),
+        kernel: k.clone(),
+        initrds: vec![initrd.to_owned()],
+        cmdline: format!("console=ttyS0 vlx.mode={id}"),
+    };
+    let spec = EspSpec {
+        firmware: cluster::profile::Firmware::Both,
+        sector_size: SectorSize::B512,
+        size: cluster::Bytes(260 << 20),
+        partition_lba: cluster::Lba(0),
+        volume_id: 7,
+        label: "VLX-MEDIA".into(),
+        epoch: EPOCH,
+        entries: vec![entry("install", &i), entry("rescue", &rescue)],
+        timeout_secs: 5,
+        serial: bootfs::Serial::from_cmdline("console=ttyS0,115200"),
+        extra: vec![(
+            "/vlx/media.json".into(),
+            bootfs::fat::Source::Bytes(b"{}".to_vec()),
+        )],
+        assets: bootfs::Assets::default(),
+    };
+    esp::plan(&spec)
+        .unwrap()
+        .write(&img, cluster::Bytes(0))
+        .unwrap();
+    let fsck = fsck_vfat(&img, 0, 260 << 20);
+    assert!(!fsck.contains("differences"), "{fsck}");
+    let list = mdir_all(&img, 0);
+    for w in [
+        "/vlx/install/vmlinuz",
+        "/vlx/install/initramfs.img",
+        "/vlx/rescue/rescue.cpio",
+        "/vlx/media.json",
+        "/loader/entries/install.conf",
+        "/loader/entries/rescue.conf",
+    ] {
+        assert!(list.iter().any(|l| l == w), "{w} missing from {list:?}");
+    }
+    assert!(!list.iter().any(|l| l == "/vlx/rescue/vmlinuz"), "{list:?}");
+    let rescue_entry = String::from_utf8(mread(&img, 0, "/loader/entries/rescue.conf")).unwrap();
+    assert_eq!(
+        rescue_entry,
+        "title vlx rescue\nlinux /vlx/install/vmlinuz\ninitrd /vlx/rescue/rescue.cpio\noptions console=ttyS0 vlx.mode=rescue\n"
+    );
+    let loader = String::from_utf8(mread(&img, 0, "/loader/loader.conf")).unwrap();
+    assert!(
+        loader.contains("default install.conf\ntimeout 5\n"),
+        "{loader}"
+    );
+    let cfg = String::from_utf8(mread(&img, 0, "/syslinux/syslinux.cfg")).unwrap();
+    assert!(
+        cfg.contains("DEFAULT install\nPROMPT 1\nTIMEOUT 50\n"),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains(
+            "LABEL rescue\n  LINUX /vlx/install/vmlinuz\n  INITRD /vlx/rescue/rescue.cpio\n"
+        ),
+        "{cfg}"
+    );
+}

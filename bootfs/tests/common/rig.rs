@@ -56,7 +56,15 @@ pub fn kernel() -> PathBuf {
         .expect("apt-cache names the cloud kernel package (run apt-get update)")
         .trim()
         .to_owned();
-    let dl = cache().join("dl");
+    // Download and extract in a folder of our own, then rename: tests that
+    // run at once never see half a kernel.
+    std::fs::create_dir_all(&kernels).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(".fill")
+        .tempdir_in(&kernels)
+        .unwrap();
+    let dl = tmp.path().join("dl");
+    let root = tmp.path().join("root");
     std::fs::create_dir_all(&dl).unwrap();
     run(Command::new("apt-get")
         .args(["download", &pkg])
@@ -65,12 +73,7 @@ pub fn kernel() -> PathBuf {
         .unwrap()
         .flatten()
         .map(|d| d.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("{pkg}_"))
-        })
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .expect("the downloaded package");
     let version = super::stdout(
         Command::new("dpkg-deb")
@@ -79,13 +82,16 @@ pub fn kernel() -> PathBuf {
             .arg("Version"),
     );
     let release = pkg.trim_start_matches("linux-image-").to_owned();
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    run(Command::new("depmod").arg("-b").arg(&root).arg(&release));
     let dest = kernels.join(format!("{pkg}_{}", version.trim()));
-    let tmp = kernels.join(format!(".{pkg}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).unwrap();
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp));
-    run(Command::new("depmod").arg("-b").arg(&tmp).arg(&release));
-    std::fs::rename(&tmp, &dest).unwrap();
+    if let Err(e) = std::fs::rename(&root, &dest) {
+        assert!(
+            dest.is_dir(),
+            "moving the kernel to {}: {e}",
+            dest.display()
+        );
+    }
     find_kernel(&kernels).expect("the kernel just extracted")
 }
 

@@ -103,8 +103,6 @@ impl FatImage {
         }
         let base = offset.get();
         let at = |what: &str, abs: u64| format!("writing {what} at byte {abs} of {name}");
-        f.write_all_at(&self.reserved, base)
-            .map_err(io(at("the boot sectors", base)))?;
         let fat: Vec<u8> = self.fat.iter().flat_map(|e| e.to_le_bytes()).collect();
         let zeros = vec![0u8; BUF];
         for copy in 0..2 {
@@ -129,6 +127,11 @@ impl FatImage {
                 self.copy(&f, src, base + self.geometry.cluster_offset(*cluster), &at)?;
             }
         }
+        // The boot sectors go last, after the rest is on disk: a volume cut
+        // short has no boot sector, so no firmware boots half of it.
+        f.sync_all().map_err(io(format!("syncing {name}")))?;
+        f.write_all_at(&self.reserved, base)
+            .map_err(io(at("the boot sectors", base)))?;
         f.sync_all().map_err(io(format!("syncing {name}")))
     }
 

@@ -21,8 +21,14 @@ fn profile(dir: &Path, sector: u32) -> PathBuf {
     let text = std::fs::read_to_string(fixture("small.toml")).unwrap();
     let repo = repo().canonicalize().unwrap();
     let mut text = text
-        .replace("../../../profiles/hosts/tiny.toml", &repo.join("profiles/hosts/tiny.toml").display().to_string())
-        .replace("../../../overlays/node", &repo.join("overlays/node").display().to_string())
+        .replace(
+            "../../../profiles/hosts/tiny.toml",
+            &repo.join("profiles/hosts/tiny.toml").display().to_string(),
+        )
+        .replace(
+            "../../../overlays/node",
+            &repo.join("overlays/node").display().to_string(),
+        )
         .replace("[san]\n", &format!("[san]\nsector_size = {sector}\n"));
     if sector == 4096 {
         text.push_str("\n[boot]\nfirmware = \"uefi\"\n");
@@ -33,18 +39,33 @@ fn profile(dir: &Path, sector: u32) -> PathBuf {
 }
 
 fn plan(profile: &Path, san: &Path) -> cluster::Plan {
-    let o = vlx_install(&["plan", "--cluster", profile.to_str().unwrap(), "--san", san.to_str().unwrap(), "--json"]);
+    let o = vlx_install(&[
+        "plan",
+        "--cluster",
+        profile.to_str().unwrap(),
+        "--san",
+        san.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     cluster::Plan::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap()
 }
 
 fn offset(plan: &cluster::Plan, label: &str) -> u64 {
-    plan.disk.by_label(label).unwrap().offset(plan.disk.sector_size).get()
+    plan.disk
+        .by_label(label)
+        .unwrap()
+        .offset(plan.disk.sector_size)
+        .get()
 }
 
 fn ok(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap();
-    let t = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(o.status.success(), "{cmd:?} failed:\n{t}");
     t
 }
@@ -56,11 +77,21 @@ struct Loop(String);
 impl Loop {
     fn new(file: &Path, sector: u32) -> Loop {
         let o = Command::new("losetup")
-            .args(["--find", "--show", "--read-only", "--sector-size", &sector.to_string()])
+            .args([
+                "--find",
+                "--show",
+                "--read-only",
+                "--sector-size",
+                &sector.to_string(),
+            ])
             .arg(file)
             .output()
             .unwrap();
-        assert!(o.status.success(), "losetup: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         Loop(String::from_utf8_lossy(&o.stdout).trim().to_owned())
     }
 }
@@ -93,15 +124,25 @@ fn installs_at_both_sector_sizes_and_outside_tools_agree() {
         let lp = Loop::new(&san, sector);
         let v = ok(Command::new("sgdisk").arg("-v").arg(&lp.0));
         assert!(v.contains("No problems found"), "{sector}: {v}");
-        let j: serde_json::Value = serde_json::from_str(&ok(Command::new("sfdisk").arg("--json").arg(&lp.0))).unwrap();
+        let j: serde_json::Value =
+            serde_json::from_str(&ok(Command::new("sfdisk").arg("--json").arg(&lp.0))).unwrap();
         let parts = j["partitiontable"]["partitions"].as_array().unwrap();
-        assert_eq!(j["partitiontable"]["sectorsize"].as_u64(), Some(u64::from(sector)));
+        assert_eq!(
+            j["partitiontable"]["sectorsize"].as_u64(),
+            Some(u64::from(sector))
+        );
         assert_eq!(parts.len(), plan.disk.partitions.len());
         for (p, want) in parts.iter().zip(&plan.disk.partitions) {
             assert_eq!(p["name"].as_str(), Some(want.label.as_str()));
             assert_eq!(p["start"].as_u64(), Some(want.first_lba.0));
-            assert_eq!(p["size"].as_u64(), Some(want.last_lba.0 - want.first_lba.0 + 1));
-            assert_eq!(p["uuid"].as_str().unwrap().to_lowercase(), want.guid.to_string());
+            assert_eq!(
+                p["size"].as_u64(),
+                Some(want.last_lba.0 - want.first_lba.0 + 1)
+            );
+            assert_eq!(
+                p["uuid"].as_str().unwrap().to_lowercase(),
+                want.guid.to_string()
+            );
         }
         drop(lp);
 
@@ -117,7 +158,10 @@ fn installs_at_both_sector_sizes_and_outside_tools_agree() {
             .arg("status=none"));
         let f = ok(Command::new("fsck.vfat").arg("-n").arg(&esp_img));
         assert!(f.contains("files,"), "{f}");
-        let dir = ok(Command::new("mdir").args(["-i"]).arg(&esp_img).arg("::/EFI/BOOT"));
+        let dir = ok(Command::new("mdir")
+            .args(["-i"])
+            .arg(&esp_img)
+            .arg("::/EFI/BOOT"));
         assert!(dir.contains("BOOTX64"), "{dir}");
 
         // ext4 volumes, checked by e2fsck at their offsets.
@@ -127,16 +171,31 @@ fn installs_at_both_sector_sizes_and_outside_tools_agree() {
         // The origin holds origin.ext4's bytes: debugfs reads the marker.
         let cat = ok(Command::new("debugfs")
             .args(["-R", "cat /etc/marker"])
-            .arg(format!("{}?offset={}", san.display(), offset(&plan, "vlx-origin"))));
+            .arg(format!(
+                "{}?offset={}",
+                san.display(),
+                offset(&plan, "vlx-origin")
+            )));
         assert!(cat.contains("origin-marker"), "{cat}");
         // Swap areas carry their node's label, as blkid reads them.
         for n in &plan.nodes {
             let b = ok(Command::new("blkid")
-                .args(["-p", "-o", "export", "-O", &offset(&plan, n.swap.as_ref().unwrap()).to_string()])
+                .args([
+                    "-p",
+                    "-o",
+                    "export",
+                    "-O",
+                    &offset(&plan, n.swap.as_ref().unwrap()).to_string(),
+                ])
                 .arg(&san));
-            assert!(b.contains("TYPE=swap") && b.contains(&format!("LABEL={}", n.name)), "{b}");
+            assert!(
+                b.contains("TYPE=swap") && b.contains(&format!("LABEL={}", n.name)),
+                "{b}"
+            );
         }
-        let v = ok(Command::new(env!("CARGO_BIN_EXE_vlx-install")).args(["verify", "--san"]).arg(&san));
+        let v = ok(Command::new(env!("CARGO_BIN_EXE_vlx-install"))
+            .args(["verify", "--san"])
+            .arg(&san));
         assert!(v.contains("verifies"), "{v}");
     }
 }
@@ -164,15 +223,29 @@ fn fingerprint(san: &Path, plan: &cluster::Plan) -> Vec<(String, String)> {
         if p.label == "vlx-meta" {
             continue;
         }
-        let h = installer::stream::hash_file_range(&f, san, p.offset(plan.disk.sector_size).get(), p.size.get()).unwrap();
+        let h = installer::stream::hash_file_range(
+            &f,
+            san,
+            p.offset(plan.disk.sector_size).get(),
+            p.size.get(),
+        )
+        .unwrap();
         out.push((p.label.clone(), h));
     }
     let s = plan.disk.sector_size.bytes();
     let gpt_end = plan.disk.first_usable.0 * s;
-    out.push(("gpt".into(), installer::stream::hash_file_range(&f, san, 0, gpt_end).unwrap()));
+    out.push((
+        "gpt".into(),
+        installer::stream::hash_file_range(&f, san, 0, gpt_end).unwrap(),
+    ));
     let tail = (plan.disk.last_usable.0 + 1) * s;
-    out.push(("backup gpt".into(), installer::stream::hash_file_range(&f, san, tail, plan.disk.size.get() - tail).unwrap()));
-    let meta = installer::fs::read_file(san, cluster::Bytes(offset(plan, "vlx-meta")), "/plan.json").unwrap();
+    out.push((
+        "backup gpt".into(),
+        installer::stream::hash_file_range(&f, san, tail, plan.disk.size.get() - tail).unwrap(),
+    ));
+    let meta =
+        installer::fs::read_file(san, cluster::Bytes(offset(plan, "vlx-meta")), "/plan.json")
+            .unwrap();
     out.push(("plan.json".into(), format!("{:?}", meta.map(|m| m.len()))));
     out
 }
@@ -200,13 +273,30 @@ fn a_crash_after_any_step_is_finished_by_a_rerun() {
     let plan = plan(&prof, &clean);
     let want = fingerprint(&clean, &plan);
     std::fs::remove_file(&clean).unwrap();
-    for fault in ["after:gpt", "after:meta", "during:origin", "after:origin", "after:cow", "after:swap", "after:shared", "after:content"] {
+    for fault in [
+        "after:gpt",
+        "after:meta",
+        "during:origin",
+        "after:origin",
+        "after:cow",
+        "after:swap",
+        "after:shared",
+        "after:content",
+    ] {
         let san = san(d.path(), SAN);
         let o = apply_with_fault(&prof, &img, &san, fault);
-        assert!(!o.status.success() && text(&o).contains("fault injected"), "{fault}: {}", text(&o));
+        assert!(
+            !o.status.success() && text(&o).contains("fault injected"),
+            "{fault}: {}",
+            text(&o)
+        );
         let o = apply(&prof, &img, &san, &[]);
         assert!(o.status.success(), "{fault}: rerun failed: {}", text(&o));
-        assert_eq!(fingerprint(&san, &plan), want, "{fault}: the finished install differs from a clean one");
+        assert_eq!(
+            fingerprint(&san, &plan),
+            want,
+            "{fault}: the finished install differs from a clean one"
+        );
         let v = vlx_install(&["verify", "--san", san.to_str().unwrap()]);
         assert!(v.status.success(), "{fault}: {}", text(&v));
         std::fs::remove_file(&san).unwrap();
@@ -249,8 +339,16 @@ fn sigkill_at_random_times_then_rerun_gives_a_clean_install() {
         let _ = child.kill(); // SIGKILL; it may have finished already
         let _ = child.wait();
         let o = apply(&prof, &img, &san, &[]);
-        assert!(o.status.success(), "round {round}, killed at {at:?}: rerun failed: {}", text(&o));
-        assert_eq!(fingerprint(&san, &plan), want, "round {round}, killed at {at:?}");
+        assert!(
+            o.status.success(),
+            "round {round}, killed at {at:?}: rerun failed: {}",
+            text(&o)
+        );
+        assert_eq!(
+            fingerprint(&san, &plan),
+            want,
+            "round {round}, killed at {at:?}"
+        );
         std::fs::remove_file(&san).unwrap();
     }
 }
@@ -266,7 +364,12 @@ fn reset_node_zeroes_that_nodes_store_only() {
     // Stand in for booted nodes: a snapshot header on every store.
     let f = std::fs::OpenOptions::new().write(true).open(&san).unwrap();
     for n in &plan.nodes {
-        std::os::unix::fs::FileExt::write_all_at(&f, b"SnAp\x01\x00\x00\x00", offset(&plan, &n.cow)).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(
+            &f,
+            b"SnAp\x01\x00\x00\x00",
+            offset(&plan, &n.cow),
+        )
+        .unwrap();
     }
     drop(f);
     let o = vlx_install(&["reset-node", "s2", "--san", san.to_str().unwrap()]);
@@ -282,7 +385,11 @@ fn reset_node_zeroes_that_nodes_store_only() {
     }
     let o = vlx_install(&["reset-node", "s9", "--san", san.to_str().unwrap()]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("no node s9") && text(&o).contains("s1, s2, s3"), "{}", text(&o));
+    assert!(
+        text(&o).contains("no node s9") && text(&o).contains("s1, s2, s3"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -291,19 +398,33 @@ fn status_reports_cluster_steps_and_origin() {
     let img = image_dir(d.path(), "x");
     let prof = profile(d.path(), 512);
     let san = san(d.path(), SAN);
-    assert!(!apply_with_fault(&prof, &img, &san, "after:swap").status.success());
+    assert!(
+        !apply_with_fault(&prof, &img, &san, "after:swap")
+            .status
+            .success()
+    );
     let o = vlx_install(&["status", "--san", san.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(st["cluster"], "small");
     assert_eq!(st["complete"], false);
-    let done: Vec<&str> = st["steps"].as_array().unwrap().iter().filter(|s| s["done"] == true).map(|s| s["step"].as_str().unwrap()).collect();
+    let done: Vec<&str> = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["done"] == true)
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
     assert_eq!(done, ["gpt", "meta", "origin", "cow", "swap"]);
     assert!(st["origin_problem"].is_null(), "{st}");
     assert_eq!(st["nodes"].as_array().unwrap().len(), 3);
     // verify names what is missing, and fails.
     let v = vlx_install(&["verify", "--san", san.to_str().unwrap()]);
-    assert!(!v.status.success() && text(&v).contains("pending shared, content, boot"), "{}", text(&v));
+    assert!(
+        !v.status.success() && text(&v).contains("pending shared, content, boot"),
+        "{}",
+        text(&v)
+    );
 }
 
 #[test]
@@ -317,7 +438,12 @@ fn replacing_the_origin_needs_every_node_reset() {
     let plan = plan(&prof, &san);
     let f = std::fs::OpenOptions::new().write(true).open(&san).unwrap();
     for n in &plan.nodes {
-        std::os::unix::fs::FileExt::write_all_at(&f, b"SnAp\x01\x00\x00\x00", offset(&plan, &n.cow)).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(
+            &f,
+            b"SnAp\x01\x00\x00\x00",
+            offset(&plan, &n.cow),
+        )
+        .unwrap();
     }
     drop(f);
     let before = sha256_file(&san);
@@ -329,11 +455,26 @@ fn replacing_the_origin_needs_every_node_reset() {
     assert!(o.status.success(), "{}", text(&o));
     let f = std::fs::File::open(&san).unwrap();
     for n in &plan.nodes {
-        assert!(installer::device::read_at(&f, offset(&plan, &n.cow), 8).unwrap().iter().all(|b| *b == 0), "{} not reset", n.name);
+        assert!(
+            installer::device::read_at(&f, offset(&plan, &n.cow), 8)
+                .unwrap()
+                .iter()
+                .all(|b| *b == 0),
+            "{} not reset",
+            n.name
+        );
     }
     let cat = ok(Command::new("debugfs")
         .args(["-R", "cat /etc/marker"])
-        .arg(format!("{}?offset={}", san.display(), offset(&plan, "vlx-origin"))));
+        .arg(format!(
+            "{}?offset={}",
+            san.display(),
+            offset(&plan, "vlx-origin")
+        )));
     assert!(cat.contains("new"), "{cat}");
-    assert!(vlx_install(&["verify", "--san", san.to_str().unwrap()]).status.success());
+    assert!(
+        vlx_install(&["verify", "--san", san.to_str().unwrap()])
+            .status
+            .success()
+    );
 }

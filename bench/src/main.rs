@@ -10,7 +10,11 @@ mod util;
 type Bench = fn() -> anyhow::Result<()>;
 
 /// Every benchmark, by name. Areas add their own module and one line here.
-const BENCHES: &[(&str, Bench)] = &[("plan", plan::run), ("install", install::run)];
+const BENCHES: &[(&str, Bench)] = &[
+    ("plan", plan::run),
+    ("install", install::run),
+    ("install-curve", install::curve),
+];
 
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();

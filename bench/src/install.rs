@@ -197,23 +197,25 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Times each install step through the reporter.
+/// Times each install step through the reporter: when the running step
+/// started, and the seconds of each finished one.
 #[derive(Default)]
-struct StepTimes(
-    std::sync::Mutex<(
-        Option<std::time::Instant>,
-        Vec<(installer::journal::Step, f64)>,
-    )>,
-);
+struct StepTimes(std::sync::Mutex<Timing>);
+
+#[derive(Default)]
+struct Timing {
+    started: Option<std::time::Instant>,
+    steps: Vec<(installer::journal::Step, f64)>,
+}
 
 impl installer::apply::Reporter for StepTimes {
     fn event(&self, e: installer::apply::Event<'_>) {
         let Ok(mut s) = self.0.lock() else { return };
         match e {
-            installer::apply::Event::Start(_) => s.0 = Some(std::time::Instant::now()),
+            installer::apply::Event::Start(_) => s.started = Some(std::time::Instant::now()),
             installer::apply::Event::Done(step, _) => {
-                if let Some(t) = s.0.take() {
-                    s.1.push((step, t.elapsed().as_secs_f64()));
+                if let Some(t) = s.started.take() {
+                    s.steps.push((step, t.elapsed().as_secs_f64()));
                 }
             }
             _ => {}
@@ -314,7 +316,7 @@ pub fn curve() -> anyhow::Result<()> {
             .0
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .1
+            .steps
             .clone();
         let origin: f64 = steps
             .iter()

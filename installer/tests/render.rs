@@ -455,3 +455,55 @@ fn a_template_error_names_the_node_and_the_template() {
     assert!(err.contains("x.conf.hbs:2"), "{err}");
     assert!(err.contains("node.nope"), "{err}");
 }
+
+/// systemd judges the Debian image's units and drop-ins (laid next to the
+/// build machine's own chrony, keepalived and nfs-server units). What it
+/// cannot know here is allowed: our scripts live on the node's root, not
+/// on this machine, and the Debian image has the full dnsmasq package.
+#[test]
+fn debian_units_pass_systemd_analyze_verify() {
+    let src = common::overlays_dir().join("debian/etc/systemd/system");
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(unit) = name.strip_suffix(".d") {
+            let to = dir.path().join(&name);
+            std::fs::create_dir(&to).unwrap();
+            for f in std::fs::read_dir(&p).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+            }
+            let packaged = Path::new("/lib/systemd/system").join(unit);
+            if packaged.exists() {
+                std::fs::copy(&packaged, dir.path().join(unit)).unwrap();
+                units.push(dir.path().join(unit));
+            }
+        } else if name.ends_with(".service") {
+            std::fs::copy(&p, dir.path().join(&name)).unwrap();
+            units.push(dir.path().join(&name));
+        }
+    }
+    assert!(units.len() >= 5, "{units:?}");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    let unexpected: Vec<&str> = said
+        .lines()
+        .filter(|l| {
+            !(l.contains("Command /usr/lib/vlx/")
+                && l.ends_with("is not executable: No such file or directory")
+                || l.ends_with("Unit dnsmasq.service not found."))
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "systemd-analyze verify:\n{said}");
+    // The drop-ins were read: each names its condition.
+    assert!(
+        said.contains("chrony.service: Command /usr/lib/vlx/has-service"),
+        "{said}"
+    );
+}

@@ -86,6 +86,23 @@ impl Lab {
         c
     }
 
+    /// Keeps `cmd` running until the lab is dropped; `host` names it.
+    pub fn spawn(&mut self, mut cmd: Command, host: &str) {
+        let log = self
+            .dir
+            .path()
+            .join(format!("log-{host}-{}", self.children.len()));
+        let file = fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        self.children
+            .push((format!("{host}:{}", log.display()), child));
+    }
+
     /// Lays out a container root for a node from its files: busybox with
     /// every applet, the daemons, and mount points for the build machine's
     /// libraries. Returns the root.

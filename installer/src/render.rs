@@ -46,9 +46,9 @@ pub const NTP_CORE: usize = 16;
 /// resolv.conf uses at most three name servers (glibc's MAXNS).
 pub const RESOLVERS: usize = 3;
 
-/// The PXE boot tree's file names, as dnsmasq hands them to clients. The
-/// tree itself is built elsewhere (the boot tree under `/tftp/` on the meta
-/// volume); these names are the one place the two sides meet.
+/// The PXE boot tree's file names, as dnsmasq hands them to clients: those
+/// of the tree `bootfs` lays out under `/tftp/` on the meta volume
+/// ([`bootfs::pxe::DHCP_BOOT`]), so the two cannot drift apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PxeFiles {
     /// iPXE script, fetched over HTTP by clients that already run iPXE.
@@ -57,18 +57,15 @@ pub struct PxeFiles {
     pub bios_ipxe: &'static str,
     /// UEFI x86-64 PXE clients without iPXE get iPXE first, over TFTP.
     pub uefi_ipxe: &'static str,
-    /// pxelinux, in the tree for BIOS clients pointed at it by hand.
+    /// PXELINUX, in the tree for BIOS PXE stacks iPXE cannot run on.
     pub pxelinux: &'static str,
-    /// pxelinux's library module, next to it.
-    pub ldlinux: &'static str,
 }
 
 pub const PXE: PxeFiles = PxeFiles {
-    ipxe_script: "boot.ipxe",
-    bios_ipxe: "undionly.kpxe",
-    uefi_ipxe: "snponly.efi",
-    pxelinux: "pxelinux.0",
-    ldlinux: "ldlinux.c32",
+    ipxe_script: bootfs::pxe::DHCP_BOOT.ipxe,
+    bios_ipxe: bootfs::pxe::DHCP_BOOT.bios,
+    uefi_ipxe: bootfs::pxe::DHCP_BOOT.uefi_x64,
+    pxelinux: bootfs::pxe::DHCP_BOOT.bios_pxelinux,
 };
 
 #[derive(Debug, thiserror::Error)]

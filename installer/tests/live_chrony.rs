@@ -5,13 +5,13 @@
 //! and the machine's clock is not ours to steer.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
 
-mod common;
+mod nodes;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::lab::{Lab, wait_until};
+use nodes::lab::{Lab, wait_until};
 
 const NODES: [&str; 3] = ["blade01", "blade02", "blade03"];
 
@@ -33,14 +33,14 @@ fn chronyc(lab: &Lab, host: &str, socket: &PathBuf, what: &str) -> Vec<Vec<Strin
 #[test]
 fn live_chrony_nodes_peer_and_follow_one_orphan_leader() {
     let mut lab = Lab::new("ntp");
-    let plan = common::plan("demo.toml");
-    let roots = common::write_all(&plan, &lab.dir.path().join("nodes"));
+    let plan = nodes::plan("demo.toml");
+    let roots = nodes::write_all(&plan, &lab.dir.path().join("nodes"));
     let mut sockets = Vec::new();
     for (name, root) in roots.iter().filter(|(n, _)| NODES.contains(&n.as_str())) {
         let node = plan.node(name).unwrap();
         lab.add_host(name, &node.macs[0].to_string());
-        common::run_ok(lab.cmd(name, "ip").args(["link", "set", "eth0", "up"]));
-        common::run_ok(lab.cmd(name, "ip").args([
+        nodes::run_ok(lab.cmd(name, "ip").args(["link", "set", "eth0", "up"]));
+        nodes::run_ok(lab.cmd(name, "ip").args([
             "addr",
             "add",
             &format!("{}/24", node.ip),

@@ -9,14 +9,14 @@
 //! on its own with `-x` (live_chrony_*).
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
 
-mod common;
+mod nodes;
 
 use std::time::Duration;
 
 use cluster::plan::{Plan, Service};
 use cluster::{MacAddr, Role};
-use common::lab::{Lab, wait_until};
 use installer::render::{NodeOverlays, merge};
+use nodes::lab::{Lab, wait_until};
 
 /// The nodes that run; the fourth node's MAC is the client's.
 const NODES: [&str; 3] = ["blade01", "blade02", "blade03"];
@@ -26,7 +26,7 @@ const READY: Duration = Duration::from_secs(90);
 /// host's), no swap (swap is not namespaced either), and a shared volume
 /// label of this test's own, so that nothing else on the machine matches.
 fn container_plan(label: &str) -> Plan {
-    let mut plan = common::plan("demo.toml");
+    let mut plan = nodes::plan("demo.toml");
     plan.services.ntp = false;
     for n in &mut plan.nodes {
         n.swap = None;
@@ -83,7 +83,7 @@ fn set_mac(lab: &Lab, mac: &str) {
         vec!["link", "set", "eth0", "address", mac],
         vec!["link", "set", "eth0", "up"],
     ] {
-        common::run_ok(lab.cmd("client", "ip").args(args));
+        nodes::run_ok(lab.cmd("client", "ip").args(args));
     }
 }
 
@@ -98,8 +98,8 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
     let label = format!("vlxt{}-shared", std::process::id());
     let san = lab.shared_disk(&label);
     let plan = container_plan(&label);
-    let overlays = NodeOverlays::load(&plan, &common::profiles_dir()).unwrap();
-    let tiny = overlay::Overlay::load(&common::overlays_dir().join("tiny"))
+    let overlays = NodeOverlays::load(&plan, &nodes::profiles_dir()).unwrap();
+    let tiny = overlay::Overlay::load(&nodes::overlays_dir().join("tiny"))
         .unwrap()
         .render(&serde_json::json!({}))
         .unwrap();
@@ -118,7 +118,7 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
     }
     let blade04 = plan.node("blade04").unwrap();
     lab.add_host("client", &blade04.macs[0].to_string());
-    common::run_ok(lab.cmd("client", "ip").args(["link", "set", "eth0", "up"]));
+    nodes::run_ok(lab.cmd("client", "ip").args(["link", "set", "eth0", "up"]));
 
     // Each node says it is ready, with its own name, on its console.
     for (name, console) in NODES.iter().zip(&consoles) {
@@ -189,7 +189,7 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
         slaac.is_some(),
         "no SLAAC address in {ula}/64 on the client"
     );
-    let routes = common::run_ok(
+    let routes = nodes::run_ok(
         lab.cmd("client", "ip")
             .args(["-6", "route", "show", "default"]),
     );
@@ -199,7 +199,7 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
     );
 
     // DNS, TFTP and HTTP from every node.
-    common::run_ok(lab.cmd("client", "ip").args([
+    nodes::run_ok(lab.cmd("client", "ip").args([
         "addr",
         "add",
         &format!("{}/24", blade04.ip),
@@ -209,7 +209,7 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
     let script = lab.dir.path().join("fetched");
     for name in NODES {
         let server = plan.node(name).unwrap().ip.to_string();
-        let out = common::run_ok(lab.cmd("client", "busybox").args([
+        let out = nodes::run_ok(lab.cmd("client", "busybox").args([
             "nslookup",
             "blade02.demo.vlx.test",
             &server,
@@ -218,7 +218,7 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
             String::from_utf8_lossy(&out.stdout).contains("10.77.0.12"),
             "{name}"
         );
-        let out = common::run_ok(
+        let out = nodes::run_ok(
             lab.cmd("client", "busybox")
                 .args(["nslookup", "vip1", &server]),
         );
@@ -227,7 +227,7 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
             "{name}"
         );
         let _ = std::fs::remove_file(&script);
-        common::run_ok(
+        nodes::run_ok(
             lab.cmd("client", "busybox")
                 .args(["tftp", "-g", "-r", "boot.ipxe", "-l"])
                 .arg(&script)
@@ -239,7 +239,7 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
                 .starts_with("#!ipxe")
         );
         let _ = std::fs::remove_file(&script);
-        common::run_ok(
+        nodes::run_ok(
             lab.cmd("client", "busybox")
                 .args(["wget", "-q", "-O"])
                 .arg(&script)
@@ -251,7 +251,7 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
                 .starts_with("#!ipxe")
         );
     }
-    common::run_ok(
+    nodes::run_ok(
         lab.cmd("client", "ip")
             .args(["addr", "flush", "dev", "eth0", "scope", "global"]),
     );
@@ -283,8 +283,8 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
 fn live_tiny_runtime_reports_a_missing_nic() {
     let mut lab = Lab::new("nic");
     let plan = container_plan("vlxt-none");
-    let overlays = NodeOverlays::load(&plan, &common::profiles_dir()).unwrap();
-    let tiny = overlay::Overlay::load(&common::overlays_dir().join("tiny"))
+    let overlays = NodeOverlays::load(&plan, &nodes::profiles_dir()).unwrap();
+    let tiny = overlay::Overlay::load(&nodes::overlays_dir().join("tiny"))
         .unwrap()
         .render(&serde_json::json!({}))
         .unwrap();

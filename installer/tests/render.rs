@@ -3,14 +3,14 @@
 //! Tests that need a network namespace start with `live_`.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
 
-mod common;
+mod nodes;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::{PROFILES, plan, render_all, run_ok, text, write_all};
 use installer::render::{NodeOverlays, host_keys, merge};
+use nodes::{PROFILES, plan, render_all, run_ok, text, write_all};
 use overlay::Kind;
 
 #[test]
@@ -312,7 +312,7 @@ fn files_are_root_owned_and_scripts_executable() {
 fn every_script_in_the_overlays_parses_with_busybox_sh_and_dash() {
     let mut seen = 0;
     for dir in ["node", "tiny", "debian"] {
-        for path in walk(&common::overlays_dir().join(dir)) {
+        for path in walk(&nodes::overlays_dir().join(dir)) {
             let head = std::fs::read(&path).unwrap();
             if !head.starts_with(b"#!/bin/sh") {
                 continue;
@@ -344,7 +344,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn host_keys_are_0600_valid_and_only_in_their_own_node() {
     let plan = plan("demo.toml");
-    let overlays = NodeOverlays::load(&plan, &common::profiles_dir()).unwrap();
+    let overlays = NodeOverlays::load(&plan, &nodes::profiles_dir()).unwrap();
     let mut nodes = Vec::new();
     for n in &plan.nodes {
         let mut files = overlays.render(&plan, n).unwrap();
@@ -462,7 +462,7 @@ fn a_template_error_names_the_node_and_the_template() {
 /// on this machine, and the Debian image has the full dnsmasq package.
 #[test]
 fn debian_units_pass_systemd_analyze_verify() {
-    let src = common::overlays_dir().join("debian/etc/systemd/system");
+    let src = nodes::overlays_dir().join("debian/etc/systemd/system");
     let dir = tempfile::tempdir().unwrap();
     let mut units = Vec::new();
     for e in std::fs::read_dir(&src).unwrap() {

@@ -1,82 +1,137 @@
-//! Helpers shared by the rendering tests.
-//! Test helpers panic on failure by design.
-#![allow(clippy::unwrap_used)]
-#![allow(dead_code)]
+//! Shared setup of the installer's image-tier tests: a synthetic host image
+//! directory (a real ext4 origin; kernel and initramfs stand-ins) and SAN
+//! image files.
 
-pub mod lab;
+#![allow(dead_code, clippy::unwrap_used)] // not every test uses every helper
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cluster::SanFacts;
-use cluster::plan::Plan;
-use installer::render::{NodeOverlays, write_tree};
-use overlay::Entry;
+use sha2::{Digest, Sha256};
 
-pub const PROFILES: [&str; 3] = ["demo.toml", "eurotech-4u.toml", "rack-64.toml"];
-
-pub fn profiles_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/clusters")
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-pub fn overlays_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays")
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
-/// The plan of a profile under `profiles/clusters/`, at the SAN size the
-/// profile names.
-pub fn plan(profile: &str) -> Plan {
-    let path = profiles_dir().join(profile);
-    let (_, plan) = installer::profile::load(&path, SanFacts::default())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    plan
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Every node's rendered files, in plan order.
-pub fn render_all(plan: &Plan) -> Vec<(String, Vec<Entry>)> {
-    let overlays = NodeOverlays::load(plan, &profiles_dir()).unwrap();
-    plan.nodes
-        .iter()
-        .map(|n| (n.name.to_string(), overlays.render(plan, n).unwrap()))
-        .collect()
-}
-
-/// Renders every node of `plan` under `dir/<node>/`; returns the roots.
-pub fn write_all(plan: &Plan, dir: &Path) -> Vec<(String, PathBuf)> {
-    render_all(plan)
-        .into_iter()
-        .map(|(name, entries)| {
-            let root = dir.join(&name);
-            std::fs::create_dir_all(&root).unwrap();
-            write_tree(&entries, &root).unwrap();
-            (name, root)
+/// Deterministic filler bytes.
+fn filler(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
         })
         .collect()
 }
 
-/// The content of `path` among `entries`, as text.
-pub fn text<'a>(entries: &'a [Entry], path: &str) -> &'a str {
-    let e = entries
-        .iter()
-        .find(|e| e.path == Path::new(path))
-        .unwrap_or_else(|| panic!("no {path} among the rendered files"));
-    match &e.kind {
-        overlay::Kind::File(b) => std::str::from_utf8(b).unwrap(),
-        other => panic!("{path} is {other:?}, not a file"),
-    }
+/// An image directory named like the tiny host profile: `origin.ext4` made
+/// by mke2fs from a small tree holding `marker`, stand-in kernel and
+/// initramfs, and a manifest.
+pub fn image_dir(dir: &Path, marker: &str) -> PathBuf {
+    let img = dir.join("image");
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::create_dir_all(&img).unwrap();
+    std::fs::write(tree.join("etc/marker"), marker).unwrap();
+    let st = Command::new("mke2fs")
+        .env("E2FSPROGS_FAKE_TIME", "1700000000")
+        .args([
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-U",
+            "0e0e0e0e-0e0e-4e0e-8e0e-0e0e0e0e0e0e",
+            "-d",
+        ])
+        .arg(&tree)
+        .arg(img.join("origin.ext4"))
+        .arg("32M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(img.join("vmlinuz"), filler(3 << 20, 7)).unwrap();
+    std::fs::write(img.join("initramfs.img"), filler(2 << 20, 11)).unwrap();
+    write_manifest(&img);
+    img
 }
 
-/// Runs `cmd`, and panics with its output unless it succeeds.
-pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
+pub fn write_manifest(img: &Path) {
+    let arts: Vec<serde_json::Value> = ["initramfs.img", "origin.ext4", "vmlinuz"]
+        .iter()
+        .map(|f| {
+            let p = img.join(f);
+            serde_json::json!({"file": f, "size": std::fs::metadata(&p).unwrap().len(), "sha256": sha256_file(&p)})
+        })
+        .collect();
+    let m = serde_json::json!({
+        "format": 1, "name": "tiny", "version": "0.1.0", "profile_sha256": "0".repeat(64),
+        "source_date_epoch": 1700000000u64, "kernel_release": "6.1.0-test", "artifacts": arts
+    });
+    std::fs::write(
+        img.join("manifest.json"),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A sparse SAN image file.
+pub fn san(dir: &Path, size: u64) -> PathBuf {
+    let p = dir.join("san.img");
+    std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+    p
+}
+
+pub fn vlx_install(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vlx-install"))
+        .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+        .unwrap()
+}
+
+pub fn apply(profile: &Path, image: &Path, san: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "apply",
+        "--cluster",
+        profile.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--san",
+        san.to_str().unwrap(),
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    vlx_install(&args)
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

@@ -1,0 +1,214 @@
+//! Rig tier: the cloud kernel and an initramfs with `vlx-node` boot in QEMU
+//! (TCG) with a small SAN attached. Needs root-free tools only (QEMU,
+//! mke2fs, mkswap, cpio), plus a loop device for mkswap, so root.
+
+mod fixture;
+
+use std::path::Path;
+
+use cluster::Plan;
+use fixture::{BOOT_TIMEOUT, Guest, Kernel};
+
+/// dm-snapshot's persistent store header (dm-snap-persistent.c): magic
+/// "SnAp" (0x70416e53, little endian), valid, version 1, chunk size.
+fn cow_header(bytes: &[u8]) -> (u32, u32, u32, u32) {
+    let u = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+    (u(0), u(4), u(8), u(12))
+}
+const SNAP_MAGIC: u32 = 0x7041_6e53;
+
+struct Rig {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    kernel: Kernel,
+    initrd: std::path::PathBuf,
+    san: std::path::PathBuf,
+    plan: Plan,
+    sector: u32,
+}
+
+impl Rig {
+    fn new(sector: u32) -> Rig {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let kernel = fixture::kernel();
+        let plan = fixture::plan(sector);
+        let initrd =
+            fixture::build_initramfs(&dir, &kernel, Path::new(env!("CARGO_BIN_EXE_vlx-node")));
+        let san = fixture::build_san(&dir, &plan);
+        Rig {
+            _tmp: tmp,
+            dir,
+            kernel,
+            initrd,
+            san,
+            plan,
+            sector,
+        }
+    }
+
+    fn boot(&self, mac: &str, log: &str) -> Guest {
+        Guest::start(
+            &self.kernel,
+            &self.initrd,
+            &self.plan.boot.cmdline,
+            &self.san,
+            self.sector,
+            mac,
+            &self.dir.join(log),
+        )
+    }
+
+    fn bytes(&self, label: &str, len: Option<u64>) -> Vec<u8> {
+        fixture::partition_bytes(&self.san, &self.plan, label, len)
+    }
+
+    fn origin_sha(&self) -> String {
+        fixture::sha256(&self.bytes("vlx-origin", None))
+    }
+}
+
+/// Boots node `name` to its own init and back to power-off; returns the
+/// console.
+fn boot_node(rig: &Rig, name: &str, log: &str) -> String {
+    let mac = rig.plan.node(name).unwrap().macs[0].to_string();
+    let mut g = rig.boot(&mac, log);
+    g.wait_for(&format!("vlx-node: ready {name}\n"), BOOT_TIMEOUT);
+    g.wait_for("vlx-test: done", BOOT_TIMEOUT);
+    g.wait_exit(BOOT_TIMEOUT);
+    // Shown with --nocapture, and with the failure otherwise.
+    eprintln!("--- console of {name} ({log}) ---\n{}", g.console());
+    g.console()
+}
+
+fn assert_lines(console: &str, wanted: &[String]) {
+    for w in wanted {
+        assert!(
+            console.lines().any(|l| l.trim_end() == w),
+            "no line {w:?} on the console:\n{console}"
+        );
+    }
+}
+
+#[test]
+fn rig_boots_its_snapshot_root_and_keeps_it() {
+    let _one = fixture::one_guest_at_a_time();
+    let rig = Rig::new(512);
+    let origin = rig.origin_sha();
+    assert_eq!(cow_header(&rig.bytes("vlx-cow-n2", Some(16))), (0, 0, 0, 0));
+
+    let first = boot_node(&rig, "n2", "boot1.log");
+    // n2: vlx-origin is partition 3, vlx-cow-n2 6, vlx-swap-n2 7; 64 MiB
+    // of origin are 131072 sectors.
+    assert_lines(
+        &first,
+        &[
+            "vlx-node: SAN is /dev/vda (512-byte sectors)".into(),
+            "vlx-node: mounted vlx-meta (/dev/vda2) read-only".into(),
+            "vlx-node: this blade is n2 (MAC 52:54:00:88:00:02)".into(),
+            "vlx-node: root is a snapshot of vlx-origin (/dev/vda3) with vlx-cow-n2 (/dev/vda6): \
+             0 131072 snapshot /dev/vda3 /dev/vda6 P 8"
+                .into(),
+            "vlx-node: swap on vlx-swap-n2 (/dev/vda7)".into(),
+            "vlx-node: ready n2".into(),
+            "vlx-test: init runs as pid 1".into(),
+            "vlx-test: hostname n2".into(),
+            "vlx-test: mount /dev/mapper/vlx-root / ext4 rw".into(),
+            "vlx-test: mount /dev/vda2 /vlx/meta ext4 ro".into(),
+            "vlx-test: swap /dev/vda7".into(),
+            "vlx-test: first boot".into(),
+        ],
+    );
+    assert_eq!(rig.origin_sha(), origin, "the origin changed");
+    let (magic, valid, version, chunk) = cow_header(&rig.bytes("vlx-cow-n2", Some(16)));
+    assert_eq!(
+        (magic, valid, version, chunk),
+        (SNAP_MAGIC, 1, 1, 8),
+        "vlx-cow-n2 holds no persistent snapshot header"
+    );
+    for other in ["vlx-cow-n1", "vlx-cow-n3"] {
+        assert_eq!(
+            cow_header(&rig.bytes(other, Some(16))),
+            (0, 0, 0, 0),
+            "{other}"
+        );
+    }
+
+    // The second boot finds what the first wrote: the store is persistent.
+    let second = boot_node(&rig, "n2", "boot2.log");
+    assert_lines(&second, &["vlx-test: boots before x".into()]);
+    assert_eq!(rig.origin_sha(), origin, "the origin changed");
+}
+
+#[test]
+fn rig_boots_on_4096_byte_sectors() {
+    let _one = fixture::one_guest_at_a_time();
+    let rig = Rig::new(4096);
+    let origin = rig.origin_sha();
+    let console = boot_node(&rig, "n1", "boot.log");
+    // With 4096-byte sectors the table still counts 512-byte sectors.
+    assert_lines(
+        &console,
+        &[
+            "vlx-node: SAN is /dev/vda (4096-byte sectors)".into(),
+            "vlx-node: root is a snapshot of vlx-origin (/dev/vda3) with vlx-cow-n1 (/dev/vda4): \
+             0 131072 snapshot /dev/vda3 /dev/vda4 P 8"
+                .into(),
+            "vlx-test: hostname n1".into(),
+            "vlx-test: mount /dev/mapper/vlx-root / ext4 rw".into(),
+        ],
+    );
+    assert_eq!(rig.origin_sha(), origin, "the origin changed");
+    assert_eq!(cow_header(&rig.bytes("vlx-cow-n1", Some(16))).0, SNAP_MAGIC);
+}
+
+#[test]
+fn rig_unknown_mac_gets_no_root_and_says_why() {
+    let _one = fixture::one_guest_at_a_time();
+    let rig = Rig::new(512);
+    let origin = rig.origin_sha();
+    let mut g = rig.boot("52:54:00:99:99:99", "unknown.log");
+    g.wait_for("vlx-node: error: ", BOOT_TIMEOUT);
+    g.wait_for("a shell follows on the console", BOOT_TIMEOUT);
+    let uuid = rig.plan.cluster.uuid;
+    assert_lines(
+        &g.console(),
+        &[format!(
+            "vlx-node: error: no node of cluster {uuid} has any of this blade's MACs (52:54:00:99:99:99)"
+        )],
+    );
+    assert!(
+        g.console()
+            .contains("vlx-node: look: add one of these MACs")
+    );
+    assert!(!g.console().contains("vlx-node: ready"));
+
+    // Ask the rescue shell what is mounted. The markers are computed so that
+    // the echo of the typed line does not match them.
+    g.type_line("echo MOUNTS-$((1+1)); cat /proc/mounts; ls /dev/mapper; echo MOUNTS-$((1+2))");
+    g.wait_for("MOUNTS-3", BOOT_TIMEOUT);
+    g.type_line("poweroff -f");
+    g.wait_exit(BOOT_TIMEOUT);
+    let console = g.console();
+    eprintln!("--- console of the unknown blade ---\n{console}");
+    let start = console.find("\nMOUNTS-2").expect("start marker");
+    let end = console.find("\nMOUNTS-3").expect("end marker");
+    let mounts = &console[start..end];
+    assert!(
+        mounts.contains("/run/vlx/meta"),
+        "meta not mounted:\n{mounts}"
+    );
+    assert!(
+        !mounts.contains("/newroot") && !mounts.contains("vlx-root"),
+        "a root was assembled:\n{mounts}"
+    );
+    assert_eq!(rig.origin_sha(), origin, "the origin changed");
+    for n in &rig.plan.nodes {
+        assert_eq!(
+            cow_header(&rig.bytes(&n.cow, Some(16))),
+            (0, 0, 0, 0),
+            "{} was touched",
+            n.cow
+        );
+    }
+}

@@ -2,6 +2,9 @@
 //! example cluster's plan parses back to the plan's own cluster and SAN
 //! transport, and its GPT leads the agent to the plan's volumes.
 
+// Test helpers unwrap like the tests do: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use cluster::{SanFacts, Source, Trusting};

@@ -2,6 +2,9 @@
 //! (TCG) with a small SAN attached. Needs root-free tools only (QEMU,
 //! mke2fs, mkswap, cpio), plus a loop device for mkswap, so root.
 
+// Test helpers unwrap like the tests do: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod fixture;
 
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! Rig tier: the cloud kernel and an initramfs with `vlx-node` boot in QEMU
-//! (TCG) with a small SAN attached. Needs root-free tools only (QEMU,
-//! mke2fs, mkswap, cpio), plus a loop device for mkswap, so root.
+//! (TCG) with a small SAN installed by `vlx-install apply` attached. Needs
+//! root (the installer's checks, loop devices) and `vlx-install` built
+//! beside this test (`cargo build --workspace --bins`).
 
 // Test helpers unwrap like the tests do: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
@@ -35,10 +36,9 @@ impl Rig {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let kernel = fixture::kernel();
-        let plan = fixture::plan(sector);
-        let initrd =
-            fixture::build_initramfs(&dir, &kernel, Path::new(env!("CARGO_BIN_EXE_vlx-node")));
-        let san = fixture::build_san(&dir, &plan);
+        let image = fixture::build_image(&dir, &kernel, Path::new(env!("CARGO_BIN_EXE_vlx-node")));
+        let (san, plan) = fixture::install(&dir, &image, sector);
+        let initrd = image.join("initramfs.img");
         Rig {
             _tmp: tmp,
             dir,

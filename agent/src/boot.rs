@@ -51,10 +51,20 @@ const POLL: Duration = Duration::from_millis(250);
 pub fn init() -> ! {
     let early = early_mounts();
     sys::ensure_console();
-    let result = early.and_then(|()| boot());
+    // A panic must not end process 1 either: it becomes a failure too.
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| early.and_then(|()| boot())));
     match result {
-        Ok(never) => match never {},
-        Err(f) => rescue(&f),
+        Ok(Ok(never)) => match never {},
+        Ok(Err(f)) => rescue(&f),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            rescue(&Failure::Bug(what))
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub enum Failure {
     Copy(#[source] CopyError),
     #[error("the node's root has no {0}")]
     NoInit(PathBuf),
+    #[error("the node agent failed: {0}")]
+    Bug(String),
     #[error("switching root to {root}: {source}")]
     SwitchRoot {
         root: PathBuf,
@@ -107,6 +109,7 @@ impl Failure {
             Failure::Copy(_) => "look at the node's tree under /run/vlx/meta/nodes/ and at \
                 /newroot; vlx-install renders it again"
                 .into(),
+            Failure::Bug(_) => "this is a bug in vlx-node: report the console lines above".into(),
             Failure::NoInit(_) | Failure::SwitchRoot { .. } => {
                 "look at /newroot: the origin on the SAN is not a bootable root (vlx-install verify)"
                     .into()

@@ -123,7 +123,7 @@ fn boot() -> Result<Infallible, Failure> {
     let mut extra = Vec::new();
     if let Transport::Iscsi(i) = &args.transport {
         extra.extend(i.sifm.iter().cloned());
-        extra.push(iscsi::ISCSI_TCP.to_owned());
+        extra.extend(iscsi::MODULES.iter().map(|m| (*m).to_owned()));
     }
     load_modules(&release, &extra)?;
 

@@ -2,17 +2,22 @@
 //! target, and let the SAN appear as a SCSI disk.
 //!
 //! The steps are the seed's boot parameters in order: load `vlx.sifm`
-//! modules (with `iscsi_tcp`), bring up `vlx.sif` with `vlx.sifip`
+//! modules (with `iscsi_tcp` and `sd_mod`), bring up `vlx.sif` with `vlx.sifip`
 //! (`dhcp` through busybox `udhcpc`, or the fixed address with
 //! `vlx.sifnm`), then `iscsistart` (open-iscsi) to `vlx.ivid` at
 //! `vlx.storage_ip:vlx.storage_port`. After the login the disk is found by
 //! its GPT like any other.
 //!
-//! Tested: the arguments below, by unit tests. Not tested here: a boot
-//! against a real iSCSI target (the rig's boot tests use the disk
-//! transport); the first such test will need `tgt` or LIO on the host.
-//! The image builder must put `iscsistart` and `iscsi_tcp` into the
-//! initramfs for this path.
+//! Tested: the arguments below by unit tests, and whole boots against a
+//! real target (tgt in a network namespace, `agent/tests/rig_boot.rs`) with
+//! a fixed address and with DHCP. Not tested: InfiniBand (IPoIB) storage
+//! interfaces, CHAP, several portals. The image builder must put
+//! `iscsistart` with its libraries and the iSCSI modules into the initramfs
+//! for this path.
+//!
+//! After the switch the session lives on in the kernel; the node's own
+//! open-iscsi must take it over (`iscsid` adopts sessions it finds) and its
+//! network setup must leave the storage interface as it is.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -27,8 +32,10 @@ use crate::console::say;
 use crate::failure::Failure;
 use crate::tools::{command, run};
 
-/// Kernel module of the iSCSI initiator over TCP.
-pub const ISCSI_TCP: &str = "iscsi_tcp";
+/// Kernel modules every iSCSI boot needs: the initiator over TCP, and the
+/// SCSI disk driver that makes the LUN a block device (no udev loads it in
+/// the initramfs).
+pub const MODULES: &[&str] = &["iscsi_tcp", "sd_mod"];
 
 /// Target portal group tag: 1, what target implementations (tgt, LIO) give
 /// the first portal group.
@@ -97,7 +104,7 @@ fn read_mac(sif: &str) -> Option<MacAddr> {
 }
 
 /// Brings up the storage interface and logs in to the target. The modules
-/// (`vlx.sifm`, [`ISCSI_TCP`]) are loaded already.
+/// (`vlx.sifm`, [`MODULES`]) are loaded already.
 pub fn connect(i: &Iscsi, cluster: Uuid) -> Result<(), Failure> {
     let net = |detail: String| Failure::Network {
         sif: i.sif.clone(),
@@ -137,7 +144,18 @@ pub fn connect(i: &Iscsi, cluster: Uuid) -> Result<(), Failure> {
     } else {
         run(command("ifconfig").args(ifconfig_args(i)))?;
     }
-    say(format!("storage interface {} is up ({})", i.sif, i.sifip));
+    let how = if i.sifip == "dhcp" {
+        "DHCP"
+    } else {
+        "vlx.sifip"
+    };
+    match crate::sys::ipv4_of(&i.sif) {
+        Some((addr, mask)) => say(format!(
+            "storage interface {} is up with {addr} netmask {mask} ({how})",
+            i.sif
+        )),
+        None => return Err(net(format!("it has no IPv4 address after {how}"))),
+    }
     let mac = read_mac(&i.sif).ok_or_else(|| net("it has no Ethernet MAC".into()))?;
     let initiator = initiator_name(cluster, mac);
     run(command("iscsistart").args(iscsistart_args(i, &initiator)))?;

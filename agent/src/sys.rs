@@ -142,3 +142,66 @@ pub fn ensure_console() {
 pub fn pid() -> u32 {
     std::process::id()
 }
+
+/// The first IPv4 address and netmask of interface `name`.
+pub fn ipv4_of(name: &str) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        // SAFETY: ifa_addr points to a sockaddr of at least sa_family.
+        let family = unsafe { (*ifa.ifa_addr).sa_family };
+        if ifname.to_bytes() != name.as_bytes() || i32::from(family) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: for AF_INET both point to sockaddr_in.
+        let (addr, mask) = unsafe {
+            (
+                *(ifa.ifa_addr as *const libc::sockaddr_in),
+                *(ifa.ifa_netmask as *const libc::sockaddr_in),
+            )
+        };
+        found = Some((
+            std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+            std::net::Ipv4Addr::from(u32::from_be(mask.sin_addr.s_addr)),
+        ));
+        break;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn reads_the_loopback_address() {
+        assert_eq!(
+            ipv4_of("lo"),
+            Some((Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(255, 0, 0, 0)))
+        );
+        assert_eq!(ipv4_of("no-such-interface"), None);
+    }
+
+    #[test]
+    fn knows_the_running_kernel() {
+        let release = kernel_release().unwrap();
+        let proc = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        assert_eq!(release, proc.trim());
+    }
+}

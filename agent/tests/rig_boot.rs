@@ -11,7 +11,7 @@ mod fixture;
 use std::path::Path;
 
 use cluster::Plan;
-use fixture::{BOOT_TIMEOUT, Guest, Kernel};
+use fixture::{BOOT_TIMEOUT, Guest, Kernel, San};
 
 /// dm-snapshot's persistent store header (dm-snap-persistent.c): magic
 /// "SnAp" (0x70416e53, little endian), valid, version 1, chunk size.
@@ -32,12 +32,17 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(sector: u32) -> Rig {
+    fn new(sector: u32, transport: San) -> Rig {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let kernel = fixture::kernel();
-        let image = fixture::build_image(&dir, &kernel, Path::new(env!("CARGO_BIN_EXE_vlx-node")));
-        let (san, plan) = fixture::install(&dir, &image, sector);
+        let image = fixture::build_image(
+            &dir,
+            &kernel,
+            Path::new(env!("CARGO_BIN_EXE_vlx-node")),
+            transport,
+        );
+        let (san, plan) = fixture::install(&dir, &image, sector, transport);
         let initrd = image.join("initramfs.img");
         Rig {
             _tmp: tmp,
@@ -51,15 +56,15 @@ impl Rig {
     }
 
     fn boot(&self, mac: &str, log: &str) -> Guest {
-        Guest::start(
-            &self.kernel,
-            &self.initrd,
-            &self.plan.boot.cmdline,
-            &self.san,
-            self.sector,
+        let m = fixture::Machine {
+            kernel: &self.kernel,
+            initrd: &self.initrd,
+            cmdline: &self.plan.boot.cmdline,
+            disk: Some((&self.san, self.sector)),
             mac,
-            &self.dir.join(log),
-        )
+            tap: None,
+        };
+        Guest::start(&m, &self.dir.join(log))
     }
 
     fn bytes(&self, label: &str, len: Option<u64>) -> Vec<u8> {
@@ -96,7 +101,7 @@ fn assert_lines(console: &str, wanted: &[String]) {
 #[test]
 fn rig_boots_its_snapshot_root_and_keeps_it() {
     let _one = fixture::one_guest_at_a_time();
-    let rig = Rig::new(512);
+    let rig = Rig::new(512, San::Disk);
     let origin = rig.origin_sha();
     assert_eq!(cow_header(&rig.bytes("vlx-cow-n2", Some(16))), (0, 0, 0, 0));
 
@@ -146,7 +151,7 @@ fn rig_boots_its_snapshot_root_and_keeps_it() {
 #[test]
 fn rig_boots_on_4096_byte_sectors() {
     let _one = fixture::one_guest_at_a_time();
-    let rig = Rig::new(4096);
+    let rig = Rig::new(4096, San::Disk);
     let origin = rig.origin_sha();
     let console = boot_node(&rig, "n1", "boot.log");
     // With 4096-byte sectors the table still counts 512-byte sectors.
@@ -168,7 +173,7 @@ fn rig_boots_on_4096_byte_sectors() {
 #[test]
 fn rig_unknown_mac_gets_no_root_and_says_why() {
     let _one = fixture::one_guest_at_a_time();
-    let rig = Rig::new(512);
+    let rig = Rig::new(512, San::Disk);
     let origin = rig.origin_sha();
     let mut g = rig.boot("52:54:00:99:99:99", "unknown.log");
     g.wait_for("vlx-node: error: ", BOOT_TIMEOUT);
@@ -214,4 +219,77 @@ fn rig_unknown_mac_gets_no_root_and_says_why() {
             n.cow
         );
     }
+}
+
+/// The iSCSI transport against a real target: tgt serves the installed SAN
+/// image in a private network namespace; the blade brings up eth0 (with the
+/// profile's fixed address, or from a dnsmasq there), logs in with
+/// iscsistart and boots as over a disk.
+fn boot_over_iscsi(dhcp: bool) {
+    let _one = fixture::one_guest_at_a_time();
+    let rig = Rig::new(512, San::Iscsi { dhcp });
+    let origin = rig.origin_sha();
+    let target = fixture::IscsiTarget::start(&rig.san, dhcp, &rig.dir);
+    let node = rig.plan.node("n3").unwrap();
+    let mac = node.macs[0].to_string();
+    let m = fixture::Machine {
+        kernel: &rig.kernel,
+        initrd: &rig.initrd,
+        cmdline: &rig.plan.boot.cmdline,
+        disk: None,
+        mac: &mac,
+        tap: Some((&target.netns, fixture::IscsiTarget::TAP)),
+    };
+    let mut g = Guest::start(&m, &rig.dir.join("iscsi.log"));
+    g.wait_for("vlx-node: ready n3\n", BOOT_TIMEOUT);
+    g.wait_for("vlx-test: done", BOOT_TIMEOUT);
+    let logged_in = target.show();
+    g.wait_exit(BOOT_TIMEOUT);
+    let console = g.console();
+    eprintln!("--- console of n3 over iSCSI ---\n{console}");
+    let initiator = agent::iscsi::initiator_name(rig.plan.cluster.uuid, node.macs[0]);
+    let up = if dhcp {
+        format!(
+            "vlx-node: storage interface eth0 is up with {} netmask 255.255.255.0 (DHCP)",
+            fixture::DHCP_ADDRESS
+        )
+    } else {
+        format!(
+            "vlx-node: storage interface eth0 is up with {} netmask 255.255.255.0 (vlx.sifip)",
+            fixture::ISCSI_BLADE_IP
+        )
+    };
+    assert_lines(
+        &console,
+        &[
+            up,
+            format!(
+                "vlx-node: logged in to {} at {}:3260 as {initiator}",
+                fixture::ISCSI_TARGET,
+                fixture::ISCSI_PORTAL
+            ),
+            "vlx-node: SAN is /dev/sda (512-byte sectors)".into(),
+            "vlx-node: this blade is n3 (MAC 52:54:00:88:00:03)".into(),
+            "vlx-test: hostname n3".into(),
+            "vlx-test: mount /dev/mapper/vlx-root / ext4 rw".into(),
+            "vlx-test: mount /dev/sda2 /vlx/meta ext4 ro".into(),
+        ],
+    );
+    assert!(
+        logged_in.contains(&initiator),
+        "tgtadm shows no {initiator}:\n{logged_in}"
+    );
+    drop(target);
+    assert_eq!(rig.origin_sha(), origin, "the origin changed");
+    assert_eq!(cow_header(&rig.bytes("vlx-cow-n3", Some(16))).0, SNAP_MAGIC);
+}
+
+#[test]
+fn rig_boots_over_iscsi_with_a_fixed_address() {
+    boot_over_iscsi(false);
+}
+
+#[test]
+fn rig_boots_over_iscsi_with_dhcp() {
+    boot_over_iscsi(true);
 }

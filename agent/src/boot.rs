@@ -444,7 +444,7 @@ fn swap_on(plan: &Plan, san: &SanDisk, node: &NodePlan) {
 /// again when it ends.
 fn rescue(f: &Failure) -> ! {
     say(format!("error: {f}"));
-    say(format!("look: {}", f.where_to_look()));
+    say(format!("hint: {}", f.where_to_look()));
     say("this blade gets no root and serves nothing; a shell follows on the console");
     loop {
         match command("sh").status() {

@@ -187,7 +187,7 @@ fn rig_unknown_mac_gets_no_root_and_says_why() {
     );
     assert!(
         g.console()
-            .contains("vlx-node: look: add one of these MACs")
+            .contains("vlx-node: hint: add one of these MACs")
     );
     assert!(!g.console().contains("vlx-node: ready"));
 
@@ -292,4 +292,47 @@ fn rig_boots_over_iscsi_with_a_fixed_address() {
 #[test]
 fn rig_boots_over_iscsi_with_dhcp() {
     boot_over_iscsi(true);
+}
+
+/// A blade that sees disks but not the SAN says so, names what each disk
+/// holds, and waits at a shell.
+#[test]
+fn rig_missing_san_is_named_on_the_console() {
+    let _one = fixture::one_guest_at_a_time();
+    let rig = Rig::new(512, San::Disk);
+    let blank = rig.dir.join("blank.img");
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let mac = rig.plan.nodes[0].macs[0].to_string();
+    let m = fixture::Machine {
+        kernel: &rig.kernel,
+        initrd: &rig.initrd,
+        cmdline: &rig.plan.boot.cmdline,
+        disk: Some((&blank, 512)),
+        mac: &mac,
+        tap: None,
+    };
+    let mut g = Guest::start(&m, &rig.dir.join("missing.log"));
+    g.wait_for("a shell follows on the console", BOOT_TIMEOUT);
+    g.type_line("poweroff -f");
+    g.wait_exit(BOOT_TIMEOUT);
+    let console = g.console();
+    eprintln!("--- console of a blade without the SAN ---\n{console}");
+    let uuid = rig.plan.cluster.uuid;
+    let guid = cluster::layout::derived_guid(uuid, "disk");
+    assert_lines(
+        &console,
+        &[
+            "vlx-node: waiting up to 60 s for the SAN to appear".into(),
+            format!(
+                "vlx-node: error: no disk holds the SAN of cluster {uuid} (GPT disk GUID {guid} \
+                 with a vlx-meta partition); disks seen: vda: no valid GPT (primary: no GPT \
+                 signature; backup: no GPT signature)"
+            ),
+        ],
+    );
+    assert!(console.contains("vlx-node: hint: look at ls /sys/block"));
+    assert!(!console.contains("vlx-node: mounted"));
 }

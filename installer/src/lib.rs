@@ -5,6 +5,7 @@
 //! [`apply::apply`] executes the plan's steps with a journal.
 
 pub mod apply;
+pub mod boot;
 pub mod content;
 pub mod device;
 pub mod fs;

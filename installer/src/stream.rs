@@ -127,7 +127,46 @@ pub fn copy_verified(
     })
 }
 
-type Block = (u64, Vec<u8>);
+/// One page of a pipeline buffer; the alignment lets writes bypass the
+/// page cache (`O_DIRECT` needs aligned memory).
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Page([u8; crate::target::DIRECT_ALIGN]);
+
+/// A page-aligned buffer of up to [`BLOCK`] bytes.
+struct Buf {
+    pages: Vec<Page>,
+    len: usize,
+}
+
+impl Buf {
+    fn new() -> Buf {
+        Buf {
+            pages: vec![
+                Page([0; crate::target::DIRECT_ALIGN]);
+                BLOCK / crate::target::DIRECT_ALIGN
+            ],
+            len: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the pages are plain bytes, contiguous, and len never
+        // exceeds their total size (set_len clamps it).
+        unsafe { std::slice::from_raw_parts(self.pages.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, with the unique borrow of the pages.
+        unsafe { std::slice::from_raw_parts_mut(self.pages.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+
+    fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.pages.len() * crate::target::DIRECT_ALIGN);
+    }
+}
+
+type Block = (u64, Buf);
 
 /// Reader → hasher → writer, each in its own thread, buffers recycled.
 fn pipeline(
@@ -138,10 +177,10 @@ fn pipeline(
     offset: u64,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<String, StreamError> {
-    let (free_tx, free_rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(BUFFERS);
+    let (free_tx, free_rx): (SyncSender<Buf>, Receiver<Buf>) = sync_channel(BUFFERS);
     for _ in 0..BUFFERS {
         // The channel holds exactly BUFFERS items, so this cannot block.
-        let _ = free_tx.send(vec![0u8; BLOCK]);
+        let _ = free_tx.send(Buf::new());
     }
     let (hash_tx, hash_rx) = sync_channel::<Block>(1);
     let (write_tx, write_rx) = sync_channel::<Block>(1);
@@ -154,8 +193,8 @@ fn pipeline(
                     return Ok(());
                 };
                 let want = BLOCK.min((size - pos) as usize);
-                buf.resize(want, 0);
-                file.read_exact(&mut buf)
+                buf.set_len(want);
+                file.read_exact(buf.bytes_mut())
                     .map_err(|source| StreamError::Source {
                         path: src.to_owned(),
                         source,
@@ -170,7 +209,7 @@ fn pipeline(
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
             for (pos, buf) in hash_rx {
-                h.update(&buf);
+                h.update(buf.bytes());
                 if write_tx.send((pos, buf)).is_err() {
                     break;
                 }
@@ -180,12 +219,13 @@ fn pipeline(
         let writer = s.spawn(move || -> Result<(), StreamError> {
             let mut done = 0;
             for (pos, buf) in write_rx {
-                if all_zero(&buf) {
-                    target.zero(offset + pos, buf.len() as u64)?;
+                let data = buf.bytes();
+                if all_zero(data) {
+                    target.zero(offset + pos, data.len() as u64)?;
                 } else {
-                    target.write_at(offset + pos, &buf)?;
+                    target.write_direct_at(offset + pos, data)?;
                 }
-                done += buf.len() as u64;
+                done += data.len() as u64;
                 progress(done);
                 // The reader may have stopped; then the buffer is not needed.
                 let _ = free_tx.send(buf);

@@ -14,8 +14,15 @@ use crate::device::{Checked, TargetFacts, TargetKind};
 #[derive(Debug)]
 pub struct Target {
     file: File,
+    /// The same target opened with `O_DIRECT` for large aligned writes,
+    /// when the file system or device allows it.
+    direct: Option<File>,
     facts: TargetFacts,
 }
+
+/// Alignment of `O_DIRECT` buffers, offsets and lengths: the largest
+/// logical sector size vlx supports.
+pub const DIRECT_ALIGN: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {path} at byte {offset}: {source}")]
@@ -41,7 +48,21 @@ impl Target {
                 offset: 0,
                 source,
             })?;
-        Ok(Target { file, facts })
+        // tmpfs and some network file systems refuse O_DIRECT; then every
+        // write goes through the page cache.
+        let direct = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&facts.path)
+                .ok()
+        };
+        Ok(Target {
+            file,
+            direct,
+            facts,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -73,6 +94,21 @@ impl Target {
         self.file
             .write_all_at(data, offset)
             .map_err(self.err("writing", offset))
+    }
+
+    /// Writes around the page cache when `data`, its address and `offset`
+    /// are all aligned to [`DIRECT_ALIGN`] (as `dd oflag=direct` does), and
+    /// through it otherwise.
+    pub fn write_direct_at(&self, offset: u64, data: &[u8]) -> Result<(), TargetError> {
+        let aligned = offset % DIRECT_ALIGN as u64 == 0
+            && data.len() % DIRECT_ALIGN == 0
+            && (data.as_ptr() as usize) % DIRECT_ALIGN == 0;
+        match &self.direct {
+            Some(d) if aligned => d
+                .write_all_at(data, offset)
+                .map_err(self.err("writing", offset)),
+            _ => self.write_at(offset, data),
+        }
     }
 
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, TargetError> {

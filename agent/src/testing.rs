@@ -5,6 +5,8 @@ use cluster::{Plan, SanFacts, Source, Trusting};
 /// A three-node plan (`n1` to `n3`, MACs from 52:54:00:77:00:01) with swap,
 /// at `sector` bytes per logical sector.
 pub(crate) fn plan(sector: u32) -> Plan {
+    // BIOS boot needs 512-byte sectors.
+    let firmware = if sector == 512 { "both" } else { "uefi" };
     let text = format!(
         r#"
 [cluster]
@@ -27,6 +29,8 @@ origin = "64MiB"
 cow = "16MiB"
 swap = "8MiB"
 shared = "64MiB"
+[boot]
+firmware = "{firmware}"
 [image]
 host = "h.toml"
 "#

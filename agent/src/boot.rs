@@ -396,6 +396,10 @@ fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Fail
     let table = dm::snapshot(plan, san, node).map_err(Failure::Layout)?;
     wait_for(Path::new(&table.origin))?;
     wait_for(Path::new(&table.cow))?;
+    let snapshot = |source| Failure::Snapshot {
+        node: node.name.to_string(),
+        source: Box::new(source),
+    };
     // No udev runs in the initramfs: create the /dev/mapper node ourselves.
     run(command("dmsetup").args([
         "create",
@@ -403,8 +407,9 @@ fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Fail
         "--noudevsync",
         "--table",
         &table.to_string(),
-    ]))?;
-    run(command("dmsetup").args(["mknodes", ROOT_DM_NAME]))?;
+    ]))
+    .map_err(snapshot)?;
+    run(command("dmsetup").args(["mknodes", ROOT_DM_NAME])).map_err(snapshot)?;
     say(format!(
         "root is a snapshot of vlx-origin ({}) with {} ({}): {table}",
         table.origin, node.cow, table.cow

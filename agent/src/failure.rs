@@ -46,6 +46,12 @@ pub enum Failure {
     Layout(#[source] LayoutError),
     #[error("{command} failed: {detail}")]
     Tool { command: String, detail: String },
+    #[error("assembling the root of {node}: {source}")]
+    Snapshot {
+        node: String,
+        #[source]
+        source: Box<Failure>,
+    },
     #[error("storage interface {sif}: {detail}")]
     Network { sif: String, detail: String },
     #[error("applying the node's files: {0}")]
@@ -100,9 +106,11 @@ impl Failure {
             Failure::Layout(_) => {
                 "the SAN's GPT and /run/vlx/meta/plan.json disagree: run vlx-install verify".into()
             }
-            Failure::Tool { .. } => "look at dmesg and at the command's output above; a broken \
-                snapshot store returns to factory state with vlx-install reset-node <node>"
-                .into(),
+            Failure::Tool { .. } => "look at dmesg and at the command's output above".into(),
+            Failure::Snapshot { node, .. } => format!(
+                "look at dmesg (device-mapper); a broken snapshot store returns to factory \
+                 state, losing the node's changes, with vlx-install reset-node {node}"
+            ),
             Failure::Network { .. } => "look at ip addr, ip link and dmesg, at the DHCP server \
                 or vlx.sifip=, and at the iSCSI target's access list for this initiator"
                 .into(),

@@ -336,3 +336,50 @@ fn rig_missing_san_is_named_on_the_console() {
     assert!(console.contains("vlx-node: hint: look at ls /sys/block"));
     assert!(!console.contains("vlx-node: mounted"));
 }
+
+/// A snapshot store that the kernel refuses stops the boot at the dm step
+/// with dmsetup's own words and the way out; `vlx-install reset-node`
+/// returns the node to factory state and the next boot comes up.
+#[test]
+fn rig_broken_snapshot_store_stops_the_boot_until_reset() {
+    let _one = fixture::one_guest_at_a_time();
+    let rig = Rig::new(512, San::Disk);
+    let origin = rig.origin_sha();
+    // Not zero (a new store) and not dm-snapshot's magic: corrupt.
+    fixture::write_partition(&rig.san, &rig.plan, "vlx-cow-n1", b"garbage!garbage!");
+
+    let mac = rig.plan.node("n1").unwrap().macs[0].to_string();
+    let mut g = rig.boot(&mac, "broken.log");
+    g.wait_for("a shell follows on the console", BOOT_TIMEOUT);
+    g.type_line("poweroff -f");
+    g.wait_exit(BOOT_TIMEOUT);
+    let console = g.console();
+    eprintln!("--- console of n1 with a broken store ---\n{console}");
+    let error = console
+        .lines()
+        .find(|l| l.starts_with("vlx-node: error: "))
+        .expect("an error line");
+    assert!(
+        error.contains("dmsetup create vlx-root --noudevsync --table 0 131072 snapshot /dev/vda3 /dev/vda4 P 8 failed"),
+        "{error}"
+    );
+    assert!(
+        error.starts_with("vlx-node: error: assembling the root of n1: "),
+        "{error}"
+    );
+    assert!(
+        console.contains("with vlx-install reset-node n1\n"),
+        "no way out on the console:\n{console}"
+    );
+    assert!(!console.contains("vlx-node: mounted /dev/mapper/vlx-root"));
+    assert_eq!(rig.origin_sha(), origin, "the origin changed");
+
+    let said = fixture::vlx_install(&["reset-node", "n1", "--san", &rig.san.to_string_lossy()]);
+    eprintln!("vlx-install reset-node: {said}");
+    let console = boot_node(&rig, "n1", "after-reset.log");
+    assert_lines(
+        &console,
+        &["vlx-node: ready n1".into(), "vlx-test: first boot".into()],
+    );
+    assert_eq!(rig.origin_sha(), origin, "the origin changed");
+}

@@ -485,6 +485,7 @@ impl Run<'_> {
                 size: meta.size,
                 contents: Some(stage.path()),
                 epoch: inputs.epoch(),
+                mmp: false,
             },
         )?;
         Ok(())
@@ -594,6 +595,7 @@ impl Run<'_> {
                 size: p.size,
                 contents: None,
                 epoch: self.inputs.epoch(),
+                mmp: true,
             },
         )?;
         Ok(format!("ext4 of {}", p.size))

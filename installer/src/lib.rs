@@ -13,6 +13,7 @@ pub mod image;
 pub mod installed;
 pub mod journal;
 pub mod profile;
+pub mod render;
 pub mod report;
 pub mod reset;
 pub mod stage;

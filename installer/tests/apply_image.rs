@@ -164,9 +164,90 @@ fn installs_at_both_sector_sizes_and_outside_tools_agree() {
             .arg("::/EFI/BOOT"));
         assert!(dir.contains("BOOTX64"), "{dir}");
 
-        // ext4 volumes, checked by e2fsck at their offsets.
-        for label in ["vlx-meta", "vlx-origin", "vlx-shared"] {
+        // ext4 volumes, checked by e2fsck at their offsets. The shared one
+        // has multiple-mount protection, whose block e2fsck 1.47 reads
+        // without the `?offset=`: check it through a loop device.
+        for label in ["vlx-meta", "vlx-origin"] {
             e2fsck(&san, offset(&plan, label));
+        }
+        let shared = plan.disk.by_label("vlx-shared").unwrap();
+        let o = Command::new("losetup")
+            .args([
+                "--find",
+                "--show",
+                "--read-only",
+                "--offset",
+                &offset(&plan, "vlx-shared").to_string(),
+                "--sizelimit",
+                &shared.size.get().to_string(),
+            ])
+            .arg(&san)
+            .output()
+            .unwrap();
+        let lp = Loop(String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        let t = ok(Command::new("e2fsck").arg("-fn").arg(&lp.0));
+        assert!(!t.contains("Fix?"), "{t}");
+        let dump = ok(Command::new("dumpe2fs").arg("-h").arg(&lp.0));
+        assert!(
+            dump.contains("mmp"),
+            "vlx-shared lacks multiple-mount protection:\n{dump}"
+        );
+        drop(lp);
+
+        // The meta volume: every node's files, host keys 0600, and no
+        // private key in the boot tree served to the network.
+        let meta_dev = format!("{}?offset={}", san.display(), offset(&plan, "vlx-meta"));
+        let rd = d.path().join("meta");
+        std::fs::create_dir(&rd).unwrap();
+        ok(Command::new("debugfs")
+            .args(["-R", &format!("rdump / {}", rd.display())])
+            .arg(&meta_dev));
+        for n in &plan.nodes {
+            let root = rd.join("nodes").join(n.name.as_str()).join("root");
+            assert_eq!(
+                std::fs::read_to_string(root.join("etc/hostname"))
+                    .unwrap()
+                    .trim(),
+                n.name.as_str()
+            );
+            let st = ok(Command::new("debugfs")
+                .args([
+                    "-R",
+                    &format!("stat /nodes/{}/root/etc/ssh/ssh_host_ed25519_key", n.name),
+                ])
+                .arg(&meta_dev));
+            assert!(
+                st.contains("Mode:  0600") && st.contains("User:     0"),
+                "{st}"
+            );
+            let conf = root.join("etc/dnsmasq.conf");
+            let t = ok(Command::new("dnsmasq").arg("--test").arg("-C").arg(&conf));
+            assert!(t.contains("syntax check OK"), "{t}");
+            ok(Command::new("chronyd")
+                .arg("-p")
+                .arg("-f")
+                .arg(root.join("etc/chrony/chrony.conf")));
+        }
+        let mut tftp = Vec::new();
+        let mut stack = vec![rd.join("tftp")];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                let e = e.unwrap().path();
+                if e.is_dir() {
+                    stack.push(e);
+                } else {
+                    tftp.push(e);
+                }
+            }
+        }
+        assert!(tftp.iter().any(|p| p.ends_with("boot.ipxe")), "{tftp:?}");
+        for f in &tftp {
+            let bytes = std::fs::read(f).unwrap();
+            assert!(
+                !bytes.windows(11).any(|w| w == b"PRIVATE KEY"),
+                "{} holds a private key",
+                f.display()
+            );
         }
         // The origin holds origin.ext4's bytes: debugfs reads the marker.
         let cat = ok(Command::new("debugfs")
@@ -223,13 +304,31 @@ fn fingerprint(san: &Path, plan: &cluster::Plan) -> Vec<(String, String)> {
         if p.label == "vlx-meta" {
             continue;
         }
-        let h = installer::stream::hash_file_range(
-            &f,
-            san,
-            p.offset(plan.disk.sector_size).get(),
-            p.size.get(),
-        )
-        .unwrap();
+        let start = p.offset(plan.disk.sector_size).get();
+        let h = if p.label == "vlx-shared" {
+            // The multiple-mount-protection block records when mke2fs ran
+            // (from the clock, not E2FSPROGS_FAKE_TIME): hash around it.
+            let dump = ok(Command::new("dumpe2fs")
+                .arg("-h")
+                .arg(format!("{}?offset={start}", san.display())));
+            let block: u64 = dump
+                .lines()
+                .find_map(|l| l.strip_prefix("MMP block number:"))
+                .map(|v| v.trim().parse().unwrap())
+                .expect("vlx-shared has an MMP block");
+            let mmp = start + block * 4096;
+            let before = installer::stream::hash_file_range(&f, san, start, mmp - start).unwrap();
+            let after = installer::stream::hash_file_range(
+                &f,
+                san,
+                mmp + 4096,
+                start + p.size.get() - mmp - 4096,
+            )
+            .unwrap();
+            format!("{before} {after}")
+        } else {
+            installer::stream::hash_file_range(&f, san, start, p.size.get()).unwrap()
+        };
         out.push((p.label.clone(), h));
     }
     let s = plan.disk.sector_size.bytes();

@@ -59,7 +59,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "network namespaces for the rig"),
     ("openssh-client", "ssh-keygen makes per-node host keys"),
     ("nfs-kernel-server", "NFS export of the shared volume"),
-    ("util-linux", "mkswap, blkid, losetup"),
+    (
+        "util-linux",
+        "mkswap, blkid, losetup, partx; unshare, nsenter, setpriv for live tests",
+    ),
+    (
+        "systemd",
+        "systemd-analyze verify checks the Debian image's units",
+    ),
     ("zstd", "compressed kernel modules"),
     ("binutils", "readelf checks of copied binaries"),
     ("procps", "process checks in tests"),

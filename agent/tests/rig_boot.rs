@@ -121,6 +121,8 @@ fn rig_boots_its_snapshot_root_and_keeps_it() {
             "vlx-node: ready n2".into(),
             "vlx-test: init runs as pid 1".into(),
             "vlx-test: hostname n2".into(),
+            // Rendered by the installer, copied with its mode and owner.
+            "vlx-test: host key /etc/ssh/ssh_host_ed25519_key -rw------- 0:0".into(),
             "vlx-test: mount /dev/mapper/vlx-root / ext4 rw".into(),
             "vlx-test: mount /dev/vda2 /vlx/meta ext4 ro".into(),
             "vlx-test: swap /dev/vda7".into(),

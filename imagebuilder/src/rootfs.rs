@@ -255,6 +255,8 @@ pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
     ar.set_preserve_mtime(true);
     ar.set_overwrite(true);
     let bad = |e: std::io::Error| Error::Other(format!("{}: {e}", archive.display()));
+    // Writing into a folder moves its mtime; folders get theirs at the end.
+    let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let name: PathBuf = entry.path().map_err(bad)?.into_owned();
@@ -263,6 +265,16 @@ pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
             && let Some(target) = entry.link_name().map_err(bad)?
         {
             check_member(archive, &target)?;
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            let m = entry.header().mtime().map_err(bad)?;
+            dir_times.push((name.clone(), i64::try_from(m).unwrap_or(0)));
+        }
+        if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            // The tar crate unpacks these as regular files; make the node.
+            make_node(archive, dest, &name, entry.header())?;
+            continue;
         }
         let ok = entry.unpack_in(dest).map_err(|e| {
             Error::Other(format!(
@@ -280,6 +292,11 @@ pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
         }
     }
     drop(ar);
+    for (name, mtime) in dir_times.iter().rev() {
+        let p = dest.join(name);
+        let t = filetime::FileTime::from_unix_time(*mtime, 0);
+        filetime::set_symlink_file_times(&p, t, t).map_err(io(&p))?;
+    }
     if let Some(mut c) = d.child.take() {
         let st = c.wait().map_err(io(archive))?;
         if !st.success() {
@@ -290,6 +307,48 @@ pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates a device node or FIFO from its tar header under `dest`.
+fn make_node(archive: &Path, dest: &Path, name: &Path, h: &tar::Header) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bad =
+        |e: std::io::Error| Error::Other(format!("{}: {}: {e}", archive.display(), name.display()));
+    let kind = h.entry_type();
+    let fmt = if kind.is_character_special() {
+        libc::S_IFCHR
+    } else if kind.is_block_special() {
+        libc::S_IFBLK
+    } else {
+        libc::S_IFIFO
+    };
+    let mode = h.mode().map_err(bad)? & 0o7777;
+    let major = h.device_major().map_err(bad)?.unwrap_or(0);
+    let minor = h.device_minor().map_err(bad)?.unwrap_or(0);
+    let path = dest.join(name);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    match fs::symlink_metadata(&path) {
+        Ok(_) => fs::remove_file(&path).map_err(io(&path))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&path)(e)),
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Other(format!("{}: NUL in a name", path.display())))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::mknod(c.as_ptr(), fmt | mode, libc::makedev(major, minor)) };
+    if rc != 0 {
+        return Err(io(&path)(std::io::Error::last_os_error()));
+    }
+    let uid = u32::try_from(h.uid().map_err(bad)?).unwrap_or(0);
+    let gid = u32::try_from(h.gid().map_err(bad)?).unwrap_or(0);
+    std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io(&path))?;
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(io(&path))?;
+    let t =
+        filetime::FileTime::from_unix_time(i64::try_from(h.mtime().map_err(bad)?).unwrap_or(0), 0);
+    filetime::set_symlink_file_times(&path, t, t).map_err(io(&path))
 }
 
 /// Sets every mtime under `root` (itself included) to at most `epoch`,

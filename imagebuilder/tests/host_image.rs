@@ -1,0 +1,156 @@
+//! Image tier: the tiny host image built by `vlx-image build`, judged by
+//! e2fsck, cpio, debugfs and the manifest; built twice for reproducibility.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use imagebuilder::manifest;
+
+fn build(profile: &Path, out: &Path) {
+    run(Command::new(env!("CARGO_BIN_EXE_vlx-image"))
+        .arg("build")
+        .arg("--profile")
+        .arg(profile)
+        .arg("--out")
+        .arg(out)
+        .arg("--agent")
+        .arg(agent())
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string()));
+}
+
+fn debugfs(image: &Path, request: &str) -> String {
+    run(Command::new("debugfs").arg("-R").arg(request).arg(image))
+}
+
+#[test]
+fn tiny_image_is_clean_complete_and_reproducible() {
+    let d = tempfile::tempdir().unwrap();
+    let profile = d.path().join("tiny.toml");
+    fs::write(
+        &profile,
+        tiny_profile_text(
+            &[
+                workspace().join("overlays/tiny"),
+                fixtures().join("overlay"),
+            ],
+            "",
+        ),
+    )
+    .unwrap();
+    let a = d.path().join("a");
+    let b = d.path().join("b");
+    build(&profile, &a);
+    build(&profile, &b);
+
+    // Only the four artifacts, nothing temporary left behind.
+    assert_eq!(
+        names(&a),
+        ["initramfs.img", "manifest.json", "origin.ext4", "vmlinuz"]
+    );
+    for f in names(&a) {
+        let (x, y) = (fs::read(a.join(&f)).unwrap(), fs::read(b.join(&f)).unwrap());
+        assert!(x == y, "{f} differs between two builds");
+    }
+
+    // Every sha256 of the manifest matches; so does sha256sum's.
+    let m = manifest::verify_dir(&a).unwrap();
+    assert_eq!((m.name.as_str(), m.source_date_epoch), ("tiny", EPOCH));
+    for art in &m.artifacts {
+        let out = run(Command::new("sha256sum").arg(a.join(&art.file)));
+        assert_eq!(
+            out.split_whitespace().next(),
+            Some(art.sha256.as_str()),
+            "{}",
+            art.file
+        );
+    }
+
+    let origin = a.join("origin.ext4");
+    run(Command::new("e2fsck").arg("-fn").arg(&origin));
+
+    // The overlay's file: content, owner and mode from overlay.toml.
+    assert_eq!(debugfs(&origin, "cat /etc/vlx/image"), "image tiny 0.1.0\n");
+    let stat = debugfs(&origin, "stat /etc/vlx/image");
+    assert!(stat.contains("Mode:  0640"), "{stat}");
+    assert!(stat.contains("User:     1   Group:     2"), "{stat}");
+    let stat = debugfs(&origin, "stat /etc/vlx/secret");
+    assert!(stat.contains("Mode:  0600"), "{stat}");
+    assert!(stat.contains("User:     0   Group:     0"), "{stat}");
+    assert!(
+        stat.contains("mtime: 0x6553f100"),
+        "mtime not clamped: {stat}"
+    );
+    // busybox is init; the daemons are there.
+    let init = debugfs(&origin, "stat /sbin/init");
+    assert!(
+        init.contains("Fast link dest: \"/usr/bin/busybox\""),
+        "{init}"
+    );
+    for bin in [
+        "/usr/sbin/dnsmasq",
+        "/usr/sbin/chronyd",
+        "/usr/sbin/keepalived",
+        "/usr/sbin/dmsetup",
+        "/usr/sbin/mke2fs",
+    ] {
+        let s = debugfs(&origin, &format!("stat {bin}"));
+        assert!(s.contains("Type: regular"), "{bin}: {s}");
+    }
+
+    // The initramfs as GNU cpio lists it.
+    let list = run(Command::new("sh").arg("-c").arg(format!(
+        "gzip -dc {} | cpio -t --quiet",
+        a.join("initramfs.img").display()
+    )));
+    let entries: Vec<&str> = list.lines().collect();
+    let release = &m.kernel_release;
+    for want in [
+        "init".to_owned(),
+        "bin/busybox".into(),
+        "bin/sh".into(),
+        "sbin/switch_root".into(),
+        "sbin/dmsetup".into(),
+        "etc/vlx/modules.load".into(),
+        "usr/lib/x86_64-linux-gnu/libdevmapper.so.1.02.1".into(),
+        "usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+        "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into(),
+        "lib64".into(),
+        format!("usr/lib/modules/{release}/modules.dep"),
+        format!("usr/lib/modules/{release}/kernel/drivers/block/virtio_blk.ko"),
+        format!("usr/lib/modules/{release}/kernel/drivers/md/dm-snapshot.ko"),
+        format!("usr/lib/modules/{release}/kernel/net/core/failover.ko"),
+    ] {
+        assert!(
+            entries.contains(&want.as_str()),
+            "{want} not in the initramfs:\n{list}"
+        );
+    }
+    let mut sorted = entries.clone();
+    sorted.sort_by(|x, y| Path::new(x).cmp(Path::new(y)));
+    assert_eq!(entries, sorted, "entries are not in path order");
+
+    // modules.load: dependencies before the modules that need them.
+    let dir = tempfile::tempdir().unwrap();
+    run(Command::new("sh")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc {} | cpio -id --quiet etc/vlx/modules.load",
+            a.join("initramfs.img").display()
+        )));
+    let load = fs::read_to_string(dir.path().join("etc/vlx/modules.load")).unwrap();
+    let order: Vec<&str> = load.lines().collect();
+    let pos = |m: &str| {
+        order
+            .iter()
+            .position(|x| *x == m)
+            .unwrap_or_else(|| panic!("{m} not in {order:?}"))
+    };
+    assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"));
+    assert!(pos("dm_mod") < pos("dm_snapshot"));
+    assert!(pos("virtio") < pos("virtio_blk"));
+}

@@ -3,13 +3,14 @@
 //! measured in the same run. Speed is judged here, never by timed
 //! assertions in tests.
 
+mod image;
 mod plan;
 mod util;
 
 type Bench = fn() -> anyhow::Result<()>;
 
 /// Every benchmark, by name. Areas add their own module and one line here.
-const BENCHES: &[(&str, Bench)] = &[("plan", plan::run)];
+const BENCHES: &[(&str, Bench)] = &[("plan", plan::run), ("image", image::run)];
 
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();

@@ -62,9 +62,9 @@ fn header(w: &mut impl Write, h: &Header<'_>) -> io::Result<()> {
 /// Writes `tree` as a newc archive to `w`, every mtime `mtime`.
 pub fn write(tree: &Tree, w: &mut impl Write, mtime: u32) -> Result<()> {
     let err = |e: io::Error| Error::Other(format!("writing cpio archive: {e}"));
-    let mut ino = 0u32;
-    for (path, e) in tree.iter() {
-        ino += 1;
+    for (i, (path, e)) in tree.iter().enumerate() {
+        let ino = u32::try_from(i + 1)
+            .map_err(|_| Error::Other("more entries than cpio inode numbers".into()))?;
         let name = path_bytes(path);
         let base = Header {
             ino,

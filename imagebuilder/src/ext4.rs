@@ -134,18 +134,26 @@ fn fix_times(staging: &Path, image: &Path, epoch: u64) -> Result<()> {
     let mut script = Vec::new();
     for p in &paths {
         let bytes = p.as_os_str().as_bytes();
-        if bytes
-            .iter()
-            .any(|b| *b == b'"' || *b == b'\n' || *b == b'\\')
-        {
+        if bytes.contains(&b'\n') {
             return Err(Error::Other(format!(
-                "{}: a name with a quote, backslash or newline cannot be fixed up by debugfs",
+                "{}: a name with a newline cannot be fixed up by debugfs",
                 staging.join(p.strip_prefix("/").unwrap_or(p)).display()
             )));
         }
+        // debugfs's parser takes a quote inside quotes as two quotes.
+        let quoted: Vec<u8> = bytes
+            .iter()
+            .flat_map(|b| {
+                if *b == b'"' {
+                    vec![b'"', b'"']
+                } else {
+                    vec![*b]
+                }
+            })
+            .collect();
         for field in ["ctime", "atime"] {
             script.extend_from_slice(b"sif \"");
-            script.extend_from_slice(bytes);
+            script.extend_from_slice(&quoted);
             script.extend_from_slice(format!("\" {field} @{epoch}\n").as_bytes());
         }
     }

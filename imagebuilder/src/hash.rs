@@ -63,8 +63,8 @@ pub fn sha256_files(paths: &[PathBuf]) -> Result<Vec<(u64, String)>> {
         .unwrap_or(1)
         .min(paths.len().max(1));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<(u64, String)>>>> =
-        Mutex::new((0..paths.len()).map(|_| None).collect());
+    type Slot = Option<Result<(u64, String)>>;
+    let results: Mutex<Vec<Slot>> = Mutex::new((0..paths.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {

@@ -141,7 +141,7 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
     steps.info(&format!(
         "{ORIGIN}: {size} for {} inodes and {} MiB of content, {} headroom",
         usage.inodes,
-        usage.blocks * 4096 >> 20,
+        (usage.blocks * 4096) >> 20,
         profile.headroom
     ));
     ext4::make(

@@ -133,6 +133,23 @@ pub fn describe(dir: &Path, names: &[&str]) -> Result<Vec<Artifact>> {
         .collect())
 }
 
+/// Describes artifacts named `names` whose bytes are (for now) in `paths`
+/// (temporary names), sorted by name.
+pub fn describe_files(names: &[&str], paths: &[PathBuf]) -> Result<Vec<Artifact>> {
+    let sums = hash::sha256_files(paths)?;
+    let mut v: Vec<Artifact> = names
+        .iter()
+        .zip(sums)
+        .map(|(file, (size, sha256))| Artifact {
+            file: (*file).to_owned(),
+            size,
+            sha256,
+        })
+        .collect();
+    v.sort_by(|a, b| a.file.cmp(&b.file));
+    Ok(v)
+}
+
 /// Opens an artifact for reading, for callers that stream it elsewhere.
 pub fn open(dir: &Path, a: &Artifact) -> Result<File> {
     let p = dir.join(&a.file);

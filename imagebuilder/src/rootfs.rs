@@ -129,6 +129,7 @@ pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64)
     // The documented package-cache recipe: debs come in before the
     // download, go back out after it, and leave the root empty of them.
     cmd.arg("--skip=download/empty")
+        .arg("--skip=essential/unlink")
         .arg(format!(
             "--setup-hook=mkdir -p \"$1\"{archives}partial && cp -a {}/. \"$1\"{archives} || true",
             shell_quote(&cache)
@@ -248,7 +249,8 @@ pub fn check_member(archive: &Path, name: &Path) -> Result<()> {
 /// Absolute names and `..` are errors naming the entry.
 pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
     let mut d = open_archive(archive)?;
-    let mut ar = tar::Archive::new(&mut d.reader);
+    let mut reader = std::mem::replace(&mut d.reader, Box::new(std::io::empty()));
+    let mut ar = tar::Archive::new(&mut reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(true);
     ar.set_unpack_xattrs(true);
@@ -291,7 +293,6 @@ pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
             });
         }
     }
-    drop(ar);
     for (name, mtime) in dir_times.iter().rev() {
         let p = dest.join(name);
         let t = filetime::FileTime::from_unix_time(*mtime, 0);

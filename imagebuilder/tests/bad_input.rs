@@ -1,5 +1,7 @@
 //! Bad input: each is an error naming the thing, and the output folder
 //! keeps no artifact under a final name (nor a temporary one).
+// Helpers outside #[test] functions panic on purpose too.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Image tier: guest tarballs, judged by GNU tar (listing and extracting
 //! with xattrs), sha256sum and a second build.
+// Helpers outside #[test] functions panic on purpose too.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

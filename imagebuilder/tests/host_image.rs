@@ -1,5 +1,7 @@
 //! Image tier: the tiny host image built by `vlx-image build`, judged by
 //! e2fsck, cpio, debugfs and the manifest; built twice for reproducibility.
+// Helpers outside #[test] functions panic on purpose too.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -53,14 +53,7 @@ fn make_tree(dest: &Path, limit: u64) -> anyhow::Result<(u64, u64)> {
     let mut bytes = 0u64;
     let mut files = 0u64;
     for src in SOURCES {
-        copy_some(
-            Path::new(src),
-            Path::new(src),
-            dest,
-            limit,
-            &mut bytes,
-            &mut files,
-        )?;
+        copy_some(Path::new(src), dest, limit, &mut bytes, &mut files)?;
         if bytes >= limit {
             break;
         }

@@ -49,7 +49,20 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("openssh-client", "ssh-keygen makes per-node host keys"),
     ("nfs-kernel-server", "NFS export of the shared volume"),
     ("util-linux", "mkswap, blkid, losetup"),
-    ("zstd", "compressed kernel modules"),
+    ("zstd", "compressed kernel modules and root tarballs"),
+    ("xz-utils", "compressed kernel modules and root tarballs"),
+    ("apt", "apt-get download of kernel packages"),
+    ("dpkg", "dpkg-deb extracts kernel packages"),
+    ("tar", "GNU tar checks guest tarballs"),
+    ("gzip", "gzip checks initramfs and guest tarballs"),
+    (
+        "netbase",
+        "/etc/services and /etc/protocols for the tiny image",
+    ),
+    (
+        "libtirpc-common",
+        "/etc/netconfig for the tiny image's NFS tools",
+    ),
     ("binutils", "readelf checks of copied binaries"),
     ("procps", "process checks in tests"),
 ];

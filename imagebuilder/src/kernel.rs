@@ -90,7 +90,12 @@ fn is_versioned(pkg: &str) -> bool {
 /// it is not cached: `apt-get download`, `dpkg-deb -x`, `depmod -b`. Once
 /// cached, no network is used.
 pub fn fetch(package: &str) -> Result<Kernel> {
-    let root = cache_root().join("kernels");
+    fetch_into(&cache_root(), package)
+}
+
+/// [`fetch`] with the cache at `cache` instead of `$VLX_CACHE`.
+pub fn fetch_into(cache: &Path, package: &str) -> Result<Kernel> {
+    let root = cache.join("kernels");
     let resolved = resolve_package(package);
     let (real, version) = match resolved {
         Ok(v) => v,

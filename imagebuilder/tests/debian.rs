@@ -106,3 +106,37 @@ fn debian_bookworm_host_and_guest_through_mmdebstrap() {
         "no /sbin/init link"
     );
 }
+
+#[test]
+fn debian_kernel_fetch_fills_an_empty_cache() {
+    if !mirror_reachable() {
+        eprintln!("SKIPPED: the Debian mirror deb.debian.org cannot be reached");
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let k = imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64").unwrap();
+    assert!(
+        k.vmlinuz.starts_with(cache.path().join("kernels")),
+        "{}",
+        k.vmlinuz.display()
+    );
+    assert!(k.modules.join("modules.dep").is_file());
+    // depmod ran: the binary index exists too.
+    assert!(k.modules.join("modules.dep.bin").is_file());
+    let (real, version) = imagebuilder::kernel::resolve_package("linux-image-cloud-amd64").unwrap();
+    let dir = cache
+        .path()
+        .join("kernels")
+        .join(format!("{real}_{}", version.replace(':', "%3a")));
+    assert!(k.vmlinuz.starts_with(&dir));
+    // Only the finished folder is left, no .deb and no temporary folder.
+    assert_eq!(
+        names(&cache.path().join("kernels")),
+        [format!("{real}_{}", version.replace(':', "%3a"))]
+    );
+    // A second fetch uses the cache (same answer, nothing new).
+    assert_eq!(
+        imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64").unwrap(),
+        k
+    );
+}

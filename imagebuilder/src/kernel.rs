@@ -35,48 +35,62 @@ pub fn cache_root() -> PathBuf {
 }
 
 /// The real kernel package behind `package` (a metapackage such as
-/// `linux-image-cloud-amd64` depends on exactly one `linux-image-<release>`)
-/// and its candidate version, from the local apt lists (no network).
+/// `linux-image-cloud-amd64` depends on exactly one `linux-image-<release>`,
+/// usually pinned with `(= version)`) and its candidate version, from the
+/// local apt lists (no network). One `apt-cache show` when the metapackage
+/// pins the version, two otherwise.
 pub fn resolve_package(package: &str) -> Result<(String, String)> {
-    let real = if is_versioned(package) {
-        package.to_owned()
-    } else {
-        let deps = tool::stdout(
-            Command::new("apt-cache").args([
-                "depends",
-                "--no-recommends",
-                "--no-suggests",
-                package,
-            ]),
-            &format!("resolving kernel package {package}"),
+    let show = |pkg: &str| -> Result<(Option<String>, String)> {
+        let text = tool::stdout(
+            Command::new("apt-cache").args(["show", "--no-all-versions", pkg]),
+            &format!("looking up kernel package {pkg}"),
         )?;
-        deps.lines()
-            .filter_map(|l| l.trim().strip_prefix("Depends:"))
-            .map(str::trim)
-            .find(|d| d.starts_with("linux-image-") && is_versioned(d))
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                Error::Kernel(format!(
-                    "package {package} depends on no linux-image-<release> package (apt-cache depends)"
-                ))
-            })?
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let version = field("Version:").ok_or_else(|| {
+            Error::Kernel(format!(
+                "package {pkg} has no version (run apt-get update?)"
+            ))
+        })?;
+        Ok((field("Depends:"), version))
     };
-    let policy = tool::stdout(
-        Command::new("apt-cache").args(["policy", &real]),
-        &format!("finding the version of {real}"),
-    )?;
-    let version = policy
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Candidate:"))
+    let (depends, version) = show(package)?;
+    if is_versioned(package) {
+        return Ok((package.to_owned(), version));
+    }
+    let dep = depends
+        .unwrap_or_default()
+        .split(',')
+        .flat_map(|alt| alt.split('|'))
         .map(str::trim)
-        .find(|v| *v != "(none)")
+        .find(|d| d.starts_with("linux-image-") && is_versioned(d))
+        .map(str::to_owned)
         .ok_or_else(|| {
             Error::Kernel(format!(
-                "package {real} has no candidate version (run apt-get update?)"
+                "package {package} depends on no linux-image-<release> package"
             ))
-        })?
-        .to_owned();
-    Ok((real, version))
+        })?;
+    // "linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)"
+    let (name, pinned) = match dep.split_once('(') {
+        Some((n, rest)) => (
+            n.trim().to_owned(),
+            rest.trim_end_matches(')')
+                .trim()
+                .strip_prefix('=')
+                .map(|v| v.trim().to_owned()),
+        ),
+        None => (dep.clone(), None),
+    };
+    match pinned {
+        Some(v) => Ok((name, v)),
+        None => {
+            let (_, v) = show(&name)?;
+            Ok((name, v))
+        }
+    }
 }
 
 /// A versioned kernel package name holds a release such as `6.1.0-26-…`.

@@ -94,6 +94,12 @@ impl Progress for Bar {
     }
 }
 
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Progress in a log: plain lines, byte counts at most every 5 s.
 struct Lines {
     start: Instant,

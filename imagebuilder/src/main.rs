@@ -57,8 +57,8 @@ enum Command {
     /// Fetch a Debian kernel package into the kernel cache ($VLX_CACHE,
     /// default ~/.cache/vlx) so that later builds run offline.
     FetchKernel {
-        /// Package name [default: the kernel of profiles/hosts/tiny.toml's
-        /// kind, linux-image-cloud-amd64].
+        /// Debian kernel package; a metapackage is resolved to the
+        /// linux-image-<release> it depends on.
         #[arg(default_value = "linux-image-cloud-amd64")]
         package: String,
     },

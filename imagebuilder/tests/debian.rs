@@ -140,3 +140,32 @@ fn debian_kernel_fetch_fills_an_empty_cache() {
         k
     );
 }
+
+#[test]
+fn debian_missing_package_is_named() {
+    if !mirror_reachable() {
+        eprintln!("SKIPPED: the Debian mirror deb.debian.org cannot be reached");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(workspace().join("profiles/hosts/debian-bookworm.toml"))
+        .unwrap()
+        .replace(
+            "packages = [\n",
+            "packages = [\n    \"no-such-package-vlx\",\n",
+        );
+    let profile = d.path().join("p.toml");
+    std::fs::write(&profile, text).unwrap();
+    let out = d.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_vlx-image"))
+        .args(["build", "--agent", agent().to_str().unwrap(), "--profile"])
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("no-such-package-vlx"), "{err}");
+    assert_eq!(names(&out), Vec::<String>::new());
+}

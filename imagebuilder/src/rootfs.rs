@@ -131,11 +131,12 @@ pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64)
     cmd.arg("--skip=download/empty")
         .arg("--skip=essential/unlink")
         .arg(format!(
-            "--setup-hook=mkdir -p \"$1\"{archives}partial && cp -a {}/. \"$1\"{archives} || true",
+            "--setup-hook=mkdir -p \"$1\"{archives}partial && cp -a {}/. \"$1\"{archives}",
             shell_quote(&cache)
         ))
         .arg(format!(
-            "--customize-hook=cp -a \"$1\"{archives}*.deb {}/ 2>/dev/null || true; rm -f \"$1\"{archives}*.deb",
+            "--customize-hook=find \"$1\"{archives} -maxdepth 1 -name '*.deb' -exec cp -a {{}} {}/ + \
+             && find \"$1\"{archives} -maxdepth 1 -name '*.deb' -delete",
             shell_quote(&cache)
         ))
         .arg(&spec.suite)

@@ -52,11 +52,9 @@ fn vlx_image() -> anyhow::Result<PathBuf> {
 fn make_tree(dest: &Path, limit: u64) -> anyhow::Result<(u64, u64)> {
     let mut bytes = 0u64;
     let mut files = 0u64;
-    for src in SOURCES {
-        copy_some(Path::new(src), dest, limit, &mut bytes, &mut files)?;
-        if bytes >= limit {
-            break;
-        }
+    for (i, src) in SOURCES.iter().enumerate() {
+        let share = limit * (i as u64 + 1) / SOURCES.len() as u64;
+        copy_some(Path::new(src), dest, share, &mut bytes, &mut files)?;
     }
     Ok((bytes, files))
 }
@@ -91,7 +89,7 @@ fn copy_some(
         } else if md.file_type().is_symlink() {
             fs::create_dir_all(to.parent().unwrap_or(dest))?;
             std::os::unix::fs::symlink(fs::read_link(&p)?, &to)?;
-        } else if md.is_file() {
+        } else if md.is_file() && md.len() <= MAX_FILE {
             fs::create_dir_all(to.parent().unwrap_or(dest))?;
             if fs::copy(&p, &to).is_ok() {
                 *bytes += md.len();

@@ -46,3 +46,29 @@ fn transports_pull_their_modules_in_dependency_order() {
         .to_string();
     assert!(err.contains("e1000") && err.contains(&k.release), "{err}");
 }
+
+#[test]
+fn iscsi_initramfs_carries_iscsistart_and_its_libraries() {
+    use std::path::Path;
+    let k = kernel::fetch("linux-image-cloud-amd64").unwrap();
+    let index = ModuleIndex::load(&k).unwrap();
+    let transports = [Transport::Disk, Transport::Iscsi];
+    let programs = initramfs::Programs::find(Path::new("/usr/bin/true"), &transports).unwrap();
+    let modules = initramfs::modules(&index, &transports, &[]).unwrap();
+    let resolver = imagebuilder::libs::Resolver::host();
+    let tree = initramfs::plan(&programs, &k, &index, &modules, &resolver).unwrap();
+    assert!(tree.get(Path::new("sbin/iscsistart")).is_some());
+    let iscsi_tcp = modules.iter().find(|m| m.name == "iscsi_tcp").unwrap();
+    let at = Path::new("lib/modules")
+        .join(&k.release)
+        .join(iscsi_tcp.plain_path());
+    assert!(tree.get(&at).is_some(), "{} missing", at.display());
+    // Every library iscsistart needs is in the tree.
+    let needs = resolver
+        .closure(&[programs.iscsistart.clone().unwrap()])
+        .unwrap();
+    assert!(!needs.is_empty());
+    for lib in needs {
+        assert!(tree.get(&lib).is_some(), "{} missing", lib.display());
+    }
+}

@@ -24,6 +24,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "the shell and tools of the initramfs and tiny image",
     ),
     ("dmsetup", "device-mapper snapshots on every node"),
+    (
+        "open-iscsi",
+        "iscsistart in initramfs images for the iscsi transport",
+    ),
     ("e2fsprogs", "mke2fs, e2fsck and debugfs for ext4 volumes"),
     (
         "mmdebstrap",

@@ -20,15 +20,19 @@ use crate::util::{mib, ms};
 /// Size of the tree the tarball benchmark archives.
 const TREE_BYTES: u64 = 200 << 20;
 
-/// Folders of the build machine the tree is copied from: real binaries,
-/// libraries and text, compressing as a root file system does.
+/// Folders of the build machine the tree is copied from, a quarter of the
+/// bytes each: text, programs, libraries and the rest, compressing as a
+/// root file system does.
 const SOURCES: &[&str] = &[
-    "/usr/lib/x86_64-linux-gnu",
     "/usr/share",
     "/usr/bin",
-    "/usr/sbin",
+    "/usr/lib/x86_64-linux-gnu",
     "/usr/lib",
 ];
+
+/// Larger files are skipped, so that the tree has a root's many files
+/// rather than a few huge libraries.
+const MAX_FILE: u64 = 8 << 20;
 
 fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;

@@ -156,3 +156,51 @@ fn tiny_image_is_clean_complete_and_reproducible() {
     assert!(pos("dm_mod") < pos("dm_snapshot"));
     assert!(pos("virtio") < pos("virtio_blk"));
 }
+
+#[test]
+fn tarball_root_keeps_owners_modes_and_capabilities_in_the_ext4() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("usr/bin/ping"), b"ping").unwrap();
+    // cap_net_raw, effective (VFS_CAP_REVISION_2).
+    let cap = [
+        1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    xattr::set(root.join("usr/bin/ping"), "security.capability", &cap).unwrap();
+    fs::write(root.join("etc/shadow"), b"root:*:1::::::\n").unwrap();
+    std::os::unix::fs::chown(root.join("etc/shadow"), Some(0), Some(42)).unwrap();
+    run(Command::new("chmod")
+        .arg("0640")
+        .arg(root.join("etc/shadow")));
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+    let tarball = d.path().join("root.tar.xz");
+    run(Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-cJf"])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&root)
+        .arg("."));
+    let sha = imagebuilder::hash::sha256_file(&tarball).unwrap().1;
+    let profile = d.path().join("t.toml");
+    fs::write(
+        &profile,
+        format!(
+            "[image]\nname = \"t\"\nversion = \"1\"\n[rootfs]\nsource = \"tarball\"\ntarball = \"root.tar.xz\"\nsha256 = \"{sha}\"\nheadroom = \"8MiB\"\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n"
+        ),
+    )
+    .unwrap();
+    let out = d.path().join("out");
+    build(&profile, &out);
+    let origin = out.join("origin.ext4");
+    run(Command::new("e2fsck").arg("-fn").arg(&origin));
+    let stat = debugfs(&origin, "stat /etc/shadow");
+    assert!(
+        stat.contains("Mode:  0640") && stat.contains("Group:    42"),
+        "{stat}"
+    );
+    let ea = debugfs(&origin, "ea_list /usr/bin/ping");
+    assert!(ea.contains("security.capability"), "{ea}");
+    assert!(debugfs(&origin, "stat /bin").contains("Fast link dest: \"usr/bin\""));
+}

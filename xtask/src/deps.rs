@@ -21,7 +21,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("keepalived", "VRRP for the cluster VIPs; config checks"),
     (
         "busybox-static",
-        "the shell and tools of the initramfs and tiny image",
+        "the shell and tools of the initramfs and tiny image; httpd in PXE tests",
     ),
     ("dmsetup", "device-mapper snapshots on every node"),
     (
@@ -36,9 +36,12 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("gdisk", "sgdisk -v checks partition tables"),
     ("fdisk", "fdisk checks 4096-byte-sector partition tables"),
     ("dosfstools", "fsck.vfat checks ESPs"),
-    ("mtools", "FAT access for syslinux's installer"),
-    ("syslinux", "BIOS boot from the ESP"),
-    ("syslinux-common", "syslinux modules and gptmbr.bin"),
+    ("mtools", "FAT access for syslinux's installer; ESP checks"),
+    ("syslinux", "BIOS boot from the ESP (its installer)"),
+    (
+        "syslinux-common",
+        "syslinux modules, ldlinux.c32 and gptmbr.bin",
+    ),
     ("syslinux-efi", "syslinux for UEFI"),
     ("pxelinux", "BIOS network boot"),
     ("isolinux", "BIOS boot of the install ISO"),
@@ -52,7 +55,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "network namespaces for the rig"),
     ("openssh-client", "ssh-keygen makes per-node host keys"),
     ("nfs-kernel-server", "NFS export of the shared volume"),
-    ("util-linux", "mkswap, blkid, losetup"),
+    (
+        "util-linux",
+        "mkswap, blkid, losetup, partx; unshare, nsenter, setpriv for live tests",
+    ),
+    (
+        "systemd",
+        "systemd-analyze verify checks the Debian image's units",
+    ),
     ("zstd", "compressed kernel modules and root tarballs"),
     ("xz-utils", "compressed kernel modules and root tarballs"),
     ("apt", "apt-get download of kernel packages"),

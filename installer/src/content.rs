@@ -1,0 +1,47 @@
+//! What the content step lays on the meta volume besides the plan: the PXE
+//! boot tree and every node's rendered configuration.
+
+use std::path::Path;
+
+use crate::apply::{ApplyError, Inputs};
+use crate::image;
+use crate::stage::Staging;
+
+/// Folder of the PXE tree on the meta volume (served over TFTP and HTTP).
+pub const TFTP: &str = "tftp";
+
+/// Stages the content into `stage`.
+pub fn stage(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
+    let spec = bootfs::pxe::PxeSpec::for_plan(
+        &inputs.plan,
+        inputs.image.path(image::KERNEL),
+        vec![inputs.image.path(image::INITRAMFS)],
+        bootfs::Epoch(inputs.epoch()),
+    );
+    bootfs::pxe::plan(&spec)
+        .and_then(|t| t.write(&stage.path().join(TFTP)))
+        .map_err(|e| ApplyError::Step {
+            step: crate::journal::Step::Content,
+            message: format!("building the PXE tree: {e}"),
+        })?;
+    stage.dir(Path::new("nodes"), 0o755, 0, 0)?;
+    let render_err = |e: crate::render::RenderError| ApplyError::Step {
+        step: crate::journal::Step::Content,
+        message: e.to_string(),
+    };
+    let profile_dir = inputs.profile_path.parent().unwrap_or(Path::new("."));
+    let overlays =
+        crate::render::NodeOverlays::load(&inputs.plan, profile_dir).map_err(render_err)?;
+    for node in &inputs.plan.nodes {
+        let mut files = overlays.render(&inputs.plan, node).map_err(render_err)?;
+        crate::render::merge(
+            &mut files,
+            crate::render::host_keys(node).map_err(render_err)?,
+        )
+        .map_err(render_err)?;
+        let root = Path::new("nodes").join(node.name.as_str()).join("root");
+        stage.dir(&root, 0o755, 0, 0)?;
+        stage.entries(&root, &files)?;
+    }
+    Ok(())
+}

@@ -118,7 +118,7 @@ pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64)
     let mut packages: Vec<String> = spec.packages.iter().chain(extra).cloned().collect();
     packages.sort();
     packages.dedup();
-    let archives = "/var/cache/apt/archives/";
+    let (setup, customize) = cache_hooks(&cache);
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--format=directory", "--quiet"])
         .arg(format!("--variant={}", spec.variant))
@@ -130,15 +130,8 @@ pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64)
     // download, go back out after it, and leave the root empty of them.
     cmd.arg("--skip=download/empty")
         .arg("--skip=essential/unlink")
-        .arg(format!(
-            "--setup-hook=mkdir -p \"$1\"{archives}partial && cp -a {}/. \"$1\"{archives}",
-            shell_quote(&cache)
-        ))
-        .arg(format!(
-            "--customize-hook=find \"$1\"{archives} -maxdepth 1 -name '*.deb' -exec cp -a {{}} {}/ + \
-             && find \"$1\"{archives} -maxdepth 1 -name '*.deb' -delete",
-            shell_quote(&cache)
-        ))
+        .arg(format!("--setup-hook={setup}"))
+        .arg(format!("--customize-hook={customize}"))
         .arg(&spec.suite)
         .arg(dest)
         .arg(spec.mirror.as_deref().unwrap_or(DEFAULT_MIRROR));
@@ -147,6 +140,21 @@ pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64)
         &format!("building the {} root with mmdebstrap", spec.suite),
     )?;
     Ok(())
+}
+
+/// Shell commands for mmdebstrap's setup and customize hooks (the root is
+/// `$1`): copy the cached debs in; copy the debs out to the cache and
+/// delete them from the root.
+fn cache_hooks(cache: &Path) -> (String, String) {
+    let archives = "/var/cache/apt/archives/";
+    let cache = shell_quote(cache);
+    (
+        format!("mkdir -p \"$1\"{archives}partial && cp -a {cache}/. \"$1\"{archives}"),
+        format!(
+            "find \"$1\"{archives} -maxdepth 1 -name '*.deb' -exec cp -a -t {cache} {{}} + \
+             && find \"$1\"{archives} -maxdepth 1 -name '*.deb' -delete"
+        ),
+    )
 }
 
 /// The mirror mmdebstrap uses when a profile names none.
@@ -374,6 +382,36 @@ pub fn clamp_mtimes(root: &Path, epoch: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_hooks_move_debs_both_ways() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("it's cache");
+        let root = d.path().join("root");
+        fs::create_dir_all(&cache).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        fs::write(cache.join("a_1_amd64.deb"), b"a").unwrap();
+        let (setup, customize) = cache_hooks(&cache);
+        let sh = |script: &str| {
+            let st = Command::new("sh")
+                .args(["-c", script, "sh"])
+                .arg(&root)
+                .status()
+                .unwrap();
+            assert!(st.success(), "{script}");
+        };
+        sh(&setup);
+        let archives = root.join("var/cache/apt/archives");
+        assert!(archives.join("a_1_amd64.deb").is_file() && archives.join("partial").is_dir());
+        fs::write(archives.join("b_2_amd64.deb"), b"b").unwrap();
+        sh(&customize);
+        assert!(cache.join("b_2_amd64.deb").is_file());
+        assert!(
+            !archives.join("a_1_amd64.deb").exists() && !archives.join("b_2_amd64.deb").exists()
+        );
+        // With no debs at all, the hook still succeeds.
+        sh(&customize);
+    }
 
     #[test]
     fn members_that_escape_are_named() {

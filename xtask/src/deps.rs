@@ -50,6 +50,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("grub-pc-bin", "BIOS GRUB modules"),
     ("xorriso", "the install ISO and its El Torito check"),
     ("cpio", "cpio -t checks initramfs images"),
+    (
+        "open-iscsi",
+        "iscsistart: the node agent's iSCSI login in the initramfs",
+    ),
+    (
+        "tgt",
+        "an iSCSI target for the node agent's iSCSI boot tests",
+    ),
     ("kmod", "depmod and modinfo for kernel modules"),
     ("vde2", "the rig's private L2 switch"),
     ("iproute2", "network namespaces for the rig"),

@@ -153,7 +153,12 @@ pub fn fetch_into(cache: &Path, package: &str) -> Result<Kernel> {
         &format!("depmod for {}", kernel.release),
     )?;
     fs::remove_file(&deb).map_err(io(&deb))?;
-    fs::rename(&tree, &dir).map_err(io(&dir))?;
+    if let Err(e) = fs::rename(&tree, &dir) {
+        // Another build fetched the same kernel meanwhile: theirs serves.
+        if !dir.is_dir() {
+            return Err(io(&dir)(e));
+        }
+    }
     in_tree(&dir)
 }
 

@@ -1,0 +1,289 @@
+//! A powered blade: its QEMU process, its two serial consoles and its
+//! monitor, and the times of its boot.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::console::{Console, ConsoleError, Line, Listening, WaitError};
+use crate::qemu::{Machine, QEMU};
+use crate::qmp::{Qmp, QmpError};
+use crate::run::{Run, RunError};
+use crate::shell::Shell;
+
+/// The node agent's line when the node's root is assembled (contract).
+pub const AGENT_READY: &str = "vlx-node: ready";
+/// The image's line when its services run (contract).
+pub const SERVICES_READY: &str = "vlx: services ready";
+/// The kernel's first line.
+pub const KERNEL_BANNER: &str = "Linux version";
+/// Lines after which the awaited line will not come: a kernel panic, the
+/// node agent's failure (contract), SeaBIOS and OVMF out of boot options.
+pub const FATAL: &[&str] = &[
+    "Kernel panic - not syncing",
+    "vlx-node: error:",
+    "No bootable device.",
+    "UEFI Interactive Shell",
+];
+
+/// How long QEMU gets to exit after `quit` before it is killed.
+const EXIT_LIMIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BladeError {
+    #[error("{blade}: cannot prepare {path}: {source}")]
+    Prepare {
+        blade: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{blade}: {source}")]
+    Console {
+        blade: String,
+        #[source]
+        source: ConsoleError,
+    },
+    #[error("{blade}: {source}")]
+    Qmp {
+        blade: String,
+        #[source]
+        source: QmpError,
+    },
+    #[error("{blade}: {source}")]
+    Spawn {
+        blade: String,
+        #[source]
+        source: RunError,
+    },
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+}
+
+/// Where a blade's logs go: `<dir>/<blade>.ttyS0.log`, `.ttyS1.log` and
+/// `.qemu.log` (QEMU's own messages), appended on each power on.
+#[derive(Debug, Clone)]
+pub struct Logs {
+    pub dir: PathBuf,
+}
+
+impl Logs {
+    pub fn console(&self, blade: &str) -> PathBuf {
+        self.dir.join(format!("{blade}.ttyS0.log"))
+    }
+    pub fn shell(&self, blade: &str) -> PathBuf {
+        self.dir.join(format!("{blade}.ttyS1.log"))
+    }
+    pub fn qemu(&self, blade: &str) -> PathBuf {
+        self.dir.join(format!("{blade}.qemu.log"))
+    }
+}
+
+/// The times of one boot of one blade, in seconds since the run started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Boot {
+    /// What it booted from.
+    pub from: String,
+    pub power_on: f64,
+    /// First output on its console.
+    pub firmware: Option<f64>,
+    pub kernel: Option<f64>,
+    pub agent_ready: Option<f64>,
+    pub services_ready: Option<f64>,
+    pub power_off: Option<f64>,
+}
+
+impl Boot {
+    /// Power on to services ready, when it got there.
+    pub fn to_ready(&self) -> Option<f64> {
+        self.services_ready.map(|r| r - self.power_on)
+    }
+}
+
+/// A blade with power.
+#[derive(Debug)]
+pub struct Powered {
+    name: String,
+    child: Child,
+    console: Console,
+    shell: Shell,
+    qmp: Qmp,
+    t0: Instant,
+    boot: Boot,
+}
+
+/// Powers a blade on: listens on its sockets, starts QEMU in the run's
+/// process group, and starts reading its consoles.
+pub fn power_on(run: &Run, machine: &Machine, logs: &Logs) -> Result<Powered, BladeError> {
+    let name = machine.name.clone();
+    let prep = |path: &Path| {
+        let name = name.clone();
+        let path = path.to_owned();
+        move |source| BladeError::Prepare {
+            blade: name,
+            path,
+            source,
+        }
+    };
+    let s = &machine.sockets;
+    for dir in [s.console.parent(), Some(logs.dir.as_path())]
+        .into_iter()
+        .flatten()
+    {
+        std::fs::create_dir_all(dir).map_err(prep(dir))?;
+    }
+    // Sockets of an earlier power on of this blade.
+    for p in [&s.console, &s.shell, &s.qmp] {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(prep(p)(e)),
+            _ => {}
+        }
+    }
+    if let Some(u) = &machine.uefi
+        && !u.vars.exists()
+    {
+        // The blade's NVRAM: its own copy, kept across its power cycles.
+        let template = crate::firmware::ovmf()
+            .map(|o| o.vars_template)
+            .ok_or_else(|| prep(&u.vars)(std::io::Error::other("OVMF is not installed")))?;
+        std::fs::copy(&template, &u.vars).map_err(prep(&u.vars))?;
+    }
+    let console_err = |source| BladeError::Console {
+        blade: name.clone(),
+        source,
+    };
+    let con = Listening::bind(&s.console).map_err(console_err)?;
+    let sh = Listening::bind(&s.shell).map_err(console_err)?;
+    let qmp = Qmp::bind(&s.qmp).map_err(|source| BladeError::Qmp {
+        blade: name.clone(),
+        source,
+    })?;
+    let qemu_log = logs.qemu(&name);
+    let stderr = File::options()
+        .create(true)
+        .append(true)
+        .open(&qemu_log)
+        .map_err(prep(&qemu_log))?;
+
+    let t0 = run.started();
+    let console = con
+        .attach(&format!("{name} ttyS0"), &logs.console(&name), t0)
+        .map_err(console_err)?;
+    let shell_console = sh
+        .attach(&format!("{name} ttyS1"), &logs.shell(&name), t0)
+        .map_err(console_err)?;
+    let power_on = t0.elapsed().as_secs_f64();
+    let line = machine.command_line();
+    console.note(&format!("power on, booting from {}: {line}", machine.boot));
+    shell_console.note("power on");
+
+    let mut cmd = Command::new(QEMU);
+    cmd.args(machine.argv())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let child = run
+        .spawn(&mut cmd, &format!("blade {name}"))
+        .map_err(|source| BladeError::Spawn {
+            blade: name.clone(),
+            source,
+        })?;
+    Ok(Powered {
+        name: name.clone(),
+        child,
+        console,
+        shell: Shell::new(shell_console),
+        qmp,
+        t0,
+        boot: Boot {
+            from: machine.boot.to_string(),
+            power_on,
+            ..Boot::default()
+        },
+    })
+}
+
+impl Powered {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// ttyS0: firmware, kernel, agent and init.
+    pub fn console(&self) -> &Console {
+        &self.console
+    }
+
+    /// The check shell on ttyS1.
+    pub fn shell(&self) -> &Shell {
+        &self.shell
+    }
+
+    /// Whether QEMU still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for `marker` on ttyS0 from the start of this boot, failing
+    /// early on a kernel panic or an agent error.
+    pub fn wait(&self, marker: &str, limit: Duration) -> Result<Line, BladeError> {
+        Ok(self.console.wait_marker(marker, FATAL, 0, limit)?.0)
+    }
+
+    /// Waits for the agent's and the services' ready lines for `node`;
+    /// `limit` counts from the blade's power on.
+    pub fn wait_ready(&mut self, node: &str, limit: Duration) -> Result<(), BladeError> {
+        let deadline = self.t0 + Duration::from_secs_f64(self.boot.power_on) + limit;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let agent = self.wait(&format!("{AGENT_READY} {node}"), left())?;
+        self.boot.agent_ready = Some(agent.at.as_secs_f64());
+        let services = self.wait(&format!("{SERVICES_READY} {node}"), left())?;
+        self.boot.services_ready = Some(services.at.as_secs_f64());
+        Ok(())
+    }
+
+    /// The times of this boot, as far as it got.
+    pub fn boot(&self) -> Boot {
+        let mut b = self.boot.clone();
+        b.firmware = self.console.first_byte().map(|d| d.as_secs_f64());
+        let lines = self.console.lines();
+        let find = |m: &str| {
+            lines
+                .iter()
+                .find(|l| l.text.contains(m))
+                .map(|l| l.at.as_secs_f64())
+        };
+        b.kernel = find(KERNEL_BANNER);
+        b.agent_ready = b.agent_ready.or_else(|| find(AGENT_READY));
+        b.services_ready = b.services_ready.or_else(|| find(SERVICES_READY));
+        b
+    }
+
+    /// Pulls the plug (QMP `quit`; SIGKILL if QEMU does not exit) and
+    /// returns the times of the boot that ends.
+    pub fn power_off(mut self) -> Boot {
+        let at = self.t0.elapsed().as_secs_f64();
+        self.console.note("power off");
+        if self.qmp.quit().is_err() {
+            let _ = self.child.kill();
+        }
+        let deadline = Instant::now() + EXIT_LIMIT;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut b = self.boot();
+        b.power_off = Some(at);
+        b
+    }
+}
+
+impl Drop for Powered {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

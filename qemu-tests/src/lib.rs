@@ -18,12 +18,17 @@
 pub mod accel;
 pub mod blade;
 pub mod bootcmd;
+pub mod checks;
 pub mod console;
 pub mod firmware;
 pub mod plan;
 pub mod qemu;
 pub mod qmp;
+pub mod rehearse;
+pub mod report;
 pub mod run;
+pub mod san;
 pub mod shell;
 pub mod switch;
 pub mod testkit;
+pub mod tools;

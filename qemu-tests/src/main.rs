@@ -7,6 +7,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cluster::MacAddr;
 use qemu_tests::bootcmd::{self, BootOptions};
+use qemu_tests::plan::{Options, Scheme, Timeouts};
+use qemu_tests::rehearse::{self, RehearseError, Request};
+use qemu_tests::report::Outcome;
 use qemu_tests::qemu::Firmware;
 use qemu_tests::run;
 
@@ -20,6 +23,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Build, install and boot a cluster in QEMU, lose blades, reset one,
+    /// and check it all; the report goes to --report.
+    Rehearse(RehearseArgs),
     /// Boot blades with a kernel and initramfs on a private segment, until
     /// Ctrl-C (to try a kernel or initramfs on the rig's machines).
     Boot(BootArgs),
@@ -38,6 +44,48 @@ impl From<FirmwareArg> for Firmware {
             FirmwareArg::Uefi => Firmware::Uefi,
         }
     }
+}
+
+#[derive(Debug, Args)]
+struct RehearseArgs {
+    /// The cluster profile.
+    #[arg(long, value_name = "FILE", default_value = "profiles/clusters/demo.toml")]
+    cluster: PathBuf,
+    /// A host image directory built before (otherwise `vlx-image build`
+    /// builds the profile's host image).
+    #[arg(long, value_name = "DIR")]
+    image: Option<PathBuf>,
+    /// Rehearse the first N blades of the profile.
+    #[arg(long, value_name = "N")]
+    nodes: Option<usize>,
+    /// Where the report goes (timelines, consoles, checks).
+    #[arg(long, value_name = "DIR", default_value = "target/rehearsal")]
+    report: PathBuf,
+    /// Keep the SAN, the image and the sockets after the run.
+    #[arg(long)]
+    keep: bool,
+    /// Firmware of the blades (default: BIOS when the profile's boot assets
+    /// carry it, else UEFI).
+    #[arg(long, value_enum)]
+    firmware: Option<FirmwareArg>,
+    /// Memory of each blade, in MiB.
+    #[arg(long, default_value_t = qemu_tests::plan::DEFAULT_MEMORY_MIB)]
+    memory: u32,
+    /// Stop after this step (1 to 8); the blades are powered off and the
+    /// report written in any case.
+    #[arg(long, value_name = "STEP")]
+    stop_after: Option<u8>,
+    /// Boot only the first blade from the SAN, every other one from the
+    /// network served by the blades already up.
+    #[arg(long)]
+    pxe_only: bool,
+    /// Add a blade with this MAC, which is not in the cluster table; it must
+    /// be refused a root and say why (repeatable).
+    #[arg(long, value_name = "MAC")]
+    stranger: Vec<MacAddr>,
+    /// Seconds a blade may take from power on to `vlx: services ready`.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    ready_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -73,9 +121,75 @@ struct BootArgs {
     keep: bool,
 }
 
+/// Exit code of a rehearsal whose checks failed (the table names them).
+const EXIT_CHECKS_FAILED: u8 = 1;
+/// Exit code of a profile the user must fix.
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
+    let options = Options {
+        nodes: a.nodes,
+        image: a.image,
+        firmware: a.firmware.map(Firmware::from),
+        memory_mib: a.memory,
+        scheme: if a.pxe_only {
+            Scheme::PxeOnly
+        } else {
+            Scheme::Cold
+        },
+        stop_after: a.stop_after,
+        strangers: a.stranger,
+        timeouts: Timeouts {
+            ready: Duration::from_secs(a.ready_timeout),
+            ..Timeouts::default()
+        },
+    };
+    let req = Request {
+        profile: a.cluster,
+        options,
+        report_dir: a.report,
+        keep: a.keep,
+        build_programs: false,
+    };
+    let outcome = match rehearse::rehearse(&req, &|line| eprintln!("{line}")) {
+        Ok(o) => o,
+        Err(RehearseError::Invalid(d)) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let files = &outcome.files;
+    println!("\n{}", outcome.checks);
+    for c in outcome.checks.0.iter().filter(|c| c.outcome == Outcome::Failed) {
+        if c.detail.lines().count() > 1 {
+            println!("\n{}:\n{}", c.name, c.detail);
+        }
+    }
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    println!(
+        "\nreport: {} (checks.txt, checks.json, timeline.json, timeline.svg, plan.txt, consoles/)",
+        abs(&files.dir).display()
+    );
+    if let Some(dir) = &outcome.kept {
+        println!("kept: {} (SAN, image, sockets)", dir.display());
+    }
+    let failed = outcome.checks.failed();
+    if !failed.is_empty() || !outcome.checks.all_passed() {
+        let mut why = failed.join(", ");
+        if why.is_empty() {
+            why = "some checks did not run".into();
+        }
+        eprintln!("vlx-rig: rehearsal failed: {why}");
+        return Ok(ExitCode::from(EXIT_CHECKS_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Rehearse(a) => rehearse(a),
         Command::Boot(a) => bootcmd::boot(&BootOptions {
             kernel: a.kernel,
             initrd: a.initrd,
@@ -88,13 +202,14 @@ fn main() -> ExitCode {
             first_mac: a.mac,
             keep: a.keep,
         })
+        .map(|()| ExitCode::SUCCESS)
         .map_err(anyhow::Error::from),
     };
     if let Some(sig) = run::interrupted_by() {
         return ExitCode::from((128 + sig).clamp(0, 255) as u8);
     }
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("vlx-rig: {e:#}");
             ExitCode::FAILURE

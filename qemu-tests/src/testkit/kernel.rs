@@ -45,6 +45,11 @@ pub fn kernel() -> Result<Kernel, TestkitError> {
     })
 }
 
+/// The newest kernel in the cache, without filling it.
+pub fn cached_kernel() -> Option<Kernel> {
+    newest(&cache_dir().join("kernels")).ok().flatten()
+}
+
 fn newest(dir: &Path) -> Result<Option<Kernel>, TestkitError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use cpio::Archive;
-pub use kernel::{Kernel, cache_dir, kernel};
+pub use kernel::{Kernel, cache_dir, cached_kernel, kernel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {

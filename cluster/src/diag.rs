@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(s.line_col(4), (1, 5));
         assert_eq!(s.line_col(6), (2, 1));
         // `=` after a two-byte character is the fourth character.
-        assert_eq!(s.line_col(10), (2, 5));
+        assert_eq!(s.line_col(10), (2, 4));
         assert_eq!(s.line_col(15), (4, 1));
         assert_eq!(s.line_col(999), (4, 6));
     }

@@ -365,7 +365,10 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
                 (true, SharedSize::Rest) => format!(" + shared at least {}", defaults::SHARED_MIN),
                 (true, SharedSize::Fixed(b)) => format!(" + shared {b}"),
             };
-            let at = if p.nodes.len() > 1 { &s.cow } else { &s.origin };
+            // Point at what the user can change: the SAN size when the
+            // profile sets it, else the per-node or origin size.
+            let from_profile = san.size.is_none().then_some(p.san.size.as_ref()).flatten();
+            let at = from_profile.unwrap_or(if p.nodes.len() > 1 { &s.cow } else { &s.origin });
             rep.error(
                 &at.span,
                 &at.key,
@@ -377,7 +380,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
                     s.origin.value,
                     p.nodes.len(),
                 ),
-                Some("use a larger SAN, or smaller storage.origin, storage.cow or storage.swap".into()),
+                Some("use a larger SAN (san.size or --san-size), or smaller storage.origin, storage.cow or storage.swap".into()),
             );
             return None;
         }

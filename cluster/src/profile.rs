@@ -49,6 +49,8 @@ pub struct Network {
     pub vips: Vec<At<Ipv4Addr>>,
     pub upstream_dns: Vec<At<Ipv4Addr>>,
     pub extra: Vec<ExtraNetwork>,
+    /// Whether `vips` is written at all (a bad list is not a missing one).
+    pub(crate) vips_written: bool,
 }
 
 /// A second network (e.g. InfiniBand) that nodes may have an address on.
@@ -364,16 +366,16 @@ fn optional<'a, 'i>(
 fn parse_cluster(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<ClusterId> {
     t.check_keys(rep, &["name", "uuid", "domain"]);
     let name = t.req_string(rep, "name", "a short DNS label, e.g. name = \"demo\"");
-    let name = name.and_then(|n| match check_label(&n, 63) {
-        Ok(()) => Some(n),
-        Err(e) => {
+    // A bad value is reported and kept, so that the checks after parsing
+    // still run and the whole file is reported in one go.
+    let name = name.inspect(|n| {
+        if let Err(e) = check_label(n, 63) {
             rep.error(
                 &n.span,
                 &n.key,
                 format!("`{}` is not a valid cluster name: {e}", n.value),
                 None,
             );
-            None
         }
     });
     let uuid = t.req_string(
@@ -381,16 +383,16 @@ fn parse_cluster(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<ClusterId> {
         "uuid",
         "generate one with `uuidgen` and write uuid = \"…\"",
     );
-    let uuid = uuid.and_then(|u| match Uuid::parse_str(&u) {
-        Ok(id) if !id.is_nil() => Some(u.with(id)),
-        Ok(_) => {
+    let uuid = uuid.map(|u| match Uuid::parse_str(&u) {
+        Ok(id) if !id.is_nil() => u.with(id),
+        Ok(id) => {
             rep.error(
                 &u.span,
                 &u.key,
                 "the nil UUID cannot name a cluster",
                 Some("generate one with `uuidgen`".into()),
             );
-            None
+            u.with(id)
         }
         Err(e) => {
             rep.error(
@@ -399,7 +401,7 @@ fn parse_cluster(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<ClusterId> {
                 format!("`{}` is not a UUID: {e}", u.value),
                 Some("generate one with `uuidgen`".into()),
             );
-            None
+            u.with(Uuid::nil())
         }
     });
     let domain = t.req_string(
@@ -407,16 +409,14 @@ fn parse_cluster(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<ClusterId> {
         "domain",
         "the DNS domain of the cluster, e.g. domain = \"cluster.example.org\"",
     );
-    let domain = domain.and_then(|d| match check_domain(&d) {
-        Ok(()) => Some(d),
-        Err(e) => {
+    let domain = domain.inspect(|d| {
+        if let Err(e) = check_domain(d) {
             rep.error(
                 &d.span,
                 &d.key,
                 format!("`{}` is not a valid DNS domain: {e}", d.value),
                 None,
             );
-            None
         }
     });
     Some(ClusterId {
@@ -437,10 +437,8 @@ fn parse_network(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<Network> {
     let vips = addr_list(rep, t, "vips");
     let upstream_dns = addr_list(rep, t, "upstream_dns");
     let mut extra = Vec::new();
-    let mut ok = true;
     for e in t.array(rep, "extra").unwrap_or_default() {
         let Some(x) = e.table(rep) else {
-            ok = false;
             continue;
         };
         x.check_keys(rep, &["name", "kind", "cidr", "interface"]);
@@ -470,40 +468,36 @@ fn parse_network(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<Network> {
                 "the interface on every node, e.g. interface = \"ib0\"",
             )
             .and_then(|i| iface_ok(rep, i));
-        match (name, kind, ncidr, iface) {
-            (Some(name), Some(kind), Some(cidr), Some(interface)) => extra.push(ExtraNetwork {
+        // A network with errors is reported and left out.
+        if let (Some(name), Some(kind), Some(cidr), Some(interface)) = (name, kind, ncidr, iface) {
+            extra.push(ExtraNetwork {
                 name,
                 kind,
                 cidr,
                 interface,
-            }),
-            _ => ok = false,
+            });
         }
     }
-    let net = Network {
+    Some(Network {
         cidr: cidr?,
-        gateway: match (t.has("gateway"), gateway) {
-            (true, None) => return None,
-            (_, g) => g,
-        },
-        vips: vips?,
-        upstream_dns: upstream_dns?,
+        gateway,
+        vips,
+        upstream_dns,
         extra,
-    };
-    ok.then_some(net)
+        vips_written: t.has("vips"),
+    })
 }
 
-fn addr_list(rep: &mut Report<'_>, t: &Tbl<'_, '_>, key: &str) -> Option<Vec<At<Ipv4Addr>>> {
+/// The valid addresses of an array; bad ones are reported and left out.
+fn addr_list(rep: &mut Report<'_>, t: &Tbl<'_, '_>, key: &str) -> Vec<At<Ipv4Addr>> {
     if !t.has(key) {
-        return Some(Vec::new());
+        return Vec::new();
     }
-    let elems = t.array(rep, key)?;
-    let n = elems.len();
-    let out: Vec<_> = elems
+    let elems = t.array(rep, key).unwrap_or_default();
+    elems
         .iter()
         .filter_map(|e| e.parsed::<Ipv4Addr>(rep))
-        .collect();
-    (out.len() == n).then_some(out)
+        .collect()
 }
 
 fn label_ok(rep: &mut Report<'_>, s: At<String>, what: &str) -> Option<At<String>> {
@@ -650,19 +644,17 @@ fn parse_nodes(
         );
         return None;
     }
+    // An entry with errors is reported and left out; the others are still
+    // checked against each other.
     let mut nodes = Vec::new();
-    let mut ok = true;
     for (entry, e) in entries.iter().enumerate() {
-        let Some(t) = e.table(rep) else {
-            ok = false;
-            continue;
-        };
-        match parse_node_entry(rep, &t, entry, network) {
-            Some(mut n) => nodes.append(&mut n),
-            None => ok = false,
+        if let Some(t) = e.table(rep)
+            && let Some(mut n) = parse_node_entry(rep, &t, entry, network)
+        {
+            nodes.append(&mut n);
         }
     }
-    ok.then_some(nodes)
+    Some(nodes)
 }
 
 fn parse_node_entry(
@@ -970,13 +962,14 @@ fn parse_san(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<San> {
         None => Some(default("layout").with(Layout::Gpt)),
     };
     let size = match t.filter(|t| t.has("size")) {
-        Some(_) => Some(size(rep, t, "san", "size", Bytes::ZERO, &top)?),
+        Some(_) => size(rep, t, "san", "size", Bytes::ZERO, &top),
         None => None,
     };
+    // Bad values were reported; defaults stand in so that checks go on.
     Some(San {
-        transport: transport?,
-        sector_size: sector_size?,
-        layout: layout?,
+        transport: transport.unwrap_or_else(|| default("transport").with(Transport::Disk)),
+        sector_size: sector_size.unwrap_or_else(|| default("sector_size").with(SectorSize::B512)),
+        layout: layout.unwrap_or_else(|| default("layout").with(Layout::Gpt)),
         size,
     })
 }
@@ -1133,14 +1126,20 @@ fn parse_storage(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Storage> {
             "storage.shared_fs",
         )),
     };
+    // Bad values were reported; defaults stand in so that checks go on.
+    let here = t.map_or(top.clone(), |t| t.span());
+    let or = |v: Option<At<Bytes>>, key: &str, d: Bytes| {
+        v.unwrap_or_else(|| At::new(d, here.clone(), format!("storage.{key}")))
+    };
     Some(Storage {
-        esp: esp?,
-        meta: meta?,
-        origin: origin?,
-        cow: cow?,
-        swap: swap?,
-        shared: shared?,
-        shared_fs: shared_fs?,
+        esp: or(esp, "esp", defaults::ESP),
+        meta: or(meta, "meta", defaults::META),
+        origin: or(origin, "origin", defaults::ORIGIN),
+        cow: or(cow, "cow", defaults::COW),
+        swap: or(swap, "swap", Bytes::ZERO),
+        shared: shared.unwrap_or_else(|| At::new(SharedSize::Rest, here.clone(), "storage.shared")),
+        shared_fs: shared_fs
+            .unwrap_or_else(|| At::new(SharedFs::Ext4, here.clone(), "storage.shared_fs")),
     })
 }
 
@@ -1148,20 +1147,17 @@ fn parse_services(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Services> 
     let t = optional(rep, root, "services").ok()?;
     let keys = ["dhcp", "boot", "dns", "ntp", "vip", "shared"];
     let mut on = [true; 6];
-    let mut ok = true;
     if let Some(t) = &t {
         t.check_keys(rep, &keys);
         for (i, k) in keys.iter().enumerate() {
-            if t.has(k) {
-                match t.boolean(rep, k) {
-                    Some(b) => on[i] = b.value,
-                    None => ok = false,
-                }
+            // A bad value is reported and the service stays on.
+            if let Some(b) = t.boolean(rep, k) {
+                on[i] = b.value;
             }
         }
     }
     let [dhcp, boot, dns, ntp, vip, shared] = on;
-    ok.then_some(Services {
+    Some(Services {
         dhcp,
         boot,
         dns,
@@ -1192,36 +1188,34 @@ fn parse_boot(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Boot> {
             }),
         None => Some(At::new(Firmware::Both, here.clone(), "boot.firmware")),
     };
+    // Bad words are reported and left out.
     let console = match t.filter(|t| t.has("console")) {
-        Some(t) => t.strings(rep, "console").and_then(|list| {
-            let n = list.len();
-            let good: Vec<_> = list
-                .into_iter()
-                .filter(|c| kernel_word_ok(rep, c, "console"))
-                .collect();
-            (good.len() == n).then_some(good)
-        }),
-        None => Some(vec![At::new(
+        Some(t) => t
+            .strings(rep, "console")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| kernel_word_ok(rep, c, "console"))
+            .collect(),
+        None => vec![At::new(
             defaults::CONSOLE.to_owned(),
             here.clone(),
             "boot.console",
-        )]),
+        )],
     };
     let kernel_args = match t.filter(|t| t.has("kernel_args")) {
-        Some(t) => t.strings(rep, "kernel_args").and_then(|list| {
-            let n = list.len();
-            let good: Vec<_> = list
-                .into_iter()
-                .filter(|a| kernel_word_ok(rep, a, "argument"))
-                .collect();
-            (good.len() == n).then_some(good)
-        }),
-        None => Some(Vec::new()),
+        Some(t) => t
+            .strings(rep, "kernel_args")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| kernel_word_ok(rep, a, "argument"))
+            .collect(),
+        None => Vec::new(),
     };
     Some(Boot {
-        firmware: firmware?,
-        console: console?,
-        kernel_args: kernel_args?,
+        firmware: firmware
+            .unwrap_or_else(|| At::new(Firmware::Both, here.clone(), "boot.firmware")),
+        console,
+        kernel_args,
     })
 }
 

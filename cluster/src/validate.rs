@@ -35,6 +35,15 @@ fn origin(rep: &Report<'_>, n: &Node) -> String {
     }
 }
 
+/// The entry a node came from: "range b[1-4] (line 12)" or "the entry on line 12".
+fn entry_of(rep: &Report<'_>, n: &Node) -> String {
+    let (line, _) = rep.source().line_col(n.name.span.start);
+    match &n.range {
+        Some(r) => format!("range {r} (line {line})"),
+        None => format!("the entry on line {line}"),
+    }
+}
+
 /// Records `what` as a duplicate when `key` was seen before; `first` says who
 /// had it.
 fn unique<K: Eq + Hash, T>(
@@ -66,9 +75,9 @@ fn check_nodes(p: &Profile, rep: &mut Report<'_>) {
             let overlap = first.entry != n.entry && (first.range.is_some() || n.range.is_some());
             let msg = if overlap {
                 format!(
-                    "overlapping ranges: {} is named by this entry and by {}",
+                    "overlapping ranges: {} is also named by {}",
                     n.name.value,
-                    origin(rep, first)
+                    entry_of(rep, first)
                 )
             } else {
                 format!(
@@ -107,11 +116,15 @@ fn check_addresses(p: &Profile, rep: &mut Report<'_>) {
     let net = &p.network;
     let cidr = net.cidr.value;
     let host_help = || {
-        Some(format!(
-            "use an address from {} to {}",
-            crate::net::ipv4_add(cidr.network(), 1).unwrap_or(cidr.network()),
-            crate::net::ipv4_add(cidr.broadcast(), u64::MAX).unwrap_or(cidr.broadcast())
-        ))
+        let (first, last) = if cidr.prefix() >= 31 {
+            (cidr.network(), cidr.broadcast())
+        } else {
+            (
+                Ipv4Addr::from(u32::from(cidr.network()) + 1),
+                Ipv4Addr::from(u32::from(cidr.broadcast()) - 1),
+            )
+        };
+        Some(format!("use an address from {first} to {last}"))
     };
     let in_net = |rep: &mut Report<'_>, a: &At<Ipv4Addr>, what: &str| -> bool {
         if cidr.is_host(a.value) {
@@ -359,7 +372,7 @@ fn check_partition_count(p: &Profile, rep: &mut Report<'_>) {
 
 fn check_services(p: &Profile, rep: &mut Report<'_>) {
     let sv = &p.services;
-    if sv.vip && p.network.vips.is_empty() {
+    if sv.vip && !p.network.vips_written {
         rep.error(
             &p.network.cidr.span,
             "network.vips",

@@ -1,17 +1,26 @@
 //! `vlx-install`: parses the command line and dispatches to the library.
 
-use std::path::PathBuf;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use cluster::{Bytes, SanFacts};
+use installer::apply::{self, Inputs, Options, Outcome, Reporter};
+use installer::device::{self, Contents, Refusal};
+use installer::image::HostImage;
+use installer::installed::Installed;
 use installer::profile::{LoadError, load};
+use installer::report::{Console, JsonLines};
 
 /// Lay a whole vlx cluster onto a shared SAN, from a cluster profile and a
 /// host image.
+///
+/// Exit codes: 0 done; 1 failed; 2 the profile is invalid; 3 the target was
+/// refused and left as it was.
 #[derive(Debug, Parser)]
-#[command(name = "vlx-install", version, about)]
+#[command(name = "vlx-install", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +30,17 @@ struct Cli {
 enum Command {
     /// Show what an install would write, before anything is written.
     Plan(PlanArgs),
+    /// Install the cluster onto the SAN (or finish an interrupted install).
+    Apply(ApplyArgs),
+    /// Show which cluster a SAN holds, its nodes, each install step, and
+    /// whether the origin verifies.
+    Status(StatusArgs),
+    /// Re-hash the origin and check the layout against the plan; nonzero on
+    /// any difference.
+    Verify(SanArg),
+    /// Reset a node to factory state: its next boot starts from the golden
+    /// image. Stop the node first.
+    ResetNode(ResetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -39,13 +59,71 @@ struct PlanArgs {
     json: bool,
 }
 
-/// Exit code for input the user must fix (a profile error).
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    /// The cluster profile (TOML).
+    #[arg(long, value_name = "FILE")]
+    cluster: PathBuf,
+    /// The host image directory made by `vlx-image build`.
+    #[arg(long, value_name = "DIR")]
+    image: PathBuf,
+    /// The SAN: a block device or an image file.
+    #[arg(long, value_name = "PATH")]
+    san: PathBuf,
+    /// Overwrite a target that holds another partition table or file system.
+    #[arg(long)]
+    wipe: bool,
+    /// Replace the origin of an installed cluster with this image and reset
+    /// every node (their snapshot stores would no longer match).
+    #[arg(long)]
+    reset_all: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Report progress as one JSON object per line on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct SanArg {
+    /// The SAN: a block device or an image file.
+    #[arg(long, value_name = "PATH")]
+    san: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The SAN: a block device or an image file.
+    #[arg(long, value_name = "PATH")]
+    san: PathBuf,
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ResetArgs {
+    /// The node to reset.
+    name: String,
+    /// The SAN: a block device or an image file.
+    #[arg(long, value_name = "PATH")]
+    san: PathBuf,
+}
+
 const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_REFUSED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plan(args) => plan(args),
+        Command::Plan(a) => plan(a),
+        Command::Apply(a) => apply_cmd(a),
+        Command::Status(a) => status(a),
+        Command::Verify(a) => verify(a),
+        Command::ResetNode(a) => installer::reset::reset_node(&a.san, &a.name)
+            .map(|msg| println!("{msg}"))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,6 +133,19 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_BAD_INPUT);
             }
             eprintln!("vlx-install: {e:#}");
+            let refused = e.downcast_ref::<Refusal>().is_some()
+                || matches!(
+                    e.downcast_ref::<apply::ApplyError>(),
+                    Some(apply::ApplyError::Refused(_))
+                )
+                || matches!(
+                    e.downcast_ref::<installer::reset::ResetError>(),
+                    Some(installer::reset::ResetError::Refused(_))
+                );
+            if refused {
+                eprintln!("vlx-install: nothing was written to the target");
+                return ExitCode::from(EXIT_REFUSED);
+            }
             ExitCode::FAILURE
         }
     }
@@ -63,7 +154,7 @@ fn main() -> ExitCode {
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let san = match (&args.san, args.san_size) {
         (Some(path), _) => {
-            let facts = installer::device::inspect(path)
+            let facts = device::inspect(path)
                 .with_context(|| format!("inspecting SAN {}", path.display()))?;
             SanFacts {
                 size: Some(facts.size),
@@ -84,9 +175,223 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
     emit(&text)
 }
 
+fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
+    let facts = device::inspect(&args.san)?;
+    let (profile, plan) = load(
+        &args.cluster,
+        SanFacts {
+            size: Some(facts.size),
+            sector_size: facts.sector_size,
+        },
+    )?;
+    if let Some(want) = &profile.san.size
+        && facts.size < want.value
+    {
+        return Err(Refusal::TooSmall {
+            path: args.san.clone(),
+            have: facts.size,
+            need: want.value,
+        }
+        .into());
+    }
+    let image = HostImage::open(&args.image)
+        .with_context(|| format!("checking image {}", args.image.display()))?;
+    check_image_name(&args.cluster, &plan, &image)?;
+    let text = std::fs::read_to_string(&args.cluster)
+        .with_context(|| format!("reading {}", args.cluster.display()))?;
+    let inputs = Inputs::new(&args.cluster, text, plan, image);
+    let checked = device::check(facts, &inputs.plan, args.wipe)?;
+    if !args.yes {
+        confirm(&inputs, &checked)?;
+    }
+    let console = Console::new();
+    let json = JsonLines::default();
+    let rep: &dyn Reporter = if args.json { &json } else { &console };
+    let outcome = apply::apply(
+        &inputs,
+        checked,
+        Options {
+            wipe: args.wipe,
+            reset_all: args.reset_all,
+        },
+        rep,
+    )?;
+    let msg = match &outcome {
+        Outcome::AlreadyInstalled => format!(
+            "cluster {} is already installed on {}; every step verified, nothing was written",
+            inputs.plan.cluster.name,
+            args.san.display()
+        ),
+        Outcome::Installed { did } => format!(
+            "cluster {} ({} nodes) installed on {} (steps done: {})",
+            inputs.plan.cluster.name,
+            inputs.plan.nodes.len(),
+            args.san.display(),
+            did.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "finished", "already_installed": outcome == Outcome::AlreadyInstalled, "message": msg})
+        );
+    } else {
+        println!("{msg}");
+    }
+    Ok(())
+}
+
+/// The image must be the one the profile names (by the host profile's
+/// `[image] name`), so that a profile is never installed with the wrong
+/// root file system by mistake.
+fn check_image_name(cluster: &Path, plan: &cluster::Plan, image: &HostImage) -> anyhow::Result<()> {
+    let host = cluster
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&plan.image.host);
+    let text = std::fs::read_to_string(&host)
+        .with_context(|| format!("reading host profile {}", host.display()))?;
+    let value: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("parsing host profile {}", host.display()))?;
+    let name = value
+        .get("image")
+        .and_then(|i| i.get("name"))
+        .and_then(|n| n.as_str());
+    match name {
+        Some(n) if n == image.manifest.name => Ok(()),
+        Some(n) => bail!(
+            "the image in {} is {:?}, but the cluster profile names host image {n:?} ({})",
+            image.dir.display(),
+            image.manifest.name,
+            plan.image.host
+        ),
+        None => bail!("host profile {} has no [image] name", host.display()),
+    }
+}
+
+fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
+    let plan = &inputs.plan;
+    let now = match checked.contents() {
+        Contents::Blank => "blank".to_owned(),
+        Contents::ThisCluster => {
+            "an install of this cluster (it will be verified and finished)".to_owned()
+        }
+        Contents::Foreign(what) => format!("{what} (ALL OF IT WILL BE ERASED)"),
+    };
+    eprintln!("Target: {}", device::describe(checked.facts()));
+    eprintln!("  holds: {now}");
+    eprintln!(
+        "Cluster {} ({}): {} nodes, {} partitions, image {} {}",
+        plan.cluster.name,
+        plan.cluster.uuid,
+        plan.nodes.len(),
+        plan.disk.partitions.len(),
+        inputs.image.manifest.name,
+        inputs.image.manifest.version
+    );
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "not confirmed: standard input is not a terminal; pass --yes to install without asking"
+        );
+    }
+    eprint!("Type yes to install: ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    if line.trim() != "yes" {
+        return Err(Refusal::NotBlank {
+            path: checked.facts().path.clone(),
+            what: "an install that was not confirmed".into(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let inst = Installed::open(&args.san)?;
+    let st = inst.status()?;
+    if args.json {
+        return emit(&format!("{}\n", serde_json::to_string_pretty(&st)?));
+    }
+    let mut out = format!(
+        "cluster {} ({}) on {}\nimage: {}\ninstall: {}\n",
+        st.cluster,
+        st.uuid,
+        args.san.display(),
+        st.image.as_deref().unwrap_or("unknown"),
+        if st.complete {
+            "complete"
+        } else {
+            "NOT complete"
+        }
+    );
+    for s in &st.steps {
+        out.push_str(&format!(
+            "  {:<8} {}\n",
+            s.step.name(),
+            if s.done { "done" } else { "pending" }
+        ));
+    }
+    out.push_str(&format!(
+        "origin: {}\nnodes ({}):\n",
+        st.origin_problem.as_deref().unwrap_or("verifies"),
+        st.nodes.len()
+    ));
+    for n in &st.nodes {
+        out.push_str(&format!(
+            "  {:<12} {:<15} {}\n",
+            n.name,
+            n.ip,
+            n.macs.join(",")
+        ));
+    }
+    emit(&out)
+}
+
+fn verify(args: SanArg) -> anyhow::Result<()> {
+    let inst = Installed::open(&args.san)?;
+    let mut problems = inst.layout_differences();
+    if let Some(p) = inst.check_origin()? {
+        problems.push(p);
+    }
+    match &inst.journal {
+        Some(j) if j.complete() => {}
+        Some(j) => problems.push(format!(
+            "the install is not complete: pending {}",
+            installer::journal::Step::ALL
+                .iter()
+                .filter(|s| !j.is_done(**s))
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => problems.push("no install journal on vlx-meta".into()),
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: cluster {} verifies: layout as planned ({} partitions), origin sha256 matches",
+            args.san.display(),
+            inst.plan.cluster.name,
+            inst.plan.disk.partitions.len()
+        );
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("{}: {p}", args.san.display());
+    }
+    bail!(
+        "{} does not verify: {} problem(s)",
+        args.san.display(),
+        problems.len()
+    )
+}
+
 /// Writes to stdout; a closed pipe (`| head`) ends the output quietly.
 fn emit(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

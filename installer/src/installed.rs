@@ -1,0 +1,247 @@
+//! An installed SAN read back: its partition table, the plan and journal on
+//! its meta volume, and the checks of `status` and `verify`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use cluster::{Bytes, Plan, Role, SectorSize};
+use serde::Serialize;
+
+use crate::device::{self, FoundGpt, TargetFacts};
+use crate::fs;
+use crate::journal::{Journal, Step};
+use crate::stream;
+use crate::target::TargetError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstalledError {
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
+    #[error("{path} holds no vlx cluster: {why}")]
+    NotInstalled { path: PathBuf, why: String },
+}
+
+/// What `status` and `verify` read from a SAN, without writing.
+#[derive(Debug)]
+pub struct Installed {
+    pub facts: TargetFacts,
+    pub file: File,
+    pub sector: SectorSize,
+    pub gpt: FoundGpt,
+    pub plan: Plan,
+    pub journal: Option<Journal>,
+    pub manifest: Option<crate::image::Manifest>,
+    pub meta_offset: Bytes,
+}
+
+impl Installed {
+    /// Reads the GPT (at the device's sector size, or for an image file at
+    /// 512 then 4096 bytes) and the plan from `vlx-meta`.
+    pub fn open(path: &Path) -> Result<Installed, InstalledError> {
+        let facts = device::inspect(path)?;
+        let file = File::open(path).map_err(|source| device::DeviceError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let sizes = match facts.sector_size {
+            Some(s) => vec![s],
+            None => vec![SectorSize::B512, SectorSize::B4096],
+        };
+        let not = |why: &str| InstalledError::NotInstalled {
+            path: path.to_owned(),
+            why: why.to_owned(),
+        };
+        let mut found = None;
+        for s in sizes {
+            let g = device::read_gpt(&file, s, facts.size).map_err(|source| TargetError {
+                op: "reading the partition table of",
+                path: path.to_owned(),
+                offset: 0,
+                source,
+            })?;
+            if let Some(g) = g {
+                found = Some((s, g));
+                break;
+            }
+        }
+        let (sector, gpt) = found.ok_or_else(|| not("no GPT"))?;
+        let meta = gpt
+            .entries
+            .iter()
+            .find(|e| e.name == "vlx-meta")
+            .ok_or_else(|| not("no vlx-meta partition"))?;
+        let meta_offset = meta.offset(sector);
+        let plan_bytes = fs::read_file(path, meta_offset, "/plan.json")?
+            .ok_or_else(|| not("vlx-meta holds no plan.json"))?;
+        let plan = Plan::from_json(&String::from_utf8_lossy(&plan_bytes))
+            .map_err(|e| not(&format!("its plan.json is unreadable: {e}")))?;
+        let journal = fs::read_file(path, meta_offset, &format!("/{}", crate::journal::FILE))?
+            .and_then(|b| Journal::parse(&b));
+        let manifest = fs::read_file(path, meta_offset, "/manifest.json")?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Ok(Installed {
+            facts,
+            file,
+            sector,
+            gpt,
+            plan,
+            journal,
+            manifest,
+            meta_offset,
+        })
+    }
+
+    pub fn partition_offset(&self, role: &Role) -> Option<Bytes> {
+        self.plan.disk.by_role(role).map(|p| p.offset(self.sector))
+    }
+
+    /// Re-hashes the origin against the installed manifest: `Ok(None)` when
+    /// it matches, else what differs.
+    pub fn check_origin(&self) -> Result<Option<String>, InstalledError> {
+        let Some(m) = &self.manifest else {
+            return Ok(Some("no manifest.json on vlx-meta".into()));
+        };
+        let Some(a) = m.artifacts.iter().find(|a| a.file == crate::image::ORIGIN) else {
+            return Ok(Some("the manifest lists no origin.ext4".into()));
+        };
+        let Some(offset) = self.partition_offset(&Role::Origin) else {
+            return Ok(Some("the plan has no vlx-origin".into()));
+        };
+        let got = stream::hash_file_range(&self.file, &self.facts.path, offset.get(), a.size)?;
+        Ok((got != a.sha256).then(|| {
+            format!(
+                "vlx-origin hashes to {got}, but the image's origin.ext4 is {}",
+                a.sha256
+            )
+        }))
+    }
+
+    /// Every difference between the partition table on disk and the plan.
+    pub fn layout_differences(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let d = &self.plan.disk;
+        if self.sector != d.sector_size {
+            out.push(format!(
+                "sector size is {} but the plan says {}",
+                self.sector, d.sector_size
+            ));
+        }
+        if self.gpt.header.disk_guid != d.disk_guid {
+            out.push(format!(
+                "disk GUID is {} but the plan says {}",
+                self.gpt.header.disk_guid, d.disk_guid
+            ));
+        }
+        if !self.gpt.primary_ok {
+            out.push("the primary GPT is damaged (the backup was read)".into());
+        }
+        for p in &d.partitions {
+            match self.gpt.entries.iter().find(|e| e.number == p.number) {
+                None => out.push(format!("partition {} ({}) is missing", p.number, p.label)),
+                Some(e) => {
+                    let mut diff = Vec::new();
+                    if e.name != p.label {
+                        diff.push(format!("label {:?}", e.name));
+                    }
+                    if (e.first_lba, e.last_lba) != (p.first_lba.0, p.last_lba.0) {
+                        diff.push(format!(
+                            "LBAs {}-{} (plan {}-{})",
+                            e.first_lba, e.last_lba, p.first_lba, p.last_lba
+                        ));
+                    }
+                    if e.guid != p.guid {
+                        diff.push(format!("GUID {}", e.guid));
+                    }
+                    if e.type_guid != p.type_guid {
+                        diff.push(format!("type {}", e.type_guid));
+                    }
+                    if e.attributes != p.attributes {
+                        diff.push(format!("attributes {:#x}", e.attributes));
+                    }
+                    if !diff.is_empty() {
+                        out.push(format!(
+                            "partition {} ({}) differs: {}",
+                            p.number,
+                            p.label,
+                            diff.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        for e in &self.gpt.entries {
+            if !d.partitions.iter().any(|p| p.number == e.number) {
+                out.push(format!(
+                    "partition {} ({}) is not in the plan",
+                    e.number, e.name
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `vlx-install status` as data.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub cluster: String,
+    pub uuid: String,
+    pub complete: bool,
+    pub steps: Vec<StepState>,
+    pub nodes: Vec<NodeStatus>,
+    pub image: Option<String>,
+    /// `None` when the origin verifies, else why not.
+    pub origin_problem: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepState {
+    pub step: Step,
+    pub done: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub ip: String,
+    pub macs: Vec<String>,
+    pub cow: String,
+}
+
+impl Installed {
+    pub fn status(&self) -> Result<Status, InstalledError> {
+        let done = |s: Step| self.journal.as_ref().is_some_and(|j| j.is_done(s));
+        Ok(Status {
+            cluster: self.plan.cluster.name.clone(),
+            uuid: self.plan.cluster.uuid.to_string(),
+            complete: self.journal.as_ref().is_some_and(Journal::complete),
+            steps: Step::ALL
+                .iter()
+                .map(|s| StepState {
+                    step: *s,
+                    done: done(*s),
+                })
+                .collect(),
+            nodes: self
+                .plan
+                .nodes
+                .iter()
+                .map(|n| NodeStatus {
+                    name: n.name.to_string(),
+                    ip: n.ip.to_string(),
+                    macs: n.macs.iter().map(ToString::to_string).collect(),
+                    cow: n.cow.clone(),
+                })
+                .collect(),
+            image: self
+                .manifest
+                .as_ref()
+                .map(|m| format!("{} {}", m.name, m.version)),
+            origin_problem: self.check_origin()?,
+        })
+    }
+}

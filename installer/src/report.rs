@@ -1,0 +1,126 @@
+//! Progress of an install for people and for tools: a bar on a terminal,
+//! plain rate-limited lines in logs, one JSON object per line with `--json`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::apply::{Event, Reporter};
+
+/// Reports to standard error for people.
+#[derive(Debug)]
+pub struct Console {
+    tty: bool,
+    state: Mutex<ConsoleState>,
+}
+
+#[derive(Debug, Default)]
+struct ConsoleState {
+    bar: Option<ProgressBar>,
+    last_line: Option<Instant>,
+}
+
+/// Plain lines about bytes copied at most this often, so logs stay short.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+impl Console {
+    pub fn new() -> Console {
+        Console {
+            tty: std::io::stderr().is_terminal(),
+            state: Mutex::new(ConsoleState::default()),
+        }
+    }
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console::new()
+    }
+}
+
+impl Reporter for Console {
+    fn event(&self, event: Event<'_>) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        match event {
+            Event::Bytes { step, done, total } => {
+                if self.tty {
+                    let bar = st.bar.get_or_insert_with(|| {
+                        let b = ProgressBar::new(total);
+                        if let Ok(style) = ProgressStyle::with_template(
+                            "  {msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                        ) {
+                            b.set_style(style.progress_chars("=> "));
+                        }
+                        b.set_message(step.name());
+                        b
+                    });
+                    bar.set_position(done);
+                } else if st.last_line.is_none_or(|t| t.elapsed() >= LOG_EVERY) || done == total {
+                    st.last_line = Some(Instant::now());
+                    eprintln!(
+                        "  {step}: {done} of {total} bytes ({}%)",
+                        done * 100 / total.max(1)
+                    );
+                }
+            }
+            other => {
+                if let Some(bar) = st.bar.take() {
+                    bar.finish_and_clear();
+                }
+                match other {
+                    Event::Start(s) => eprintln!("vlx-install: {s} ..."),
+                    Event::Verified(s) => eprintln!("vlx-install: {s}: verified, already done"),
+                    Event::Redo(s, why) => {
+                        eprintln!("vlx-install: {s}: does not verify ({why}); doing it again")
+                    }
+                    Event::Done(s, detail) => eprintln!("vlx-install: {s}: done, {detail}"),
+                    Event::Note(n) => eprintln!("vlx-install: {n}"),
+                    Event::Bytes { .. } => {}
+                }
+            }
+        }
+    }
+}
+
+/// Reports one JSON object per line on standard output.
+#[derive(Debug, Default)]
+pub struct JsonLines {
+    last: Mutex<Option<Instant>>,
+}
+
+impl Reporter for JsonLines {
+    fn event(&self, event: Event<'_>) {
+        let v = match event {
+            Event::Start(s) => json!({"event": "start", "step": s}),
+            Event::Verified(s) => json!({"event": "verified", "step": s}),
+            Event::Redo(s, why) => json!({"event": "redo", "step": s, "why": why}),
+            Event::Done(s, detail) => json!({"event": "done", "step": s, "detail": detail}),
+            Event::Note(n) => json!({"event": "note", "message": n}),
+            Event::Bytes { step, done, total } => {
+                let Ok(mut last) = self.last.lock() else {
+                    return;
+                };
+                if last.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) && done != total {
+                    return;
+                }
+                *last = Some(Instant::now());
+                json!({"event": "bytes", "step": step, "done": done, "total": total})
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}");
+    }
+}
+
+/// Says nothing (tests and benchmarks).
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl Reporter for Quiet {
+    fn event(&self, _: Event<'_>) {}
+}

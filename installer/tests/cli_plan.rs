@@ -1,0 +1,117 @@
+//! `vlx-install plan` as a user runs it.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup errors
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn plan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vlx-install"))
+        .arg("plan")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("vlx-install runs")
+}
+
+#[test]
+fn prints_the_demo_plan_as_tables() {
+    let out = plan(&[
+        "--cluster",
+        "profiles/clusters/demo.toml",
+        "--san-size",
+        "8GiB",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "blade01",
+        "blade04",
+        "52:54:00:77:00:04",
+        "vlx-cow-blade03",
+        "vlx-shared",
+        "vlx.cluster=6f1c0a4e-3b8e-4d3a-9d2a-1f0e5c7b9a10",
+    ] {
+        assert!(text.contains(want), "plan lacks {want}:\n{text}");
+    }
+}
+
+#[test]
+fn json_is_identical_across_runs() {
+    let a = plan(&[
+        "--cluster",
+        "profiles/clusters/demo.toml",
+        "--san-size",
+        "8GiB",
+        "--json",
+    ]);
+    let b = plan(&[
+        "--cluster",
+        "profiles/clusters/demo.toml",
+        "--san-size",
+        "8GiB",
+        "--json",
+    ]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    let v: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_duplicate_mac_exits_2_naming_file_line_and_key() {
+    let f = "cluster/tests/fixtures/bad/10-duplicate-mac.toml";
+    let out = plan(&["--cluster", f]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The second MAC is on line 18 of the fixture.
+    assert!(err.contains(&format!("{f}:18:")), "{err}");
+    assert!(
+        err.contains("nodes[1].mac") && err.contains("duplicate MAC"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plans_for_an_existing_san_file_use_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let san = dir.path().join("san.img");
+    std::fs::File::create(&san)
+        .unwrap()
+        .set_len(16 << 30)
+        .unwrap();
+    let out = plan(&[
+        "--cluster",
+        "profiles/clusters/demo.toml",
+        "--san",
+        san.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["disk"]["size"].as_u64(), Some(16 << 30));
+}
+
+#[test]
+fn an_unreadable_profile_is_not_bad_input_but_an_error() {
+    let out = plan(&[
+        "--cluster",
+        "profiles/clusters/no-such.toml",
+        "--san-size",
+        "8GiB",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such.toml"));
+}

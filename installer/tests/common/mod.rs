@@ -1,0 +1,137 @@
+//! Shared setup of the installer's image-tier tests: a synthetic host image
+//! directory (a real ext4 origin; kernel and initramfs stand-ins) and SAN
+//! image files.
+
+#![allow(dead_code, clippy::unwrap_used)] // not every test uses every helper
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deterministic filler bytes.
+fn filler(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// An image directory named like the tiny host profile: `origin.ext4` made
+/// by mke2fs from a small tree holding `marker`, stand-in kernel and
+/// initramfs, and a manifest.
+pub fn image_dir(dir: &Path, marker: &str) -> PathBuf {
+    let img = dir.join("image");
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::create_dir_all(&img).unwrap();
+    std::fs::write(tree.join("etc/marker"), marker).unwrap();
+    let st = Command::new("mke2fs")
+        .env("E2FSPROGS_FAKE_TIME", "1700000000")
+        .args([
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-U",
+            "0e0e0e0e-0e0e-4e0e-8e0e-0e0e0e0e0e0e",
+            "-d",
+        ])
+        .arg(&tree)
+        .arg(img.join("origin.ext4"))
+        .arg("32M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(img.join("vmlinuz"), filler(3 << 20, 7)).unwrap();
+    std::fs::write(img.join("initramfs.img"), filler(2 << 20, 11)).unwrap();
+    write_manifest(&img);
+    img
+}
+
+pub fn write_manifest(img: &Path) {
+    let arts: Vec<serde_json::Value> = ["initramfs.img", "origin.ext4", "vmlinuz"]
+        .iter()
+        .map(|f| {
+            let p = img.join(f);
+            serde_json::json!({"file": f, "size": std::fs::metadata(&p).unwrap().len(), "sha256": sha256_file(&p)})
+        })
+        .collect();
+    let m = serde_json::json!({
+        "format": 1, "name": "tiny", "version": "0.1.0", "profile_sha256": "0".repeat(64),
+        "source_date_epoch": 1700000000u64, "kernel_release": "6.1.0-test", "artifacts": arts
+    });
+    std::fs::write(
+        img.join("manifest.json"),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A sparse SAN image file.
+pub fn san(dir: &Path, size: u64) -> PathBuf {
+    let p = dir.join("san.img");
+    std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+    p
+}
+
+pub fn vlx_install(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vlx-install"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+pub fn apply(profile: &Path, image: &Path, san: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "apply",
+        "--cluster",
+        profile.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--san",
+        san.to_str().unwrap(),
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    vlx_install(&args)
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

@@ -97,7 +97,10 @@ pub fn dhcp(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) -> Option<
                     Some((ip, server)) => checks.fail(
                         STEP,
                         name,
-                        format!("lease {ip} from {server}, but the cluster table says {}", n.ip),
+                        format!(
+                            "lease {ip} from {server}, but the cluster table says {}",
+                            n.ip
+                        ),
                     ),
                     None => checks.fail(STEP, name, format!("no lease: {}", o.lines.join(" | "))),
                 }
@@ -135,7 +138,11 @@ pub fn dns(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
     for (i, server) in nodes.iter().enumerate() {
         let client = &nodes[(i + 1) % nodes.len()];
         let name = format!("dns answers on {}", server.name);
-        match sh(client, &format!("nslookup {} {}", client.fqdn, server.ip), limit) {
+        match sh(
+            client,
+            &format!("nslookup {} {}", client.fqdn, server.ip),
+            limit,
+        ) {
             Ok(o) => {
                 let ok = o.success() && o.lines.iter().any(|l| has_ip(l, client.ip));
                 if ok {
@@ -172,7 +179,11 @@ fn has_ip(line: &str, ip: Ipv4Addr) -> bool {
 }
 
 /// Which nodes hold `vip`, by `ip addr` on each.
-pub fn vip_holders(nodes: &[Node<'_>], vip: Ipv4Addr, limit: Duration) -> Result<Vec<String>, ShellError> {
+pub fn vip_holders(
+    nodes: &[Node<'_>],
+    vip: Ipv4Addr,
+    limit: Duration,
+) -> Result<Vec<String>, ShellError> {
     let want = format!("inet {vip}/");
     let mut holders = Vec::new();
     for n in nodes {
@@ -204,7 +215,11 @@ pub fn await_vip(
     Err(if last.is_empty() {
         format!("no blade holds {vip} after {} s", watch.as_secs())
     } else {
-        format!("{} all hold {vip} after {} s", last.join(", "), watch.as_secs())
+        format!(
+            "{} all hold {vip} after {} s",
+            last.join(", "),
+            watch.as_secs()
+        )
     })
 }
 
@@ -259,7 +274,11 @@ pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: D
     while !pending.is_empty() {
         let mut still = Vec::new();
         for n in pending {
-            let others: Vec<Ipv4Addr> = nodes.iter().filter(|o| o.name != n.name).map(|o| o.ip).collect();
+            let others: Vec<Ipv4Addr> = nodes
+                .iter()
+                .filter(|o| o.name != n.name)
+                .map(|o| o.ip)
+                .collect();
             match sh(n, "chronyc -n sources", limit) {
                 Ok(o) if o.success() => {
                     let heard: Vec<String> = o
@@ -279,7 +298,11 @@ pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: D
                         );
                     }
                 }
-                Ok(o) => checks.fail(STEP, format!("chrony peers {}", n.name), o.lines.join(" | ")),
+                Ok(o) => checks.fail(
+                    STEP,
+                    format!("chrony peers {}", n.name),
+                    o.lines.join(" | "),
+                ),
                 Err(e) => checks.fail(STEP, format!("chrony peers {}", n.name), e.to_string()),
             }
         }
@@ -325,20 +348,36 @@ pub fn private_roots(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
     for n in nodes {
         let f = marker_file(n.name);
         if let Err(e) = write_marker(n, limit) {
-            checks.fail(STEP, format!("root of {} is its own", n.name), format!("writing {f}: {e}"));
+            checks.fail(
+                STEP,
+                format!("root of {} is its own", n.name),
+                format!("writing {f}: {e}"),
+            );
         }
     }
     for n in nodes {
         let name = format!("root of {} is its own", n.name);
         match sh(n, "ls / | grep '^vlx-rig-' ; true", limit) {
             Ok(o) => {
-                let seen: Vec<&str> = o.lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+                let seen: Vec<&str> = o
+                    .lines
+                    .iter()
+                    .map(|l| l.trim())
+                    .filter(|l| !l.is_empty())
+                    .collect();
                 let own = format!("vlx-rig-{}", n.name);
                 checks.expect(
                     STEP,
                     name,
                     seen == [own.as_str()],
-                    format!("/ holds {}", if seen.is_empty() { "no vlx-rig file".to_string() } else { seen.join(", ") }),
+                    format!(
+                        "/ holds {}",
+                        if seen.is_empty() {
+                            "no vlx-rig file".to_string()
+                        } else {
+                            seen.join(", ")
+                        }
+                    ),
                 );
             }
             Err(e) => checks.fail(STEP, name, e.to_string()),
@@ -411,7 +450,10 @@ mod tests {
             "=* 10.77.0.13                   10   6   377    12   +104us[ +120us] +/-  180us",
             "^? 192.0.2.1                     0   6   377     -     +0ns[   +0ns] +/-    0ns",
         ];
-        let got: Vec<String> = lines.iter().filter_map(|l| reached_peer(l, &peers)).collect();
+        let got: Vec<String> = lines
+            .iter()
+            .filter_map(|l| reached_peer(l, &peers))
+            .collect();
         assert_eq!(got, ["10.77.0.13 (reach 377)"]);
     }
 

@@ -8,9 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use cluster::MacAddr;
 use qemu_tests::bootcmd::{self, BootOptions};
 use qemu_tests::plan::{Options, Scheme, Timeouts};
+use qemu_tests::qemu::Firmware;
 use qemu_tests::rehearse::{self, RehearseError, Request};
 use qemu_tests::report::Outcome;
-use qemu_tests::qemu::Firmware;
 use qemu_tests::run;
 
 /// Rehearse a whole vlx cluster under QEMU before touching metal.
@@ -49,7 +49,11 @@ impl From<FirmwareArg> for Firmware {
 #[derive(Debug, Args)]
 struct RehearseArgs {
     /// The cluster profile.
-    #[arg(long, value_name = "FILE", default_value = "profiles/clusters/demo.toml")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "profiles/clusters/demo.toml"
+    )]
     cluster: PathBuf,
     /// A host image directory built before (otherwise `vlx-image build`
     /// builds the profile's host image).
@@ -161,7 +165,12 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
     };
     let files = &outcome.files;
     println!("\n{}", outcome.checks);
-    for c in outcome.checks.0.iter().filter(|c| c.outcome == Outcome::Failed) {
+    for c in outcome
+        .checks
+        .0
+        .iter()
+        .filter(|c| c.outcome == Outcome::Failed)
+    {
         if c.detail.lines().count() > 1 {
             println!("\n{}:\n{}", c.name, c.detail);
         }

@@ -228,6 +228,24 @@ impl Step {
     }
 }
 
+impl Step {
+    /// A short name, for the checks table.
+    pub fn title(&self) -> String {
+        match self {
+            Step::Image { .. } => "host image".into(),
+            Step::Install { .. } => "install onto the SAN".into(),
+            Step::PowerOn { blades, .. } => format!("power on {}", blades.join(", ")),
+            Step::AwaitReady { blades } => format!("{} ready", blades.join(", ")),
+            Step::AwaitRefusal { blades } => format!("{} refused", blades.join(", ")),
+            Step::Checks => "checks of the running cluster".into(),
+            Step::LoseBlades { late } => format!("lose two blades, PXE-boot {late}"),
+            Step::FactoryReset => "factory reset".into(),
+            Step::Shutdown => "shutdown".into(),
+            Step::Report { .. } => "report".into(),
+        }
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

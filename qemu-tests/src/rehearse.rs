@@ -77,9 +77,13 @@ pub fn load_profile(path: &Path) -> Result<Plan, RehearseError> {
     })?;
     let source = cluster::Source::new(path.display().to_string(), text);
     let base = path.parent().map(Path::to_owned).unwrap_or_default();
-    cluster::load(&source, &cluster::FsEnv { base }, cluster::SanFacts::default())
-        .map(|(_, plan)| plan)
-        .map_err(RehearseError::Invalid)
+    cluster::load(
+        &source,
+        &cluster::FsEnv { base },
+        cluster::SanFacts::default(),
+    )
+    .map(|(_, plan)| plan)
+    .map_err(RehearseError::Invalid)
 }
 
 /// Plans and runs a rehearsal. `say` gets one line per step as it starts
@@ -230,7 +234,7 @@ impl Exec<'_> {
             if let (Some(at), false) = (failed, always) {
                 self.checks.not_run(
                     step.number(),
-                    step.to_string(),
+                    step.title(),
                     format!("step {at} failed before it"),
                 );
                 continue;
@@ -316,7 +320,8 @@ impl Exec<'_> {
                 format!("{} lacks {}", dir.display(), missing.join(", ")),
             ));
         }
-        self.checks.pass(1, "host image complete", dir.display().to_string());
+        self.checks
+            .pass(1, "host image complete", dir.display().to_string());
         Ok(())
     }
 
@@ -377,7 +382,8 @@ impl Exec<'_> {
         let b = self
             .live_mut(name)
             .ok_or_else(|| fail(check.clone(), "it has no power"))?;
-        b.wait_ready(name, limit).map_err(|e| fail(check.clone(), e))?;
+        b.wait_ready(name, limit)
+            .map_err(|e| fail(check.clone(), e))?;
         let boot = b.boot();
         b.shell()
             .ready(shell_limit)
@@ -387,7 +393,10 @@ impl Exec<'_> {
         self.checks.pass(
             step,
             check,
-            format!("services ready {took:.1} s after power on (from {})", boot.from),
+            format!(
+                "services ready {took:.1} s after power on (from {})",
+                boot.from
+            ),
         );
         Ok(())
     }
@@ -403,12 +412,20 @@ impl Exec<'_> {
         // The refusal is the agent's error line, so only a panic is fatal.
         let (line, _) = p
             .console()
-            .wait_marker(&mac, &["Kernel panic - not syncing", blade::AGENT_READY], 0, limit)
+            .wait_marker(
+                &mac,
+                &["Kernel panic - not syncing", blade::AGENT_READY],
+                0,
+                limit,
+            )
             .map_err(|e| fail(check.clone(), e))?;
         if !line.text.contains("vlx-node:") {
             return Err(fail(
                 check,
-                format!("its MAC appeared, but not in a node agent line: {}", line.text),
+                format!(
+                    "its MAC appeared, but not in a node agent line: {}",
+                    line.text
+                ),
             ));
         }
         self.checks.pass(4, check, line.text.trim().to_string());
@@ -458,7 +475,9 @@ impl Exec<'_> {
             self.say("one node only: the checks between blades (DHCP, DNS, chrony) do not apply");
         }
         let holder = match (self.vip(), self.cluster.services.vip) {
-            (Some(vip), true) => checks::vip(&mut checks, &nodes, vip, self.r.timeouts.vip_watch, limit),
+            (Some(vip), true) => {
+                checks::vip(&mut checks, &nodes, vip, self.r.timeouts.vip_watch, limit)
+            }
             _ => None,
         };
         checks::private_roots(&mut checks, &nodes, limit);
@@ -505,7 +524,10 @@ impl Exec<'_> {
         self.checks.pass(
             6,
             "blades lost",
-            format!("killed {} (VIP holder {holder}, first DHCP server {dhcp})", victims.join(", ")),
+            format!(
+                "killed {} (VIP holder {holder}, first DHCP server {dhcp})",
+                victims.join(", ")
+            ),
         );
         let (new_holder, took) = {
             let nodes = self.nodes();
@@ -516,7 +538,10 @@ impl Exec<'_> {
             6,
             "vip moves within 10 s",
             took <= VIP_MOVE_LIMIT,
-            format!("{new_holder} holds {vip} {:.1} s after {holder} died", took.as_secs_f64()),
+            format!(
+                "{new_holder} holds {vip} {:.1} s after {holder} died",
+                took.as_secs_f64()
+            ),
         );
 
         let machine = self.blade(late)?.machine(BootFrom::Network);
@@ -534,7 +559,9 @@ impl Exec<'_> {
             .unwrap_or_default();
         let servers = checks::boot_servers(&console);
         let from_survivors = !servers.is_empty()
-            && servers.iter().all(|s| survivors.iter().any(|(_, ip)| ip == s));
+            && servers
+                .iter()
+                .all(|s| survivors.iter().any(|(_, ip)| ip == s));
         self.checks.expect(
             6,
             format!("{late} network-booted from survivors"),
@@ -594,7 +621,8 @@ impl Exec<'_> {
         let log = self.logs.dir.join("vlx-install-reset.log");
         tools::reset_node(&reset, &self.r.san, &log)
             .map_err(|e| fail(format!("vlx-install reset-node {reset}"), e))?;
-        self.checks.pass(7, format!("vlx-install reset-node {reset}"), "done");
+        self.checks
+            .pass(7, format!("vlx-install reset-node {reset}"), "done");
         for name in [&reset, &other] {
             let m = self.blade(name)?.machine(BootFrom::Disk);
             self.power_on(name, &m)?;
@@ -613,7 +641,11 @@ impl Exec<'_> {
                         7,
                         name,
                         !o.success(),
-                        if o.success() { format!("{f} is still there") } else { format!("{f} is gone") },
+                        if o.success() {
+                            format!("{f} is still there")
+                        } else {
+                            format!("{f} is gone")
+                        },
                     ),
                     Err(e) => {
                         checks.fail(7, name, e.to_string());
@@ -623,7 +655,12 @@ impl Exec<'_> {
             } else if *n.name == *other {
                 let name = format!("{other}'s file survived");
                 match checks::sh(n, &format!("cat {f}"), limit) {
-                    Ok(o) => checks.expect(7, name, o.success() && o.text() == *n.name, format!("{f}: {}", o.text())),
+                    Ok(o) => checks.expect(
+                        7,
+                        name,
+                        o.success() && o.text() == *n.name,
+                        format!("{f}: {}", o.text()),
+                    ),
                     Err(e) => {
                         checks.fail(7, name, e.to_string());
                         false
@@ -639,7 +676,11 @@ impl Exec<'_> {
     fn shutdown(&mut self) {
         // A stranger must never have got a root.
         for p in &self.live {
-            if self.r.blade(p.name()).is_some_and(|b| b.part == Part::Stranger) {
+            if self
+                .r
+                .blade(p.name())
+                .is_some_and(|b| b.part == Part::Stranger)
+            {
                 let ready = p
                     .console()
                     .lines()
@@ -649,7 +690,11 @@ impl Exec<'_> {
                     8,
                     format!("{} never got a root", p.name()),
                     !ready,
-                    if ready { "it printed `vlx-node: ready`" } else { "no `vlx-node: ready` on its console" },
+                    if ready {
+                        "it printed `vlx-node: ready`"
+                    } else {
+                        "no `vlx-node: ready` on its console"
+                    },
                 );
             }
         }

@@ -65,16 +65,18 @@ impl Checks {
         ok: bool,
         detail: impl Into<String>,
     ) -> bool {
-        let outcome = if ok {
-            Outcome::Passed
-        } else {
-            Outcome::Failed
-        };
+        let outcome = if ok { Outcome::Passed } else { Outcome::Failed };
         self.push(step, name, outcome, detail);
         ok
     }
 
-    fn push(&mut self, step: u8, name: impl Into<String>, outcome: Outcome, detail: impl Into<String>) {
+    fn push(
+        &mut self,
+        step: u8,
+        name: impl Into<String>,
+        outcome: Outcome,
+        detail: impl Into<String>,
+    ) {
         self.0.push(Check {
             step,
             name: name.into(),
@@ -100,7 +102,13 @@ impl Checks {
 impl fmt::Display for Checks {
     /// The table printed at the end of a rehearsal.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name_w = self.0.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
+        let name_w = self
+            .0
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         writeln!(f, "STEP  {:<name_w$}  RESULT   DETAIL", "CHECK")?;
         for c in &self.0 {
             let detail = c.detail.replace('\n', " / ");
@@ -112,9 +120,17 @@ impl fmt::Display for Checks {
                 c.outcome.to_string()
             )?;
         }
-        let passed = self.0.iter().filter(|c| c.outcome == Outcome::Passed).count();
+        let passed = self
+            .0
+            .iter()
+            .filter(|c| c.outcome == Outcome::Passed)
+            .count();
         let failed = self.failed();
-        let not_run = self.0.iter().filter(|c| c.outcome == Outcome::NotRun).count();
+        let not_run = self
+            .0
+            .iter()
+            .filter(|c| c.outcome == Outcome::NotRun)
+            .count();
         write!(f, "{passed} of {} checks passed", self.0.len())?;
         if !failed.is_empty() {
             write!(f, "; failed: {}", failed.join(", "))?;
@@ -452,7 +468,11 @@ mod tests {
             .arg(&path)
             .output()
             .expect("xmllint (libxml2-utils) checks the SVG");
-        assert!(out.status.success(), "not XML: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "not XML: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let rects: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         // Background, a phase band, 5 phases of blade01, 2 of blade02 (to
         // the end: not ready), 5 legend boxes.
@@ -468,8 +488,14 @@ mod tests {
         c.fail(5, "vip answers", "no reply from 10.77.0.250");
         c.not_run(6, "vip moves", "stopped after a failure");
         let text = c.to_string();
-        assert!(text.contains("5     hostname blade01  passed   blade01"), "{text}");
-        assert!(text.contains("1 of 3 checks passed; failed: vip answers; 1 not run"), "{text}");
+        assert!(
+            text.contains("5     hostname blade01  passed   blade01"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 of 3 checks passed; failed: vip answers; 1 not run"),
+            "{text}"
+        );
         assert_eq!(c.failed(), ["vip answers"]);
         assert!(!c.all_passed());
     }

@@ -108,7 +108,10 @@ fn program(name: &str) -> Result<PathBuf, ToolError> {
 fn run(name: &str, args: &[&std::ffi::OsStr], log: &Path) -> Result<String, ToolError> {
     let path = program(name)?;
     let command = std::iter::once(name.to_string())
-        .chain(args.iter().map(|a| crate::qemu::shell_quote(&a.to_string_lossy())))
+        .chain(
+            args.iter()
+                .map(|a| crate::qemu::shell_quote(&a.to_string_lossy())),
+        )
         .collect::<Vec<_>>()
         .join(" ");
     let out = Command::new(&path)
@@ -159,7 +162,7 @@ pub fn build_image(host_profile: &Path, out: &Path, log: &Path) -> Result<String
     )
 }
 
-/// `vlx-install apply --cluster PROFILE --image DIR --san SAN`.
+/// `vlx-install apply --cluster PROFILE --image DIR --san SAN --yes`.
 pub fn apply(profile: &Path, image: &Path, san: &Path, log: &Path) -> Result<String, ToolError> {
     run(
         VLX_INSTALL,
@@ -171,20 +174,21 @@ pub fn apply(profile: &Path, image: &Path, san: &Path, log: &Path) -> Result<Str
             image.as_os_str(),
             "--san".as_ref(),
             san.as_os_str(),
+            "--yes".as_ref(),
         ],
         log,
     )
 }
 
-/// `vlx-install reset-node NODE --san SAN`.
+/// `vlx-install reset-node --san SAN NODE`.
 pub fn reset_node(node: &str, san: &Path, log: &Path) -> Result<String, ToolError> {
     run(
         VLX_INSTALL,
         &[
             "reset-node".as_ref(),
-            node.as_ref(),
             "--san".as_ref(),
             san.as_os_str(),
+            node.as_ref(),
         ],
         log,
     )

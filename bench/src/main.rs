@@ -5,12 +5,17 @@
 
 mod install;
 mod plan;
+mod rig;
 mod util;
 
 type Bench = fn() -> anyhow::Result<()>;
 
 /// Every benchmark, by name. Areas add their own module and one line here.
-const BENCHES: &[(&str, Bench)] = &[("plan", plan::run), ("install", install::run)];
+const BENCHES: &[(&str, Bench)] = &[
+    ("plan", plan::run),
+    ("install", install::run),
+    ("rig", rig::run),
+];
 
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();

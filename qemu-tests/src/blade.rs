@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::console::{Console, ConsoleError, Line, Listening, WaitError};
-use crate::qemu::{Machine, QEMU};
+use crate::qemu::{BootFrom, Machine, QEMU};
 use crate::qmp::{Qmp, QmpError};
 use crate::run::{Run, RunError};
 use crate::shell::Shell;
@@ -21,13 +21,19 @@ pub const SERVICES_READY: &str = "vlx: services ready";
 /// The kernel's first line.
 pub const KERNEL_BANNER: &str = "Linux version";
 /// Lines after which the awaited line will not come: a kernel panic, the
-/// node agent's failure (contract), SeaBIOS and OVMF out of boot options.
+/// node agent's failure and the image's services failing (contract),
+/// SeaBIOS and OVMF out of boot options.
 pub const FATAL: &[&str] = &[
     "Kernel panic - not syncing",
     "vlx-node: error:",
+    "vlx: services failed",
     "No bootable device.",
     "UEFI Interactive Shell",
 ];
+
+/// A network boot that gave up: iPXE tried every NIC (the firmware then
+/// falls through to the disk, which a network-booted blade must not need).
+pub const NETBOOT_FAILED: &str = "No more network devices";
 
 /// How long QEMU gets to exit after `quit` before it is killed.
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
@@ -113,6 +119,8 @@ pub struct Powered {
     qmp: Qmp,
     t0: Instant,
     boot: Boot,
+    /// Lines that end the wait for this boot early.
+    fatal: Vec<&'static str>,
 }
 
 /// Powers a blade on: listens on its sockets, starts QEMU in the run's
@@ -203,6 +211,10 @@ pub fn power_on(run: &Run, machine: &Machine, logs: &Logs) -> Result<Powered, Bl
             power_on,
             ..Boot::default()
         },
+        fatal: match machine.boot {
+            BootFrom::Network => FATAL.iter().copied().chain([NETBOOT_FAILED]).collect(),
+            _ => FATAL.to_vec(),
+        },
     })
 }
 
@@ -227,9 +239,10 @@ impl Powered {
     }
 
     /// Waits for `marker` on ttyS0 from the start of this boot, failing
-    /// early on a kernel panic or an agent error.
+    /// early on a line of [`FATAL`] (and [`NETBOOT_FAILED`] for a network
+    /// boot).
     pub fn wait(&self, marker: &str, limit: Duration) -> Result<Line, BladeError> {
-        Ok(self.console.wait_marker(marker, FATAL, 0, limit)?.0)
+        Ok(self.console.wait_marker(marker, &self.fatal, 0, limit)?.0)
     }
 
     /// Waits for the agent's and the services' ready lines for `node`;

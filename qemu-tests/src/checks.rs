@@ -60,8 +60,8 @@ pub fn identity(checks: &mut Checks, step: u8, node: &Node<'_>, prefix: u8, limi
                 step,
                 name,
                 found.is_some(),
-                match found {
-                    Some(l) => compact(l),
+                match found.and_then(|l| l.split_whitespace().nth(1)) {
+                    Some(iface) => format!("{} has {}", iface.trim_end_matches(':'), want.trim()),
                     None => format!("no `{}` in: {}", want.trim(), o.lines.join(" | ")),
                 },
             );
@@ -83,8 +83,15 @@ pub fn dhcp(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) -> Option<
     let mut servers = Vec::new();
     for n in nodes {
         let name = format!("dhcp answers {}", n.name);
+        let iface = match interface_of(n, limit) {
+            Ok(i) => i,
+            Err(e) => {
+                checks.fail(STEP, name, e);
+                continue;
+            }
+        };
         let cmd = format!(
-            "printf '#!/bin/sh\\n[ \"$1\" = bound ] && echo \"lease $ip from $serverid\"\\nexit 0\\n' > {DHCP_SCRIPT} && chmod +x {DHCP_SCRIPT} && udhcpc -i eth0 -f -q -n -t 4 -T 2 -s {DHCP_SCRIPT} 2>&1"
+            "printf '#!/bin/sh\\n[ \"$1\" = bound ] && echo \"lease $ip from $serverid\"\\nexit 0\\n' > {DHCP_SCRIPT} && chmod +x {DHCP_SCRIPT} && udhcpc -i {iface} -f -q -n -t 4 -T 2 -s {DHCP_SCRIPT} 2>&1"
         );
         match sh(n, &cmd, limit) {
             Ok(o) => {
@@ -125,6 +132,19 @@ pub fn dhcp(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) -> Option<
     servers.first().copied()
 }
 
+/// The interface that holds the node's address (the image may rename its
+/// NICs).
+pub fn interface_of(node: &Node<'_>, limit: Duration) -> Result<String, String> {
+    let o = sh(node, "ip -o -4 addr show", limit).map_err(|e| e.to_string())?;
+    let want = format!("inet {}/", node.ip);
+    o.lines
+        .iter()
+        .find(|l| l.contains(&want))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(|i| i.trim_end_matches(':').to_string())
+        .ok_or_else(|| format!("no interface holds {}: {}", node.ip, o.lines.join(" | ")))
+}
+
 fn parse_lease(line: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let rest = line.trim().strip_prefix("lease ")?;
     let (ip, server) = rest.split_once(" from ")?;
@@ -148,16 +168,18 @@ pub fn dns(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
                 if ok {
                     answering.push(server.name);
                 }
+                let answer = if ok {
+                    client.ip.to_string()
+                } else {
+                    o.lines.join(" | ")
+                };
                 checks.expect(
                     STEP,
                     name,
                     ok,
                     format!(
-                        "{} asked {} for {}: {}",
-                        client.name,
-                        server.ip,
-                        client.fqdn,
-                        o.lines.join(" | ")
+                        "{} asked {} for {}: {answer}",
+                        client.name, server.ip, client.fqdn
                     ),
                 );
             }
@@ -414,16 +436,6 @@ pub fn boot_servers(lines: &[String]) -> BTreeSet<Ipv4Addr> {
         }
     }
     found
-}
-
-/// The first line of `s`, without runs of blanks.
-fn compact(s: &str) -> String {
-    s.lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ impl fmt::Display for Checks {
             .max(5);
         writeln!(f, "STEP  {:<name_w$}  RESULT   DETAIL", "CHECK")?;
         for c in &self.0 {
-            let detail = c.detail.replace('\n', " / ");
+            let detail = table_detail(&c.detail);
             writeln!(
                 f,
                 "{:<4}  {:<name_w$}  {:<7}  {detail}",
@@ -140,6 +140,19 @@ impl fmt::Display for Checks {
         }
         writeln!(f)
     }
+}
+
+/// Longest detail shown in the table; the whole detail is in checks.json.
+const DETAIL_WIDTH: usize = 150;
+
+/// A detail's first line, cut to fit the table.
+fn table_detail(detail: &str) -> String {
+    let first = detail.lines().next().unwrap_or_default().trim_end();
+    let mut out: String = first.chars().take(DETAIL_WIDTH).collect();
+    if out.len() < first.len() || detail.lines().nth(1).is_some() {
+        out.push_str(" …");
+    }
+    out
 }
 
 /// The boots of one blade.
@@ -394,6 +407,9 @@ pub struct WriteError {
 
 /// Writes the checks and timelines (the consoles are already there).
 pub fn write(files: &Files, timeline: &Timeline, checks: &Checks) -> Result<(), WriteError> {
+    let mut timeline = timeline.clone();
+    timeline.blades.sort_by(|a, b| a.blade.cmp(&b.blade));
+    let timeline = &timeline;
     let put = |path: &Path, text: String| {
         std::fs::write(path, text).map_err(|source| WriteError {
             path: path.to_owned(),

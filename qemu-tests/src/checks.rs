@@ -418,11 +418,18 @@ pub fn write_marker(n: &Node<'_>, limit: Duration) -> Result<(), String> {
     }
 }
 
-/// Addresses of the servers an iPXE console fetched from (`http://A/...`,
-/// `tftp://A/...`).
+/// Addresses of the servers an iPXE console names: the DHCP answer's next
+/// server, and every `http://A/...` or `tftp://A/...` it fetched.
 pub fn boot_servers(lines: &[String]) -> BTreeSet<Ipv4Addr> {
     let mut found = BTreeSet::new();
     for l in lines {
+        if let Some(ip) = l
+            .trim()
+            .strip_prefix("Next server: ")
+            .and_then(|a| a.trim().parse().ok())
+        {
+            found.insert(ip);
+        }
         for scheme in ["http://", "tftp://"] {
             for (i, _) in l.match_indices(scheme) {
                 let host: String = l[i + scheme.len()..]
@@ -480,12 +487,13 @@ mod tests {
     #[test]
     fn boot_servers_come_from_ipxe_urls() {
         let lines = [
+            "Next server: 10.77.0.11".to_string(),
             "Filename: http://10.77.0.12/boot.ipxe".to_string(),
             "http://10.77.0.12/boot.ipxe... ok".to_string(),
             "tftp://10.77.0.13/vmlinuz... ok".to_string(),
             "net0: 10.77.0.14/255.255.255.0".to_string(),
         ];
         let got: Vec<String> = boot_servers(&lines).iter().map(|i| i.to_string()).collect();
-        assert_eq!(got, ["10.77.0.12", "10.77.0.13"]);
+        assert_eq!(got, ["10.77.0.11", "10.77.0.12", "10.77.0.13"]);
     }
 }

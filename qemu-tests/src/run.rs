@@ -176,10 +176,12 @@ impl Drop for Run {
         kill_group(self.pgid, libc::SIGKILL);
         let _ = self.anchor.wait();
         reap_group(self.pgid);
-        lock_active().retain(|a| a.pgid != self.pgid);
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+        // Last: the signal handler exits the process as soon as no run is
+        // registered, so the directory must be gone by then.
+        lock_active().retain(|a| a.pgid != self.pgid);
     }
 }
 

@@ -346,6 +346,23 @@ fn rig_failed_wait_shows_the_console_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn rig_panic_leaves_nothing_behind() {
+    let dir = std::sync::Mutex::new(PathBuf::new());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let run = Run::start(false).unwrap();
+        *dir.lock().unwrap() = run.dir().to_owned();
+        let _switch = Switch::start(&run, &run.dir().join("switch"), 2).unwrap();
+        assert!(!processes_mentioning(run.dir().as_os_str()).is_empty());
+        panic!("on purpose");
+    }));
+    assert!(result.is_err());
+    let dir = dir.into_inner().unwrap();
+    assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
+    assert_eq!(processes_mentioning(dir.as_os_str()), []);
+    assert!(!dir.exists());
+}
+
+#[test]
 fn rig_ctrl_c_stops_every_process_of_the_run() {
     let k = testkit::kernel().unwrap();
     let scratch = tempfile::tempdir().unwrap();

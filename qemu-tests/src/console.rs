@@ -246,9 +246,14 @@ impl Console {
     /// Sends `bytes` to the guest (the shell channel).
     pub fn send(&self, bytes: &[u8]) -> Result<(), ConsoleError> {
         let mut s = self.lock();
+        let closed = s.closed;
         let w = s.writer.as_mut().ok_or_else(|| ConsoleError::Write {
             name: self.name.clone(),
-            reason: "QEMU has not connected yet".into(),
+            reason: if closed {
+                "the blade is off (QEMU closed the port)".into()
+            } else {
+                "QEMU has not connected yet".into()
+            },
         })?;
         w.write_all(bytes)
             .and_then(|()| w.flush())

@@ -244,8 +244,8 @@ impl Exec<'_> {
             }
             self.say(&format!("step {}: {step}", step.number()));
             let start = self.now();
-            let result = if run::interrupted() {
-                Err(fail("interrupted", "Ctrl-C or SIGTERM"))
+            let result = if run::interrupted() && !always {
+                Err(fail("interrupted", "by Ctrl-C or SIGTERM"))
             } else {
                 self.step(step)
             };
@@ -258,6 +258,12 @@ impl Exec<'_> {
             if let Err(f) = result {
                 self.say(&format!("FAILED: {}: {}", f.check, first_line(&f.detail)));
                 self.checks.fail(step.number(), f.check, f.detail);
+                failed = Some(step.number());
+            } else if run::interrupted() && !always {
+                // The step's checks after the interruption failed for it;
+                // one line says so.
+                self.checks
+                    .fail(step.number(), "interrupted", "by Ctrl-C or SIGTERM");
                 failed = Some(step.number());
             }
         }

@@ -177,11 +177,24 @@ impl Drop for Run {
         let _ = self.anchor.wait();
         reap_group(self.pgid);
         if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            remove_tree(&self.dir);
         }
         // Last: the signal handler exits the process as soon as no run is
         // registered, so the directory must be gone by then.
         lock_active().retain(|a| a.pgid != self.pgid);
+    }
+}
+
+/// Removes a scratch directory, trying again while something (a dying
+/// process, the other of the signal handler and the unwinding run) still
+/// changes it.
+fn remove_tree(dir: &Path) {
+    for _ in 0..20 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
     }
 }
 
@@ -267,7 +280,7 @@ fn on_signal(sig: i32) -> ! {
     for a in lock_active().iter() {
         kill_group(a.pgid, libc::SIGKILL);
         if !a.keep {
-            let _ = std::fs::remove_dir_all(&a.dir);
+            remove_tree(&a.dir);
         }
     }
     std::process::exit(128 + sig);

@@ -26,6 +26,8 @@ pub enum ShellError {
         #[source]
         source: Box<WaitError>,
     },
+    #[error("{console}: interrupted")]
+    Interrupted { console: String },
     #[error("{console}: no shell answered within {} s (the image runs a root shell on ttyS1 for the rig)", .waited.as_secs())]
     NoShell { console: String, waited: Duration },
 }
@@ -94,6 +96,11 @@ impl Shell {
     /// Runs `command` (one line of POSIX shell) and returns its output and
     /// exit status.
     pub fn run(&self, command: &str, limit: Duration) -> Result<Output, ShellError> {
+        if crate::run::interrupted() {
+            return Err(ShellError::Interrupted {
+                console: self.console.name().to_string(),
+            });
+        }
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let begin = format!("@vlx-b{n}");
         let end = format!("@vlx-e{n}=");

@@ -39,7 +39,7 @@ pub fn stage(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
             crate::render::host_keys(node).map_err(render_err)?,
         )
         .map_err(render_err)?;
-                let root = Path::new("nodes").join(node.name.as_str()).join("root");
+        let root = Path::new("nodes").join(node.name.as_str()).join("root");
         stage.dir(&root, 0o755, 0, 0)?;
         crate::render::write_tree(&files, &stage.path().join(&root)).map_err(render_err)?;
     }

@@ -51,7 +51,10 @@ impl HostImage {
                 return Err(ImageError::Missing { path, name });
             }
         }
-        let bytes = std::fs::read(&path).map_err(|source| ImageError::Io { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| ImageError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Ok(HostImage {
             dir: dir.to_owned(),
             sha256: cluster::plan::hex(&Sha256::digest(&bytes)),
@@ -61,10 +64,12 @@ impl HostImage {
     }
 
     pub fn artifact(&self, name: &'static str) -> Result<&Artifact, ImageError> {
-        self.manifest.artifact(name).ok_or_else(|| ImageError::Missing {
-            path: self.dir.join(MANIFEST),
-            name,
-        })
+        self.manifest
+            .artifact(name)
+            .ok_or_else(|| ImageError::Missing {
+                path: self.dir.join(MANIFEST),
+                name,
+            })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -196,3 +196,153 @@ pub fn run() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Times each install step through the reporter: when the running step
+/// started, and the seconds of each finished one.
+#[derive(Default)]
+struct StepTimes(std::sync::Mutex<Timing>);
+
+#[derive(Default)]
+struct Timing {
+    started: Option<std::time::Instant>,
+    steps: Vec<(installer::journal::Step, f64)>,
+}
+
+impl installer::apply::Reporter for StepTimes {
+    fn event(&self, e: installer::apply::Event<'_>) {
+        let Ok(mut s) = self.0.lock() else { return };
+        match e {
+            installer::apply::Event::Start(_) => s.started = Some(std::time::Instant::now()),
+            installer::apply::Event::Done(step, _) => {
+                if let Some(t) = s.started.take() {
+                    s.steps.push((step, t.elapsed().as_secs_f64()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An image directory for the node-count curve: a small real ext4 origin
+/// and kernel- and initramfs-sized stand-ins (their copies onto the ESP and
+/// the PXE tree cost the same whatever the node count).
+fn bench_image(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let img = dir.join("image");
+    let tree = dir.join("tree/etc");
+    std::fs::create_dir_all(&tree)?;
+    std::fs::create_dir_all(&img)?;
+    std::fs::write(tree.join("hostname"), "bench\n")?;
+    let st = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-d"])
+        .arg(dir.join("tree"))
+        .arg(img.join("origin.ext4"))
+        .arg("16M")
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("mke2fs failed");
+    }
+    let filler = |n: usize| {
+        (0..n)
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect::<Vec<u8>>()
+    };
+    std::fs::write(img.join("vmlinuz"), filler(8 << 20))?;
+    std::fs::write(img.join("initramfs.img"), filler(24 << 20))?;
+    let mut arts = Vec::new();
+    for f in ["initramfs.img", "origin.ext4", "vmlinuz"] {
+        let b = std::fs::read(img.join(f))?;
+        arts.push(format!(
+            "{{\"file\": \"{f}\", \"size\": {}, \"sha256\": \"{}\"}}",
+            b.len(),
+            cluster::plan::hex(&Sha256::digest(&b))
+        ));
+    }
+    std::fs::write(
+        img.join("manifest.json"),
+        format!(
+            "{{\"format\": 1, \"name\": \"tiny\", \"version\": \"0\", \"profile_sha256\": \"\", \"source_date_epoch\": 1700000000, \"kernel_release\": \"bench\", \"artifacts\": [{}]}}",
+            arts.join(", ")
+        ),
+    )?;
+    Ok(img)
+}
+
+/// `apply` for 4 to 200 nodes without the origin copy: the per-node cost
+/// should stay flat (no node gets a copy of anything big).
+pub fn curve() -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("vlx-bench-")
+        .tempdir_in(std::env::current_dir()?.join("target"))?;
+    let img = bench_image(dir.path())?;
+    let image = installer::image::HostImage::open(&img)?;
+    println!(
+        "{:>6} {:>10} {:>12} {:>12}   slowest steps",
+        "nodes", "apply s", "ms per node", "origin s"
+    );
+    for n in [4usize, 16, 64, 128, 200] {
+        // No swap: 200 nodes with swap would pass the 255-partition limit.
+        let text = format!(
+            "[cluster]\nname = \"bench\"\nuuid = \"6f1c0a4e-3b8e-4d3a-9d2a-1f0e5c7b9a10\"\ndomain = \"b.test\"\n\
+             [network]\ncidr = \"10.0.0.0/22\"\nvips = [\"10.0.3.250\"]\n\
+             [[nodes]]\nname = \"n[001-{n:03}]\"\nmac = \"52:54:00:00:00:01\"\nip = \"10.0.0.11\"\n\
+             [storage]\norigin = \"64MiB\"\ncow = \"16MiB\"\nmeta = \"128MiB\"\n[image]\nhost = \"h.toml\"\n"
+        );
+        let size = cluster::Bytes((300 + 128 + 64 + 64 + 16 * n as u64 + 8) << 20);
+        let source = cluster::Source::new("bench.toml", text.clone());
+        let san_facts = cluster::SanFacts {
+            size: Some(size),
+            sector_size: None,
+        };
+        let (_, plan) = cluster::load(&source, &cluster::Trusting, san_facts)
+            .map_err(|d| anyhow::anyhow!("{d}"))?;
+        let san = dir.path().join("san.img");
+        let _ = std::fs::remove_file(&san);
+        std::fs::File::create(&san)?.set_len(size.get())?;
+        let inputs =
+            installer::apply::Inputs::new(Path::new("bench.toml"), text, plan, image.clone());
+        let checked =
+            installer::device::check(installer::device::inspect(&san)?, &inputs.plan, false)?;
+        let times = StepTimes::default();
+        let t = std::time::Instant::now();
+        installer::apply::apply(
+            &inputs,
+            checked,
+            installer::apply::Options::default(),
+            &times,
+        )?;
+        let total = t.elapsed().as_secs_f64();
+        let steps = times
+            .0
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .steps
+            .clone();
+        let origin: f64 = steps
+            .iter()
+            .filter(|(s, _)| *s == installer::journal::Step::Origin)
+            .map(|(_, t)| t)
+            .sum();
+        let mut slow = steps.clone();
+        slow.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let slow: Vec<String> = slow
+            .iter()
+            .take(3)
+            .map(|(s, t)| format!("{s} {t:.2}s"))
+            .collect();
+        let without = total - origin;
+        println!(
+            "{n:>6} {without:>10.2} {:>12.1} {origin:>12.2}   {}",
+            1000.0 * without / n as f64,
+            slow.join(", ")
+        );
+        if n == 64 {
+            println!(
+                "        64 nodes without the origin copy: {without:.2} s ({} the 2 s goal)",
+                if without < 2.0 { "within" } else { "OVER" }
+            );
+        }
+        std::fs::remove_file(&san)?;
+    }
+    Ok(())
+}

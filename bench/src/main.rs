@@ -3,6 +3,7 @@
 //! measured in the same run. Speed is judged here, never by timed
 //! assertions in tests.
 
+mod image;
 mod install;
 mod plan;
 mod rig;
@@ -14,6 +15,8 @@ type Bench = fn() -> anyhow::Result<()>;
 const BENCHES: &[(&str, Bench)] = &[
     ("plan", plan::run),
     ("install", install::run),
+    ("install-curve", install::curve),
+    ("image", image::run),
     ("rig", rig::run),
 ];
 

@@ -23,7 +23,23 @@ pub(crate) fn check(p: &Profile, env: &dyn Env, rep: &mut Report<'_>) {
     check_sizes(p, rep);
     check_partition_count(p, rep);
     check_services(p, rep);
+    check_boot(p, rep);
     check_paths(p, env, rep);
+}
+
+/// BIOS boot reads the ESP with syslinux, which reads no FAT of 4096-byte
+/// sectors (its installer says "unsupported sectors size"); SeaBIOS and
+/// most BIOSes cannot read such disks at all.
+fn check_boot(p: &Profile, rep: &mut Report<'_>) {
+    let fw = &p.boot.firmware;
+    if fw.bios() && p.san.sector_size.value == crate::units::SectorSize::B4096 {
+        rep.error(
+            &fw.span,
+            &fw.key,
+            "BIOS boot needs 512-byte sectors, but san.sector_size is 4096",
+            Some("set firmware = \"uefi\" under [boot] (the default is \"both\"), or use 512-byte sectors".into()),
+        );
+    }
 }
 
 /// Where a node came from, for "already used by" messages.

@@ -37,7 +37,8 @@ impl Case {
              [[nodes]]\nname = \"n[1-{}]\"\nmac = \"52:54:00:aa:00:01\"\nip = \"10.1.0.1\"\n\
              [san]\nsector_size = {}\n\
              [storage]\nesp = \"{}MiB\"\nmeta = \"{}MiB\"\norigin = \"{}MiB\"\ncow = \"{}MiB\"\nswap = \"{}MiB\"\nshared = {shared}\n\
-             [services]\nshared = {}\n\
+                          [services]\nshared = {}\n\
+             [boot]\nfirmware = \"{}\"\n\
              [image]\nhost = \"h.toml\"\n",
             self.nodes,
             self.sector,
@@ -46,7 +47,9 @@ impl Case {
             self.origin_mib,
             self.cow_mib,
             self.swap_mib,
-            self.shared_on
+            self.shared_on,
+            // BIOS boot needs 512-byte sectors.
+            if self.sector == 512 { "both" } else { "uefi" }
         )
     }
 

@@ -25,6 +25,9 @@ use crate::tool::{ToolError, run};
 /// (drivers/md/dm-snap-persistent.c, `read_header`); 64 KiB covers chunk
 /// sizes up to 128 sectors.
 pub const COW_HEADER_BYTES: u64 = 64 << 10;
+/// Bytes zeroed at the start of the ESP partition when the partition table
+/// is written: the FAT boot sector and its backup (sector 6) and FSInfo.
+const ESP_HEAD_BYTES: u64 = 1 << 20;
 /// dm-snapshot's on-disk magic, "SnAp" as a little-endian u32.
 const SNAP_MAGIC: &[u8; 4] = b"SnAp";
 /// Where mkswap keeps the UUID and the label in the first page
@@ -361,7 +364,7 @@ impl Run<'_> {
                     ),
                 }
             }
-            Step::Boot => Some("the boot assets cannot be verified yet".into()),
+            Step::Boot => crate::boot::verify(self.inputs, t)?,
         })
     }
 
@@ -387,12 +390,7 @@ impl Run<'_> {
                     self.plan().nodes.len()
                 ));
             }
-            Step::Boot => {
-                return Err(ApplyError::Step {
-                    step,
-                    message: "the ESP and boot loaders are not built by this version yet; the SAN holds everything but the boot path".into(),
-                });
-            }
+            Step::Boot => crate::boot::write(self.inputs, &self.target)?,
         };
         self.journal.mark(step);
         self.save_journal()?;
@@ -416,10 +414,18 @@ impl Run<'_> {
     }
 
     fn gpt(&self) -> Result<String, ApplyError> {
-        let writes = cluster::gpt::encode(&self.plan().disk);
+        let plan = self.plan();
+        let writes = cluster::gpt::encode(&plan.disk);
         for w in &writes {
             self.target.write_at(w.offset.get(), &w.data)?;
         }
+        // An ESP of an earlier install in the same place must not boot
+        // this one half-done: its boot sectors go now, the new ESP last.
+        let esp = partition(plan, &Role::Esp)?;
+        self.target.zero(
+            offset_of(plan, esp).get(),
+            ESP_HEAD_BYTES.min(esp.size.get()),
+        )?;
         self.target.sync()?;
         Ok(format!("{} partitions", self.plan().disk.partitions.len()))
     }
@@ -479,6 +485,7 @@ impl Run<'_> {
                 size: meta.size,
                 contents: Some(stage.path()),
                 epoch: inputs.epoch(),
+                mmp: false,
             },
         )?;
         Ok(())
@@ -588,6 +595,7 @@ impl Run<'_> {
                 size: p.size,
                 contents: None,
                 epoch: self.inputs.epoch(),
+                mmp: true,
             },
         )?;
         Ok(format!("ext4 of {}", p.size))

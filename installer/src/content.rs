@@ -12,18 +12,36 @@ pub const TFTP: &str = "tftp";
 
 /// Stages the content into `stage`.
 pub fn stage(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
-    let tftp = Path::new(TFTP);
-    stage.dir(tftp, 0o755, 0, 0)?;
-    stage.copy(
-        &tftp.join(image::KERNEL),
-        &inputs.image.path(image::KERNEL),
-        0o644,
-    )?;
-    stage.copy(
-        &tftp.join(image::INITRAMFS),
-        &inputs.image.path(image::INITRAMFS),
-        0o644,
-    )?;
+    let spec = bootfs::pxe::PxeSpec::for_plan(
+        &inputs.plan,
+        inputs.image.path(image::KERNEL),
+        vec![inputs.image.path(image::INITRAMFS)],
+        bootfs::Epoch(inputs.epoch()),
+    );
+    bootfs::pxe::plan(&spec)
+        .and_then(|t| t.write(&stage.path().join(TFTP)))
+        .map_err(|e| ApplyError::Step {
+            step: crate::journal::Step::Content,
+            message: format!("building the PXE tree: {e}"),
+        })?;
     stage.dir(Path::new("nodes"), 0o755, 0, 0)?;
+    let render_err = |e: crate::render::RenderError| ApplyError::Step {
+        step: crate::journal::Step::Content,
+        message: e.to_string(),
+    };
+    let profile_dir = inputs.profile_path.parent().unwrap_or(Path::new("."));
+    let overlays =
+        crate::render::NodeOverlays::load(&inputs.plan, profile_dir).map_err(render_err)?;
+    for node in &inputs.plan.nodes {
+        let mut files = overlays.render(&inputs.plan, node).map_err(render_err)?;
+        crate::render::merge(
+            &mut files,
+            crate::render::host_keys(node).map_err(render_err)?,
+        )
+        .map_err(render_err)?;
+        let root = Path::new("nodes").join(node.name.as_str()).join("root");
+        stage.dir(&root, 0o755, 0, 0)?;
+        crate::render::write_tree(&files, &stage.path().join(&root)).map_err(render_err)?;
+    }
     Ok(())
 }

@@ -27,6 +27,10 @@ pub struct Ext4<'a> {
     pub contents: Option<&'a Path>,
     /// Seconds since the epoch for every time mke2fs writes.
     pub epoch: u64,
+    /// Multiple-mount protection: a second machine's mount is refused
+    /// while one machine has it mounted (for the volume that follows the
+    /// VIP, so that a split brain cannot mount it twice).
+    pub mmp: bool,
 }
 
 /// Makes an ext4 file system in place on `target` (a device or an image).
@@ -47,6 +51,9 @@ pub fn mke2fs(target: &Path, fs: &Ext4<'_>) -> Result<(), ToolError> {
         ));
     if let Some(dir) = fs.contents {
         cmd.arg("-d").arg(dir);
+    }
+    if fs.mmp {
+        cmd.args(["-O", "mmp"]);
     }
     cmd.arg(target).arg(format!("{}k", fs.size.get() / 1024));
     run(&mut cmd).map(drop)

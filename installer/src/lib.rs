@@ -5,6 +5,7 @@
 //! [`apply::apply`] executes the plan's steps with a journal.
 
 pub mod apply;
+pub mod boot;
 pub mod content;
 pub mod device;
 pub mod fs;
@@ -12,6 +13,7 @@ pub mod image;
 pub mod installed;
 pub mod journal;
 pub mod profile;
+pub mod render;
 pub mod report;
 pub mod reset;
 pub mod stage;

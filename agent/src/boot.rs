@@ -1,0 +1,461 @@
+//! The boot itself: the steps of `docs/contracts.md` ("The node agent"), in
+//! order, each printing one console line. Everything here does I/O; what
+//! each step decides comes from the pure modules of this crate.
+
+use std::convert::Infallible;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cluster::profile::Transport;
+use cluster::{MacAddr, NodePlan, Plan, SectorSize};
+use uuid::Uuid;
+
+use crate::cmdline::{self, BootArgs};
+use crate::console::say;
+use crate::dm::{self, ROOT_DM_NAME};
+use crate::failure::Failure;
+use crate::modules::{self, LOAD_LIST, ModuleIndex};
+use crate::node::{self, PLAN_FILE};
+use crate::san::{self, META_LABEL, Probe, SanDisk, SanError};
+use crate::sys::{self, Loaded};
+use crate::tools::{command, run};
+use crate::{copy, iscsi};
+
+/// Where `vlx-meta` is mounted until it moves into the node's root.
+pub const META_MOUNT: &str = "/run/vlx/meta";
+/// Where the node's root is mounted before the switch.
+pub const NEWROOT: &str = "/newroot";
+/// Where `vlx-meta` ends up in the node's root.
+pub const META_IN_ROOT: &str = "vlx/meta";
+/// The init of the node's root.
+pub const INIT: &str = "/sbin/init";
+
+/// How long the SAN may take to appear: FC and SAS HBAs and iSCSI logins
+/// scan their LUNs asynchronously, some for tens of seconds.
+const SAN_WAIT: Duration = Duration::from_secs(60);
+/// After the SAN is found, one more look this much later, so that a second
+/// path to the same LUN (multipath) is noticed rather than raced.
+const SETTLE: Duration = Duration::from_secs(1);
+/// How long a partition or device-mapper node may take to show in /dev.
+const DEVICE_WAIT: Duration = Duration::from_secs(10);
+/// How long NICs may take to register after their drivers load.
+const MAC_WAIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(250);
+
+/// Runs the boot as process 1 and never returns: on success it becomes the
+/// node's init, on failure a shell on the console.
+pub fn init() -> ! {
+    let early = early_mounts();
+    sys::ensure_console();
+    // A panic must not end process 1 either: it becomes a failure too.
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| early.and_then(|()| boot())));
+    match result {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(f)) => rescue(&f),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            rescue(&Failure::Bug(what))
+        }
+    }
+}
+
+fn mount_err(what: &str, target: &Path) -> impl FnOnce(io::Error) -> Failure {
+    let (what, target) = (what.to_owned(), target.to_owned());
+    move |source| Failure::Mount {
+        what,
+        target,
+        source,
+    }
+}
+
+fn mkdir(path: &Path) -> Result<(), Failure> {
+    fs::create_dir_all(path).map_err(mount_err("a folder", path))
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    fs::read_to_string(path).map_err(|source| Failure::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `/proc`, `/sys` and `/dev` (devtmpfs), unless already there.
+fn early_mounts() -> Result<(), Failure> {
+    let nosuid = libc::MS_NOSUID;
+    let quiet = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
+    for (fs_type, target, flags, data) in [
+        ("proc", "/proc", quiet, ""),
+        ("sysfs", "/sys", quiet, ""),
+        ("devtmpfs", "/dev", nosuid, "mode=0755"),
+    ] {
+        let target = Path::new(target);
+        mkdir(target)?;
+        if !sys::is_mount_point(target) {
+            sys::mount(fs_type, target, fs_type, flags, data)
+                .map_err(mount_err(fs_type, target))?;
+        }
+    }
+    mkdir(Path::new("/run/vlx"))
+}
+
+fn boot() -> Result<Infallible, Failure> {
+    let release = sys::kernel_release().map_err(|source| Failure::Read {
+        path: "uname".into(),
+        source,
+    })?;
+    say(format!(
+        "starting on kernel {release} (/proc, /sys and /dev mounted)"
+    ));
+
+    let line = read(Path::new("/proc/cmdline"))?;
+    let args = cmdline::parse(&line).map_err(Failure::Cmdline)?;
+    say(describe_args(&args));
+
+    let mut extra = Vec::new();
+    if let Transport::Iscsi(i) = &args.transport {
+        extra.extend(i.sifm.iter().cloned());
+        extra.extend(iscsi::MODULES.iter().map(|m| (*m).to_owned()));
+    }
+    load_modules(&release, &extra)?;
+
+    if let Transport::Iscsi(i) = &args.transport {
+        iscsi::connect(i, args.cluster)?;
+    }
+
+    let san = find_san(args.cluster)?;
+    say(format!("SAN is {san}"));
+
+    let meta_dev = device(&san, META_LABEL)?;
+    let meta = Path::new(META_MOUNT);
+    mkdir(meta)?;
+    // noload: a read-only mount must not replay the journal, which would
+    // write to a volume other nodes have mounted.
+    sys::mount(&meta_dev, meta, "ext4", libc::MS_RDONLY, "noload")
+        .map_err(mount_err(&format!("{META_LABEL} ({meta_dev})"), meta))?;
+    say(format!("mounted {META_LABEL} ({meta_dev}) read-only"));
+
+    let plan =
+        node::read_plan(&read(&meta.join(PLAN_FILE))?, args.cluster).map_err(Failure::Node)?;
+    say(format!(
+        "cluster {} ({}), {} nodes in {PLAN_FILE}",
+        plan.cluster.name,
+        plan.cluster.uuid,
+        plan.nodes.len()
+    ));
+
+    let (node, mac) = find_node(&plan)?;
+    say(format!("this blade is {} (MAC {mac})", node.name));
+
+    assemble_root(&plan, &san, node)?;
+    swap_on(&plan, &san, node);
+
+    let name = node.name.as_str();
+    let tree = meta.join("nodes").join(name).join("root");
+    let newroot = Path::new(NEWROOT);
+    let count = copy::copy_tree(&tree, newroot).map_err(Failure::Copy)?;
+    say(format!(
+        "applied {count} files from nodes/{name}/root on {META_LABEL}"
+    ));
+
+    let meta_in_root = newroot.join(META_IN_ROOT);
+    mkdir(&meta_in_root)?;
+    sys::move_mount(meta, &meta_in_root).map_err(mount_err(META_LABEL, &meta_in_root))?;
+    say(format!("{META_LABEL} moved to /{META_IN_ROOT}"));
+
+    let init = newroot.join(INIT.trim_start_matches('/'));
+    if fs::symlink_metadata(&init).is_err() {
+        return Err(Failure::NoInit(INIT.into()));
+    }
+    for dir in ["dev", "proc", "sys"] {
+        let to = newroot.join(dir);
+        if to.is_dir() {
+            let from = Path::new("/").join(dir);
+            sys::move_mount(&from, &to).map_err(mount_err(&from.to_string_lossy(), &to))?;
+        }
+    }
+    say(format!("ready {name}"));
+    // switch_root empties the initramfs, chroots to the new root and execs
+    // its init as process 1.
+    let err = command("switch_root").args([NEWROOT, INIT]).exec();
+    Err(Failure::SwitchRoot {
+        root: newroot.to_owned(),
+        source: err,
+    })
+}
+
+fn describe_args(args: &BootArgs) -> String {
+    match &args.transport {
+        Transport::Disk => format!("cluster {}, SAN on a local disk", args.cluster),
+        Transport::Iscsi(i) => format!(
+            "cluster {}, SAN over iSCSI: {} at {}:{} through {}",
+            args.cluster, i.ivid, i.storage_ip, i.storage_port, i.sif
+        ),
+    }
+}
+
+/// Loads `/etc/vlx/modules.load` and `extra`, dependencies first.
+fn load_modules(release: &str, extra: &[String]) -> Result<(), Failure> {
+    let list_path = Path::new(LOAD_LIST);
+    let mut wanted = match fs::read_to_string(list_path) {
+        Ok(text) => modules::parse_load_list(&text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(Failure::Read {
+                path: list_path.to_owned(),
+                source,
+            });
+        }
+    };
+    wanted.extend(extra.iter().cloned());
+    if wanted.is_empty() {
+        say(format!(
+            "no kernel modules to load ({LOAD_LIST} is empty or absent)"
+        ));
+        return Ok(());
+    }
+    let dir = Path::new("/lib/modules").join(release);
+    let dep = read(&dir.join("modules.dep"))?;
+    let builtin = match fs::read_to_string(dir.join("modules.builtin")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(Failure::Read {
+                path: dir.join("modules.builtin"),
+                source,
+            });
+        }
+    };
+    let index = ModuleIndex::parse(&dep, &builtin).map_err(Failure::Modules)?;
+    let order = index.load_order(&wanted).map_err(Failure::Modules)?;
+    let mut loaded = Vec::new();
+    for rel in &order {
+        let path = dir.join(rel);
+        let insmod = |source| Failure::Insmod {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(insmod)?;
+        let compressed = !rel.ends_with(".ko");
+        if sys::load_module(&file, compressed).map_err(insmod)? == Loaded::Now {
+            loaded.push(modules::module_name(rel));
+        }
+    }
+    say(format!(
+        "loaded {} kernel modules: {}",
+        loaded.len(),
+        loaded.join(" ")
+    ));
+    Ok(())
+}
+
+fn read_trimmed(path: &Path) -> Result<String, String> {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// What one disk holds, read from `/sys/block/<disk>` and `/dev/<disk>`.
+fn probe(disk: &str) -> Option<Probe> {
+    let sys = Path::new("/sys/block").join(disk);
+    let sectors: u64 = read_trimmed(&sys.join("size")).ok()?.parse().ok()?;
+    if sectors == 0 {
+        return None; // an empty drive or a path not yet up
+    }
+    let sector = read_trimmed(&sys.join("queue/logical_block_size"))
+        .and_then(|s| s.parse::<u32>().map_err(|e| e.to_string()))
+        .and_then(SectorSize::try_from);
+    let gpt = sector.clone().and_then(|sector| {
+        let dev = Path::new("/dev").join(disk);
+        let f = File::open(&dev).map_err(|e| format!("opening {}: {e}", dev.display()))?;
+        // /sys/block/*/size counts 512-byte sectors whatever the disk's own.
+        let lbas = sectors * 512 / sector.bytes();
+        san::read_gpt(sector, lbas, |offset, len| {
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, offset).map(|()| buf)
+        })
+        .map_err(|e| e.to_string())
+    });
+    Some(Probe {
+        disk: disk.to_owned(),
+        sector: sector.unwrap_or(SectorSize::B512),
+        gpt,
+    })
+}
+
+fn probe_all() -> Vec<Probe> {
+    let mut names: Vec<String> = fs::read_dir("/sys/block")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| san::is_candidate(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.iter().filter_map(|n| probe(n)).collect()
+}
+
+/// Waits a bounded time for exactly one disk holding the cluster's SAN.
+fn find_san(cluster: Uuid) -> Result<SanDisk, Failure> {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match san::choose(cluster, &probe_all()) {
+            Ok(_) => {
+                std::thread::sleep(SETTLE);
+                return san::choose(cluster, &probe_all()).map_err(Failure::San);
+            }
+            Err(e @ SanError::Multiple { .. }) => return Err(Failure::San(e)),
+            Err(e) if start.elapsed() > SAN_WAIT => return Err(Failure::San(e)),
+            Err(_) if !told && start.elapsed() > Duration::from_secs(3) => {
+                say(format!(
+                    "waiting up to {} s for the SAN to appear",
+                    SAN_WAIT.as_secs()
+                ));
+                told = true;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits a bounded time for a device node.
+fn wait_for(path: &Path) -> Result<(), Failure> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > DEVICE_WAIT {
+            return Err(Failure::Timeout {
+                what: path.display().to_string(),
+                waited: DEVICE_WAIT,
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(())
+}
+
+/// `/dev/<partition>` of `label` on the SAN, once it exists.
+fn device(san: &SanDisk, label: &str) -> Result<String, Failure> {
+    let name = san.device(label).ok_or_else(|| {
+        Failure::Layout(dm::LayoutError::NotOnDisk {
+            disk: san.disk.clone(),
+            label: label.to_owned(),
+        })
+    })?;
+    let path = format!("/dev/{name}");
+    wait_for(Path::new(&path))?;
+    Ok(path)
+}
+
+/// The blade's MACs, from every network interface.
+fn macs() -> Vec<MacAddr> {
+    let mut out: Vec<MacAddr> = fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| fs::read_to_string(e.path().join("address")).ok())
+                .filter_map(|t| node::parse_mac(&t))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The node owning one of the blade's MACs, waiting a bounded time for NICs
+/// that register late.
+fn find_node(plan: &Plan) -> Result<(&NodePlan, MacAddr), Failure> {
+    let start = Instant::now();
+    loop {
+        let seen = macs();
+        match node::find(plan, &seen) {
+            Ok(n) => {
+                if let Some(mac) = seen.iter().find(|m| n.macs.contains(m)) {
+                    return Ok((n, *mac));
+                }
+            }
+            Err(e) if start.elapsed() > MAC_WAIT => return Err(Failure::Node(e)),
+            Err(_) => {}
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// `dmsetup create vlx-root` and the mount of it on [`NEWROOT`].
+fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Failure> {
+    let table = dm::snapshot(plan, san, node).map_err(Failure::Layout)?;
+    wait_for(Path::new(&table.origin))?;
+    wait_for(Path::new(&table.cow))?;
+    let snapshot = |source| Failure::Snapshot {
+        node: node.name.to_string(),
+        source: Box::new(source),
+    };
+    // No udev runs in the initramfs: create the /dev/mapper node ourselves.
+    run(command("dmsetup").args([
+        "create",
+        ROOT_DM_NAME,
+        "--noudevsync",
+        "--table",
+        &table.to_string(),
+    ]))
+    .map_err(snapshot)?;
+    run(command("dmsetup").args(["mknodes", ROOT_DM_NAME])).map_err(snapshot)?;
+    say(format!(
+        "root is a snapshot of vlx-origin ({}) with {} ({}): {table}",
+        table.origin, node.cow, table.cow
+    ));
+    let dev = PathBuf::from("/dev/mapper").join(ROOT_DM_NAME);
+    wait_for(&dev)?;
+    let newroot = Path::new(NEWROOT);
+    mkdir(newroot)?;
+    sys::mount(&dev.to_string_lossy(), newroot, "ext4", 0, "")
+        .map_err(mount_err(&dev.to_string_lossy(), newroot))?;
+    say(format!("mounted {} on {NEWROOT}", dev.display()));
+    Ok(())
+}
+
+/// Turns on the node's swap, when the plan gives it one. A swap that fails
+/// is reported and the boot goes on: the node is more use up without swap
+/// than stopped.
+fn swap_on(plan: &Plan, san: &SanDisk, node: &NodePlan) {
+    let Some(label) = &node.swap else {
+        return;
+    };
+    let result = dm::volume(plan, san, label)
+        .map_err(Failure::Layout)
+        .and_then(|(dev, _)| {
+            wait_for(Path::new(&dev))?;
+            run(command("swapon").arg(&dev)).map(|_| dev)
+        });
+    match result {
+        Ok(dev) => say(format!("swap on {label} ({dev})")),
+        Err(e) => say(format!("warning: no swap: {e}")),
+    }
+}
+
+/// Says what failed and where to look, then keeps a shell on the console.
+/// Process 1 must not exit (the kernel would panic and, with `panic=`,
+/// reboot into the same failure), so the shell runs as a child and starts
+/// again when it ends.
+fn rescue(f: &Failure) -> ! {
+    say(format!("error: {f}"));
+    say(format!("hint: {}", f.where_to_look()));
+    say("this blade gets no root and serves nothing; a shell follows on the console");
+    loop {
+        match command("sh").status() {
+            Ok(_) => say("the shell ended; another starts in 5 s"),
+            Err(e) => say(format!("cannot start a shell ({e}); retrying in 5 s")),
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}

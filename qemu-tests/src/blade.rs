@@ -18,7 +18,7 @@ use crate::shell::Shell;
 pub const AGENT_READY: &str = "vlx-node: ready";
 /// The image's line when its services run (contract).
 pub const SERVICES_READY: &str = "vlx: services ready";
-/// The kernel's first line.
+/// The kernel's first message.
 pub const KERNEL_BANNER: &str = "Linux version";
 /// Lines after which the awaited line will not come: a kernel panic, the
 /// node agent's failure and the image's services failing (contract),
@@ -107,6 +107,49 @@ impl Boot {
     pub fn to_ready(&self) -> Option<f64> {
         self.services_ready.map(|r| r - self.power_on)
     }
+}
+
+/// When the kernel started (rig time, seconds). The kernel holds its first
+/// messages back until its serial console is up, so the arrival of
+/// `Linux version` is late; but every message carries the kernel's own
+/// timestamp, and a message printed live arrives at kernel start plus that
+/// timestamp. So the start is the least of (arrival - timestamp) over the
+/// kernel's messages before the agent runs, and not before the firmware.
+/// Without timestamps (`printk.time=0`), the arrival of `Linux version`.
+pub fn kernel_start(lines: &[Line], firmware: Option<f64>) -> Option<f64> {
+    let banner = lines.iter().position(|l| l.text.contains(KERNEL_BANNER))?;
+    let end = lines
+        .iter()
+        .position(|l| l.text.contains("vlx-node:"))
+        .unwrap_or(lines.len());
+    let start = lines[banner..end.max(banner)]
+        .iter()
+        .filter_map(|l| printk_time(&l.text).map(|t| l.at.as_secs_f64() - t))
+        .fold(f64::INFINITY, f64::min);
+    let start = if start.is_finite() {
+        start
+    } else {
+        lines[banner].at.as_secs_f64()
+    };
+    Some(firmware.map_or(start, |f| start.max(f)))
+}
+
+/// The timestamp of a kernel message: `[   12.345678] ...`, anywhere in the
+/// line (the firmware may have left text before it).
+fn printk_time(text: &str) -> Option<f64> {
+    let open = text.find('[')?;
+    let rest = &text[open + 1..];
+    let close = rest.find(']')?;
+    let inner = rest[..close].trim();
+    let (whole, frac) = inner.split_once('.')?;
+    if whole.is_empty()
+        || frac.len() != 6
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    inner.parse().ok()
 }
 
 /// A blade with power.
@@ -268,7 +311,7 @@ impl Powered {
                 .find(|l| l.text.contains(m))
                 .map(|l| l.at.as_secs_f64())
         };
-        b.kernel = find(KERNEL_BANNER);
+        b.kernel = kernel_start(&lines, b.firmware);
         b.agent_ready = b.agent_ready.or_else(|| find(AGENT_READY));
         b.services_ready = b.services_ready.or_else(|| find(SERVICES_READY));
         b
@@ -298,5 +341,57 @@ impl Drop for Powered {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(at: f64, text: &str) -> Line {
+        Line {
+            at: Duration::from_secs_f64(at),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_kernel_starts_when_its_live_messages_say() {
+        // From a SeaBIOS + syslinux boot: the held-back banner arrives at
+        // 20.3 s, live messages show the kernel started at about 15.1 s.
+        let lines = [
+            line(12.7, "Booting from Hard Disk..."),
+            line(15.0, "Loading /vlx/vlx/initramfs.img... ok"),
+            line(
+                20.3,
+                "Probing EDD (edd=off to disable)... o[    0.000000] Linux version 6.1.0",
+            ),
+            line(20.4, "[    0.912000] smp: Bringing up secondary CPUs ..."),
+            line(21.0, "[    5.910000] Freeing unused kernel image"),
+            line(21.2, "[    6.100000] Run /init as init process"),
+            line(21.3, "vlx-node: starting on kernel 6.1.0"),
+            line(40.0, "[   25.000000] late message, after the agent"),
+        ];
+        let k = kernel_start(&lines, Some(12.5)).unwrap();
+        assert!((k - 15.09).abs() < 1e-6, "{k}");
+        // Never before the firmware.
+        assert_eq!(kernel_start(&lines, Some(16.0)), Some(16.0));
+        // Without timestamps: the banner.
+        let plain = [
+            line(3.0, "x"),
+            line(4.0, "Linux version 6.1.0"),
+            line(5.0, "vlx-node: x"),
+        ];
+        assert_eq!(kernel_start(&plain, Some(1.0)), Some(4.0));
+        assert_eq!(kernel_start(&plain[..1], Some(1.0)), None);
+    }
+
+    #[test]
+    fn printk_times_are_found_anywhere_in_a_line() {
+        assert_eq!(printk_time("[    5.131161] Freeing"), Some(5.131161));
+        assert_eq!(printk_time("EDD... o[    0.000000] Linux"), Some(0.0));
+        assert_eq!(printk_time("[ 42] not the kernel"), None);
+        assert_eq!(printk_time("[    1.5] no"), None);
+        assert_eq!(printk_time("no brackets"), None);
     }
 }

@@ -205,7 +205,7 @@ impl Timeline {
 /// The colours and names of a boot's phases, in order.
 const PHASES: &[(&str, &str)] = &[
     ("QEMU start", "#bbbbbb"),
-    ("firmware", "#5b8def"),
+    ("firmware + loader", "#5b8def"),
     ("kernel + agent", "#f0a030"),
     ("services start", "#a070d0"),
     ("up", "#6cc070"),

@@ -46,8 +46,12 @@ pub fn run() -> anyhow::Result<()> {
     let bare = bare_boot()?;
     println!("reference: a bare blade (QEMU, SeaBIOS, kernel, busybox) ready in {bare:.1} s");
 
-    println!("\n4-blade rehearsal, steps 1-5, image already built:");
-    let o = rehearsal(&demo, &image, 4, scratch.path())?;
+    let gap = qemu_tests::plan::DEFAULT_POWER_GAP;
+    println!(
+        "\n4-blade rehearsal, steps 1-5, image already built, blades powered on {:.0} s apart:",
+        gap.as_secs_f64()
+    );
+    let o = rehearsal(&demo, &image, 4, gap, scratch.path())?;
     let total = phases(&o);
     let ready = o.timeline.ready_times();
     let med = median(&ready);
@@ -63,14 +67,24 @@ pub fn run() -> anyhow::Result<()> {
         med / bare
     );
 
-    println!("\nscaling (steps 1-5):");
+    let all = rehearsal(&demo, &image, 4, Duration::ZERO, scratch.path())?;
+    println!(
+        "  the same with all 4 powered on at once: steps 1-5 {:.1} s, ready median {:.1} s (two cores emulate four blades)",
+        phases_total(&all),
+        median(&all.timeline.ready_times())
+    );
+
+    println!(
+        "\nscaling (steps 1-5, power-ons {:.0} s apart):",
+        gap.as_secs_f64()
+    );
     println!(
         "{:>7} {:>10} {:>12} {:>14} {:>14}",
         "blades", "total s", "cold start s", "ready median s", "ready max s"
     );
     for n in [2, 4, 8] {
         let profile = scaled_profile(&demo, n, scratch.path())?;
-        let o = rehearsal(&profile, &image, n, scratch.path())?;
+        let o = rehearsal(&profile, &image, n, gap, scratch.path())?;
         let total = phases_total(&o);
         let cold = phase(&o, 4).unwrap_or_default() + phase(&o, 3).unwrap_or_default();
         let ready = o.timeline.ready_times();
@@ -89,14 +103,23 @@ fn verdict(ok: bool) -> &'static str {
 
 /// Runs steps 1–5 of a rehearsal of the first `n` blades; fails when a
 /// check fails (a broken rehearsal is not a measurement).
-fn rehearsal(profile: &Path, image: &Path, n: usize, scratch: &Path) -> anyhow::Result<Outcome> {
+fn rehearsal(
+    profile: &Path,
+    image: &Path,
+    n: usize,
+    gap: Duration,
+    scratch: &Path,
+) -> anyhow::Result<Outcome> {
     let req = Request {
         profile: profile.to_owned(),
         options: Options {
             nodes: Some(n),
             image: Some(image.to_owned()),
             stop_after: Some(5),
-            timeouts: Timeouts::default(),
+            timeouts: Timeouts {
+                power_gap: gap,
+                ..Timeouts::default()
+            },
             ..Options::default()
         },
         report_dir: scratch.join(format!("report-{n}")),

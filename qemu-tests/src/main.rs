@@ -90,6 +90,10 @@ struct RehearseArgs {
     /// Seconds a blade may take from power on to `vlx: services ready`.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     ready_timeout: u64,
+    /// Seconds between powering on one blade and the next (a rack's power
+    /// sequencing; 0 powers them all on at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = qemu_tests::plan::DEFAULT_POWER_GAP.as_secs_f64())]
+    stagger: f64,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +149,8 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         strangers: a.stranger,
         timeouts: Timeouts {
             ready: Duration::from_secs(a.ready_timeout),
+            power_gap: Duration::try_from_secs_f64(a.stagger)
+                .map_err(|e| anyhow::anyhow!("--stagger {}: {e}", a.stagger))?,
             ..Timeouts::default()
         },
     };

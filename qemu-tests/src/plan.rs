@@ -78,6 +78,11 @@ pub struct Timeouts {
     pub vip_watch: Duration,
     /// How long chrony may take to hear from a peer.
     pub chrony: Duration,
+    /// The gap between powering on one blade and the next, as a rack's
+    /// power sequencer spaces them. Here it also keeps the blades from all
+    /// emulating their firmware and kernel at once on two shared cores,
+    /// which would time the host's contention rather than a blade's boot.
+    pub power_gap: Duration,
 }
 
 impl Default for Timeouts {
@@ -87,9 +92,13 @@ impl Default for Timeouts {
             command: Duration::from_secs(30),
             vip_watch: Duration::from_secs(30),
             chrony: Duration::from_secs(90),
+            power_gap: DEFAULT_POWER_GAP,
         }
     }
 }
+
+/// Default gap between blade power-ons.
+pub const DEFAULT_POWER_GAP: Duration = Duration::from_secs(6);
 
 /// The VIP must move within this time after its holder dies (issue 5).
 pub const VIP_MOVE_LIMIT: Duration = Duration::from_secs(10);

@@ -274,7 +274,10 @@ impl Exec<'_> {
             Step::Image { source } => self.image(source),
             Step::Install { san, size } => self.install(san, *size),
             Step::PowerOn { blades, .. } => {
-                for name in blades {
+                for (i, name) in blades.iter().enumerate() {
+                    if i > 0 {
+                        std::thread::sleep(self.r.timeouts.power_gap);
+                    }
                     let b = self.blade(name)?;
                     let m = b.machine.clone();
                     self.power_on(name, &m)?;

@@ -6,6 +6,7 @@
 mod image;
 mod install;
 mod plan;
+mod rig;
 mod util;
 
 type Bench = fn() -> anyhow::Result<()>;
@@ -16,6 +17,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("install", install::run),
     ("install-curve", install::curve),
     ("image", image::run),
+    ("rig", rig::run),
 ];
 
 fn main() -> anyhow::Result<()> {

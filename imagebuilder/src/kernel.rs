@@ -166,12 +166,17 @@ pub fn fetch_into(cache: &Path, package: &str) -> Result<Kernel> {
     in_tree(&dir)
 }
 
-/// A cached kernel of `package` (the newest, for a metapackage any
-/// `linux-image-*` one) without asking apt, else [`fetch`]. For callers
-/// that need a kernel of the package rather than the archive's newest, such
-/// as tests booting QEMU: `apt-cache` alone takes a second or two.
+/// The newest cached kernel of `package` (for a metapackage, of any
+/// `linux-image-*` package), without asking apt or the network.
+pub fn cached(package: &str) -> Option<Kernel> {
+    newest_cached(&cache_root().join("kernels"), package)
+}
+
+/// [`cached`], else [`fetch`]. For callers that need a kernel of the
+/// package rather than the archive's newest, such as tests booting QEMU:
+/// `apt-cache` alone takes a second or two.
 pub fn cached_or_fetch(package: &str) -> Result<Kernel> {
-    match newest_cached(&cache_root().join("kernels"), package) {
+    match cached(package) {
         Some(k) => Ok(k),
         None => fetch(package),
     }

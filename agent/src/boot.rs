@@ -34,9 +34,6 @@ pub const META_IN_ROOT: &str = "vlx/meta";
 /// The init of the node's root.
 pub const INIT: &str = "/sbin/init";
 
-/// How long the SAN may take to appear: FC and SAS HBAs and iSCSI logins
-/// scan their LUNs asynchronously, some for tens of seconds.
-const SAN_WAIT: Duration = Duration::from_secs(60);
 /// After the SAN is found, one more look this much later, so that a second
 /// path to the same LUN (multipath) is noticed rather than raced.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -131,7 +128,7 @@ fn boot() -> Result<Infallible, Failure> {
         iscsi::connect(i, args.cluster)?;
     }
 
-    let san = find_san(args.cluster)?;
+    let san = find_san(args.cluster, args.san_wait)?;
     say(format!("SAN is {san}"));
 
     let meta_dev = device(&san, META_LABEL)?;
@@ -305,7 +302,7 @@ fn probe_all() -> Vec<Probe> {
 }
 
 /// Waits a bounded time for exactly one disk holding the cluster's SAN.
-fn find_san(cluster: Uuid) -> Result<SanDisk, Failure> {
+fn find_san(cluster: Uuid, wait: Duration) -> Result<SanDisk, Failure> {
     let start = Instant::now();
     let mut told = false;
     loop {
@@ -315,11 +312,11 @@ fn find_san(cluster: Uuid) -> Result<SanDisk, Failure> {
                 return san::choose(cluster, &probe_all()).map_err(Failure::San);
             }
             Err(e @ SanError::Multiple { .. }) => return Err(Failure::San(e)),
-            Err(e) if start.elapsed() > SAN_WAIT => return Err(Failure::San(e)),
+            Err(e) if start.elapsed() > wait => return Err(Failure::San(e)),
             Err(_) if !told && start.elapsed() > Duration::from_secs(3) => {
                 say(format!(
                     "waiting up to {} s for the SAN to appear",
-                    SAN_WAIT.as_secs()
+                    wait.as_secs()
                 ));
                 told = true;
             }

@@ -10,6 +10,7 @@
 //! prompt wins over the stored line.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use cluster::profile::{Iscsi, Transport, defaults};
 use uuid::Uuid;
@@ -19,7 +20,19 @@ use uuid::Uuid;
 pub struct BootArgs {
     pub cluster: Uuid,
     pub transport: Transport,
+    /// How long to wait for the SAN's disk to appear (`vlx.san_wait=`
+    /// seconds, [`DEFAULT_SAN_WAIT`] without it): HBAs that take long to
+    /// scan their fabric need more.
+    pub san_wait: Duration,
 }
+
+/// How long the agent waits for the SAN without `vlx.san_wait=`: FC and
+/// SAS HBAs and iSCSI logins scan their LUNs asynchronously, some for tens
+/// of seconds.
+pub const DEFAULT_SAN_WAIT: Duration = Duration::from_secs(60);
+
+/// The longest `vlx.san_wait=` taken: an hour.
+const MAX_SAN_WAIT_SECS: u64 = 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CmdlineError {
@@ -55,7 +68,11 @@ const KEYS: &[&str] = &[
     "sifnm",
     "sifm",
     "ivid",
+    "san_wait",
 ];
+
+/// Keys that are not about the transport: valid with either.
+const ANY_TRANSPORT: &[&str] = &["cluster", "san", "san_wait"];
 
 /// Splits a command line into words the way the kernel does: at spaces,
 /// except inside double quotes, which are dropped.
@@ -123,7 +140,10 @@ pub fn parse(line: &str) -> Result<BootArgs, CmdlineError> {
     let san = get("san").ok_or(CmdlineError::NoTransport)?;
     let transport = match san.as_str() {
         "disk" => {
-            if let Some((k, _)) = pairs.iter().find(|(k, _)| k != "cluster" && k != "san") {
+            if let Some((k, _)) = pairs
+                .iter()
+                .find(|(k, _)| !ANY_TRANSPORT.contains(&k.as_str()))
+            {
                 return Err(CmdlineError::NotForDisk(k.clone()));
             }
             Transport::Disk
@@ -131,7 +151,24 @@ pub fn parse(line: &str) -> Result<BootArgs, CmdlineError> {
         "iscsi" => Transport::Iscsi(iscsi(&get)?),
         other => return Err(bad("san", other, "use disk or iscsi")),
     };
-    Ok(BootArgs { cluster, transport })
+    let san_wait = match get("san_wait") {
+        None => DEFAULT_SAN_WAIT,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (1..=MAX_SAN_WAIT_SECS).contains(&n) => Duration::from_secs(n),
+            _ => {
+                return Err(bad(
+                    "san_wait",
+                    v,
+                    format!("give whole seconds, 1 to {MAX_SAN_WAIT_SECS}"),
+                ));
+            }
+        },
+    };
+    Ok(BootArgs {
+        cluster,
+        transport,
+        san_wait,
+    })
 }
 
 fn iscsi<'a>(get: &impl Fn(&str) -> Option<&'a String>) -> Result<Iscsi, CmdlineError> {
@@ -246,7 +283,8 @@ mod tests {
                 parse(&line),
                 Ok(BootArgs {
                     cluster: uuid(),
-                    transport: want
+                    transport: want,
+                    san_wait: DEFAULT_SAN_WAIT,
                 }),
                 "{line}"
             );
@@ -254,8 +292,31 @@ mod tests {
     }
 
     #[test]
+    fn san_wait_goes_with_either_transport() {
+        let disk = parse(&format!("vlx.cluster={U} vlx.san=disk vlx.san_wait=5")).unwrap();
+        assert_eq!(disk.san_wait, Duration::from_secs(5));
+        let line = format!(
+            "vlx.cluster={U} vlx.san=iscsi vlx.storage_ip=10.10.0.250 vlx.sif=ib0 \
+             vlx.ivid=iqn.2007-01.it.unipi.di:virtualinux.san0 vlx.san_wait=3600"
+        );
+        assert_eq!(parse(&line).unwrap().san_wait, Duration::from_secs(3600));
+    }
+
+    #[test]
     fn refuses_what_it_should() {
         let cases: Vec<(String, &str)> = vec![
+            (
+                format!("vlx.cluster={U} vlx.san=disk vlx.san_wait=0"),
+                "vlx.san_wait=0 on the kernel command line: give whole seconds, 1 to 3600",
+            ),
+            (
+                format!("vlx.cluster={U} vlx.san=disk vlx.san_wait=1m"),
+                "vlx.san_wait=1m",
+            ),
+            (
+                format!("vlx.cluster={U} vlx.san=disk vlx.san_wait=3601"),
+                "vlx.san_wait=3601",
+            ),
             ("vlx.san=disk".into(), "no vlx.cluster"),
             (format!("vlx.cluster={U}"), "no vlx.san"),
             ("vlx.cluster=nope vlx.san=disk".into(), "vlx.cluster=nope"),

@@ -401,8 +401,11 @@ fn rig_missing_san_is_named_on_the_console() {
         .set_len(64 << 20)
         .unwrap();
     let mac = rig.plan.nodes[0].macs[0].to_string();
+    // As an admin would at the boot prompt: wait 5 s, not the default 60.
+    let cmdline = format!("{} vlx.san_wait=5", rig.plan.boot.cmdline);
     let m = Machine {
         disk: Some((&blank, 512)),
+        cmdline: &cmdline,
         ..rig.machine(&mac)
     };
     let mut g = Guest::start(&m, &rig.dir, "missing.log");
@@ -416,7 +419,7 @@ fn rig_missing_san_is_named_on_the_console() {
     assert_lines(
         &console,
         &[
-            "vlx-node: waiting up to 60 s for the SAN to appear".into(),
+            "vlx-node: waiting up to 5 s for the SAN to appear".into(),
             format!(
                 "vlx-node: error: no disk holds the SAN of cluster {uuid} (GPT disk GUID {guid} \
                  with a vlx-meta partition); disks seen: vda: no valid GPT (primary: no GPT \

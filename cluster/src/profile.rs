@@ -1230,12 +1230,30 @@ fn kernel_word_ok(rep: &mut Report<'_>, a: &At<String>, what: &str) -> bool {
         );
         return false;
     }
+    if let Some(v) = a.strip_prefix("vlx.san_wait=")
+        && what == "argument"
+    {
+        if v.parse::<u64>().is_ok_and(|n| (1..=3600).contains(&n)) {
+            return true;
+        }
+        rep.error(
+            &a.span,
+            &a.key,
+            format!("`{}`: the SAN wait is whole seconds", a.value),
+            Some("write vlx.san_wait=N with N from 1 to 3600 (the default is 60)".into()),
+        );
+        return false;
+    }
     if a.starts_with("vlx.") || a.starts_with("console=") && what == "argument" {
         rep.error(
             &a.span,
             &a.key,
             format!("`{}` is set by vlx itself", a.value),
-            Some("vlx.* comes from [cluster] and [san]; console= from boot.console".into()),
+            Some(
+                "vlx.* comes from [cluster] and [san] (only vlx.san_wait=SECONDS is yours); \
+                 console= from boot.console"
+                    .into(),
+            ),
         );
         return false;
     }

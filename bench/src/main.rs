@@ -3,6 +3,7 @@
 //! measured in the same run. Speed is judged here, never by timed
 //! assertions in tests.
 
+mod image;
 mod install;
 mod plan;
 mod util;
@@ -14,6 +15,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("plan", plan::run),
     ("install", install::run),
     ("install-curve", install::curve),
+    ("image", image::run),
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -1,29 +1,282 @@
 //! `vlx-image`: parses the command line and dispatches to the library.
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-/// Bake vlx host images, guest OS tarballs and install media.
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use imagebuilder::progress::{Event, Progress};
+use imagebuilder::{guest, host, kernel, manifest, profile};
+
+/// Bake vlx host images and guest OS tarballs.
 #[derive(Debug, Parser)]
 #[command(name = "vlx-image", version, about)]
 struct Cli {
+    /// Report progress as JSON lines on stderr (for tools), and the result
+    /// as JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build a host image (origin.ext4, vmlinuz, initramfs.img, manifest.json). Not built yet.
-    Build,
-    /// Build a guest OS tarball and its guest.toml. Not built yet.
-    Guest,
-    /// Build install media (USB image and ISO). Not built yet.
-    Media,
+    /// Build a host image: origin.ext4, vmlinuz, initramfs.img, manifest.json.
+    Build {
+        /// Host profile, e.g. profiles/hosts/tiny.toml.
+        #[arg(long)]
+        profile: PathBuf,
+        /// Image directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The node agent binary for the initramfs's /init [default:
+        /// vlx-node beside this executable].
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Clamp every timestamp to this [default: $SOURCE_DATE_EPOCH,
+        /// else the profile file's mtime].
+        #[arg(long)]
+        source_date_epoch: Option<u64>,
+    },
+    /// Build a guest OS tarball (NAME.tar.gz) and its guest.toml.
+    Guest {
+        /// Guest profile, e.g. profiles/guests/debian-bookworm.toml.
+        #[arg(long)]
+        profile: PathBuf,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Clamp every timestamp to this [default: $SOURCE_DATE_EPOCH,
+        /// else the profile file's mtime].
+        #[arg(long)]
+        source_date_epoch: Option<u64>,
+    },
+    /// Fetch a Debian kernel package into the kernel cache ($VLX_CACHE,
+    /// default ~/.cache/vlx) so that later builds run offline.
+    FetchKernel {
+        /// Debian kernel package; a metapackage is resolved to the
+        /// linux-image-<release> it depends on.
+        #[arg(default_value = "linux-image-cloud-amd64")]
+        package: String,
+    },
+    /// Check an image directory against its manifest.json.
+    Verify {
+        /// The image directory.
+        dir: PathBuf,
+    },
+}
+
+/// Progress on a terminal: one bar over the steps, info lines above it.
+struct Bar {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress for Bar {
+    fn event(&self, e: Event<'_>) {
+        match e {
+            Event::Step { index, total, what } => {
+                self.bar.set_length(total as u64);
+                self.bar.set_position(index.saturating_sub(1) as u64);
+                self.bar.set_message(what.to_owned());
+            }
+            Event::Info(m) => self.bar.println(m),
+            Event::Bytes { done, total } => {
+                let msg = match total {
+                    Some(t) => format!("{} / {} MiB", done >> 20, t >> 20),
+                    None => format!("{} MiB", done >> 20),
+                };
+                self.bar.set_message(msg);
+            }
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Progress in a log: plain lines, byte counts at most every 5 s.
+struct Lines {
+    start: Instant,
+    last_bytes: Mutex<Option<Instant>>,
+    json: bool,
+}
+
+impl Progress for Lines {
+    fn event(&self, e: Event<'_>) {
+        let secs = self.start.elapsed().as_secs_f64();
+        if let Event::Bytes { .. } = e {
+            let Ok(mut last) = self.last_bytes.lock() else {
+                return;
+            };
+            if last.is_some_and(|l| l.elapsed() < Duration::from_secs(5)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        if self.json {
+            let v = match e {
+                Event::Step { index, total, what } => serde_json::json!(
+                    {"event": "step", "index": index, "total": total, "what": what, "seconds": secs}),
+                Event::Info(m) => {
+                    serde_json::json!({"event": "info", "message": m, "seconds": secs})
+                }
+                Event::Bytes { done, total } => serde_json::json!(
+                    {"event": "bytes", "done": done, "total": total, "seconds": secs}),
+            };
+            eprintln!("{v}");
+        } else {
+            match e {
+                Event::Step { index, total, what } => {
+                    eprintln!("[{secs:7.1}s] ({index}/{total}) {what}")
+                }
+                Event::Info(m) => eprintln!("[{secs:7.1}s]   {m}"),
+                Event::Bytes { done, total } => match total {
+                    Some(t) => eprintln!("[{secs:7.1}s]   {} / {} MiB", done >> 20, t >> 20),
+                    None => eprintln!("[{secs:7.1}s]   {} MiB", done >> 20),
+                },
+            }
+        }
+    }
+}
+
+fn reporter(json: bool) -> Box<dyn Progress> {
+    if !json && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(1);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Box::new(Bar { bar })
+    } else {
+        Box::new(Lines {
+            start: Instant::now(),
+            last_bytes: Mutex::new(None),
+            json,
+        })
+    }
+}
+
+/// SOURCE_DATE_EPOCH: the flag, the environment, else the profile's mtime
+/// (which makes two builds of an unchanged checkout agree).
+fn epoch(flag: Option<u64>, profile: &std::path::Path) -> anyhow::Result<u64> {
+    if let Some(e) = flag {
+        return Ok(e);
+    }
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v} is not a count of seconds"));
+    }
+    let m = std::fs::metadata(profile)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("reading the mtime of {}", profile.display()))?;
+    Ok(m.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0))
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    anyhow::bail!(
-        "`vlx-image {}` is not built yet",
-        format!("{:?}", cli.command).to_lowercase()
-    )
+    let started = Instant::now();
+    match cli.command {
+        Command::Build {
+            profile,
+            out,
+            agent,
+            source_date_epoch,
+        } => {
+            let p = profile::HostProfile::load(&profile)?;
+            let agent = match agent.or_else(host::default_agent) {
+                Some(a) if a.is_file() => a,
+                Some(a) => bail!(
+                    "the node agent {} is missing: build it (cargo build -p agent) or pass --agent PATH",
+                    a.display()
+                ),
+                None => bail!("cannot tell where vlx-node is: pass --agent PATH"),
+            };
+            let b = host::HostBuild {
+                agent,
+                out: out.clone(),
+                source_date_epoch: epoch(source_date_epoch, &profile)?,
+            };
+            let progress = reporter(cli.json);
+            let m = host::build(&p, &b, progress.as_ref()).with_context(|| {
+                format!("building {} into {}", profile.display(), out.display())
+            })?;
+            if cli.json {
+                println!("{}", m.to_json().trim_end());
+            } else {
+                eprintln!(
+                    "built {} {} (kernel {}) in {} in {:.1} s",
+                    m.name,
+                    m.version,
+                    m.kernel_release,
+                    out.display(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        Command::Guest {
+            profile,
+            out,
+            source_date_epoch,
+        } => {
+            let p = profile::GuestProfile::load(&profile)?;
+            let g = guest::GuestBuild {
+                out: out.clone(),
+                source_date_epoch: epoch(source_date_epoch, &profile)?,
+            };
+            let progress = reporter(cli.json);
+            let meta = guest::build(&p, &g, progress.as_ref()).with_context(|| {
+                format!("building {} into {}", profile.display(), out.display())
+            })?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&meta)?);
+            } else {
+                eprintln!(
+                    "built {} ({} bytes, sha256 {}) in {:.1} s",
+                    out.join(&meta.tarball).display(),
+                    meta.tarball_size,
+                    meta.tarball_sha256,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        Command::FetchKernel { package } => {
+            let k = kernel::fetch(&package).with_context(|| format!("fetching {package}"))?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"release": k.release, "vmlinuz": k.vmlinuz, "modules": k.modules})
+                );
+            } else {
+                println!("{} {}", k.release, k.vmlinuz.display());
+            }
+        }
+        Command::Verify { dir } => {
+            let m = manifest::verify_dir(&dir)?;
+            if cli.json {
+                println!("{}", m.to_json().trim_end());
+            } else {
+                println!(
+                    "{}: {} {} matches its manifest ({} files)",
+                    dir.display(),
+                    m.name,
+                    m.version,
+                    m.artifacts.len()
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -24,6 +24,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "the shell and tools of the initramfs and tiny image; httpd in PXE tests",
     ),
     ("dmsetup", "device-mapper snapshots on every node"),
+    (
+        "open-iscsi",
+        "iscsistart in initramfs images for the iscsi transport",
+    ),
     ("e2fsprogs", "mke2fs, e2fsck and debugfs for ext4 volumes"),
     (
         "mmdebstrap",
@@ -67,7 +71,20 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "systemd",
         "systemd-analyze verify checks the Debian image's units",
     ),
-    ("zstd", "compressed kernel modules"),
+    ("zstd", "compressed kernel modules and root tarballs"),
+    ("xz-utils", "compressed kernel modules and root tarballs"),
+    ("apt", "apt-get download of kernel packages"),
+    ("dpkg", "dpkg-deb extracts kernel packages"),
+    ("tar", "GNU tar checks guest tarballs"),
+    ("gzip", "gzip checks initramfs and guest tarballs"),
+    (
+        "netbase",
+        "/etc/services and /etc/protocols for the tiny image",
+    ),
+    (
+        "libtirpc-common",
+        "/etc/netconfig for the tiny image's NFS tools",
+    ),
     ("binutils", "readelf checks of copied binaries"),
     ("procps", "process checks in tests"),
 ];

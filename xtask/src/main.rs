@@ -74,6 +74,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     deps::run(cargo().args(["build", "--workspace", "--bins"]))?;
+    warm_kernel_cache("target/debug")?;
     if has_nextest() {
         let mut cmd = cargo();
         cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
@@ -90,9 +91,16 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     }
 }
 
+/// Fetches the guests' and hosts' kernel into `$VLX_CACHE` once (a no-op
+/// when cached), so that image builds in tests and rehearsals run offline.
+fn warm_kernel_cache(bin_dir: &str) -> anyhow::Result<()> {
+    deps::run(Command::new(format!("{bin_dir}/vlx-image")).arg("fetch-kernel"))
+}
+
 fn rehearse(extra: &[String]) -> anyhow::Result<()> {
     deps::ensure()?;
     deps::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    warm_kernel_cache("target/release")?;
     deps::run(
         Command::new("target/release/vlx-rig")
             .arg("rehearse")
@@ -103,6 +111,7 @@ fn rehearse(extra: &[String]) -> anyhow::Result<()> {
 fn bench(extra: &[String]) -> anyhow::Result<()> {
     deps::ensure()?;
     deps::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    warm_kernel_cache("target/release")?;
     deps::run(
         cargo()
             .args(["run", "--release", "--quiet", "--package", "bench", "--"])

@@ -1,0 +1,490 @@
+//! Host and guest image profiles: TOML, unknown keys refused, paths relative
+//! to the profile's folder. `profiles/README.md` documents every key.
+
+use std::path::{Path, PathBuf};
+
+use cluster::Bytes;
+use serde::Deserialize;
+
+use crate::error::{Error, Result, io};
+use crate::hash;
+
+/// Where a root file system comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    /// `mmdebstrap`: a Debian suite, built from the archive.
+    Mmdebstrap(Debootstrap),
+    /// `host`: binaries of the build machine with their libraries.
+    Host(HostRoot),
+    /// `tarball`: a root tarball, pinned by sha256.
+    Tarball { path: PathBuf, sha256: String },
+    /// `directory`: an existing tree (guest profiles only).
+    Directory(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debootstrap {
+    pub suite: String,
+    pub variant: String,
+    pub packages: Vec<String>,
+    pub mirror: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoot {
+    /// Program names (searched in the build machine's sbin/bin folders) or
+    /// absolute paths; a missing one is an error.
+    pub binaries: Vec<String>,
+    /// Like `binaries`, but skipped when the build machine lacks them.
+    pub optional_binaries: Vec<String>,
+    /// Further files or folders (absolute paths) copied from the build
+    /// machine as they are.
+    pub files: Vec<PathBuf>,
+    /// Empty folders to create (absolute paths), for daemons' state.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// SAN transports an initramfs can reach its SAN by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Disk,
+    Iscsi,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostProfile {
+    /// The profile file, as given.
+    pub path: PathBuf,
+    /// sha256 of the profile file's bytes.
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+    pub overlays: Vec<PathBuf>,
+    pub rootfs: RootSource,
+    /// Free space left in `origin.ext4` beyond the content.
+    pub headroom: Bytes,
+    /// The Debian kernel package (host and tarball roots), fetched into the
+    /// kernel cache; mmdebstrap roots install it and take /boot's kernel.
+    pub kernel_package: String,
+    pub transports: Vec<Transport>,
+    /// Modules added to the initramfs beyond the transports' own.
+    pub modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestProfile {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub name: String,
+    pub distribution: String,
+    pub vcpus: u32,
+    pub memory: Bytes,
+    pub disk: Bytes,
+    /// Kernel and initramfs inside the tree (relative); found in /boot when
+    /// not set.
+    pub kernel: Option<String>,
+    pub initramfs: Option<String>,
+    pub rootfs: RootSource,
+}
+
+// Raw TOML shapes. Every table refuses unknown keys.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    image: RawImage,
+    rootfs: RawRoot,
+    kernel: RawKernel,
+    #[serde(default)]
+    initramfs: RawInitramfs,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    name: String,
+    version: String,
+    #[serde(default)]
+    overlays: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    package: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInitramfs {
+    transports: Option<Vec<Transport>>,
+    #[serde(default)]
+    modules: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoot {
+    source: String,
+    // mmdebstrap
+    suite: Option<String>,
+    variant: Option<String>,
+    packages: Option<Vec<String>>,
+    mirror: Option<String>,
+    // host
+    binaries: Option<Vec<String>>,
+    optional_binaries: Option<Vec<String>>,
+    files: Option<Vec<PathBuf>>,
+    dirs: Option<Vec<PathBuf>>,
+    // tarball
+    tarball: Option<PathBuf>,
+    sha256: Option<String>,
+    // directory
+    path: Option<PathBuf>,
+    // host images
+    headroom: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuestFile {
+    guest: RawGuest,
+    rootfs: RawRoot,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuest {
+    name: String,
+    distribution: String,
+    #[serde(default = "default_vcpus")]
+    vcpus: u32,
+    #[serde(default = "default_memory")]
+    memory: String,
+    #[serde(default = "default_disk")]
+    disk: String,
+    kernel: Option<String>,
+    initramfs: Option<String>,
+}
+
+fn default_vcpus() -> u32 {
+    1
+}
+fn default_memory() -> String {
+    "1GiB".into()
+}
+fn default_disk() -> String {
+    "8GiB".into()
+}
+
+/// Default free space in a host image's ext4 root.
+pub const DEFAULT_HEADROOM: Bytes = Bytes::mib(64);
+
+fn read(path: &Path) -> Result<(String, String)> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let sha = hash::sha256_bytes(&bytes);
+    let text = String::from_utf8(bytes).map_err(|_| Error::Profile {
+        path: path.to_owned(),
+        message: "not UTF-8 text".into(),
+    })?;
+    Ok((text, sha))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| Error::Profile {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+fn base(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_owned).unwrap_or_default()
+}
+
+fn size(path: &Path, key: &str, s: &str) -> Result<Bytes> {
+    s.parse().map_err(|e| Error::Profile {
+        path: path.to_owned(),
+        message: format!("{key}: {e}"),
+    })
+}
+
+/// Resolves `[rootfs]`: the keys set must all belong to the chosen source.
+fn root_source(path: &Path, r: RawRoot, allowed: &[&str]) -> Result<RootSource> {
+    let err = |message: String| Error::Profile {
+        path: path.to_owned(),
+        message,
+    };
+    if !allowed.contains(&r.source.as_str()) {
+        return Err(err(format!(
+            "rootfs.source: `{}` is not one of {}",
+            r.source,
+            allowed
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let keys_of = |s: &str| -> &'static [&'static str] {
+        match s {
+            "mmdebstrap" => &["suite", "variant", "packages", "mirror", "headroom"],
+            "host" => &["binaries", "optional_binaries", "files", "dirs", "headroom"],
+            "tarball" => &["tarball", "sha256", "headroom"],
+            _ => &["path"],
+        }
+    };
+    let set: Vec<&str> = [
+        ("suite", r.suite.is_some()),
+        ("variant", r.variant.is_some()),
+        ("packages", r.packages.is_some()),
+        ("mirror", r.mirror.is_some()),
+        ("binaries", r.binaries.is_some()),
+        ("optional_binaries", r.optional_binaries.is_some()),
+        ("files", r.files.is_some()),
+        ("dirs", r.dirs.is_some()),
+        ("tarball", r.tarball.is_some()),
+        ("sha256", r.sha256.is_some()),
+        ("path", r.path.is_some()),
+        ("headroom", r.headroom.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(k, _)| k)
+    .collect();
+    let mut valid: Vec<&str> = keys_of(&r.source).to_vec();
+    if !allowed.contains(&"host") {
+        valid.retain(|k| *k != "headroom");
+    }
+    for k in set {
+        if !valid.contains(&k) {
+            return Err(err(format!(
+                "rootfs.{k}: not a key of source \"{}\" (its keys: {})",
+                r.source,
+                valid.join(", ")
+            )));
+        }
+    }
+    let dir = base(path);
+    let need = |v: Option<String>, k: &str| {
+        v.ok_or_else(|| err(format!("rootfs.{k}: required for source \"{}\"", r.source)))
+    };
+    Ok(match r.source.as_str() {
+        "mmdebstrap" => RootSource::Mmdebstrap(Debootstrap {
+            suite: need(r.suite, "suite")?,
+            variant: r.variant.unwrap_or_else(|| "minbase".into()),
+            packages: r.packages.unwrap_or_default(),
+            mirror: r.mirror,
+        }),
+        "host" => {
+            let files = r.files.unwrap_or_default();
+            let dirs = r.dirs.unwrap_or_default();
+            for (key, list) in [("files", &files), ("dirs", &dirs)] {
+                if let Some(f) = list.iter().find(|f| !f.is_absolute()) {
+                    return Err(err(format!(
+                        "rootfs.{key}: `{}` is not an absolute path",
+                        f.display()
+                    )));
+                }
+            }
+            RootSource::Host(HostRoot {
+                binaries: r.binaries.unwrap_or_default(),
+                optional_binaries: r.optional_binaries.unwrap_or_default(),
+                files,
+                dirs,
+            })
+        }
+        "tarball" => {
+            let sha = need(r.sha256, "sha256")?.to_ascii_lowercase();
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err(format!(
+                    "rootfs.sha256: `{sha}` is not 64 hexadecimal digits"
+                )));
+            }
+            RootSource::Tarball {
+                path: dir.join(r.tarball.ok_or_else(|| {
+                    err("rootfs.tarball: required for source \"tarball\"".into())
+                })?),
+                sha256: sha,
+            }
+        }
+        _ => RootSource::Directory(
+            dir.join(
+                r.path
+                    .ok_or_else(|| err("rootfs.path: required for source \"directory\"".into()))?,
+            ),
+        ),
+    })
+}
+
+fn check_name(path: &Path, key: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Profile {
+            path: path.to_owned(),
+            message: format!(
+                "{key}: `{name}` must be letters, digits, `-`, `_` or `.` (it names files)"
+            ),
+        })
+    }
+}
+
+impl HostProfile {
+    pub fn load(path: &Path) -> Result<HostProfile> {
+        let (text, sha256) = read(path)?;
+        Self::parse(path, &text, sha256)
+    }
+
+    pub fn parse(path: &Path, text: &str, sha256: String) -> Result<HostProfile> {
+        let raw: RawHost = parse(path, text)?;
+        check_name(path, "image.name", &raw.image.name)?;
+        let headroom = match &raw.rootfs.headroom {
+            Some(s) => size(path, "rootfs.headroom", s)?,
+            None => DEFAULT_HEADROOM,
+        };
+        let rootfs = root_source(path, raw.rootfs, &["mmdebstrap", "host", "tarball"])?;
+        let mut transports = raw.initramfs.transports.unwrap_or(vec![Transport::Disk]);
+        transports.sort();
+        transports.dedup();
+        let dir = base(path);
+        Ok(HostProfile {
+            path: path.to_owned(),
+            sha256,
+            name: raw.image.name,
+            version: raw.image.version,
+            overlays: raw.image.overlays.iter().map(|o| dir.join(o)).collect(),
+            rootfs,
+            headroom,
+            kernel_package: raw.kernel.package,
+            transports,
+            modules: raw.initramfs.modules,
+        })
+    }
+}
+
+impl GuestProfile {
+    pub fn load(path: &Path) -> Result<GuestProfile> {
+        let (text, sha256) = read(path)?;
+        Self::parse(path, &text, sha256)
+    }
+
+    pub fn parse(path: &Path, text: &str, sha256: String) -> Result<GuestProfile> {
+        let raw: RawGuestFile = parse(path, text)?;
+        let g = raw.guest;
+        check_name(path, "guest.name", &g.name)?;
+        if g.vcpus == 0 {
+            return Err(Error::Profile {
+                path: path.to_owned(),
+                message: "guest.vcpus: must be at least 1".into(),
+            });
+        }
+        Ok(GuestProfile {
+            path: path.to_owned(),
+            sha256,
+            memory: size(path, "guest.memory", &g.memory)?,
+            disk: size(path, "guest.disk", &g.disk)?,
+            name: g.name,
+            distribution: g.distribution,
+            vcpus: g.vcpus,
+            kernel: g.kernel,
+            initramfs: g.initramfs,
+            rootfs: root_source(path, raw.rootfs, &["mmdebstrap", "directory", "tarball"])?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(text: &str) -> Result<HostProfile> {
+        HostProfile::parse(Path::new("p/h.toml"), text, String::new())
+    }
+
+    const HEAD: &str = "[image]\nname = \"t\"\nversion = \"1\"\noverlays = [\"../o\"]\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n";
+
+    #[test]
+    fn host_sources() {
+        let p = host(&format!(
+            "{HEAD}[rootfs]\nsource = \"host\"\nbinaries = [\"busybox\"]\nheadroom = \"32MiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(p.headroom, Bytes::mib(32));
+        assert_eq!(p.overlays, vec![PathBuf::from("p/../o")]);
+        assert_eq!(p.transports, vec![Transport::Disk]);
+        let p = host(&format!(
+            "{HEAD}[rootfs]\nsource = \"tarball\"\ntarball = \"r.tar\"\nsha256 = \"{}\"\n[initramfs]\ntransports = [\"iscsi\", \"disk\"]\n",
+            "A".repeat(64)
+        ))
+        .unwrap();
+        assert_eq!(
+            p.rootfs,
+            RootSource::Tarball {
+                path: "p/r.tar".into(),
+                sha256: "a".repeat(64)
+            }
+        );
+        assert_eq!(p.transports, vec![Transport::Disk, Transport::Iscsi]);
+    }
+
+    #[test]
+    fn host_errors_name_the_key() {
+        let cases = [
+            (
+                "[rootfs]\nsource = \"host\"\nsuite = \"x\"\n",
+                "rootfs.suite",
+            ),
+            (
+                "[rootfs]\nsource = \"directory\"\npath = \"x\"\n",
+                "rootfs.source",
+            ),
+            (
+                "[rootfs]\nsource = \"tarball\"\ntarball = \"x\"\nsha256 = \"12\"\n",
+                "rootfs.sha256",
+            ),
+            ("[rootfs]\nsource = \"mmdebstrap\"\n", "rootfs.suite"),
+            (
+                "[rootfs]\nsource = \"host\"\nheadroom = \"lots\"\n",
+                "rootfs.headroom",
+            ),
+            ("[rootfs]\nsource = \"host\"\nbogus = 1\n", "bogus"),
+        ];
+        for (tail, want) in cases {
+            let err = host(&format!("{HEAD}{tail}")).unwrap_err().to_string();
+            assert!(
+                err.contains(want) && err.starts_with("p/h.toml"),
+                "{tail}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn guest_defaults() {
+        let g = GuestProfile::parse(
+            Path::new("g.toml"),
+            "[guest]\nname = \"deb\"\ndistribution = \"Debian 12\"\n[rootfs]\nsource = \"directory\"\npath = \"tree\"\n",
+            String::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (g.vcpus, g.memory, g.disk),
+            (1, Bytes::mib(1024), Bytes::mib(8192))
+        );
+        assert_eq!(g.rootfs, RootSource::Directory("tree".into()));
+    }
+
+    #[test]
+    fn the_repository_profiles_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        for name in ["tiny", "debian-bookworm"] {
+            HostProfile::load(&root.join(format!("hosts/{name}.toml"))).unwrap();
+        }
+        GuestProfile::load(&root.join("guests/debian-bookworm.toml")).unwrap();
+    }
+}

@@ -1,0 +1,429 @@
+//! Root file systems from the three sources a profile can name, laid out
+//! in a staging folder: the build machine's binaries (`host`), Debian's
+//! archive (`mmdebstrap`), or a root tarball (`tarball`, sha256 pinned).
+
+use std::fs::{self, File};
+use std::io::{BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::error::{Error, Result, io};
+use crate::hash;
+use crate::libs::{Resolver, find_program};
+use crate::profile::{Debootstrap, HostRoot};
+use crate::progress::Progress;
+use crate::tool;
+use crate::tree::{Entry, Tree};
+
+/// Folders every `host` root has, with their modes.
+const SKELETON: &[(&str, u32)] = &[
+    ("dev", 0o755),
+    ("etc", 0o755),
+    ("home", 0o755),
+    ("mnt", 0o755),
+    ("proc", 0o555),
+    ("root", 0o700),
+    ("run", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+    ("usr/bin", 0o755),
+    ("usr/sbin", 0o755),
+    ("usr/lib", 0o755),
+    ("var/cache", 0o755),
+    ("var/lib", 0o755),
+    ("var/log", 0o755),
+    ("var/tmp", 0o1777),
+];
+
+/// Plans a root from the build machine's binaries and their libraries.
+/// Busybox's applets become links to busybox wherever no real program of
+/// the same path is taken; `/sbin/init` must exist in the end.
+pub fn plan_host(spec: &HostRoot, resolver: &Resolver, progress: &dyn Progress) -> Result<Tree> {
+    let mut t = Tree::new();
+    // The build machine's merged-/usr links (bin -> usr/bin, ...), so that
+    // every path a program or library was found at exists as it does there.
+    for top in ["bin", "sbin", "lib", "lib64"] {
+        let host = Path::new("/").join(top);
+        if let Ok(target) = fs::read_link(&host) {
+            t.insert(Path::new(top), Entry::symlink(target))?;
+        }
+    }
+    for (d, mode) in SKELETON {
+        let real = t.mkdir_p(Path::new(d))?;
+        t.insert(&real, Entry::dir(*mode))?;
+    }
+    t.insert(Path::new("var/run"), Entry::symlink("/run"))?;
+    let mut programs = Vec::new();
+    for b in &spec.binaries {
+        programs.push(find_program(b)?);
+    }
+    for b in &spec.optional_binaries {
+        match find_program(b) {
+            Ok(p) => programs.push(p),
+            Err(Error::MissingBinary { .. }) => progress.event(crate::progress::Event::Info(
+                &format!("optional binary {b} is not on the build machine: skipped"),
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    programs.sort();
+    programs.dedup();
+    let mut elves = Vec::new();
+    for p in &programs {
+        t.add_host_path(p)?;
+        if crate::elf::is_elf(p)? {
+            elves.push(p.clone());
+        }
+    }
+    for lib in resolver.closure(&elves)? {
+        t.add_host_path(&lib)?;
+    }
+    for f in &spec.files {
+        if fs::symlink_metadata(f).is_err() {
+            return Err(Error::Other(format!(
+                "rootfs.files: {} is not on the build machine",
+                f.display()
+            )));
+        }
+        t.add_host_tree(f)?;
+    }
+    for d in &spec.dirs {
+        t.mkdir_p(d)?;
+    }
+    if let Some(busybox) = programs
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "busybox"))
+    {
+        for applet in crate::initramfs::applets(busybox)? {
+            if t.get(&applet).is_none() {
+                t.insert(&applet, Entry::symlink(busybox))?;
+            }
+        }
+    }
+    if t.get(Path::new("sbin/init")).is_none() {
+        return Err(Error::Other(
+            "the root has no /sbin/init: list busybox (with its init applet) in rootfs.binaries"
+                .into(),
+        ));
+    }
+    Ok(t)
+}
+
+/// Builds a Debian root with mmdebstrap into `dest` (absent or empty).
+/// Downloaded packages are kept in `$VLX_CACHE/debs/<suite>` for the next
+/// build; the root itself keeps none.
+pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64) -> Result<()> {
+    let cache = crate::kernel::cache_root().join("debs").join(&spec.suite);
+    fs::create_dir_all(&cache).map_err(io(&cache))?;
+    let mut packages: Vec<String> = spec.packages.iter().chain(extra).cloned().collect();
+    packages.sort();
+    packages.dedup();
+    let (setup, customize) = cache_hooks(&cache);
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.args(["--mode=root", "--format=directory", "--quiet"])
+        .arg(format!("--variant={}", spec.variant))
+        .env("SOURCE_DATE_EPOCH", epoch.to_string());
+    if !packages.is_empty() {
+        cmd.arg(format!("--include={}", packages.join(",")));
+    }
+    // The documented package-cache recipe: debs come in before the
+    // download, go back out after it, and leave the root empty of them.
+    cmd.arg("--skip=download/empty")
+        .arg("--skip=essential/unlink")
+        .arg(format!("--setup-hook={setup}"))
+        .arg(format!("--customize-hook={customize}"))
+        .arg(&spec.suite)
+        .arg(dest)
+        .arg(spec.mirror.as_deref().unwrap_or(DEFAULT_MIRROR));
+    tool::run(
+        &mut cmd,
+        &format!("building the {} root with mmdebstrap", spec.suite),
+    )?;
+    Ok(())
+}
+
+/// Shell commands for mmdebstrap's setup and customize hooks (the root is
+/// `$1`): copy the cached debs in; copy the debs out to the cache and
+/// delete them from the root.
+fn cache_hooks(cache: &Path) -> (String, String) {
+    let archives = "/var/cache/apt/archives/";
+    let cache = shell_quote(cache);
+    (
+        format!("mkdir -p \"$1\"{archives}partial && cp -a {cache}/. \"$1\"{archives}"),
+        format!(
+            "find \"$1\"{archives} -maxdepth 1 -name '*.deb' -exec cp -a -t {cache} {{}} + \
+             && find \"$1\"{archives} -maxdepth 1 -name '*.deb' -delete"
+        ),
+    )
+}
+
+/// The mirror mmdebstrap uses when a profile names none.
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+
+fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// Checks the sha256 of `archive` (streamed) against the pinned value.
+pub fn check_sha256(archive: &Path, expected: &str) -> Result<()> {
+    let (_, actual) = hash::sha256_file(archive)?;
+    if actual != expected {
+        return Err(Error::Sha256Mismatch {
+            path: archive.to_owned(),
+            expected: expected.to_owned(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// A decompressing reader over an archive, chosen by its magic bytes:
+/// gzip in process, xz and zstd through their tools.
+struct Decompressed {
+    reader: Box<dyn Read>,
+    child: Option<Child>,
+}
+
+fn open_archive(archive: &Path) -> Result<Decompressed> {
+    let mut magic = [0u8; 6];
+    let mut f = File::open(archive).map_err(io(archive))?;
+    let n = f.read(&mut magic).map_err(io(archive))?;
+    let magic = &magic[..n];
+    let tool = if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some("xz")
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd")
+    } else {
+        None
+    };
+    if let Some(t) = tool {
+        let mut child = Command::new(t)
+            .args(["-d", "-c"])
+            .arg(archive)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                program: t.into(),
+                source,
+            })?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Other(format!("{t}: no output pipe")))?;
+        return Ok(Decompressed {
+            reader: Box::new(out),
+            child: Some(child),
+        });
+    }
+    let f = File::open(archive).map_err(io(archive))?;
+    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)))
+    } else {
+        Box::new(BufReader::new(f))
+    };
+    Ok(Decompressed {
+        reader,
+        child: None,
+    })
+}
+
+/// Refuses an archive member name that is absolute or climbs with `..`.
+pub fn check_member(archive: &Path, name: &Path) -> Result<()> {
+    let shown = name.display().to_string();
+    for c in name.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(Error::Escape {
+                    archive: archive.to_owned(),
+                    entry: shown,
+                    why: "absolute name",
+                });
+            }
+            Component::ParentDir => {
+                return Err(Error::Escape {
+                    archive: archive.to_owned(),
+                    entry: shown,
+                    why: "`..` component",
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Extracts a root tarball (plain, gzip, xz or zstd) into `dest`, keeping
+/// owners, modes, xattrs (file capabilities among them) and links.
+/// Absolute names and `..` are errors naming the entry.
+pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
+    let mut d = open_archive(archive)?;
+    let mut reader = std::mem::replace(&mut d.reader, Box::new(std::io::empty()));
+    let mut ar = tar::Archive::new(&mut reader);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_unpack_xattrs(true);
+    ar.set_preserve_mtime(true);
+    ar.set_overwrite(true);
+    let bad = |e: std::io::Error| Error::Other(format!("{}: {e}", archive.display()));
+    // Writing into a folder moves its mtime; folders get theirs at the end.
+    let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
+    for entry in ar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name: PathBuf = entry.path().map_err(bad)?.into_owned();
+        check_member(archive, &name)?;
+        if entry.header().entry_type().is_hard_link()
+            && let Some(target) = entry.link_name().map_err(bad)?
+        {
+            check_member(archive, &target)?;
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            let m = entry.header().mtime().map_err(bad)?;
+            dir_times.push((name.clone(), i64::try_from(m).unwrap_or(0)));
+        }
+        if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            // The tar crate unpacks these as regular files; make the node.
+            make_node(archive, dest, &name, entry.header())?;
+            continue;
+        }
+        let ok = entry.unpack_in(dest).map_err(|e| {
+            Error::Other(format!(
+                "{}: unpacking {}: {e}",
+                archive.display(),
+                name.display()
+            ))
+        })?;
+        if !ok {
+            return Err(Error::Escape {
+                archive: archive.to_owned(),
+                entry: name.display().to_string(),
+                why: "refused by the unpacker",
+            });
+        }
+    }
+    for (name, mtime) in dir_times.iter().rev() {
+        let p = dest.join(name);
+        let t = filetime::FileTime::from_unix_time(*mtime, 0);
+        filetime::set_symlink_file_times(&p, t, t).map_err(io(&p))?;
+    }
+    if let Some(mut c) = d.child.take() {
+        let st = c.wait().map_err(io(archive))?;
+        if !st.success() {
+            return Err(Error::Other(format!(
+                "{}: decompressing failed ({st})",
+                archive.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates a device node or FIFO from its tar header under `dest`.
+fn make_node(archive: &Path, dest: &Path, name: &Path, h: &tar::Header) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bad =
+        |e: std::io::Error| Error::Other(format!("{}: {}: {e}", archive.display(), name.display()));
+    let kind = h.entry_type();
+    let fmt = if kind.is_character_special() {
+        libc::S_IFCHR
+    } else if kind.is_block_special() {
+        libc::S_IFBLK
+    } else {
+        libc::S_IFIFO
+    };
+    let mode = h.mode().map_err(bad)? & 0o7777;
+    let major = h.device_major().map_err(bad)?.unwrap_or(0);
+    let minor = h.device_minor().map_err(bad)?.unwrap_or(0);
+    let path = dest.join(name);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    match fs::symlink_metadata(&path) {
+        Ok(_) => fs::remove_file(&path).map_err(io(&path))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&path)(e)),
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Other(format!("{}: NUL in a name", path.display())))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::mknod(c.as_ptr(), fmt | mode, libc::makedev(major, minor)) };
+    if rc != 0 {
+        return Err(io(&path)(std::io::Error::last_os_error()));
+    }
+    let uid = u32::try_from(h.uid().map_err(bad)?).unwrap_or(0);
+    let gid = u32::try_from(h.gid().map_err(bad)?).unwrap_or(0);
+    std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io(&path))?;
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(io(&path))?;
+    let t =
+        filetime::FileTime::from_unix_time(i64::try_from(h.mtime().map_err(bad)?).unwrap_or(0), 0);
+    filetime::set_symlink_file_times(&path, t, t).map_err(io(&path))
+}
+
+/// Sets every mtime under `root` (itself included) to at most `epoch`,
+/// children before their folders, without following links.
+pub fn clamp_mtimes(root: &Path, epoch: i64) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::symlink_metadata(root).map_err(io(root))?;
+    if md.is_dir() {
+        for e in fs::read_dir(root).map_err(io(root))? {
+            let e = e.map_err(io(root))?;
+            clamp_mtimes(&e.path(), epoch)?;
+        }
+    }
+    if md.mtime() > epoch || md.atime() > epoch {
+        let m = filetime::FileTime::from_unix_time(md.mtime().min(epoch), 0);
+        filetime::set_symlink_file_times(root, m, m).map_err(io(root))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_hooks_move_debs_both_ways() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("it's cache");
+        let root = d.path().join("root");
+        fs::create_dir_all(&cache).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        fs::write(cache.join("a_1_amd64.deb"), b"a").unwrap();
+        let (setup, customize) = cache_hooks(&cache);
+        let sh = |script: &str| {
+            let st = Command::new("sh")
+                .args(["-c", script, "sh"])
+                .arg(&root)
+                .status()
+                .unwrap();
+            assert!(st.success(), "{script}");
+        };
+        sh(&setup);
+        let archives = root.join("var/cache/apt/archives");
+        assert!(archives.join("a_1_amd64.deb").is_file() && archives.join("partial").is_dir());
+        fs::write(archives.join("b_2_amd64.deb"), b"b").unwrap();
+        sh(&customize);
+        assert!(cache.join("b_2_amd64.deb").is_file());
+        assert!(
+            !archives.join("a_1_amd64.deb").exists() && !archives.join("b_2_amd64.deb").exists()
+        );
+        // With no debs at all, the hook still succeeds.
+        sh(&customize);
+    }
+
+    #[test]
+    fn members_that_escape_are_named() {
+        let a = Path::new("r.tar");
+        assert!(check_member(a, Path::new("etc/passwd")).is_ok());
+        let e = check_member(a, Path::new("../etc/passwd"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("../etc/passwd") && e.contains("r.tar"), "{e}");
+        let e = check_member(a, Path::new("/etc/passwd"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("absolute"), "{e}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The Debian images through mmdebstrap (slow: minutes). Skipped only when
+//! the Debian mirror cannot be reached, and then it says so.
+
+// Helpers outside #[test] functions panic on purpose too.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use imagebuilder::guest::GuestMeta;
+use imagebuilder::manifest;
+
+/// Whether the profiles' mirror answers on its HTTP port.
+fn mirror_reachable() -> bool {
+    let Ok(addrs) = ("deb.debian.org", 80).to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(10)).is_ok())
+}
+
+fn vlx_image(args: &[&str], profile: &str, out: &std::path::Path) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vlx-image"));
+    cmd.args(args)
+        .arg("--profile")
+        .arg(workspace().join(profile))
+        .arg("--out")
+        .arg(out)
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string());
+    run(&mut cmd);
+}
+
+#[test]
+fn debian_bookworm_host_and_guest_through_mmdebstrap() {
+    if !mirror_reachable() {
+        eprintln!("SKIPPED: the Debian mirror deb.debian.org cannot be reached");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+
+    let host = d.path().join("host");
+    let agent = agent();
+    vlx_image(
+        &["build", "--agent", agent.to_str().unwrap()],
+        "profiles/hosts/debian-bookworm.toml",
+        &host,
+    );
+    let m = manifest::verify_dir(&host).unwrap();
+    assert!(
+        m.kernel_release.ends_with("-cloud-amd64"),
+        "{}",
+        m.kernel_release
+    );
+    let origin = host.join("origin.ext4");
+    run(Command::new("e2fsck").arg("-fn").arg(&origin));
+    for path in [
+        "/usr/sbin/sshd",
+        "/usr/sbin/dnsmasq",
+        "/usr/sbin/chronyd",
+        "/usr/sbin/keepalived",
+        "/sbin/init",
+    ] {
+        let s = run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("stat {path}"))
+            .arg(&origin));
+        assert!(
+            s.contains("Inode:"),
+            "{path} is not in the Debian root: {s}"
+        );
+    }
+    let list = run(Command::new("sh").arg("-c").arg(format!(
+        "gzip -dc {} | cpio -t --quiet",
+        host.join("initramfs.img").display()
+    )));
+    assert!(
+        list.lines().any(|l| l == "init") && list.contains("dm-snapshot.ko"),
+        "{list}"
+    );
+
+    let guest = d.path().join("guest");
+    vlx_image(&["guest"], "profiles/guests/debian-bookworm.toml", &guest);
+    let meta = GuestMeta::read(&guest.join("guest.toml")).unwrap();
+    let tarball = guest.join(&meta.tarball);
+    let sum = run(Command::new("sha256sum").arg(&tarball));
+    assert_eq!(
+        sum.split_whitespace().next(),
+        Some(meta.tarball_sha256.as_str())
+    );
+    let list = run(Command::new("tar").arg("-tvzf").arg(&tarball));
+    assert!(
+        list.contains(&meta.kernel),
+        "{} not in the tarball",
+        meta.kernel
+    );
+    let initrd = meta.initramfs.as_deref().unwrap();
+    assert!(list.contains(initrd), "{initrd} not in the tarball");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with('l') && l.contains("sbin/init -> ")),
+        "no /sbin/init link"
+    );
+}
+
+#[test]
+fn debian_kernel_fetch_fills_an_empty_cache() {
+    if !mirror_reachable() {
+        eprintln!("SKIPPED: the Debian mirror deb.debian.org cannot be reached");
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let k = imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64").unwrap();
+    assert!(
+        k.vmlinuz.starts_with(cache.path().join("kernels")),
+        "{}",
+        k.vmlinuz.display()
+    );
+    assert!(k.modules.join("modules.dep").is_file());
+    // depmod ran: the binary index exists too.
+    assert!(k.modules.join("modules.dep.bin").is_file());
+    let (real, version) = imagebuilder::kernel::resolve_package("linux-image-cloud-amd64").unwrap();
+    let dir = cache
+        .path()
+        .join("kernels")
+        .join(format!("{real}_{}", version.replace(':', "%3a")));
+    assert!(k.vmlinuz.starts_with(&dir));
+    // Only the finished folder is left, no .deb and no temporary folder.
+    assert_eq!(
+        names(&cache.path().join("kernels")),
+        [format!("{real}_{}", version.replace(':', "%3a"))]
+    );
+    // A second fetch uses the cache (same answer, nothing new).
+    assert_eq!(
+        imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64").unwrap(),
+        k
+    );
+}
+
+#[test]
+fn debian_missing_package_is_named() {
+    if !mirror_reachable() {
+        eprintln!("SKIPPED: the Debian mirror deb.debian.org cannot be reached");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(workspace().join("profiles/hosts/debian-bookworm.toml"))
+        .unwrap()
+        .replace(
+            "packages = [\n",
+            "packages = [\n    \"no-such-package-vlx\",\n",
+        );
+    let profile = d.path().join("p.toml");
+    std::fs::write(&profile, text).unwrap();
+    let out = d.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_vlx-image"))
+        .args(["build", "--agent", agent().to_str().unwrap(), "--profile"])
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("no-such-package-vlx"), "{err}");
+    assert_eq!(names(&out), Vec::<String>::new());
+}

@@ -17,6 +17,7 @@ pub mod guest;
 pub mod hash;
 pub mod host;
 pub mod initramfs;
+pub mod iso;
 pub mod kernel;
 pub mod libs;
 pub mod manifest;

@@ -8,7 +8,8 @@
 //! It carries `vlx-install` and every program the install runs (mke2fs,
 //! debugfs, mkswap, wipefs, ssh-keygen, syslinux with the mtools it calls,
 //! and e2fsck, blkid, dmsetup for an administrator at the shell), with
-//! their libraries; busybox; the kernel modules to see disks (those the
+//! their libraries; the boot loaders the install lays on the SAN (bootfs's
+//! assets, at the paths bootfs looks for them); busybox; the kernel modules to see disks (those the
 //! kernel has of [`DISK_MODULES`]) and to read the payload ([`REQUIRED`]).
 
 use std::collections::BTreeSet;
@@ -84,6 +85,9 @@ while true; do
     setsid cttyhack sh || sh
 done
 "#;
+
+/// glibc's iconv converters on Debian amd64.
+pub const GCONV: &str = "/usr/lib/x86_64-linux-gnu/gconv";
 
 /// Where the installer binary lands.
 pub const INSTALLER: &str = "usr/sbin/vlx-install";
@@ -182,6 +186,37 @@ pub fn plan(
         if t.get(&applet).is_none() {
             t.insert(&applet, Entry::symlink(&busybox))?;
         }
+    }
+    // The boot loaders the install lays on the SAN's ESP and PXE tree,
+    // where bootfs looks for them.
+    let a = bootfs::Assets::default();
+    for asset in [
+        &a.systemd_boot,
+        &a.gptmbr,
+        &a.pxelinux,
+        &a.ldlinux_c32,
+        &a.undionly,
+        &a.snponly,
+    ] {
+        a.source(asset)
+            .map_err(|e| Error::Other(format!("boot loaders for the installer: {e}")))?;
+        t.add_host_path(asset)?;
+    }
+    // syslinux's installer runs mtools, which converts FAT names through
+    // code page 850 with iconv: glibc loads that converter at run time.
+    let gconv = Path::new(GCONV);
+    for f in ["gconv-modules", "gconv-modules.cache", "IBM850.so"] {
+        let p = gconv.join(f);
+        if !p.is_file() {
+            return Err(Error::Other(format!(
+                "{}: missing (glibc's code page converters, Debian package libc6); mtools needs it",
+                p.display()
+            )));
+        }
+        t.add_host_path(&p)?;
+    }
+    if gconv.join("gconv-modules.d").is_dir() {
+        t.add_host_tree(&gconv.join("gconv-modules.d"))?;
     }
     // mke2fs reads its defaults here; the same as the build machine's, so
     // that volumes made by the media match those made elsewhere.

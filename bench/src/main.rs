@@ -5,6 +5,7 @@
 
 mod image;
 mod install;
+mod media;
 mod plan;
 mod util;
 
@@ -16,6 +17,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("install", install::run),
     ("install-curve", install::curve),
     ("image", image::run),
+    ("media", media::run),
 ];
 
 fn main() -> anyhow::Result<()> {

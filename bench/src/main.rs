@@ -7,6 +7,7 @@ mod image;
 mod install;
 mod media;
 mod plan;
+mod rig;
 mod util;
 
 type Bench = fn() -> anyhow::Result<()>;
@@ -18,6 +19,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("install-curve", install::curve),
     ("image", image::run),
     ("media", media::run),
+    ("rig", rig::run),
 ];
 
 fn main() -> anyhow::Result<()> {

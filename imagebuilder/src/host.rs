@@ -124,6 +124,14 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
         }
     };
 
+    if !matches!(profile.rootfs, RootSource::Mmdebstrap(_)) {
+        let n = kernel::install_in_root(&root, &kernel, &profile.root_modules)?;
+        steps.info(&format!(
+            "{n} kernel modules in the root's /lib/modules/{}",
+            kernel.release
+        ));
+    }
+
     steps.next("overlays");
     for (entries, path) in rendered.iter().zip(&profile.overlays) {
         overlays::apply(&root, entries)?;

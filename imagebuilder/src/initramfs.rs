@@ -71,10 +71,10 @@ impl Programs {
     /// on the build machine; `agent` must exist.
     pub fn find(agent: &Path, transports: &[Transport]) -> Result<Programs> {
         if !agent.is_file() {
-            return Err(Error::MissingBinary {
-                name: format!("vlx-node (node agent) {}", agent.display()),
-                searched: agent.display().to_string(),
-            });
+            return Err(Error::Other(format!(
+                "the node agent {} does not exist: build vlx-node or give its path",
+                agent.display()
+            )));
         }
         Ok(Programs {
             agent: agent.to_owned(),

@@ -153,7 +153,12 @@ pub fn fetch_into(cache: &Path, package: &str) -> Result<Kernel> {
         &format!("depmod for {}", kernel.release),
     )?;
     fs::remove_file(&deb).map_err(io(&deb))?;
-    fs::rename(&tree, &dir).map_err(io(&dir))?;
+    if let Err(e) = fs::rename(&tree, &dir) {
+        // Another build fetched the same kernel meanwhile: theirs serves.
+        if !dir.is_dir() {
+            return Err(io(&dir)(e));
+        }
+    }
     in_tree(&dir)
 }
 
@@ -305,6 +310,20 @@ impl ModuleIndex {
         })
     }
 
+    /// Every module of the kernel, in path order.
+    pub fn all(&self) -> Vec<Module> {
+        let mut v: Vec<Module> = self
+            .deps
+            .iter()
+            .map(|(name, (path, _))| Module {
+                name: name.clone(),
+                path: path.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
+
     /// Names of the modules `name` depends on (all of them, as modules.dep
     /// lists them).
     pub fn dependencies(&self, name: &str) -> &[String] {
@@ -374,6 +393,76 @@ impl ModuleIndex {
         }
         Ok(())
     }
+}
+
+/// Files of `lib/modules/<release>/` that depmod does not make but reads.
+const MODULE_INFO: &[&str] = &[
+    "modules.builtin",
+    "modules.builtin.modinfo",
+    "modules.order",
+];
+
+/// Puts `kernel`'s modules (all, or the listed ones with their
+/// dependencies) into the root at `root` under `/lib/modules/<release>/`
+/// (through the root's own links, such as `lib -> usr/lib`), decompressed,
+/// files 0644 and folders 0755, then runs `depmod -b` on the root so that
+/// `modprobe` there finds them by name and alias. Returns how many.
+pub fn install_in_root(
+    root: &Path,
+    kernel: &Kernel,
+    which: &crate::profile::RootModules,
+) -> Result<usize> {
+    use std::os::unix::fs::PermissionsExt;
+    let index = ModuleIndex::load(kernel)?;
+    let modules = match which {
+        crate::profile::RootModules::All => index.all(),
+        crate::profile::RootModules::Only(list) => index.closure(
+            &list
+                .iter()
+                .map(|m| (m.clone(), "kernel.root_modules of the profile".to_owned()))
+                .collect::<Vec<_>>(),
+        )?,
+    };
+    let base = crate::overlays::resolve_in(root, Path::new("lib/modules"))?;
+    let dest = root.join(base).join(&kernel.release);
+    let mkdir = |d: &Path| -> Result<()> {
+        if d.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(d).map_err(io(d))?;
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).map_err(io(d))
+    };
+    let write = |to: &Path, bytes: &[u8]| -> Result<()> {
+        let mut parents = Vec::new();
+        let mut p = to.parent();
+        while let Some(d) = p.filter(|d| !d.is_dir()) {
+            parents.push(d.to_owned());
+            p = d.parent();
+        }
+        for d in parents.iter().rev() {
+            mkdir(d)?;
+        }
+        fs::write(to, bytes).map_err(io(to))?;
+        fs::set_permissions(to, fs::Permissions::from_mode(0o644)).map_err(io(to))
+    };
+    mkdir(&dest)?;
+    for m in &modules {
+        write(&dest.join(m.plain_path()), &module_bytes(kernel, m)?)?;
+    }
+    for f in MODULE_INFO {
+        let from = kernel.modules.join(f);
+        if from.is_file() {
+            write(&dest.join(f), &fs::read(&from).map_err(io(&from))?)?;
+        }
+    }
+    tool::run(
+        Command::new("depmod")
+            .arg("-b")
+            .arg(root)
+            .arg(&kernel.release),
+        &format!("depmod in the root for {}", kernel.release),
+    )?;
+    Ok(modules.len())
 }
 
 /// The module's bytes, decompressed when its file is `.ko.xz`/`.ko.zst`.

@@ -67,6 +67,8 @@ pub struct HostProfile {
     /// The Debian kernel package (host and tarball roots), fetched into the
     /// kernel cache; mmdebstrap roots install it and take /boot's kernel.
     pub kernel_package: String,
+    /// Which of the kernel's modules a `host` or `tarball` root carries.
+    pub root_modules: RootModules,
     pub transports: Vec<Transport>,
     /// Modules added to the initramfs beyond the transports' own.
     pub modules: Vec<String>,
@@ -113,6 +115,24 @@ struct RawImage {
 #[serde(deny_unknown_fields)]
 struct RawKernel {
     package: String,
+    root_modules: Option<RootModulesRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RootModulesRaw {
+    Word(String),
+    List(Vec<String>),
+}
+
+/// The kernel modules a root built from `host` or `tarball` gets under
+/// `/lib/modules/<release>/` (mmdebstrap roots have the kernel package's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootModules {
+    /// Every module of the kernel.
+    All,
+    /// These, with their dependencies.
+    Only(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -352,6 +372,26 @@ impl HostProfile {
         let mut transports = raw.initramfs.transports.unwrap_or(vec![Transport::Disk]);
         transports.sort();
         transports.dedup();
+        let root_modules = match raw.kernel.root_modules {
+            None => RootModules::All,
+            Some(RootModulesRaw::Word(w)) if w == "all" => RootModules::All,
+            Some(RootModulesRaw::Word(w)) => {
+                return Err(Error::Profile {
+                    path: path.to_owned(),
+                    message: format!(
+                        "kernel.root_modules: `{w}` is neither \"all\" nor a list of module names"
+                    ),
+                });
+            }
+            Some(RootModulesRaw::List(l)) => RootModules::Only(l),
+        };
+        if matches!(rootfs, RootSource::Mmdebstrap(_)) && root_modules != RootModules::All {
+            return Err(Error::Profile {
+                path: path.to_owned(),
+                message: "kernel.root_modules: an mmdebstrap root has all of its kernel package's modules"
+                    .into(),
+            });
+        }
         let dir = base(path);
         Ok(HostProfile {
             path: path.to_owned(),
@@ -362,6 +402,7 @@ impl HostProfile {
             rootfs,
             headroom,
             kernel_package: raw.kernel.package,
+            root_modules,
             transports,
             modules: raw.initramfs.modules,
         })
@@ -418,6 +459,7 @@ mod tests {
         assert_eq!(p.headroom, Bytes::mib(32));
         assert_eq!(p.overlays, vec![PathBuf::from("p/../o")]);
         assert_eq!(p.transports, vec![Transport::Disk]);
+        assert_eq!(p.root_modules, RootModules::All);
         let p = host(&format!(
             "{HEAD}[rootfs]\nsource = \"tarball\"\ntarball = \"r.tar\"\nsha256 = \"{}\"\n[initramfs]\ntransports = [\"iscsi\", \"disk\"]\n",
             "A".repeat(64)
@@ -462,6 +504,29 @@ mod tests {
                 "{tail}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn root_modules() {
+        let text = |source: &str, modules: &str| {
+            format!(
+                "[image]\nname = \"t\"\nversion = \"1\"\n[kernel]\npackage = \"k\"\nroot_modules = {modules}\n[rootfs]\n{source}"
+            )
+        };
+        let h = "source = \"host\"\n";
+        assert_eq!(
+            host(&text(h, "\"all\"")).unwrap().root_modules,
+            RootModules::All
+        );
+        assert_eq!(
+            host(&text(h, "[\"nfsd\"]")).unwrap().root_modules,
+            RootModules::Only(vec!["nfsd".into()])
+        );
+        let err = host(&text(h, "\"some\"")).unwrap_err().to_string();
+        assert!(err.contains("kernel.root_modules"), "{err}");
+        let m = "source = \"mmdebstrap\"\nsuite = \"bookworm\"\n";
+        let err = host(&text(m, "[\"nfsd\"]")).unwrap_err().to_string();
+        assert!(err.contains("kernel.root_modules"), "{err}");
     }
 
     #[test]

@@ -114,7 +114,16 @@ fn debian_kernel_fetch_fills_an_empty_cache() {
         return;
     }
     let cache = tempfile::tempdir().unwrap();
-    let k = imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64").unwrap();
+    // Two builds fetch at once (as parallel tests do): both succeed.
+    let (a, b) = std::thread::scope(|s| {
+        let a =
+            s.spawn(|| imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64"));
+        let b =
+            s.spawn(|| imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let k = a.unwrap();
+    assert_eq!(b.unwrap(), k);
     assert!(
         k.vmlinuz.starts_with(cache.path().join("kernels")),
         "{}",

@@ -120,6 +120,23 @@ fn tiny_image_is_clean_complete_and_reproducible() {
         assert!(s.contains("Type: regular"), "{bin}: {s}");
     }
 
+    // The root's own modules (kernel.root_modules), depmod'ed for modprobe.
+    let modules = format!("/usr/lib/modules/{}", m.kernel_release);
+    for f in [
+        "kernel/fs/nfsd/nfsd.ko",
+        "kernel/net/sunrpc/sunrpc.ko",
+        "modules.dep",
+        "modules.alias",
+    ] {
+        let s = debugfs(&origin, &format!("stat {modules}/{f}"));
+        assert!(s.contains("Type: regular"), "{f}: {s}");
+    }
+    let dep = debugfs(&origin, &format!("cat {modules}/modules.dep"));
+    assert!(
+        dep.contains("kernel/fs/nfsd/nfsd.ko:") && dep.contains("kernel/net/sunrpc/sunrpc.ko"),
+        "{dep}"
+    );
+
     // The initramfs as GNU cpio lists it.
     let list = run(Command::new("sh").arg("-c").arg(format!(
         "gzip -dc {} | cpio -t --quiet",

@@ -41,7 +41,7 @@ pub fn stage(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
         .map_err(render_err)?;
         let root = Path::new("nodes").join(node.name.as_str()).join("root");
         stage.dir(&root, 0o755, 0, 0)?;
-        stage.entries(&root, &files)?;
+        crate::render::write_tree(&files, &stage.path().join(&root)).map_err(render_err)?;
     }
     Ok(())
 }

@@ -1,46 +1,37 @@
-//! The host image directory the installer lays down: its manifest, and the
-//! check that every artifact matches it before anything is written.
+//! The host image directory the installer lays down: its manifest (the
+//! image builder's own type) and the check that every artifact matches it
+//! before anything is written.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+pub use imagebuilder::manifest::{Artifact, Manifest};
 
 /// Artifacts the installer needs from an image directory.
 pub const ORIGIN: &str = "origin.ext4";
 pub const KERNEL: &str = "vmlinuz";
 pub const INITRAMFS: &str = "initramfs.img";
-pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST: &str = imagebuilder::manifest::FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    #[error(transparent)]
+    Image(#[from] imagebuilder::Error),
     #[error("reading {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: lists no {name}, which an install needs")]
+    Missing { path: PathBuf, name: &'static str },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct Manifest {
-    pub name: String,
-    pub version: String,
-    pub source_date_epoch: u64,
-    pub kernel_release: String,
-    pub artifacts: Vec<Artifact>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Artifact {
-    pub file: String,
-    pub size: u64,
-    pub sha256: String,
-}
-
-/// A host image directory whose artifacts matched its manifest when read.
+/// A host image directory whose artifacts all matched its manifest when
+/// opened.
 #[derive(Debug, Clone)]
 pub struct HostImage {
     pub dir: PathBuf,
@@ -52,71 +43,39 @@ pub struct HostImage {
 }
 
 impl HostImage {
-    /// Reads `dir/manifest.json` and checks that the artifacts the installer
-    /// uses are listed, present, of their size and sha256.
+    /// Reads `dir/manifest.json`, checks every artifact's size and sha256,
+    /// and that the ones an install uses are listed.
     pub fn open(dir: &Path) -> Result<HostImage, ImageError> {
+        let manifest = imagebuilder::manifest::verify_dir(dir)?;
         let path = dir.join(MANIFEST);
+        for name in [ORIGIN, KERNEL, INITRAMFS] {
+            if manifest.artifact(name).is_none() {
+                return Err(ImageError::Missing { path, name });
+            }
+        }
         let bytes = std::fs::read(&path).map_err(|source| ImageError::Io {
             path: path.clone(),
             source,
         })?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| ImageError::Invalid {
-                path: path.clone(),
-                message: format!("not an image manifest: {e}"),
-            })?;
-        let image = HostImage {
+        Ok(HostImage {
             dir: dir.to_owned(),
             sha256: cluster::plan::hex(&Sha256::digest(&bytes)),
             manifest,
             manifest_bytes: bytes,
-        };
-        for name in [ORIGIN, KERNEL, INITRAMFS] {
-            image.verify(name)?;
-        }
-        Ok(image)
+        })
     }
 
-    pub fn artifact(&self, name: &str) -> Result<&Artifact, ImageError> {
+    pub fn artifact(&self, name: &'static str) -> Result<&Artifact, ImageError> {
         self.manifest
-            .artifacts
-            .iter()
-            .find(|a| a.file == name)
-            .ok_or_else(|| ImageError::Invalid {
+            .artifact(name)
+            .ok_or_else(|| ImageError::Missing {
                 path: self.dir.join(MANIFEST),
-                message: format!("lists no {name}"),
+                name,
             })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
-    }
-
-    /// Re-hashes one artifact against the manifest.
-    pub fn verify(&self, name: &str) -> Result<(), ImageError> {
-        let a = self.artifact(name)?;
-        let path = self.path(name);
-        let mut f = std::fs::File::open(&path).map_err(|source| ImageError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let mut h = Sha256::new();
-        let n =
-            std::io::copy(&mut f, &mut HashWriter(&mut h)).map_err(|source| ImageError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        let got = cluster::plan::hex(&h.finalize());
-        if n != a.size || got != a.sha256 {
-            return Err(ImageError::Invalid {
-                path,
-                message: format!(
-                    "is {n} bytes with sha256 {got}, but the manifest says {} bytes with sha256 {}",
-                    a.size, a.sha256
-                ),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -157,19 +116,5 @@ pub fn check_host(
             path: host,
             message: "has no [image] name".into(),
         }),
-    }
-}
-
-/// sha2's hasher is not `io::Write`; this adapter lets `io::copy` feed it.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{PermissionsExt, lchown, symlink};
+use std::os::unix::fs::{PermissionsExt, lchown};
 use std::path::{Path, PathBuf};
 
 /// A temporary tree; removed when dropped.
@@ -112,29 +112,6 @@ impl Staging {
             }
         })?;
         self.own(&p, 0, 0)
-    }
-
-    pub fn symlink(&self, rel: &Path, target: &Path, uid: u32, gid: u32) -> Result<(), StageError> {
-        self.parents(rel)?;
-        let p = self.full(rel);
-        symlink(target, &p).map_err(|source| StageError {
-            path: p.clone(),
-            source,
-        })?;
-        self.own(&p, uid, gid)
-    }
-
-    /// Lays rendered overlay entries under `base`.
-    pub fn entries(&self, base: &Path, entries: &[overlay::Entry]) -> Result<(), StageError> {
-        for e in entries {
-            let rel = base.join(&e.path);
-            match &e.kind {
-                overlay::Kind::Dir => self.dir(&rel, e.mode, e.uid, e.gid)?,
-                overlay::Kind::File(data) => self.file(&rel, data, e.mode, e.uid, e.gid)?,
-                overlay::Kind::Symlink(t) => self.symlink(&rel, t, e.uid, e.gid)?,
-            }
-        }
-        Ok(())
     }
 
     /// Sets every time in the tree to the epoch (children before parents,

@@ -87,6 +87,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("binutils", "readelf checks of copied binaries"),
     ("procps", "process checks in tests"),
+    (
+        "libxml2-utils",
+        "xmllint checks the rehearsal's SVG timeline",
+    ),
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -2,58 +2,21 @@
 //! found among the block devices by the sha256 of its `vlx-media.json`
 //! (the boot entry's `vlx.media=`), mounted read-only, and checked file by
 //! file against that manifest before anything is written anywhere.
-//! The format is `docs/contracts.md`, "Install media"; the writer is
-//! `imagebuilder::media`.
+//! The format is `docs/contracts.md`, "Install media"; the manifest's type
+//! and its writer are `imagebuilder::media`'s.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// The manifest at the payload's root.
-pub const MANIFEST: &str = "vlx-media.json";
-/// The manifest format this installer reads.
-pub const FORMAT: u32 = 1;
+pub use imagebuilder::media::manifest::{
+    FILE as MANIFEST, FORMAT, ImageRef, MediaManifest, Named, PayloadFile,
+};
+
 /// Where ISO 9660's primary volume descriptor starts (block 16 of 2048).
 const PVD_OFFSET: u64 = 16 * 2048;
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MediaManifest {
-    pub format: u32,
-    pub name: String,
-    pub source_date_epoch: u64,
-    pub image: ImageRef,
-    pub clusters: Vec<Named>,
-    pub guests: Vec<Named>,
-    pub files: Vec<PayloadFile>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageRef {
-    pub name: String,
-    pub version: String,
-    pub kernel_release: String,
-    pub manifest_sha256: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Named {
-    pub name: String,
-    pub path: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PayloadFile {
-    pub path: String,
-    pub size: u64,
-    pub sha256: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {

@@ -1,0 +1,237 @@
+//! The rig: a 4-blade rehearsal of the demo cluster, steps 1–5 with the
+//! image already built, phase by phase; the median of blade power-on to
+//! `vlx: services ready`; and how the rehearsal grows with 2, 4 and 8
+//! blades. Goals (issue 5): steps 1–5 under 90 s on 2 cores under TCG,
+//! power-on to ready under 20 s (median).
+//!
+//! Reference, measured in the same run: one bare blade of the same QEMU
+//! machine booting the same kernel straight into a busybox initramfs that
+//! prints the ready lines at once, so that the ratio shows what the
+//! firmware, the node agent and the services add. For scale, the seeds
+//! report 58 s to boot one KVM guest and 45 minutes to install one virtual
+//! cluster.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use qemu_tests::blade::{self, Logs};
+use qemu_tests::plan::{Options, Timeouts};
+use qemu_tests::qemu::BootFrom;
+use qemu_tests::rehearse::{self, Outcome, Request};
+use qemu_tests::run::Run;
+use qemu_tests::switch::Switch;
+use qemu_tests::{accel, testkit, tools};
+
+/// Steps 1–5 of a 4-blade rehearsal should take less than this.
+const GOAL_TOTAL: Duration = Duration::from_secs(90);
+/// Median blade power-on to services ready should be less than this.
+const GOAL_READY: f64 = 20.0;
+
+pub fn run() -> anyhow::Result<()> {
+    let ws = tools::workspace_root().context("no workspace root")?;
+    let demo = ws.join("profiles/clusters/demo.toml");
+    let scratch = tempfile::tempdir()?;
+
+    let image = scratch.path().join("image");
+    let t = Instant::now();
+    let host = ws.join("profiles/hosts/tiny.toml");
+    tools::build_image(&host, &image, &scratch.path().join("vlx-image.log"))
+        .context("building the tiny host image")?;
+    println!(
+        "tiny host image built in {:.1} s (not part of the timed steps)",
+        t.elapsed().as_secs_f64()
+    );
+
+    let bare = bare_boot()?;
+    println!("reference: a bare blade (QEMU, SeaBIOS, kernel, busybox) ready in {bare:.1} s");
+
+    let gap = qemu_tests::plan::DEFAULT_POWER_GAP;
+    println!(
+        "\n4-blade rehearsal, steps 1-5, image already built, blades powered on {:.0} s apart:",
+        gap.as_secs_f64()
+    );
+    let o = rehearsal(&demo, &image, 4, gap, scratch.path())?;
+    let total = phases(&o);
+    let ready = o.timeline.ready_times();
+    let med = median(&ready);
+    println!(
+        "  steps 1-5: {total:.1} s ({} the {} s goal)",
+        verdict(total < GOAL_TOTAL.as_secs_f64()),
+        GOAL_TOTAL.as_secs()
+    );
+    println!(
+        "  blade power-on to services ready: median {med:.1} s over {} blades ({} the {GOAL_READY:.0} s goal), {:.1}x the bare blade",
+        ready.len(),
+        verdict(med < GOAL_READY),
+        med / bare
+    );
+
+    let all = rehearsal(&demo, &image, 4, Duration::ZERO, scratch.path())?;
+    println!(
+        "  the same with all 4 powered on at once: steps 1-5 {:.1} s, ready median {:.1} s (two cores emulate four blades)",
+        phases_total(&all),
+        median(&all.timeline.ready_times())
+    );
+
+    println!(
+        "\nscaling (steps 1-5, power-ons {:.0} s apart):",
+        gap.as_secs_f64()
+    );
+    println!(
+        "{:>7} {:>10} {:>12} {:>14} {:>14}",
+        "blades", "total s", "cold start s", "ready median s", "ready max s"
+    );
+    for n in [2, 4, 8] {
+        let profile = scaled_profile(&demo, n, scratch.path())?;
+        let o = rehearsal(&profile, &image, n, gap, scratch.path())?;
+        let total = phases_total(&o);
+        let cold = phase(&o, 4).unwrap_or_default() + phase(&o, 3).unwrap_or_default();
+        let ready = o.timeline.ready_times();
+        let max = ready.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{n:>7} {total:>10.1} {cold:>12.1} {:>14.1} {max:>14.1}",
+            median(&ready)
+        );
+    }
+    Ok(())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "within" } else { "OVER" }
+}
+
+/// Runs steps 1–5 of a rehearsal of the first `n` blades; fails when a
+/// check fails (a broken rehearsal is not a measurement).
+fn rehearsal(
+    profile: &Path,
+    image: &Path,
+    n: usize,
+    gap: Duration,
+    scratch: &Path,
+) -> anyhow::Result<Outcome> {
+    let req = Request {
+        profile: profile.to_owned(),
+        options: Options {
+            nodes: Some(n),
+            image: Some(image.to_owned()),
+            stop_after: Some(5),
+            timeouts: Timeouts {
+                power_gap: gap,
+                ..Timeouts::default()
+            },
+            ..Options::default()
+        },
+        report_dir: scratch.join(format!("report-{n}")),
+        keep: false,
+        build_programs: false,
+    };
+    let o = rehearse::rehearse(&req, &|_| {}).context("rehearsing")?;
+    if !o.checks.all_passed() {
+        bail!(
+            "the {n}-blade rehearsal failed, so it measures nothing:\n{}",
+            o.checks
+        );
+    }
+    Ok(o)
+}
+
+/// Prints the phases of steps 1–5 and returns their total.
+fn phases(o: &Outcome) -> f64 {
+    for p in &o.timeline.phases {
+        println!(
+            "  step {} {:<60} {:>6.1} s",
+            p.step,
+            cut(&p.name, 60),
+            p.end - p.start
+        );
+    }
+    phases_total(o)
+}
+
+fn phases_total(o: &Outcome) -> f64 {
+    o.timeline
+        .phases
+        .iter()
+        .filter(|p| p.step <= 5)
+        .map(|p| p.end - p.start)
+        .sum()
+}
+
+fn phase(o: &Outcome, step: u8) -> Option<f64> {
+    let v: Vec<f64> = o
+        .timeline
+        .phases
+        .iter()
+        .filter(|p| p.step == step)
+        .map(|p| p.end - p.start)
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum())
+}
+
+fn cut(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The demo profile with `n` blades and a SAN large enough for them, with
+/// its paths made absolute so it can live in `dir`.
+fn scaled_profile(demo: &Path, n: usize, dir: &Path) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(demo)?;
+    let base = demo.parent().context("demo profile has no folder")?;
+    let abs = |rel: &str| base.join(rel).display().to_string();
+    let text = text
+        .replace("blade[01-04]", &format!("blade[01-{n:02}]"))
+        .replace("size = \"8GiB\"", "size = \"16GiB\"")
+        .replace(
+            "\"../hosts/tiny.toml\"",
+            &format!("{:?}", abs("../hosts/tiny.toml")),
+        )
+        .replace(
+            "\"../../overlays/node\"",
+            &format!("{:?}", abs("../../overlays/node")),
+        );
+    let path = dir.join(format!("demo-{n}.toml"));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Power-on to ready of one blade booting the test kit's kernel and
+/// busybox initramfs directly.
+fn bare_boot() -> anyhow::Result<f64> {
+    let run = Run::start(false)?;
+    let kernel = testkit::kernel()?;
+    let initrd = run.dir().join("initrd.img");
+    testkit::initramfs(&kernel, &[], &initrd)?;
+    let probe = accel::choose(&run, Some(&kernel.vmlinuz));
+    let switch = Switch::start(&run, &run.dir().join("switch"), 2)?;
+    let m = testkit::machine(
+        run.dir(),
+        "bare",
+        "52:54:00:99:00:01".parse()?,
+        switch.sock(),
+        vec![],
+        BootFrom::Kernel {
+            kernel: kernel.vmlinuz.clone(),
+            initrd,
+            append: testkit::append("bare", None, ""),
+        },
+        probe.accel,
+    );
+    let logs = Logs {
+        dir: run.dir().join("logs"),
+    };
+    let mut b = blade::power_on(&run, &m, &logs)?;
+    b.wait_ready("bare", Duration::from_secs(300))?;
+    let boot = b.power_off();
+    boot.to_ready().context("the bare blade never got ready")
+}

@@ -1,0 +1,499 @@
+//! What the rig checks on running blades, using only what a person at a
+//! blade's console would: `hostname`, `ip`, `udhcpc`, `nslookup`, `ping`,
+//! `chronyc`, writing and reading a file. Nothing here changes a blade's
+//! configuration.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use crate::blade::Powered;
+use crate::report::Checks;
+use crate::shell::{Output, ShellError};
+
+/// A node blade as the checks see it: its console shell and its entry in
+/// the cluster table.
+#[derive(Debug, Clone, Copy)]
+pub struct Node<'a> {
+    pub name: &'a str,
+    pub fqdn: &'a str,
+    pub ip: Ipv4Addr,
+    pub blade: &'a Powered,
+}
+
+/// The step the checks of a running cluster belong to.
+const STEP: u8 = 5;
+/// How often a condition that takes time (the VIP, chrony) is looked at.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Runs `command` on `node`'s check shell.
+pub fn sh(node: &Node<'_>, command: &str, limit: Duration) -> Result<Output, ShellError> {
+    node.blade.shell().run(command, limit)
+}
+
+/// The file each blade writes to its own root.
+pub fn marker_file(blade: &str) -> String {
+    format!("/vlx-rig-{blade}")
+}
+
+/// Each blade's hostname and address are its own.
+pub fn identity(checks: &mut Checks, step: u8, node: &Node<'_>, prefix: u8, limit: Duration) {
+    let name = format!("hostname {}", node.name);
+    match sh(node, "hostname", limit) {
+        Ok(o) => {
+            let got = o.text();
+            checks.expect(
+                step,
+                name,
+                o.success() && (got == node.name || got == node.fqdn),
+                format!("`hostname` says {got:?}"),
+            );
+        }
+        Err(e) => checks.fail(step, name, e.to_string()),
+    }
+    let name = format!("address {}", node.name);
+    let want = format!("inet {}/{prefix} ", node.ip);
+    match sh(node, "ip -o -4 addr show", limit) {
+        Ok(o) => {
+            let found = o.lines.iter().find(|l| l.contains(&want));
+            checks.expect(
+                step,
+                name,
+                found.is_some(),
+                match found.and_then(|l| l.split_whitespace().nth(1)) {
+                    Some(iface) => format!("{} has {}", iface.trim_end_matches(':'), want.trim()),
+                    None => format!("no `{}` in: {}", want.trim(), o.lines.join(" | ")),
+                },
+            );
+        }
+        Err(e) => checks.fail(step, name, e.to_string()),
+    }
+}
+
+/// A udhcpc script that reports the lease and changes nothing.
+const DHCP_SCRIPT: &str = "/tmp/vlx-rig-dhcp";
+
+/// Asks for a lease from each node (udhcpc, whose script only prints the
+/// answer) and checks each got its own address; then that the answers came
+/// from more than one blade. A blade's DHCP request never reaches its own
+/// dnsmasq (udhcpc sends on a packet socket), so with two or more nodes
+/// the servers seen are at least two unless DHCP is missing somewhere.
+/// Returns the server of the first answer.
+pub fn dhcp(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) -> Option<Ipv4Addr> {
+    let mut servers = Vec::new();
+    for n in nodes {
+        let name = format!("dhcp answers {}", n.name);
+        let iface = match interface_of(n, limit) {
+            Ok(i) => i,
+            Err(e) => {
+                checks.fail(STEP, name, e);
+                continue;
+            }
+        };
+        let cmd = format!(
+            "printf '#!/bin/sh\\n[ \"$1\" = bound ] && echo \"lease $ip from $serverid\"\\nexit 0\\n' > {DHCP_SCRIPT} && chmod +x {DHCP_SCRIPT} && udhcpc -i {iface} -f -q -n -t 4 -T 2 -s {DHCP_SCRIPT} 2>&1"
+        );
+        match sh(n, &cmd, limit) {
+            Ok(o) => {
+                let lease = o.lines.iter().find_map(|l| parse_lease(l));
+                match lease {
+                    Some((ip, server)) if ip == n.ip => {
+                        servers.push(server);
+                        checks.pass(STEP, name, format!("lease {ip} from {server}"));
+                    }
+                    Some((ip, server)) => checks.fail(
+                        STEP,
+                        name,
+                        format!(
+                            "lease {ip} from {server}, but the cluster table says {}",
+                            n.ip
+                        ),
+                    ),
+                    None => checks.fail(STEP, name, format!("no lease: {}", o.lines.join(" | "))),
+                }
+            }
+            Err(e) => checks.fail(STEP, name, e.to_string()),
+        }
+    }
+    let distinct: BTreeSet<Ipv4Addr> = servers.iter().copied().collect();
+    checks.expect(
+        STEP,
+        "dhcp from several blades",
+        distinct.len() >= 2,
+        format!(
+            "answers came from {}",
+            distinct
+                .iter()
+                .map(Ipv4Addr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    servers.first().copied()
+}
+
+/// The interface that holds the node's address (the image may rename its
+/// NICs).
+pub fn interface_of(node: &Node<'_>, limit: Duration) -> Result<String, String> {
+    let o = sh(node, "ip -o -4 addr show", limit).map_err(|e| e.to_string())?;
+    let want = format!("inet {}/", node.ip);
+    o.lines
+        .iter()
+        .find(|l| l.contains(&want))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(|i| i.trim_end_matches(':').to_string())
+        .ok_or_else(|| format!("no interface holds {}: {}", node.ip, o.lines.join(" | ")))
+}
+
+fn parse_lease(line: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let rest = line.trim().strip_prefix("lease ")?;
+    let (ip, server) = rest.split_once(" from ")?;
+    Some((ip.trim().parse().ok()?, server.trim().parse().ok()?))
+}
+
+/// Asks each node's DNS server, from another node, for the asker's name;
+/// then that more than one blade answered.
+pub fn dns(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
+    let mut answering = Vec::new();
+    for (i, server) in nodes.iter().enumerate() {
+        let client = &nodes[(i + 1) % nodes.len()];
+        let name = format!("dns answers on {}", server.name);
+        match sh(
+            client,
+            &format!("nslookup {} {}", client.fqdn, server.ip),
+            limit,
+        ) {
+            Ok(o) => {
+                let ok = o.success() && o.lines.iter().any(|l| has_ip(l, client.ip));
+                if ok {
+                    answering.push(server.name);
+                }
+                let answer = if ok {
+                    client.ip.to_string()
+                } else {
+                    o.lines.join(" | ")
+                };
+                checks.expect(
+                    STEP,
+                    name,
+                    ok,
+                    format!(
+                        "{} asked {} for {}: {answer}",
+                        client.name, server.ip, client.fqdn
+                    ),
+                );
+            }
+            Err(e) => checks.fail(STEP, name, e.to_string()),
+        }
+    }
+    checks.expect(
+        STEP,
+        "dns from several blades",
+        answering.len() >= 2,
+        format!("answered: {}", answering.join(", ")),
+    );
+}
+
+/// Whether `line` holds `ip` as a whole address.
+fn has_ip(line: &str, ip: Ipv4Addr) -> bool {
+    line.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .any(|w| w == ip.to_string())
+}
+
+/// Which nodes hold `vip`, by `ip addr` on each.
+pub fn vip_holders(
+    nodes: &[Node<'_>],
+    vip: Ipv4Addr,
+    limit: Duration,
+) -> Result<Vec<String>, ShellError> {
+    let want = format!("inet {vip}/");
+    let mut holders = Vec::new();
+    for n in nodes {
+        let o = sh(n, "ip -o -4 addr show", limit)?;
+        if o.lines.iter().any(|l| l.contains(&want)) {
+            holders.push(n.name.to_string());
+        }
+    }
+    Ok(holders)
+}
+
+/// Waits until exactly one of `nodes` holds `vip`; returns it and how long
+/// that took.
+pub fn await_vip(
+    nodes: &[Node<'_>],
+    vip: Ipv4Addr,
+    watch: Duration,
+    limit: Duration,
+) -> Result<(String, Duration), String> {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    while start.elapsed() < watch {
+        last = vip_holders(nodes, vip, limit).map_err(|e| e.to_string())?;
+        if let [one] = last.as_slice() {
+            return Ok((one.clone(), start.elapsed()));
+        }
+        std::thread::sleep(POLL);
+    }
+    Err(if last.is_empty() {
+        format!("no blade holds {vip} after {} s", watch.as_secs())
+    } else {
+        format!(
+            "{} all hold {vip} after {} s",
+            last.join(", "),
+            watch.as_secs()
+        )
+    })
+}
+
+/// The VIP is held by exactly one node and answers a ping from every node.
+/// Returns the holder.
+pub fn vip(
+    checks: &mut Checks,
+    nodes: &[Node<'_>],
+    vip: Ipv4Addr,
+    watch: Duration,
+    limit: Duration,
+) -> Option<String> {
+    let holder = match await_vip(nodes, vip, watch, limit) {
+        Ok((h, _)) => {
+            checks.pass(STEP, "vip held by one blade", format!("{h} holds {vip}"));
+            Some(h)
+        }
+        Err(e) => {
+            checks.fail(STEP, "vip held by one blade", e);
+            None
+        }
+    };
+    for n in nodes {
+        ping(checks, STEP, n, vip, limit);
+    }
+    holder
+}
+
+/// `node` pings `ip`.
+pub fn ping(checks: &mut Checks, step: u8, node: &Node<'_>, ip: Ipv4Addr, limit: Duration) {
+    let name = format!("vip answers {}", node.name);
+    match sh(node, &format!("ping -c 1 -W 3 {ip}"), limit) {
+        Ok(o) => {
+            let summary = o
+                .lines
+                .iter()
+                .find(|l| l.contains("packets transmitted"))
+                .cloned()
+                .unwrap_or_else(|| o.lines.join(" | "));
+            checks.expect(step, name, o.success(), summary);
+        }
+        Err(e) => checks.fail(step, name, e.to_string()),
+    }
+}
+
+/// chrony on each node hears from at least one other node (a peer source
+/// whose reach register is not zero), within `watch`.
+pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: Duration) {
+    let start = Instant::now();
+    let mut pending: Vec<&Node<'_>> = nodes.iter().collect();
+    let mut last: Vec<(String, String)> = Vec::new();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for n in pending {
+            let others: Vec<Ipv4Addr> = nodes
+                .iter()
+                .filter(|o| o.name != n.name)
+                .map(|o| o.ip)
+                .collect();
+            match sh(n, "chronyc -n sources", limit) {
+                Ok(o) if o.success() => {
+                    let heard: Vec<String> = o
+                        .lines
+                        .iter()
+                        .filter_map(|l| reached_peer(l, &others))
+                        .collect();
+                    if heard.is_empty() {
+                        last.retain(|(b, _)| b != n.name);
+                        last.push((n.name.to_string(), o.lines.join(" | ")));
+                        still.push(n);
+                    } else {
+                        checks.pass(
+                            STEP,
+                            format!("chrony peers {}", n.name),
+                            format!("hears {}", heard.join(", ")),
+                        );
+                    }
+                }
+                Ok(o) => checks.fail(
+                    STEP,
+                    format!("chrony peers {}", n.name),
+                    o.lines.join(" | "),
+                ),
+                Err(e) => checks.fail(STEP, format!("chrony peers {}", n.name), e.to_string()),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() && start.elapsed() >= watch {
+            for n in pending {
+                let seen = last
+                    .iter()
+                    .find(|(b, _)| b == n.name)
+                    .map(|(_, s)| s.as_str())
+                    .unwrap_or("");
+                checks.fail(
+                    STEP,
+                    format!("chrony peers {}", n.name),
+                    format!("no peer reached within {} s: {seen}", watch.as_secs()),
+                );
+            }
+            break;
+        }
+        if !pending.is_empty() {
+            std::thread::sleep(POLL * 4);
+        }
+    }
+}
+
+/// A `chronyc -n sources` line of a source among `peers` whose reach
+/// register (octal, fifth column) is not zero.
+fn reached_peer(line: &str, peers: &[Ipv4Addr]) -> Option<String> {
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    if cols.len() < 5 {
+        return None;
+    }
+    let addr: Ipv4Addr = cols[1].parse().ok()?;
+    if !peers.contains(&addr) || cols[4] == "0" || u32::from_str_radix(cols[4], 8).is_err() {
+        return None;
+    }
+    Some(format!("{addr} (reach {})", cols[4]))
+}
+
+/// Each node writes a file named after itself to its root; each then must
+/// see its own file and no other node's.
+pub fn private_roots(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
+    for n in nodes {
+        let f = marker_file(n.name);
+        if let Err(e) = write_marker(n, limit) {
+            checks.fail(
+                STEP,
+                format!("root of {} is its own", n.name),
+                format!("writing {f}: {e}"),
+            );
+        }
+    }
+    for n in nodes {
+        let name = format!("root of {} is its own", n.name);
+        match sh(n, "ls / | grep '^vlx-rig-' ; true", limit) {
+            Ok(o) => {
+                let seen: Vec<&str> = o
+                    .lines
+                    .iter()
+                    .map(|l| l.trim())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let own = format!("vlx-rig-{}", n.name);
+                checks.expect(
+                    STEP,
+                    name,
+                    seen == [own.as_str()],
+                    format!(
+                        "/ holds {}",
+                        if seen.is_empty() {
+                            "no vlx-rig file".to_string()
+                        } else {
+                            seen.join(", ")
+                        }
+                    ),
+                );
+            }
+            Err(e) => checks.fail(STEP, name, e.to_string()),
+        }
+    }
+}
+
+/// Writes the node's file to its root and syncs it to its snapshot.
+pub fn write_marker(n: &Node<'_>, limit: Duration) -> Result<(), String> {
+    let f = marker_file(n.name);
+    let o = sh(n, &format!("echo {} > {f} && sync", n.name), limit).map_err(|e| e.to_string())?;
+    if o.success() {
+        Ok(())
+    } else {
+        Err(o.lines.join(" | "))
+    }
+}
+
+/// Addresses of the servers an iPXE console names: the DHCP answer's next
+/// server, and every `http://A/...` or `tftp://A/...` it fetched.
+pub fn boot_servers(lines: &[String]) -> BTreeSet<Ipv4Addr> {
+    let mut found = BTreeSet::new();
+    for l in lines {
+        if let Some(ip) = l
+            .trim()
+            .strip_prefix("Next server: ")
+            .and_then(|a| a.trim().parse().ok())
+        {
+            found.insert(ip);
+        }
+        for scheme in ["http://", "tftp://"] {
+            for (i, _) in l.match_indices(scheme) {
+                let host: String = l[i + scheme.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
+                if let Ok(ip) = host.parse() {
+                    found.insert(ip);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_parse_from_the_script_line() {
+        assert_eq!(
+            parse_lease("lease 10.77.0.12 from 10.77.0.13"),
+            Some((Ipv4Addr::new(10, 77, 0, 12), Ipv4Addr::new(10, 77, 0, 13)))
+        );
+        assert_eq!(parse_lease("udhcpc: sending discover"), None);
+    }
+
+    #[test]
+    fn reach_must_be_nonzero_for_a_peer() {
+        let peers = [Ipv4Addr::new(10, 77, 0, 12), Ipv4Addr::new(10, 77, 0, 13)];
+        // chronyc 4.3 output.
+        let lines = [
+            "MS Name/IP address         Stratum Poll Reach LastRx Last sample",
+            "===============================================================================",
+            "=? 10.77.0.12                    0   6     0     -     +0ns[   +0ns] +/-    0ns",
+            "=* 10.77.0.13                   10   6   377    12   +104us[ +120us] +/-  180us",
+            "^? 192.0.2.1                     0   6   377     -     +0ns[   +0ns] +/-    0ns",
+        ];
+        let got: Vec<String> = lines
+            .iter()
+            .filter_map(|l| reached_peer(l, &peers))
+            .collect();
+        assert_eq!(got, ["10.77.0.13 (reach 377)"]);
+    }
+
+    #[test]
+    fn addresses_are_matched_whole() {
+        let ip = Ipv4Addr::new(10, 77, 0, 1);
+        assert!(has_ip("Address: 10.77.0.1", ip));
+        assert!(!has_ip("Address: 10.77.0.11", ip));
+        assert!(!has_ip("Address 1: 110.77.0.1", ip));
+    }
+
+    #[test]
+    fn boot_servers_come_from_ipxe_urls() {
+        let lines = [
+            "Next server: 10.77.0.11".to_string(),
+            "Filename: http://10.77.0.12/boot.ipxe".to_string(),
+            "http://10.77.0.12/boot.ipxe... ok".to_string(),
+            "tftp://10.77.0.13/vmlinuz... ok".to_string(),
+            "net0: 10.77.0.14/255.255.255.0".to_string(),
+        ];
+        let got: Vec<String> = boot_servers(&lines).iter().map(|i| i.to_string()).collect();
+        assert_eq!(got, ["10.77.0.11", "10.77.0.12", "10.77.0.13"]);
+    }
+}

@@ -1,0 +1,820 @@
+//! The rehearsal plan: which blades run, their QEMU machines, and the steps,
+//! as one plain value that prints and compares in tests. The executor
+//! ([`crate::rehearse`]) runs it; nothing here does I/O.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cluster::{Bytes, MacAddr, Plan};
+use serde::Serialize;
+
+use crate::qemu::{Accel, BootFrom, Disk, Firmware, Machine, Sockets, UefiFiles};
+
+/// How the blades come up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// Every blade boots the SAN's ESP with no network service anywhere;
+    /// one blade is held back to PXE-boot from the survivors in step 6.
+    Cold,
+    /// The first blade boots the SAN's ESP; every other blade then boots
+    /// from the network, served by the blades already up.
+    PxeOnly,
+}
+
+/// The last step of a rehearsal (1 to 8, as in [`Step::number`]).
+pub const LAST_STEP: u8 = 8;
+
+/// What the caller asks for; the profile supplies the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Rehearse the first `nodes` blades of the profile (all when `None`).
+    pub nodes: Option<usize>,
+    /// A host image directory already built; otherwise step 1 builds one.
+    pub image: Option<PathBuf>,
+    /// Firmware of every blade; by default BIOS when the profile's boot
+    /// assets carry it (it boots faster under TCG), else UEFI.
+    pub firmware: Option<Firmware>,
+    pub memory_mib: u32,
+    pub scheme: Scheme,
+    /// Stop after this step; the shutdown and the report always run.
+    pub stop_after: Option<u8>,
+    /// Extra blades with MACs that are not in the cluster table; each must
+    /// be refused a root, saying why on its console.
+    pub strangers: Vec<MacAddr>,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            nodes: None,
+            image: None,
+            firmware: None,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            scheme: Scheme::Cold,
+            stop_after: None,
+            strangers: Vec::new(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// Memory of a blade: the tiny image's initramfs, daemons and page cache
+/// fit with room to spare; more only slows QEMU's start.
+pub const DEFAULT_MEMORY_MIB: u32 = 384;
+
+/// How long the rig waits. Generous, because the machine running the rig
+/// may be loaded; speed is measured by the benchmark, not judged here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timeouts {
+    /// Power on to `vlx: services ready`.
+    pub ready: Duration,
+    /// One command on a blade's check shell.
+    pub command: Duration,
+    /// How long the rig watches for the VIP to move (the check wants 10 s).
+    pub vip_watch: Duration,
+    /// How long chrony may take to hear from a peer.
+    pub chrony: Duration,
+    /// The gap between powering on one blade and the next, as a rack's
+    /// power sequencer spaces them. Here it also keeps the blades from all
+    /// emulating their firmware and kernel at once on two shared cores,
+    /// which would time the host's contention rather than a blade's boot.
+    pub power_gap: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            ready: Duration::from_secs(300),
+            command: Duration::from_secs(30),
+            vip_watch: Duration::from_secs(30),
+            chrony: Duration::from_secs(90),
+            power_gap: DEFAULT_POWER_GAP,
+        }
+    }
+}
+
+/// Default gap between blade power-ons.
+pub const DEFAULT_POWER_GAP: Duration = Duration::from_secs(6);
+
+/// The VIP must move within this time after its holder dies (issue 5).
+pub const VIP_MOVE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Facts about the machine the rehearsal runs on, found by the executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The cluster profile's path.
+    pub profile: PathBuf,
+    /// The host image profile the cluster profile names, resolved.
+    pub host_profile: PathBuf,
+    /// Scratch directory of this run (sockets, SAN, built image).
+    pub run_dir: PathBuf,
+    pub report_dir: PathBuf,
+    pub accel: Accel,
+    /// OVMF's code and variable-store template, when installed.
+    pub ovmf: Option<Ovmf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ovmf {
+    pub code: PathBuf,
+    pub vars_template: PathBuf,
+}
+
+/// Where the host image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ImageSource {
+    /// `vlx-image build` of this host profile into `out`.
+    Build { host_profile: PathBuf, out: PathBuf },
+    /// An image directory built before.
+    Given { dir: PathBuf },
+}
+
+impl ImageSource {
+    pub fn dir(&self) -> &Path {
+        match self {
+            ImageSource::Build { out, .. } => out,
+            ImageSource::Given { dir } => dir,
+        }
+    }
+}
+
+/// What a blade is for in this rehearsal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Part {
+    /// Boots the SAN's ESP in the cold start.
+    ColdStart,
+    /// Boots from the network once other blades run (PXE-only scheme).
+    Chained,
+    /// Never booted until step 6, when it PXE-boots from the survivors.
+    Late,
+    /// Not in the cluster table: must be refused.
+    Stranger,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::ColdStart => "cold-start",
+            Part::Chained => "chained",
+            Part::Late => "late",
+            Part::Stranger => "stranger",
+        })
+    }
+}
+
+/// One blade: a node of the cluster (or a stranger) and its machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blade {
+    pub name: String,
+    pub mac: MacAddr,
+    /// Its address on the cluster network (`None` for a stranger).
+    pub ip: Option<Ipv4Addr>,
+    pub fqdn: Option<String>,
+    pub part: Part,
+    /// The blade's machine at its first power on.
+    pub machine: Machine,
+}
+
+impl Blade {
+    /// The same blade, powered on to boot from `boot`.
+    pub fn machine(&self, boot: BootFrom) -> Machine {
+        Machine {
+            boot,
+            ..self.machine.clone()
+        }
+    }
+
+    pub fn is_node(&self) -> bool {
+        self.part != Part::Stranger
+    }
+}
+
+/// One step of the rehearsal, numbered as in issue 5.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// 1: build (or take) the host image.
+    Image { source: ImageSource },
+    /// 1: a sparse SAN image, then `vlx-install apply` onto it.
+    Install { san: PathBuf, size: Bytes },
+    /// 2, 3: power on blades.
+    PowerOn { blades: Vec<String>, from: String },
+    /// 4: wait for `vlx-node: ready` and `vlx: services ready`.
+    AwaitReady { blades: Vec<String> },
+    /// 4: wait for strangers to say why they get no root.
+    AwaitRefusal { blades: Vec<String> },
+    /// 5: the checks over the blades' check shells.
+    Checks,
+    /// 6: kill the VIP holder and the first DHCP server; the VIP moves; the
+    /// late blade PXE-boots from the survivors.
+    LoseBlades { late: String },
+    /// 7: stop a blade, reset its snapshot, boot it again.
+    FactoryReset,
+    /// Power every blade off, then compare the origin's sha256.
+    Shutdown,
+    /// 8: timelines, consoles and the checks table.
+    Report { dir: PathBuf },
+}
+
+impl Step {
+    /// The step's number in issue 5's list.
+    pub fn number(&self) -> u8 {
+        match self {
+            Step::Image { .. } | Step::Install { .. } => 1,
+            Step::PowerOn { .. } => 3,
+            Step::AwaitReady { .. } | Step::AwaitRefusal { .. } => 4,
+            Step::Checks => 5,
+            Step::LoseBlades { .. } => 6,
+            Step::FactoryReset => 7,
+            Step::Shutdown | Step::Report { .. } => 8,
+        }
+    }
+}
+
+impl Step {
+    /// A short name, for the checks table.
+    pub fn title(&self) -> String {
+        match self {
+            Step::Image { .. } => "host image".into(),
+            Step::Install { .. } => "install onto the SAN".into(),
+            Step::PowerOn { blades, .. } => format!("power on {}", blades.join(", ")),
+            Step::AwaitReady { blades } => format!("{} ready", blades.join(", ")),
+            Step::AwaitRefusal { blades } => format!("{} refused", blades.join(", ")),
+            Step::Checks => "checks of the running cluster".into(),
+            Step::LoseBlades { late } => format!("lose two blades, PXE-boot {late}"),
+            Step::FactoryReset => "factory reset".into(),
+            Step::Shutdown => "shutdown".into(),
+            Step::Report { .. } => "report".into(),
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Image {
+                source: ImageSource::Build { host_profile, out },
+            } => write!(
+                f,
+                "build the host image {} into {}",
+                host_profile.display(),
+                out.display()
+            ),
+            Step::Image {
+                source: ImageSource::Given { dir },
+            } => write!(f, "take the host image in {}", dir.display()),
+            Step::Install { san, size } => write!(
+                f,
+                "make a sparse {size} SAN {} and run vlx-install apply onto it",
+                san.display()
+            ),
+            Step::PowerOn { blades, from } => {
+                write!(f, "power on {} (boot from {from})", blades.join(", "))
+            }
+            Step::AwaitReady { blades } => write!(
+                f,
+                "wait for `vlx-node: ready` and `vlx: services ready` from {}",
+                blades.join(", ")
+            ),
+            Step::AwaitRefusal { blades } => write!(
+                f,
+                "wait for {} to say on its console why it gets no root",
+                blades.join(", ")
+            ),
+            Step::Checks => f.write_str(
+                "check hostnames, addresses, DHCP and DNS from several blades, the VIP, chrony peers, private roots",
+            ),
+            Step::LoseBlades { late } => write!(
+                f,
+                "kill the VIP holder and the first DHCP server; the VIP moves within {} s; {late} PXE-boots from the survivors",
+                VIP_MOVE_LIMIT.as_secs()
+            ),
+            Step::FactoryReset => f.write_str(
+                "stop a blade, vlx-install reset-node it, boot it and another again: its file is gone, the other's is not",
+            ),
+            Step::Shutdown => {
+                f.write_str("power every blade off; the origin's sha256 is unchanged")
+            }
+            Step::Report { dir } => write!(f, "write the report to {}", dir.display()),
+        }
+    }
+}
+
+/// The whole rehearsal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rehearsal {
+    pub cluster: String,
+    pub profile: PathBuf,
+    pub scheme: Scheme,
+    pub firmware: Firmware,
+    pub accel: Accel,
+    pub run_dir: PathBuf,
+    pub report_dir: PathBuf,
+    pub image: ImageSource,
+    pub san: PathBuf,
+    pub san_size: Bytes,
+    /// The `vde_switch` socket directory: the private segment.
+    pub switch: PathBuf,
+    pub blades: Vec<Blade>,
+    pub steps: Vec<Step>,
+    pub timeouts: Timeouts,
+}
+
+impl Rehearsal {
+    pub fn blade(&self, name: &str) -> Option<&Blade> {
+        self.blades.iter().find(|b| b.name == name)
+    }
+
+    /// The blades that are cluster nodes, in profile order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Blade> {
+        self.blades.iter().filter(|b| b.is_node())
+    }
+}
+
+/// Why a rehearsal cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("--nodes {asked}: the profile has {have} node(s); ask for 1 to {have}")]
+    Nodes { asked: usize, have: usize },
+    #[error(
+        "step 6 needs at least 4 blades (3 that cold-start, of which 2 are lost and 1 survives, and 1 that PXE-boots later), not {0}; pass --stop-after 5 or more nodes"
+    )]
+    TooFewForLosses(usize),
+    #[error("the PXE-only rehearsal needs at least 2 blades (1 to serve, 1 to PXE-boot), not {0}")]
+    TooFewForPxe(usize),
+    #[error("the PXE-only rehearsal stops after step 5 (it holds no blade back for step 6)")]
+    PxeOnlyStops,
+    #[error("--stop-after {0}: steps are numbered 1 to {LAST_STEP}")]
+    StopAfter(u8),
+    #[error(
+        "the profile's [boot] firmware is {profile}, so its boot assets do not boot {asked} blades"
+    )]
+    Firmware { profile: String, asked: Firmware },
+    #[error("UEFI blades need OVMF (Debian package ovmf), which is not installed")]
+    NoOvmf,
+    #[error("stranger MAC {0} belongs to node {1} in the cluster table")]
+    StrangerKnown(MacAddr, String),
+    #[error("node {0} has no MAC address in the cluster table")]
+    NoMac(String),
+    #[error(
+        "the profile's SAN transport is iSCSI; the rig attaches the SAN as a shared disk (san.transport = \"disk\")"
+    )]
+    Iscsi,
+}
+
+/// Plans a rehearsal of `cluster` (the installer's plan of the profile).
+pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, PlanError> {
+    if !matches!(cluster.san.transport, cluster::profile::Transport::Disk) {
+        return Err(PlanError::Iscsi);
+    }
+    let have = cluster.nodes.len();
+    let count = opts.nodes.unwrap_or(have);
+    if count == 0 || count > have {
+        return Err(PlanError::Nodes { asked: count, have });
+    }
+    let max_step = match opts.scheme {
+        Scheme::Cold => LAST_STEP,
+        Scheme::PxeOnly => 5,
+    };
+    let stop = opts.stop_after.unwrap_or(max_step);
+    if !(1..=LAST_STEP).contains(&stop) {
+        return Err(PlanError::StopAfter(stop));
+    }
+    match opts.scheme {
+        Scheme::Cold if stop >= 6 && count < 4 => return Err(PlanError::TooFewForLosses(count)),
+        Scheme::PxeOnly if stop > 5 => return Err(PlanError::PxeOnlyStops),
+        Scheme::PxeOnly if count < 2 => return Err(PlanError::TooFewForPxe(count)),
+        _ => {}
+    }
+    let profile_fw = cluster.boot.firmware;
+    let firmware = match opts.firmware {
+        None if profile_fw.bios() => Firmware::Bios,
+        None => Firmware::Uefi,
+        Some(Firmware::Bios) if !profile_fw.bios() => {
+            return Err(PlanError::Firmware {
+                profile: "uefi".into(),
+                asked: Firmware::Bios,
+            });
+        }
+        Some(Firmware::Uefi) if !profile_fw.uefi() => {
+            return Err(PlanError::Firmware {
+                profile: "bios".into(),
+                asked: Firmware::Uefi,
+            });
+        }
+        Some(f) => f,
+    };
+    let ovmf = match firmware {
+        Firmware::Uefi => Some(host.ovmf.as_ref().ok_or(PlanError::NoOvmf)?),
+        Firmware::Bios => None,
+    };
+
+    let run = &host.run_dir;
+    let san = run.join("san.img");
+    let switch = run.join("switch");
+    let machine = |name: &str, mac: MacAddr, boot: BootFrom| {
+        let dir = run.join(name);
+        Machine {
+            name: name.to_string(),
+            accel: host.accel,
+            firmware,
+            uefi: ovmf.map(|o| UefiFiles {
+                code: o.code.clone(),
+                vars: dir.join("vars.fd"),
+            }),
+            memory_mib: opts.memory_mib,
+            mac,
+            switch: switch.clone(),
+            disks: vec![Disk {
+                path: san.clone(),
+                shared: true,
+            }],
+            boot,
+            sockets: Sockets::in_dir(&dir),
+        }
+    };
+
+    let late = (opts.scheme == Scheme::Cold && stop >= 6).then_some(count - 1);
+    let mut blades = Vec::new();
+    for (i, n) in cluster.nodes.iter().take(count).enumerate() {
+        let mac = *n
+            .macs
+            .first()
+            .ok_or_else(|| PlanError::NoMac(n.name.to_string()))?;
+        let part = match (opts.scheme, i) {
+            (Scheme::PxeOnly, 0) => Part::ColdStart,
+            (Scheme::PxeOnly, _) => Part::Chained,
+            (Scheme::Cold, i) if Some(i) == late => Part::Late,
+            (Scheme::Cold, _) => Part::ColdStart,
+        };
+        let boot = match part {
+            Part::ColdStart | Part::Stranger => BootFrom::Disk,
+            Part::Chained | Part::Late => BootFrom::Network,
+        };
+        blades.push(Blade {
+            name: n.name.to_string(),
+            mac,
+            ip: Some(n.ip),
+            fqdn: Some(n.fqdn.clone()),
+            part,
+            machine: machine(n.name.as_str(), mac, boot),
+        });
+    }
+    for (i, mac) in opts.strangers.iter().enumerate() {
+        if let Some(owner) = cluster.node_by_mac(std::slice::from_ref(mac)) {
+            return Err(PlanError::StrangerKnown(*mac, owner.name.to_string()));
+        }
+        let name = format!("stranger{}", i + 1);
+        blades.push(Blade {
+            machine: machine(&name, *mac, BootFrom::Disk),
+            name,
+            mac: *mac,
+            ip: None,
+            fqdn: None,
+            part: Part::Stranger,
+        });
+    }
+
+    let names = |part: Part| -> Vec<String> {
+        blades
+            .iter()
+            .filter(|b| b.part == part)
+            .map(|b| b.name.clone())
+            .collect()
+    };
+    let image = match &opts.image {
+        Some(dir) => ImageSource::Given { dir: dir.clone() },
+        None => ImageSource::Build {
+            host_profile: host.host_profile.clone(),
+            out: run.join("image"),
+        },
+    };
+    let mut steps = vec![
+        Step::Image {
+            source: image.clone(),
+        },
+        Step::Install {
+            san: san.clone(),
+            size: cluster.disk.size,
+        },
+    ];
+    if stop >= 3 {
+        let mut first = names(Part::ColdStart);
+        first.extend(names(Part::Stranger));
+        steps.push(Step::PowerOn {
+            blades: first,
+            from: "the SAN's ESP, no network service anywhere".into(),
+        });
+    }
+    if stop >= 4 {
+        steps.push(Step::AwaitReady {
+            blades: names(Part::ColdStart),
+        });
+        let strangers = names(Part::Stranger);
+        if !strangers.is_empty() {
+            steps.push(Step::AwaitRefusal { blades: strangers });
+        }
+        let chained = names(Part::Chained);
+        if !chained.is_empty() {
+            steps.push(Step::PowerOn {
+                blades: chained.clone(),
+                from: "the network, served by the blades already up".into(),
+            });
+            steps.push(Step::AwaitReady { blades: chained });
+        }
+    }
+    if stop >= 5 {
+        steps.push(Step::Checks);
+    }
+    if let (true, Some(late)) = (stop >= 6, late) {
+        steps.push(Step::LoseBlades {
+            late: blades[late].name.clone(),
+        });
+    }
+    if stop >= 7 {
+        steps.push(Step::FactoryReset);
+    }
+    if stop >= 3 {
+        steps.push(Step::Shutdown);
+    }
+    steps.push(Step::Report {
+        dir: host.report_dir.clone(),
+    });
+
+    Ok(Rehearsal {
+        cluster: cluster.cluster.name.clone(),
+        profile: host.profile.clone(),
+        scheme: opts.scheme,
+        firmware,
+        accel: host.accel,
+        run_dir: run.clone(),
+        report_dir: host.report_dir.clone(),
+        image,
+        san,
+        san_size: cluster.disk.size,
+        switch,
+        blades,
+        steps,
+        timeouts: opts.timeouts,
+    })
+}
+
+impl fmt::Display for Rehearsal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "rehearsal of cluster {} ({}), {} blade(s), {} firmware, {} acceleration",
+            self.cluster,
+            self.profile.display(),
+            self.blades.len(),
+            self.firmware,
+            self.accel
+        )?;
+        writeln!(
+            f,
+            "SAN {} ({}), private segment {}",
+            self.san.display(),
+            self.san_size,
+            self.switch.display()
+        )?;
+        writeln!(f, "\nBlades:")?;
+        let mut rows = vec![["BLADE", "MAC", "IP", "PART", "FIRST BOOT"].map(String::from)];
+        for b in &self.blades {
+            rows.push([
+                b.name.clone(),
+                b.mac.to_string(),
+                b.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                b.part.to_string(),
+                b.machine.boot.to_string(),
+            ]);
+        }
+        let widths: Vec<usize> = (0..5)
+            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        for r in &rows {
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            writeln!(f, "  {}", line.join("  ").trim_end())?;
+        }
+        writeln!(f, "\nSteps:")?;
+        for s in &self.steps {
+            writeln!(f, "  {}. {s}", s.number())?;
+        }
+        writeln!(f, "\nQEMU:")?;
+        for b in &self.blades {
+            writeln!(f, "  {}: {}", b.name, b.machine.command_line())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Plan {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/clusters/demo.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let source = cluster::Source::new("demo.toml", text);
+        cluster::load(&source, &cluster::Trusting, cluster::SanFacts::default())
+            .unwrap()
+            .1
+    }
+
+    fn host() -> Host {
+        Host {
+            profile: "profiles/clusters/demo.toml".into(),
+            host_profile: "profiles/hosts/tiny.toml".into(),
+            run_dir: "/tmp/r".into(),
+            report_dir: "target/rehearsal".into(),
+            accel: Accel::Tcg,
+            ovmf: Some(Ovmf {
+                code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+                vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
+            }),
+        }
+    }
+
+    fn parts(r: &Rehearsal) -> Vec<(String, Part, String)> {
+        r.blades
+            .iter()
+            .map(|b| (b.name.clone(), b.part, b.machine.boot.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_default_rehearsal_holds_the_last_blade_back_for_pxe() {
+        let r = plan(&demo(), &Options::default(), &host()).unwrap();
+        assert_eq!(
+            parts(&r),
+            [
+                ("blade01".into(), Part::ColdStart, "disk".into()),
+                ("blade02".into(), Part::ColdStart, "disk".into()),
+                ("blade03".into(), Part::ColdStart, "disk".into()),
+                ("blade04".into(), Part::Late, "network".into()),
+            ]
+        );
+        let numbers: Vec<u8> = r.steps.iter().map(Step::number).collect();
+        assert_eq!(numbers, [1, 1, 3, 4, 5, 6, 7, 8, 8]);
+        assert_eq!(r.firmware, Firmware::Bios);
+        assert_eq!(r.blades[1].machine.mac.to_string(), "52:54:00:77:00:02");
+        assert_eq!(r.blades[3].ip, Some(Ipv4Addr::new(10, 77, 0, 14)));
+        assert_eq!(r.san, Path::new("/tmp/r/san.img"));
+        assert_eq!(
+            r.blades[0].machine.sockets.console,
+            Path::new("/tmp/r/blade01/ttyS0")
+        );
+    }
+
+    #[test]
+    fn stopping_after_checks_cold_starts_every_blade() {
+        let opts = Options {
+            stop_after: Some(5),
+            nodes: Some(2),
+            ..Options::default()
+        };
+        let r = plan(&demo(), &opts, &host()).unwrap();
+        assert!(r.blades.iter().all(|b| b.part == Part::ColdStart));
+        assert_eq!(r.blades.len(), 2);
+        assert!(r.steps.contains(&Step::Checks));
+        assert!(!r.steps.iter().any(|s| s.number() == 6 || s.number() == 7));
+        assert!(r.steps.contains(&Step::Shutdown));
+    }
+
+    #[test]
+    fn pxe_only_boots_the_first_from_the_san_and_chains_the_rest() {
+        let opts = Options {
+            scheme: Scheme::PxeOnly,
+            ..Options::default()
+        };
+        let r = plan(&demo(), &opts, &host()).unwrap();
+        assert_eq!(r.blades[0].part, Part::ColdStart);
+        assert!(
+            r.blades[1..]
+                .iter()
+                .all(|b| b.part == Part::Chained && b.machine.boot == BootFrom::Network)
+        );
+        let power: Vec<&Step> = r
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::PowerOn { .. }))
+            .collect();
+        assert_eq!(power.len(), 2);
+        let opts = Options {
+            stop_after: Some(6),
+            ..opts
+        };
+        assert_eq!(plan(&demo(), &opts, &host()), Err(PlanError::PxeOnlyStops));
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let cases = [
+            (
+                Options {
+                    nodes: Some(5),
+                    ..Options::default()
+                },
+                PlanError::Nodes { asked: 5, have: 4 },
+            ),
+            (
+                Options {
+                    nodes: Some(3),
+                    ..Options::default()
+                },
+                PlanError::TooFewForLosses(3),
+            ),
+            (
+                Options {
+                    stop_after: Some(9),
+                    ..Options::default()
+                },
+                PlanError::StopAfter(9),
+            ),
+            (
+                Options {
+                    strangers: vec!["52:54:00:77:00:03".parse().unwrap()],
+                    ..Options::default()
+                },
+                PlanError::StrangerKnown("52:54:00:77:00:03".parse().unwrap(), "blade03".into()),
+            ),
+        ];
+        for (opts, want) in cases {
+            assert_eq!(plan(&demo(), &opts, &host()), Err(want));
+        }
+        let no_ovmf = Host {
+            ovmf: None,
+            ..host()
+        };
+        let uefi = Options {
+            firmware: Some(Firmware::Uefi),
+            ..Options::default()
+        };
+        assert_eq!(plan(&demo(), &uefi, &no_ovmf), Err(PlanError::NoOvmf));
+    }
+
+    #[test]
+    fn strangers_boot_from_the_san_with_the_cold_start() {
+        let opts = Options {
+            nodes: Some(1),
+            stop_after: Some(5),
+            strangers: vec!["52:54:00:ff:00:01".parse().unwrap()],
+            ..Options::default()
+        };
+        let r = plan(&demo(), &opts, &host()).unwrap();
+        let s = r.blade("stranger1").unwrap();
+        assert_eq!(s.part, Part::Stranger);
+        assert_eq!(s.machine.boot, BootFrom::Disk);
+        assert!(r.steps.contains(&Step::PowerOn {
+            blades: vec!["blade01".into(), "stranger1".into()],
+            from: "the SAN's ESP, no network service anywhere".into(),
+        }));
+        assert!(r.steps.contains(&Step::AwaitRefusal {
+            blades: vec!["stranger1".into()]
+        }));
+    }
+
+    #[test]
+    fn uefi_blades_get_their_own_variable_store() {
+        let opts = Options {
+            firmware: Some(Firmware::Uefi),
+            ..Options::default()
+        };
+        let r = plan(&demo(), &opts, &host()).unwrap();
+        let vars: Vec<PathBuf> = r
+            .blades
+            .iter()
+            .map(|b| b.machine.uefi.as_ref().unwrap().vars.clone())
+            .collect();
+        assert_eq!(vars[0], Path::new("/tmp/r/blade01/vars.fd"));
+        assert_eq!(vars[3], Path::new("/tmp/r/blade04/vars.fd"));
+    }
+
+    #[test]
+    fn the_plan_prints_blades_steps_and_command_lines() {
+        let r = plan(&demo(), &Options::default(), &host()).unwrap();
+        let text = r.to_string();
+        assert!(text.contains("blade04  52:54:00:77:00:04  10.77.0.14  late        network"));
+        assert!(text.contains("  6. kill the VIP holder"));
+        assert!(text.contains("blade01: qemu-system-x86_64 -name blade01"));
+        // The same inputs print the same plan.
+        assert_eq!(
+            text,
+            plan(&demo(), &Options::default(), &host())
+                .unwrap()
+                .to_string()
+        );
+    }
+}

@@ -1,0 +1,742 @@
+//! The executor of a rehearsal plan: runs its steps in order, records every
+//! check, and always powers the blades off and writes the report, also
+//! after a failure.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use cluster::Plan;
+
+use crate::blade::{self, Logs, Powered};
+use crate::checks::{self, Node};
+use crate::plan::{self, Blade, Host, ImageSource, Options, Part, Rehearsal, Step, VIP_MOVE_LIMIT};
+use crate::qemu::BootFrom;
+use crate::report::{self, Checks, Phase, Timeline};
+use crate::run::{self, Run};
+use crate::switch::Switch;
+use crate::{accel, san, tools};
+
+/// What `vlx-rig rehearse` asks for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The cluster profile.
+    pub profile: PathBuf,
+    pub options: Options,
+    pub report_dir: PathBuf,
+    /// Keep the run's scratch directory (SAN, image, sockets).
+    pub keep: bool,
+    /// Build the workspace's programs first (`cargo build`), for tests run
+    /// by cargo.
+    pub build_programs: bool,
+}
+
+/// What a rehearsal found.
+#[derive(Debug)]
+pub struct Outcome {
+    pub rehearsal: Rehearsal,
+    pub checks: Checks,
+    pub timeline: Timeline,
+    pub files: report::Files,
+    /// The scratch directory, when kept.
+    pub kept: Option<PathBuf>,
+}
+
+/// Why a rehearsal could not run at all (a failing step is a failed check
+/// in the report instead).
+#[derive(Debug, thiserror::Error)]
+pub enum RehearseError {
+    #[error("cannot read cluster profile {path}: {source}")]
+    Profile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(cluster::Diagnostics),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error(transparent)]
+    Tools(#[from] tools::ToolError),
+    #[error("cannot prepare the report directory {path}: {source}")]
+    ReportDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Report(#[from] report::WriteError),
+}
+
+/// Reads the profile and plans the cluster as the installer would.
+pub fn load_profile(path: &Path) -> Result<Plan, RehearseError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RehearseError::Profile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let source = cluster::Source::new(path.display().to_string(), text);
+    let base = path.parent().map(Path::to_owned).unwrap_or_default();
+    cluster::load(
+        &source,
+        &cluster::FsEnv { base },
+        cluster::SanFacts::default(),
+    )
+    .map(|(_, plan)| plan)
+    .map_err(RehearseError::Invalid)
+}
+
+/// Plans and runs a rehearsal. `say` gets one line per step as it starts
+/// and ends.
+pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseError> {
+    let cluster = load_profile(&req.profile)?;
+    if req.build_programs {
+        say("building the workspace's programs (cargo build --workspace --bins)");
+        tools::build_workspace_bins()?;
+    }
+    let base = req.profile.parent().map(Path::to_owned).unwrap_or_default();
+    let host_profile = base.join(&cluster.image.host);
+    let run = Run::start(req.keep)?;
+    let probe_kernel = match &req.options.image {
+        Some(dir) => Some(dir.join("vmlinuz")),
+        None => crate::testkit::cached_kernel().map(|k| k.vmlinuz),
+    };
+    let probe = accel::choose(&run, probe_kernel.as_deref());
+    say(&format!("acceleration: {} ({})", probe.accel, probe.why));
+    let host = Host {
+        profile: req.profile.clone(),
+        host_profile,
+        run_dir: run.dir().to_owned(),
+        report_dir: req.report_dir.clone(),
+        accel: probe.accel,
+        ovmf: crate::firmware::ovmf(),
+    };
+    let rehearsal = plan::plan(&cluster, &req.options, &host)?;
+    let files = report::Files::in_dir(&req.report_dir);
+    prepare_report_dir(&files)?;
+    std::fs::write(&files.plan, rehearsal.to_string()).map_err(|source| {
+        RehearseError::ReportDir {
+            path: files.plan.clone(),
+            source,
+        }
+    })?;
+    let mut exec = Exec {
+        r: &rehearsal,
+        cluster: &cluster,
+        run: &run,
+        logs: Logs {
+            dir: files.consoles(),
+        },
+        switch: None,
+        live: Vec::new(),
+        timeline: Timeline {
+            cluster: rehearsal.cluster.clone(),
+            ..Timeline::default()
+        },
+        checks: Checks::default(),
+        facts: Facts::default(),
+        say,
+    };
+    exec.run_steps();
+    exec.timeline.end = run.started().elapsed().as_secs_f64();
+    report::write(&files, &exec.timeline, &exec.checks)?;
+    let (checks, timeline) = (exec.checks, exec.timeline);
+    let kept = run.keeps_files().then(|| run.dir().to_owned());
+    drop(run);
+    Ok(Outcome {
+        rehearsal,
+        checks,
+        timeline,
+        files,
+        kept,
+    })
+}
+
+/// Creates the report directory, removing what an earlier rehearsal wrote
+/// there (only the report's own files).
+fn prepare_report_dir(files: &report::Files) -> Result<(), RehearseError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RehearseError::ReportDir { path, source }
+    };
+    let consoles = files.consoles();
+    match std::fs::remove_dir_all(&consoles) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(&consoles)(e)),
+        _ => {}
+    }
+    for f in [
+        &files.checks_text,
+        &files.checks_json,
+        &files.timeline_json,
+        &files.timeline_svg,
+        &files.plan,
+    ] {
+        match std::fs::remove_file(f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(f)(e)),
+            _ => {}
+        }
+    }
+    std::fs::create_dir_all(&consoles).map_err(err(&consoles))
+}
+
+/// A step that failed: the check it fails, and why.
+#[derive(Debug)]
+struct Fail {
+    check: String,
+    detail: String,
+}
+
+fn fail(check: impl Into<String>, detail: impl ToString) -> Fail {
+    Fail {
+        check: check.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// What earlier steps learned that later ones need.
+#[derive(Debug, Default)]
+struct Facts {
+    origin_before: Option<String>,
+    /// The blade that answered the first DHCP request of step 5.
+    first_dhcp_server: Option<String>,
+    vip_holder: Option<String>,
+    /// Blades that wrote their file to their root.
+    wrote: Vec<String>,
+}
+
+struct Exec<'a> {
+    r: &'a Rehearsal,
+    cluster: &'a Plan,
+    run: &'a Run,
+    logs: Logs,
+    switch: Option<Switch>,
+    /// Blades with power, in the order they were powered on.
+    live: Vec<Powered>,
+    timeline: Timeline,
+    checks: Checks,
+    facts: Facts,
+    say: &'a dyn Fn(&str),
+}
+
+impl Exec<'_> {
+    fn now(&self) -> f64 {
+        self.run.started().elapsed().as_secs_f64()
+    }
+
+    fn say(&self, text: &str) {
+        (self.say)(&format!("[{:>7.1} s] {text}", self.now()));
+    }
+
+    fn run_steps(&mut self) {
+        let mut failed: Option<u8> = None;
+        for step in &self.r.steps {
+            let always = matches!(step, Step::Shutdown | Step::Report { .. });
+            if let (Some(at), false) = (failed, always) {
+                self.checks.not_run(
+                    step.number(),
+                    step.title(),
+                    format!("step {at} failed before it"),
+                );
+                continue;
+            }
+            if matches!(step, Step::Report { .. }) {
+                continue; // written by the caller, with the whole timeline
+            }
+            self.say(&format!("step {}: {step}", step.number()));
+            let start = self.now();
+            let result = if run::interrupted() && !always {
+                Err(fail("interrupted", "by Ctrl-C or SIGTERM"))
+            } else {
+                self.step(step)
+            };
+            self.timeline.phases.push(Phase {
+                step: step.number(),
+                name: step.to_string(),
+                start,
+                end: self.now(),
+            });
+            if let Err(f) = result {
+                self.say(&format!("FAILED: {}: {}", f.check, first_line(&f.detail)));
+                self.checks.fail(step.number(), f.check, f.detail);
+                failed = Some(step.number());
+            } else if run::interrupted() && !always {
+                // The step's checks after the interruption failed for it;
+                // one line says so.
+                self.checks
+                    .fail(step.number(), "interrupted", "by Ctrl-C or SIGTERM");
+                failed = Some(step.number());
+            }
+        }
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), Fail> {
+        match step {
+            Step::Image { source } => self.image(source),
+            Step::Install { san, size } => self.install(san, *size),
+            Step::PowerOn { blades, .. } => {
+                for (i, name) in blades.iter().enumerate() {
+                    if i > 0 {
+                        std::thread::sleep(self.r.timeouts.power_gap);
+                    }
+                    let b = self.blade(name)?;
+                    let m = b.machine.clone();
+                    self.power_on(name, &m)?;
+                }
+                Ok(())
+            }
+            Step::AwaitReady { blades } => {
+                for name in blades {
+                    self.await_ready(step.number(), name)?;
+                }
+                Ok(())
+            }
+            Step::AwaitRefusal { blades } => {
+                for name in blades {
+                    self.await_refusal(name)?;
+                }
+                Ok(())
+            }
+            Step::Checks => {
+                self.cluster_checks();
+                Ok(())
+            }
+            Step::LoseBlades { late } => self.lose_blades(late),
+            Step::FactoryReset => self.factory_reset(),
+            Step::Shutdown => {
+                self.shutdown();
+                Ok(())
+            }
+            Step::Report { .. } => Ok(()),
+        }
+    }
+
+    fn blade(&self, name: &str) -> Result<&Blade, Fail> {
+        self.r
+            .blade(name)
+            .ok_or_else(|| fail(format!("{name} in the plan"), "no such blade"))
+    }
+
+    fn image(&mut self, source: &ImageSource) -> Result<(), Fail> {
+        let log = self.logs.dir.join("vlx-image.log");
+        if let ImageSource::Build { host_profile, out } = source {
+            tools::build_image(host_profile, out, &log).map_err(|e| fail("host image built", e))?;
+        }
+        let dir = source.dir();
+        let missing = tools::missing_image_files(dir);
+        if !missing.is_empty() {
+            return Err(fail(
+                "host image complete",
+                format!("{} lacks {}", dir.display(), missing.join(", ")),
+            ));
+        }
+        self.checks
+            .pass(1, "host image complete", dir.display().to_string());
+        Ok(())
+    }
+
+    fn install(&mut self, san_path: &Path, size: cluster::Bytes) -> Result<(), Fail> {
+        san::create(san_path, size).map_err(|e| fail("SAN created", e))?;
+        let log = self.logs.dir.join("vlx-install.log");
+        let out = tools::apply(&self.r.profile, self.r.image.dir(), san_path, &log)
+            .map_err(|e| fail("vlx-install apply", e))?;
+        self.checks.pass(
+            1,
+            "vlx-install apply",
+            out.lines().last().unwrap_or("done").trim().to_string(),
+        );
+        let sha = san::origin_sha256(san_path, &self.cluster.disk)
+            .map_err(|e| fail("origin fingerprinted", e))?;
+        self.facts.origin_before = Some(sha);
+        // Only the switch remains before the blades: it is part of the
+        // rack, up before any blade.
+        let switch = Switch::start(self.run, &self.r.switch, self.r.blades.len() + 4)
+            .map_err(|e| fail("private segment up", e))?;
+        self.switch = Some(switch);
+        Ok(())
+    }
+
+    fn power_on(&mut self, name: &str, machine: &crate::qemu::Machine) -> Result<(), Fail> {
+        if self.switch.is_none() {
+            let switch = Switch::start(self.run, &self.r.switch, self.r.blades.len() + 4)
+                .map_err(|e| fail("private segment up", e))?;
+            self.switch = Some(switch);
+        }
+        let b = blade::power_on(self.run, machine, &self.logs)
+            .map_err(|e| fail(format!("{name} powered on"), e))?;
+        self.live.push(b);
+        Ok(())
+    }
+
+    fn live(&self, name: &str) -> Option<&Powered> {
+        self.live.iter().find(|b| b.name() == name)
+    }
+
+    fn live_mut(&mut self, name: &str) -> Option<&mut Powered> {
+        self.live.iter_mut().find(|b| b.name() == name)
+    }
+
+    /// Takes a blade's power away and records its boot in the timeline.
+    fn power_off(&mut self, name: &str) {
+        if let Some(i) = self.live.iter().position(|b| b.name() == name) {
+            let b = self.live.remove(i);
+            let boot = b.power_off();
+            self.timeline.add_boot(name, boot);
+        }
+    }
+
+    fn await_ready(&mut self, step: u8, name: &str) -> Result<(), Fail> {
+        let limit = self.r.timeouts.ready;
+        let shell_limit = self.r.timeouts.command;
+        let check = format!("{name} ready");
+        let b = self
+            .live_mut(name)
+            .ok_or_else(|| fail(check.clone(), "it has no power"))?;
+        b.wait_ready(name, limit)
+            .map_err(|e| fail(check.clone(), e))?;
+        let boot = b.boot();
+        b.shell()
+            .ready(shell_limit)
+            .map_err(|e| fail(format!("{name} check shell"), e))?;
+        let took = boot.to_ready().unwrap_or_default();
+        self.say(&format!("{name} ready {took:.1} s after power on"));
+        self.checks.pass(
+            step,
+            check,
+            format!(
+                "services ready {took:.1} s after power on (from {})",
+                boot.from
+            ),
+        );
+        Ok(())
+    }
+
+    fn await_refusal(&mut self, name: &str) -> Result<(), Fail> {
+        let b = self.blade(name)?;
+        let mac = b.mac.to_string();
+        let check = format!("{name} ({mac}) refused a root");
+        let limit = self.r.timeouts.ready;
+        let p = self
+            .live(name)
+            .ok_or_else(|| fail(check.clone(), "it has no power"))?;
+        // The refusal is the agent's error line, so only a panic is fatal.
+        let (line, _) = p
+            .console()
+            .wait_marker(
+                &mac,
+                &["Kernel panic - not syncing", blade::AGENT_READY],
+                0,
+                limit,
+            )
+            .map_err(|e| fail(check.clone(), e))?;
+        if !line.text.contains("vlx-node:") {
+            return Err(fail(
+                check,
+                format!(
+                    "its MAC appeared, but not in a node agent line: {}",
+                    line.text
+                ),
+            ));
+        }
+        self.checks.pass(4, check, line.text.trim().to_string());
+        Ok(())
+    }
+
+    /// The running node blades, as the checks see them.
+    fn nodes(&self) -> Vec<Node<'_>> {
+        self.live
+            .iter()
+            .filter_map(|p| {
+                let b = self.r.blade(p.name())?;
+                Some(Node {
+                    name: p.name(),
+                    fqdn: b.fqdn.as_deref()?,
+                    ip: b.ip?,
+                    blade: p,
+                })
+            })
+            .collect()
+    }
+
+    fn vip(&self) -> Option<Ipv4Addr> {
+        self.cluster.network.vips.first().map(|v| v.address)
+    }
+
+    fn cluster_checks(&mut self) {
+        let limit = self.r.timeouts.command;
+        let prefix = self.cluster.network.cidr.prefix();
+        let mut checks = std::mem::take(&mut self.checks);
+        let nodes = self.nodes();
+        for n in &nodes {
+            checks::identity(&mut checks, 5, n, prefix, limit);
+        }
+        let mut first_dhcp = None;
+        if nodes.len() >= 2 {
+            if self.cluster.services.dhcp {
+                first_dhcp = checks::dhcp(&mut checks, &nodes, limit);
+            }
+            if self.cluster.services.dns {
+                checks::dns(&mut checks, &nodes, limit);
+            }
+            if self.cluster.services.ntp {
+                checks::chrony(&mut checks, &nodes, self.r.timeouts.chrony, limit);
+            }
+        } else {
+            self.say("one node only: the checks between blades (DHCP, DNS, chrony) do not apply");
+        }
+        let holder = match (self.vip(), self.cluster.services.vip) {
+            (Some(vip), true) => {
+                checks::vip(&mut checks, &nodes, vip, self.r.timeouts.vip_watch, limit)
+            }
+            _ => None,
+        };
+        checks::private_roots(&mut checks, &nodes, limit);
+        let wrote: Vec<String> = nodes.iter().map(|n| n.name.to_string()).collect();
+        let first_dhcp_server = first_dhcp.and_then(|ip| {
+            self.r
+                .nodes()
+                .find(|b| b.ip == Some(ip))
+                .map(|b| b.name.clone())
+        });
+        drop(nodes);
+        self.checks = checks;
+        self.facts.wrote = wrote;
+        self.facts.vip_holder = holder;
+        self.facts.first_dhcp_server = first_dhcp_server;
+    }
+
+    fn lose_blades(&mut self, late: &str) -> Result<(), Fail> {
+        let limit = self.r.timeouts.command;
+        let vip = self
+            .vip()
+            .ok_or_else(|| fail("vip moves", "the profile has no VIP"))?;
+        let holder = self
+            .facts
+            .vip_holder
+            .clone()
+            .ok_or_else(|| fail("vip moves", "step 5 found no VIP holder"))?;
+        let dhcp = self
+            .facts
+            .first_dhcp_server
+            .clone()
+            .ok_or_else(|| fail("blades lost", "step 5 found no first DHCP server"))?;
+        let mut victims = vec![holder.clone()];
+        if dhcp != holder {
+            victims.push(dhcp.clone());
+        }
+        self.say(&format!(
+            "killing {} (VIP holder {holder}, first DHCP server {dhcp})",
+            victims.join(" and ")
+        ));
+        for v in &victims {
+            self.power_off(v);
+        }
+        self.checks.pass(
+            6,
+            "blades lost",
+            format!(
+                "killed {} (VIP holder {holder}, first DHCP server {dhcp})",
+                victims.join(", ")
+            ),
+        );
+        let (new_holder, took) = {
+            let nodes = self.nodes();
+            checks::await_vip(&nodes, vip, self.r.timeouts.vip_watch, limit)
+                .map_err(|e| fail("vip moves", e))?
+        };
+        self.checks.expect(
+            6,
+            "vip moves within 10 s",
+            took <= VIP_MOVE_LIMIT,
+            format!(
+                "{new_holder} holds {vip} {:.1} s after {holder} died",
+                took.as_secs_f64()
+            ),
+        );
+
+        let machine = self.blade(late)?.machine(BootFrom::Network);
+        self.power_on(late, &machine)?;
+        self.await_ready(6, late)?;
+        let survivors: Vec<(String, Ipv4Addr)> = self
+            .nodes()
+            .iter()
+            .filter(|n| n.name != late)
+            .map(|n| (n.name.to_string(), n.ip))
+            .collect();
+        let console: Vec<String> = self
+            .live(late)
+            .map(|b| b.console().lines().into_iter().map(|l| l.text).collect())
+            .unwrap_or_default();
+        let servers = checks::boot_servers(&console);
+        let from_survivors = !servers.is_empty()
+            && servers
+                .iter()
+                .all(|s| survivors.iter().any(|(_, ip)| ip == s));
+        self.checks.expect(
+            6,
+            format!("{late} network-booted from survivors"),
+            from_survivors,
+            format!(
+                "fetched from {}; survivors: {}",
+                join_ips(servers.iter()),
+                survivors
+                    .iter()
+                    .map(|(n, ip)| format!("{n} {ip}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        let mut checks = std::mem::take(&mut self.checks);
+        let nodes = self.nodes();
+        let prefix = self.cluster.network.cidr.prefix();
+        let mut wrote = None;
+        if let Some(n) = nodes.iter().find(|n| n.name == late) {
+            checks::identity(&mut checks, 6, n, prefix, limit);
+            checks::ping(&mut checks, 6, n, vip, limit);
+            match checks::write_marker(n, limit) {
+                Ok(()) => wrote = Some(late.to_string()),
+                Err(e) => checks.fail(6, format!("{late} wrote its file"), e),
+            }
+        }
+        drop(nodes);
+        self.checks = checks;
+        self.facts.wrote.extend(wrote);
+        Ok(())
+    }
+
+    fn factory_reset(&mut self) -> Result<(), Fail> {
+        let limit = self.r.timeouts.command;
+        // The blade to reset: a cold-start blade still up; the other: the
+        // blade that came late (or any other still up).
+        let live_nodes: Vec<String> = self.nodes().iter().map(|n| n.name.to_string()).collect();
+        let reset = live_nodes
+            .iter()
+            .find(|n| self.r.blade(n).is_some_and(|b| b.part == Part::ColdStart))
+            .cloned()
+            .ok_or_else(|| fail("factory reset", "no cold-start blade is still up"))?;
+        let other = live_nodes
+            .iter()
+            .rev()
+            .find(|n| **n != reset && self.facts.wrote.contains(n))
+            .cloned()
+            .ok_or_else(|| fail("factory reset", "no second blade with a file is up"))?;
+        for name in [&reset, &other] {
+            if let Some(b) = self.live(name) {
+                b.shell()
+                    .run("sync", limit)
+                    .map_err(|e| fail(format!("{name} synced"), e))?;
+            }
+            self.power_off(name);
+        }
+        let log = self.logs.dir.join("vlx-install-reset.log");
+        tools::reset_node(&reset, &self.r.san, &log)
+            .map_err(|e| fail(format!("vlx-install reset-node {reset}"), e))?;
+        self.checks
+            .pass(7, format!("vlx-install reset-node {reset}"), "done");
+        for name in [&reset, &other] {
+            let m = self.blade(name)?.machine(BootFrom::Disk);
+            self.power_on(name, &m)?;
+        }
+        for name in [&reset, &other] {
+            self.await_ready(7, name)?;
+        }
+        let mut checks = std::mem::take(&mut self.checks);
+        let nodes = self.nodes();
+        for n in &nodes {
+            let f = checks::marker_file(n.name);
+            if *n.name == *reset {
+                let name = format!("reset wiped {reset}'s file");
+                match checks::sh(n, &format!("test -e {f}"), limit) {
+                    Ok(o) => checks.expect(
+                        7,
+                        name,
+                        !o.success(),
+                        if o.success() {
+                            format!("{f} is still there")
+                        } else {
+                            format!("{f} is gone")
+                        },
+                    ),
+                    Err(e) => {
+                        checks.fail(7, name, e.to_string());
+                        false
+                    }
+                };
+            } else if *n.name == *other {
+                let name = format!("{other}'s file survived");
+                match checks::sh(n, &format!("cat {f}"), limit) {
+                    Ok(o) => checks.expect(
+                        7,
+                        name,
+                        o.success() && o.text() == *n.name,
+                        format!("{f}: {}", o.text()),
+                    ),
+                    Err(e) => {
+                        checks.fail(7, name, e.to_string());
+                        false
+                    }
+                };
+            }
+        }
+        drop(nodes);
+        self.checks = checks;
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        // A stranger must never have got a root.
+        for p in &self.live {
+            if self
+                .r
+                .blade(p.name())
+                .is_some_and(|b| b.part == Part::Stranger)
+            {
+                let ready = p
+                    .console()
+                    .lines()
+                    .iter()
+                    .any(|l| l.text.contains(blade::AGENT_READY));
+                self.checks.expect(
+                    8,
+                    format!("{} never got a root", p.name()),
+                    !ready,
+                    if ready {
+                        "it printed `vlx-node: ready`"
+                    } else {
+                        "no `vlx-node: ready` on its console"
+                    },
+                );
+            }
+        }
+        let names: Vec<String> = self.live.iter().map(|b| b.name().to_string()).collect();
+        for n in names {
+            self.power_off(&n);
+        }
+        self.switch = None;
+        if let Some(before) = self.facts.origin_before.clone() {
+            match san::origin_sha256(&self.r.san, &self.cluster.disk) {
+                Ok(after) => {
+                    self.checks.expect(
+                        8,
+                        "origin unchanged",
+                        after == before,
+                        format!("sha256 {after} (after install: {before})"),
+                    );
+                }
+                Err(e) => self.checks.fail(8, "origin unchanged", e.to_string()),
+            }
+        }
+    }
+}
+
+fn join_ips<'a>(ips: impl Iterator<Item = &'a Ipv4Addr>) -> String {
+    let v: Vec<String> = ips.map(Ipv4Addr::to_string).collect();
+    if v.is_empty() {
+        "nowhere (no http:// or tftp:// on its console)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}

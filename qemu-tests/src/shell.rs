@@ -1,0 +1,165 @@
+//! The check channel: the root shell an image runs on its second serial
+//! port (ttyS1), driven the way a person at that console would.
+//!
+//! Each command is sent as one line that prints a start marker, runs the
+//! command in a subshell, and prints an end marker with its exit status:
+//! `echo @vlx-b7; (CMD); echo @vlx-e7=$?`. The terminal echoes the line
+//! back and the shell may print prompts, so markers are recognised at the
+//! end of a line and only when expanded (the echoed line still holds `$?`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::console::{Console, ConsoleError, WaitError};
+
+/// How often [`Shell::ready`] knocks while the shell is not up yet.
+const KNOCK: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error(transparent)]
+    Send(#[from] ConsoleError),
+    #[error("`{command}` on {console}: {source}")]
+    Wait {
+        console: String,
+        command: String,
+        #[source]
+        source: Box<WaitError>,
+    },
+    #[error("{console}: interrupted")]
+    Interrupted { console: String },
+    #[error("{console}: no shell answered within {} s (the image runs a root shell on ttyS1 for the rig)", .waited.as_secs())]
+    NoShell { console: String, waited: Duration },
+}
+
+/// What a command printed, and its exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub lines: Vec<String>,
+    pub status: i32,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+
+    /// The output as one string, lines joined by newlines.
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// The shell on a blade's ttyS1.
+#[derive(Debug)]
+pub struct Shell {
+    console: Console,
+}
+
+/// Command numbers, unique in the process so that a late answer to an
+/// earlier command is never taken for a later one.
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+impl Shell {
+    pub fn new(console: Console) -> Shell {
+        Shell { console }
+    }
+
+    pub fn console(&self) -> &Console {
+        &self.console
+    }
+
+    /// Waits until the shell answers; bytes sent before the image opens
+    /// ttyS1 are lost, so this knocks until it does.
+    pub fn ready(&self, limit: Duration) -> Result<(), ShellError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.run(":", left.min(KNOCK)) {
+                Ok(_) => return Ok(()),
+                Err(ShellError::Wait { source, .. })
+                    if matches!(*source, WaitError::Timeout { .. })
+                        && Instant::now() < deadline => {}
+                Err(ShellError::Wait { source, .. })
+                    if matches!(*source, WaitError::Timeout { .. }) =>
+                {
+                    return Err(ShellError::NoShell {
+                        console: self.console.name().to_string(),
+                        waited: limit,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `command` (one line of POSIX shell) and returns its output and
+    /// exit status.
+    pub fn run(&self, command: &str, limit: Duration) -> Result<Output, ShellError> {
+        if crate::run::interrupted() {
+            return Err(ShellError::Interrupted {
+                console: self.console.name().to_string(),
+            });
+        }
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let begin = format!("@vlx-b{n}");
+        let end = format!("@vlx-e{n}=");
+        let from = self.console.cursor();
+        self.console
+            .send(format!("echo {begin}; ({command}); echo {end}$?\n").as_bytes())?;
+        let wait_err = |source| ShellError::Wait {
+            console: self.console.name().to_string(),
+            command: command.to_string(),
+            source: Box::new(source),
+        };
+        let (_, _, start) = self
+            .console
+            .wait_for(&format!("the start of `{command}`"), from, limit, |l| {
+                (l.ends_with(&begin) && !l.contains("echo ")).then_some(Ok(()))
+            })
+            .map_err(wait_err)?;
+        let (status, _, stop) = self
+            .console
+            .wait_for(&format!("the end of `{command}`"), start + 1, limit, |l| {
+                end_status(l, &end).map(Ok)
+            })
+            .map_err(wait_err)?;
+        let all = self.console.lines();
+        let mut lines: Vec<String> = all[start + 1..stop]
+            .iter()
+            .map(|l| l.text.clone())
+            .collect();
+        // Output without a final newline shares its line with the marker.
+        if let Some(head) = all[stop].text.rfind(&end).map(|i| &all[stop].text[..i])
+            && !head.is_empty()
+        {
+            lines.push(head.to_string());
+        }
+        Ok(Output { lines, status })
+    }
+}
+
+/// The exit status in a line ending in `@vlx-eN=STATUS`.
+fn end_status(line: &str, end: &str) -> Option<i32> {
+    let at = line.rfind(end)?;
+    let digits = &line[at + end.len()..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_markers_need_an_expanded_status() {
+        assert_eq!(end_status("@vlx-e3=0", "@vlx-e3="), Some(0));
+        assert_eq!(end_status("~ # @vlx-e3=127", "@vlx-e3="), Some(127));
+        assert_eq!(end_status("partial@vlx-e3=1", "@vlx-e3="), Some(1));
+        assert_eq!(end_status("~ # echo @vlx-e3=$?", "@vlx-e3="), None);
+        assert_eq!(end_status("@vlx-e3=", "@vlx-e3="), None);
+        assert_eq!(end_status("@vlx-e31=0", "@vlx-e3="), None);
+    }
+}

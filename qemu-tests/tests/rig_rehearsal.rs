@@ -1,0 +1,124 @@
+//! Whole-cluster rehearsals of the demo profile: the real image builder,
+//! installer, node agent, boot assets and tiny runtime, under QEMU.
+//!
+//! Each builds the tiny host image, installs it onto a sparse SAN and boots
+//! blades; the checks are the rig's own (see `vlx-rig rehearse`). A failing
+//! rehearsal prints its checks table and names the failed checks.
+
+use std::path::PathBuf;
+
+use qemu_tests::plan::{Options, Scheme};
+use qemu_tests::rehearse::{self, Outcome, Request};
+use qemu_tests::report::Outcome as Result_;
+
+fn demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles/clusters/demo.toml")
+}
+
+fn rehearse(options: Options, report: &std::path::Path) -> Outcome {
+    let req = Request {
+        profile: demo(),
+        options,
+        report_dir: report.to_owned(),
+        keep: false,
+        build_programs: true,
+    };
+    let outcome = rehearse::rehearse(&req, &|l| eprintln!("{l}")).expect("the rehearsal runs");
+    eprintln!("{}", outcome.checks);
+    outcome
+}
+
+/// Whether a check whose name starts with `name` passed (names end with
+/// the blade they concern when that depends on the run, such as the one
+/// that survives).
+fn passed(o: &Outcome, name: &str) -> bool {
+    o.checks
+        .0
+        .iter()
+        .any(|c| c.name.starts_with(name) && c.outcome == Result_::Passed)
+}
+
+fn assert_all_passed(o: &Outcome) {
+    let failed: Vec<String> = o
+        .checks
+        .0
+        .iter()
+        .filter(|c| c.outcome != Result_::Passed)
+        .map(|c| format!("{} ({}): {}", c.name, c.outcome, c.detail))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "checks not passed:\n{}",
+        failed.join("\n\n")
+    );
+}
+
+/// Steps 1 to 8 on the four blades of the demo profile: cold start of
+/// three, checks, losing the VIP holder and the first DHCP server, the
+/// fourth PXE-booting from the survivors, a factory reset.
+#[test]
+fn rig_rehearse_demo_cluster() {
+    let report = tempfile::tempdir().unwrap();
+    let o = rehearse(Options::default(), report.path());
+    assert_all_passed(&o);
+    for name in [
+        "dhcp from several blades",
+        "dns from several blades",
+        "vip held by one blade",
+        "vip moves within 10 s",
+        "blade04 network-booted from survivors",
+        "reset wiped ",
+        "vlx-install reset-node ",
+        "origin unchanged",
+    ] {
+        assert!(passed(&o, name), "{name} is missing from the checks");
+    }
+    let svg = std::fs::read_to_string(&o.files.timeline_svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains(">blade04</text>"));
+    assert!(o.files.consoles().join("blade01.ttyS0.log").is_file());
+}
+
+/// Every blade boots from the network, served by the first blade, which
+/// alone boots from the SAN.
+#[test]
+fn rig_rehearse_pxe_only() {
+    let report = tempfile::tempdir().unwrap();
+    let o = rehearse(
+        Options {
+            scheme: Scheme::PxeOnly,
+            ..Options::default()
+        },
+        report.path(),
+    );
+    assert_all_passed(&o);
+    for b in ["blade02", "blade03", "blade04"] {
+        let boot = &o
+            .timeline
+            .blades
+            .iter()
+            .find(|t| t.blade == b)
+            .unwrap()
+            .boots[0];
+        assert_eq!(boot.from, "network", "{b}");
+        assert!(boot.services_ready.is_some(), "{b}");
+    }
+}
+
+/// A blade whose MAC is not in the cluster table boots the same SAN, gets
+/// no root, and says why on its console.
+#[test]
+fn rig_unknown_mac_gets_no_root() {
+    let report = tempfile::tempdir().unwrap();
+    let o = rehearse(
+        Options {
+            nodes: Some(1),
+            stop_after: Some(4),
+            strangers: vec!["52:54:00:77:ff:01".parse().unwrap()],
+            ..Options::default()
+        },
+        report.path(),
+    );
+    assert_all_passed(&o);
+    assert!(passed(&o, "stranger1 (52:54:00:77:ff:01) refused a root"));
+    assert!(passed(&o, "stranger1 never got a root"));
+}

@@ -69,9 +69,14 @@ enum Command {
         /// Media profile, e.g. isos/vlx-installer.toml.
         #[arg(long)]
         profile: PathBuf,
-        /// The image directory made by `vlx-image build`.
+        /// The image directory made by `vlx-image build` [default: build
+        /// the host image the carried cluster profiles name into OUT/image].
         #[arg(long)]
-        image: PathBuf,
+        image: Option<PathBuf>,
+        /// The node agent for the image built without --image [default:
+        /// vlx-node beside this executable].
+        #[arg(long)]
+        agent: Option<PathBuf>,
         /// A folder made by `vlx-image guest`, or a folder of such folders
         /// (repeatable); the profile's guests are looked up there.
         #[arg(long)]
@@ -292,12 +297,43 @@ fn main() -> anyhow::Result<()> {
         Command::Media {
             profile,
             image,
+            agent,
             guests,
             out,
             installer,
             source_date_epoch,
         } => {
             let p = imagebuilder::media::profile::MediaProfile::load(&profile)?;
+            let image = match image {
+                Some(i) => i,
+                None => {
+                    let host_path = imagebuilder::media::host_profile_of(&p)?;
+                    let host = profile::HostProfile::load(&host_path)?;
+                    let agent = match agent.or_else(host::default_agent) {
+                        Some(a) if a.is_file() => a,
+                        _ => bail!(
+                            "no --image, and no node agent to build one with: build vlx-node (cargo build -p agent), or pass --image DIR or --agent PATH"
+                        ),
+                    };
+                    let dir = out.join("image");
+                    let b = host::HostBuild {
+                        agent,
+                        out: dir.clone(),
+                        source_date_epoch: epoch(source_date_epoch, &host_path)?,
+                    };
+                    let progress = reporter(cli.json);
+                    host::build(&host, &b, progress.as_ref()).with_context(|| {
+                        format!("building {} into {}", host_path.display(), dir.display())
+                    })?;
+                    drop(progress);
+                    eprintln!(
+                        "built the host image of {} into {}",
+                        host_path.display(),
+                        dir.display()
+                    );
+                    dir
+                }
+            };
             let installer = match installer.or_else(imagebuilder::media::default_installer) {
                 Some(i) if i.is_file() => i,
                 Some(i) => bail!(

@@ -309,3 +309,32 @@ fn bad_inputs_are_refused_at_build_time() {
         &["other.toml", "`other`", "`tiny`"],
     );
 }
+
+/// The shipped profile, as the README builds it: without `--image`, the
+/// host image its cluster profile names is built first.
+#[test]
+fn the_shipped_profile_builds_its_image_first() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    run(Command::new(media::vlx_image())
+        .args(["media", "--profile"])
+        .arg(workspace().join("isos/vlx-installer.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--agent")
+        .arg(agent())
+        .arg("--installer")
+        .arg(media::vlx_install())
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string()));
+    let v = run(Command::new("sgdisk")
+        .arg("-v")
+        .arg(out.join("vlx-installer.img")));
+    assert!(v.contains("No problems found"), "{v}");
+    let m = imagebuilder::manifest::verify_dir(&out.join("image")).unwrap();
+    assert_eq!(m.name, "tiny");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("vlx-installer.json")).unwrap()).unwrap();
+    assert_eq!(json["image"]["name"], "tiny");
+    assert_eq!(json["source_date_epoch"], EPOCH);
+    assert!(out.join("vlx-installer.iso").is_file());
+}

@@ -111,6 +111,35 @@ pub fn default_installer() -> Option<PathBuf> {
         .or_else(|| Some(dir.join("vlx-install")))
 }
 
+/// The host profile the media profile's first cluster profile names
+/// (`image.host`): what `vlx-image media` builds when no `--image` is
+/// given. (Every carried profile must name that same image; the payload
+/// step checks it.)
+pub fn host_profile_of(profile: &MediaProfile) -> Result<PathBuf> {
+    let cluster = profile.clusters.first().ok_or_else(|| Error::Profile {
+        path: profile.path.clone(),
+        message: "media.clusters: name at least one cluster profile".into(),
+    })?;
+    let text = fs::read_to_string(cluster).map_err(io(cluster))?;
+    let v: toml::Table = toml::from_str(&text).map_err(|e| Error::Profile {
+        path: cluster.clone(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let host = v
+        .get("image")
+        .and_then(|i| i.get("host"))
+        .and_then(|h| h.as_str())
+        .ok_or_else(|| Error::Profile {
+            path: cluster.clone(),
+            message: "image.host: missing".into(),
+        })?;
+    Ok(cluster
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default()
+        .join(host))
+}
+
 /// The kernel command line of a boot entry.
 pub fn cmdline(profile: &MediaProfile, manifest_sha256: &str, unattended: bool) -> String {
     let mut a = vec![format!("vlx.media={manifest_sha256}")];

@@ -1,17 +1,20 @@
-//! Rig tier: the cloud kernel and an initramfs with `vlx-node` boot in QEMU
-//! (TCG) with a small SAN installed by `vlx-install apply` attached. Needs
-//! root (the installer's checks, loop devices) and `vlx-install` built
-//! beside this test (`cargo build --workspace --bins`).
+//! Rig tier: the host image the image builder makes from the repository's
+//! tiny profile (`vlx-node` as its `/init`) boots in QEMU (TCG) with a small
+//! SAN installed by `vlx-install apply` attached; the image's own init runs
+//! on the node's snapshot, and the tests look at that root through the
+//! image's check shell on ttyS1. Needs root (the installer's checks, loop
+//! devices) and `vlx-install` built beside this test (`cargo build
+//! --workspace --bins`).
 
 // Test helpers unwrap like the tests do: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
 mod fixture;
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use cluster::Plan;
-use fixture::{BOOT_TIMEOUT, Guest, Kernel, San};
+use fixture::{BOOT_TIMEOUT, CheckShell, Guest, Machine, San};
 
 /// dm-snapshot's persistent store header (dm-snap-persistent.c): magic
 /// "SnAp" (0x70416e53, little endian), valid, version 1, chunk size.
@@ -23,10 +26,9 @@ const SNAP_MAGIC: u32 = 0x7041_6e53;
 
 struct Rig {
     _tmp: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    kernel: Kernel,
-    initrd: std::path::PathBuf,
-    san: std::path::PathBuf,
+    dir: PathBuf,
+    image: PathBuf,
+    san: PathBuf,
     plan: Plan,
     sector: u32,
 }
@@ -35,36 +37,31 @@ impl Rig {
     fn new(sector: u32, transport: San) -> Rig {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
-        let kernel = fixture::kernel();
-        let image = fixture::build_image(
-            &dir,
-            &kernel,
-            Path::new(env!("CARGO_BIN_EXE_vlx-node")),
-            transport,
-        );
+        let image = fixture::host_image(&transport.host_profile());
         let (san, plan) = fixture::install(&dir, &image, sector, transport);
-        let initrd = image.join("initramfs.img");
         Rig {
             _tmp: tmp,
             dir,
-            kernel,
-            initrd,
+            image,
             san,
             plan,
             sector,
         }
     }
 
-    fn boot(&self, mac: &str, log: &str) -> Guest {
-        let m = fixture::Machine {
-            kernel: &self.kernel,
-            initrd: &self.initrd,
+    /// A blade known by `mac` with the SAN as its disk.
+    fn machine<'a>(&'a self, mac: &'a str) -> Machine<'a> {
+        Machine {
+            image: &self.image,
             cmdline: &self.plan.boot.cmdline,
             disk: Some((&self.san, self.sector)),
             mac,
-            tap: None,
-        };
-        Guest::start(&m, &self.dir.join(log))
+            storage: None,
+        }
+    }
+
+    fn boot(&self, mac: &str, log: &str) -> Guest {
+        Guest::start(&self.machine(mac), &self.dir, log)
     }
 
     fn bytes(&self, label: &str, len: Option<u64>) -> Vec<u8> {
@@ -76,26 +73,105 @@ impl Rig {
     }
 }
 
-/// Boots node `name` to its own init and back to power-off; returns the
-/// console.
-fn boot_node(rig: &Rig, name: &str, log: &str) -> String {
-    let mac = rig.plan.node(name).unwrap().macs[0].to_string();
-    let mut g = rig.boot(&mac, log);
+/// What the tests ask a node's root on the check shell: who pid 1 is, the
+/// node's files, the mounts and swap, and a boot counter the root keeps.
+const PROBE: &str = r#"init=$(readlink -f /sbin/init)
+[ "$(readlink /proc/1/exe)" = "$init" ] && echo "vlx-test: pid 1 is $(cat /proc/1/comm), the root's /sbin/init"
+echo "vlx-test: hostname $(cat /etc/hostname)"
+for f in /etc/ssh/ssh_host_*_key; do
+	set -- $(ls -ln "$f")
+	echo "vlx-test: host key $f $1 $3:$4"
+done
+while read dev dir fs opts rest; do
+	echo "vlx-test: mount $dev $dir $fs ${opts%%,*}"
+done < /proc/mounts
+while read dev rest; do
+	case "$dev" in /dev/*) echo "vlx-test: swap $dev";; esac
+done < /proc/swaps
+if [ -f /var/boots ]; then
+	echo "vlx-test: boots before $(cat /var/boots)"
+	echo "x$(cat /var/boots)" > /var/boots
+else
+	echo "vlx-test: first boot"
+	echo x > /var/boots
+fi
+sync"#;
+
+/// Waits for the agent to hand node `name`'s root to the image's init and
+/// for that init to start the node's services, then asks the root
+/// [`PROBE`] on the check shell; returns the shell and what the probe
+/// printed.
+fn probe_root(g: &mut Guest, name: &str) -> (CheckShell, String) {
     g.wait_for(&format!("vlx-node: ready {name}\n"), BOOT_TIMEOUT);
-    g.wait_for("vlx-test: done", BOOT_TIMEOUT);
+    // busybox init starts the check shell once rcS, which prints one of
+    // these, has ended.
+    let ready = format!("vlx: services ready {name}\n");
+    let said = g.wait_for_any(&[&ready, "vlx: services failed"], BOOT_TIMEOUT);
+    assert_eq!(said, ready, "console:\n{}", g.console());
+    let mut shell = g.check_shell(BOOT_TIMEOUT);
+    let root = shell.run(PROBE, BOOT_TIMEOUT);
+    (shell, root)
+}
+
+/// Powers the guest off from its check shell; returns the console.
+fn power_off(mut g: Guest, mut shell: CheckShell, what: &str) -> String {
+    shell.send("poweroff -f");
     g.wait_exit(BOOT_TIMEOUT);
     // Shown with --nocapture, and with the failure otherwise.
-    eprintln!("--- console of {name} ({log}) ---\n{}", g.console());
+    eprintln!("--- console of {what} ---\n{}", g.console());
     g.console()
 }
 
-fn assert_lines(console: &str, wanted: &[String]) {
+/// What a node showed on one boot: its console, and its root's answers to
+/// [`PROBE`].
+struct Booted {
+    console: String,
+    root: String,
+}
+
+/// Boots node `name` to its own init, looks at its root, and powers it off.
+fn boot_node(rig: &Rig, name: &str, log: &str) -> Booted {
+    let mac = rig.plan.node(name).unwrap().macs[0].to_string();
+    let mut g = rig.boot(&mac, log);
+    let (shell, root) = probe_root(&mut g, name);
+    eprintln!("--- root of {name} ({log}) ---\n{root}");
+    let console = power_off(g, shell, &format!("{name} ({log})"));
+    Booted { console, root }
+}
+
+fn assert_lines(text: &str, wanted: &[String]) {
     for w in wanted {
         assert!(
-            console.lines().any(|l| l.trim_end() == w),
-            "no line {w:?} on the console:\n{console}"
+            text.lines().any(|l| l.trim_end() == w),
+            "no line {w:?} in:\n{text}"
         );
     }
+}
+
+/// The iSCSI fixture is the tiny profile but for its name and transports,
+/// so that the iSCSI boots test the same root as the others.
+#[test]
+fn the_iscsi_fixture_is_the_tiny_profile_with_iscsi() {
+    use imagebuilder::profile::{HostProfile, Transport};
+    let load = |san: San| {
+        let mut p = HostProfile::load(&san.host_profile()).unwrap();
+        p.overlays = p
+            .overlays
+            .iter()
+            .map(|o| std::fs::canonicalize(o).unwrap())
+            .collect();
+        p
+    };
+    let tiny = load(San::Disk);
+    let mut iscsi = load(San::Iscsi { dhcp: false });
+    assert_eq!(tiny.transports, [Transport::Disk]);
+    assert_eq!(iscsi.transports, [Transport::Disk, Transport::Iscsi]);
+    assert_eq!(iscsi.name, "tiny-iscsi");
+    iscsi.name = tiny.name.clone();
+    iscsi.transports = tiny.transports.clone();
+    iscsi.path = tiny.path.clone();
+    iscsi.sha256 = tiny.sha256.clone();
+    assert_eq!(iscsi, tiny);
 }
 
 #[test]
@@ -106,20 +182,26 @@ fn rig_boots_its_snapshot_root_and_keeps_it() {
     assert_eq!(cow_header(&rig.bytes("vlx-cow-n2", Some(16))), (0, 0, 0, 0));
 
     let first = boot_node(&rig, "n2", "boot1.log");
-    // n2: vlx-origin is partition 3, vlx-cow-n2 6, vlx-swap-n2 7; 64 MiB
-    // of origin are 131072 sectors.
+    // n2: vlx-origin is partition 3, vlx-cow-n2 6, vlx-swap-n2 7; 192 MiB
+    // of origin are 393216 sectors.
     assert_lines(
-        &first,
+        &first.console,
         &[
             "vlx-node: SAN is /dev/vda (512-byte sectors)".into(),
             "vlx-node: mounted vlx-meta (/dev/vda2) read-only".into(),
             "vlx-node: this blade is n2 (MAC 52:54:00:88:00:02)".into(),
             "vlx-node: root is a snapshot of vlx-origin (/dev/vda3) with vlx-cow-n2 (/dev/vda6): \
-             0 131072 snapshot /dev/vda3 /dev/vda6 P 8"
+             0 393216 snapshot /dev/vda3 /dev/vda6 P 8"
                 .into(),
             "vlx-node: swap on vlx-swap-n2 (/dev/vda7)".into(),
             "vlx-node: ready n2".into(),
-            "vlx-test: init runs as pid 1".into(),
+        ],
+    );
+    assert_lines(
+        &first.root,
+        &[
+            // The agent handed pid 1 to the image's /sbin/init.
+            "vlx-test: pid 1 is init, the root's /sbin/init".into(),
             "vlx-test: hostname n2".into(),
             // Rendered by the installer, copied with its mode and owner.
             "vlx-test: host key /etc/ssh/ssh_host_ed25519_key -rw------- 0:0".into(),
@@ -146,7 +228,7 @@ fn rig_boots_its_snapshot_root_and_keeps_it() {
 
     // The second boot finds what the first wrote: the store is persistent.
     let second = boot_node(&rig, "n2", "boot2.log");
-    assert_lines(&second, &["vlx-test: boots before x".into()]);
+    assert_lines(&second.root, &["vlx-test: boots before x".into()]);
     assert_eq!(rig.origin_sha(), origin, "the origin changed");
 }
 
@@ -155,15 +237,20 @@ fn rig_boots_on_4096_byte_sectors() {
     let _one = fixture::one_guest_at_a_time();
     let rig = Rig::new(4096, San::Disk);
     let origin = rig.origin_sha();
-    let console = boot_node(&rig, "n1", "boot.log");
+    let booted = boot_node(&rig, "n1", "boot.log");
     // With 4096-byte sectors the table still counts 512-byte sectors.
     assert_lines(
-        &console,
+        &booted.console,
         &[
             "vlx-node: SAN is /dev/vda (4096-byte sectors)".into(),
             "vlx-node: root is a snapshot of vlx-origin (/dev/vda3) with vlx-cow-n1 (/dev/vda4): \
-             0 131072 snapshot /dev/vda3 /dev/vda4 P 8"
+             0 393216 snapshot /dev/vda3 /dev/vda4 P 8"
                 .into(),
+        ],
+    );
+    assert_lines(
+        &booted.root,
+        &[
             "vlx-test: hostname n1".into(),
             "vlx-test: mount /dev/mapper/vlx-root / ext4 rw".into(),
         ],
@@ -224,9 +311,9 @@ fn rig_unknown_mac_gets_no_root_and_says_why() {
 }
 
 /// The iSCSI transport against a real target: tgt serves the installed SAN
-/// image in a private network namespace; the blade brings up eth0 (with the
-/// profile's fixed address, or from a dnsmasq there), logs in with
-/// iscsistart and boots as over a disk.
+/// image in a private network namespace; the blade brings up its storage
+/// NIC eth0 (with the profile's fixed address, or from a dnsmasq there),
+/// logs in with iscsistart and boots as over a disk.
 fn boot_over_iscsi(dhcp: bool) {
     let _one = fixture::one_guest_at_a_time();
     let rig = Rig::new(512, San::Iscsi { dhcp });
@@ -234,22 +321,23 @@ fn boot_over_iscsi(dhcp: bool) {
     let target = fixture::IscsiTarget::start(&rig.san, dhcp, &rig.dir);
     let node = rig.plan.node("n3").unwrap();
     let mac = node.macs[0].to_string();
-    let m = fixture::Machine {
-        kernel: &rig.kernel,
-        initrd: &rig.initrd,
-        cmdline: &rig.plan.boot.cmdline,
+    let m = Machine {
         disk: None,
-        mac: &mac,
-        tap: Some((&target.netns, fixture::IscsiTarget::TAP)),
+        storage: Some(fixture::StorageNic {
+            mac: fixture::STORAGE_MAC,
+            netns: &target.netns,
+            tap: fixture::IscsiTarget::TAP,
+        }),
+        ..rig.machine(&mac)
     };
-    let mut g = Guest::start(&m, &rig.dir.join("iscsi.log"));
-    g.wait_for("vlx-node: ready n3\n", BOOT_TIMEOUT);
-    g.wait_for("vlx-test: done", BOOT_TIMEOUT);
+    let mut g = Guest::start(&m, &rig.dir, "iscsi.log");
+    let (shell, root) = probe_root(&mut g, "n3");
+    eprintln!("--- root of n3 over iSCSI ---\n{root}");
     let logged_in = target.show();
-    g.wait_exit(BOOT_TIMEOUT);
-    let console = g.console();
-    eprintln!("--- console of n3 over iSCSI ---\n{console}");
-    let initiator = agent::iscsi::initiator_name(rig.plan.cluster.uuid, node.macs[0]);
+    let console = power_off(g, shell, "n3 over iSCSI");
+    // The initiator is named after the storage NIC (vlx.sif).
+    let initiator =
+        agent::iscsi::initiator_name(rig.plan.cluster.uuid, fixture::STORAGE_MAC.parse().unwrap());
     let up = if dhcp {
         format!(
             "vlx-node: storage interface eth0 is up with {} netmask 255.255.255.0 (DHCP)",
@@ -272,6 +360,11 @@ fn boot_over_iscsi(dhcp: bool) {
             ),
             "vlx-node: SAN is /dev/sda (512-byte sectors)".into(),
             "vlx-node: this blade is n3 (MAC 52:54:00:88:00:03)".into(),
+        ],
+    );
+    assert_lines(
+        &root,
+        &[
             "vlx-test: hostname n3".into(),
             "vlx-test: mount /dev/mapper/vlx-root / ext4 rw".into(),
             "vlx-test: mount /dev/sda2 /vlx/meta ext4 ro".into(),
@@ -308,15 +401,11 @@ fn rig_missing_san_is_named_on_the_console() {
         .set_len(64 << 20)
         .unwrap();
     let mac = rig.plan.nodes[0].macs[0].to_string();
-    let m = fixture::Machine {
-        kernel: &rig.kernel,
-        initrd: &rig.initrd,
-        cmdline: &rig.plan.boot.cmdline,
+    let m = Machine {
         disk: Some((&blank, 512)),
-        mac: &mac,
-        tap: None,
+        ..rig.machine(&mac)
     };
-    let mut g = Guest::start(&m, &rig.dir.join("missing.log"));
+    let mut g = Guest::start(&m, &rig.dir, "missing.log");
     g.wait_for("a shell follows on the console", BOOT_TIMEOUT);
     g.type_line("poweroff -f");
     g.wait_exit(BOOT_TIMEOUT);
@@ -362,7 +451,7 @@ fn rig_broken_snapshot_store_stops_the_boot_until_reset() {
         .find(|l| l.starts_with("vlx-node: error: "))
         .expect("an error line");
     assert!(
-        error.contains("dmsetup create vlx-root --noudevsync --table 0 131072 snapshot /dev/vda3 /dev/vda4 P 8 failed"),
+        error.contains("dmsetup create vlx-root --noudevsync --table 0 393216 snapshot /dev/vda3 /dev/vda4 P 8 failed"),
         "{error}"
     );
     assert!(
@@ -378,10 +467,8 @@ fn rig_broken_snapshot_store_stops_the_boot_until_reset() {
 
     let said = fixture::vlx_install(&["reset-node", "n1", "--san", &rig.san.to_string_lossy()]);
     eprintln!("vlx-install reset-node: {said}");
-    let console = boot_node(&rig, "n1", "after-reset.log");
-    assert_lines(
-        &console,
-        &["vlx-node: ready n1".into(), "vlx-test: first boot".into()],
-    );
+    let booted = boot_node(&rig, "n1", "after-reset.log");
+    assert_lines(&booted.console, &["vlx-node: ready n1".into()]);
+    assert_lines(&booted.root, &["vlx-test: first boot".into()]);
     assert_eq!(rig.origin_sha(), origin, "the origin changed");
 }

@@ -59,7 +59,7 @@ enum Command {
     FetchKernel {
         /// Debian kernel package; a metapackage is resolved to the
         /// linux-image-<release> it depends on.
-        #[arg(default_value = "linux-image-cloud-amd64")]
+        #[arg(default_value = kernel::DEFAULT_PACKAGE)]
         package: String,
     },
     /// Build install media: NAME.img (a GPT disk image for USB sticks) and

@@ -4,106 +4,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::run;
+use imagebuilder::tree::{Content, Entry, Tree};
 
 /// What the test initramfs prints before it powers off.
 pub const MARKER: &str = "BOOTFS-TEST-MARKER";
 /// The machine is shared and QEMU runs under TCG: be generous.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
-fn cache() -> PathBuf {
-    std::env::var_os("VLX_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/vlx")
-        })
-}
-
-fn find_kernel(kernels: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(kernels)
-        .ok()?
-        .flatten()
-        .filter(|d| d.file_name().to_string_lossy().starts_with("linux-image-"))
-        .flat_map(|d| {
-            std::fs::read_dir(d.path().join("boot"))
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .map(|f| f.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-/// The Debian cloud kernel from the shared cache
-/// (`$VLX_CACHE/kernels/<package>_<version>/boot/vmlinuz-<release>`),
-/// filled the way the image builder fills it when it is empty.
+/// The guests' kernel from the shared cache (`imagebuilder::kernel`),
+/// fetched into it when it holds none.
 pub fn kernel() -> PathBuf {
-    let kernels = cache().join("kernels");
-    if let Some(k) = find_kernel(&kernels) {
-        return k;
-    }
-    let deps =
-        super::stdout(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
-    let pkg = deps
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Depends: "))
-        .expect("apt-cache names the cloud kernel package (run apt-get update)")
-        .trim()
-        .to_owned();
-    // Download and extract in a folder of our own, then rename: tests that
-    // run at once never see half a kernel.
-    std::fs::create_dir_all(&kernels).unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix(".fill")
-        .tempdir_in(&kernels)
-        .unwrap();
-    let dl = tmp.path().join("dl");
-    let root = tmp.path().join("root");
-    std::fs::create_dir_all(&dl).unwrap();
-    run(Command::new("apt-get")
-        .args(["download", &pkg])
-        .current_dir(&dl));
-    let deb = std::fs::read_dir(&dl)
-        .unwrap()
-        .flatten()
-        .map(|d| d.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("the downloaded package");
-    let version = super::stdout(
-        Command::new("dpkg-deb")
-            .args(["-f"])
-            .arg(&deb)
-            .arg("Version"),
-    );
-    let release = pkg.trim_start_matches("linux-image-").to_owned();
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
-    run(Command::new("depmod").arg("-b").arg(&root).arg(&release));
-    let dest = kernels.join(format!("{pkg}_{}", version.trim()));
-    if let Err(e) = std::fs::rename(&root, &dest) {
-        assert!(
-            dest.is_dir(),
-            "moving the kernel to {}: {e}",
-            dest.display()
-        );
-    }
-    find_kernel(&kernels).expect("the kernel just extracted")
+    let package = imagebuilder::kernel::DEFAULT_PACKAGE;
+    imagebuilder::kernel::cached_or_fetch(package)
+        .unwrap_or_else(|e| panic!("the kernel of {package}: {e}"))
+        .vmlinuz
 }
 
-/// A tiny initramfs: busybox-static as `/init`'s shell; it prints the
-/// marker and the kernel command line on the console, then powers off.
+/// A tiny initramfs, written by the image builder's initramfs writer:
+/// busybox-static as `/init`'s shell; it prints the marker and the kernel
+/// command line on the console, then powers off.
 pub fn initramfs(dir: &Path) -> PathBuf {
-    let root = dir.join("initramfs-root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    for d in ["proc", "dev", "sys"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     let init = format!(
         "#!/bin/busybox sh\n\
          /bin/busybox mount -t proc proc /proc\n\
@@ -112,14 +32,23 @@ pub fn initramfs(dir: &Path) -> PathBuf {
          echo \"{MARKER} cmdline: $(/bin/busybox cat /proc/cmdline)\"\n\
          /bin/busybox poweroff -f\n"
     );
-    std::fs::write(root.join("init"), init).unwrap();
-    run(Command::new("chmod").arg("0755").arg(root.join("init")));
+    let mut tree = Tree::new();
+    for d in ["proc", "dev", "sys"] {
+        tree.mkdir_p(Path::new(d)).unwrap();
+    }
+    tree.insert(
+        Path::new("bin/busybox"),
+        Entry::file(Content::Host("/bin/busybox".into()), 0o755),
+    )
+    .unwrap();
+    tree.insert(
+        Path::new("init"),
+        Entry::file(Content::Bytes(init.into_bytes()), 0o755),
+    )
+    .unwrap();
     let out = dir.join("initramfs.img");
-    run(Command::new("sh").arg("-c").arg(format!(
-        "cd '{}' && find . | LC_ALL=C sort | cpio --quiet -o -H newc --reproducible > '{}'",
-        root.display(),
-        out.display()
-    )));
+    let mtime = u32::try_from(super::EPOCH.0).unwrap();
+    imagebuilder::initramfs::write(&tree, &out, mtime).unwrap();
     out
 }
 

@@ -80,23 +80,20 @@ pub fn image_dir(dir: &Path, marker: &str) -> PathBuf {
     img
 }
 
+/// Writes the manifest of the image in `img` with the image builder's own
+/// type, as `vlx-image build` does.
 pub fn write_manifest(img: &Path) {
-    let arts: Vec<serde_json::Value> = ["initramfs.img", "origin.ext4", "vmlinuz"]
-        .iter()
-        .map(|f| {
-            let p = img.join(f);
-            serde_json::json!({"file": f, "size": std::fs::metadata(&p).unwrap().len(), "sha256": sha256_file(&p)})
-        })
-        .collect();
-    let m = serde_json::json!({
-        "format": 1, "name": "tiny", "version": "0.1.0", "profile_sha256": "0".repeat(64),
-        "source_date_epoch": 1700000000u64, "kernel_release": "6.1.0-test", "artifacts": arts
-    });
-    std::fs::write(
-        img.join("manifest.json"),
-        serde_json::to_string_pretty(&m).unwrap(),
-    )
-    .unwrap();
+    use imagebuilder::manifest::{self, Manifest};
+    let m = Manifest {
+        format: manifest::FORMAT,
+        name: "tiny".into(),
+        version: "0.1.0".into(),
+        profile_sha256: "0".repeat(64),
+        source_date_epoch: 1_700_000_000,
+        kernel_release: "6.1.0-test".into(),
+        artifacts: manifest::describe(img, &["initramfs.img", "origin.ext4", "vmlinuz"]).unwrap(),
+    };
+    std::fs::write(img.join(manifest::FILE), m.to_json()).unwrap();
 }
 
 /// A sparse SAN image file.

@@ -6,6 +6,9 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# The archive has no device nodes: the kernel found no /dev/console to give
+# this script, so it takes devtmpfs's.
+exec </dev/console >/dev/console 2>&1
 
 arg() {
     for w in $(cat /proc/cmdline); do

@@ -3,19 +3,16 @@
 //! (print the contract's ready lines, run a shell on ttyS1, serve DHCP and
 //! HTTP for a network boot).
 //!
-//! The kernel cache follows the project's convention (`$VLX_CACHE/kernels/
-//! <package>_<version>/` with `boot/vmlinuz-<release>` and a depmod'ed
-//! `lib/modules/<release>/`); the image builder owns filling it, and this
-//! module fills it the same way when it is empty.
-
-mod cpio;
-mod kernel;
+//! The kernel cache, the module closure and the initramfs writer are the
+//! image builder's (`imagebuilder::kernel`, `imagebuilder::initramfs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub use cpio::Archive;
-pub use kernel::{Kernel, cache_dir, cached_kernel, kernel};
+use imagebuilder::kernel::{self as kernels, ModuleIndex};
+use imagebuilder::tree::{Content, Entry, Tree};
+
+pub use imagebuilder::kernel::Kernel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
@@ -28,8 +25,8 @@ pub enum TestkitError {
     },
     #[error("`{command}` failed: {detail}")]
     Tool { command: String, detail: String },
-    #[error("{0}")]
-    Kernel(String),
+    #[error(transparent)]
+    Image(#[from] imagebuilder::Error),
 }
 
 pub(crate) fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> TestkitError {
@@ -58,6 +55,17 @@ pub(crate) fn tool(cmd: &mut Command) -> Result<Vec<u8>, TestkitError> {
     Ok(out.stdout)
 }
 
+/// The guests' kernel from the shared cache, fetched into it when it holds
+/// none.
+pub fn kernel() -> Result<Kernel, TestkitError> {
+    Ok(kernels::cached_or_fetch(kernels::DEFAULT_PACKAGE)?)
+}
+
+/// The guests' kernel when the cache holds one, without fetching.
+pub fn cached_kernel() -> Option<Kernel> {
+    kernels::cached(kernels::DEFAULT_PACKAGE)
+}
+
 /// The kernel modules a test blade loads: virtio PCI, its NIC and disk.
 pub const MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_blk"];
 
@@ -70,61 +78,40 @@ pub const MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_blk"];
 pub const INIT: &str = include_str!("init.sh");
 
 /// A busybox initramfs for a test blade: [`INIT`] as `/init`, busybox, the
-/// [`MODULES`] with their dependencies, and `extra` files (path in the
-/// image, contents). Written gzip-compressed to `out`.
+/// [`MODULES`] with their dependencies (in `lib/modules/`, their load order
+/// in `lib/modules/order`), and `extra` files (path in the image,
+/// contents). Written gzip-compressed to `out`.
 pub fn initramfs(kernel: &Kernel, extra: &[(&str, &[u8])], out: &Path) -> Result<(), TestkitError> {
-    let mut a = Archive::default();
-    let mut dirs: Vec<String> = [
-        "bin",
-        "dev",
-        "proc",
-        "sys",
-        "etc",
-        "tmp",
-        "root",
-        "srv",
-        "lib",
-        "lib/modules",
-        "var",
-        "var/run",
-    ]
-    .map(String::from)
-    .to_vec();
-    // The kernel's unpacker creates no parent directories.
-    for (path, _) in extra {
-        for p in Path::new(path).ancestors().skip(1) {
-            let p = p.to_string_lossy().into_owned();
-            if !p.is_empty() && !dirs.contains(&p) {
-                dirs.push(p);
-            }
-        }
+    let mut t = Tree::new();
+    for d in [
+        "bin", "dev", "proc", "sys", "etc", "tmp", "root", "srv", "var/run",
+    ] {
+        t.mkdir_p(Path::new(d))?;
     }
-    // Parents sort before their children.
-    dirs.sort();
-    for d in &dirs {
-        a.dir(d, 0o755);
-    }
-    a.char_device("dev/console", 0o600, 5, 1);
-    let busybox = Path::new("/bin/busybox");
-    let bb = std::fs::read(busybox).map_err(io("reading busybox", busybox))?;
-    a.file("bin/busybox", 0o755, &bb);
-    a.file("init", 0o755, INIT.as_bytes());
-    let modules = kernel.closure(MODULES)?;
+    let file = |bytes: Vec<u8>, mode| Entry::file(Content::Bytes(bytes), mode);
+    t.insert(
+        Path::new("bin/busybox"),
+        Entry::file(Content::Host("/bin/busybox".into()), 0o755),
+    )?;
+    t.insert(Path::new("init"), file(INIT.into(), 0o755))?;
+    let wanted: Vec<(String, String)> = MODULES
+        .iter()
+        .map(|m| ((*m).to_owned(), "the rig's test blades".to_owned()))
+        .collect();
     let mut order = String::new();
-    for m in &modules {
-        let src = kernel.modules.join(m);
-        let data = std::fs::read(&src).map_err(io("reading a kernel module", &src))?;
-        let base = m.rsplit('/').next().unwrap_or(m);
-        a.file(&format!("lib/modules/{base}"), 0o644, &data);
-        order.push_str(base);
+    for m in ModuleIndex::load(kernel)?.closure(&wanted)? {
+        let plain = m.plain_path();
+        let base = plain.rsplit('/').next().unwrap_or(&plain).to_owned();
+        let bytes = kernels::module_bytes(kernel, &m)?;
+        t.insert(&Path::new("lib/modules").join(&base), file(bytes, 0o644))?;
+        order.push_str(&base);
         order.push('\n');
     }
-    a.file("lib/modules/order", 0o644, order.as_bytes());
+    t.insert(Path::new("lib/modules/order"), file(order.into(), 0o644))?;
     for (path, data) in extra {
-        a.file(path, 0o644, data);
+        t.insert(Path::new(path), file(data.to_vec(), 0o644))?;
     }
-    let bytes = a.finish_gzip();
-    std::fs::write(out, bytes).map_err(io("writing the initramfs", out))
+    Ok(imagebuilder::initramfs::write(&t, out, 0)?)
 }
 
 /// A bootable disk image: one FAT file system without a partition table

@@ -151,11 +151,21 @@ fn rig_rehearse_from_media() {
     ] {
         assert!(passed(&o, name), "{name} is missing from the checks");
     }
+    // What the installer showed: its mode, and the SAN among the disks,
+    // by the serial number the rig gave it, blank before the install.
+    let console =
+        std::fs::read_to_string(o.files.consoles().join("blade01-installer.ttyS0.log")).unwrap();
     assert!(
-        o.files
-            .consoles()
-            .join("blade01-installer.ttyS0.log")
-            .is_file()
+        console.contains("vlx-install: payload checked"),
+        "{console}"
+    );
+    assert!(console.contains("unattended"), "{console}");
+    assert!(
+        console.lines().any(
+            |l| l.contains(&format!("serial {}", qemu_tests::qemu::SAN_SERIAL))
+                && l.contains("blank")
+        ),
+        "the disk list shows the SAN:\n{console}"
     );
 }
 

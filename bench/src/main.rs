@@ -5,6 +5,7 @@
 
 mod image;
 mod install;
+mod media;
 mod plan;
 mod rig;
 mod util;
@@ -17,6 +18,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("install", install::run),
     ("install-curve", install::curve),
     ("image", image::run),
+    ("media", media::run),
     ("rig", rig::run),
 ];
 

@@ -96,7 +96,7 @@ impl Serial {
 /// The `SERIAL`, `DEFAULT`, prompt and `LABEL` lines of a syslinux or
 /// pxelinux configuration; `path` maps a host file to its path as the
 /// loader sees it.
-pub(crate) fn syslinux_cfg(
+pub fn syslinux_cfg(
     entries: &[BootEntry],
     serial: Option<Serial>,
     timeout_secs: u32,

@@ -146,7 +146,7 @@ fn timestamps_come_from_the_epoch() {
 fn refuses_what_does_not_fit() {
     let mut t = Tree::new();
     t.add_file("big", Source::Bytes(vec![1; 1 << 20])).unwrap();
-    let err = fat::plan(&spec(SectorSize::B512, Bytes::mib(100), 0), &t).unwrap_err();
+    let err = fat::plan(&spec(SectorSize::B512, Bytes::mib(30), 0), &t).unwrap_err();
     assert!(
         err.to_string().contains("FAT32 needs at least 65525"),
         "{err}"
@@ -162,4 +162,32 @@ fn refuses_what_does_not_fit() {
     assert!(t.add_file("BIG", Source::Bytes(vec![])).is_err());
     assert!(t.add_file("big/x", Source::Bytes(vec![])).is_err());
     assert!(t.add_file("a/b?c", Source::Bytes(vec![])).is_err());
+}
+
+#[test]
+fn small_volumes_with_small_clusters_pass_fsck() {
+    // An install medium's El Torito boot image is a few tens of MiB: FAT32
+    // with clusters of one to four sectors.
+    for mib in [40, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let img = build(
+            dir.path(),
+            "small.img",
+            SectorSize::B512,
+            Bytes::mib(mib),
+            0,
+        );
+        let fsck = fsck_vfat(&img, 0, mib << 20);
+        assert!(!fsck.contains("differences"), "{fsck}");
+        assert_eq!(
+            mread(&img, 0, "/vlx/vmlinuz"),
+            std::fs::read(dir.path().join("big.bin")).unwrap()
+        );
+        let info = stdout(std::process::Command::new("minfo").args(["-i", &mimg(&img, 0), "::"]));
+        let want = if mib == 40 { 1 } else { 2 };
+        assert!(
+            info.contains(&format!("cluster size: {want} sectors\n")),
+            "{info}"
+        );
+    }
 }

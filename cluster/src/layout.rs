@@ -48,6 +48,9 @@ pub enum Role {
     Shared,
     /// The LVM physical volume holding per-node volumes (LVM layout).
     Lvm,
+    /// Install media only: the partition holding the payload. No SAN has
+    /// one.
+    Payload,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,6 +41,7 @@ fn role_name(r: &Role) -> &'static str {
         Role::Swap { .. } => "swap",
         Role::Shared => "shared",
         Role::Lvm => "lvm-pv",
+        Role::Payload => "payload",
     }
 }
 

@@ -187,6 +187,20 @@ pub fn plan(
         t.add_host_path(&lib)?;
     }
 
+    add_modules(&mut t, kernel, index, modules)?;
+    Ok(t)
+}
+
+/// Adds `modules` (in load order) to `t`: each decompressed at its
+/// `modules.dep` path under `lib/modules/<release>/`, a `modules.dep`
+/// restricted to them, the kernel's `modules.builtin`, and
+/// [`MODULES_LOAD`] naming them in order.
+pub fn add_modules(
+    t: &mut Tree,
+    kernel: &Kernel,
+    index: &ModuleIndex,
+    modules: &[Module],
+) -> Result<()> {
     let base = PathBuf::from("lib/modules").join(&kernel.release);
     let by_name: BTreeMap<&str, &Module> = modules.iter().map(|m| (m.name.as_str(), m)).collect();
     let mut dep = String::new();
@@ -225,7 +239,7 @@ pub fn plan(
         Path::new(MODULES_LOAD),
         Entry::file(Content::Bytes(order.into_bytes()), 0o644),
     )?;
-    Ok(t)
+    Ok(())
 }
 
 /// Writes `tree` as gzip-compressed cpio newc to `path`.

@@ -353,6 +353,12 @@ impl ModuleIndex {
             .unwrap_or(&[])
     }
 
+    /// Whether the kernel has `name`, built in or as a module file.
+    pub fn has(&self, name: &str) -> bool {
+        let n = canonical_name(name);
+        self.builtin.contains(&n) || self.deps.contains_key(&n)
+    }
+
     pub fn is_builtin(&self, name: &str) -> bool {
         self.builtin.contains(&canonical_name(name))
     }

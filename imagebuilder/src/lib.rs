@@ -5,6 +5,8 @@
 //! - [`guest::build`]: a guest OS tarball and its `guest.toml`.
 //! - [`manifest`]: the image directory's manifest and its verification,
 //!   used by the installer.
+//! - [`media::build`]: install media (a USB image and a hybrid ISO) that
+//!   boot the installer, with a payload and its sha256 manifest.
 //!
 //! Planning (profiles, [`tree::Tree`], module closures) is kept apart from
 //! the executors that write files or run mke2fs and mmdebstrap.
@@ -17,9 +19,11 @@ pub mod guest;
 pub mod hash;
 pub mod host;
 pub mod initramfs;
+pub mod iso;
 pub mod kernel;
 pub mod libs;
 pub mod manifest;
+pub mod media;
 pub mod output;
 pub mod overlays;
 pub mod pgz;

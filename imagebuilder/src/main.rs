@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use imagebuilder::progress::{Event, Progress};
 use imagebuilder::{guest, host, kernel, manifest, profile};
 
-/// Bake vlx host images and guest OS tarballs.
+/// Bake vlx host images, guest OS tarballs and install media.
 #[derive(Debug, Parser)]
 #[command(name = "vlx-image", version, about)]
 struct Cli {
@@ -61,6 +61,37 @@ enum Command {
         /// linux-image-<release> it depends on.
         #[arg(default_value = kernel::DEFAULT_PACKAGE)]
         package: String,
+    },
+    /// Build install media: NAME.img (a GPT disk image for USB sticks) and
+    /// NAME.iso (hybrid ISO 9660), booting the installer on UEFI and BIOS,
+    /// with the image, guests and cluster profiles as payload.
+    Media {
+        /// Media profile, e.g. isos/vlx-installer.toml.
+        #[arg(long)]
+        profile: PathBuf,
+        /// The image directory made by `vlx-image build` [default: build
+        /// the host image the carried cluster profiles name into OUT/image].
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// The node agent for the image built without --image [default:
+        /// vlx-node beside this executable].
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// A folder made by `vlx-image guest`, or a folder of such folders
+        /// (repeatable); the profile's guests are looked up there.
+        #[arg(long)]
+        guests: Vec<PathBuf>,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The vlx-install binary for the installer environment [default:
+        /// vlx-install beside this executable].
+        #[arg(long)]
+        installer: Option<PathBuf>,
+        /// Clamp every timestamp to this [default: $SOURCE_DATE_EPOCH,
+        /// else the image's].
+        #[arg(long)]
+        source_date_epoch: Option<u64>,
     },
     /// Check an image directory against its manifest.json.
     Verify {
@@ -261,6 +292,95 @@ fn main() -> anyhow::Result<()> {
                 );
             } else {
                 println!("{} {}", k.release, k.vmlinuz.display());
+            }
+        }
+        Command::Media {
+            profile,
+            image,
+            agent,
+            guests,
+            out,
+            installer,
+            source_date_epoch,
+        } => {
+            let p = imagebuilder::media::profile::MediaProfile::load(&profile)?;
+            let image = match image {
+                Some(i) => i,
+                None => {
+                    let host_path = imagebuilder::media::host_profile_of(&p)?;
+                    let host = profile::HostProfile::load(&host_path)?;
+                    let agent = match agent.or_else(host::default_agent) {
+                        Some(a) if a.is_file() => a,
+                        _ => bail!(
+                            "no --image, and no node agent to build one with: build vlx-node (cargo build -p agent), or pass --image DIR or --agent PATH"
+                        ),
+                    };
+                    let dir = out.join("image");
+                    let b = host::HostBuild {
+                        agent,
+                        out: dir.clone(),
+                        source_date_epoch: epoch(source_date_epoch, &host_path)?,
+                    };
+                    let progress = reporter(cli.json);
+                    host::build(&host, &b, progress.as_ref()).with_context(|| {
+                        format!("building {} into {}", host_path.display(), dir.display())
+                    })?;
+                    drop(progress);
+                    eprintln!(
+                        "built the host image of {} into {}",
+                        host_path.display(),
+                        dir.display()
+                    );
+                    dir
+                }
+            };
+            let installer = match installer.or_else(imagebuilder::media::default_installer) {
+                Some(i) if i.is_file() => i,
+                Some(i) => bail!(
+                    "the installer {} is missing: build it (cargo build -p installer) or pass --installer PATH",
+                    i.display()
+                ),
+                None => bail!("cannot tell where vlx-install is: pass --installer PATH"),
+            };
+            // Without a flag or SOURCE_DATE_EPOCH, media take the image's
+            // epoch: media of one image build agree.
+            let epoch = match source_date_epoch {
+                Some(e) => e,
+                None if std::env::var_os("SOURCE_DATE_EPOCH").is_some() => epoch(None, &profile)?,
+                None => manifest::Manifest::read(&image)?.source_date_epoch,
+            };
+            let b = imagebuilder::media::MediaBuild {
+                image,
+                guests,
+                installer,
+                out: out.clone(),
+                source_date_epoch: epoch,
+            };
+            let progress = reporter(cli.json);
+            let built =
+                imagebuilder::media::build(&p, &b, progress.as_ref()).with_context(|| {
+                    format!("building {} into {}", profile.display(), out.display())
+                })?;
+            drop(progress);
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "img": built.img,
+                        "iso": built.iso,
+                        "manifest_sha256": built.manifest_sha256,
+                        "payload_bytes": built.payload_bytes,
+                    })
+                );
+            } else {
+                eprintln!(
+                    "built {} and {} ({} MiB of payload, manifest sha256 {}) in {:.1} s",
+                    built.img.display(),
+                    built.iso.display(),
+                    built.payload_bytes >> 20,
+                    built.manifest_sha256,
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
         Command::Verify { dir } => {

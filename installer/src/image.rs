@@ -26,6 +26,8 @@ pub enum ImageError {
     },
     #[error("{path}: lists no {name}, which an install needs")]
     Missing { path: PathBuf, name: &'static str },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
 }
 
 /// A host image directory whose artifacts all matched its manifest when
@@ -74,5 +76,45 @@ impl HostImage {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+}
+
+/// Checks that `image` is the host image the cluster profile at `cluster`
+/// names (by its host profile's `[image] name`), so that a profile is
+/// never installed with the wrong root file system by mistake.
+pub fn check_host(
+    cluster: &Path,
+    plan: &cluster::Plan,
+    image: &HostImage,
+) -> Result<(), ImageError> {
+    let host = cluster
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&plan.image.host);
+    let text = std::fs::read_to_string(&host).map_err(|source| ImageError::Io {
+        path: host.clone(),
+        source,
+    })?;
+    let value: toml::Table = toml::from_str(&text).map_err(|e| ImageError::Invalid {
+        path: host.clone(),
+        message: format!("not a host profile: {e}"),
+    })?;
+    let name = value
+        .get("image")
+        .and_then(|i| i.get("name"))
+        .and_then(|n| n.as_str());
+    match name {
+        Some(n) if n == image.manifest.name => Ok(()),
+        Some(n) => Err(ImageError::Invalid {
+            path: image.dir.clone(),
+            message: format!(
+                "the image is {:?}, but the cluster profile names host image {n:?} ({})",
+                image.manifest.name, plan.image.host
+            ),
+        }),
+        None => Err(ImageError::Invalid {
+            path: host,
+            message: "has no [image] name".into(),
+        }),
     }
 }

@@ -12,6 +12,7 @@ pub mod fs;
 pub mod image;
 pub mod installed;
 pub mod journal;
+pub mod media;
 pub mod profile;
 pub mod render;
 pub mod report;

@@ -1,7 +1,7 @@
 //! `vlx-install`: parses the command line and dispatches to the library.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -41,6 +41,10 @@ enum Command {
     /// Reset a node to factory state: its next boot starts from the golden
     /// image. Stop the node first.
     ResetNode(ResetArgs),
+    /// The install media's installer environment (run by its /init): find
+    /// and check the payload, ask or read vlx.* from the kernel command
+    /// line, install, power off.
+    MediaEnv,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::ResetNode(a) => installer::reset::reset_node(&a.san, &a.name)
             .map(|msg| println!("{msg}"))
             .map_err(Into::into),
+        Command::MediaEnv => return installer::media::main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,7 +201,7 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
     }
     let image = HostImage::open(&args.image)
         .with_context(|| format!("checking image {}", args.image.display()))?;
-    check_image_name(&args.cluster, &plan, &image)?;
+    installer::image::check_host(&args.cluster, &plan, &image)?;
     let text = std::fs::read_to_string(&args.cluster)
         .with_context(|| format!("reading {}", args.cluster.display()))?;
     let inputs = Inputs::new(&args.cluster, text, plan, image);
@@ -239,34 +244,6 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
         println!("{msg}");
     }
     Ok(())
-}
-
-/// The image must be the one the profile names (by the host profile's
-/// `[image] name`), so that a profile is never installed with the wrong
-/// root file system by mistake.
-fn check_image_name(cluster: &Path, plan: &cluster::Plan, image: &HostImage) -> anyhow::Result<()> {
-    let host = cluster
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(&plan.image.host);
-    let text = std::fs::read_to_string(&host)
-        .with_context(|| format!("reading host profile {}", host.display()))?;
-    let value: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("parsing host profile {}", host.display()))?;
-    let name = value
-        .get("image")
-        .and_then(|i| i.get("name"))
-        .and_then(|n| n.as_str());
-    match name {
-        Some(n) if n == image.manifest.name => Ok(()),
-        Some(n) => bail!(
-            "the image in {} is {:?}, but the cluster profile names host image {n:?} ({})",
-            image.dir.display(),
-            image.manifest.name,
-            plan.image.host
-        ),
-        None => bail!("host profile {} has no [image] name", host.display()),
-    }
 }
 
 fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {

@@ -35,6 +35,17 @@ impl Console {
     }
 }
 
+impl Console {
+    /// Plain lines even on a terminal: for a serial console, where a
+    /// redrawn bar would scroll, and for logs read by machines.
+    pub fn lines() -> Console {
+        Console {
+            tty: false,
+            state: Mutex::new(ConsoleState::default()),
+        }
+    }
+}
+
 impl Default for Console {
     fn default() -> Self {
         Console::new()

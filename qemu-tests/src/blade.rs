@@ -31,6 +31,12 @@ pub const FATAL: &[&str] = &[
     "UEFI Interactive Shell",
 ];
 
+/// The installer environment of install media says what failed (and then
+/// waits at a shell).
+pub const INSTALL_FAILED: &str = "vlx-install: error:";
+/// The installer environment's last line before it powers off.
+pub const INSTALL_DONE: &str = "vlx-install: powering off";
+
 /// A network boot that gave up: iPXE tried every NIC (the firmware then
 /// falls through to the disk, which a network-booted blade must not need).
 pub const NETBOOT_FAILED: &str = "No more network devices";
@@ -256,6 +262,7 @@ pub fn power_on(run: &Run, machine: &Machine, logs: &Logs) -> Result<Powered, Bl
         },
         fatal: match machine.boot {
             BootFrom::Network => FATAL.iter().copied().chain([NETBOOT_FAILED]).collect(),
+            BootFrom::Media(_) => FATAL.iter().copied().chain([INSTALL_FAILED]).collect(),
             _ => FATAL.to_vec(),
         },
     })

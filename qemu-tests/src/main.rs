@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cluster::MacAddr;
 use qemu_tests::bootcmd::{self, BootOptions};
-use qemu_tests::plan::{Options, Scheme, Timeouts};
+use qemu_tests::plan::{MediaKind, Options, Scheme, Timeouts};
 use qemu_tests::qemu::Firmware;
 use qemu_tests::rehearse::{self, RehearseError, Request};
 use qemu_tests::report::Outcome;
@@ -42,6 +42,21 @@ impl From<FirmwareArg> for Firmware {
         match f {
             FirmwareArg::Bios => Firmware::Bios,
             FirmwareArg::Uefi => Firmware::Uefi,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MediaArg {
+    Usb,
+    Iso,
+}
+
+impl From<MediaArg> for MediaKind {
+    fn from(m: MediaArg) -> MediaKind {
+        match m {
+            MediaArg::Usb => MediaKind::Usb,
+            MediaArg::Iso => MediaKind::Iso,
         }
     }
 }
@@ -87,6 +102,13 @@ struct RehearseArgs {
     /// be refused a root and say why (repeatable).
     #[arg(long, value_name = "MAC")]
     stranger: Vec<MacAddr>,
+    /// Install from install media instead of `vlx-install apply`: the
+    /// first blade boots them (`usb`: the USB image under UEFI, the
+    /// default; `iso`: the ISO in a CD drive under BIOS) with the SAN
+    /// attached, installs unattended and powers off; then the cluster
+    /// boots as usual.
+    #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "usb")]
+    from_media: Option<MediaArg>,
     /// Seconds a blade may take from power on to `vlx: services ready`.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     ready_timeout: u64,
@@ -147,6 +169,7 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         },
         stop_after: a.stop_after,
         strangers: a.stranger,
+        from_media: a.from_media.map(MediaKind::from),
         timeouts: Timeouts {
             ready: Duration::from_secs(a.ready_timeout),
             power_gap: Duration::try_from_secs_f64(a.stagger)

@@ -10,7 +10,9 @@ use std::time::Duration;
 use cluster::{Bytes, MacAddr, Plan};
 use serde::Serialize;
 
-use crate::qemu::{Accel, BootFrom, Disk, Firmware, Machine, Sockets, UefiFiles};
+use crate::qemu::{
+    Accel, BootFrom, Disk, Firmware, Machine, Media, SAN_SERIAL, Sockets, UefiFiles,
+};
 
 /// How the blades come up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,7 +46,52 @@ pub struct Options {
     /// Extra blades with MACs that are not in the cluster table; each must
     /// be refused a root, saying why on its console.
     pub strangers: Vec<MacAddr>,
+    /// Install from install media: the first blade boots them with the
+    /// SAN attached and installs unattended, instead of `vlx-install
+    /// apply` run by the rig.
+    pub from_media: Option<MediaKind>,
     pub timeouts: Timeouts,
+}
+
+/// Which install media the first blade boots (`--from-media`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    /// The USB image, under OVMF (UEFI).
+    Usb,
+    /// The ISO in a CD drive, under SeaBIOS (BIOS).
+    Iso,
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MediaKind::Usb => "the USB image under UEFI",
+            MediaKind::Iso => "the ISO under BIOS",
+        })
+    }
+}
+
+/// The media profile's name: the media are `vlx-rig.img` and `.iso`.
+pub const MEDIA_NAME: &str = "vlx-rig";
+
+/// Memory of the blade that installs from media: the installer's
+/// initramfs and the payload's page cache.
+pub const INSTALLER_MEMORY_MIB: u32 = 768;
+
+/// The media profile the rig builds: the cluster profile, unattended onto
+/// the SAN (named by its serial), questions and reports on ttyS0.
+pub fn media_profile(cluster_profile: &Path) -> String {
+    let stem = cluster_profile
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(
+        "# Written by vlx-rig for --from-media.\n\
+         [media]\nname = \"{MEDIA_NAME}\"\nclusters = [{:?}]\nconsole = [\"ttyS0,115200\"]\n\n\
+         [unattended]\nprofile = {stem:?}\ntarget = \"serial:{SAN_SERIAL}\"\n",
+        cluster_profile.display().to_string()
+    )
 }
 
 impl Default for Options {
@@ -57,6 +104,7 @@ impl Default for Options {
             scheme: Scheme::Cold,
             stop_after: None,
             strangers: Vec::new(),
+            from_media: None,
             timeouts: Timeouts::default(),
         }
     }
@@ -72,6 +120,8 @@ pub const DEFAULT_MEMORY_MIB: u32 = 384;
 pub struct Timeouts {
     /// Power on to `vlx: services ready`.
     pub ready: Duration,
+    /// Power on of the blade that installs from media to its power off.
+    pub install: Duration,
     /// One command on a blade's check shell.
     pub command: Duration,
     /// How long the rig watches for the VIP to move (the check wants 10 s).
@@ -89,6 +139,7 @@ impl Default for Timeouts {
     fn default() -> Timeouts {
         Timeouts {
             ready: Duration::from_secs(300),
+            install: Duration::from_secs(900),
             command: Duration::from_secs(30),
             vip_watch: Duration::from_secs(30),
             chrony: Duration::from_secs(90),
@@ -203,6 +254,17 @@ pub enum Step {
     Image { source: ImageSource },
     /// 1: a sparse SAN image, then `vlx-install apply` onto it.
     Install { san: PathBuf, size: Bytes },
+    /// 1: install media (`vlx-image media`) carrying the cluster profile,
+    /// unattended onto the SAN: `profile` is the media profile written.
+    Media { profile: PathBuf, out: PathBuf },
+    /// 1: a sparse SAN image; `installer` (the first blade) boots the
+    /// media, installs unattended and powers off; `vlx-install verify`
+    /// accepts the SAN.
+    InstallFromMedia {
+        san: PathBuf,
+        size: Bytes,
+        installer: Box<Machine>,
+    },
     /// 2, 3: power on blades.
     PowerOn { blades: Vec<String>, from: String },
     /// 4: wait for `vlx-node: ready` and `vlx: services ready`.
@@ -226,7 +288,10 @@ impl Step {
     /// The step's number in issue 5's list.
     pub fn number(&self) -> u8 {
         match self {
-            Step::Image { .. } | Step::Install { .. } => 1,
+            Step::Image { .. }
+            | Step::Install { .. }
+            | Step::Media { .. }
+            | Step::InstallFromMedia { .. } => 1,
             Step::PowerOn { .. } => 3,
             Step::AwaitReady { .. } | Step::AwaitRefusal { .. } => 4,
             Step::Checks => 5,
@@ -243,6 +308,8 @@ impl Step {
         match self {
             Step::Image { .. } => "host image".into(),
             Step::Install { .. } => "install onto the SAN".into(),
+            Step::Media { .. } => "install media".into(),
+            Step::InstallFromMedia { .. } => "install from the media".into(),
             Step::PowerOn { blades, .. } => format!("power on {}", blades.join(", ")),
             Step::AwaitReady { blades } => format!("{} ready", blades.join(", ")),
             Step::AwaitRefusal { blades } => format!("{} refused", blades.join(", ")),
@@ -273,6 +340,24 @@ impl fmt::Display for Step {
                 f,
                 "make a sparse {size} SAN {} and run vlx-install apply onto it",
                 san.display()
+            ),
+            Step::Media { profile, out } => write!(
+                f,
+                "build install media from {} into {} (vlx-image media)",
+                profile.display(),
+                out.display()
+            ),
+            Step::InstallFromMedia {
+                san,
+                size,
+                installer,
+            } => write!(
+                f,
+                "make a sparse {size} SAN {}; {} ({}) boots {}, installs unattended and powers off; vlx-install verify accepts the SAN",
+                san.display(),
+                installer.name,
+                installer.mac,
+                installer.boot
             ),
             Step::PowerOn { blades, from } => {
                 write!(f, "power on {} (boot from {from})", blades.join(", "))
@@ -495,15 +580,59 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
             out: run.join("image"),
         },
     };
-    let mut steps = vec![
-        Step::Image {
-            source: image.clone(),
-        },
-        Step::Install {
+    let mut steps = vec![Step::Image {
+        source: image.clone(),
+    }];
+    match opts.from_media {
+        None => steps.push(Step::Install {
             san: san.clone(),
             size: cluster.disk.size,
-        },
-    ];
+        }),
+        Some(kind) => {
+            let out = run.join("media");
+            let first = blades.first().ok_or(PlanError::Nodes { asked: 0, have })?;
+            let name = format!("{}-installer", first.name);
+            let dir = run.join(&name);
+            let (firmware, media) = match kind {
+                MediaKind::Usb => (
+                    Firmware::Uefi,
+                    Media::Usb(out.join(format!("{MEDIA_NAME}.img"))),
+                ),
+                MediaKind::Iso => (
+                    Firmware::Bios,
+                    Media::Cd(out.join(format!("{MEDIA_NAME}.iso"))),
+                ),
+            };
+            let uefi = match firmware {
+                Firmware::Uefi => {
+                    let o = host.ovmf.as_ref().ok_or(PlanError::NoOvmf)?;
+                    Some(UefiFiles {
+                        code: o.code.clone(),
+                        vars: dir.join("vars.fd"),
+                    })
+                }
+                Firmware::Bios => None,
+            };
+            let installer = Machine {
+                name,
+                firmware,
+                uefi,
+                memory_mib: opts.memory_mib.max(INSTALLER_MEMORY_MIB),
+                boot: BootFrom::Media(media),
+                sockets: Sockets::in_dir(&dir),
+                ..first.machine.clone()
+            };
+            steps.push(Step::Media {
+                profile: run.join("media.toml"),
+                out,
+            });
+            steps.push(Step::InstallFromMedia {
+                san: san.clone(),
+                size: cluster.disk.size,
+                installer: Box::new(installer),
+            });
+        }
+    }
     if stop >= 3 {
         let mut first = names(Part::ColdStart);
         first.extend(names(Part::Stranger));
@@ -800,6 +929,76 @@ mod tests {
             .collect();
         assert_eq!(vars[0], Path::new("/tmp/r/blade01/vars.fd"));
         assert_eq!(vars[3], Path::new("/tmp/r/blade04/vars.fd"));
+    }
+
+    #[test]
+    fn from_media_the_first_blade_installs_then_the_cluster_boots() {
+        let opts = Options {
+            nodes: Some(3),
+            stop_after: Some(5),
+            from_media: Some(MediaKind::Usb),
+            ..Options::default()
+        };
+        let r = plan(&demo(), &opts, &host()).unwrap();
+        let installer = match &r.steps[..3] {
+            [
+                Step::Image { .. },
+                Step::Media { profile, out },
+                Step::InstallFromMedia { installer, san, .. },
+            ] => {
+                assert_eq!(profile, Path::new("/tmp/r/media.toml"));
+                assert_eq!(out, Path::new("/tmp/r/media"));
+                assert_eq!(san, &r.san);
+                installer.clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(installer.name, "blade01-installer");
+        assert_eq!(installer.mac, r.blades[0].mac);
+        assert_eq!(installer.firmware, Firmware::Uefi);
+        assert_eq!(
+            installer.boot,
+            BootFrom::Media(Media::Usb("/tmp/r/media/vlx-rig.img".into()))
+        );
+        assert!(installer.memory_mib >= INSTALLER_MEMORY_MIB);
+        assert!(!r.steps.iter().any(|s| matches!(s, Step::Install { .. })));
+        // The cluster then boots as without media: three blades from the
+        // SAN, with the firmware the profile chooses.
+        assert!(matches!(&r.steps[3], Step::PowerOn { blades, .. } if blades.len() == 3));
+        assert_eq!(r.blades[0].machine.boot, BootFrom::Disk);
+
+        let iso = plan(
+            &demo(),
+            &Options {
+                from_media: Some(MediaKind::Iso),
+                ..opts
+            },
+            &host(),
+        )
+        .unwrap();
+        let Step::InstallFromMedia { installer, .. } = &iso.steps[2] else {
+            panic!("{:?}", iso.steps[2]);
+        };
+        assert_eq!(installer.firmware, Firmware::Bios);
+        assert!(installer.uefi.is_none());
+        assert_eq!(
+            installer.boot,
+            BootFrom::Media(Media::Cd("/tmp/r/media/vlx-rig.iso".into()))
+        );
+
+        // The media profile is one the image builder takes as it is.
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/clusters/demo.toml");
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("media.toml");
+        std::fs::write(&path, media_profile(&demo)).unwrap();
+        let m = imagebuilder::media::profile::MediaProfile::load(&path).unwrap();
+        assert_eq!(m.name, MEDIA_NAME);
+        let u = m.unattended.unwrap();
+        assert_eq!(
+            (u.profile.as_str(), u.target.as_str()),
+            ("demo", "serial:vlx-san")
+        );
+        assert_eq!(m.console, ["ttyS0,115200"]);
     }
 
     #[test]

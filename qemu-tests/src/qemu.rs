@@ -65,7 +65,25 @@ pub enum BootFrom {
         initrd: PathBuf,
         append: String,
     },
+    /// Install media (`vlx-image media`), first in the boot order; the SAN
+    /// stays attached, with the serial number [`SAN_SERIAL`] so that the
+    /// installer can be told which disk it is.
+    Media(Media),
 }
+
+/// Install media in a blade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "path", rename_all = "lowercase")]
+pub enum Media {
+    /// The USB image (`NAME.img`), as a virtio disk: the Debian cloud
+    /// kernel has no USB storage driver; the firmware boots it the same.
+    Usb(PathBuf),
+    /// The ISO (`NAME.iso`) in an IDE CD drive.
+    Cd(PathBuf),
+}
+
+/// The SAN's serial number when a blade boots install media.
+pub const SAN_SERIAL: &str = "vlx-san";
 
 impl fmt::Display for BootFrom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -73,6 +91,8 @@ impl fmt::Display for BootFrom {
             BootFrom::Disk => f.write_str("disk"),
             BootFrom::Network => f.write_str("network"),
             BootFrom::Kernel { kernel, .. } => write!(f, "kernel {}", kernel.display()),
+            BootFrom::Media(Media::Usb(p)) => write!(f, "the USB image {}", p.display()),
+            BootFrom::Media(Media::Cd(p)) => write!(f, "the ISO {} in a CD drive", p.display()),
         }
     }
 }
@@ -185,6 +205,33 @@ impl Machine {
         }
 
         let disk_first = matches!(self.boot, BootFrom::Disk);
+        match &self.boot {
+            BootFrom::Media(Media::Usb(p)) => {
+                push(&[
+                    "-drive",
+                    &format!(
+                        "file={},format=raw,if=none,id=media,readonly=on",
+                        p.display()
+                    ),
+                ]);
+                push(&[
+                    "-device",
+                    "virtio-blk-pci,drive=media,serial=vlx-media,bootindex=0",
+                ]);
+            }
+            BootFrom::Media(Media::Cd(p)) => {
+                push(&[
+                    "-drive",
+                    &format!(
+                        "file={},format=raw,if=none,id=media,media=cdrom,readonly=on",
+                        p.display()
+                    ),
+                ]);
+                push(&["-device", "ide-cd,drive=media,bootindex=0"]);
+            }
+            _ => {}
+        }
+        let media = matches!(self.boot, BootFrom::Media(_));
         for (i, d) in self.disks.iter().enumerate() {
             push(&[
                 "-drive",
@@ -200,6 +247,9 @@ impl Machine {
             if disk_first && i == 0 {
                 dev.push_str(",bootindex=1");
             }
+            if media && i == 0 {
+                dev.push_str(&format!(",serial={SAN_SERIAL}"));
+            }
             push(&["-device", &dev]);
         }
 
@@ -211,7 +261,9 @@ impl Machine {
         match self.boot {
             BootFrom::Network => nic.push_str(",bootindex=1"),
             // No option ROM: iPXE would otherwise spend seconds probing.
-            BootFrom::Disk | BootFrom::Kernel { .. } => nic.push_str(",romfile="),
+            BootFrom::Disk | BootFrom::Kernel { .. } | BootFrom::Media(_) => {
+                nic.push_str(",romfile=")
+            }
         }
         push(&["-device", &nic]);
 
@@ -346,6 +398,37 @@ mod tests {
         assert_eq!(pairs(&argv, "-kernel"), ["/k/vmlinuz"]);
         assert_eq!(pairs(&argv, "-initrd"), ["/k/initrd.img"]);
         assert_eq!(pairs(&argv, "-append"), ["console=ttyS0 quiet"]);
+    }
+
+    #[test]
+    fn media_boot_first_with_the_san_named_by_its_serial() {
+        let argv = machine(
+            BootFrom::Media(Media::Usb("/r/m.img".into())),
+            Firmware::Uefi,
+        )
+        .argv();
+        let devices = pairs(&argv, "-device");
+        assert_eq!(
+            devices[..2],
+            [
+                "virtio-blk-pci,drive=media,serial=vlx-media,bootindex=0",
+                "virtio-blk-pci,drive=disk0,share-rw=on,serial=vlx-san",
+            ]
+        );
+        assert!(devices[2].ends_with(",romfile="), "{devices:?}");
+        assert!(
+            pairs(&argv, "-drive")
+                .contains(&"file=/r/m.img,format=raw,if=none,id=media,readonly=on".to_string())
+        );
+        let argv = machine(
+            BootFrom::Media(Media::Cd("/r/m.iso".into())),
+            Firmware::Bios,
+        )
+        .argv();
+        assert_eq!(pairs(&argv, "-device")[0], "ide-cd,drive=media,bootindex=0");
+        assert!(pairs(&argv, "-drive").contains(
+            &"file=/r/m.iso,format=raw,if=none,id=media,media=cdrom,readonly=on".to_string()
+        ));
     }
 
     #[test]

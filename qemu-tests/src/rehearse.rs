@@ -273,6 +273,12 @@ impl Exec<'_> {
         match step {
             Step::Image { source } => self.image(source),
             Step::Install { san, size } => self.install(san, *size),
+            Step::Media { profile, out } => self.media(profile, out),
+            Step::InstallFromMedia {
+                san,
+                size,
+                installer,
+            } => self.install_from_media(san, *size, installer),
             Step::PowerOn { blades, .. } => {
                 for (i, name) in blades.iter().enumerate() {
                     if i > 0 {
@@ -352,6 +358,91 @@ impl Exec<'_> {
         let switch = Switch::start(self.run, &self.r.switch, self.r.blades.len() + 4)
             .map_err(|e| fail("private segment up", e))?;
         self.switch = Some(switch);
+        Ok(())
+    }
+
+    fn media(&mut self, profile: &Path, out: &Path) -> Result<(), Fail> {
+        // The media profile sits elsewhere: it names the cluster profile
+        // by its absolute path.
+        let cluster = std::path::absolute(&self.r.profile).map_err(|e| {
+            fail(
+                "media profile written",
+                format!("{}: {e}", self.r.profile.display()),
+            )
+        })?;
+        std::fs::write(profile, plan::media_profile(&cluster)).map_err(|e| {
+            fail(
+                "media profile written",
+                format!("{}: {e}", profile.display()),
+            )
+        })?;
+        let log = self.logs.dir.join("vlx-image-media.log");
+        let said = tools::build_media(profile, self.r.image.dir(), out, &log)
+            .map_err(|e| fail("install media built", e))?;
+        self.checks.pass(
+            1,
+            "install media built",
+            said.lines()
+                .rfind(|l| l.starts_with("built "))
+                .unwrap_or("done")
+                .trim()
+                .to_string(),
+        );
+        Ok(())
+    }
+
+    /// The first blade boots the media with the SAN attached, installs
+    /// unattended and powers itself off; the SAN must then verify.
+    fn install_from_media(
+        &mut self,
+        san_path: &Path,
+        size: cluster::Bytes,
+        installer: &crate::qemu::Machine,
+    ) -> Result<(), Fail> {
+        san::create(san_path, size).map_err(|e| fail("SAN created", e))?;
+        // The switch first: the installing blade is in the rack too.
+        let switch = Switch::start(self.run, &self.r.switch, self.r.blades.len() + 4)
+            .map_err(|e| fail("private segment up", e))?;
+        self.switch = Some(switch);
+        let name = installer.name.clone();
+        let check = format!("{name} installed from {}", installer.boot);
+        let mut b = blade::power_on(self.run, installer, &self.logs)
+            .map_err(|e| fail(format!("{name} powered on"), e))?;
+        let done = b.wait(blade::INSTALL_DONE, self.r.timeouts.install);
+        // It powers itself off; give it the time a guest takes to stop.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while done.is_ok() && b.is_running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let stopped = !b.is_running();
+        let installed = b
+            .console()
+            .lines()
+            .into_iter()
+            .rev()
+            .find(|l| l.text.contains("vlx-install: installed cluster"))
+            .map(|l| l.text.trim().to_string());
+        let boot = b.power_off();
+        self.timeline.add_boot(&name, boot);
+        done.map_err(|e| fail(check.clone(), e))?;
+        if !stopped {
+            return Err(fail(
+                check,
+                "it said it powers off, but QEMU still ran a minute later",
+            ));
+        }
+        self.checks
+            .pass(1, check, installed.unwrap_or_else(|| "powered off".into()));
+        let log = self.logs.dir.join("vlx-install-verify.log");
+        let out = tools::verify(san_path, &log).map_err(|e| fail("vlx-install verify", e))?;
+        self.checks.pass(
+            1,
+            "vlx-install verify",
+            out.lines().last().unwrap_or("verifies").trim().to_string(),
+        );
+        let sha = san::origin_sha256(san_path, &self.cluster.disk)
+            .map_err(|e| fail("origin fingerprinted", e))?;
+        self.facts.origin_before = Some(sha);
         Ok(())
     }
 

@@ -180,6 +180,37 @@ pub fn apply(profile: &Path, image: &Path, san: &Path, log: &Path) -> Result<Str
     )
 }
 
+/// `vlx-image media --profile PROFILE --image DIR --out OUT`.
+pub fn build_media(
+    profile: &Path,
+    image: &Path,
+    out: &Path,
+    log: &Path,
+) -> Result<String, ToolError> {
+    run(
+        VLX_IMAGE,
+        &[
+            "media".as_ref(),
+            "--profile".as_ref(),
+            profile.as_os_str(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        log,
+    )
+}
+
+/// `vlx-install verify --san SAN`.
+pub fn verify(san: &Path, log: &Path) -> Result<String, ToolError> {
+    run(
+        VLX_INSTALL,
+        &["verify".as_ref(), "--san".as_ref(), san.as_os_str()],
+        log,
+    )
+}
+
 /// `vlx-install reset-node --san SAN NODE`.
 pub fn reset_node(node: &str, san: &Path, log: &Path) -> Result<String, ToolError> {
     run(

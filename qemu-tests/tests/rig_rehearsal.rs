@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use qemu_tests::plan::{Options, Scheme};
+use qemu_tests::plan::{MediaKind, Options, Scheme};
 use qemu_tests::rehearse::{self, Outcome, Request};
 use qemu_tests::report::Outcome as Result_;
 
@@ -121,4 +121,69 @@ fn rig_unknown_mac_gets_no_root() {
     assert_all_passed(&o);
     assert!(passed(&o, "stranger1 (52:54:00:77:ff:01) refused a root"));
     assert!(passed(&o, "stranger1 never got a root"));
+}
+
+/// Install media (issue 6): blade01 boots the USB image under OVMF with the
+/// SAN attached, installs unattended and powers off; `vlx-install verify`
+/// accepts the SAN; then three blades boot the cluster to ready and the
+/// checks of the running cluster pass.
+#[test]
+fn rig_rehearse_from_media() {
+    let report = tempfile::tempdir().unwrap();
+    let o = rehearse(
+        Options {
+            nodes: Some(3),
+            stop_after: Some(5),
+            from_media: Some(MediaKind::Usb),
+            ..Options::default()
+        },
+        report.path(),
+    );
+    assert_all_passed(&o);
+    for name in [
+        "install media built",
+        "blade01-installer installed from the USB image",
+        "vlx-install verify",
+        "blade01 ready",
+        "blade02 ready",
+        "blade03 ready",
+        "origin unchanged",
+    ] {
+        assert!(passed(&o, name), "{name} is missing from the checks");
+    }
+    // What the installer showed: its mode, and the SAN among the disks,
+    // by the serial number the rig gave it, blank before the install.
+    let console =
+        std::fs::read_to_string(o.files.consoles().join("blade01-installer.ttyS0.log")).unwrap();
+    assert!(
+        console.contains("vlx-install: payload checked"),
+        "{console}"
+    );
+    assert!(console.contains("unattended"), "{console}");
+    assert!(
+        console.lines().any(
+            |l| l.contains(&format!("serial {}", qemu_tests::qemu::SAN_SERIAL))
+                && l.contains("blank")
+        ),
+        "the disk list shows the SAN:\n{console}"
+    );
+}
+
+/// The BIOS variant: blade01 boots the ISO in a CD drive under SeaBIOS,
+/// installs unattended and powers off; the SAN verifies.
+#[test]
+fn rig_rehearse_from_iso_media() {
+    let report = tempfile::tempdir().unwrap();
+    let o = rehearse(
+        Options {
+            nodes: Some(1),
+            stop_after: Some(1),
+            from_media: Some(MediaKind::Iso),
+            ..Options::default()
+        },
+        report.path(),
+    );
+    assert_all_passed(&o);
+    assert!(passed(&o, "blade01-installer installed from the ISO"));
+    assert!(passed(&o, "vlx-install verify"));
 }

@@ -18,7 +18,10 @@ pub const FSINFO_SECTOR: u64 = 1;
 
 /// Cluster size by volume size, as mkfs.fat and Windows choose for FAT32:
 /// 4 KiB suits 512- and 4096-byte sectors alike and, at 260 MiB, gives just
-/// over the 65,525 clusters FAT32 needs.
+/// over the 65,525 clusters FAT32 needs. Smaller volumes (an install
+/// medium's El Torito boot image, from 33 MiB) take smaller clusters, down
+/// to one sector, as `mkfs.fat -F 32 -s 1` makes them: [`Geometry::new`]
+/// tries [`SMALLER_CLUSTERS`] when 4 KiB clusters are too few.
 fn cluster_bytes(size: Bytes) -> u64 {
     const GIB: u64 = 1 << 30;
     match size.get() {
@@ -28,6 +31,10 @@ fn cluster_bytes(size: Bytes) -> u64 {
         _ => 32_768,
     }
 }
+
+/// Cluster sizes tried, largest first, when 4 KiB clusters give a volume
+/// fewer than [`MIN_CLUSTERS`]; never smaller than a sector.
+const SMALLER_CLUSTERS: [u64; 3] = [2048, 1024, 512];
 
 /// The geometry of one FAT32 volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +62,6 @@ impl Geometry {
             reason,
         };
         let total = size.get() / s;
-        let spc = cluster_bytes(size) / s;
         let align = MIB / s;
         let base_reserved = match sector {
             // 32 sectors is what every formatter reserves at 512 B; at 4 KiB
@@ -63,14 +69,30 @@ impl Geometry {
             SectorSize::B512 => 32,
             SectorSize::B4096 => 8,
         };
-        let upper = total.saturating_sub(base_reserved) / spc;
-        let fat = ((upper + 2) * 4).div_ceil(s);
-        // The FAT is sized for an upper bound of the clusters; a FAT longer
-        // than needed is valid, its tail stays zero.
-        let data = (base_reserved + 2 * fat).next_multiple_of(align);
-        let clusters = total.saturating_sub(data) / spc;
+        // (sectors per cluster, FAT sectors, first data sector, clusters)
+        let layout = |spc: u64| {
+            let upper = total.saturating_sub(base_reserved) / spc;
+            let fat = ((upper + 2) * 4).div_ceil(s);
+            // The FAT is sized for an upper bound of the clusters; a FAT
+            // longer than needed is valid, its tail stays zero.
+            let data = (base_reserved + 2 * fat).next_multiple_of(align);
+            (spc, fat, data, total.saturating_sub(data) / spc)
+        };
+        let first = layout(cluster_bytes(size) / s);
+        let (spc, fat, data, clusters) = if first.3 < MIN_CLUSTERS {
+            SMALLER_CLUSTERS
+                .iter()
+                .filter(|c| **c >= s)
+                .map(|c| layout(c / s))
+                .find(|l| l.3 >= MIN_CLUSTERS)
+                .unwrap_or(first)
+        } else {
+            first
+        };
         if clusters < MIN_CLUSTERS {
-            let min = Bytes(((MIN_CLUSTERS * spc + data) * s).next_multiple_of(MIB));
+            let smallest = s.max(512) / s;
+            let (_, _, d, _) = layout(smallest);
+            let min = Bytes(((MIN_CLUSTERS * smallest + d) * s).next_multiple_of(MIB));
             return Err(too(format!(
                 "it gives {clusters} clusters of {} bytes, FAT32 needs at least {MIN_CLUSTERS} (about {min})",
                 spc * s
@@ -144,8 +166,18 @@ mod tests {
     }
 
     #[test]
+    fn small_volumes_take_small_clusters() {
+        for (mib, cluster) in [(200, 2048), (100, 1024), (40, 512)] {
+            let g = Geometry::new(SectorSize::B512, Bytes::mib(mib)).unwrap();
+            assert_eq!(g.cluster_bytes(), cluster, "{mib} MiB");
+            assert!(u64::from(g.clusters) >= MIN_CLUSTERS, "{mib} MiB");
+            assert_eq!(g.fat_offset(2) % MIB, 0, "data area on a MiB boundary");
+        }
+    }
+
+    #[test]
     fn refuses_volumes_too_small_for_fat32() {
-        let err = Geometry::new(SectorSize::B512, Bytes::mib(200)).unwrap_err();
+        let err = Geometry::new(SectorSize::B512, Bytes::mib(30)).unwrap_err();
         assert!(
             err.to_string().contains("FAT32 needs at least 65525"),
             "{err}"

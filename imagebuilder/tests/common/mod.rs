@@ -78,3 +78,5 @@ pub fn tiny_profile_text(overlays: &[PathBuf], initramfs_extra: &str) -> String 
     }
     out
 }
+
+pub mod media;

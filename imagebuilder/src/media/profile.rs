@@ -1,0 +1,300 @@
+//! Install-media profiles (`isos/*.toml`): which cluster profiles and
+//! guests the media carry, how the installer boots, and, for vendors who
+//! ship unattended media, what it installs without asking. Unknown keys
+//! are errors; paths are relative to the profile's folder; `isos/README.md`
+//! documents every key.
+
+use std::path::{Path, PathBuf};
+
+use cluster::Bytes;
+use serde::Deserialize;
+
+use crate::error::{Error, Result, io};
+use crate::hash;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaProfile {
+    /// The profile file, as given.
+    pub path: PathBuf,
+    pub sha256: String,
+    /// Names the outputs: `NAME.img`, `NAME.iso`.
+    pub name: String,
+    /// The ISO 9660 volume id (the label blkid shows).
+    pub label: String,
+    /// What the boot menus show.
+    pub title: String,
+    /// Cluster profiles the media carry (resolved paths).
+    pub clusters: Vec<PathBuf>,
+    /// Guest names, each found in a `--guests` folder.
+    pub guests: Vec<String>,
+    /// `console=` arguments; the last is `/dev/console`, where the
+    /// installer asks its questions.
+    pub console: Vec<String>,
+    pub kernel_args: Vec<String>,
+    /// Modules the installer's initramfs adds to its own list.
+    pub modules: Vec<String>,
+    /// The USB image's size, the stick it is for; `None`: what it holds.
+    pub size: Option<Bytes>,
+    pub unattended: Option<Unattended>,
+}
+
+/// What unattended media install, without a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unattended {
+    /// A carried cluster profile, by its file stem (`demo`).
+    pub profile: String,
+    /// The SAN: `/dev/NAME`, `NAME`, or `serial:SERIAL`.
+    pub target: String,
+    /// Overwrite a target that holds something else.
+    pub wipe: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    media: RawMedia,
+    unattended: Option<RawUnattended>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    name: String,
+    label: Option<String>,
+    title: Option<String>,
+    clusters: Vec<PathBuf>,
+    #[serde(default)]
+    guests: Vec<String>,
+    console: Option<Vec<String>>,
+    #[serde(default)]
+    kernel_args: Vec<String>,
+    #[serde(default)]
+    modules: Vec<String>,
+    size: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnattended {
+    profile: String,
+    target: String,
+    #[serde(default)]
+    wipe: bool,
+}
+
+/// The console of the installer when the profile names none: the screen
+/// and the first serial port, questions on the serial port.
+pub const DEFAULT_CONSOLE: &[&str] = &["tty0", "ttyS0,115200"];
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !s.starts_with('.')
+}
+
+impl MediaProfile {
+    pub fn load(path: &Path) -> Result<MediaProfile> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let sha256 = hash::sha256_bytes(&bytes);
+        let err = |message: String| Error::Profile {
+            path: path.to_owned(),
+            message,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
+        let raw: Raw =
+            toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_owned()))?;
+        let m = raw.media;
+        if !is_name(&m.name) {
+            return Err(err(format!(
+                "media.name: `{}` is not a file name (letters, digits, -, _, .)",
+                m.name
+            )));
+        }
+        let label = match m.label {
+            Some(l) => l,
+            None => m
+                .name
+                .to_ascii_uppercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .take(32)
+                .collect(),
+        };
+        if label.is_empty()
+            || label.len() > 32
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(err(format!(
+                "media.label: `{label}` must be 1 to 32 of A-Z, 0-9 and _ (an ISO 9660 volume id)"
+            )));
+        }
+        if m.clusters.is_empty() {
+            return Err(err(
+                "media.clusters: name at least one cluster profile".into()
+            ));
+        }
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        let clusters: Vec<PathBuf> = m.clusters.iter().map(|c| base.join(c)).collect();
+        let mut stems = std::collections::BTreeSet::new();
+        for (c, raw) in clusters.iter().zip(&m.clusters) {
+            if !c.is_file() {
+                return Err(err(format!(
+                    "media.clusters: {} is not a file",
+                    raw.display()
+                )));
+            }
+            let stem = c
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !is_name(&stem) || !stems.insert(stem.clone()) {
+                return Err(err(format!(
+                    "media.clusters: {} must have a file name of its own (the installer offers profiles by name: `{stem}`)",
+                    raw.display()
+                )));
+            }
+        }
+        for g in &m.guests {
+            if !is_name(g) {
+                return Err(err(format!("media.guests: `{g}` is not a guest name")));
+            }
+        }
+        let line_ok = |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_whitespace());
+        let console: Vec<String> = m
+            .console
+            .unwrap_or_else(|| DEFAULT_CONSOLE.iter().map(|s| (*s).to_owned()).collect());
+        if console.is_empty() || !console.iter().all(|c| line_ok(c)) {
+            return Err(err(
+                "media.console: one or more console= values without spaces".into(),
+            ));
+        }
+        for a in &m.kernel_args {
+            if !line_ok(a) || a.starts_with("vlx.") || a.starts_with("console=") {
+                return Err(err(format!(
+                    "media.kernel_args: `{a}`: one argument without spaces; vlx.* and console= are set by vlx"
+                )));
+            }
+        }
+        let size = m
+            .size
+            .map(|s| {
+                s.parse::<Bytes>()
+                    .map_err(|e| err(format!("media.size: {e}")))
+            })
+            .transpose()?;
+        let unattended = match raw.unattended {
+            None => None,
+            Some(u) => {
+                if !stems.contains(&u.profile) {
+                    return Err(err(format!(
+                        "unattended.profile: `{}` is none of the carried profiles ({})",
+                        u.profile,
+                        stems.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                if !line_ok(&u.target) {
+                    return Err(err(
+                        "unattended.target: a disk (/dev/NAME, NAME or serial:SERIAL)".into(),
+                    ));
+                }
+                Some(Unattended {
+                    profile: u.profile,
+                    target: u.target,
+                    wipe: u.wipe,
+                })
+            }
+        };
+        Ok(MediaProfile {
+            path: path.to_owned(),
+            sha256,
+            title: m
+                .title
+                .unwrap_or_else(|| format!("Install vlx ({})", m.name)),
+            name: m.name,
+            label,
+            clusters,
+            guests: m.guests,
+            console,
+            kernel_args: m.kernel_args,
+            modules: m.modules,
+            size,
+            unattended,
+        })
+    }
+
+    /// The cluster profile's name the installer knows it by (file stem).
+    pub fn cluster_name(path: &Path) -> String {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<MediaProfile> {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("demo.toml"), "x").unwrap();
+        std::fs::write(d.path().join("m.toml"), text).unwrap();
+        MediaProfile::load(&d.path().join("m.toml"))
+    }
+
+    #[test]
+    fn defaults_and_unattended() {
+        let p = load(
+            "[media]\nname = \"vlx-installer\"\nclusters = [\"demo.toml\"]\n\
+             [unattended]\nprofile = \"demo\"\ntarget = \"/dev/vdb\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.label, "VLX_INSTALLER");
+        assert_eq!(p.console, ["tty0", "ttyS0,115200"]);
+        assert_eq!(
+            p.unattended,
+            Some(Unattended {
+                profile: "demo".into(),
+                target: "/dev/vdb".into(),
+                wipe: false
+            })
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            (
+                "[media]\nname = \"a b\"\nclusters = [\"demo.toml\"]\n",
+                "media.name",
+            ),
+            (
+                "[media]\nname = \"a\"\nclusters = [\"nope.toml\"]\n",
+                "media.clusters",
+            ),
+            ("[media]\nname = \"a\"\nclusters = []\n", "media.clusters"),
+            (
+                "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\nkernel_args = [\"vlx.x=1\"]\n",
+                "media.kernel_args",
+            ),
+            (
+                "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\n[unattended]\nprofile = \"x\"\ntarget = \"vda\"\n",
+                "unattended.profile",
+            ),
+            (
+                "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\nbogus = 1\n",
+                "bogus",
+            ),
+            (
+                "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\nsize = \"lots\"\n",
+                "media.size",
+            ),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+}

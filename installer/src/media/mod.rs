@@ -1,0 +1,469 @@
+//! `vlx-install media-env`: the installer environment's front end, run by
+//! the `/init` of the install media's initramfs. It finds the payload,
+//! checks it, shows the disks, takes a cluster profile and a target
+//! (asking, or from `vlx.profile=`/`vlx.target=` when unattended), shows
+//! the plan, and runs the installer's own [`crate::apply::apply`]; then it
+//! powers the machine off. Every step prints one `vlx-install:` line; a
+//! failure prints `vlx-install: error:` and `vlx-install: hint:` and
+//! returns, and `/init` keeps a shell on the console.
+//!
+//! The decisions (command line, which disk a target names, the answers to
+//! the prompts) are in [`cmdline`], [`disks`] and [`prompt`] and are tested
+//! as values; this module does the I/O.
+
+pub mod cmdline;
+pub mod disks;
+pub mod payload;
+pub mod prompt;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cluster::SanFacts;
+
+use crate::apply::{self, ApplyError, Inputs, Options, Outcome};
+use crate::device::{self, Contents, Refusal};
+use crate::image::{HostImage, ImageError};
+use crate::profile::{LoadError, load};
+use crate::report::Console;
+use cmdline::{CmdlineError, MediaArgs};
+use disks::{Disk, PickError};
+use payload::{MediaManifest, PayloadError};
+use prompt::{Prompt, PromptError};
+
+/// Where the payload is mounted.
+pub const MEDIA_MOUNT: &str = "/run/vlx/media";
+/// How long the medium may take to show: USB sticks and CD drives are
+/// probed after the kernel starts init.
+const MEDIA_WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(250);
+/// Progress lines while the payload is checked, at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Prints one line of the environment on the console.
+pub fn say(line: impl std::fmt::Display) {
+    println!("vlx-install: {line}");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error(transparent)]
+    Cmdline(#[from] CmdlineError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading kernel modules: {0}")]
+    Modules(String),
+    #[error(
+        "no install payload with manifest sha256 {sha} on any disk after {secs} s (looked at: {looked})"
+    )]
+    NoPayload {
+        sha: String,
+        secs: u64,
+        looked: String,
+    },
+    #[error("mounting {what} on {target}: {source}")]
+    Mount {
+        what: String,
+        target: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("vlx.profile={name}: the media carry no such cluster profile (they carry {known})")]
+    NoProfile { name: String, known: String },
+    #[error("the media carry no cluster profile")]
+    NoProfiles,
+    #[error(transparent)]
+    Pick(#[from] PickError),
+    #[error("no disk to install on: every disk the kernel sees is the install medium")]
+    NoDisks,
+    #[error("unattended install: {0}")]
+    Unattended(&'static str),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    #[error("the install was not confirmed; nothing was written")]
+    NotConfirmed,
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+impl MediaError {
+    /// Where to look next, for the console.
+    pub fn hint(&self) -> String {
+        match self {
+            MediaError::Cmdline(_) => "boot the install media's own boot entry, or fix the vlx.* arguments at the boot loader".into(),
+            MediaError::NoPayload { .. } => "the payload partition or the CD is not readable: is the medium fully written (compare it with NAME.json), and does the kernel have the driver of its drive (media.modules)?".into(),
+            MediaError::Payload(_) => "write the medium again from the published image and check it with its NAME.json; the SAN was not touched".into(),
+            MediaError::Modules(_) | MediaError::Mount { .. } => "the installer's initramfs lacks a driver: add it to media.modules and build the media again".into(),
+            MediaError::NoProfile { .. } | MediaError::NoProfiles => "pick a profile at the prompt (boot the guided entry), or build media that carry it".into(),
+            MediaError::Pick(_) | MediaError::NoDisks => "check that the SAN is attached and seen by this blade (the list above shows every disk)".into(),
+            MediaError::Unattended(_) => "unattended media need vlx.profile and vlx.target; edit them at the boot loader or boot the guided entry".into(),
+            MediaError::Refused(_) => "the target was left as it was; pass vlx.wipe=1 (or answer erase in the guided install) to overwrite it".into(),
+            MediaError::Load(_) | MediaError::Image(_) => "the cluster profile on the media does not fit this SAN or image; build media with a matching profile".into(),
+            _ => "the console above says what failed; `vlx-install status --san DISK` shows how far an install got, and running the media again finishes it".into(),
+        }
+    }
+}
+
+/// The environment's main: runs the install and powers off, or prints the
+/// failure and returns 1.
+pub fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => {
+            say("powering off");
+            power_off();
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(format!("error: {e}"));
+            say(format!("hint: {}", e.hint()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn power_off() {
+    // SAFETY: sync has no preconditions; reboot(2) with RB_POWER_OFF only
+    // returns on failure (then /init's shell remains).
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+}
+
+fn read(path: &Path) -> Result<String, MediaError> {
+    std::fs::read_to_string(path).map_err(|source| MediaError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The install, up to (not including) the power-off.
+pub fn run() -> Result<(), MediaError> {
+    let args = cmdline::parse(&read(Path::new("/proc/cmdline"))?)?;
+    say(format!(
+        "installer environment: payload {}…, {}",
+        &args.media[..16],
+        if args.unattended {
+            "unattended"
+        } else {
+            "guided"
+        }
+    ));
+    load_modules()?;
+    let (media_dev, manifest) = find_payload(&args.media)?;
+    let root = Path::new(MEDIA_MOUNT);
+    say(format!(
+        "payload {} on {media_dev}: image {} {}, clusters {}, guests {}",
+        manifest.name,
+        manifest.image.name,
+        manifest.image.version,
+        list(&manifest.clusters),
+        list(&manifest.guests),
+    ));
+    check_payload(root, &manifest)?;
+
+    let media_disk = disks::whole_disk(Path::new("/sys/class/block"), &media_dev);
+    let mut found = disks::list(Path::new("/sys/block"), std::slice::from_ref(&media_disk));
+    for d in &mut found {
+        d.holds = Some(match device::signatures(&d.path) {
+            Ok(s) if s.is_empty() => "blank".into(),
+            Ok(s) => s
+                .iter()
+                .map(|s| format!("{} at {}", s.kind, s.offset))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("unreadable ({e})"),
+        });
+    }
+    say(format!(
+        "disks ({} besides the medium {media_disk}):",
+        found.len()
+    ));
+    for d in &found {
+        println!("  {}", d.describe());
+    }
+    if found.is_empty() {
+        return Err(MediaError::NoDisks);
+    }
+
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut out = std::io::stdout();
+    let mut ask = Prompt::new(&mut input, &mut out);
+    let cluster = choose_profile(&args, &manifest, &mut ask)?;
+    let disk = choose_disk(&args, &found, &mut ask)?;
+    install(&args, root, &cluster, disk, &mut ask)
+}
+
+fn list(v: &[payload::Named]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.iter()
+        .map(|n| n.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Loads the modules of `/etc/vlx/modules.load` (the agent's loader: the
+/// same list format, resolved through modules.dep).
+fn load_modules() -> Result<(), MediaError> {
+    use agent::modules::{ModuleIndex, parse_load_list};
+    let release = agent::sys::kernel_release().map_err(|source| MediaError::Read {
+        path: "uname".into(),
+        source,
+    })?;
+    let wanted = parse_load_list(&read(Path::new(agent::modules::LOAD_LIST))?);
+    let dir = Path::new("/lib/modules").join(&release);
+    let dep = read(&dir.join("modules.dep"))?;
+    let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+    let index =
+        ModuleIndex::parse(&dep, &builtin).map_err(|e| MediaError::Modules(e.to_string()))?;
+    let order = index
+        .load_order(&wanted)
+        .map_err(|e| MediaError::Modules(e.to_string()))?;
+    for rel in &order {
+        let path = dir.join(rel);
+        let file = std::fs::File::open(&path).map_err(|source| MediaError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        agent::sys::load_module(&file, !rel.ends_with(".ko"))
+            .map_err(|e| MediaError::Modules(format!("{}: {e}", path.display())))?;
+    }
+    say(format!("loaded {} kernel modules", order.len()));
+    Ok(())
+}
+
+/// Waits for the device whose ISO 9660 volume holds the manifest with
+/// sha256 `sha`, and leaves it mounted on [`MEDIA_MOUNT`].
+fn find_payload(sha: &str) -> Result<(String, MediaManifest), MediaError> {
+    let mount = Path::new(MEDIA_MOUNT);
+    std::fs::create_dir_all(mount).map_err(|source| MediaError::Mount {
+        what: "a folder".into(),
+        target: mount.to_owned(),
+        source,
+    })?;
+    let start = Instant::now();
+    let mut tried: Vec<String> = Vec::new();
+    loop {
+        let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for name in names {
+            let dev = format!("/dev/{name}");
+            if tried.contains(&name) || !payload::is_iso9660(Path::new(&dev)) {
+                continue;
+            }
+            tried.push(name.clone());
+            if let Err(source) = agent::sys::mount(&dev, mount, "iso9660", libc::MS_RDONLY, "") {
+                say(format!("{dev}: ISO 9660, but it does not mount: {source}"));
+                continue;
+            }
+            match payload::read_manifest(mount, sha)? {
+                Some(m) => return Ok((name, m)),
+                None => {
+                    say(format!("{dev}: ISO 9660 of other media, not this payload"));
+                    unmount(mount);
+                }
+            }
+        }
+        if start.elapsed() > MEDIA_WAIT {
+            return Err(MediaError::NoPayload {
+                sha: sha.to_owned(),
+                secs: MEDIA_WAIT.as_secs(),
+                looked: if tried.is_empty() {
+                    "no ISO 9660 volume at all".into()
+                } else {
+                    tried.join(", ")
+                },
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn unmount(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: c is a valid NUL-terminated path. A failure leaves the
+        // mount, which the next mount on the same folder hides.
+        unsafe { libc::umount(c.as_ptr()) };
+    }
+}
+
+/// Hashes every payload file against the manifest, with progress lines.
+fn check_payload(root: &Path, m: &MediaManifest) -> Result<(), MediaError> {
+    let start = Instant::now();
+    let mut last = Instant::now();
+    payload::verify(root, m, &mut |done, total| {
+        if last.elapsed() >= PROGRESS_EVERY {
+            last = Instant::now();
+            say(format!(
+                "checking the payload: {} of {} MiB",
+                done >> 20,
+                total >> 20
+            ));
+        }
+    })?;
+    say(format!(
+        "payload checked: {} files match the manifest ({:.0} s)",
+        m.files.len(),
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn choose_profile(
+    args: &MediaArgs,
+    m: &MediaManifest,
+    ask: &mut Prompt<'_>,
+) -> Result<PathBuf, MediaError> {
+    let known = || list(&m.clusters);
+    let pick = match (&args.profile, m.clusters.as_slice()) {
+        (_, []) => return Err(MediaError::NoProfiles),
+        (Some(name), all) => {
+            all.iter()
+                .find(|c| c.name == *name)
+                .ok_or_else(|| MediaError::NoProfile {
+                    name: name.clone(),
+                    known: known(),
+                })?
+        }
+        (None, [one]) => one,
+        (None, _) if args.unattended => {
+            return Err(MediaError::Unattended(
+                "the media carry several cluster profiles and vlx.profile names none",
+            ));
+        }
+        (None, all) => {
+            let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+            &all[ask.choose("Cluster profile", &names)?]
+        }
+    };
+    say(format!("cluster profile {} ({})", pick.name, pick.path));
+    Ok(Path::new(MEDIA_MOUNT).join(&pick.path))
+}
+
+fn choose_disk<'a>(
+    args: &MediaArgs,
+    found: &'a [Disk],
+    ask: &mut Prompt<'_>,
+) -> Result<&'a Disk, MediaError> {
+    let disk = match &args.target {
+        Some(spec) => disks::pick(found, spec)?,
+        None if args.unattended => {
+            return Err(MediaError::Unattended("vlx.target names no disk"));
+        }
+        None => {
+            let options: Vec<String> = found.iter().map(Disk::describe).collect();
+            &found[ask.choose("Target disk (the SAN)", &options)?]
+        }
+    };
+    say(format!("target {}", disk.describe().trim_end()));
+    Ok(disk)
+}
+
+fn install(
+    args: &MediaArgs,
+    root: &Path,
+    cluster: &Path,
+    disk: &Disk,
+    ask: &mut Prompt<'_>,
+) -> Result<(), MediaError> {
+    let facts = device::inspect(&disk.path)?;
+    let (_, plan) = load(
+        cluster,
+        SanFacts {
+            size: Some(facts.size),
+            sector_size: facts.sector_size,
+        },
+    )?;
+    let image = HostImage::open(&root.join("image"))?;
+    crate::image::check_host(cluster, &plan, &image)?;
+    let text = read(cluster)?;
+    let inputs = Inputs::new(cluster, text, plan, image);
+    let plan = &inputs.plan;
+    let mut wipe = args.wipe;
+    let checked = match device::check(facts.clone(), plan, wipe) {
+        Err(Refusal::NotBlank { path, what }) if !args.unattended => {
+            ask.say(&format!("{} holds {what}.", path.display()))?;
+            if !ask.confirm("ALL OF IT WILL BE ERASED.", "erase")? {
+                return Err(MediaError::NotConfirmed);
+            }
+            wipe = true;
+            device::check(facts, plan, true)?
+        }
+        other => other?,
+    };
+    let holds = match checked.contents() {
+        Contents::Blank => "blank".to_owned(),
+        Contents::ThisCluster => "an install of this cluster (verified and finished)".to_owned(),
+        Contents::Foreign(what) => format!("{what} (to be erased)"),
+    };
+    say(format!(
+        "plan: cluster {} ({}), {} nodes, {} partitions on {} of {}, image {} {}; the target holds {holds}",
+        plan.cluster.name,
+        plan.cluster.uuid,
+        plan.nodes.len(),
+        plan.disk.partitions.len(),
+        disk.path.display(),
+        plan.disk.size,
+        inputs.image.manifest.name,
+        inputs.image.manifest.version,
+    ));
+    if !args.unattended
+        && !ask.confirm(
+            &format!(
+                "Install cluster {} on {}?",
+                plan.cluster.name,
+                disk.path.display()
+            ),
+            "yes",
+        )?
+    {
+        return Err(MediaError::NotConfirmed);
+    }
+    let outcome = apply::apply(
+        &inputs,
+        checked,
+        Options {
+            wipe,
+            reset_all: false,
+        },
+        &Console::lines(),
+    )?;
+    say(match outcome {
+        Outcome::AlreadyInstalled => format!(
+            "cluster {} was already installed on {}; every step verified",
+            plan.cluster.name,
+            disk.path.display()
+        ),
+        Outcome::Installed { .. } => format!(
+            "installed cluster {} ({} nodes) on {}",
+            plan.cluster.name,
+            plan.nodes.len(),
+            disk.path.display()
+        ),
+    });
+    Ok(())
+}

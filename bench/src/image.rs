@@ -11,11 +11,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::util::{mib, ms};
+use crate::util::{mib, ms, timed};
 
 /// Size of the tree the tarball benchmark archives.
 const TREE_BYTES: u64 = 200 << 20;
@@ -102,16 +102,6 @@ fn copy_some(
         }
     }
     Ok(())
-}
-
-fn timed(cmd: &mut Command) -> anyhow::Result<Duration> {
-    let t = Instant::now();
-    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
-    let d = t.elapsed();
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(d)
 }
 
 /// Peak resident memory of the finished children so far (the largest).

@@ -9,12 +9,12 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use imagebuilder::guest::GuestMeta;
 
-use crate::util::{mib, ms};
+use crate::util::{mib, ms, timed};
 
 /// Bytes of each filler guest tarball; with the tiny image (~140 MiB) the
 /// payload comes to about 500 MB.
@@ -34,16 +34,6 @@ fn bin(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(p)
-}
-
-fn timed(cmd: &mut Command) -> anyhow::Result<Duration> {
-    let t = Instant::now();
-    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
-    let d = t.elapsed();
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(d)
 }
 
 /// A guest folder with `len` bytes of incompressible "tarball" and the

@@ -1,6 +1,9 @@
 //! Timing and memory helpers shared by the benchmarks.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
 
 /// Runs `f` `runs` times and returns the fastest time and the last result;
 /// the minimum is the least disturbed by other load on a shared machine.
@@ -36,4 +39,16 @@ pub fn mib(bytes: u64) -> f64 {
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Runs `cmd` to its end and returns how long it took; a failure is an
+/// error with its stderr.
+pub fn timed(cmd: &mut Command) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    let d = t.elapsed();
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(d)
 }

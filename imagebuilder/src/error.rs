@@ -67,6 +67,8 @@ pub enum Error {
     },
     #[error("{path}: {message}")]
     Verify { path: PathBuf, message: String },
+    #[error(transparent)]
+    Fat(#[from] bootfs::fat::FatError),
     #[error("{0}")]
     Other(String),
 }

@@ -18,7 +18,7 @@ fn sample(dir: &Path) -> IsoTree {
     let mut t = IsoTree::new();
     t.add(
         "image/origin.ext4",
-        Source::file(&dir.join("big.bin")).unwrap(),
+        Source::file(dir.join("big.bin")).unwrap(),
     )
     .unwrap();
     t.add("image/manifest.json", Source::Bytes(b"{}\n".to_vec()))
@@ -186,7 +186,7 @@ fn bootable_hybrid_shows_both_el_torito_entries() {
         Source::file(Path::new("/usr/lib/syslinux/modules/bios/ldlinux.c32")).unwrap(),
     )
     .unwrap();
-    tree.add("boot/efi.img", Source::file(&efi_image(d.path())).unwrap())
+    tree.add("boot/efi.img", Source::file(efi_image(d.path())).unwrap())
         .unwrap();
     let boot = BootSpec {
         bios: Some("isolinux/isolinux.bin".into()),

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::Digest;
 
@@ -62,45 +62,9 @@ pub(crate) fn both32(v: u32) -> [u8; 8] {
     [l[0], l[1], l[2], l[3], b[0], b[1], b[2], b[3]]
 }
 
-/// Where a file's bytes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Bytes(Vec<u8>),
-    /// A file of the build machine with its size when it was added (checked
-    /// again as it is copied).
-    File {
-        path: PathBuf,
-        len: u64,
-    },
-}
-
-impl Source {
-    /// A file of this machine, with its current size.
-    pub fn file(path: &Path) -> Result<Source> {
-        let m = std::fs::metadata(path).map_err(io(path))?;
-        if !m.is_file() {
-            return Err(Error::Other(format!(
-                "{}: not a regular file",
-                path.display()
-            )));
-        }
-        Ok(Source::File {
-            path: path.to_owned(),
-            len: m.len(),
-        })
-    }
-
-    pub fn len(&self) -> u64 {
-        match self {
-            Source::Bytes(b) => b.len() as u64,
-            Source::File { len, .. } => *len,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+/// Where a file's bytes come from: the FAT writer's type, since the media
+/// put the same files on both.
+pub use bootfs::fat::Source;
 
 /// Files by `/`-separated path; folders are implied by the paths.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -45,6 +45,17 @@ pub struct Named {
     pub path: String,
 }
 
+/// The names, comma-separated, or `none`: for one line of a report.
+pub fn names(v: &[Named]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.iter()
+        .map(|n| n.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PayloadFile {

@@ -215,8 +215,8 @@ pub fn build(profile: &MediaProfile, b: &MediaBuild, progress: &dyn Progress) ->
         payload.bytes >> 20,
         payload.image.name,
         payload.image.version,
-        names(&payload.manifest.clusters),
-        names(&payload.manifest.guests),
+        manifest::names(&payload.manifest.clusters),
+        manifest::names(&payload.manifest.guests),
     ));
     let sha = payload.manifest_sha256.clone();
     let mut out = Output::new(&b.out)?;
@@ -442,16 +442,6 @@ fn write_media(
     iso_image.write(iso_tmp, 0)?;
     drop(staging);
     Ok(began)
-}
-
-fn names(v: &[manifest::Named]) -> String {
-    if v.is_empty() {
-        return "none".into();
-    }
-    v.iter()
-        .map(|n| n.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn boot_err(e: impl std::fmt::Display) -> Error {

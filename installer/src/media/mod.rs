@@ -171,8 +171,8 @@ pub fn run() -> Result<(), MediaError> {
         manifest.name,
         manifest.image.name,
         manifest.image.version,
-        list(&manifest.clusters),
-        list(&manifest.guests),
+        payload::names(&manifest.clusters),
+        payload::names(&manifest.guests),
     ));
     check_payload(root, &manifest)?;
 
@@ -207,16 +207,6 @@ pub fn run() -> Result<(), MediaError> {
     let cluster = choose_profile(&args, &manifest, &mut ask)?;
     let disk = choose_disk(&args, &found, &mut ask)?;
     install(&args, root, &cluster, disk, &mut ask)
-}
-
-fn list(v: &[payload::Named]) -> String {
-    if v.is_empty() {
-        return "none".into();
-    }
-    v.iter()
-        .map(|n| n.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Loads the modules of `/etc/vlx/modules.load` (the agent's loader: the
@@ -338,7 +328,7 @@ fn choose_profile(
     m: &MediaManifest,
     ask: &mut Prompt<'_>,
 ) -> Result<PathBuf, MediaError> {
-    let known = || list(&m.clusters);
+    let known = || payload::names(&m.clusters);
     let pick = match (&args.profile, m.clusters.as_slice()) {
         (_, []) => return Err(MediaError::NoProfiles),
         (Some(name), all) => {

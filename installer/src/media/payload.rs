@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use imagebuilder::media::manifest::{
-    FILE as MANIFEST, FORMAT, ImageRef, MediaManifest, Named, PayloadFile,
+    FILE as MANIFEST, FORMAT, ImageRef, MediaManifest, Named, PayloadFile, names,
 };
 
 /// Where ISO 9660's primary volume descriptor starts (block 16 of 2048).

@@ -141,20 +141,7 @@ mod tests {
         SanDisk {
             disk: disk.into(),
             sector: plan.disk.sector_size,
-            entries: plan
-                .disk
-                .partitions
-                .iter()
-                .map(|p| Entry {
-                    number: p.number,
-                    type_guid: p.type_guid,
-                    guid: p.guid,
-                    first_lba: p.first_lba.0,
-                    last_lba: p.last_lba.0,
-                    attributes: p.attributes,
-                    name: p.label.clone(),
-                })
-                .collect(),
+            entries: plan.disk.partitions.iter().map(Entry::from).collect(),
         }
     }
 

@@ -46,15 +46,7 @@ fn every_example_plan_survives_its_json_and_gives_each_node_a_root() {
                 .disk
                 .partitions
                 .iter()
-                .map(|p| cluster::gpt::Entry {
-                    number: p.number,
-                    type_guid: p.type_guid,
-                    guid: p.guid,
-                    first_lba: p.first_lba.0,
-                    last_lba: p.last_lba.0,
-                    attributes: p.attributes,
-                    name: p.label.clone(),
-                })
+                .map(cluster::gpt::Entry::from)
                 .collect(),
         };
         for node in &plan.nodes {

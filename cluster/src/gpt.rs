@@ -7,7 +7,7 @@
 
 use uuid::Uuid;
 
-use crate::layout::{DiskLayout, ENTRY_SIZE};
+use crate::layout::{DiskLayout, ENTRY_SIZE, Partition};
 use crate::units::{Bytes, Lba, SectorSize};
 
 const SIGNATURE: &[u8; 8] = b"EFI PART";
@@ -230,6 +230,21 @@ impl Entry {
     }
 }
 
+/// The entry that [`encode`] writes for a planned partition.
+impl From<&Partition> for Entry {
+    fn from(p: &Partition) -> Entry {
+        Entry {
+            number: p.number,
+            type_guid: p.type_guid,
+            guid: p.guid,
+            first_lba: p.first_lba.0,
+            last_lba: p.last_lba.0,
+            attributes: p.attributes,
+            name: p.label.clone(),
+        }
+    }
+}
+
 /// Decodes the used entries of an entry array and checks its CRC.
 pub fn parse_entries(header: &Header, bytes: &[u8]) -> Result<Vec<Entry>, GptError> {
     let len = header.entries_len();
@@ -328,6 +343,9 @@ mod tests {
                         (p.label.as_str(), p.first_lba.0, p.last_lba.0, p.guid)
                     );
                 }
+                // Every field, number and attributes too, as planned.
+                let planned: Vec<Entry> = layout.partitions.iter().map(Entry::from).collect();
+                assert_eq!(entries, planned);
                 let bo = h.alternate_lba as usize * s;
                 let b = Header::parse(&disk[bo..bo + s]).unwrap();
                 assert_eq!((b.my_lba, b.alternate_lba), (h.alternate_lba, 1));

@@ -452,6 +452,15 @@ fn sigkill_at_random_times_then_rerun_gives_a_clean_install() {
     }
 }
 
+/// Stands in for booted nodes: a dm-snapshot header on every node's store.
+fn mark_stores_used(san: &Path, plan: &cluster::Plan) {
+    let f = std::fs::OpenOptions::new().write(true).open(san).unwrap();
+    for n in &plan.nodes {
+        std::os::unix::fs::FileExt::write_all_at(&f, b"SnAp\x01\x00\x00\x00", offset(plan, &n.cow))
+            .unwrap();
+    }
+}
+
 #[test]
 fn reset_node_zeroes_that_nodes_store_only() {
     let d = tempfile::tempdir().unwrap();
@@ -460,17 +469,7 @@ fn reset_node_zeroes_that_nodes_store_only() {
     let san = san(d.path(), SAN);
     assert!(apply(&prof, &img, &san, &[]).status.success());
     let plan = plan(&prof, &san);
-    // Stand in for booted nodes: a snapshot header on every store.
-    let f = std::fs::OpenOptions::new().write(true).open(&san).unwrap();
-    for n in &plan.nodes {
-        std::os::unix::fs::FileExt::write_all_at(
-            &f,
-            b"SnAp\x01\x00\x00\x00",
-            offset(&plan, &n.cow),
-        )
-        .unwrap();
-    }
-    drop(f);
+    mark_stores_used(&san, &plan);
     let o = vlx_install(&["reset-node", "s2", "--san", san.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let f = std::fs::File::open(&san).unwrap();
@@ -535,16 +534,7 @@ fn replacing_the_origin_needs_every_node_reset() {
     let san = san(d.path(), SAN);
     assert!(apply(&prof, &old, &san, &[]).status.success());
     let plan = plan(&prof, &san);
-    let f = std::fs::OpenOptions::new().write(true).open(&san).unwrap();
-    for n in &plan.nodes {
-        std::os::unix::fs::FileExt::write_all_at(
-            &f,
-            b"SnAp\x01\x00\x00\x00",
-            offset(&plan, &n.cow),
-        )
-        .unwrap();
-    }
-    drop(f);
+    mark_stores_used(&san, &plan);
     let before = sha256_file(&san);
     let o = apply(&prof, &new, &san, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));

@@ -712,8 +712,13 @@ impl Exec<'_> {
             .ok_or_else(|| fail("factory reset", "no second blade with a file is up"))?;
         for name in [&reset, &other] {
             if let Some(b) = self.live(name) {
+                // The root's file system alone (syncfs): a plain `sync`
+                // also waits on every other mount, and a blade that has
+                // just taken the VIP may be mounting the shared volume,
+                // whose multiple-mount protection holds the mount (and so
+                // every sync) while it waits out the dead holder.
                 b.shell()
-                    .run("sync", limit)
+                    .run("sync -f /", limit)
                     .map_err(|e| fail(format!("{name} synced"), e))?;
             }
             self.power_off(name);

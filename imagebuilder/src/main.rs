@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use imagebuilder::image::{guest, host, kernel, manifest};
+use imagebuilder::profile;
 use imagebuilder::progress::{Event, Progress};
-use imagebuilder::{guest, host, kernel, manifest, profile};
 
 /// Bake vlx host images, guest OS tarballs and install media.
 #[derive(Debug, Parser)]

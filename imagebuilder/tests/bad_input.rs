@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use imagebuilder::host::{self, HostBuild};
+use imagebuilder::image::host::{self, HostBuild};
 use imagebuilder::profile::HostProfile;
 use imagebuilder::progress::Quiet;
 

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use imagebuilder::guest::GuestMeta;
-use imagebuilder::manifest;
+use imagebuilder::image::guest::GuestMeta;
+use imagebuilder::image::manifest;
 
 /// Whether the profiles' mirror answers on its HTTP port.
 fn mirror_reachable() -> bool {
@@ -116,10 +116,12 @@ fn debian_kernel_fetch_fills_an_empty_cache() {
     let cache = tempfile::tempdir().unwrap();
     // Two builds fetch at once (as parallel tests do): both succeed.
     let (a, b) = std::thread::scope(|s| {
-        let a =
-            s.spawn(|| imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64"));
-        let b =
-            s.spawn(|| imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64"));
+        let a = s.spawn(|| {
+            imagebuilder::image::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64")
+        });
+        let b = s.spawn(|| {
+            imagebuilder::image::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64")
+        });
         (a.join().unwrap(), b.join().unwrap())
     });
     let k = a.unwrap();
@@ -132,7 +134,8 @@ fn debian_kernel_fetch_fills_an_empty_cache() {
     assert!(k.modules.join("modules.dep").is_file());
     // depmod ran: the binary index exists too.
     assert!(k.modules.join("modules.dep.bin").is_file());
-    let (real, version) = imagebuilder::kernel::resolve_package("linux-image-cloud-amd64").unwrap();
+    let (real, version) =
+        imagebuilder::image::kernel::resolve_package("linux-image-cloud-amd64").unwrap();
     let dir = cache
         .path()
         .join("kernels")
@@ -145,7 +148,7 @@ fn debian_kernel_fetch_fills_an_empty_cache() {
     );
     // A second fetch uses the cache (same answer, nothing new).
     assert_eq!(
-        imagebuilder::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64").unwrap(),
+        imagebuilder::image::kernel::fetch_into(cache.path(), "linux-image-cloud-amd64").unwrap(),
         k
     );
 }

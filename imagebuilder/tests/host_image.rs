@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use imagebuilder::manifest;
+use imagebuilder::image::manifest;
 
 fn build(profile: &Path, out: &Path) {
     build_with(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use imagebuilder::iso::{self, BootSpec, IsoSpec, IsoTree, Source};
+use imagebuilder::formats::iso::{self, BootSpec, IsoSpec, IsoTree, Source};
 
 fn sample(dir: &Path) -> IsoTree {
     let big: Vec<u8> = (0..5_000_003u32).map(|i| (i * 13 % 251) as u8).collect();

@@ -4,8 +4,8 @@
 // Helpers outside #[test] functions panic on purpose too.
 #![allow(clippy::unwrap_used)]
 
-use imagebuilder::initramfs;
-use imagebuilder::kernel::{self, ModuleIndex};
+use imagebuilder::image::initramfs;
+use imagebuilder::image::kernel::{self, ModuleIndex};
 use imagebuilder::profile::Transport;
 
 #[test]
@@ -55,7 +55,7 @@ fn iscsi_initramfs_carries_iscsistart_and_its_libraries() {
     let transports = [Transport::Disk, Transport::Iscsi];
     let programs = initramfs::Programs::find(Path::new("/usr/bin/true"), &transports).unwrap();
     let modules = initramfs::modules(&index, &transports, &[]).unwrap();
-    let resolver = imagebuilder::libs::Resolver::host();
+    let resolver = imagebuilder::image::libs::Resolver::host();
     let tree = initramfs::plan(&programs, &k, &index, &modules, &resolver).unwrap();
     assert!(tree.get(Path::new("sbin/iscsistart")).is_some());
     let iscsi_tcp = modules.iter().find(|m| m.name == "iscsi_tcp").unwrap();

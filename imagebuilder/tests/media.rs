@@ -330,7 +330,7 @@ fn the_shipped_profile_builds_its_image_first() {
         .arg("-v")
         .arg(out.join("vlx-installer.img")));
     assert!(v.contains("No problems found"), "{v}");
-    let m = imagebuilder::manifest::verify_dir(&out.join("image")).unwrap();
+    let m = imagebuilder::image::manifest::verify_dir(&out.join("image")).unwrap();
     assert_eq!(m.name, "tiny");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("vlx-installer.json")).unwrap()).unwrap();

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use imagebuilder::manifest::{Artifact, Manifest};
+pub use imagebuilder::image::manifest::{Artifact, Manifest};
 
 /// Artifacts the installer needs from an image directory.
 pub const ORIGIN: &str = "origin.ext4";
 pub const KERNEL: &str = "vmlinuz";
 pub const INITRAMFS: &str = "initramfs.img";
-pub const MANIFEST: &str = imagebuilder::manifest::FILE;
+pub const MANIFEST: &str = imagebuilder::image::manifest::FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -46,7 +46,7 @@ impl HostImage {
     /// Reads `dir/manifest.json`, checks every artifact's size and sha256,
     /// and that the ones an install uses are listed.
     pub fn open(dir: &Path) -> Result<HostImage, ImageError> {
-        let manifest = imagebuilder::manifest::verify_dir(dir)?;
+        let manifest = imagebuilder::image::manifest::verify_dir(dir)?;
         let path = dir.join(MANIFEST);
         for name in [ORIGIN, KERNEL, INITRAMFS] {
             if manifest.artifact(name).is_none() {

@@ -4,18 +4,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imagebuilder::tree::{Content, Entry, Tree};
+use imagebuilder::image::tree::{Content, Entry, Tree};
 
 /// What the test initramfs prints before it powers off.
 pub const MARKER: &str = "BOOTFS-TEST-MARKER";
 /// The machine is shared and QEMU runs under TCG: be generous.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
-/// The guests' kernel from the shared cache (`imagebuilder::kernel`),
+/// The guests' kernel from the shared cache (`imagebuilder::image::kernel`),
 /// fetched into it when it holds none.
 pub fn kernel() -> PathBuf {
-    let package = imagebuilder::kernel::DEFAULT_PACKAGE;
-    imagebuilder::kernel::cached_or_fetch(package)
+    let package = imagebuilder::image::kernel::DEFAULT_PACKAGE;
+    imagebuilder::image::kernel::cached_or_fetch(package)
         .unwrap_or_else(|e| panic!("the kernel of {package}: {e}"))
         .vmlinuz
 }
@@ -48,7 +48,7 @@ pub fn initramfs(dir: &Path) -> PathBuf {
     .unwrap();
     let out = dir.join("initramfs.img");
     let mtime = u32::try_from(super::EPOCH.0).unwrap();
-    imagebuilder::initramfs::write(&tree, &out, mtime).unwrap();
+    imagebuilder::image::initramfs::write(&tree, &out, mtime).unwrap();
     out
 }
 

@@ -16,9 +16,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::kernel::{Kernel, Module, ModuleIndex};
-use crate::libs::{Resolver, find_program};
-use crate::tree::{Content, Entry, Tree};
+use crate::image::kernel::{Kernel, Module, ModuleIndex};
+use crate::image::libs::{Resolver, find_program};
+use crate::image::tree::{Content, Entry, Tree};
 
 /// Programs `vlx-install apply` and bootfs run (see installer/src/fs.rs,
 /// device.rs, apply.rs, render/keys.rs and bootfs/src/esp.rs), then tools
@@ -175,14 +175,14 @@ pub fn plan(
         t.add_host_path(&p)?;
         // mcopy and friends are links to one mtools binary.
         let file = std::fs::canonicalize(&p).map_err(crate::error::io(&p))?;
-        if seen.insert(file.clone()) && crate::elf::is_elf(&file)? {
+        if seen.insert(file.clone()) && crate::formats::elf::is_elf(&file)? {
             elves.push(file);
         }
     }
     for lib in resolver.closure(&elves)? {
         t.add_host_path(&lib)?;
     }
-    for applet in crate::initramfs::applets(&busybox)? {
+    for applet in crate::image::initramfs::applets(&busybox)? {
         if t.get(&applet).is_none() {
             t.insert(&applet, Entry::symlink(&busybox))?;
         }
@@ -236,7 +236,7 @@ pub fn plan(
         Path::new("etc/group"),
         Entry::file(Content::Bytes(b"root:x:0:\n".to_vec()), 0o644),
     )?;
-    crate::initramfs::add_modules(&mut t, kernel, index, modules)?;
+    crate::image::initramfs::add_modules(&mut t, kernel, index, modules)?;
     Ok(t)
 }
 

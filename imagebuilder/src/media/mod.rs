@@ -41,12 +41,13 @@ use cluster::profile::Firmware;
 use cluster::{Bytes, Lba, SectorSize};
 
 use crate::error::{Error, Result, io};
-use crate::iso::{self, BootSpec, IsoSpec, Source};
-use crate::kernel::{self, Kernel, ModuleIndex};
-use crate::libs::Resolver;
+use crate::formats::cpio;
+use crate::formats::iso::{self, BootSpec, IsoSpec, Source};
+use crate::image::kernel::{self, Kernel, ModuleIndex};
+use crate::image::libs::Resolver;
 use crate::output::Output;
 use crate::progress::{Progress, Steps};
-use crate::{cpio, tool};
+use crate::tool;
 use manifest::MediaManifest;
 use profile::MediaProfile;
 
@@ -502,7 +503,7 @@ fn kernel_of(payload: &payload::Payload, image_dir: &Path, staging: &Path) -> Re
 /// its ~20 MiB costs a build more (gzip -1: a third of a second, half of
 /// what writing both images takes) than reading 10 MiB more costs a boot,
 /// and the kernel then has nothing to decompress.
-fn write_initramfs(tree: &crate::tree::Tree, path: &Path, mtime: u32) -> Result<()> {
+fn write_initramfs(tree: &crate::image::tree::Tree, path: &Path, mtime: u32) -> Result<()> {
     let f = File::create(path).map_err(io(path))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     cpio::write(tree, &mut w, mtime)?;

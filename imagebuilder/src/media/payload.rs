@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use super::manifest::{self, ImageRef, MediaManifest, Named, PayloadFile};
 use super::profile::MediaProfile;
 use crate::error::{Error, Result, io};
-use crate::guest::{self, GuestMeta};
+use crate::formats::iso::{IsoTree, Source};
 use crate::hash;
-use crate::iso::{IsoTree, Source};
-use crate::manifest::Manifest;
+use crate::image::guest::{self, GuestMeta};
+use crate::image::manifest::Manifest;
 
 /// Files of the image directory the installer needs.
 pub const IMAGE_FILES: &[&str] = &["origin.ext4", "vmlinuz", "initramfs.img"];
@@ -73,10 +73,14 @@ pub fn collect(
 
     // The image directory.
     let image = Manifest::read(image_dir)?;
-    let manifest_path = image_dir.join(crate::manifest::FILE);
+    let manifest_path = image_dir.join(crate::image::manifest::FILE);
     let manifest_bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;
     let manifest_sha256 = hash::sha256_bytes(&manifest_bytes);
-    let recorded = format!("image {} ({})", image_dir.display(), crate::manifest::FILE);
+    let recorded = format!(
+        "image {} ({})",
+        image_dir.display(),
+        crate::image::manifest::FILE
+    );
     for need in IMAGE_FILES {
         if image.artifact(need).is_none() {
             return Err(Error::Verify {
@@ -99,7 +103,7 @@ pub fn collect(
     }
     add_bytes(
         &mut files,
-        format!("image/{}", crate::manifest::FILE),
+        format!("image/{}", crate::image::manifest::FILE),
         manifest_bytes,
     );
 

@@ -19,7 +19,7 @@ pub fn fixtures() -> PathBuf {
 /// workspace has built it, else a small dynamically linked stand-in (the
 /// initramfs tests check packing, not the agent's behaviour).
 pub fn agent() -> PathBuf {
-    if let Some(a) = imagebuilder::host::default_agent().filter(|a| a.is_file()) {
+    if let Some(a) = imagebuilder::image::host::default_agent().filter(|a| a.is_file()) {
         return a;
     }
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_vlx-image"));

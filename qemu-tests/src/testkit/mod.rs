@@ -4,15 +4,15 @@
 //! HTTP for a network boot).
 //!
 //! The kernel cache, the module closure and the initramfs writer are the
-//! image builder's (`imagebuilder::kernel`, `imagebuilder::initramfs`).
+//! image builder's (`imagebuilder::image::kernel`, `imagebuilder::image::initramfs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use imagebuilder::kernel::{self as kernels, ModuleIndex};
-use imagebuilder::tree::{Content, Entry, Tree};
+use imagebuilder::image::kernel::{self as kernels, ModuleIndex};
+use imagebuilder::image::tree::{Content, Entry, Tree};
 
-pub use imagebuilder::kernel::Kernel;
+pub use imagebuilder::image::kernel::Kernel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
@@ -111,7 +111,7 @@ pub fn initramfs(kernel: &Kernel, extra: &[(&str, &[u8])], out: &Path) -> Result
     for (path, data) in extra {
         t.insert(Path::new(path), file(data.to_vec(), 0o644))?;
     }
-    Ok(imagebuilder::initramfs::write(&t, out, 0)?)
+    Ok(imagebuilder::image::initramfs::write(&t, out, 0)?)
 }
 
 /// A bootable disk image: one FAT file system without a partition table

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 
 use crate::error::{Error, Result, io};
-use crate::tree::{Content, Node, Tree, path_bytes};
+use crate::image::tree::{Content, Node, Tree, path_bytes};
 
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
@@ -162,7 +162,7 @@ pub fn write(tree: &Tree, w: &mut impl Write, mtime: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::Entry;
+    use crate::image::tree::Entry;
     use std::path::Path;
     use std::process::{Command, Stdio};
 

@@ -8,12 +8,12 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, io};
+use crate::formats::pgz::ParGz;
+use crate::formats::tarball::{HashingWriter, TarWriter};
+use crate::image::{kernel, rootfs};
 use crate::output::Output;
-use crate::pgz::ParGz;
 use crate::profile::{GuestProfile, RootSource};
 use crate::progress::{Progress, Steps};
-use crate::tarball::{HashingWriter, TarWriter};
-use crate::{kernel, rootfs};
 
 /// The description of a guest tarball, written as `guest.toml` beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,14 +9,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, io};
-use crate::initramfs::{self, Programs};
-use crate::kernel::{self, Kernel, ModuleIndex};
-use crate::libs::Resolver;
-use crate::manifest::{self, Manifest};
+use crate::formats::ext4;
+use crate::image::initramfs::{self, Programs};
+use crate::image::kernel::{self, Kernel, ModuleIndex};
+use crate::image::libs::Resolver;
+use crate::image::manifest::{self, Manifest};
+use crate::image::{overlays, rootfs};
 use crate::output::Output;
 use crate::profile::{HostProfile, RootSource};
 use crate::progress::{Progress, Steps};
-use crate::{ext4, overlays, rootfs};
 
 pub const ORIGIN: &str = "origin.ext4";
 pub const VMLINUZ: &str = "vmlinuz";

@@ -443,7 +443,7 @@ pub fn install_in_root(
                 .collect::<Vec<_>>(),
         )?,
     };
-    let base = crate::overlays::resolve_in(root, Path::new("lib/modules"))?;
+    let base = crate::image::overlays::resolve_in(root, Path::new("lib/modules"))?;
     let dest = root.join(base).join(&kernel.release);
     let mkdir = |d: &Path| -> Result<()> {
         if d.is_dir() {

@@ -9,11 +9,11 @@ use std::process::{Child, Command, Stdio};
 
 use crate::error::{Error, Result, io};
 use crate::hash;
-use crate::libs::{Resolver, find_program};
+use crate::image::libs::{Resolver, find_program};
+use crate::image::tree::{Entry, Tree};
 use crate::profile::{Debootstrap, HostRoot};
 use crate::progress::Progress;
 use crate::tool;
-use crate::tree::{Entry, Tree};
 
 /// Folders every `host` root has, with their modes.
 const SKELETON: &[(&str, u32)] = &[
@@ -71,7 +71,7 @@ pub fn plan_host(spec: &HostRoot, resolver: &Resolver, progress: &dyn Progress) 
     let mut elves = Vec::new();
     for p in &programs {
         t.add_host_path(p)?;
-        if crate::elf::is_elf(p)? {
+        if crate::formats::elf::is_elf(p)? {
             elves.push(p.clone());
         }
     }
@@ -94,7 +94,7 @@ pub fn plan_host(spec: &HostRoot, resolver: &Resolver, progress: &dyn Progress) 
         .iter()
         .find(|p| p.file_name().is_some_and(|n| n == "busybox"))
     {
-        for applet in crate::initramfs::applets(busybox)? {
+        for applet in crate::image::initramfs::applets(busybox)? {
             if t.get(&applet).is_none() {
                 t.insert(&applet, Entry::symlink(busybox))?;
             }
@@ -113,7 +113,9 @@ pub fn plan_host(spec: &HostRoot, resolver: &Resolver, progress: &dyn Progress) 
 /// Downloaded packages are kept in `$VLX_CACHE/debs/<suite>` for the next
 /// build; the root itself keeps none.
 pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64) -> Result<()> {
-    let cache = crate::kernel::cache_root().join("debs").join(&spec.suite);
+    let cache = crate::image::kernel::cache_root()
+        .join("debs")
+        .join(&spec.suite);
     fs::create_dir_all(&cache).map_err(io(&cache))?;
     let mut packages: Vec<String> = spec.packages.iter().chain(extra).cloned().collect();
     packages.sort();

@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::elf;
 use crate::error::{Error, Result, io};
+use crate::formats::elf;
 
 /// Folders the loader searches after `ld.so.cache`, on Debian amd64: the
 /// multiarch ones first, then the classic ones.

@@ -2,7 +2,7 @@
 //! with busybox and its applets, `dmsetup`, the libraries all of them load,
 //! the kernel modules the SAN transports and NICs need (with `modules.dep`)
 //! and `/etc/vlx/modules.load`, the order the agent loads them in. Written
-//! as a gzip-compressed cpio newc archive by [`crate::cpio`].
+//! as a gzip-compressed cpio newc archive by [`crate::formats::cpio`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, Result, io};
-use crate::kernel::{Kernel, Module, ModuleIndex};
-use crate::libs::{Resolver, find_program};
+use crate::formats::cpio;
+use crate::image::kernel::{Kernel, Module, ModuleIndex};
+use crate::image::libs::{Resolver, find_program};
+use crate::image::tree::{Content, Entry, Tree};
 use crate::profile::Transport;
-use crate::tree::{Content, Entry, Tree};
-use crate::{cpio, tool};
+use crate::tool;
 
 /// Modules every initramfs carries: the `disk` transport on virtio (the
 /// rig, and virtual machines), device-mapper snapshots, and the root's file
@@ -205,7 +206,7 @@ pub fn add_modules(
     let by_name: BTreeMap<&str, &Module> = modules.iter().map(|m| (m.name.as_str(), m)).collect();
     let mut dep = String::new();
     for m in modules {
-        let bytes = crate::kernel::module_bytes(kernel, m)?;
+        let bytes = crate::image::kernel::module_bytes(kernel, m)?;
         t.insert(
             &base.join(m.plain_path()),
             Entry::file(Content::Bytes(bytes), 0o644),

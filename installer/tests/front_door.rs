@@ -67,3 +67,40 @@ fn a_san_size_larger_than_the_disk_is_refused_by_apply_and_the_media_alike() {
         "the media changed the refused target"
     );
 }
+
+#[test]
+fn an_invalid_profile_is_bad_input_to_apply_and_the_media_alike() {
+    let d = tempfile::tempdir().unwrap();
+    let img = image_dir(d.path(), "a");
+    // small.toml with a typo'd key; its host profile and overlays named by
+    // absolute paths, as it no longer lies beside them.
+    let profile = d.path().join("typo.toml");
+    let repo = repo().canonicalize().unwrap();
+    let typo = std::fs::read_to_string(fixture("small.toml"))
+        .unwrap()
+        .replace("cow = \"16MiB\"", "cowe = \"16MiB\"")
+        .replace("\"../../../", &format!("\"{}/", repo.display()));
+    std::fs::write(&profile, typo).unwrap();
+    let san = san(d.path(), 600 * MIB);
+    let before = sha256_file(&san);
+
+    let o = apply(&profile, &img, &san, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(stderr.contains("storage.cowe"), "{stderr}");
+
+    let args = MediaArgs {
+        media: "0".repeat(64),
+        profile: Some("small".into()),
+        target: Some(san.display().to_string()),
+        unattended: true,
+        wipe: false,
+    };
+    let mut input: &[u8] = b"";
+    let mut out = Vec::new();
+    let mut ask = Prompt::new(&mut input, &mut out);
+    let err = installer::media::install(&args, d.path(), &profile, &san, &mut ask).unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert_eq!(format!("{err}\n"), stderr);
+    assert_eq!(sha256_file(&san), before);
+}

@@ -104,12 +104,10 @@ pub enum PrepareError {
         want: Bytes,
         profile: PathBuf,
     },
-    #[error("checking image {dir}: {source}")]
-    Image {
-        dir: PathBuf,
-        #[source]
-        source: ImageError,
-    },
+    /// The image error's own text already names its cause, so it is not
+    /// chained again as a source.
+    #[error("checking image {dir}: {error}")]
+    Image { dir: PathBuf, error: ImageError },
 }
 
 /// Exit code of bad input (an invalid profile).
@@ -177,9 +175,9 @@ pub fn prepare(req: Request<'_>) -> Result<Prepared, PrepareError> {
             profile: req.cluster.to_owned(),
         });
     }
-    let image_err = |source| PrepareError::Image {
+    let image_err = |error| PrepareError::Image {
         dir: req.image.to_owned(),
-        source,
+        error,
     };
     let image = HostImage::open(req.image).map_err(image_err)?;
     let inputs = Inputs::new(req.cluster, text, plan, image);

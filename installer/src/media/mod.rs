@@ -106,7 +106,7 @@ impl MediaError {
             MediaError::Unattended(_) => "unattended media need vlx.profile and vlx.target; edit them at the boot loader or boot the guided entry".into(),
             MediaError::Refused(Refusal::NotBlank { .. }) => "the target was left as it was; pass vlx.wipe=1 (or answer erase in the guided install) to overwrite it".into(),
             MediaError::Refused(_) | MediaError::Prepare(PrepareError::Refused(_) | PrepareError::SanSize { .. }) => "the target was left as it was; pick another disk (vlx.target=), or build media with a profile that fits it".into(),
-            MediaError::Prepare(_) => "the cluster profile on the media does not fit this SAN or image; build media with a matching profile".into(),
+            MediaError::Prepare(PrepareError::Invalid(_) | PrepareError::Read { .. } | PrepareError::Image { .. }) => "the cluster profile on the media does not fit this SAN or image; build media with a matching profile".into(),
             _ => "the console above says what failed; `vlx-install status --san DISK` shows how far an install got, and running the media again finishes it".into(),
         }
     }

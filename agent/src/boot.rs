@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cluster::profile::Transport;
-use cluster::{MacAddr, NodePlan, Plan, SectorSize};
+use cluster::{Locate, MacAddr, NodePlan, Plan, SectorSize};
 use uuid::Uuid;
 
 use crate::cmdline::{self, BootArgs};
@@ -425,10 +425,11 @@ fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Fail
 /// is reported and the boot goes on: the node is more use up without swap
 /// than stopped.
 fn swap_on(plan: &Plan, san: &SanDisk, node: &NodePlan) {
-    let Some(label) = &node.swap else {
+    let role = cluster::locate::swap(node.name.as_str());
+    let Some(label) = plan.volumes().find(&role).map(|v| v.partition.label) else {
         return;
     };
-    let result = dm::volume(plan, san, label)
+    let result = dm::volume(plan, san, &role)
         .map_err(Failure::Layout)
         .and_then(|(dev, _)| {
             wait_for(Path::new(&dev))?;

@@ -1,13 +1,14 @@
 //! The node's root as a device-mapper table: a persistent snapshot of
 //! `vlx-origin` with the node's own `vlx-cow-<node>` as exception store.
 //!
-//! Where each volume lives comes from the plan (the cluster crate's layout,
-//! which the installer wrote the disk from); the disk's own GPT must agree,
-//! or the meta volume describes another disk and nothing is assembled.
+//! Where each volume lives comes from the plan, by role, through the
+//! cluster crate's locator (the one the installer wrote the disk with);
+//! the disk's own GPT must agree, or the meta volume describes another disk
+//! and nothing is assembled.
 
 use std::fmt;
 
-use cluster::{NodePlan, Partition, Plan};
+use cluster::{Locate, Located, NodePlan, Plan, Role, locate};
 
 use crate::san::{SanDisk, partition_device};
 
@@ -55,7 +56,7 @@ impl fmt::Display for SnapshotTable {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
-    #[error("plan.json has no partition {0}")]
+    #[error("plan.json has no {0}")]
     NotPlanned(String),
     #[error("the SAN /dev/{disk} has no partition {label}")]
     NotOnDisk { disk: String, label: String },
@@ -82,9 +83,11 @@ pub enum LayoutError {
     },
 }
 
-/// The planned partition `label`, checked against the disk's GPT; returns
-/// its device path.
-pub fn volume(plan: &Plan, san: &SanDisk, label: &str) -> Result<(String, Partition), LayoutError> {
+/// The planned volume of `role`, checked against the disk's GPT; returns
+/// the device path of its partition. The GPT layout gives every volume a
+/// partition of its own; a volume inside a shared partition (a pool) would
+/// need a linear table first.
+pub fn volume(plan: &Plan, san: &SanDisk, role: &Role) -> Result<(String, Located), LayoutError> {
     if san.sector != plan.disk.sector_size {
         return Err(LayoutError::SectorSize {
             disk: san.disk.clone(),
@@ -92,18 +95,21 @@ pub fn volume(plan: &Plan, san: &SanDisk, label: &str) -> Result<(String, Partit
             plan_sector: plan.disk.sector_size.bytes(),
         });
     }
-    let p = plan
-        .disk
-        .by_label(label)
-        .ok_or_else(|| LayoutError::NotPlanned(label.to_owned()))?;
-    let e = san.partition(label).ok_or_else(|| LayoutError::NotOnDisk {
-        disk: san.disk.clone(),
-        label: label.to_owned(),
-    })?;
+    let v = plan
+        .volumes()
+        .locate(role)
+        .map_err(|e| LayoutError::NotPlanned(e.0))?;
+    let p = &v.partition;
+    let e = san
+        .partition(&p.label)
+        .ok_or_else(|| LayoutError::NotOnDisk {
+            disk: san.disk.clone(),
+            label: p.label.clone(),
+        })?;
     if (e.number, e.first_lba, e.last_lba) != (p.number, p.first_lba.0, p.last_lba.0) {
         return Err(LayoutError::Disagree {
             disk: san.disk.clone(),
-            label: label.to_owned(),
+            label: p.label.clone(),
             number: e.number,
             first: e.first_lba,
             last: e.last_lba,
@@ -112,16 +118,13 @@ pub fn volume(plan: &Plan, san: &SanDisk, label: &str) -> Result<(String, Partit
             plan_last: p.last_lba.0,
         });
     }
-    Ok((
-        format!("/dev/{}", partition_device(&san.disk, p.number)),
-        p.clone(),
-    ))
+    Ok((format!("/dev/{}", partition_device(&san.disk, p.number)), v))
 }
 
 /// The snapshot table of `node`'s root.
 pub fn snapshot(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<SnapshotTable, LayoutError> {
-    let (origin, o) = volume(plan, san, "vlx-origin")?;
-    let (cow, _) = volume(plan, san, &node.cow)?;
+    let (origin, o) = volume(plan, san, &Role::Origin)?;
+    let (cow, _) = volume(plan, san, &locate::cow(node.name.as_str()))?;
     Ok(SnapshotTable {
         length: DmSectors(o.size.get() / 512),
         origin,
@@ -174,7 +177,7 @@ mod tests {
             let n = plan.node(node).unwrap();
             let t = snapshot(&plan, &san(&plan, disk), n).unwrap();
             assert_eq!(t.to_string(), want);
-            let o = plan.disk.by_label("vlx-origin").unwrap();
+            let o = plan.volumes().locate(&Role::Origin).unwrap().partition;
             let lbas = o.last_lba.0 + 1 - o.first_lba.0;
             assert_eq!(t.length.0 * 512, lbas * u64::from(sector));
         }
@@ -206,9 +209,10 @@ mod tests {
         let err = snapshot(&plan, &other, n).unwrap_err();
         assert!(matches!(err, LayoutError::SectorSize { .. }), "{err}");
 
-        let mut ghost = n.clone();
-        ghost.cow = "vlx-cow-ghost".into();
-        let err = snapshot(&plan, &san(&plan, "sda"), &ghost).unwrap_err();
-        assert_eq!(err, LayoutError::NotPlanned("vlx-cow-ghost".into()));
+        let err = volume(&plan, &san(&plan, "sda"), &locate::cow("ghost")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "plan.json has no snapshot store of node ghost"
+        );
     }
 }

@@ -14,8 +14,9 @@ use cluster::gpt::{Entry, GptError, Header, parse_entries};
 use cluster::layout::derived_guid;
 use uuid::Uuid;
 
-/// The partition the agent mounts first.
-pub const META_LABEL: &str = "vlx-meta";
+/// The partition the agent mounts first, found by the disk's own table
+/// (the plan is on it).
+pub const META_LABEL: &str = cluster::locate::META_LABEL;
 
 /// A readable GPT: its header and used entries.
 #[derive(Debug, Clone, PartialEq, Eq)]

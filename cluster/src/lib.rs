@@ -10,6 +10,7 @@
 pub mod diag;
 pub mod gpt;
 pub mod layout;
+pub mod locate;
 pub mod name;
 pub mod net;
 pub mod plan;
@@ -21,6 +22,7 @@ pub mod validate;
 
 pub use diag::{Diagnostic, Diagnostics, Source};
 pub use layout::{DiskLayout, Partition, Role};
+pub use locate::{GptVolumes, Locate, Located};
 pub use name::NodeName;
 pub use net::{Ipv4Net, MacAddr};
 pub use plan::{NodePlan, Plan, SanFacts, Service, load};

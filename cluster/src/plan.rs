@@ -167,6 +167,13 @@ pub struct SanFacts {
 }
 
 impl Plan {
+    /// Where each volume of this plan lives, by role
+    /// ([`crate::locate`]). Only the GPT layout is written today; another
+    /// layout answers through the same trait.
+    pub fn volumes(&self) -> crate::locate::GptVolumes<'_> {
+        crate::locate::GptVolumes::new(&self.disk)
+    }
+
     /// Pretty JSON with a final newline; stable across machines.
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self)

@@ -79,18 +79,16 @@ impl HostImage {
     }
 }
 
-/// Checks that `image` is the host image the cluster profile at `cluster`
-/// names (by its host profile's `[image] name`), so that a profile is
-/// never installed with the wrong root file system by mistake.
+/// Checks that `image` is the host image the cluster profile names (by its
+/// host profile's `[image] name`; `profile_dir` is the cluster profile's
+/// folder), so that a profile is never installed with the wrong root file
+/// system by mistake.
 pub fn check_host(
-    cluster: &Path,
+    profile_dir: &Path,
     plan: &cluster::Plan,
     image: &HostImage,
 ) -> Result<(), ImageError> {
-    let host = cluster
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(&plan.image.host);
+    let host = profile_dir.join(&plan.image.host);
     let text = std::fs::read_to_string(&host).map_err(|source| ImageError::Io {
         path: host.clone(),
         source,

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use cluster::{Bytes, Plan, Role, SectorSize};
+use cluster::{Bytes, GptVolumes, Locate, Plan, Role, SectorSize};
 use serde::Serialize;
 
 use crate::device::{self, FoundGpt, TargetFacts};
@@ -69,10 +69,8 @@ impl Installed {
             }
         }
         let (sector, gpt) = found.ok_or_else(|| not("no GPT"))?;
-        let meta = gpt
-            .entries
-            .iter()
-            .find(|e| e.name == "vlx-meta")
+        // The plan is on the meta volume: it is found by the disk's own table.
+        let meta = cluster::locate::meta_entry(&gpt.entries)
             .ok_or_else(|| not("no vlx-meta partition"))?;
         let meta_offset = meta.offset(sector);
         let plan_bytes = fs::read_file(path, meta_offset, "/plan.json")?
@@ -95,8 +93,9 @@ impl Installed {
         })
     }
 
-    pub fn partition_offset(&self, role: &Role) -> Option<Bytes> {
-        self.plan.disk.by_role(role).map(|p| p.offset(self.sector))
+    /// Where the installed plan's volumes are, by role.
+    pub fn volumes(&self) -> GptVolumes<'_> {
+        self.plan.volumes()
     }
 
     /// Re-hashes the origin against the installed manifest: `Ok(None)` when
@@ -108,10 +107,11 @@ impl Installed {
         let Some(a) = m.artifacts.iter().find(|a| a.file == crate::image::ORIGIN) else {
             return Ok(Some("the manifest lists no origin.ext4".into()));
         };
-        let Some(offset) = self.partition_offset(&Role::Origin) else {
+        let Some(origin) = self.volumes().find(&Role::Origin) else {
             return Ok(Some("the plan has no vlx-origin".into()));
         };
-        let got = stream::hash_file_range(&self.file, &self.facts.path, offset.get(), a.size)?;
+        let got =
+            stream::hash_file_range(&self.file, &self.facts.path, origin.offset.get(), a.size)?;
         Ok((got != a.sha256).then(|| {
             format!(
                 "vlx-origin hashes to {got}, but the image's origin.ext4 is {}",

@@ -9,9 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use cluster::{Bytes, SanFacts};
 use installer::apply::{self, Inputs, Options, Outcome, Reporter};
 use installer::device::{self, Contents, Refusal};
-use installer::image::HostImage;
 use installer::installed::Installed;
-use installer::profile::{LoadError, load};
+use installer::prepare::{self, EXIT_BAD_INPUT, EXIT_REFUSED, PrepareError, Request};
 use installer::report::{Console, JsonLines};
 
 /// Lay a whole vlx cluster onto a shared SAN, from a cluster profile and a
@@ -115,9 +114,6 @@ struct ResetArgs {
     san: PathBuf,
 }
 
-const EXIT_BAD_INPUT: u8 = 2;
-const EXIT_REFUSED: u8 = 3;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -133,12 +129,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(LoadError::Invalid(d)) = e.downcast_ref::<LoadError>() {
+            if let Some(PrepareError::Invalid(d)) = e.downcast_ref::<PrepareError>() {
                 eprintln!("{d}");
                 return ExitCode::from(EXIT_BAD_INPUT);
             }
             eprintln!("vlx-install: {e:#}");
             let refused = e.downcast_ref::<Refusal>().is_some()
+                || e.downcast_ref::<PrepareError>()
+                    .is_some_and(|p| p.exit_code() == EXIT_REFUSED)
                 || matches!(
                     e.downcast_ref::<apply::ApplyError>(),
                     Some(apply::ApplyError::Refused(_))
@@ -171,7 +169,7 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
             sector_size: None,
         },
     };
-    let (_, plan) = load(&args.cluster, san)?;
+    let plan = prepare::plan_profile(&args.cluster, san)?.plan;
     let text = if args.json {
         plan.to_json()
     } else {
@@ -181,39 +179,21 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
 }
 
 fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
-    let facts = device::inspect(&args.san)?;
-    let (profile, plan) = load(
-        &args.cluster,
-        SanFacts {
-            size: Some(facts.size),
-            sector_size: facts.sector_size,
-        },
-    )?;
-    if let Some(want) = &profile.san.size
-        && facts.size < want.value
-    {
-        return Err(Refusal::TooSmall {
-            path: args.san.clone(),
-            have: facts.size,
-            need: want.value,
-        }
-        .into());
-    }
-    let image = HostImage::open(&args.image)
-        .with_context(|| format!("checking image {}", args.image.display()))?;
-    installer::image::check_host(&args.cluster, &plan, &image)?;
-    let text = std::fs::read_to_string(&args.cluster)
-        .with_context(|| format!("reading {}", args.cluster.display()))?;
-    let inputs = Inputs::new(&args.cluster, text, plan, image);
-    let checked = device::check(facts, &inputs.plan, args.wipe)?;
+    let prepared = prepare::prepare(Request {
+        cluster: &args.cluster,
+        image: &args.image,
+        san: &args.san,
+    })?;
+    let checked = prepared.check_target(args.wipe)?;
+    let inputs = &prepared.inputs;
     if !args.yes {
-        confirm(&inputs, &checked)?;
+        confirm(inputs, &checked)?;
     }
     let console = Console::new();
     let json = JsonLines::default();
     let rep: &dyn Reporter = if args.json { &json } else { &console };
     let outcome = apply::apply(
-        &inputs,
+        inputs,
         checked,
         Options {
             wipe: args.wipe,

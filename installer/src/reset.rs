@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use cluster::Role;
+use cluster::{Locate, locate};
 
-use crate::apply::COW_HEADER_BYTES;
 use crate::device;
 use crate::installed::{Installed, InstalledError};
+use crate::steps::cow::COW_HEADER_BYTES;
 use crate::target::{Target, TargetError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,28 +43,20 @@ pub fn reset_node(san: &Path, name: &str) -> Result<String, ResetError> {
             .collect::<Vec<_>>()
             .join(", "),
     })?;
-    let p = plan
-        .disk
-        .partitions
-        .iter()
-        .find(|p| {
-            p.role
-                == Role::Cow {
-                    node: name.to_owned(),
-                }
-        })
+    let store = inst
+        .volumes()
+        .find(&locate::cow(name))
         .ok_or_else(|| ResetError::UnknownNode {
             cluster: plan.cluster.name.clone(),
             name: format!("{name} (no snapshot store in the plan)"),
             known: String::new(),
         })?;
-    let offset = p.offset(inst.sector).get();
     let checked = device::check_installed(inst.facts.clone(), plan)?;
     let target = Target::open(checked)?;
-    target.zero(offset, COW_HEADER_BYTES.min(p.size.get()))?;
+    target.zero(store.offset.get(), COW_HEADER_BYTES.min(store.size.get()))?;
     target.sync()?;
     Ok(format!(
         "{} ({}) is reset: its next boot starts from the golden image",
-        node.name, node.cow
+        node.name, store.partition.label
     ))
 }

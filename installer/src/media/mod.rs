@@ -19,12 +19,9 @@ pub mod prompt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cluster::SanFacts;
-
-use crate::apply::{self, ApplyError, Inputs, Options, Outcome};
+use crate::apply::{self, ApplyError, Options, Outcome};
 use crate::device::{self, Contents, Refusal};
-use crate::image::{HostImage, ImageError};
-use crate::profile::{LoadError, load};
+use crate::prepare::{self, PrepareError, Request};
 use crate::report::Console;
 use cmdline::{CmdlineError, MediaArgs};
 use disks::{Disk, PickError};
@@ -87,13 +84,9 @@ pub enum MediaError {
     #[error(transparent)]
     Prompt(#[from] PromptError),
     #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error(transparent)]
-    Image(#[from] ImageError),
+    Prepare(#[from] PrepareError),
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error(transparent)]
-    Device(#[from] device::DeviceError),
     #[error("the install was not confirmed; nothing was written")]
     NotConfirmed,
     #[error(transparent)]
@@ -111,15 +104,29 @@ impl MediaError {
             MediaError::NoProfile { .. } | MediaError::NoProfiles => "pick a profile at the prompt (boot the guided entry), or build media that carry it".into(),
             MediaError::Pick(_) | MediaError::NoDisks => "check that the SAN is attached and seen by this blade (the list above shows every disk)".into(),
             MediaError::Unattended(_) => "unattended media need vlx.profile and vlx.target; edit them at the boot loader or boot the guided entry".into(),
-            MediaError::Refused(_) => "the target was left as it was; pass vlx.wipe=1 (or answer erase in the guided install) to overwrite it".into(),
-            MediaError::Load(_) | MediaError::Image(_) => "the cluster profile on the media does not fit this SAN or image; build media with a matching profile".into(),
+            MediaError::Refused(Refusal::NotBlank { .. }) => "the target was left as it was; pass vlx.wipe=1 (or answer erase in the guided install) to overwrite it".into(),
+            MediaError::Refused(_) | MediaError::Prepare(PrepareError::Refused(_) | PrepareError::SanSize { .. }) => "the target was left as it was; pick another disk (vlx.target=), or build media with a profile that fits it".into(),
+            MediaError::Prepare(PrepareError::Invalid(_) | PrepareError::Read { .. } | PrepareError::Image { .. }) => "the cluster profile on the media does not fit this SAN or image; build media with a matching profile".into(),
             _ => "the console above says what failed; `vlx-install status --san DISK` shows how far an install got, and running the media again finishes it".into(),
         }
     }
 }
 
+impl MediaError {
+    /// The exit code, as `vlx-install apply` gives it: 2 for an invalid
+    /// profile, 3 for a refused target (left as it was), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            MediaError::Prepare(e) => e.exit_code(),
+            MediaError::Refused(_) | MediaError::NotConfirmed => prepare::EXIT_REFUSED,
+            MediaError::Apply(ApplyError::Refused(_)) => prepare::EXIT_REFUSED,
+            _ => 1,
+        }
+    }
+}
+
 /// The environment's main: runs the install and powers off, or prints the
-/// failure and returns 1.
+/// failure and returns its exit code.
 pub fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => {
@@ -130,7 +137,7 @@ pub fn main() -> std::process::ExitCode {
         Err(e) => {
             say(format!("error: {e}"));
             say(format!("hint: {}", e.hint()));
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(e.exit_code())
         }
     }
 }
@@ -206,7 +213,7 @@ pub fn run() -> Result<(), MediaError> {
     let mut ask = Prompt::new(&mut input, &mut out);
     let cluster = choose_profile(&args, &manifest, &mut ask)?;
     let disk = choose_disk(&args, &found, &mut ask)?;
-    install(&args, root, &cluster, disk, &mut ask)
+    install(&args, root, &cluster, &disk.path, &mut ask)
 }
 
 /// Loads the modules of `/etc/vlx/modules.load` (the agent's loader: the
@@ -373,38 +380,36 @@ fn choose_disk<'a>(
     Ok(disk)
 }
 
-fn install(
+/// Prepares, confirms and runs the install of the profile at `cluster`
+/// with the payload's image (under `root`) onto `target`: the same front
+/// door as `vlx-install apply`; only the questions and lines differ.
+pub fn install(
     args: &MediaArgs,
     root: &Path,
     cluster: &Path,
-    disk: &Disk,
+    target: &Path,
     ask: &mut Prompt<'_>,
 ) -> Result<(), MediaError> {
-    let facts = device::inspect(&disk.path)?;
-    let (_, plan) = load(
+    let image = root.join("image");
+    let prepared = prepare::prepare(Request {
         cluster,
-        SanFacts {
-            size: Some(facts.size),
-            sector_size: facts.sector_size,
-        },
-    )?;
-    let image = HostImage::open(&root.join("image"))?;
-    crate::image::check_host(cluster, &plan, &image)?;
-    let text = read(cluster)?;
-    let inputs = Inputs::new(cluster, text, plan, image);
-    let plan = &inputs.plan;
+        image: &image,
+        san: target,
+    })?;
     let mut wipe = args.wipe;
-    let checked = match device::check(facts.clone(), plan, wipe) {
+    let checked = match prepared.check_target(wipe) {
         Err(Refusal::NotBlank { path, what }) if !args.unattended => {
             ask.say(&format!("{} holds {what}.", path.display()))?;
             if !ask.confirm("ALL OF IT WILL BE ERASED.", "erase")? {
                 return Err(MediaError::NotConfirmed);
             }
             wipe = true;
-            device::check(facts, plan, true)?
+            prepared.check_target(true)?
         }
         other => other?,
     };
+    let inputs = &prepared.inputs;
+    let plan = &inputs.plan;
     let holds = match checked.contents() {
         Contents::Blank => "blank".to_owned(),
         Contents::ThisCluster => "an install of this cluster (verified and finished)".to_owned(),
@@ -416,7 +421,7 @@ fn install(
         plan.cluster.uuid,
         plan.nodes.len(),
         plan.disk.partitions.len(),
-        disk.path.display(),
+        target.display(),
         plan.disk.size,
         inputs.image.manifest.name,
         inputs.image.manifest.version,
@@ -426,7 +431,7 @@ fn install(
             &format!(
                 "Install cluster {} on {}?",
                 plan.cluster.name,
-                disk.path.display()
+                target.display()
             ),
             "yes",
         )?
@@ -434,7 +439,7 @@ fn install(
         return Err(MediaError::NotConfirmed);
     }
     let outcome = apply::apply(
-        &inputs,
+        inputs,
         checked,
         Options {
             wipe,
@@ -446,13 +451,13 @@ fn install(
         Outcome::AlreadyInstalled => format!(
             "cluster {} was already installed on {}; every step verified",
             plan.cluster.name,
-            disk.path.display()
+            target.display()
         ),
         Outcome::Installed { .. } => format!(
             "installed cluster {} ({} nodes) on {}",
             plan.cluster.name,
             plan.nodes.len(),
-            disk.path.display()
+            target.display()
         ),
     });
     Ok(())

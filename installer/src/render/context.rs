@@ -5,9 +5,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use cluster::layout::derived_guid;
+use cluster::locate::META_LABEL;
 use cluster::plan::{NodePlan, Plan};
 use cluster::profile::{Layout, NetKind, SharedFs};
-use cluster::{MacAddr, Role};
+use cluster::{Locate, MacAddr, Role};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -465,23 +466,22 @@ fn storage(plan: &Plan, node: &NodePlan, vips: &[Vip]) -> Storage {
         },
         None => part(label, ""),
     });
-    let shared = plan
-        .disk
-        .by_role(&Role::Shared)
+    let volumes = plan.volumes();
+    let shared = volumes
+        .find(&Role::Shared)
         .zip(vips.iter().find(|v| v.shared))
-        .map(|(p, v)| Shared {
-            volume: part(&p.label, SHARED_MOUNT),
+        .map(|(s, v)| Shared {
+            volume: part(&s.partition.label, SHARED_MOUNT),
             fs: plan.san.shared_fs,
-            fsid: p.guid,
+            fsid: s.partition.guid,
             vip: v.address,
         });
-    let meta = plan
-        .disk
-        .by_role(&Role::Meta)
-        .map_or("vlx-meta", |p| p.label.as_str());
+    let meta = volumes
+        .find(&Role::Meta)
+        .map_or_else(|| META_LABEL.to_owned(), |m| m.partition.label);
     Storage {
         layout,
-        meta: part(meta, META_MOUNT),
+        meta: part(&meta, META_MOUNT),
         swap,
         shared,
     }

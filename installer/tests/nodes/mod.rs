@@ -28,9 +28,9 @@ pub fn overlays_dir() -> PathBuf {
 /// profile names.
 pub fn plan(profile: &str) -> Plan {
     let path = profiles_dir().join(profile);
-    let (_, plan) = installer::profile::load(&path, SanFacts::default())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    plan
+    installer::prepare::plan_profile(&path, SanFacts::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .plan
 }
 
 /// Every node's rendered files, in plan order.

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
-use cluster::{Plan, Role};
+use cluster::{Locate, Plan, Role};
 
-use crate::apply::{ApplyError, Inputs};
+use super::ctx::{ApplyError, Ctx};
 use crate::image;
 use crate::journal::Step;
+use crate::prepare::Inputs;
 use crate::stream;
-use crate::target::Target;
 
 fn step_err(e: impl std::fmt::Display) -> ApplyError {
     ApplyError::Step {
@@ -38,15 +38,13 @@ fn used_len(esp: &bootfs::esp::EspPlan) -> u64 {
 }
 
 fn esp_offset(plan: &Plan) -> Result<u64, ApplyError> {
-    let p = plan
-        .disk
-        .by_role(&Role::Esp)
-        .ok_or_else(|| step_err("the plan has no vlx-esp"))?;
-    Ok(p.offset(plan.disk.sector_size).get())
+    let v = plan.volumes().locate(&Role::Esp).map_err(step_err)?;
+    Ok(v.offset.get())
 }
 
 /// Writes the ESP, then (for BIOS) the MBR boot code.
-pub fn write(inputs: &Inputs, target: &Target) -> Result<String, ApplyError> {
+pub fn write(ctx: &Ctx<'_>) -> Result<String, ApplyError> {
+    let (inputs, target) = (ctx.inputs, ctx.target);
     let (spec, esp) = esp_plan(inputs)?;
     let offset = esp_offset(&inputs.plan)?;
     esp.write(target.path(), cluster::Bytes(offset))
@@ -66,7 +64,8 @@ pub fn write(inputs: &Inputs, target: &Target) -> Result<String, ApplyError> {
 
 /// `None` when the target's ESP (and MBR code) are what this install writes:
 /// the ESP is built again in a scratch file and the bytes in use compared.
-pub fn verify(inputs: &Inputs, target: &Target) -> Result<Option<String>, ApplyError> {
+pub fn verify(ctx: &Ctx<'_>) -> Result<Option<String>, ApplyError> {
+    let (inputs, target) = (ctx.inputs, ctx.target);
     let (spec, esp) = esp_plan(inputs)?;
     if inputs.plan.boot.firmware.bios() {
         let code = bootfs::esp::mbr_boot_code(&spec.assets).map_err(step_err)?;

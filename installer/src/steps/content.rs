@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use crate::apply::{ApplyError, Inputs};
+use super::ctx::ApplyError;
 use crate::image;
+use crate::prepare::Inputs;
 use crate::stage::Staging;
 
 /// Folder of the PXE tree on the meta volume (served over TFTP and HTTP).
@@ -29,9 +30,8 @@ pub fn stage(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
         step: crate::journal::Step::Content,
         message: e.to_string(),
     };
-    let profile_dir = inputs.profile_path.parent().unwrap_or(Path::new("."));
     let overlays =
-        crate::render::NodeOverlays::load(&inputs.plan, profile_dir).map_err(render_err)?;
+        crate::render::NodeOverlays::load(&inputs.plan, &inputs.profile_dir).map_err(render_err)?;
     for node in &inputs.plan.nodes {
         let mut files = overlays.render(&inputs.plan, node).map_err(render_err)?;
         crate::render::merge(

@@ -1,0 +1,149 @@
+//! Volumes by role: where node X's snapshot store or swap, the origin, the
+//! meta volume, the shared volume or the ESP lives on the SAN.
+//!
+//! Every consumer (the installer's steps, `reset-node`, `status`, `verify`
+//! and the node agent) asks a [`Locate`] by [`Role`] and gets a [`Located`]
+//! byte range and the partition that holds it; nobody looks a partition up
+//! by its label. [`GptVolumes`] is the first implementation: one GPT
+//! partition per volume. A pool of extents inside one partition, or a LUN
+//! of another transport, is one more implementation of the same trait.
+//!
+//! One volume is found before any plan is known: the meta volume holds the
+//! plan, so a reader of an installed SAN finds it by the disk's own
+//! partition table ([`meta_entry`]).
+
+use crate::gpt::Entry;
+use crate::layout::{DiskLayout, Partition, Role};
+use crate::units::Bytes;
+
+/// The partition label of the meta volume, the one volume found from the
+/// disk's own table rather than from a plan.
+pub const META_LABEL: &str = "vlx-meta";
+
+/// Where a volume is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The partition that holds the volume: in the GPT layout the volume
+    /// is the whole partition; in a pool it would hold many volumes.
+    pub partition: Partition,
+    /// Byte offset of the volume on the disk.
+    pub offset: Bytes,
+    /// Length of the volume in bytes.
+    pub size: Bytes,
+}
+
+impl Located {
+    /// Whether the volume fills its partition, so that the partition's
+    /// device node can stand for it (the GPT layout).
+    pub fn is_whole_partition(&self) -> bool {
+        self.size == self.partition.size
+    }
+}
+
+/// The plan has no volume of this role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the plan has no {0}")]
+pub struct NotPlanned(pub String);
+
+/// Answers where a volume of a role lives.
+pub trait Locate {
+    /// The volume of `role`, if the layout has one (swap and the shared
+    /// volume are optional).
+    fn find(&self, role: &Role) -> Option<Located>;
+
+    /// The volume of `role`, which the layout must have.
+    fn locate(&self, role: &Role) -> Result<Located, NotPlanned> {
+        self.find(role).ok_or_else(|| NotPlanned(describe(role)))
+    }
+}
+
+/// Names a role for messages: `vlx-origin`, `the snapshot store of n2`.
+pub fn describe(role: &Role) -> String {
+    match role {
+        Role::Esp => "ESP (vlx-esp)".into(),
+        Role::Meta => format!("meta volume ({META_LABEL})"),
+        Role::Origin => "origin (vlx-origin)".into(),
+        Role::Shared => "shared volume (vlx-shared)".into(),
+        Role::Cow { node } => format!("snapshot store of node {node}"),
+        Role::Swap { node } => format!("swap of node {node}"),
+        Role::Lvm => "LVM physical volume".into(),
+        Role::Payload => "payload partition".into(),
+    }
+}
+
+/// The role of node `node`'s snapshot store.
+pub fn cow(node: &str) -> Role {
+    Role::Cow {
+        node: node.to_owned(),
+    }
+}
+
+/// The role of node `node`'s swap.
+pub fn swap(node: &str) -> Role {
+    Role::Swap {
+        node: node.to_owned(),
+    }
+}
+
+/// The GPT layout: one partition per volume.
+#[derive(Debug, Clone, Copy)]
+pub struct GptVolumes<'a> {
+    disk: &'a DiskLayout,
+}
+
+impl<'a> GptVolumes<'a> {
+    pub fn new(disk: &'a DiskLayout) -> GptVolumes<'a> {
+        GptVolumes { disk }
+    }
+}
+
+impl Locate for GptVolumes<'_> {
+    fn find(&self, role: &Role) -> Option<Located> {
+        let p = self.disk.partitions.iter().find(|p| p.role == *role)?;
+        Some(Located {
+            offset: p.offset(self.disk.sector_size),
+            size: p.size,
+            partition: p.clone(),
+        })
+    }
+}
+
+/// The meta volume's entry in a disk's own partition table.
+pub fn meta_entry(entries: &[Entry]) -> Option<&Entry> {
+    entries.iter().find(|e| e.name == META_LABEL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SanFacts, Source, Trusting};
+
+    const PROFILE: &str = "[cluster]\nname = \"t\"\nuuid = \"6f1c0a4e-3b8e-4d3a-9d2a-1f0e5c7b9a10\"\ndomain = \"t.test\"\n\
+        [network]\ncidr = \"10.0.0.0/24\"\nvips = [\"10.0.0.250\"]\n\
+        [[nodes]]\nname = \"n[1-2]\"\nmac = \"52:54:00:00:00:01\"\nip = \"10.0.0.1\"\n\
+        [san]\nsize = \"8GiB\"\n[storage]\nswap = \"8MiB\"\n[image]\nhost = \"h.toml\"\n";
+
+    #[test]
+    fn every_volume_of_the_plan_is_found_by_its_role() {
+        let source = Source::new("t.toml", PROFILE);
+        let (_, plan) =
+            crate::load(&source, &Trusting, SanFacts::default()).unwrap_or_else(|d| panic!("{d}"));
+        let v = GptVolumes::new(&plan.disk);
+        for p in &plan.disk.partitions {
+            let got = v.locate(&p.role).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got.partition, *p);
+            assert_eq!(got.offset, p.offset(plan.disk.sector_size));
+            assert!(got.is_whole_partition());
+        }
+        let n = &plan.nodes[0];
+        assert_eq!(
+            v.locate(&cow(n.name.as_str())).map(|l| l.partition.label),
+            Ok(n.cow.clone())
+        );
+        let err = v.locate(&cow("nobody")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the plan has no snapshot store of node nobody"
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! The meta volume: the profile as installed, the plan (the cluster table),
+//! the image manifest and the journal; with the content step also the
+//! nodes' configurations and the PXE tree ([`super::content`]). It is made
+//! whole by mke2fs from a staged tree, so each of the two steps makes it
+//! again.
+
+use std::path::Path;
+
+use cluster::Role;
+
+use super::ctx::{ApplyError, Ctx};
+use crate::fs::{self, Ext4};
+use crate::journal::{self, Journal};
+use crate::prepare::Inputs;
+use crate::stage::Staging;
+
+/// The meta volume's file-system label.
+const LABEL: &str = cluster::locate::META_LABEL;
+/// Names what the content step laid down, so that a rerun can tell.
+const CONTENT_STAMP: &str = "content.json";
+
+/// Makes the meta volume holding `journal`; with `content` also the nodes'
+/// configurations and the PXE tree.
+pub fn write(ctx: &Ctx<'_>, journal: &Journal, content: bool) -> Result<(), ApplyError> {
+    let inputs = ctx.inputs;
+    let stage = Staging::new(inputs.epoch())?;
+    let journal_json = journal.to_json();
+    let files: [(&str, &[u8]); 4] = [
+        ("cluster.toml", inputs.profile_text.as_bytes()),
+        ("plan.json", inputs.plan_json.as_bytes()),
+        ("manifest.json", &inputs.image.manifest_bytes),
+        (journal::FILE, journal_json.as_bytes()),
+    ];
+    for (name, bytes) in files {
+        stage.file(Path::new(name), bytes, 0o644, 0, 0)?;
+    }
+    if content {
+        super::content::stage(&stage, inputs)?;
+        stage.file(
+            Path::new(CONTENT_STAMP),
+            content_stamp(inputs).as_bytes(),
+            0o644,
+            0,
+            0,
+        )?;
+    }
+    stage.seal()?;
+    let v = ctx.locate(&Role::Meta)?;
+    fs::mke2fs(
+        ctx.target.path(),
+        &Ext4 {
+            label: LABEL,
+            uuid: crate::device::fs_uuid(ctx.plan(), LABEL),
+            offset: v.offset,
+            size: v.size,
+            contents: Some(stage.path()),
+            epoch: inputs.epoch(),
+            mmp: false,
+        },
+    )?;
+    Ok(())
+}
+
+/// `None` when the meta volume holds this plan.
+pub fn verify(ctx: &Ctx<'_>) -> Result<Option<String>, ApplyError> {
+    let v = ctx.locate(&Role::Meta)?;
+    Ok(
+        match fs::read_file(ctx.target.path(), v.offset, "/plan.json")? {
+            Some(b) if b == ctx.inputs.plan_json.as_bytes() => None,
+            _ => Some("the meta volume does not hold this plan".into()),
+        },
+    )
+}
+
+/// `None` when the meta volume holds this install's content.
+pub fn verify_content(ctx: &Ctx<'_>) -> Result<Option<String>, ApplyError> {
+    let v = ctx.locate(&Role::Meta)?;
+    let path = format!("/{CONTENT_STAMP}");
+    Ok(match fs::read_file(ctx.target.path(), v.offset, &path)? {
+        Some(b) if b == content_stamp(ctx.inputs).as_bytes() => None,
+        _ => Some("the meta volume lacks this install's node configurations or boot tree".into()),
+    })
+}
+
+/// Replaces the journal on the meta volume.
+pub fn save_journal(ctx: &Ctx<'_>, journal: &Journal) -> Result<(), ApplyError> {
+    let v = ctx.locate(&Role::Meta)?;
+    fs::replace_file(
+        ctx.target.path(),
+        v.offset,
+        journal::FILE,
+        journal.to_json().as_bytes(),
+        ctx.inputs.epoch(),
+    )?;
+    Ok(())
+}
+
+fn content_stamp(inputs: &Inputs) -> String {
+    format!(
+        "{{\"plan_sha256\": \"{}\", \"image_sha256\": \"{}\"}}\n",
+        inputs.plan_sha256, inputs.image.sha256
+    )
+}

@@ -22,11 +22,13 @@ pub mod copy;
 pub mod dm;
 pub mod failure;
 pub mod iscsi;
-pub mod modules;
 pub mod node;
 pub mod san;
-pub mod sys;
 pub mod tools;
+
+/// The system calls and the module loader, shared with the installer
+/// environment.
+pub use initsys::{modules, sys};
 
 #[cfg(test)]
 mod testing;

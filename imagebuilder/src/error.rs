@@ -69,6 +69,9 @@ pub enum Error {
     Verify { path: PathBuf, message: String },
     #[error(transparent)]
     Fat(#[from] bootfs::fat::FatError),
+    /// A manifest, or a file it describes, that does not hold.
+    #[error(transparent)]
+    Contract(#[from] contracts::Error),
     #[error("{0}")]
     Other(String),
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use imagebuilder::image::{guest, host, kernel, manifest};
+use contracts::image as manifest;
+use imagebuilder::image::{guest, host, kernel};
 use imagebuilder::profile;
 use imagebuilder::progress::{Event, Progress};
 

@@ -7,7 +7,7 @@ use cluster::Bytes;
 use serde::Deserialize;
 
 use crate::error::{Error, Result, io};
-use crate::hash;
+use contracts::hash;
 
 /// Where a root file system comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

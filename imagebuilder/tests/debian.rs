@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use contracts::image as manifest;
 use imagebuilder::image::guest::GuestMeta;
-use imagebuilder::image::manifest;
 
 /// Whether the profiles' mirror answers on its HTTP port.
 fn mirror_reachable() -> bool {

@@ -217,7 +217,7 @@ fn guest_tarball_source_refuses_paths_that_escape() {
         let d = tempfile::tempdir().unwrap();
         let data = evil_tar(name);
         fs::write(d.path().join("evil.tar"), &data).unwrap();
-        let sha = imagebuilder::hash::sha256_bytes(&data);
+        let sha = contracts::hash::sha256_bytes(&data);
         let p = profile(
             d.path(),
             &format!("source = \"tarball\"\ntarball = \"evil.tar\"\nsha256 = \"{sha}\"\n"),

@@ -25,7 +25,6 @@
 //! caught where it matters, and a sync would double the build time.
 
 pub mod env;
-pub mod manifest;
 pub mod payload;
 pub mod profile;
 pub mod usb;
@@ -48,7 +47,7 @@ use crate::image::libs::Resolver;
 use crate::output::Output;
 use crate::progress::{Progress, Steps};
 use crate::tool;
-use manifest::MediaManifest;
+use contracts::media::{self as manifest, MediaManifest};
 use profile::MediaProfile;
 
 /// The kernel and the installer's initramfs: in the ISO (for isolinux) and
@@ -194,7 +193,7 @@ fn fat_size(content: u64) -> Bytes {
 }
 
 fn volume_id(sha: &str, what: &str) -> u32 {
-    let h = crate::hash::sha256_bytes(format!("{what}:{sha}").as_bytes());
+    let h = contracts::hash::sha256_bytes(format!("{what}:{sha}").as_bytes());
     u32::from_str_radix(&h[..8], 16).unwrap_or(0)
 }
 

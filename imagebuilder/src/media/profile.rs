@@ -10,7 +10,7 @@ use cluster::Bytes;
 use serde::Deserialize;
 
 use crate::error::{Error, Result, io};
-use crate::hash;
+use contracts::hash;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaProfile {

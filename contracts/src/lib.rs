@@ -1,0 +1,20 @@
+//! What the vlx products agree on, in one small crate that producers and
+//! consumers both depend on, so that nobody depends on a producer to borrow
+//! a type:
+//!
+//! - [`image`]: `manifest.json` of a host image directory and its
+//!   verification (written by `vlx-image build`, checked by `vlx-install`);
+//! - [`media`]: `vlx-media.json`, the install media's payload manifest
+//!   (written by `vlx-image media`, checked by the installer environment);
+//! - [`hash`]: the streaming sha256 both manifests are made and checked with;
+//!
+//! `docs/contracts.md` says what each file holds; change it together with
+//! this crate. The crate stays light (serde, sha2, uuid): the node agent,
+//! which goes into every initramfs, depends on it.
+
+pub mod error;
+pub mod hash;
+pub mod image;
+pub mod media;
+
+pub use error::{Error, Result};

@@ -524,24 +524,7 @@ fn services_of(s: &Services) -> Vec<Service> {
 
 /// The kernel command line every blade boots.
 fn cmdline(p: &Profile) -> String {
-    let mut words = vec![format!("vlx.cluster={}", p.cluster.uuid.value)];
-    match &p.san.transport.value {
-        Transport::Disk => words.push("vlx.san=disk".into()),
-        Transport::Iscsi(i) => {
-            words.push("vlx.san=iscsi".into());
-            words.push(format!("vlx.storage_ip={}", i.storage_ip));
-            words.push(format!("vlx.storage_port={}", i.storage_port));
-            words.push(format!("vlx.sif={}", i.sif));
-            words.push(format!("vlx.sifip={}", i.sifip));
-            if let Some(nm) = i.sifnm {
-                words.push(format!("vlx.sifnm={nm}"));
-            }
-            if !i.sifm.is_empty() {
-                words.push(format!("vlx.sifm={}", i.sifm.join(",")));
-            }
-            words.push(format!("vlx.ivid={}", i.ivid));
-        }
-    }
+    let mut words = contracts::cmdline::node::write(p.cluster.uuid.value, &p.san.transport.value);
     words.extend(
         p.boot
             .console

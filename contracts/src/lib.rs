@@ -7,11 +7,14 @@
 //! - [`media`]: `vlx-media.json`, the install media's payload manifest
 //!   (written by `vlx-image media`, checked by the installer environment);
 //! - [`hash`]: the streaming sha256 both manifests are made and checked with;
+//! - [`cmdline`]: the `vlx.*` kernel arguments, one parser and one writer
+//!   for each set (the blades', the install media's);
 //!
 //! `docs/contracts.md` says what each file holds; change it together with
 //! this crate. The crate stays light (serde, sha2, uuid): the node agent,
 //! which goes into every initramfs, depends on it.
 
+pub mod cmdline;
 pub mod error;
 pub mod hash;
 pub mod image;

@@ -142,16 +142,22 @@ pub fn host_profile_of(profile: &MediaProfile) -> Result<PathBuf> {
 
 /// The kernel command line of a boot entry.
 pub fn cmdline(profile: &MediaProfile, manifest_sha256: &str, unattended: bool) -> String {
-    let mut a = vec![format!("vlx.media={manifest_sha256}")];
-    a.extend(profile.console.iter().map(|c| format!("console={c}")));
+    let mut args = contracts::cmdline::media::MediaArgs {
+        media: manifest_sha256.to_owned(),
+        ..Default::default()
+    };
     if let (true, Some(u)) = (unattended, &profile.unattended) {
-        a.push("vlx.unattended=1".into());
-        a.push(format!("vlx.profile={}", u.profile));
-        a.push(format!("vlx.target={}", u.target));
-        if u.wipe {
-            a.push("vlx.wipe=1".into());
-        }
+        args.unattended = true;
+        args.profile = Some(u.profile.clone());
+        args.target = Some(u.target.clone());
+        args.wipe = u.wipe;
     }
+    // `vlx.media=` first, then the consoles, then the unattended words: the
+    // order docs/contracts.md shows.
+    let mut vlx = contracts::cmdline::media::write(&args).into_iter();
+    let mut a: Vec<String> = vlx.next().into_iter().collect();
+    a.extend(profile.console.iter().map(|c| format!("console={c}")));
+    a.extend(vlx);
     a.extend(profile.kernel_args.iter().cloned());
     a.join(" ")
 }

@@ -173,7 +173,7 @@ impl MediaProfile {
             ));
         }
         for a in &m.kernel_args {
-            if !line_ok(a) || a.starts_with("vlx.") || a.starts_with("console=") {
+            if !line_ok(a) || contracts::cmdline::is_ours(a) || a.starts_with("console=") {
                 return Err(err(format!(
                     "media.kernel_args: `{a}`: one argument without spaces; vlx.* and console= are set by vlx"
                 )));

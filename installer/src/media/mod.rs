@@ -11,7 +11,7 @@
 //! the prompts) are in [`cmdline`], [`disks`] and [`prompt`] and are tested
 //! as values; this module does the I/O.
 
-pub mod cmdline;
+pub use contracts::cmdline::media as cmdline;
 pub mod disks;
 pub mod payload;
 pub mod prompt;

@@ -15,7 +15,7 @@ use cluster::layout::derived_guid;
 use uuid::Uuid;
 
 /// The partition the agent mounts first.
-pub const META_LABEL: &str = "vlx-meta";
+pub const META_LABEL: &str = contracts::names::label::META;
 
 /// A readable GPT: its header and used entries.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use contracts::names::label;
+
 use crate::diag::{Diagnostics, Report, Source};
 use crate::layout::{
     self, ATTR_LEGACY_BIOS_BOOTABLE, DiskLayout, LogicalVolume, LvmLayout, NoFit, Role, Want, types,
@@ -253,7 +255,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
     let swap = p.storage.swap.value;
     let node_volumes = |n: &NodeName| {
         let cow = (
-            format!("vlx-cow-{n}"),
+            label::cow(n.as_str()),
             Role::Cow {
                 node: n.to_string(),
             },
@@ -262,7 +264,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         );
         let sw = (swap != Bytes::ZERO).then(|| {
             (
-                format!("vlx-swap-{n}"),
+                label::swap(n.as_str()),
                 Role::Swap {
                     node: n.to_string(),
                 },
@@ -287,21 +289,21 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
     };
     let mut wants = vec![
         fixed(
-            "vlx-esp",
+            label::ESP,
             Role::Esp,
             types::ESP,
             p.storage.esp.value,
             esp_attr,
         ),
         fixed(
-            "vlx-meta",
+            label::META,
             Role::Meta,
             types::LINUX_FS,
             p.storage.meta.value,
             0,
         ),
         fixed(
-            "vlx-origin",
+            label::ORIGIN,
             Role::Origin,
             types::LINUX_FS,
             p.storage.origin.value,
@@ -332,9 +334,9 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
             let pv = volumes.iter().fold(Bytes(MIB), |acc, v| {
                 Bytes(acc.get().saturating_add(v.size.get()))
             });
-            wants.push(fixed("vlx-lvm", Role::Lvm, types::LINUX_LVM, pv, 0));
+            wants.push(fixed(label::LVM, Role::Lvm, types::LINUX_LVM, pv, 0));
             lvm = Some(LvmLayout {
-                volume_group: format!("vlx-{}", p.cluster.name.value),
+                volume_group: label::volume_group(p.cluster.name.value.as_str()),
                 extent_size: LVM_EXTENT,
                 volumes,
             });
@@ -342,7 +344,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
     }
     if p.services.shared {
         wants.push(Want {
-            label: "vlx-shared".into(),
+            label: label::SHARED.into(),
             role: Role::Shared,
             type_guid: types::LINUX_FS,
             attributes: 0,

@@ -13,6 +13,15 @@ use crate::hash;
 /// The manifest's file name in an image directory.
 pub const FILE: &str = "manifest.json";
 
+/// The golden root's ext4 image, written to `vlx-origin`.
+pub const ORIGIN: &str = "origin.ext4";
+/// The kernel every blade boots.
+pub const KERNEL: &str = "vmlinuz";
+/// The initramfs with the node agent.
+pub const INITRAMFS: &str = "initramfs.img";
+/// The artifacts of a host image directory, besides the manifest.
+pub const ARTIFACTS: [&str; 3] = [ORIGIN, KERNEL, INITRAMFS];
+
 /// Format of `manifest.json`; bumped when a field changes meaning.
 pub const FORMAT: u32 = 1;
 

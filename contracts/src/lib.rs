@@ -9,6 +9,8 @@
 //! - [`hash`]: the streaming sha256 both manifests are made and checked with;
 //! - [`cmdline`]: the `vlx.*` kernel arguments, one parser and one writer
 //!   for each set (the blades', the install media's);
+//! - [`names`]: derived names: partition names, the meta volume's files,
+//!   paths an initramfs and a node's root share.
 //!
 //! `docs/contracts.md` says what each file holds; change it together with
 //! this crate. The crate stays light (serde, sha2, uuid): the node agent,
@@ -19,5 +21,6 @@ pub mod error;
 pub mod hash;
 pub mod image;
 pub mod media;
+pub mod names;
 
 pub use error::{Error, Result};

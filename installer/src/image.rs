@@ -9,9 +9,7 @@ use sha2::{Digest, Sha256};
 pub use contracts::image::{Artifact, Manifest};
 
 /// Artifacts the installer needs from an image directory.
-pub const ORIGIN: &str = "origin.ext4";
-pub const KERNEL: &str = "vmlinuz";
-pub const INITRAMFS: &str = "initramfs.img";
+pub use contracts::image::{INITRAMFS, KERNEL, ORIGIN};
 pub const MANIFEST: &str = contracts::image::FILE;
 
 #[derive(Debug, thiserror::Error)]

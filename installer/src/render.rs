@@ -28,7 +28,7 @@ pub use context::{Context, PREEMPT_DELAY, ULA_PREFIX_LEN, ula_address, ula_prefi
 pub use keys::{KEY_TYPE, host_keys};
 
 /// Where the node agent leaves the meta volume on a node's root.
-pub const META_MOUNT: &str = "/vlx/meta";
+pub const META_MOUNT: &str = contracts::names::meta::ON_NODE;
 /// The PXE tree on a running node: dnsmasq's TFTP root and the HTTP
 /// server's document root.
 pub const TFTP_ROOT: &str = "/vlx/meta/tftp";

@@ -19,9 +19,7 @@ use crate::profile::{HostProfile, RootSource};
 use crate::progress::{Progress, Steps};
 use contracts::image::{self as manifest, Manifest};
 
-pub const ORIGIN: &str = "origin.ext4";
-pub const VMLINUZ: &str = "vmlinuz";
-pub const INITRAMFS: &str = "initramfs.img";
+pub use contracts::image::{INITRAMFS, KERNEL as VMLINUZ, ORIGIN};
 
 /// What a host build needs besides the profile.
 #[derive(Debug, Clone)]

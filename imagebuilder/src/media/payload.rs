@@ -26,7 +26,7 @@ use contracts::image::Manifest;
 use contracts::media::{self as manifest, ImageRef, MediaManifest, Named, PayloadFile};
 
 /// Files of the image directory the installer needs.
-pub const IMAGE_FILES: &[&str] = &["origin.ext4", "vmlinuz", "initramfs.img"];
+pub const IMAGE_FILES: &[&str] = &contracts::image::ARTIFACTS;
 
 /// A big file whose sha256 is taken on trust until [`verify`] checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]

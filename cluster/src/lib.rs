@@ -16,6 +16,7 @@ pub mod plan;
 pub mod profile;
 mod read;
 mod show;
+pub mod typed;
 pub mod units;
 pub mod validate;
 

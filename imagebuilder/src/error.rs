@@ -14,6 +14,9 @@ pub enum Error {
     },
     #[error("{path}: {message}")]
     Profile { path: PathBuf, message: String },
+    /// A profile's problems, each with its file, line, column and key.
+    #[error(transparent)]
+    Diagnostics(#[from] cluster::Diagnostics),
     #[error("{program} failed ({status}) {doing}: {stderr}")]
     Tool {
         program: String,
@@ -77,6 +80,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the error is bad input (a profile the builder cannot take):
+    /// the command exits 2 for it, as for a bad cluster profile.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Error::Profile { .. } | Error::Diagnostics(_))
+    }
+}
 
 /// Maps an I/O error to [`Error::Io`] naming `path`.
 pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

@@ -209,6 +209,22 @@ pub enum PlanFormatError {
     Version(u32),
 }
 
+impl Profile {
+    /// Parses and validates a profile; every problem in the file comes back
+    /// in one [`Diagnostics`], in file order. (Here rather than in
+    /// `profile`, which the validation reads: the parser knows nothing of
+    /// the checks that follow it.)
+    pub fn load(source: &Source, env: &dyn Env) -> Result<Profile, Diagnostics> {
+        let mut rep = Report::new(source);
+        let profile = Profile::parse_into(&mut rep);
+        if let Some(p) = &profile {
+            validate::check(p, env, &mut rep);
+        }
+        rep.finish()?;
+        profile.ok_or_else(|| Diagnostics(Vec::new()))
+    }
+}
+
 /// Parses, validates and plans in one pass: every problem of the profile,
 /// including a layout that does not fit the SAN, comes back together.
 pub fn load(source: &Source, env: &dyn Env, san: SanFacts) -> Result<(Profile, Plan), Diagnostics> {

@@ -1,8 +1,8 @@
 //! The cluster profile: its schema, and parsing with every structural problem
 //! reported at once. `profiles/README.md` documents each key.
 //!
-//! Semantic checks (duplicates, addresses, paths) live in [`crate::validate`];
-//! both run in [`Profile::load`].
+//! Semantic checks (duplicates, addresses, paths) come after parsing, in the
+//! validation module, which reads this one; [`Profile::load`] runs both.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::diag::{At, Diagnostics, Report, Source, Span};
+use crate::diag::{At, Report, Span};
 use crate::name::{NameRange, NodeName, check_domain, check_label};
 use crate::net::{Ipv4Net, MacAddr, ipv4_add};
 use crate::read::{Tbl, as_table};
@@ -234,18 +234,6 @@ pub mod defaults {
 }
 
 impl Profile {
-    /// Parses and validates a profile; every problem in the file comes back
-    /// in one [`Diagnostics`], in file order.
-    pub fn load(source: &Source, env: &dyn Env) -> Result<Profile, Diagnostics> {
-        let mut rep = Report::new(source);
-        let profile = Profile::parse_into(&mut rep);
-        if let Some(p) = &profile {
-            crate::validate::check(p, env, &mut rep);
-        }
-        rep.finish()?;
-        profile.ok_or_else(|| Diagnostics(Vec::new()))
-    }
-
     /// Parses into `rep`; `None` when the structure is too broken to check
     /// further (problems are in `rep` either way).
     pub(crate) fn parse_into(rep: &mut Report<'_>) -> Option<Profile> {

@@ -66,7 +66,7 @@ pub enum Error {
     Overlay {
         path: PathBuf,
         #[source]
-        source: overlay::OverlayError,
+        source: templating::OverlayError,
     },
     #[error("{path}: {message}")]
     Verify { path: PathBuf, message: String },

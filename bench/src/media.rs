@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use imagebuilder::image::guest::GuestMeta;
+use contracts::guest::GuestMeta;
 
 use crate::util::{mib, ms, timed};
 

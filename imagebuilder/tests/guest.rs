@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use imagebuilder::image::guest::GuestMeta;
+use contracts::guest::GuestMeta;
 
 /// A file capability (VFS_CAP_REVISION_2, effective) of cap_net_raw (13).
 const CAP_NET_RAW: [u8; 20] = [

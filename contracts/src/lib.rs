@@ -11,6 +11,7 @@
 //! - [`hash`]: the streaming sha256 both manifests are made and checked with;
 //! - [`cmdline`]: the `vlx.*` kernel arguments, one parser and one writer
 //!   for each set (the blades', the install media's);
+//! - [`console`]: the console lines rigs wait for;
 //! - [`names`]: derived names: partition names, the meta volume's files,
 //!   paths an initramfs and a node's root share.
 //!
@@ -19,6 +20,7 @@
 //! which goes into every initramfs, depends on it.
 
 pub mod cmdline;
+pub mod console;
 pub mod error;
 pub mod guest;
 pub mod hash;

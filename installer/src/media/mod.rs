@@ -209,7 +209,7 @@ pub fn run() -> Result<(), MediaError> {
     install(&args, root, &cluster, disk, &mut ask)
 }
 
-/// Loads the modules of `/etc/vlx/modules.load` (the node agent's loader: the
+/// Loads the modules of `/etc/vlx/modules.load` (the agent's loader: the
 /// same list format, resolved through modules.dep).
 fn load_modules() -> Result<(), MediaError> {
     use initsys::modules::{ModuleIndex, parse_load_list};

@@ -156,7 +156,7 @@ fn boot() -> Result<Infallible, Failure> {
     swap_on(&plan, &san, node);
 
     let name = node.name.as_str();
-    let tree = meta.join("nodes").join(name).join("root");
+    let tree = meta.join(contracts::names::meta::node_root(name));
     let newroot = Path::new(NEWROOT);
     let count = copy::copy_tree(&tree, newroot).map_err(Failure::Copy)?;
     say(format!(

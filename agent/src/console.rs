@@ -8,7 +8,7 @@ use std::fmt::Display;
 use std::io::Write;
 
 /// The prefix of every line, which the rig and an administrator grep for.
-pub const PREFIX: &str = "vlx-node:";
+pub const PREFIX: &str = contracts::console::AGENT;
 
 /// Prints `vlx-node: <line>`.
 pub fn say(line: impl Display) {

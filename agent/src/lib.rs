@@ -16,17 +16,21 @@
 //! comes from the same `cluster` crate the installer writes the SAN with.
 
 pub mod boot;
-pub mod cmdline;
 pub mod console;
 pub mod copy;
 pub mod dm;
 pub mod failure;
 pub mod iscsi;
-pub mod modules;
 pub mod node;
 pub mod san;
-pub mod sys;
 pub mod tools;
+
+/// The system calls and the module loader, shared with the installer
+/// environment.
+pub use initsys::{modules, sys};
+
+/// The `vlx.*` kernel arguments the installer writes for every blade.
+pub use contracts::cmdline::node as cmdline;
 
 #[cfg(test)]
 mod testing;

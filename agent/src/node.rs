@@ -7,7 +7,7 @@ use cluster::{MacAddr, NodePlan, Plan};
 use uuid::Uuid;
 
 /// Where the cluster table lives on `vlx-meta`.
-pub const PLAN_FILE: &str = "plan.json";
+pub const PLAN_FILE: &str = contracts::names::meta::PLAN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

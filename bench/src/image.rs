@@ -4,7 +4,7 @@
 //! - a guest tarball of a ~200 MB root tree (`vlx-image guest`) against
 //!   `tar -cf - DIR | gzip -6`: at least 2x faster, peak memory under
 //!   100 MiB, output listed by GNU tar;
-//! - sha256 of an image directory's manifest (`imagebuilder::image::manifest::verify`)
+//! - sha256 of an image directory's manifest (`contracts::image::verify`)
 //!   against `sha256sum` on the same files: no slower;
 //! - the tiny host image from scratch (`vlx-image build`): under 60 s.
 
@@ -228,11 +228,10 @@ pub fn run() -> anyhow::Result<()> {
     );
 
     // --- sha256 of the manifest, on the image just built.
-    let m = imagebuilder::image::manifest::Manifest::read(&host_out)?;
+    let m = contracts::image::Manifest::read(&host_out)?;
     let paths: Vec<PathBuf> = m.artifacts.iter().map(|a| host_out.join(&a.file)).collect();
     let total: u64 = m.artifacts.iter().map(|a| a.size).sum();
-    let (ours, ok) =
-        crate::util::fastest(3, || imagebuilder::image::manifest::verify(&host_out, &m));
+    let (ours, ok) = crate::util::fastest(3, || contracts::image::verify(&host_out, &m));
     ok?;
     let (reference, ok) = crate::util::fastest(3, || timed(Command::new("sha256sum").args(&paths)));
     ok?;

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use imagebuilder::image::guest::GuestMeta;
+use contracts::guest::GuestMeta;
 
 use crate::util::{mib, ms, timed};
 
@@ -60,7 +60,7 @@ fn filler_guest(dir: &Path, name: &str, len: u64, seed: u64) -> anyhow::Result<(
     }
     f.flush()?;
     drop(f);
-    let (size, sha) = imagebuilder::hash::sha256_file(&path)?;
+    let (size, sha) = contracts::hash::sha256_file(&path)?;
     let meta = GuestMeta {
         name: name.to_owned(),
         distribution: "filler".into(),

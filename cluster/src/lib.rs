@@ -17,6 +17,7 @@ pub mod plan;
 pub mod profile;
 mod read;
 mod show;
+pub mod typed;
 pub mod units;
 pub mod validate;
 

@@ -18,7 +18,7 @@ use crate::units::Bytes;
 
 /// The partition label of the meta volume, the one volume found from the
 /// disk's own table rather than from a plan.
-pub const META_LABEL: &str = "vlx-meta";
+pub const META_LABEL: &str = contracts::names::label::META;
 
 /// Where a volume is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Longest node name: `vlx-swap-<name>` must fit the 36 UTF-16 code units of
 /// a GPT partition name (UEFI 2.10, table 5.6), and `vlx-swap-` takes nine.
-pub const MAX_NODE_NAME: usize = 36 - "vlx-swap-".len();
+pub const MAX_NODE_NAME: usize = 36 - contracts::names::label::SWAP_PREFIX.len();
 
 /// A node's host name: one DNS label (RFC 1123) in lower case, short enough
 /// for its partition labels.

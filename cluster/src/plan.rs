@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use contracts::names::label;
+
 use crate::diag::{Diagnostics, Report, Source};
 use crate::layout::{
     self, ATTR_LEGACY_BIOS_BOOTABLE, DiskLayout, LogicalVolume, LvmLayout, NoFit, Role, Want, types,
@@ -214,6 +216,22 @@ pub enum PlanFormatError {
     Version(u32),
 }
 
+impl Profile {
+    /// Parses and validates a profile; every problem in the file comes back
+    /// in one [`Diagnostics`], in file order. (Here rather than in
+    /// `profile`, which the validation reads: the parser knows nothing of
+    /// the checks that follow it.)
+    pub fn load(source: &Source, env: &dyn Env) -> Result<Profile, Diagnostics> {
+        let mut rep = Report::new(source);
+        let profile = Profile::parse_into(&mut rep);
+        if let Some(p) = &profile {
+            validate::check(p, env, &mut rep);
+        }
+        rep.finish()?;
+        profile.ok_or_else(|| Diagnostics(Vec::new()))
+    }
+}
+
 /// Parses, validates and plans in one pass: every problem of the profile,
 /// including a layout that does not fit the SAN, comes back together.
 pub fn load(source: &Source, env: &dyn Env, san: SanFacts) -> Result<(Profile, Plan), Diagnostics> {
@@ -260,7 +278,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
     let swap = p.storage.swap.value;
     let node_volumes = |n: &NodeName| {
         let cow = (
-            format!("vlx-cow-{n}"),
+            label::cow(n.as_str()),
             Role::Cow {
                 node: n.to_string(),
             },
@@ -269,7 +287,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         );
         let sw = (swap != Bytes::ZERO).then(|| {
             (
-                format!("vlx-swap-{n}"),
+                label::swap(n.as_str()),
                 Role::Swap {
                     node: n.to_string(),
                 },
@@ -294,21 +312,21 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
     };
     let mut wants = vec![
         fixed(
-            "vlx-esp",
+            label::ESP,
             Role::Esp,
             types::ESP,
             p.storage.esp.value,
             esp_attr,
         ),
         fixed(
-            "vlx-meta",
+            label::META,
             Role::Meta,
             types::LINUX_FS,
             p.storage.meta.value,
             0,
         ),
         fixed(
-            "vlx-origin",
+            label::ORIGIN,
             Role::Origin,
             types::LINUX_FS,
             p.storage.origin.value,
@@ -339,9 +357,9 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
             let pv = volumes.iter().fold(Bytes(MIB), |acc, v| {
                 Bytes(acc.get().saturating_add(v.size.get()))
             });
-            wants.push(fixed("vlx-lvm", Role::Lvm, types::LINUX_LVM, pv, 0));
+            wants.push(fixed(label::LVM, Role::Lvm, types::LINUX_LVM, pv, 0));
             lvm = Some(LvmLayout {
-                volume_group: format!("vlx-{}", p.cluster.name.value),
+                volume_group: label::volume_group(p.cluster.name.value.as_str()),
                 extent_size: LVM_EXTENT,
                 volumes,
             });
@@ -349,7 +367,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
     }
     if p.services.shared {
         wants.push(Want {
-            label: "vlx-shared".into(),
+            label: label::SHARED.into(),
             role: Role::Shared,
             type_guid: types::LINUX_FS,
             attributes: 0,
@@ -531,24 +549,7 @@ fn services_of(s: &Services) -> Vec<Service> {
 
 /// The kernel command line every blade boots.
 fn cmdline(p: &Profile) -> String {
-    let mut words = vec![format!("vlx.cluster={}", p.cluster.uuid.value)];
-    match &p.san.transport.value {
-        Transport::Disk => words.push("vlx.san=disk".into()),
-        Transport::Iscsi(i) => {
-            words.push("vlx.san=iscsi".into());
-            words.push(format!("vlx.storage_ip={}", i.storage_ip));
-            words.push(format!("vlx.storage_port={}", i.storage_port));
-            words.push(format!("vlx.sif={}", i.sif));
-            words.push(format!("vlx.sifip={}", i.sifip));
-            if let Some(nm) = i.sifnm {
-                words.push(format!("vlx.sifnm={nm}"));
-            }
-            if !i.sifm.is_empty() {
-                words.push(format!("vlx.sifm={}", i.sifm.join(",")));
-            }
-            words.push(format!("vlx.ivid={}", i.ivid));
-        }
-    }
+    let mut words = contracts::cmdline::node::write(p.cluster.uuid.value, &p.san.transport.value);
     words.extend(
         p.boot
             .console

@@ -1,8 +1,8 @@
 //! The cluster profile: its schema, and parsing with every structural problem
 //! reported at once. `profiles/README.md` documents each key.
 //!
-//! Semantic checks (duplicates, addresses, paths) live in [`crate::validate`];
-//! both run in [`Profile::load`].
+//! Semantic checks (duplicates, addresses, paths) come after parsing, in the
+//! validation module, which reads this one; [`Profile::load`] runs both.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::diag::{At, Diagnostics, Report, Source, Span};
+use crate::diag::{At, Report, Span};
 use crate::name::{NameRange, NodeName, check_domain, check_label};
 use crate::net::{Ipv4Net, MacAddr, ipv4_add};
 use crate::read::{Tbl, as_table};
@@ -92,31 +92,9 @@ pub struct San {
     pub size: Option<At<Bytes>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "transport", rename_all = "lowercase")]
-pub enum Transport {
-    /// The LUN is a local block device on every blade (FC/SAS, or the rig's
-    /// shared virtio disk).
-    Disk,
-    /// Every blade logs in to an iSCSI target with the seed's parameters.
-    Iscsi(Iscsi),
-}
-
-/// The seed's iSCSI boot parameters, passed on the kernel command line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Iscsi {
-    pub storage_ip: Ipv4Addr,
-    pub storage_port: u16,
-    /// Storage interface, e.g. `eth0` or `ib0`.
-    pub sif: String,
-    /// `dhcp`, or one fixed address (a single-blade setup).
-    pub sifip: String,
-    pub sifnm: Option<Ipv4Addr>,
-    /// Modules the storage interface needs, loaded before it is brought up.
-    pub sifm: Vec<String>,
-    /// Target name (IQN).
-    pub ivid: String,
-}
+/// How blades reach the SAN, and the seed's iSCSI boot parameters: the
+/// kernel command line's contract, written from the plan.
+pub use contracts::cmdline::node::{Iscsi, Transport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,23 +229,11 @@ pub mod defaults {
     /// A dm-snapshot store needs room for its header and a few chunks.
     pub const COW_MIN: Bytes = Bytes::mib(16);
     pub const SHARED_MIN: Bytes = Bytes::mib(64);
-    pub const ISCSI_PORT: u16 = 3260;
+    pub const ISCSI_PORT: u16 = contracts::cmdline::node::DEFAULT_ISCSI_PORT;
     pub const CONSOLE: &str = "ttyS0,115200";
 }
 
 impl Profile {
-    /// Parses and validates a profile; every problem in the file comes back
-    /// in one [`Diagnostics`], in file order.
-    pub fn load(source: &Source, env: &dyn Env) -> Result<Profile, Diagnostics> {
-        let mut rep = Report::new(source);
-        let profile = Profile::parse_into(&mut rep);
-        if let Some(p) = &profile {
-            crate::validate::check(p, env, &mut rep);
-        }
-        rep.finish()?;
-        profile.ok_or_else(|| Diagnostics(Vec::new()))
-    }
-
     /// Parses into `rep`; `None` when the structure is too broken to check
     /// further (problems are in `rep` either way).
     pub(crate) fn parse_into(rep: &mut Report<'_>) -> Option<Profile> {
@@ -1221,6 +1187,7 @@ fn parse_boot(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Boot> {
 
 /// A kernel command-line word: no spaces or quotes, and not one of ours.
 fn kernel_word_ok(rep: &mut Report<'_>, a: &At<String>, what: &str) -> bool {
+    use contracts::cmdline::node;
     if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
         rep.error(
             &a.span,
@@ -1230,21 +1197,27 @@ fn kernel_word_ok(rep: &mut Report<'_>, a: &At<String>, what: &str) -> bool {
         );
         return false;
     }
-    if let Some(v) = a.strip_prefix("vlx.san_wait=")
+    if let Some(v) = a
+        .strip_prefix(contracts::cmdline::PREFIX)
+        .and_then(|k| k.strip_prefix(node::SAN_WAIT))
+        .and_then(|k| k.strip_prefix('='))
         && what == "argument"
     {
-        if v.parse::<u64>().is_ok_and(|n| (1..=3600).contains(&n)) {
+        let Err(why) = node::parse_san_wait(v) else {
             return true;
-        }
+        };
         rep.error(
             &a.span,
             &a.key,
             format!("`{}`: the SAN wait is whole seconds", a.value),
-            Some("write vlx.san_wait=N with N from 1 to 3600 (the default is 60)".into()),
+            Some(format!(
+                "write vlx.san_wait=N: {why} (the default is {})",
+                node::DEFAULT_SAN_WAIT.as_secs()
+            )),
         );
         return false;
     }
-    if a.starts_with("vlx.") || a.starts_with("console=") && what == "argument" {
+    if contracts::cmdline::is_ours(a) || a.starts_with("console=") && what == "argument" {
         rep.error(
             &a.span,
             &a.key,

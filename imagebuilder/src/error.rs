@@ -14,6 +14,9 @@ pub enum Error {
     },
     #[error("{path}: {message}")]
     Profile { path: PathBuf, message: String },
+    /// A profile's problems, each with its file, line, column and key.
+    #[error(transparent)]
+    Diagnostics(#[from] cluster::Diagnostics),
     #[error("{program} failed ({status}) {doing}: {stderr}")]
     Tool {
         program: String,
@@ -63,17 +66,28 @@ pub enum Error {
     Overlay {
         path: PathBuf,
         #[source]
-        source: overlay::OverlayError,
+        source: templating::OverlayError,
     },
     #[error("{path}: {message}")]
     Verify { path: PathBuf, message: String },
     #[error(transparent)]
     Fat(#[from] bootfs::fat::FatError),
+    /// A manifest, or a file it describes, that does not hold.
+    #[error(transparent)]
+    Contract(#[from] contracts::Error),
     #[error("{0}")]
     Other(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the error is bad input (a profile the builder cannot take):
+    /// the command exits 2 for it, as for a bad cluster profile.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Error::Profile { .. } | Error::Diagnostics(_))
+    }
+}
 
 /// Maps an I/O error to [`Error::Io`] naming `path`.
 pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

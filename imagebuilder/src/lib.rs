@@ -3,10 +3,10 @@
 //! - [`image::host::build`]: a host image directory (`origin.ext4`, `vmlinuz`,
 //!   `initramfs.img`, `manifest.json`) from a host profile.
 //! - [`image::guest::build`]: a guest OS tarball and its `guest.toml`.
-//! - [`image::manifest`]: the image directory's manifest and its verification,
-//!   used by the installer.
 //! - [`media::build`]: install media (a USB image and a hybrid ISO) that
 //!   boot the installer, with a payload and its sha256 manifest.
+//!
+//! The manifests it writes are the `contracts` crate's types.
 //!
 //! Folders: [`formats`] (file formats written byte by byte), [`image`]
 //! (root file systems, kernels, the initramfs, the host and guest products)
@@ -16,7 +16,6 @@
 
 pub mod error;
 pub mod formats;
-pub mod hash;
 pub mod image;
 pub mod media;
 pub mod output;
@@ -25,3 +24,6 @@ pub mod progress;
 pub mod tool;
 
 pub use error::{Error, Result};
+
+/// Streaming sha256, the same the manifests are checked with.
+pub use contracts::hash;

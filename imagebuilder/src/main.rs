@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use imagebuilder::image::{guest, host, kernel, manifest};
+use contracts::image as manifest;
+use imagebuilder::image::{guest, host, kernel};
 use imagebuilder::profile;
 use imagebuilder::progress::{Event, Progress};
 
@@ -217,7 +218,27 @@ fn epoch(flag: Option<u64>, profile: &std::path::Path) -> anyhow::Result<u64> {
         .unwrap_or(0))
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit code of a profile the builder cannot take (bad input), as for a
+/// bad cluster profile; other failures exit 1.
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The form anyhow's own `main` prints: the error and its causes.
+            eprintln!("Error: {e:?}");
+            let bad_input = e.chain().any(|c| {
+                c.downcast_ref::<imagebuilder::Error>()
+                    .is_some_and(imagebuilder::Error::is_bad_input)
+                    || c.is::<cluster::Diagnostics>()
+            });
+            std::process::ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let started = Instant::now();
     match cli.command {

@@ -1,13 +1,17 @@
 //! Host and guest image profiles: TOML, unknown keys refused, paths relative
 //! to the profile's folder. `profiles/README.md` documents every key.
+//!
+//! Problems are told as the cluster profile's are (`cluster::typed`): every
+//! one with the file, line, column and key, and what would be valid.
 
 use std::path::{Path, PathBuf};
 
-use cluster::Bytes;
+use cluster::typed::{self, Located};
+use cluster::{Bytes, Diagnostic, Diagnostics, Source};
 use serde::Deserialize;
 
 use crate::error::{Error, Result, io};
-use crate::hash;
+use contracts::hash;
 
 /// Where a root file system comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,40 +215,59 @@ fn read(path: &Path) -> Result<(String, String)> {
     Ok((text, sha))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
-    toml::from_str(text).map_err(|e| Error::Profile {
-        path: path.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
-    })
+/// The profile's text as a [`Source`] named by its path as given.
+fn source(path: &Path, text: &str) -> Source {
+    Source::new(path.display().to_string(), text)
+}
+
+/// The problems found, or `value` when there are none.
+fn done<T>(value: Option<T>, found: Vec<Diagnostic>) -> Result<T> {
+    match value {
+        Some(v) if found.is_empty() => Ok(v),
+        _ => Err(Error::Diagnostics(Diagnostics(found))),
+    }
+}
+
+/// Keeps the value of `r`, or records its problem.
+fn keep<T>(found: &mut Vec<Diagnostic>, r: Result<T, Diagnostic>) -> Option<T> {
+    r.map_err(|d| found.push(d)).ok()
 }
 
 fn base(path: &Path) -> PathBuf {
     path.parent().map(Path::to_owned).unwrap_or_default()
 }
 
-fn size(path: &Path, key: &str, s: &str) -> Result<Bytes> {
-    s.parse().map_err(|e| Error::Profile {
-        path: path.to_owned(),
-        message: format!("{key}: {e}"),
+fn size(at: &Located<'_>, key: &str, s: &str) -> Result<Bytes, Diagnostic> {
+    s.parse().map_err(|e| {
+        at.error(
+            key,
+            format!("`{s}`: {e}"),
+            Some("a size such as \"64MiB\" or \"8GiB\"".into()),
+        )
     })
 }
 
 /// Resolves `[rootfs]`: the keys set must all belong to the chosen source.
-fn root_source(path: &Path, r: RawRoot, allowed: &[&str]) -> Result<RootSource> {
-    let err = |message: String| Error::Profile {
-        path: path.to_owned(),
-        message,
-    };
+fn root_source(
+    path: &Path,
+    at: &Located<'_>,
+    r: RawRoot,
+    allowed: &[&str],
+) -> Result<RootSource, Diagnostic> {
+    let err = |key: &str, message: String| at.error(&format!("rootfs.{key}"), message, None);
     if !allowed.contains(&r.source.as_str()) {
-        return Err(err(format!(
-            "rootfs.source: `{}` is not one of {}",
-            r.source,
-            allowed
-                .iter()
-                .map(|s| format!("\"{s}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+        return Err(at.error(
+            "rootfs.source",
+            format!("`{}` is not a source of this profile", r.source),
+            Some(format!(
+                "use one of: {}",
+                allowed
+                    .iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ));
     }
     let keys_of = |s: &str| -> &'static [&'static str] {
         match s {
@@ -278,16 +301,16 @@ fn root_source(path: &Path, r: RawRoot, allowed: &[&str]) -> Result<RootSource> 
     }
     for k in set {
         if !valid.contains(&k) {
-            return Err(err(format!(
-                "rootfs.{k}: not a key of source \"{}\" (its keys: {})",
-                r.source,
-                valid.join(", ")
-            )));
+            return Err(at.error(
+                &format!("rootfs.{k}"),
+                format!("not a key of source \"{}\"", r.source),
+                Some(format!("its keys: {}", valid.join(", "))),
+            ));
         }
     }
     let dir = base(path);
     let need = |v: Option<String>, k: &str| {
-        v.ok_or_else(|| err(format!("rootfs.{k}: required for source \"{}\"", r.source)))
+        v.ok_or_else(|| err(k, format!("required for source \"{}\"", r.source)))
     };
     Ok(match r.source.as_str() {
         "mmdebstrap" => RootSource::Mmdebstrap(Debootstrap {
@@ -301,10 +324,10 @@ fn root_source(path: &Path, r: RawRoot, allowed: &[&str]) -> Result<RootSource> 
             let dirs = r.dirs.unwrap_or_default();
             for (key, list) in [("files", &files), ("dirs", &dirs)] {
                 if let Some(f) = list.iter().find(|f| !f.is_absolute()) {
-                    return Err(err(format!(
-                        "rootfs.{key}: `{}` is not an absolute path",
-                        f.display()
-                    )));
+                    return Err(err(
+                        key,
+                        format!("`{}` is not an absolute path", f.display()),
+                    ));
                 }
             }
             RootSource::Host(HostRoot {
@@ -317,27 +340,29 @@ fn root_source(path: &Path, r: RawRoot, allowed: &[&str]) -> Result<RootSource> 
         "tarball" => {
             let sha = need(r.sha256, "sha256")?.to_ascii_lowercase();
             if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(err(format!(
-                    "rootfs.sha256: `{sha}` is not 64 hexadecimal digits"
-                )));
+                return Err(err(
+                    "sha256",
+                    format!("`{sha}` is not 64 hexadecimal digits"),
+                ));
             }
             RootSource::Tarball {
-                path: dir.join(r.tarball.ok_or_else(|| {
-                    err("rootfs.tarball: required for source \"tarball\"".into())
-                })?),
+                path: dir.join(
+                    r.tarball
+                        .ok_or_else(|| err("tarball", "required for source \"tarball\"".into()))?,
+                ),
                 sha256: sha,
             }
         }
         _ => RootSource::Directory(
             dir.join(
                 r.path
-                    .ok_or_else(|| err("rootfs.path: required for source \"directory\"".into()))?,
+                    .ok_or_else(|| err("path", "required for source \"directory\"".into()))?,
             ),
         ),
     })
 }
 
-fn check_name(path: &Path, key: &str, name: &str) -> Result<()> {
+fn check_name(at: &Located<'_>, key: &str, name: &str) -> Result<(), Diagnostic> {
     let ok = !name.is_empty()
         && name
             .bytes()
@@ -346,12 +371,11 @@ fn check_name(path: &Path, key: &str, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Profile {
-            path: path.to_owned(),
-            message: format!(
-                "{key}: `{name}` must be letters, digits, `-`, `_` or `.` (it names files)"
-            ),
-        })
+        Err(at.error(
+            key,
+            format!("`{name}` is not a file name"),
+            Some("letters, digits, `-`, `_` or `.`, not starting with `.` (it names files)".into()),
+        ))
     }
 }
 
@@ -361,14 +385,21 @@ impl HostProfile {
         Self::parse(path, &text, sha256)
     }
 
+    /// Reads a host profile; every problem comes back in one
+    /// [`Error::Diagnostics`].
     pub fn parse(path: &Path, text: &str, sha256: String) -> Result<HostProfile> {
-        let raw: RawHost = parse(path, text)?;
-        check_name(path, "image.name", &raw.image.name)?;
+        let source = source(path, text);
+        let (raw, at): (RawHost, _) = typed::parse(&source)?;
+        let mut found = Vec::new();
+        keep(&mut found, check_name(&at, "image.name", &raw.image.name));
         let headroom = match &raw.rootfs.headroom {
-            Some(s) => size(path, "rootfs.headroom", s)?,
-            None => DEFAULT_HEADROOM,
+            Some(s) => keep(&mut found, size(&at, "rootfs.headroom", s)),
+            None => Some(DEFAULT_HEADROOM),
         };
-        let rootfs = root_source(path, raw.rootfs, &["mmdebstrap", "host", "tarball"])?;
+        let rootfs = keep(
+            &mut found,
+            root_source(path, &at, raw.rootfs, &["mmdebstrap", "host", "tarball"]),
+        );
         let mut transports = raw.initramfs.transports.unwrap_or(vec![Transport::Disk]);
         transports.sort();
         transports.dedup();
@@ -376,24 +407,27 @@ impl HostProfile {
             None => RootModules::All,
             Some(RootModulesRaw::Word(w)) if w == "all" => RootModules::All,
             Some(RootModulesRaw::Word(w)) => {
-                return Err(Error::Profile {
-                    path: path.to_owned(),
-                    message: format!(
-                        "kernel.root_modules: `{w}` is neither \"all\" nor a list of module names"
-                    ),
-                });
+                found.push(at.error(
+                    "kernel.root_modules",
+                    format!("`{w}` is neither \"all\" nor a list of module names"),
+                    Some("write \"all\", or a list such as [\"nfsd\"]".into()),
+                ));
+                RootModules::All
             }
             Some(RootModulesRaw::List(l)) => RootModules::Only(l),
         };
-        if matches!(rootfs, RootSource::Mmdebstrap(_)) && root_modules != RootModules::All {
-            return Err(Error::Profile {
-                path: path.to_owned(),
-                message: "kernel.root_modules: an mmdebstrap root has all of its kernel package's modules"
-                    .into(),
-            });
+        if matches!(rootfs, Some(RootSource::Mmdebstrap(_))) && root_modules != RootModules::All {
+            found.push(at.error(
+                "kernel.root_modules",
+                "an mmdebstrap root has all of its kernel package's modules",
+                Some("leave root_modules out, or set it to \"all\"".into()),
+            ));
         }
         let dir = base(path);
-        Ok(HostProfile {
+        let (Some(rootfs), Some(headroom)) = (rootfs, headroom) else {
+            return done(None, found);
+        };
+        let profile = HostProfile {
             path: path.to_owned(),
             sha256,
             name: raw.image.name,
@@ -405,7 +439,8 @@ impl HostProfile {
             root_modules,
             transports,
             modules: raw.initramfs.modules,
-        })
+        };
+        done(Some(profile), found)
     }
 }
 
@@ -415,28 +450,48 @@ impl GuestProfile {
         Self::parse(path, &text, sha256)
     }
 
+    /// Reads a guest profile; every problem comes back in one
+    /// [`Error::Diagnostics`].
     pub fn parse(path: &Path, text: &str, sha256: String) -> Result<GuestProfile> {
-        let raw: RawGuestFile = parse(path, text)?;
+        let source = source(path, text);
+        let (raw, at): (RawGuestFile, _) = typed::parse(&source)?;
         let g = raw.guest;
-        check_name(path, "guest.name", &g.name)?;
+        let mut found = Vec::new();
+        keep(&mut found, check_name(&at, "guest.name", &g.name));
         if g.vcpus == 0 {
-            return Err(Error::Profile {
-                path: path.to_owned(),
-                message: "guest.vcpus: must be at least 1".into(),
-            });
+            found.push(at.error(
+                "guest.vcpus",
+                "must be at least 1",
+                Some("a count of virtual CPUs, 1 or more".into()),
+            ));
         }
-        Ok(GuestProfile {
+        let memory = keep(&mut found, size(&at, "guest.memory", &g.memory));
+        let disk = keep(&mut found, size(&at, "guest.disk", &g.disk));
+        let rootfs = keep(
+            &mut found,
+            root_source(
+                path,
+                &at,
+                raw.rootfs,
+                &["mmdebstrap", "directory", "tarball"],
+            ),
+        );
+        let (Some(memory), Some(disk), Some(rootfs)) = (memory, disk, rootfs) else {
+            return done(None, found);
+        };
+        let profile = GuestProfile {
             path: path.to_owned(),
             sha256,
-            memory: size(path, "guest.memory", &g.memory)?,
-            disk: size(path, "guest.disk", &g.disk)?,
+            memory,
+            disk,
             name: g.name,
             distribution: g.distribution,
             vcpus: g.vcpus,
             kernel: g.kernel,
             initramfs: g.initramfs,
-            rootfs: root_source(path, raw.rootfs, &["mmdebstrap", "directory", "tarball"])?,
-        })
+            rootfs,
+        };
+        done(Some(profile), found)
     }
 }
 

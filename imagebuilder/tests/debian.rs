@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use imagebuilder::image::guest::GuestMeta;
-use imagebuilder::image::manifest;
+use contracts::guest::GuestMeta;
+use contracts::image as manifest;
 
 /// Whether the profiles' mirror answers on its HTTP port.
 fn mirror_reachable() -> bool {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use imagebuilder::image::guest::GuestMeta;
+use contracts::guest::GuestMeta;
 
 /// A file capability (VFS_CAP_REVISION_2, effective) of cap_net_raw (13).
 const CAP_NET_RAW: [u8; 20] = [
@@ -217,7 +217,7 @@ fn guest_tarball_source_refuses_paths_that_escape() {
         let d = tempfile::tempdir().unwrap();
         let data = evil_tar(name);
         fs::write(d.path().join("evil.tar"), &data).unwrap();
-        let sha = imagebuilder::hash::sha256_bytes(&data);
+        let sha = contracts::hash::sha256_bytes(&data);
         let p = profile(
             d.path(),
             &format!("source = \"tarball\"\ntarball = \"evil.tar\"\nsha256 = \"{sha}\"\n"),

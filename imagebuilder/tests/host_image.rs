@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use imagebuilder::image::manifest;
+use contracts::image as manifest;
 
 fn build(profile: &Path, out: &Path) {
     build_with(
@@ -216,7 +216,7 @@ fn tarball_root_keeps_owners_modes_and_capabilities_in_the_ext4() {
         .arg("-C")
         .arg(&root)
         .arg("."));
-    let sha = imagebuilder::hash::sha256_file(&tarball).unwrap().1;
+    let sha = contracts::hash::sha256_file(&tarball).unwrap().1;
     let profile = d.path().join("t.toml");
     fs::write(
         &profile,

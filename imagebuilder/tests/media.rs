@@ -15,7 +15,7 @@ use common::*;
 use sha2::{Digest, Sha256};
 
 fn sha256(path: &Path) -> String {
-    imagebuilder::hash::sha256_file(path).unwrap().1
+    contracts::hash::sha256_file(path).unwrap().1
 }
 
 /// A guest made by `vlx-image guest` from a small folder.
@@ -330,7 +330,7 @@ fn the_shipped_profile_builds_its_image_first() {
         .arg("-v")
         .arg(out.join("vlx-installer.img")));
     assert!(v.contains("No problems found"), "{v}");
-    let m = imagebuilder::image::manifest::verify_dir(&out.join("image")).unwrap();
+    let m = contracts::image::verify_dir(&out.join("image")).unwrap();
     assert_eq!(m.name, "tiny");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("vlx-installer.json")).unwrap()).unwrap();

@@ -1,23 +1,21 @@
 //! The host image directory the installer lays down: its manifest (the
-//! image builder's own type) and the check that every artifact matches it
+//! `contracts` crate's type) and the check that every artifact matches it
 //! before anything is written.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use imagebuilder::image::manifest::{Artifact, Manifest};
+pub use contracts::image::{Artifact, Manifest};
 
 /// Artifacts the installer needs from an image directory.
-pub const ORIGIN: &str = "origin.ext4";
-pub const KERNEL: &str = "vmlinuz";
-pub const INITRAMFS: &str = "initramfs.img";
-pub const MANIFEST: &str = imagebuilder::image::manifest::FILE;
+pub use contracts::image::{INITRAMFS, KERNEL, ORIGIN};
+pub const MANIFEST: &str = contracts::image::FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(transparent)]
-    Image(#[from] imagebuilder::Error),
+    Image(#[from] contracts::Error),
     #[error("reading {path}: {source}")]
     Io {
         path: PathBuf,
@@ -46,7 +44,7 @@ impl HostImage {
     /// Reads `dir/manifest.json`, checks every artifact's size and sha256,
     /// and that the ones an install uses are listed.
     pub fn open(dir: &Path) -> Result<HostImage, ImageError> {
-        let manifest = imagebuilder::image::manifest::verify_dir(dir)?;
+        let manifest = contracts::image::verify_dir(dir)?;
         let path = dir.join(MANIFEST);
         for name in [ORIGIN, KERNEL, INITRAMFS] {
             if manifest.artifact(name).is_none() {

@@ -2,7 +2,7 @@
 //! profile's overlay folders, and the node's SSH host keys.
 //!
 //! Rendering is pure: [`NodeOverlays::render`] turns a plan and a node into
-//! a list of [`overlay::Entry`] values (path, content, mode, owner), the same
+//! a list of [`templating::Entry`] values (path, content, mode, owner), the same
 //! for the same inputs. Host keys are random by nature and come from
 //! [`host_keys`], which the installer calls separately and [`merge`]s in;
 //! keeping them apart keeps rendering reproducible and testable. The
@@ -21,14 +21,14 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use cluster::plan::{NodePlan, Plan};
-use overlay::{Entry, Kind, Overlay, OverlayError};
 use serde::Serialize;
+use templating::{Entry, Kind, Overlay, OverlayError};
 
 pub use context::{Context, PREEMPT_DELAY, ULA_PREFIX_LEN, ula_address, ula_prefix};
 pub use keys::{KEY_TYPE, host_keys};
 
 /// Where the node agent leaves the meta volume on a node's root.
-pub const META_MOUNT: &str = "/vlx/meta";
+pub const META_MOUNT: &str = contracts::names::meta::ON_NODE;
 /// The PXE tree on a running node: dnsmasq's TFTP root and the HTTP
 /// server's document root.
 pub const TFTP_ROOT: &str = "/vlx/meta/tftp";

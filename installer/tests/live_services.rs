@@ -99,7 +99,7 @@ fn live_tiny_runtime_serves_the_cluster_from_every_node() {
     let san = lab.shared_disk(&label);
     let plan = container_plan(&label);
     let overlays = NodeOverlays::load(&plan, &nodes::profiles_dir()).unwrap();
-    let tiny = overlay::Overlay::load(&nodes::overlays_dir().join("tiny"))
+    let tiny = templating::Overlay::load(&nodes::overlays_dir().join("tiny"))
         .unwrap()
         .render(&serde_json::json!({}))
         .unwrap();
@@ -284,7 +284,7 @@ fn live_tiny_runtime_reports_a_missing_nic() {
     let mut lab = Lab::new("nic");
     let plan = container_plan("vlxt-none");
     let overlays = NodeOverlays::load(&plan, &nodes::profiles_dir()).unwrap();
-    let tiny = overlay::Overlay::load(&nodes::overlays_dir().join("tiny"))
+    let tiny = templating::Overlay::load(&nodes::overlays_dir().join("tiny"))
         .unwrap()
         .render(&serde_json::json!({}))
         .unwrap();

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use installer::render::{NodeOverlays, host_keys, merge};
 use nodes::{PROFILES, plan, render_all, run_ok, text, write_all};
-use overlay::Kind;
+use templating::Kind;
 
 #[test]
 fn dnsmasq_test_accepts_every_rendered_config() {
@@ -429,7 +429,7 @@ fn host_keys_are_0600_valid_and_only_in_their_own_node() {
 fn merge_refuses_a_file_over_a_folder() {
     let plan = plan("demo.toml");
     let mut files = render_all(&plan).remove(0).1;
-    let clash = overlay::Entry {
+    let clash = templating::Entry {
         path: "etc/vlx".into(),
         kind: Kind::File(b"x".to_vec()),
         mode: 0o644,

@@ -15,9 +15,9 @@ use crate::run::{Run, RunError};
 use crate::shell::Shell;
 
 /// The node agent's line when the node's root is assembled (contract).
-pub const AGENT_READY: &str = "vlx-node: ready";
+pub const AGENT_READY: &str = contracts::console::AGENT_READY;
 /// The image's line when its services run (contract).
-pub const SERVICES_READY: &str = "vlx: services ready";
+pub const SERVICES_READY: &str = contracts::console::SERVICES_READY;
 /// The kernel's first message.
 pub const KERNEL_BANNER: &str = "Linux version";
 /// Lines after which the awaited line will not come: a kernel panic, the
@@ -25,17 +25,17 @@ pub const KERNEL_BANNER: &str = "Linux version";
 /// SeaBIOS and OVMF out of boot options.
 pub const FATAL: &[&str] = &[
     "Kernel panic - not syncing",
-    "vlx-node: error:",
-    "vlx: services failed",
+    contracts::console::AGENT_ERROR,
+    contracts::console::SERVICES_FAILED,
     "No bootable device.",
     "UEFI Interactive Shell",
 ];
 
 /// The installer environment of install media says what failed (and then
 /// waits at a shell).
-pub const INSTALL_FAILED: &str = "vlx-install: error:";
+pub const INSTALL_FAILED: &str = contracts::console::INSTALL_ERROR;
 /// The installer environment's last line before it powers off.
-pub const INSTALL_DONE: &str = "vlx-install: powering off";
+pub const INSTALL_DONE: &str = contracts::console::INSTALL_DONE;
 
 /// A network boot that gave up: iPXE tried every NIC (the firmware then
 /// falls through to the disk, which a network-booted blade must not need).

@@ -226,7 +226,12 @@ pub fn reset_node(node: &str, san: &Path, log: &Path) -> Result<String, ToolErro
 }
 
 /// The files an image directory holds (docs/contracts.md).
-pub const IMAGE_FILES: &[&str] = &["origin.ext4", "vmlinuz", "initramfs.img", "manifest.json"];
+pub const IMAGE_FILES: &[&str] = &[
+    contracts::image::ORIGIN,
+    contracts::image::KERNEL,
+    contracts::image::INITRAMFS,
+    contracts::image::FILE,
+];
 
 /// The files of `dir` missing from an image directory.
 pub fn missing_image_files(dir: &Path) -> Vec<&'static str> {

@@ -21,7 +21,7 @@ const BLOCK: u64 = 4096;
 /// Bytes per on-disk inode (mke2fs's default for ext4).
 const INODE_SIZE: u64 = 256;
 /// Label of the file system.
-pub const LABEL: &str = "vlx-origin";
+pub const LABEL: &str = contracts::names::label::ORIGIN;
 
 /// What a staging tree holds, as mke2fs will need room for it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

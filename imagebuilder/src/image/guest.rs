@@ -5,8 +5,6 @@ use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Component, Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result, io};
 use crate::formats::pgz::ParGz;
 use crate::formats::tarball::{HashingWriter, TarWriter};
@@ -15,31 +13,8 @@ use crate::output::Output;
 use crate::profile::{GuestProfile, RootSource};
 use crate::progress::{Progress, Steps};
 
-/// The description of a guest tarball, written as `guest.toml` beside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GuestMeta {
-    pub name: String,
-    pub distribution: String,
-    /// Kernel inside the tree, relative to its root.
-    pub kernel: String,
-    /// Initramfs inside the tree, when it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initramfs: Option<String>,
-    pub vcpus: u32,
-    /// Default memory in bytes.
-    pub memory: u64,
-    /// Default disk size in bytes.
-    pub disk: u64,
-    /// File name of the tarball beside guest.toml.
-    pub tarball: String,
-    pub tarball_size: u64,
-    pub tarball_sha256: String,
-    pub source_date_epoch: u64,
-    pub profile_sha256: String,
-}
-
-pub const META_FILE: &str = "guest.toml";
+/// `guest.toml`: the contract's type, beside the tarball this module writes.
+pub use contracts::guest::{FILE as META_FILE, GuestMeta};
 
 /// gzip level of guest tarballs: gzip's own default.
 pub const LEVEL: u32 = 6;
@@ -179,15 +154,4 @@ fn boot_files(profile: &GuestProfile, root: &Path) -> Result<(String, Option<Str
         None => root.join(&initrd).is_file().then_some(initrd),
     };
     Ok((kernel_rel, initramfs))
-}
-
-impl GuestMeta {
-    /// Reads a guest.toml.
-    pub fn read(path: &Path) -> Result<GuestMeta> {
-        let text = fs::read_to_string(path).map_err(io(path))?;
-        toml::from_str(&text).map_err(|e| Error::Verify {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
-    }
 }

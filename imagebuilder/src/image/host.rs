@@ -13,15 +13,13 @@ use crate::formats::ext4;
 use crate::image::initramfs::{self, Programs};
 use crate::image::kernel::{self, Kernel, ModuleIndex};
 use crate::image::libs::Resolver;
-use crate::image::manifest::{self, Manifest};
 use crate::image::{overlays, rootfs};
 use crate::output::Output;
 use crate::profile::{HostProfile, RootSource};
 use crate::progress::{Progress, Steps};
+use contracts::image::{self as manifest, Manifest};
 
-pub const ORIGIN: &str = "origin.ext4";
-pub const VMLINUZ: &str = "vmlinuz";
-pub const INITRAMFS: &str = "initramfs.img";
+pub use contracts::image::{INITRAMFS, KERNEL as VMLINUZ, ORIGIN};
 
 /// What a host build needs besides the profile.
 #[derive(Debug, Clone)]

@@ -54,8 +54,9 @@ pub const REQUIRED_APPLETS: &[&str] = &[
     "reboot",
 ];
 
-/// Where the load order for the agent lands.
-pub const MODULES_LOAD: &str = "etc/vlx/modules.load";
+/// Where the load order for the agent lands (an absolute path in the
+/// initramfs; the tree's paths are relative to its root).
+pub use contracts::names::initramfs::MODULES_LOAD;
 
 /// The programs of the initramfs, on the build machine.
 #[derive(Debug, Clone)]
@@ -237,7 +238,7 @@ pub fn add_modules(
     }
     let order: String = modules.iter().map(|m| format!("{}\n", m.name)).collect();
     t.insert(
-        Path::new(MODULES_LOAD),
+        Path::new(MODULES_LOAD.trim_start_matches('/')),
         Entry::file(Content::Bytes(order.into_bytes()), 0o644),
     )?;
     Ok(())

@@ -8,7 +8,6 @@ pub mod host;
 pub mod initramfs;
 pub mod kernel;
 pub mod libs;
-pub mod manifest;
 pub mod overlays;
 pub mod rootfs;
 pub mod tree;

@@ -64,14 +64,14 @@ pub fn resolve_in(root: &Path, rel: &Path) -> Result<PathBuf> {
 /// Writes `entries` (in path order) onto `root`, replacing what is there
 /// (a folder stays a folder: only its owner and mode change), with owners
 /// and modes from the overlay.
-pub fn apply(root: &Path, entries: &[overlay::Entry]) -> Result<()> {
+pub fn apply(root: &Path, entries: &[templating::Entry]) -> Result<()> {
     for e in entries {
         let rel = resolve_in(root, &e.path)?;
         let p = root.join(&rel);
         let existing = fs::symlink_metadata(&p).ok();
         let is_dir_now = fs::metadata(&p).map(|m| m.is_dir()).unwrap_or(false);
         match &e.kind {
-            overlay::Kind::Dir => {
+            templating::Kind::Dir => {
                 if is_dir_now
                     && existing
                         .as_ref()
@@ -85,17 +85,17 @@ pub fn apply(root: &Path, entries: &[overlay::Entry]) -> Result<()> {
                     fs::create_dir(&p).map_err(io(&p))?;
                 }
             }
-            overlay::Kind::File(bytes) => {
+            templating::Kind::File(bytes) => {
                 remove(&p, existing.as_ref())?;
                 fs::write(&p, bytes).map_err(io(&p))?;
             }
-            overlay::Kind::Symlink(target) => {
+            templating::Kind::Symlink(target) => {
                 remove(&p, existing.as_ref())?;
                 std::os::unix::fs::symlink(target, &p).map_err(io(&p))?;
             }
         }
         std::os::unix::fs::lchown(&p, Some(e.uid), Some(e.gid)).map_err(io(&p))?;
-        if !matches!(e.kind, overlay::Kind::Symlink(_)) {
+        if !matches!(e.kind, templating::Kind::Symlink(_)) {
             fs::set_permissions(&p, fs::Permissions::from_mode(e.mode)).map_err(io(&p))?;
         }
     }
@@ -126,7 +126,7 @@ pub fn host_context(profile: &HostProfile, epoch: u64) -> serde_json::Value {
 pub fn render_all(
     paths: &[PathBuf],
     context: &serde_json::Value,
-) -> Result<Vec<Vec<overlay::Entry>>> {
+) -> Result<Vec<Vec<templating::Entry>>> {
     paths
         .iter()
         .map(|p| {
@@ -136,7 +136,7 @@ pub fn render_all(
                     p.display()
                 )));
             }
-            overlay::Overlay::load(p)
+            templating::Overlay::load(p)
                 .and_then(|o| o.render(context))
                 .map_err(|source| Error::Overlay {
                     path: p.clone(),
@@ -171,16 +171,16 @@ mod tests {
             Path::new("x")
         );
         let entries = vec![
-            overlay::Entry {
+            templating::Entry {
                 path: "abs".into(),
-                kind: overlay::Kind::Dir,
+                kind: templating::Kind::Dir,
                 mode: 0o700,
                 uid: 0,
                 gid: 0,
             },
-            overlay::Entry {
+            templating::Entry {
                 path: "abs/key".into(),
-                kind: overlay::Kind::File(b"k".to_vec()),
+                kind: templating::Kind::File(b"k".to_vec()),
                 mode: 0o600,
                 uid: 0,
                 gid: 5,

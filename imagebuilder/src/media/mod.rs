@@ -25,7 +25,6 @@
 //! caught where it matters, and a sync would double the build time.
 
 pub mod env;
-pub mod manifest;
 pub mod payload;
 pub mod profile;
 pub mod usb;
@@ -48,7 +47,7 @@ use crate::image::libs::Resolver;
 use crate::output::Output;
 use crate::progress::{Progress, Steps};
 use crate::tool;
-use manifest::MediaManifest;
+use contracts::media::{self as manifest, MediaManifest};
 use profile::MediaProfile;
 
 /// The kernel and the installer's initramfs: in the ISO (for isolinux) and
@@ -143,16 +142,22 @@ pub fn host_profile_of(profile: &MediaProfile) -> Result<PathBuf> {
 
 /// The kernel command line of a boot entry.
 pub fn cmdline(profile: &MediaProfile, manifest_sha256: &str, unattended: bool) -> String {
-    let mut a = vec![format!("vlx.media={manifest_sha256}")];
-    a.extend(profile.console.iter().map(|c| format!("console={c}")));
+    let mut args = contracts::cmdline::media::MediaArgs {
+        media: manifest_sha256.to_owned(),
+        ..Default::default()
+    };
     if let (true, Some(u)) = (unattended, &profile.unattended) {
-        a.push("vlx.unattended=1".into());
-        a.push(format!("vlx.profile={}", u.profile));
-        a.push(format!("vlx.target={}", u.target));
-        if u.wipe {
-            a.push("vlx.wipe=1".into());
-        }
+        args.unattended = true;
+        args.profile = Some(u.profile.clone());
+        args.target = Some(u.target.clone());
+        args.wipe = u.wipe;
     }
+    // `vlx.media=` first, then the consoles, then the unattended words: the
+    // order docs/contracts.md shows.
+    let mut vlx = contracts::cmdline::media::write(&args).into_iter();
+    let mut a: Vec<String> = vlx.next().into_iter().collect();
+    a.extend(profile.console.iter().map(|c| format!("console={c}")));
+    a.extend(vlx);
     a.extend(profile.kernel_args.iter().cloned());
     a.join(" ")
 }
@@ -194,7 +199,7 @@ fn fat_size(content: u64) -> Bytes {
 }
 
 fn volume_id(sha: &str, what: &str) -> u32 {
-    let h = crate::hash::sha256_bytes(format!("{what}:{sha}").as_bytes());
+    let h = contracts::hash::sha256_bytes(format!("{what}:{sha}").as_bytes());
     u32::from_str_radix(&h[..8], 16).unwrap_or(0)
 }
 

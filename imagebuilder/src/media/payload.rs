@@ -17,16 +17,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::manifest::{self, ImageRef, MediaManifest, Named, PayloadFile};
 use super::profile::MediaProfile;
 use crate::error::{Error, Result, io};
 use crate::formats::iso::{IsoTree, Source};
-use crate::hash;
 use crate::image::guest::{self, GuestMeta};
-use crate::image::manifest::Manifest;
+use contracts::hash;
+use contracts::image::Manifest;
+use contracts::media::{self as manifest, ImageRef, MediaManifest, Named, PayloadFile};
 
 /// Files of the image directory the installer needs.
-pub const IMAGE_FILES: &[&str] = &["origin.ext4", "vmlinuz", "initramfs.img"];
+pub const IMAGE_FILES: &[&str] = &contracts::image::ARTIFACTS;
 
 /// A big file whose sha256 is taken on trust until [`verify`] checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +73,10 @@ pub fn collect(
 
     // The image directory.
     let image = Manifest::read(image_dir)?;
-    let manifest_path = image_dir.join(crate::image::manifest::FILE);
+    let manifest_path = image_dir.join(contracts::image::FILE);
     let manifest_bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;
     let manifest_sha256 = hash::sha256_bytes(&manifest_bytes);
-    let recorded = format!(
-        "image {} ({})",
-        image_dir.display(),
-        crate::image::manifest::FILE
-    );
+    let recorded = format!("image {} ({})", image_dir.display(), contracts::image::FILE);
     for need in IMAGE_FILES {
         if image.artifact(need).is_none() {
             return Err(Error::Verify {
@@ -103,7 +99,7 @@ pub fn collect(
     }
     add_bytes(
         &mut files,
-        format!("image/{}", crate::image::manifest::FILE),
+        format!("image/{}", contracts::image::FILE),
         manifest_bytes,
     );
 

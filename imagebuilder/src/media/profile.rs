@@ -2,15 +2,17 @@
 //! guests the media carry, how the installer boots, and, for vendors who
 //! ship unattended media, what it installs without asking. Unknown keys
 //! are errors; paths are relative to the profile's folder; `isos/README.md`
-//! documents every key.
+//! documents every key. Problems are told as the cluster profile's are:
+//! every one with the file, line, column and key.
 
 use std::path::{Path, PathBuf};
 
-use cluster::Bytes;
+use cluster::typed;
+use cluster::{Bytes, Diagnostic, Diagnostics, Source};
 use serde::Deserialize;
 
 use crate::error::{Error, Result, io};
-use crate::hash;
+use contracts::hash;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaProfile {
@@ -95,22 +97,28 @@ fn is_name(s: &str) -> bool {
 }
 
 impl MediaProfile {
+    /// Reads a media profile; every problem comes back in one
+    /// [`Error::Diagnostics`], each with its line, column and key.
     pub fn load(path: &Path) -> Result<MediaProfile> {
         let bytes = std::fs::read(path).map_err(io(path))?;
         let sha256 = hash::sha256_bytes(&bytes);
-        let err = |message: String| Error::Profile {
+        let text = String::from_utf8(bytes).map_err(|_| Error::Profile {
             path: path.to_owned(),
-            message,
+            message: "not UTF-8 text".into(),
+        })?;
+        let source = Source::new(path.display().to_string(), text);
+        let (raw, at): (Raw, _) = typed::parse(&source)?;
+        let mut found: Vec<Diagnostic> = Vec::new();
+        let mut err = |key: &str, message: String, help: &str| {
+            found.push(at.error(key, message, (!help.is_empty()).then(|| help.to_owned())));
         };
-        let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
-        let raw: Raw =
-            toml::from_str(&text).map_err(|e| err(e.to_string().trim_end().to_owned()))?;
         let m = raw.media;
         if !is_name(&m.name) {
-            return Err(err(format!(
-                "media.name: `{}` is not a file name (letters, digits, -, _, .)",
-                m.name
-            )));
+            err(
+                "media.name",
+                format!("`{}` is not a file name", m.name),
+                "letters, digits, -, _ and ., not starting with . (it names the outputs)",
+            );
         }
         let label = match m.label {
             Some(l) => l,
@@ -128,39 +136,54 @@ impl MediaProfile {
                 .bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
         {
-            return Err(err(format!(
-                "media.label: `{label}` must be 1 to 32 of A-Z, 0-9 and _ (an ISO 9660 volume id)"
-            )));
+            err(
+                "media.label",
+                format!("`{label}` is not an ISO 9660 volume id"),
+                "1 to 32 of A-Z, 0-9 and _",
+            );
         }
         if m.clusters.is_empty() {
-            return Err(err(
-                "media.clusters: name at least one cluster profile".into()
-            ));
+            err(
+                "media.clusters",
+                "names no cluster profile".into(),
+                "name at least one cluster profile (paths relative to this file)",
+            );
         }
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
         let clusters: Vec<PathBuf> = m.clusters.iter().map(|c| base.join(c)).collect();
         let mut stems = std::collections::BTreeSet::new();
-        for (c, raw) in clusters.iter().zip(&m.clusters) {
+        for (i, (c, raw)) in clusters.iter().zip(&m.clusters).enumerate() {
+            let key = format!("media.clusters[{i}]");
             if !c.is_file() {
-                return Err(err(format!(
-                    "media.clusters: {} is not a file",
-                    raw.display()
-                )));
+                err(
+                    &key,
+                    format!("{} is not a file", raw.display()),
+                    "a cluster profile, relative to this file's folder",
+                );
+                continue;
             }
             let stem = c
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             if !is_name(&stem) || !stems.insert(stem.clone()) {
-                return Err(err(format!(
-                    "media.clusters: {} must have a file name of its own (the installer offers profiles by name: `{stem}`)",
-                    raw.display()
-                )));
+                err(
+                    &key,
+                    format!(
+                        "{} must have a file name of its own (the installer offers profiles by name: `{stem}`)",
+                        raw.display()
+                    ),
+                    "",
+                );
             }
         }
-        for g in &m.guests {
+        for (i, g) in m.guests.iter().enumerate() {
             if !is_name(g) {
-                return Err(err(format!("media.guests: `{g}` is not a guest name")));
+                err(
+                    &format!("media.guests[{i}]"),
+                    format!("`{g}` is not a guest name"),
+                    "letters, digits, -, _ and .",
+                );
             }
         }
         let line_ok = |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_whitespace());
@@ -168,46 +191,59 @@ impl MediaProfile {
             .console
             .unwrap_or_else(|| DEFAULT_CONSOLE.iter().map(|s| (*s).to_owned()).collect());
         if console.is_empty() || !console.iter().all(|c| line_ok(c)) {
-            return Err(err(
-                "media.console: one or more console= values without spaces".into(),
-            ));
+            err(
+                "media.console",
+                "not one or more console= values without spaces".into(),
+                "such as [\"tty0\", \"ttyS0,115200\"]",
+            );
         }
-        for a in &m.kernel_args {
-            if !line_ok(a) || a.starts_with("vlx.") || a.starts_with("console=") {
-                return Err(err(format!(
-                    "media.kernel_args: `{a}`: one argument without spaces; vlx.* and console= are set by vlx"
-                )));
+        for (i, a) in m.kernel_args.iter().enumerate() {
+            if !line_ok(a) || contracts::cmdline::is_ours(a) || a.starts_with("console=") {
+                err(
+                    &format!("media.kernel_args[{i}]"),
+                    format!("`{a}` is not an argument of yours"),
+                    "one argument without spaces; vlx.* and console= are set by vlx",
+                );
             }
         }
-        let size = m
-            .size
-            .map(|s| {
-                s.parse::<Bytes>()
-                    .map_err(|e| err(format!("media.size: {e}")))
-            })
-            .transpose()?;
-        let unattended = match raw.unattended {
-            None => None,
-            Some(u) => {
-                if !stems.contains(&u.profile) {
-                    return Err(err(format!(
-                        "unattended.profile: `{}` is none of the carried profiles ({})",
-                        u.profile,
+        let size = m.size.and_then(|s| match s.parse::<Bytes>() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                err(
+                    "media.size",
+                    format!("`{s}`: {e}"),
+                    "a size such as \"4GiB\"",
+                );
+                None
+            }
+        });
+        let unattended = raw.unattended.map(|u| {
+            if !stems.contains(&u.profile) {
+                err(
+                    "unattended.profile",
+                    format!("`{}` is none of the carried profiles", u.profile),
+                    &format!(
+                        "one of: {}",
                         stems.iter().cloned().collect::<Vec<_>>().join(", ")
-                    )));
-                }
-                if !line_ok(&u.target) {
-                    return Err(err(
-                        "unattended.target: a disk (/dev/NAME, NAME or serial:SERIAL)".into(),
-                    ));
-                }
-                Some(Unattended {
-                    profile: u.profile,
-                    target: u.target,
-                    wipe: u.wipe,
-                })
+                    ),
+                );
             }
-        };
+            if !line_ok(&u.target) {
+                err(
+                    "unattended.target",
+                    format!("`{}` is not a disk", u.target),
+                    "/dev/NAME, NAME or serial:SERIAL",
+                );
+            }
+            Unattended {
+                profile: u.profile,
+                target: u.target,
+                wipe: u.wipe,
+            }
+        });
+        if !found.is_empty() {
+            return Err(Error::Diagnostics(Diagnostics(found)));
+        }
         Ok(MediaProfile {
             path: path.to_owned(),
             sha256,

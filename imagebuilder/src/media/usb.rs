@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-pub const ESP_LABEL: &str = "vlx-media-esp";
-pub const PAYLOAD_LABEL: &str = "vlx-payload";
+pub const ESP_LABEL: &str = contracts::names::label::MEDIA_ESP;
+pub const PAYLOAD_LABEL: &str = contracts::names::label::PAYLOAD;
 
 /// The layout for an ESP and a payload of these sizes, on a disk of `size`
 /// (or just large enough); GUIDs derived from `seed`.

@@ -11,7 +11,7 @@
 //! the prompts) are in [`cmdline`], [`disks`] and [`prompt`] and are tested
 //! as values; this module does the I/O.
 
-pub mod cmdline;
+pub use contracts::cmdline::media as cmdline;
 pub mod disks;
 pub mod payload;
 pub mod prompt;
@@ -219,12 +219,12 @@ pub fn run() -> Result<(), MediaError> {
 /// Loads the modules of `/etc/vlx/modules.load` (the agent's loader: the
 /// same list format, resolved through modules.dep).
 fn load_modules() -> Result<(), MediaError> {
-    use agent::modules::{ModuleIndex, parse_load_list};
-    let release = agent::sys::kernel_release().map_err(|source| MediaError::Read {
+    use initsys::modules::{ModuleIndex, parse_load_list};
+    let release = initsys::sys::kernel_release().map_err(|source| MediaError::Read {
         path: "uname".into(),
         source,
     })?;
-    let wanted = parse_load_list(&read(Path::new(agent::modules::LOAD_LIST))?);
+    let wanted = parse_load_list(&read(Path::new(initsys::modules::LOAD_LIST))?);
     let dir = Path::new("/lib/modules").join(&release);
     let dep = read(&dir.join("modules.dep"))?;
     let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
@@ -239,7 +239,7 @@ fn load_modules() -> Result<(), MediaError> {
             path: path.clone(),
             source,
         })?;
-        agent::sys::load_module(&file, !rel.ends_with(".ko"))
+        initsys::sys::load_module(&file, !rel.ends_with(".ko"))
             .map_err(|e| MediaError::Modules(format!("{}: {e}", path.display())))?;
     }
     say(format!("loaded {} kernel modules", order.len()));
@@ -272,7 +272,7 @@ fn find_payload(sha: &str) -> Result<(String, MediaManifest), MediaError> {
                 continue;
             }
             tried.push(name.clone());
-            if let Err(source) = agent::sys::mount(&dev, mount, "iso9660", libc::MS_RDONLY, "") {
+            if let Err(source) = initsys::sys::mount(&dev, mount, "iso9660", libc::MS_RDONLY, "") {
                 say(format!("{dev}: ISO 9660, but it does not mount: {source}"));
                 continue;
             }

@@ -3,7 +3,7 @@
 //! (the boot entry's `vlx.media=`), mounted read-only, and checked file by
 //! file against that manifest before anything is written anywhere.
 //! The format is `docs/contracts.md`, "Install media"; the manifest's type
-//! and its writer are `imagebuilder::media`'s.
+//! is `contracts::media`'s, its writer `imagebuilder::media`.
 
 use std::fs::File;
 use std::io::Read;
@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use imagebuilder::media::manifest::{
+pub use contracts::media::{
     FILE as MANIFEST, FORMAT, ImageRef, MediaManifest, Named, PayloadFile, names,
 };
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cluster::plan::NodePlan;
-use overlay::{Entry, Kind};
+use templating::{Entry, Kind};
 
 use super::RenderError;
 

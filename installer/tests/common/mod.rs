@@ -83,7 +83,7 @@ pub fn image_dir(dir: &Path, marker: &str) -> PathBuf {
 /// Writes the manifest of the image in `img` with the image builder's own
 /// type, as `vlx-image build` does.
 pub fn write_manifest(img: &Path) {
-    use imagebuilder::image::manifest::{self, Manifest};
+    use contracts::image::{self as manifest, Manifest};
     let m = Manifest {
         format: manifest::FORMAT,
         name: "tiny".into(),

@@ -106,7 +106,7 @@ impl Lab {
     /// Lays out a container root for a node from its files: busybox with
     /// every applet, the daemons, and mount points for the build machine's
     /// libraries. Returns the root.
-    pub fn stage(&self, host: &str, files: &[overlay::Entry]) -> PathBuf {
+    pub fn stage(&self, host: &str, files: &[templating::Entry]) -> PathBuf {
         let root = self.dir.path().join("stage").join(host);
         fs::create_dir_all(&root).unwrap();
         installer::render::write_tree(files, &root).unwrap();

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use cluster::SanFacts;
 use cluster::plan::Plan;
 use installer::render::{NodeOverlays, write_tree};
-use overlay::Entry;
+use templating::Entry;
 
 pub const PROFILES: [&str; 3] = ["demo.toml", "eurotech-4u.toml", "rack-64.toml"];
 
@@ -62,7 +62,7 @@ pub fn text<'a>(entries: &'a [Entry], path: &str) -> &'a str {
         .find(|e| e.path == Path::new(path))
         .unwrap_or_else(|| panic!("no {path} among the rendered files"));
     match &e.kind {
-        overlay::Kind::File(b) => std::str::from_utf8(b).unwrap(),
+        templating::Kind::File(b) => std::str::from_utf8(b).unwrap(),
         other => panic!("{path} is {other:?}, not a file"),
     }
 }

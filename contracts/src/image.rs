@@ -13,6 +13,15 @@ use crate::hash;
 /// The manifest's file name in an image directory.
 pub const FILE: &str = "manifest.json";
 
+/// The golden root's ext4 image, written to `vlx-origin`.
+pub const ORIGIN: &str = "origin.ext4";
+/// The kernel every blade boots.
+pub const KERNEL: &str = "vmlinuz";
+/// The initramfs with the node agent.
+pub const INITRAMFS: &str = "initramfs.img";
+/// The artifacts of a host image directory, besides the manifest.
+pub const ARTIFACTS: [&str; 3] = [ORIGIN, KERNEL, INITRAMFS];
+
 /// Format of `manifest.json`; bumped when a field changes meaning.
 pub const FORMAT: u32 = 1;
 
@@ -50,12 +59,12 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(FILE);
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::Verify {
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::Invalid {
             path: path.clone(),
             message: format!("not a vlx image manifest: {e}"),
         })?;
         if m.format != FORMAT {
-            return Err(Error::Verify {
+            return Err(Error::Invalid {
                 path,
                 message: format!("manifest format {} (this build reads {FORMAT})", m.format),
             });
@@ -82,7 +91,7 @@ pub fn verify(dir: &Path, manifest: &Manifest) -> Result<()> {
     let mut paths = Vec::with_capacity(manifest.artifacts.len());
     for a in &manifest.artifacts {
         if a.file.contains('/') || a.file == ".." || a.file.is_empty() {
-            return Err(Error::Verify {
+            return Err(Error::Invalid {
                 path: dir.join(FILE),
                 message: format!("artifact name `{}` is not a plain file name", a.file),
             });
@@ -90,7 +99,7 @@ pub fn verify(dir: &Path, manifest: &Manifest) -> Result<()> {
         let path = dir.join(&a.file);
         let size = std::fs::metadata(&path).map_err(io(&path))?.len();
         if size != a.size {
-            return Err(Error::Verify {
+            return Err(Error::Invalid {
                 path,
                 message: format!("size is {size} bytes, the manifest says {}", a.size),
             });
@@ -100,7 +109,7 @@ pub fn verify(dir: &Path, manifest: &Manifest) -> Result<()> {
     let sums = hash::sha256_files(&paths)?;
     for ((a, path), (_, sum)) in manifest.artifacts.iter().zip(paths).zip(sums) {
         if sum != a.sha256 {
-            return Err(Error::Verify {
+            return Err(Error::Invalid {
                 path,
                 message: format!("sha256 is {sum}, the manifest says {}", a.sha256),
             });

@@ -1,19 +1,53 @@
-//! The `vlx.*` words of the kernel command line: which cluster this blade
-//! belongs to and how it reaches the SAN.
+//! What every blade boots with: which cluster it belongs to and how it
+//! reaches the SAN. `cluster` writes the line from the plan ([`write`]);
+//! the node agent reads it ([`parse`]).
 //!
-//! The installer writes the line (`cluster::plan`'s `cmdline()`); every key
-//! it can write is read here, and a `vlx.` key it cannot write is refused
-//! (a typo in a hand-edited boot entry should stop the boot with its name,
-//! not be ignored). Words without the `vlx.` prefix belong to the kernel or
-//! to init and are skipped. A key given twice takes its last value, as the
-//! kernel does for its own parameters, so that a word appended at a boot
-//! prompt wins over the stored line.
+//! | key | meaning |
+//! |---|---|
+//! | `vlx.cluster=<uuid>` | the cluster (required) |
+//! | `vlx.san=disk\|iscsi` | the SAN transport (required) |
+//! | `vlx.storage_ip`, `vlx.storage_port` | iSCSI: the portal (port 3260 without it) |
+//! | `vlx.sif`, `vlx.sifip`, `vlx.sifnm`, `vlx.sifm` | iSCSI: the storage interface, `dhcp` or its address, netmask, modules |
+//! | `vlx.ivid` | iSCSI: the target name |
+//! | `vlx.san_wait=SECONDS` | the admin's: how long to wait for the SAN (1 to 3600) |
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use cluster::profile::{Iscsi, Transport, defaults};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use super::{ours, word};
+
+/// How a blade reaches the SAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "lowercase")]
+pub enum Transport {
+    /// The LUN is a local block device on every blade (FC/SAS, or the rig's
+    /// shared virtio disk).
+    Disk,
+    /// Every blade logs in to an iSCSI target with the seed's parameters.
+    Iscsi(Iscsi),
+}
+
+/// The seed's iSCSI boot parameters, passed on the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Iscsi {
+    pub storage_ip: Ipv4Addr,
+    pub storage_port: u16,
+    /// Storage interface, e.g. `eth0` or `ib0`.
+    pub sif: String,
+    /// `dhcp`, or one fixed address (a single-blade setup).
+    pub sifip: String,
+    pub sifnm: Option<Ipv4Addr>,
+    /// Modules the storage interface needs, loaded before it is brought up.
+    pub sifm: Vec<String>,
+    /// Target name (IQN).
+    pub ivid: String,
+}
+
+/// The iSCSI port without `vlx.storage_port=` (IANA's).
+pub const DEFAULT_ISCSI_PORT: u16 = 3260;
 
 /// What the command line tells the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +66,12 @@ pub struct BootArgs {
 pub const DEFAULT_SAN_WAIT: Duration = Duration::from_secs(60);
 
 /// The longest `vlx.san_wait=` taken: an hour.
-const MAX_SAN_WAIT_SECS: u64 = 3600;
+pub const MAX_SAN_WAIT_SECS: u64 = 3600;
+
+/// The one key of the line that is the administrator's rather than the
+/// installer's (in a profile's `boot.kernel_args`, or typed at a boot
+/// prompt).
+pub const SAN_WAIT: &str = "san_wait";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CmdlineError {
@@ -57,8 +96,8 @@ pub enum CmdlineError {
     Unknown(String),
 }
 
-/// Every `vlx.` key, as the installer writes them.
-const KEYS: &[&str] = &[
+/// Every key of the line, without the `vlx.` prefix.
+pub const KEYS: &[&str] = &[
     "cluster",
     "san",
     "storage_ip",
@@ -68,56 +107,45 @@ const KEYS: &[&str] = &[
     "sifnm",
     "sifm",
     "ivid",
-    "san_wait",
+    SAN_WAIT,
 ];
 
 /// Keys that are not about the transport: valid with either.
-const ANY_TRANSPORT: &[&str] = &["cluster", "san", "san_wait"];
+const ANY_TRANSPORT: &[&str] = &["cluster", "san", SAN_WAIT];
 
-/// Splits a command line into words the way the kernel does: at spaces,
-/// except inside double quotes, which are dropped.
-fn words(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    let mut quoted = false;
-    let mut any = false;
-    for c in line.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                any = true;
+/// The words the installer writes for a cluster and its transport, in this
+/// order; [`parse`] reads them back to the same values.
+pub fn write(cluster: Uuid, transport: &Transport) -> Vec<String> {
+    let mut words = vec![word("cluster", cluster)];
+    match transport {
+        Transport::Disk => words.push(word("san", "disk")),
+        Transport::Iscsi(i) => {
+            words.push(word("san", "iscsi"));
+            words.push(word("storage_ip", i.storage_ip));
+            words.push(word("storage_port", i.storage_port));
+            words.push(word("sif", &i.sif));
+            words.push(word("sifip", &i.sifip));
+            if let Some(nm) = i.sifnm {
+                words.push(word("sifnm", nm));
             }
-            c if c.is_whitespace() && !quoted => {
-                if any {
-                    out.push(std::mem::take(&mut word));
-                    any = false;
-                }
+            if !i.sifm.is_empty() {
+                words.push(word("sifm", i.sifm.join(",")));
             }
-            c => {
-                word.push(c);
-                any = true;
-            }
+            words.push(word("ivid", &i.ivid));
         }
     }
-    if any {
-        out.push(word);
-    }
-    out
+    words
 }
 
 /// The `vlx.` keys and their values, last value winning.
 fn vlx_pairs(line: &str) -> Result<Vec<(String, String)>, CmdlineError> {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    for w in words(line) {
-        let Some(rest) = w.strip_prefix("vlx.") else {
-            continue;
-        };
-        let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
-        if !KEYS.contains(&key) {
-            return Err(CmdlineError::Unknown(key.to_owned()));
+    for (key, value) in ours(line) {
+        if !KEYS.contains(&key.as_str()) {
+            return Err(CmdlineError::Unknown(key));
         }
-        pairs.retain(|(k, _)| k != key);
-        pairs.push((key.to_owned(), value.to_owned()));
+        pairs.retain(|(k, _)| *k != key);
+        pairs.push((key, value));
     }
     Ok(pairs)
 }
@@ -127,6 +155,15 @@ fn bad(key: &str, value: &str, reason: impl Into<String>) -> CmdlineError {
         key: key.to_owned(),
         value: value.to_owned(),
         reason: reason.into(),
+    }
+}
+
+/// Reads a `vlx.san_wait=` value: whole seconds, 1 to [`MAX_SAN_WAIT_SECS`].
+/// The error says what would be valid.
+pub fn parse_san_wait(value: &str) -> Result<Duration, String> {
+    match value.parse::<u64>() {
+        Ok(n) if (1..=MAX_SAN_WAIT_SECS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!("give whole seconds, 1 to {MAX_SAN_WAIT_SECS}")),
     }
 }
 
@@ -151,18 +188,9 @@ pub fn parse(line: &str) -> Result<BootArgs, CmdlineError> {
         "iscsi" => Transport::Iscsi(iscsi(&get)?),
         other => return Err(bad("san", other, "use disk or iscsi")),
     };
-    let san_wait = match get("san_wait") {
+    let san_wait = match get(SAN_WAIT) {
         None => DEFAULT_SAN_WAIT,
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if (1..=MAX_SAN_WAIT_SECS).contains(&n) => Duration::from_secs(n),
-            _ => {
-                return Err(bad(
-                    "san_wait",
-                    v,
-                    format!("give whole seconds, 1 to {MAX_SAN_WAIT_SECS}"),
-                ));
-            }
-        },
+        Some(v) => parse_san_wait(v).map_err(|reason| bad(SAN_WAIT, v, reason))?,
     };
     Ok(BootArgs {
         cluster,
@@ -179,7 +207,7 @@ fn iscsi<'a>(get: &impl Fn(&str) -> Option<&'a String>) -> Result<Iscsi, Cmdline
     let storage_ip = get("storage_ip").ok_or(CmdlineError::Missing("storage_ip"))?;
     let storage_ip = ipv4("storage_ip", storage_ip)?;
     let storage_port = match get("storage_port") {
-        None => defaults::ISCSI_PORT,
+        None => DEFAULT_ISCSI_PORT,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
             _ => return Err(bad("storage_port", p, "not a port (1 to 65535)")),
@@ -373,11 +401,21 @@ mod tests {
     }
 
     #[test]
-    fn words_split_like_the_kernel() {
+    fn reads_back_what_it_writes() {
+        let full = iscsi(|i| {
+            i.sifnm = Some(Ipv4Addr::new(255, 255, 255, 0));
+            i.sifm = vec!["mlx4_core".into(), "ib_ipoib".into()];
+            i.sifip = "10.10.0.7".into();
+        });
+        for t in [Transport::Disk, iscsi(|_| {}), full] {
+            let line = format!("quiet {} console=ttyS0", write(uuid(), &t).join(" "));
+            let back = parse(&line).unwrap();
+            assert_eq!(back.transport, t, "{line}");
+            assert_eq!(back.cluster, uuid());
+        }
         assert_eq!(
-            words("  a=1  b=\"x y\" \"c\"=2 "),
-            vec!["a=1", "b=x y", "c=2"]
+            write(uuid(), &Transport::Disk),
+            [format!("vlx.cluster={U}"), "vlx.san=disk".into()]
         );
-        assert_eq!(words(""), Vec::<String>::new());
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The file that names the modules the initramfs loads.
-pub const LOAD_LIST: &str = "/etc/vlx/modules.load";
+pub const LOAD_LIST: &str = contracts::names::initramfs::MODULES_LOAD;
 
 /// A module's canonical name: the file name without `.ko` and compression
 /// suffix, with `-` read as `_` (the kernel treats them alike).

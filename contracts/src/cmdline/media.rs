@@ -1,6 +1,7 @@
 //! The installer environment's `vlx.*` kernel arguments, as install media
-//! write them (`imagebuilder::media::cmdline`) or an administrator edits
-//! them at the boot loader.
+//! write them ([`write`], from `vlx-image media`) or an administrator edits
+//! them at the boot loader; the installer environment reads them
+//! ([`parse`]).
 //!
 //! | argument | meaning |
 //! |---|---|
@@ -13,6 +14,8 @@
 //! Other `vlx.` arguments are errors (a typo must not turn an unattended
 //! install into a guided one that waits forever); the rest of the line is
 //! the kernel's.
+
+use super::{PREFIX, ours, word};
 
 /// What the kernel command line asks of the environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,16 +45,31 @@ pub enum CmdlineError {
     Empty(String),
 }
 
+/// The words a boot entry carries for `args`, `vlx.media=` first; the
+/// flags only when set. [`parse`] reads them back to the same value.
+pub fn write(args: &MediaArgs) -> Vec<String> {
+    let mut w = vec![word("media", &args.media)];
+    if args.unattended {
+        w.push(word("unattended", 1));
+    }
+    if let Some(p) = &args.profile {
+        w.push(word("profile", p));
+    }
+    if let Some(t) = &args.target {
+        w.push(word("target", t));
+    }
+    if args.wipe {
+        w.push(word("wipe", 1));
+    }
+    w
+}
+
 /// Parses `/proc/cmdline`; a key given twice takes its last value.
 pub fn parse(line: &str) -> Result<MediaArgs, CmdlineError> {
     let mut a = MediaArgs::default();
     let mut media = None;
-    for word in line.split_whitespace() {
-        let Some(rest) = word.strip_prefix("vlx.") else {
-            continue;
-        };
-        let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
-        let full = format!("vlx.{key}");
+    for (key, value) in ours(line) {
+        let full = format!("{PREFIX}{key}");
         let flag = |v: &str| match v {
             "1" | "" => Ok(true),
             "0" => Ok(false),
@@ -67,12 +85,12 @@ pub fn parse(line: &str) -> Result<MediaArgs, CmdlineError> {
                 Ok(v.to_owned())
             }
         };
-        match key {
-            "media" => media = Some(value.to_owned()),
-            "profile" => a.profile = Some(text(value)?),
-            "target" => a.target = Some(text(value)?),
-            "unattended" => a.unattended = flag(value)?,
-            "wipe" => a.wipe = flag(value)?,
+        match key.as_str() {
+            "media" => media = Some(value),
+            "profile" => a.profile = Some(text(&value)?),
+            "target" => a.target = Some(text(&value)?),
+            "unattended" => a.unattended = flag(&value)?,
+            "wipe" => a.wipe = flag(&value)?,
             _ => return Err(CmdlineError::Unknown(full)),
         }
     }
@@ -108,6 +126,25 @@ mod tests {
         );
         let a = parse(&format!("vlx.media={SHA} vlx.wipe vlx.unattended=0")).unwrap();
         assert!(a.wipe && !a.unattended);
+    }
+
+    #[test]
+    fn reads_back_what_it_writes() {
+        let all = MediaArgs {
+            media: SHA.into(),
+            profile: Some("demo".into()),
+            target: Some("serial:SAN0".into()),
+            unattended: true,
+            wipe: true,
+        };
+        let guided = MediaArgs {
+            media: SHA.into(),
+            ..MediaArgs::default()
+        };
+        for a in [all, guided] {
+            let line = format!("console=ttyS0 {} quiet", write(&a).join(" "));
+            assert_eq!(parse(&line), Ok(a), "{line}");
+        }
     }
 
     #[test]

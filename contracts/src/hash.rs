@@ -79,14 +79,20 @@ pub fn sha256_files(paths: &[PathBuf]) -> Result<Vec<(u64, String)>> {
             });
         }
     });
-    let results = results
-        .into_inner()
-        .map_err(|_| Error::Other("a hashing thread panicked".into()))?;
+    let results = results.into_inner().map_err(|_| Error::Invalid {
+        path: PathBuf::new(),
+        message: "a hashing thread panicked".into(),
+    })?;
     results
         .into_iter()
         .zip(paths)
         .map(|(r, p)| {
-            r.unwrap_or_else(|| Err(Error::Other(format!("{}: was not hashed", p.display()))))
+            r.unwrap_or_else(|| {
+                Err(Error::Invalid {
+                    path: p.clone(),
+                    message: "was not hashed".into(),
+                })
+            })
         })
         .collect()
 }

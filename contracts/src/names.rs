@@ -1,0 +1,92 @@
+//! Names that one product makes up and another looks for: GPT partition
+//! names on the SAN and on the install media, the files and folders of the
+//! meta volume, the paths a node's root and an initramfs share. Spelled
+//! here once; the readers and the writers both use these.
+
+use std::path::PathBuf;
+
+/// GPT partition names (PARTLABEL) on the SAN and on the install media.
+pub mod label {
+    /// The SAN's EFI system partition.
+    pub const ESP: &str = "vlx-esp";
+    /// The meta volume: the cluster table, rendered files, boot tree, journal.
+    pub const META: &str = "vlx-meta";
+    /// The golden root, never written after the install.
+    pub const ORIGIN: &str = "vlx-origin";
+    /// The cluster-wide shared volume.
+    pub const SHARED: &str = "vlx-shared";
+    /// The one partition of the LVM layout (the physical volume).
+    pub const LVM: &str = "vlx-lvm";
+    /// Prefix of a node's snapshot store: [`cow`].
+    pub const COW_PREFIX: &str = "vlx-cow-";
+    /// Prefix of a node's swap: [`swap`].
+    pub const SWAP_PREFIX: &str = "vlx-swap-";
+
+    /// Node `node`'s persistent dm-snapshot exception store.
+    pub fn cow(node: &str) -> String {
+        format!("{COW_PREFIX}{node}")
+    }
+
+    /// Node `node`'s swap.
+    pub fn swap(node: &str) -> String {
+        format!("{SWAP_PREFIX}{node}")
+    }
+
+    /// The LVM layout's volume group of cluster `cluster` (its name).
+    pub fn volume_group(cluster: &str) -> String {
+        format!("vlx-{cluster}")
+    }
+
+    /// The install media's EFI system partition.
+    pub const MEDIA_ESP: &str = "vlx-media-esp";
+    /// The install media's payload (ISO 9660).
+    pub const PAYLOAD: &str = "vlx-payload";
+}
+
+/// Files and folders at the root of the meta volume (`vlx-meta`).
+pub mod meta {
+    use super::PathBuf;
+
+    /// The cluster profile as installed.
+    pub const CLUSTER: &str = "cluster.toml";
+    /// The cluster table: `cluster::Plan` as JSON.
+    pub const PLAN: &str = "plan.json";
+    /// The image manifest that was installed.
+    pub const MANIFEST: &str = crate::image::FILE;
+    /// The install journal: steps done, for resuming after a crash.
+    pub const JOURNAL: &str = "journal.json";
+    /// The PXE boot tree, served over TFTP and HTTP.
+    pub const TFTP: &str = "tftp";
+    /// The per-node folders: [`node_root`].
+    pub const NODES: &str = "nodes";
+
+    /// The files rendered for node `node`, laid over its root at boot.
+    pub fn node_root(node: &str) -> PathBuf {
+        [NODES, node, "root"].iter().collect()
+    }
+
+    /// Where the node agent leaves the meta volume on a node's root (the
+    /// rendered configurations name files under it).
+    pub const ON_NODE: &str = "/vlx/meta";
+}
+
+/// Paths inside the initramfs that the image builder writes and the init
+/// programs read.
+pub mod initramfs {
+    /// Module names, one a line, dependencies first: the order to load them.
+    pub const MODULES_LOAD: &str = "/etc/vlx/modules.load";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names() {
+        assert_eq!(label::cow("n2"), "vlx-cow-n2");
+        assert_eq!(label::swap("blade07"), "vlx-swap-blade07");
+        assert_eq!(label::volume_group("demo"), "vlx-demo");
+        assert_eq!(meta::node_root("n1"), PathBuf::from("nodes/n1/root"));
+        assert_eq!(meta::MANIFEST, "manifest.json");
+    }
+}

@@ -1,0 +1,25 @@
+//! Virtual-cluster networks, the seed's routed design (as Calico routes
+//! workloads): every blade is the router of the VMs it runs, no overlay, no
+//! master.
+//!
+//! - [`model`]: VC subnets (given at creation, or the first free block of
+//!   the profile's `[vc] subnet_pool`), never overlapping the cluster's own
+//!   networks or another VC; per-VM addresses in index order (the VC's first
+//!   host is its gateway, its VMs take the hosts after it); validation of a
+//!   placement given as plain data ([`NetInput`]) into a [`NetPlan`].
+//! - `render`: (next)
+//!   nftables ruleset, its dnsmasq config, and the NFS export lines.
+//! - [`apply`]: the executor that puts one blade's part in place inside a
+//!   network namespace (or the blade's own), idempotently.
+//!
+//! Planning is pure and deterministic: the same input gives the same plan
+//! and the same text, byte for byte.
+
+pub mod error;
+pub mod model;
+
+pub use error::NetError;
+pub use model::{
+    Blade, BladeNet, LocalVm, NamedNet, NetInput, NetPlan, Route, SubnetPool, VcInput, VcNet,
+    VmInput, VmNet,
+};

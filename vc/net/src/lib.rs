@@ -7,7 +7,7 @@
 //!   networks or another VC; per-VM addresses in index order (the VC's first
 //!   host is its gateway, its VMs take the hosts after it); validation of a
 //!   placement given as plain data ([`NetInput`]) into a [`NetPlan`].
-//! - `render`: (next)
+//! - [`render`]: one blade's part of the plan as text: its /32 routes, its
 //!   nftables ruleset, its dnsmasq config, and the NFS export lines.
 //! - [`apply`]: the executor that puts one blade's part in place inside a
 //!   network namespace (or the blade's own), idempotently.
@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod model;
+pub mod render;
 
 pub use error::NetError;
 pub use model::{

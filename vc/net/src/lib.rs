@@ -15,6 +15,7 @@
 //! Planning is pure and deterministic: the same input gives the same plan
 //! and the same text, byte for byte.
 
+pub mod apply;
 pub mod error;
 pub mod model;
 pub mod render;

@@ -1,0 +1,353 @@
+//! The executor on real links: three "blades" as network namespaces on one
+//! bridge, each "VM" a namespace behind a veth whose blade end has the VM's
+//! tap name (in place of QEMU's tap). Applies every blade's part of the plan
+//! and checks routes, reachability and insulation with `ip`, `nft`, `ping`
+//! and sockets opened inside the namespaces. Needs root (network
+//! namespaces); it fails, saying so, where it cannot run.
+//!
+//! Every address is namespace-local: nothing leaves this machine.
+
+#![allow(clippy::unwrap_used)] // helpers panic on setup errors by design
+
+mod common;
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::Duration;
+
+use vc_net::apply::{self, Netns};
+use vc_net::{NetInput, NetPlan};
+
+/// How long a probe waits for an answer: a tool's timeout, not an assertion
+/// on speed (every check below looks at what came back, not when).
+const PROBE: Duration = Duration::from_secs(5);
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (`cargo xtask deps` installs it)"))
+}
+
+fn ok(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The namespaces of one test; deleted on drop (which removes their links).
+struct Lab {
+    prefix: String,
+    made: Vec<String>,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let root = unsafe { libc::getuid() } == 0;
+        assert!(
+            root,
+            "this test builds network namespaces and must run as root"
+        );
+        Lab {
+            prefix: format!("vcn{}{tag}", std::process::id()),
+            made: Vec::new(),
+        }
+    }
+
+    fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    fn add(&mut self, name: &str) -> String {
+        let ns = self.ns(name);
+        ok(&["ip", "netns", "add", &ns]);
+        self.made.push(ns.clone());
+        ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The bridge and three blades at 10.77.0.11-13.
+    fn blades(&mut self, input: &NetInput) {
+        let lan = self.add("lan");
+        ok(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
+        ok(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
+        for b in &input.blades {
+            let ns = self.add(&b.name);
+            ok(&[
+                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &b.name,
+                "netns", &lan,
+            ]);
+            ok(&[
+                "ip", "-n", &lan, "link", "set", &b.name, "master", "br0", "up",
+            ]);
+            ok(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", b.addr),
+                "dev",
+                "eth0",
+            ]);
+            ok(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        }
+    }
+
+    /// A VM's namespace, if new, and its NIC: a veth whose other end is its
+    /// tap on `blade`, with the address and default route DHCP would give.
+    fn plug_vm(&mut self, plan: &NetPlan, vc: &str, vm: &str) {
+        let v = plan.vm(vc, vm).unwrap();
+        let c = plan.vcs.iter().find(|c| c.name == vc).unwrap();
+        let name = format!("{vc}-{vm}");
+        let ns = if self.made.contains(&self.ns(&name)) {
+            self.ns(&name)
+        } else {
+            self.add(&name)
+        };
+        let blade = self.ns(&v.blade);
+        ok(&[
+            "ip",
+            "-n",
+            &ns,
+            "link",
+            "add",
+            "eth0",
+            "address",
+            &v.mac.to_string(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &v.tap,
+            "netns",
+            &blade,
+        ]);
+        ok(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/{}", v.addr, c.subnet.prefix()),
+            "dev",
+            "eth0",
+        ]);
+        ok(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        ok(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &c.gateway.to_string(),
+        ]);
+    }
+
+    fn apply_all(&self, plan: &NetPlan) -> Vec<apply::Report> {
+        plan.blades
+            .iter()
+            .map(|b| {
+                let part = plan.blade(&b.name).unwrap();
+                apply::apply(&Netns::Named(self.ns(&b.name)), plan, &part)
+                    .unwrap_or_else(|e| panic!("applying blade {}: {e}", b.name))
+            })
+            .collect()
+    }
+
+    /// `ping` from a VM; its exit code and what it printed.
+    fn ping(&self, plan: &NetPlan, from: (&str, &str), to: (&str, &str)) -> (i32, String) {
+        let dest = plan.vm(to.0, to.1).unwrap().addr.to_string();
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(&format!("{}-{}", from.0, from.1)),
+            "ping",
+            "-n",
+            "-c",
+            "1",
+            "-W",
+            &PROBE.as_secs().to_string(),
+            &dest,
+        ]);
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// `route <vm> via <blade>` as `blade` sees it: the next hop or device of
+    /// vlx's route to the VM.
+    fn route(&self, blade: &str, dest: &str) -> Option<String> {
+        apply::routes(&Netns::Named(self.ns(blade)))
+            .unwrap()
+            .into_iter()
+            .find(|(d, _)| d == dest)
+            .map(|(_, hop)| hop)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.made.iter().rev() {
+            let out = Command::new("ip").args(["netns", "del", ns]).output();
+            if !matches!(&out, Ok(o) if o.status.success()) {
+                eprintln!("could not delete network namespace {ns}: {out:?}");
+            }
+        }
+    }
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`. Sockets
+/// made there stay in it after the thread ends.
+fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let path = format!("/run/netns/{ns}");
+            let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns only changes this thread's network namespace; the
+            // fd is open for the duration of the call.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn connect(ns: &str, to: &str) -> std::io::Result<TcpStream> {
+    let to: SocketAddr = to.parse().unwrap();
+    in_ns(ns, || TcpStream::connect_timeout(&to, PROBE))
+}
+
+#[test]
+fn vc_networks_across_three_blade_namespaces() {
+    let mut input = common::demo();
+    let plan = NetPlan::new(&input).unwrap();
+    let mut lab = Lab::new("a");
+    lab.blades(&input);
+    for vc in &plan.vcs {
+        for vm in &vc.vms {
+            lab.plug_vm(&plan, &vc.name, &vm.name);
+        }
+    }
+    lab.apply_all(&plan);
+
+    // route a/vm2 via b2, on the blades that do not run it.
+    assert_eq!(lab.route("b1", "10.200.0.3").as_deref(), Some("10.77.0.12"));
+    assert_eq!(lab.route("b3", "10.200.0.3").as_deref(), Some("10.77.0.12"));
+    assert_eq!(
+        lab.route("b2", "10.200.0.3").as_deref(),
+        Some("vx0276000a0002")
+    );
+
+    // vc ping a/vm1 -> a/vm2 (b1 to b2), and to a/vm3 on the same blade.
+    let (code, out) = lab.ping(&plan, ("a", "vm1"), ("a", "vm2"));
+    assert_eq!(code, 0, "a/vm1 -> a/vm2: {out}");
+    let (code, out) = lab.ping(&plan, ("a", "vm1"), ("a", "vm3"));
+    assert_eq!(code, 0, "a/vm1 -> a/vm3: {out}");
+    let (code, out) = lab.ping(&plan, ("b", "vm1"), ("b", "vm2"));
+    assert_eq!(code, 0, "b/vm1 -> b/vm2: {out}");
+
+    // vc isolation a -/-> b: refused by a's blade, on another blade or its own.
+    for to in [("b", "vm2"), ("b", "vm1")] {
+        let (code, out) = lab.ping(&plan, ("a", "vm1"), to);
+        assert_eq!(code, 1, "a/vm1 -> {to:?} must get no answer: {out}");
+        assert!(out.contains("Packet filtered"), "a/vm1 -> {to:?}: {out}");
+    }
+
+    // No blade's SSH, from a VM: not its own blade's (by its cluster address
+    // or its gateway), not another's. Blade b2 reaches b1's port (the
+    // listener is there).
+    let b1 = lab.ns("b1");
+    let b2 = lab.ns("b2");
+    let vm = lab.ns("a-vm1");
+    let _ssh1 = in_ns(&b1, || TcpListener::bind("0.0.0.0:22")).unwrap();
+    let _ssh2 = in_ns(&b2, || TcpListener::bind("0.0.0.0:22")).unwrap();
+    connect(&b2, "10.77.0.11:22").expect("b2 reaches b1's port 22");
+    for to in ["10.77.0.11:22", "10.200.0.1:22", "10.77.0.12:22"] {
+        let e = connect(&vm, to).expect_err(to);
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::EHOSTUNREACH),
+            "a/vm1 -> {to}: {e} (want the blade's admin-prohibited reject)"
+        );
+    }
+
+    // No blade's DHCP server port: b2's datagram reaches b1's port 67, the
+    // VM's is refused by its blade.
+    let dhcp = in_ns(&b1, || UdpSocket::bind("0.0.0.0:67")).unwrap();
+    dhcp.set_read_timeout(Some(PROBE)).unwrap();
+    in_ns(&b2, || {
+        UdpSocket::bind("0.0.0.0:0")
+            .unwrap()
+            .send_to(b"b2", "10.77.0.11:67")
+    })
+    .unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = dhcp.recv_from(&mut buf).expect("b2's datagram");
+    assert_eq!(
+        (&buf[..n], from.ip().to_string()),
+        (&b"b2"[..], "10.77.0.12".to_string())
+    );
+    let refused = in_ns(&vm, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect("10.77.0.11:67").unwrap();
+        s.set_read_timeout(Some(PROBE)).unwrap();
+        s.send(b"vm").unwrap();
+        s.recv(&mut [0u8; 16])
+    });
+    let e = refused.expect_err("a VM's datagram to a blade's port 67 has no answer");
+    assert_eq!(e.raw_os_error(), Some(libc::EHOSTUNREACH), "{e}");
+
+    // Re-applying the same plan changes nothing.
+    for r in lab.apply_all(&plan) {
+        assert!(
+            r.taps_added.is_empty() && r.taps_removed.is_empty() && r.routes_removed.is_empty(),
+            "{r:?}"
+        );
+    }
+
+    // a/vm2 moves from b2 to b3: b2 loses its tap, every blade routes it via b3.
+    input.vcs[0].vms[1].blade = "b3".into();
+    let moved = NetPlan::new(&input).unwrap();
+    let part = moved.blade("b2").unwrap();
+    let r = apply::apply(&Netns::Named(b2.clone()), &moved, &part).unwrap();
+    assert_eq!(r.taps_removed, ["vx0276000a0002"]);
+    lab.plug_vm(&moved, "a", "vm2");
+    let reports = lab.apply_all(&moved);
+    assert!(
+        reports.iter().all(|r| r.taps_added.is_empty()),
+        "{reports:?}"
+    );
+    assert_eq!(lab.route("b1", "10.200.0.3").as_deref(), Some("10.77.0.13"));
+    assert_eq!(lab.route("b2", "10.200.0.3").as_deref(), Some("10.77.0.13"));
+    assert_eq!(
+        lab.route("b3", "10.200.0.3").as_deref(),
+        Some("vx0276000a0002")
+    );
+    assert!(
+        !apply::taps(&Netns::Named(b2.clone()))
+            .unwrap()
+            .contains("vx0276000a0002")
+    );
+    let (code, out) = lab.ping(&moved, ("a", "vm1"), ("a", "vm2"));
+    assert_eq!(code, 0, "a/vm1 -> a/vm2 after the move: {out}");
+    let (code, out) = lab.ping(&moved, ("a", "vm2"), ("b", "vm2"));
+    assert_eq!(code, 1, "a/vm2 -> b/vm2 after the move: {out}");
+    assert!(out.contains("Packet filtered"), "{out}");
+}

@@ -202,6 +202,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        let run = std::env::temp_dir().join(format!("{}-run", self.prefix));
+        if run.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&run) {
+                eprintln!("could not remove {}: {e}", run.display());
+            }
+        }
         for ns in self.made.iter().rev() {
             let out = Command::new("ip").args(["netns", "del", ns]).output();
             if !matches!(&out, Ok(o) if o.status.success()) {
@@ -350,4 +356,157 @@ fn vc_networks_across_three_blade_namespaces() {
     let (code, out) = lab.ping(&moved, ("a", "vm2"), ("b", "vm2"));
     assert_eq!(code, 1, "a/vm2 -> b/vm2 after the move: {out}");
     assert!(out.contains("Packet filtered"), "{out}");
+}
+
+/// `vc dns`, DHCP and `vc outside`: the blade's rendered dnsmasq answers a
+/// VM's DHCP on its tap with its fixed address and its VC's names; a VM of a
+/// VC that allows the outside reaches a host beyond its blade, masqueraded;
+/// a VM of a VC that does not is refused.
+#[test]
+fn dhcp_dns_and_the_outside_from_vm_namespaces() {
+    let input = common::demo();
+    let plan = NetPlan::new(&input).unwrap();
+    let mut lab = Lab::new("d");
+    lab.blades(&input);
+    lab.plug_vm(&plan, "a", "vm1");
+    lab.plug_vm(&plan, "b", "vm1");
+    lab.apply_all(&plan);
+    let b1 = lab.ns("b1");
+
+    // The outside: a host at 172.31.0.2 behind b1's second link. It has no
+    // route to any VC subnet: it can only answer a masqueraded VM.
+    let out = lab.add("out");
+    ok(&[
+        "ip", "-n", &out, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1", "netns",
+        &b1,
+    ]);
+    ok(&[
+        "ip",
+        "-n",
+        &out,
+        "addr",
+        "add",
+        "172.31.0.2/24",
+        "dev",
+        "eth0",
+    ]);
+    ok(&["ip", "-n", &out, "link", "set", "eth0", "up"]);
+    ok(&[
+        "ip",
+        "-n",
+        &b1,
+        "addr",
+        "add",
+        "172.31.0.1/24",
+        "dev",
+        "eth1",
+    ]);
+    ok(&["ip", "-n", &b1, "link", "set", "eth1", "up"]);
+    let web = in_ns(&out, || TcpListener::bind("172.31.0.2:80")).unwrap();
+    let a1 = lab.ns("a-vm1");
+    let b1vm = lab.ns("b-vm1");
+    connect(&a1, "172.31.0.2:80").expect("a/vm1 reaches the outside");
+    let (_, peer) = web.accept().unwrap();
+    assert_eq!(peer.ip().to_string(), "172.31.0.1", "masqueraded by b1");
+    let e = connect(&b1vm, "172.31.0.2:80").expect_err("VC b has no outside");
+    assert_eq!(e.raw_os_error(), Some(libc::EHOSTUNREACH), "{e}");
+
+    // dnsmasq on b1 with its rendered config; only its run files are moved
+    // to a directory of this test.
+    let run = std::env::temp_dir().join(format!("{}-run", lab.prefix));
+    std::fs::create_dir_all(&run).unwrap();
+    let conf = vc_net::render::dnsmasq(&plan, &plan.blade("b1").unwrap())
+        .replace("/run/vlx/", &format!("{}/", run.display()));
+    let conf_path = run.join("dnsmasq.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let dnsmasq = Command::new("ip")
+        .args(["netns", "exec", &b1, "dnsmasq", "--keep-in-foreground"])
+        .arg(format!("--conf-file={}", conf_path.display()))
+        .spawn()
+        .expect("dnsmasq starts");
+    let _dnsmasq = Child(dnsmasq);
+
+    // DHCP: udhcpc in a/vm1 gets its fixed address, router and DNS server.
+    let script = run.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"lease ip=$ip router=$router dns=$dns domain=$domain\"\nexit 0\n",
+    )
+    .unwrap();
+    ok(&["chmod", "755", script.to_str().unwrap()]);
+    let got = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &a1,
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-f",
+        "-q",
+        "-n",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
+        script.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.status.success(),
+        "udhcpc: {text}{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(
+        text.contains(
+            "lease ip=10.200.0.2 router=10.200.0.1 dns=10.200.0.1 domain=a.demo.vlx.test"
+        ),
+        "{text}"
+    );
+
+    // vc dns: names of its VC (a VM on another blade too) from its gateway.
+    for (name, addr) in [
+        ("vm1.a.demo.vlx.test", "10.200.0.2"),
+        ("vm2.a.demo.vlx.test", "10.200.0.3"),
+    ] {
+        let got = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &a1,
+            "busybox",
+            "nslookup",
+            name,
+            "10.200.0.1",
+        ]);
+        let text = String::from_utf8_lossy(&got.stdout);
+        assert!(got.status.success(), "nslookup {name}: {text}");
+        assert!(text.contains(&format!("Address: {addr}")), "{name}: {text}");
+    }
+    // VC b's gateway on b1 does not answer a VM of VC a.
+    let got = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &a1,
+        "busybox",
+        "nslookup",
+        "vm1.a.demo.vlx.test",
+        "10.200.1.1",
+    ]);
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert_eq!(got.status.code(), Some(1), "{err}");
+    assert!(err.contains("No route to host"), "rejected by b1: {err}");
+}
+
+/// A process this test started, killed (by its id) and reaped on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

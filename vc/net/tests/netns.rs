@@ -358,10 +358,11 @@ fn vc_networks_across_three_blade_namespaces() {
     assert!(out.contains("Packet filtered"), "{out}");
 }
 
-/// `vc dns`, DHCP and `vc outside`: the blade's rendered dnsmasq answers a
-/// VM's DHCP on its tap with its fixed address and its VC's names; a VM of a
-/// VC that allows the outside reaches a host beyond its blade, masqueraded;
-/// a VM of a VC that does not is refused.
+/// `vc dns`, DHCP, storage and `vc outside`: the blade's rendered dnsmasq
+/// answers a VM's DHCP on its tap with its fixed address and its VC's names;
+/// a VM reaches the storage address's NFS port (and no other) with its own
+/// address; a VM of a VC that allows the outside reaches a host beyond its
+/// blade, masqueraded; a VM of a VC that does not is refused.
 #[test]
 fn dhcp_dns_and_the_outside_from_vm_namespaces() {
     let input = common::demo();
@@ -409,6 +410,28 @@ fn dhcp_dns_and_the_outside_from_vm_namespaces() {
     let (_, peer) = web.accept().unwrap();
     assert_eq!(peer.ip().to_string(), "172.31.0.1", "masqueraded by b1");
     let e = connect(&b1vm, "172.31.0.2:80").expect_err("VC b has no outside");
+    assert_eq!(e.raw_os_error(), Some(libc::EHOSTUNREACH), "{e}");
+
+    // Shared storage: the NFS port of the storage address (held by b2 here)
+    // from a VM of b1, with the VM's own address (exports go to a VC's
+    // subnet); no other port of it.
+    let b2 = lab.ns("b2");
+    ok(&[
+        "ip",
+        "-n",
+        &b2,
+        "addr",
+        "add",
+        "10.77.0.250/24",
+        "dev",
+        "eth0",
+    ]);
+    let nfs = in_ns(&b2, || TcpListener::bind("10.77.0.250:2049")).unwrap();
+    let _ssh = in_ns(&b2, || TcpListener::bind("10.77.0.250:22")).unwrap();
+    connect(&a1, "10.77.0.250:2049").expect("a/vm1 reaches NFS");
+    let (_, peer) = nfs.accept().unwrap();
+    assert_eq!(peer.ip().to_string(), "10.200.0.2", "not masqueraded");
+    let e = connect(&a1, "10.77.0.250:22").expect_err("only NFS of the storage address");
     assert_eq!(e.raw_os_error(), Some(libc::EHOSTUNREACH), "{e}");
 
     // dnsmasq on b1 with its rendered config; only its run files are moved

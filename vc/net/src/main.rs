@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use vc_net::apply::{self, Netns};
-use vc_net::{NetError, NetInput, NetPlan, render};
+use vc_net::{NetError, NetInput, NetPlan, SubnetPool, render};
 
 /// Virtual-cluster networks: show the plan of every VC's subnet and VM
 /// addresses, render a blade's routes, nftables, dnsmasq config, hosts and
@@ -32,6 +32,16 @@ enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The subnet a new VC would get from the profile's `[vc] subnet_pool`:
+    /// the first free block beside the cluster's networks and the VCs of
+    /// the state.
+    Subnet {
+        /// The cluster profile (its `[vc]` table).
+        #[arg(long, value_name = "FILE")]
+        profile: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
     },
     /// One blade's text, as it would be applied.
     Render {
@@ -121,6 +131,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!("{}", show(&plan));
             }
+        }
+        Command::Subnet { profile, input } => {
+            let plan = load(&input)?;
+            let name = profile.display().to_string();
+            let text = std::fs::read_to_string(&profile)
+                .map_err(|e| Failure::Input(format!("reading {name}: {e}")))?;
+            let pool = SubnetPool::from_profile(&name, &text)
+                .map_err(|e| Failure::Input(e.to_string()))?
+                .ok_or_else(|| {
+                    Failure::Input(format!(
+                        "{name}: no [vc] subnet_pool: give the new VC its subnet"
+                    ))
+                })?;
+            let taken: Vec<_> = plan.vcs.iter().map(|v| v.subnet).collect();
+            let subnet = pool
+                .allocate(&plan.cluster_nets, &taken)
+                .map_err(|e| Failure::Input(e.to_string()))?;
+            println!("{subnet}");
         }
         Command::Render { input, blade, what } => {
             let plan = load(&input)?;

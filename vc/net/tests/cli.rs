@@ -8,10 +8,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn input(name: &str, value: &vc_net::NetInput) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vc-net-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+fn input(dir: &tempfile::TempDir, name: &str, value: &vc_net::NetInput) -> PathBuf {
+    let p = dir.path().join(name);
     std::fs::write(&p, serde_json::to_string_pretty(value).unwrap()).unwrap();
     p
 }
@@ -30,7 +28,8 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn plan_and_render_from_json() {
-    let p = input("demo.json", &common::demo());
+    let tmp = tempfile::tempdir().unwrap();
+    let p = input(&tmp, "demo.json", &common::demo());
     let p = p.to_str().unwrap();
     let (code, out, err) = run(&["plan", "--input", p]);
     assert_eq!(code, 0, "{err}");
@@ -57,9 +56,10 @@ fn plan_and_render_from_json() {
 
 #[test]
 fn bad_input_exits_2_naming_the_subnet_and_what_it_overlaps() {
+    let tmp = tempfile::tempdir().unwrap();
     let mut bad = common::demo();
     bad.vcs[1].subnet = "10.200.0.0/23".parse().unwrap();
-    let p = input("overlap.json", &bad);
+    let p = input(&tmp, "overlap.json", &bad);
     let (code, out, err) = run(&["plan", "--input", p.to_str().unwrap()]);
     assert_eq!(code, 2, "{out}{err}");
     assert_eq!(
@@ -72,7 +72,7 @@ fn bad_input_exits_2_naming_the_subnet_and_what_it_overlaps() {
 
     let mut bad = common::demo();
     bad.vcs[0].subnet = "10.200.0.0/30".parse().unwrap();
-    let p = input("full.json", &bad);
+    let p = input(&tmp, "full.json", &bad);
     let (code, _, err) = run(&[
         "render",
         "--input",
@@ -87,7 +87,7 @@ fn bad_input_exits_2_naming_the_subnet_and_what_it_overlaps() {
         "{err}"
     );
 
-    let p = input("ok.json", &common::demo());
+    let p = input(&tmp, "ok.json", &common::demo());
     let (code, _, err) = run(&[
         "render",
         "--input",
@@ -99,7 +99,7 @@ fn bad_input_exits_2_naming_the_subnet_and_what_it_overlaps() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err, "vlx-vc-net: error: no blade `b9` in the plan\n");
 
-    let junk = std::env::temp_dir().join(format!("vc-net-cli-{}/junk.json", std::process::id()));
+    let junk = tmp.path().join("junk.json");
     std::fs::write(&junk, "{\"domain\": 1}").unwrap();
     let (code, _, err) = run(&["plan", "--input", junk.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
@@ -107,4 +107,57 @@ fn bad_input_exits_2_naming_the_subnet_and_what_it_overlaps() {
         err.contains("junk.json: invalid type: integer `1`, expected a string"),
         "{err}"
     );
+}
+
+#[test]
+fn a_new_vcs_subnet_from_the_pool_until_it_is_exhausted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let profile = dir.join("cluster.toml");
+    std::fs::write(
+        &profile,
+        "[cluster]\nname = \"demo\"\n\n[vc]\nsubnet_pool = \"10.200.0.0/23\"\nprefix = 24\n",
+    )
+    .unwrap();
+    let profile = profile.to_str().unwrap();
+
+    let mut state = common::demo();
+    state.vcs.truncate(1);
+    let p = input(&tmp, "one.json", &state);
+    let (code, out, err) = run(&[
+        "subnet",
+        "--profile",
+        profile,
+        "--input",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!((code, out.as_str()), (0, "10.200.1.0/24\n"), "{err}");
+
+    let p = input(&tmp, "two.json", &common::demo());
+    let (code, out, err) = run(&[
+        "subnet",
+        "--profile",
+        profile,
+        "--input",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.starts_with(
+            "vlx-vc-net: error: the VC subnet pool 10.200.0.0/23 is exhausted: no free /24 is left"
+        ),
+        "{err}"
+    );
+
+    let bare = dir.join("bare.toml");
+    std::fs::write(&bare, "[cluster]\nname = \"demo\"\n").unwrap();
+    let (code, _, err) = run(&[
+        "subnet",
+        "--profile",
+        bare.to_str().unwrap(),
+        "--input",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bare.toml: no [vc] subnet_pool"), "{err}");
 }

@@ -27,10 +27,8 @@ fn golden(name: &str, got: &str) {
     );
 }
 
-fn scratch(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vc-net-render-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+fn scratch(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.path().join(name);
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -64,6 +62,7 @@ fn dnsmasq_check(path: &Path) -> (i32, String) {
 
 #[test]
 fn every_blades_text_matches_its_golden_file_and_passes_the_tools() {
+    let tmp = tempfile::tempdir().unwrap();
     let plan = NetPlan::new(&common::demo()).unwrap();
     for b in ["b1", "b2", "b3"] {
         let part = plan.blade(b).unwrap();
@@ -73,13 +72,13 @@ fn every_blades_text_matches_its_golden_file_and_passes_the_tools() {
 
         let nft = render::nftables(&plan, &part);
         golden(&format!("{b}.nft"), &nft);
-        let path = scratch(&format!("{b}.nft"), &nft);
+        let path = scratch(&tmp, &format!("{b}.nft"), &nft);
         let (code, out) = nft_check(&path);
         assert_eq!(code, 0, "nft -c -f {}: {out}", path.display());
 
         let dns = render::dnsmasq(&plan, &part);
         golden(&format!("{b}.dnsmasq.conf"), &dns);
-        let path = scratch(&format!("{b}.dnsmasq.conf"), &dns);
+        let path = scratch(&tmp, &format!("{b}.dnsmasq.conf"), &dns);
         let (code, out) = dnsmasq_check(&path);
         assert_eq!(code, 0, "dnsmasq --test {}: {out}", path.display());
         assert!(out.contains("syntax check OK"), "{out}");
@@ -91,14 +90,15 @@ fn every_blades_text_matches_its_golden_file_and_passes_the_tools() {
 
 #[test]
 fn a_plan_with_no_vcs_still_renders_valid_text() {
+    let tmp = tempfile::tempdir().unwrap();
     let mut input = common::demo();
     input.vcs.clear();
     let plan = NetPlan::new(&input).unwrap();
     let part = plan.blade("b1").unwrap();
     assert_eq!(render::routes(&part), "");
-    let (code, out) = nft_check(&scratch("empty.nft", &render::nftables(&plan, &part)));
+    let (code, out) = nft_check(&scratch(&tmp, "empty.nft", &render::nftables(&plan, &part)));
     assert_eq!(code, 0, "{out}");
-    let (code, out) = dnsmasq_check(&scratch("empty.conf", &render::dnsmasq(&plan, &part)));
+    let (code, out) = dnsmasq_check(&scratch(&tmp, "empty.conf", &render::dnsmasq(&plan, &part)));
     assert_eq!(code, 0, "{out}");
 }
 
@@ -106,14 +106,15 @@ fn a_plan_with_no_vcs_still_renders_valid_text() {
 /// verdicts above are worth something).
 #[test]
 fn the_checkers_refuse_a_broken_file() {
+    let tmp = tempfile::tempdir().unwrap();
     let plan = NetPlan::new(&common::demo()).unwrap();
     let part = plan.blade("b1").unwrap();
     let nft = render::nftables(&plan, &part).replace("masquerade", "masquerad");
-    let (code, out) = nft_check(&scratch("broken.nft", &nft));
+    let (code, out) = nft_check(&scratch(&tmp, "broken.nft", &nft));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("masquerad"), "{out}");
     let dns = render::dnsmasq(&plan, &part).replace("dhcp-host=", "dhcp-hots=");
-    let (code, out) = dnsmasq_check(&scratch("broken.conf", &dns));
+    let (code, out) = dnsmasq_check(&scratch(&tmp, "broken.conf", &dns));
     let line = dns
         .lines()
         .position(|l| l.starts_with("dhcp-hots="))

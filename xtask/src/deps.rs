@@ -94,6 +94,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "iputils-ping",
         "ping between VM namespaces in the VC network tests",
     ),
+    (
+        "slurmd",
+        "slurmd -G checks the slurm.conf of the Slurm VC example",
+    ),
     ("procps", "process checks in tests"),
     (
         "libxml2-utils",

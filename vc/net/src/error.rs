@@ -58,6 +58,16 @@ pub enum NetError {
     UnknownBlade { vm: String, blade: String },
     #[error("no blade `{0}` in the plan")]
     NoSuchBlade(String),
+    #[error("no VC `{0}` in the plan")]
+    NoSuchVc(String),
+    #[error("no VM `{0}` in the plan")]
+    NoSuchVm(String),
+    #[error("VC {vc} has {vms} VMs but its groups give roles to {roles}")]
+    RoleCount {
+        vc: String,
+        vms: usize,
+        roles: usize,
+    },
 }
 
 impl NetError {

@@ -9,6 +9,9 @@
 //!   placement given as plain data ([`NetInput`]) into a [`NetPlan`].
 //! - [`render`]: one blade's part of the plan as text: its /32 routes, its
 //!   nftables ruleset, its dnsmasq config, and the NFS export lines.
+//! - [`table`]: the VC's table (a role per VM, every VM's name and
+//!   address, the frontend, a shared key) as the context of per-VM overlay
+//!   templates.
 //! - [`apply`]: the executor that puts one blade's part in place inside a
 //!   network namespace (or the blade's own), idempotently.
 //!
@@ -19,6 +22,7 @@ pub mod apply;
 pub mod error;
 pub mod model;
 pub mod render;
+pub mod table;
 
 pub use error::NetError;
 pub use model::{

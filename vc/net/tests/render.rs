@@ -142,3 +142,38 @@ fn rendering_is_deterministic() {
         );
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// Any valid placement (VCs of any size, outside or not, VMs on any
+    /// blade) renders rulesets nft accepts and configs dnsmasq accepts.
+    #[test]
+    fn any_plan_renders_text_the_tools_accept(
+        vcs in proptest::collection::vec((proptest::collection::vec(0usize..3, 0..6), proptest::bool::ANY), 0..5),
+        blade in 0usize..3,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut input = common::demo();
+        input.vcs = vcs
+            .iter()
+            .enumerate()
+            .map(|(v, (vms, outside))| vc_net::VcInput {
+                name: format!("vc{v}"),
+                subnet: format!("10.201.{v}.0/24").parse().unwrap(),
+                outside: *outside,
+                vms: vms
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| common::vm(&format!("n{i}"), &format!("02:76:01:{v:02x}:00:{i:02x}"), &format!("b{}", b + 1)))
+                    .collect(),
+            })
+            .collect();
+        let plan = NetPlan::new(&input).unwrap();
+        let part = plan.blade(&format!("b{}", blade + 1)).unwrap();
+        let (code, out) = nft_check(&scratch(&tmp, "p.nft", &render::nftables(&plan, &part)));
+        proptest::prop_assert_eq!(code, 0, "{}", out);
+        let (code, out) = dnsmasq_check(&scratch(&tmp, "p.conf", &render::dnsmasq(&plan, &part)));
+        proptest::prop_assert_eq!(code, 0, "{}", out);
+    }
+}

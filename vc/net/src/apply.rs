@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -46,6 +47,12 @@ pub enum ApplyError {
     },
     #[error("reading the JSON of `{cmd}`: {detail}")]
     Parse { cmd: String, detail: String },
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What an apply changed, for logs.
@@ -256,4 +263,52 @@ pub fn apply(ns: &Netns, plan: &NetPlan, blade: &BladeNet) -> Result<Report, App
     c.args(["-f", "-"]);
     run(c, Some(&render::nftables(plan, blade)))?;
     Ok(report)
+}
+
+/// The blade's VC dnsmasq config (its own instance: `dnsmasq
+/// --conf-file=/etc/vlx/vc-dnsmasq.conf`), relative to the root.
+pub const DNSMASQ_CONF: &str = "etc/vlx/vc-dnsmasq.conf";
+/// Every VM's name, for the cluster dnsmasq's `addn-hosts=`.
+pub const HOSTS: &str = "etc/vlx/vc-hosts";
+/// The VCs' NFS exports, read by `exportfs -r` on the blade that holds the
+/// shared volume.
+pub const EXPORTS: &str = "etc/exports.d/vlx-vc.exports";
+
+/// Writes the blade's VC files under `root` ([`DNSMASQ_CONF`], [`HOSTS`],
+/// [`EXPORTS`]), each replaced by a rename only when its text changed, and
+/// returns the ones that changed: the caller reloads dnsmasq (SIGHUP for the
+/// hosts file, a restart for its config) or runs `exportfs -r` for those.
+pub fn write_files(
+    root: &Path,
+    plan: &NetPlan,
+    blade: &BladeNet,
+) -> Result<Vec<PathBuf>, ApplyError> {
+    let mut changed = Vec::new();
+    for (rel, text) in [
+        (DNSMASQ_CONF, render::dnsmasq(plan, blade)),
+        (HOSTS, render::hosts(plan)),
+        (EXPORTS, render::exports(plan)),
+    ] {
+        let path = root.join(rel);
+        let io = |source| ApplyError::Io {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(old) if old == text => continue,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("vlx-tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        changed.push(path);
+    }
+    Ok(changed)
 }

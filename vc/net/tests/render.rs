@@ -177,3 +177,32 @@ proptest::proptest! {
         proptest::prop_assert_eq!(code, 0, "{}", out);
     }
 }
+
+#[test]
+fn the_blades_files_are_written_once_and_again_only_when_they_change() {
+    use vc_net::apply::{DNSMASQ_CONF, EXPORTS, HOSTS, write_files};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut input = common::demo();
+    let plan = NetPlan::new(&input).unwrap();
+    let b1 = plan.blade("b1").unwrap();
+    let first = write_files(root, &plan, &b1).unwrap();
+    assert_eq!(
+        first,
+        [
+            root.join(DNSMASQ_CONF),
+            root.join(HOSTS),
+            root.join(EXPORTS)
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join(DNSMASQ_CONF)).unwrap(),
+        render::dnsmasq(&plan, &b1)
+    );
+    assert!(write_files(root, &plan, &b1).unwrap().is_empty());
+    // a/vm2 moves to b1: b1's DHCP changes, names and exports do not.
+    input.vcs[0].vms[1].blade = "b1".into();
+    let moved = NetPlan::new(&input).unwrap();
+    let changed = write_files(root, &moved, &moved.blade("b1").unwrap()).unwrap();
+    assert_eq!(changed, [root.join(DNSMASQ_CONF)]);
+}

@@ -353,6 +353,33 @@ fn vc_networks_across_three_blade_namespaces() {
     );
     let (code, out) = lab.ping(&moved, ("a", "vm1"), ("a", "vm2"));
     assert_eq!(code, 0, "a/vm1 -> a/vm2 after the move: {out}");
+
+    // The same through the command line: nothing left to change on b1.
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.json");
+    std::fs::write(&state, serde_json::to_string(&input).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vlx-vc-net"))
+        .args([
+            "apply",
+            "--blade",
+            "b1",
+            "--netns",
+            &lab.ns("b1"),
+            "--input",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text,
+        "vlx-vc-net: blade b1: 3 local VM(s), 5 route(s); taps added [], removed []; routes removed []\n"
+    );
     let (code, out) = lab.ping(&moved, ("a", "vm2"), ("b", "vm2"));
     assert_eq!(code, 1, "a/vm2 -> b/vm2 after the move: {out}");
     assert!(out.contains("Packet filtered"), "{out}");

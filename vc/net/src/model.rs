@@ -92,6 +92,11 @@ pub struct NetInput {
     pub storage: Ipv4Addr,
     /// Where the shared volume is mounted on the blade holding the VIP.
     pub shared_dir: String,
+    /// DNS servers the blades' VC dnsmasq asks for names outside the VCs
+    /// (the cluster's `network.upstream_dns`); none: VMs resolve VC names
+    /// only.
+    #[serde(default)]
+    pub upstream_dns: Vec<Ipv4Addr>,
     pub blades: Vec<Blade>,
     pub vcs: Vec<VcInput>,
 }
@@ -335,6 +340,7 @@ pub struct NetPlan {
     pub cluster_nets: Vec<NamedNet>,
     pub storage: Ipv4Addr,
     pub shared_dir: String,
+    pub upstream_dns: Vec<Ipv4Addr>,
     pub blades: Vec<Blade>,
     pub vcs: Vec<VcNet>,
 }
@@ -466,6 +472,7 @@ impl NetPlan {
             cluster_nets: input.cluster_nets.clone(),
             storage: input.storage,
             shared_dir: input.shared_dir.clone(),
+            upstream_dns: input.upstream_dns.clone(),
             blades: input.blades.clone(),
             vcs,
         })

@@ -219,6 +219,9 @@ pub fn dnsmasq(plan: &NetPlan, b: &BladeNet) -> String {
         "bind-dynamic\nno-resolv\nno-hosts\ndomain-needed\nbogus-priv\ndhcp-authoritative\n\
          dhcp-leasefile=/run/vlx/vc-dnsmasq.leases\npid-file=/run/vlx/vc-dnsmasq.pid\n",
     );
+    for server in &plan.upstream_dns {
+        let _ = writeln!(s, "server={server}");
+    }
     for vc in &plan.vcs {
         let domain = format!("{}.{}", vc.name, plan.domain);
         let _ = writeln!(s, "\n# VC {} ({})", vc.name, vc.subnet);

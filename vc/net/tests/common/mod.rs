@@ -23,6 +23,7 @@ pub fn demo() -> NetInput {
         }],
         storage: "10.77.0.250".parse().unwrap(),
         shared_dir: "/srv/vlx-shared".into(),
+        upstream_dns: vec!["10.77.0.1".parse().unwrap()],
         blades: ["b1", "b2", "b3"]
             .iter()
             .enumerate()

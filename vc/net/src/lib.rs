@@ -2,7 +2,7 @@
 //! workloads): every blade is the router of the VMs it runs, no overlay, no
 //! master.
 //!
-//! - [`model`]: VC subnets (given at creation, or the first free block of
+//! - [`subnet`] and [`model`]: VC subnets (given at creation, or the first free block of
 //!   the profile's `[vc] subnet_pool`), never overlapping the cluster's own
 //!   networks or another VC; per-VM addresses in index order (the VC's first
 //!   host is its gateway, its VMs take the hosts after it); validation of a
@@ -22,6 +22,7 @@ pub mod apply;
 pub mod error;
 pub mod model;
 pub mod render;
+pub mod subnet;
 pub mod table;
 
 pub use error::NetError;

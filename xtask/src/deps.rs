@@ -86,6 +86,18 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "/etc/netconfig for the tiny image's NFS tools",
     ),
     ("binutils", "readelf checks of copied binaries"),
+    (
+        "nftables",
+        "nft -c checks VC rulesets; the VC network executor loads them",
+    ),
+    (
+        "iputils-ping",
+        "ping between VM namespaces in the VC network tests",
+    ),
+    (
+        "slurmd",
+        "slurmd -G checks the slurm.conf of the Slurm VC example",
+    ),
     ("procps", "process checks in tests"),
     (
         "libxml2-utils",

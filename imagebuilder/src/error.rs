@@ -53,11 +53,13 @@ pub enum Error {
         expected: String,
         actual: String,
     },
-    #[error("{archive}: entry `{entry}` escapes the root ({why})")]
-    Escape {
+    /// A member of an archive that is malformed or refused (it would
+    /// write outside the root, or through a link): bad input.
+    #[error("{archive}: member `{member}`: {message}")]
+    Archive {
         archive: PathBuf,
-        entry: String,
-        why: &'static str,
+        member: String,
+        message: String,
     },
     #[error("overlay {path}: {source}")]
     Overlay {
@@ -71,6 +73,13 @@ pub enum Error {
     Fat(#[from] bootfs::fat::FatError),
     #[error("{0}")]
     Other(String),
+}
+
+impl Error {
+    /// Is this bad input (exit code 2) rather than a failure (1)?
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Error::Archive { .. })
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

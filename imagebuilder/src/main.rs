@@ -217,7 +217,22 @@ fn epoch(flag: Option<u64>, profile: &std::path::Path) -> anyhow::Result<u64> {
         .unwrap_or(0))
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit codes: 0 done, 1 failed, 2 bad input (a refused archive member).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            let bad_input = e.chain().any(|c| {
+                c.downcast_ref::<imagebuilder::Error>()
+                    .is_some_and(imagebuilder::Error::is_bad_input)
+            });
+            std::process::ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let started = Instant::now();
     match cli.command {

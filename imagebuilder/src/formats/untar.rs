@@ -70,7 +70,7 @@ pub fn extract(reader: impl Read, dest: &Path, archive: &Path) -> Result<Summary
         let fail = |message: String| Error::Archive {
             archive: archive.to_owned(),
             member: shown.clone(),
-            message,
+            message: one_line(&message),
         };
         let name = member_name(&raw).map_err(|why| fail(why.into()))?;
         let kind = entry.header().entry_type();
@@ -215,8 +215,22 @@ fn bad(archive: &Path, at: &str, e: std::io::Error) -> Error {
     Error::Archive {
         archive: archive.to_owned(),
         member: at.to_owned(),
-        message: format!("not a readable tar member: {e}"),
+        message: one_line(&format!("not a readable tar member: {e}")),
     }
+}
+
+/// `text` with control characters escaped: the tar reader's messages quote
+/// raw header bytes, and a newline among them would forge a line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The text of a refusal by the resolver, for a member's error.

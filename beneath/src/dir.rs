@@ -282,6 +282,16 @@ impl Dir {
             .map_err(|e| Error::io("renaming into place", &self.at(to), e))
     }
 
+    /// Moves `from_name` of the folder `from` (on the same file system) to
+    /// `name` here, replacing what `name` is unless that is a folder.
+    pub fn rename_from(&self, from: &Dir, from_name: &OsStr, name: &OsStr) -> Result<()> {
+        let f = from.cname(from_name)?;
+        let t = self.cname(name)?;
+        // SAFETY: open handles, NUL-terminated names.
+        check(unsafe { libc::renameat(from.raw(), f.as_ptr(), self.raw(), t.as_ptr()) })
+            .map_err(|e| Error::io("moving into place", &self.at(name), e))
+    }
+
     /// Removes the entry `name` (not a folder).
     pub fn remove_file(&self, name: &OsStr) -> Result<()> {
         let c = self.cname(name)?;

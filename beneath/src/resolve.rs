@@ -156,7 +156,15 @@ pub(crate) fn walk(
                     }
                 }
             }
-            Err(e) => return Err(Error::io("opening", &root.path().join(&next), e)),
+            Err(e) => {
+                // In the root's own terms a followed link's target is not
+                // what the caller asked for: name the path asked for then.
+                let named = match links {
+                    Links::Refuse => root.path().join(&next),
+                    Links::InRoot => root.path().join(rel),
+                };
+                return Err(Error::io("opening the folder", &named, e));
+            }
         }
     }
     match stack.pop() {

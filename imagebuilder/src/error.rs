@@ -69,6 +69,9 @@ pub enum Error {
     },
     #[error("{path}: {message}")]
     Verify { path: PathBuf, message: String },
+    /// A path beneath a root that would leave it, or I/O on one.
+    #[error(transparent)]
+    Beneath(#[from] beneath::Error),
     #[error(transparent)]
     Fat(#[from] bootfs::fat::FatError),
     #[error("{0}")]

@@ -480,3 +480,81 @@ fn fifos_from_gnu_tar_extract_as_fifos() {
         "GNU tar wrote device fields for its FIFO: this test no longer covers empty ones"
     );
 }
+
+/// A legal tarball whose links point out of the root where the build
+/// writes after extracting: `lib -> /usr/lib` (absolute), the kernel's
+/// module folder a link to the sentinel, `etc -> <sentinel>/etc`. The
+/// modules, depmod's indexes and the overlay land inside the root.
+#[test]
+fn vlx_image_build_writes_nothing_through_the_roots_links() {
+    require_root();
+    let release = imagebuilder::image::kernel::fetch("linux-image-cloud-amd64")
+        .unwrap()
+        .release;
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("outside");
+    sentinel(&out);
+    fs::create_dir_all(out.join("modules")).unwrap();
+    fs::write(out.join("modules/modules.dep"), b"intact\n").unwrap();
+    let before = fingerprint(&out);
+    let o = out.to_str().unwrap();
+    let members = vec![
+        dir("usr/"),
+        dir("usr/lib/"),
+        dir("usr/lib/modules/"),
+        symlink("lib", "/usr/lib"),
+        symlink(
+            &format!("usr/lib/modules/{release}"),
+            &format!("{o}/modules"),
+        ),
+        symlink("etc", &format!("{o}/etc")),
+    ];
+    let work = t.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let data = archive(&members);
+    fs::write(work.join("root.tar"), &data).unwrap();
+    let ov = work.join("ov");
+    fs::create_dir_all(ov.join("etc")).unwrap();
+    fs::write(ov.join("etc/passwd"), b"overlay\n").unwrap();
+    let sha = imagebuilder::hash::sha256_bytes(&data);
+    let profile = work.join("t.toml");
+    fs::write(
+        &profile,
+        format!(
+            "[image]\nname = \"t\"\nversion = \"1\"\noverlays = [{:?}]\n\
+             [rootfs]\nsource = \"tarball\"\ntarball = \"root.tar\"\nsha256 = \"{sha}\"\nheadroom = \"8MiB\"\n\
+             [kernel]\npackage = \"linux-image-cloud-amd64\"\nroot_modules = [\"loop\"]\n",
+            ov.display().to_string()
+        ),
+    )
+    .unwrap();
+    let dest = work.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_vlx-image"))
+        .arg("build")
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--out")
+        .arg(&dest)
+        .arg("--agent")
+        .arg(agent())
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(fingerprint(&out), before, "outside changed");
+    let origin = dest.join("origin.ext4");
+    run(Command::new("e2fsck").arg("-fn").arg(&origin));
+    let ls = run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("ls -p /usr/lib/modules/{release}"))
+        .arg(&origin));
+    assert!(ls.contains("/modules.dep/"), "{ls}");
+    // The overlay's folder `etc` replaced the link, which led nowhere
+    // inside the root.
+    let cat = run(Command::new("debugfs")
+        .arg("-R")
+        .arg("cat /etc/passwd")
+        .arg(&origin));
+    assert_eq!(cat, "overlay\n");
+}

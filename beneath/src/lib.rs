@@ -147,13 +147,13 @@ impl Root {
         if comps.is_empty() {
             return self.dir.try_clone();
         }
-        if create.is_none() && self.resolver == Resolver::Openat2 {
+        if self.resolver == Resolver::Openat2 {
             match resolve::openat2_dir(self.dir.as_fd(), rel, links) {
                 Ok(fd) => return Ok(Dir::new(fd, self.path().join(rel))),
                 // Old kernels: the walk does the same.
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
                 // Refusals and missing folders: the walk names the
-                // component that made it so.
+                // component that made it so, and makes what `create` asks.
                 Err(_) => {}
             }
         }

@@ -54,7 +54,7 @@ struct Meta {
 /// `archive` names the archive in messages. Every refusal and every
 /// malformed member is an [`Error::Archive`] naming the member.
 pub fn extract(reader: impl Read, dest: &Path, archive: &Path) -> Result<Summary> {
-    let root = Root::open(dest).map_err(|e| Error::Other(e.to_string()))?;
+    let root = Root::open(dest)?;
     let mut ar = tar::Archive::new(reader);
     let mut summary = Summary::default();
     // Folders and their mtimes, set last (children first).
@@ -244,7 +244,7 @@ fn refusal(e: &beneath::Error) -> String {
             beneath::Why::NotADirectory(at) => {
                 format!("`{}` on its way is not a folder", beneath::shown(at))
             }
-            other => format!("{other:?}"),
+            _ => e.to_string(),
         },
         e => e.to_string(),
     }

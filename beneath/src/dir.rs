@@ -418,16 +418,6 @@ impl Dir {
             .map_err(|e| Error::io("setting the times of", &self.path, e))
     }
 
-    /// The names in this folder, sorted.
-    pub fn names(&self) -> Result<Vec<OsString>> {
-        let p = PathBuf::from(format!("/proc/self/fd/{}", self.raw()));
-        let mut out: Vec<OsString> = std::fs::read_dir(&p)
-            .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect())
-            .map_err(|e| Error::io("listing", &self.path, e))?;
-        out.sort();
-        Ok(out)
-    }
-
     /// A name for a new entry that nothing else in this process uses and
     /// that a tree is unlikely to have: new entries are made under it and
     /// renamed to their final name once complete.

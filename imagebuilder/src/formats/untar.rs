@@ -59,9 +59,7 @@ pub fn extract(reader: impl Read, dest: &Path, archive: &Path) -> Result<Summary
     let mut summary = Summary::default();
     // Folders and their mtimes, set last (children first).
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
-    let entries = ar
-        .entries()
-        .map_err(|e| bad(archive, &format!("member {}", 1), e))?;
+    let entries = ar.entries().map_err(|e| bad(archive, "member 1", e))?;
     for (i, entry) in entries.enumerate() {
         let at = format!("member {}", i + 1);
         let mut entry = entry.map_err(|e| bad(archive, &at, e))?;

@@ -113,3 +113,57 @@ fn entries_by_name_never_follow_the_last_link() {
     assert!(d.stat(OsStr::new("a/b")).is_err(), "one component only");
     assert!(d.stat(OsStr::new("..")).is_err(), "one component only");
 }
+
+mod agree {
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Device and inode of a folder handle.
+    fn id(d: &beneath::Dir) -> (u64, u64) {
+        let md = fs::metadata(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(d)
+        ))
+        .unwrap();
+        (md.dev(), md.ino())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// openat2 and the walk find the same folder, or both fail, and a
+        /// folder found is always inside the root.
+        #[test]
+        fn openat2_and_the_walk_agree(
+            parts in proptest::collection::vec(
+                prop::sample::select(vec!["usr", "lib", "abs", "out", "up", "f", "..", ".", "a", "b"]),
+                0..6,
+            ),
+            absolute in any::<bool>(),
+            in_root in any::<bool>(),
+        ) {
+            let (_t, root, _) = setup();
+            fs::create_dir_all(root.join("a/b")).unwrap();
+            symlink("../usr", root.join("a/b/u")).unwrap();
+            let mut rel = PathBuf::from(if absolute { "/" } else { "" });
+            for p in &parts {
+                rel.push(p);
+            }
+            let links = if in_root { Links::InRoot } else { Links::Refuse };
+            let fast = Root::open_with(&root, Resolver::Openat2).unwrap();
+            let slow = Root::open_with(&root, Resolver::Walk).unwrap();
+            let (a, b) = (fast.dir(&rel, links), slow.dir(&rel, links));
+            prop_assert_eq!(a.is_ok(), b.is_ok(), "{:?}", rel);
+            if let (Ok(a), Ok(b)) = (a, b) {
+                prop_assert_eq!(id(&a), id(&b), "{:?}", rel);
+                let inside = fs::canonicalize(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&a)
+                ))
+                .unwrap();
+                prop_assert!(inside.starts_with(fs::canonicalize(&root).unwrap()), "{:?} -> {:?}", rel, inside);
+            }
+        }
+    }
+}

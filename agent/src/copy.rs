@@ -1,18 +1,25 @@
 //! Copying a node's rendered files from `vlx-meta` onto its root.
 //!
-//! Regular files and symbolic links are copied with their modes (set-id
-//! bits included) and owners; a file replaces whatever was at its path (a
-//! file, or a symbolic link such as Debian's `/etc/resolv.conf`) by a rename,
-//! so that no half-written file is left and no link of the image is
-//! followed. Directories are created with the mode and owner of the source;
-//! directories the image has already keep theirs: the image defines its
-//! folders, the rendered tree supplies files. Other file types (devices,
-//! FIFOs, sockets) have no business in a rendered tree and are refused.
+//! The root is the image plus what the node wrote since (its snapshot
+//! store), so nothing in it is trusted: every entry is written relative to
+//! the handle of its folder, found beneath the root without crossing a
+//! symbolic link ([`beneath`]). Regular files and symbolic links are copied
+//! with their modes (set-id bits included) and owners; a file replaces
+//! whatever was at its path (a file, or a symbolic link such as Debian's
+//! `/etc/resolv.conf`) by a rename, so that no half-written file is left
+//! and no link of the image is followed. Directories are created with the
+//! mode and owner of the source; directories the image has already keep
+//! theirs: the image defines its folders, the rendered tree supplies files.
+//! A link where the tree has a folder is replaced by the folder. Other file
+//! types (devices, FIFOs, sockets) have no business in a rendered tree and
+//! are refused.
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use beneath::{Dir, Kind, Root};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -28,6 +35,9 @@ pub enum CopyError {
         #[source]
         source: io::Error,
     },
+    /// A write beneath the root failed, or would have crossed a link.
+    #[error("writing onto the root: {0}")]
+    Place(#[from] beneath::Error),
     #[error("{src} is a {kind}, which a rendered tree may not hold")]
     Special { src: PathBuf, kind: &'static str },
     #[error("{src} is a file, but {dst} is a directory")]
@@ -41,16 +51,16 @@ fn read_err(path: &Path) -> impl FnOnce(io::Error) -> CopyError + '_ {
     }
 }
 
-fn write_err(path: &Path) -> impl FnOnce(io::Error) -> CopyError + '_ {
-    move |source| CopyError::Write {
-        path: path.to_owned(),
-        source,
-    }
+/// Copies the contents of `src` over the root folder `dst`; returns how
+/// many files and links were written.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<usize, CopyError> {
+    // The source is read first, so that a missing one is named as such.
+    fs::read_dir(src).map_err(read_err(src))?;
+    let root = Root::open(dst)?;
+    copy_dir(src, root.as_dir())
 }
 
-/// Copies the contents of `src` over `dst`; returns how many files and links
-/// were written.
-pub fn copy_tree(src: &Path, dst: &Path) -> Result<usize, CopyError> {
+fn copy_dir(src: &Path, to: &Dir) -> Result<usize, CopyError> {
     let mut names: Vec<_> = fs::read_dir(src)
         .map_err(read_err(src))?
         .map(|e| e.map(|e| e.file_name()))
@@ -60,40 +70,54 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<usize, CopyError> {
     let mut count = 0;
     for name in names {
         let from = src.join(&name);
-        let to = dst.join(&name);
         let meta = fs::symlink_metadata(&from).map_err(read_err(&from))?;
         let ft = meta.file_type();
+        let existing = to.stat(&name)?.map(|s| s.kind);
         if ft.is_dir() {
-            match fs::symlink_metadata(&to) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
+            match existing {
+                Some(Kind::Dir) => {}
+                Some(_) => {
                     // A file or link where the tree has a folder: the tree wins.
-                    fs::remove_file(&to).map_err(write_err(&to))?;
-                    make_dir(&to, &meta)?;
+                    to.remove_file(&name)?;
+                    make_dir(to, &name, &meta)?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => make_dir(&to, &meta)?,
-                Err(e) => return Err(write_err(&to)(e)),
+                None => make_dir(to, &name, &meta)?,
             }
-            count += copy_tree(&from, &to)?;
+            count += copy_dir(&from, &to.open_dir(&name)?)?;
         } else if ft.is_file() || ft.is_symlink() {
-            if fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir()) {
-                return Err(CopyError::FileOverDir { src: from, dst: to });
+            if existing == Some(Kind::Dir) {
+                return Err(CopyError::FileOverDir {
+                    src: from,
+                    dst: to.at(&name),
+                });
             }
-            let tmp = dst.join(format!(".vlx-node.{}", name.to_string_lossy()));
-            let _ = fs::remove_file(&tmp);
-            if ft.is_symlink() {
-                let target = fs::read_link(&from).map_err(read_err(&from))?;
-                symlink(&target, &tmp).map_err(write_err(&tmp))?;
-            } else {
-                fs::copy(&from, &tmp).map_err(read_err(&from))?;
+            let tmp = to.temp_name();
+            let made = (|| -> Result<(), CopyError> {
+                if ft.is_symlink() {
+                    let target = fs::read_link(&from).map_err(read_err(&from))?;
+                    to.symlink(&target, &tmp)?;
+                } else {
+                    let mut f = to.create_file(&tmp, 0o600)?;
+                    let mut r = fs::File::open(&from).map_err(read_err(&from))?;
+                    io::copy(&mut r, &mut f).map_err(|source| CopyError::Write {
+                        path: to.at(&name),
+                        source,
+                    })?;
+                }
+                to.chown(&tmp, meta.uid(), meta.gid())?;
+                if ft.is_file() {
+                    // After the chown, which clears set-id bits.
+                    to.chmod(&tmp, meta.permissions().mode() & 0o7777)?;
+                }
+                to.rename(&tmp, &name)?;
+                Ok(())
+            })();
+            if let Err(e) = made {
+                // The entry's error is the one to report; the temporary
+                // name goes when it can.
+                let _ = to.remove_file(&tmp);
+                return Err(e);
             }
-            lchown(&tmp, Some(meta.uid()), Some(meta.gid())).map_err(write_err(&tmp))?;
-            if ft.is_file() {
-                // After the chown, which clears set-id bits.
-                fs::set_permissions(&tmp, fs::Permissions::from_mode(meta.mode() & 0o7777))
-                    .map_err(write_err(&tmp))?;
-            }
-            fs::rename(&tmp, &to).map_err(write_err(&to))?;
             count += 1;
         } else {
             let kind = if ft_is(&meta, libc::S_IFIFO) {
@@ -113,16 +137,17 @@ fn ft_is(meta: &fs::Metadata, kind: libc::mode_t) -> bool {
     meta.mode() & libc::S_IFMT == kind
 }
 
-fn make_dir(path: &Path, like: &fs::Metadata) -> Result<(), CopyError> {
-    fs::create_dir(path).map_err(write_err(path))?;
-    lchown(path, Some(like.uid()), Some(like.gid())).map_err(write_err(path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(like.mode() & 0o7777))
-        .map_err(write_err(path))
+fn make_dir(to: &Dir, name: &std::ffi::OsStr, like: &fs::Metadata) -> Result<(), CopyError> {
+    to.mkdir(name, 0o700)?;
+    to.chown(name, like.uid(), like.gid())?;
+    to.chmod(name, like.mode() & 0o7777)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{lchown, symlink};
 
     fn write(path: &Path, text: &str, mode: u32, owner: (u32, u32)) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -200,7 +225,7 @@ mod tests {
         let leftovers: Vec<_> = fs::read_dir(dst.join("etc"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".vlx-node"))
+            .filter(|n| n.starts_with(".vlx-tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
@@ -221,6 +246,30 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         let err = copy_tree(&src2, &dst).unwrap_err();
         assert!(err.to_string().contains("FIFO"), "{err}");
+    }
+
+    #[test]
+    fn links_the_root_holds_are_replaced_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst, out) = (
+            t.path().join("src"),
+            t.path().join("dst"),
+            t.path().join("outside"),
+        );
+        write(&src.join("etc/ssh/key"), "new", 0o600, (0, 0));
+        write(&src.join("etc/motd"), "hello", 0o644, (0, 0));
+        write(&out.join("key"), "intact", 0o644, (0, 0));
+        write(&out.join("motd"), "intact", 0o644, (0, 0));
+        fs::create_dir_all(dst.join("etc")).unwrap();
+        // Planted by whoever used the node before: links out of the root.
+        symlink(&out, dst.join("etc/ssh")).unwrap();
+        symlink(out.join("motd"), dst.join("etc/motd")).unwrap();
+        assert_eq!(copy_tree(&src, &dst).unwrap(), 2);
+        assert_eq!(fs::read_to_string(out.join("key")).unwrap(), "intact");
+        assert_eq!(fs::read_to_string(out.join("motd")).unwrap(), "intact");
+        assert!(fs::symlink_metadata(dst.join("etc/ssh")).unwrap().is_dir());
+        assert_eq!(fs::read_to_string(dst.join("etc/ssh/key")).unwrap(), "new");
+        assert_eq!(fs::read_to_string(dst.join("etc/motd")).unwrap(), "hello");
     }
 
     #[test]

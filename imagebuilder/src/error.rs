@@ -56,11 +56,13 @@ pub enum Error {
         expected: String,
         actual: String,
     },
-    #[error("{archive}: entry `{entry}` escapes the root ({why})")]
-    Escape {
+    /// A member of an archive that is malformed or refused (it would
+    /// write outside the root, or through a link): bad input.
+    #[error("{archive}: member `{member}`: {message}")]
+    Archive {
         archive: PathBuf,
-        entry: String,
-        why: &'static str,
+        member: String,
+        message: String,
     },
     #[error("overlay {path}: {source}")]
     Overlay {
@@ -70,6 +72,9 @@ pub enum Error {
     },
     #[error("{path}: {message}")]
     Verify { path: PathBuf, message: String },
+    /// A path beneath a root that would leave it, or I/O on one.
+    #[error(transparent)]
+    Beneath(#[from] beneath::Error),
     #[error(transparent)]
     Fat(#[from] bootfs::fat::FatError),
     /// A manifest, or a file it describes, that does not hold.
@@ -82,10 +87,14 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Whether the error is bad input (a profile the builder cannot take):
-    /// the command exits 2 for it, as for a bad cluster profile.
+    /// Whether the error is bad input (a profile the builder cannot take, a
+    /// refused archive member): the command exits 2 for it, as for a bad
+    /// cluster profile.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, Error::Profile { .. } | Error::Diagnostics(_))
+        matches!(
+            self,
+            Error::Profile { .. } | Error::Diagnostics(_) | Error::Archive { .. }
+        )
     }
 }
 

@@ -225,7 +225,7 @@ fn guest_tarball_source_refuses_paths_that_escape() {
         let out = d.path().join("out");
         let o = guest(&p, &out);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success());
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
         assert!(
             err.contains(name) && err.contains("escapes the root"),
             "{name}: {err}"

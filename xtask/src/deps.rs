@@ -75,7 +75,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("xz-utils", "compressed kernel modules and root tarballs"),
     ("apt", "apt-get download of kernel packages"),
     ("dpkg", "dpkg-deb extracts kernel packages"),
-    ("tar", "GNU tar checks guest tarballs"),
+    (
+        "tar",
+        "GNU tar checks guest tarballs and writes the FIFO archives of the tarball-source tests",
+    ),
     ("gzip", "gzip checks initramfs and guest tarballs"),
     (
         "netbase",

@@ -424,9 +424,17 @@ const MODULE_INFO: &[&str] = &[
 
 /// Puts `kernel`'s modules (all, or the listed ones with their
 /// dependencies) into the root at `root` under `/lib/modules/<release>/`
-/// (through the root's own links, such as `lib -> usr/lib`), decompressed,
-/// files 0644 and folders 0755, then runs `depmod -b` on the root so that
-/// `modprobe` there finds them by name and alias. Returns how many.
+/// (through the root's own links, such as `lib -> usr/lib`, kept inside
+/// the root), decompressed, files 0644 and folders 0755, with `depmod`'s
+/// indexes so that `modprobe` there finds them by name and alias. Returns
+/// how many.
+///
+/// The root may come from a tarball nobody here wrote, so neither these
+/// writes nor `depmod` go through its paths: the release folder is built
+/// and indexed in a folder of our own beside the root, then renamed into
+/// the root's `lib/modules`, found beneath the root by handle. A release
+/// folder the root already had is replaced (its links removed, never
+/// followed).
 pub fn install_in_root(
     root: &Path,
     kernel: &Kernel,
@@ -443,8 +451,12 @@ pub fn install_in_root(
                 .collect::<Vec<_>>(),
         )?,
     };
-    let base = crate::image::overlays::resolve_in(root, Path::new("lib/modules"))?;
-    let dest = root.join(base).join(&kernel.release);
+    let beside = root.parent().unwrap_or(Path::new("."));
+    let stage = tempfile::Builder::new()
+        .prefix(".modules-")
+        .tempdir_in(beside)
+        .map_err(io(beside))?;
+    let dest = stage.path().join("lib/modules").join(&kernel.release);
     let mkdir = |d: &Path| -> Result<()> {
         if d.is_dir() {
             return Ok(());
@@ -478,10 +490,18 @@ pub fn install_in_root(
     tool::run(
         Command::new("depmod")
             .arg("-b")
-            .arg(root)
+            .arg(stage.path())
             .arg(&kernel.release),
-        &format!("depmod in the root for {}", kernel.release),
+        &format!("depmod for {}", kernel.release),
     )?;
+    let r = beneath::Root::open(root)?;
+    let into = r.create_dirs(Path::new("lib/modules"), beneath::Links::InRoot, 0o755)?;
+    let release = std::ffi::OsStr::new(&kernel.release);
+    if into.stat(release)?.is_some() {
+        into.remove_dir_all(release)?;
+    }
+    let from = beneath::Root::open(&stage.path().join("lib/modules"))?;
+    into.rename_from(from.as_dir(), release, release)?;
     Ok(modules.len())
 }
 

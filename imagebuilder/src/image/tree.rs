@@ -323,33 +323,46 @@ impl Tree {
     }
 
     /// Writes the tree under `dir` (which must exist): owners, modes, and
-    /// every mtime set to `mtime` (seconds since the epoch).
+    /// every mtime set to `mtime` (seconds since the epoch). Each entry is
+    /// made relative to its folder's handle beneath `dir`, never through a
+    /// link (the tree's own links are resolved when planning, so no entry
+    /// lies under one).
     pub fn write_to(&self, dir: &Path, mtime: i64) -> Result<()> {
-        let when = filetime::FileTime::from_unix_time(mtime, 0);
+        use beneath::{Links, Root};
+        let root = Root::open(dir)?;
         for (rel, e) in &self.entries {
-            let p = dir.join(rel);
+            let (d, name) = root.parent_of(rel, Links::Refuse, None)?;
             match &e.node {
-                Node::Dir => match fs::create_dir(&p) {
+                Node::Dir => match d.mkdir(&name, 0o700) {
                     Ok(()) => {}
-                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(err) => return Err(io(&p)(err)),
+                    Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(err) => return Err(err.into()),
                 },
-                Node::File(Content::Bytes(b)) => fs::write(&p, b).map_err(io(&p))?,
-                Node::File(Content::Host(h)) => {
-                    fs::copy(h, &p).map_err(io(h))?;
+                Node::File(c) => {
+                    let mut f = d.create_file(&name, 0o600)?;
+                    let at = d.at(&name);
+                    match c {
+                        Content::Bytes(b) => {
+                            std::io::Write::write_all(&mut f, b).map_err(io(&at))?
+                        }
+                        Content::Host(h) => {
+                            let mut from = fs::File::open(h).map_err(io(h))?;
+                            std::io::copy(&mut from, &mut f).map_err(io(h))?;
+                        }
+                    }
                 }
-                Node::Symlink(t) => std::os::unix::fs::symlink(t, &p).map_err(io(&p))?,
+                Node::Symlink(t) => d.symlink(t, &name)?,
             }
-            std::os::unix::fs::lchown(&p, Some(e.uid), Some(e.gid)).map_err(io(&p))?;
+            d.chown(&name, e.uid, e.gid)?;
             if !matches!(e.node, Node::Symlink(_)) {
-                fs::set_permissions(&p, fs::Permissions::from_mode(e.mode)).map_err(io(&p))?;
+                d.chmod(&name, e.mode)?;
             }
         }
         // Children first, so that writing a child does not move its
         // folder's mtime afterwards.
         for rel in self.entries.keys().rev() {
-            let p = dir.join(rel);
-            filetime::set_symlink_file_times(&p, when, when).map_err(io(&p))?;
+            let (d, name) = root.parent_of(rel, Links::Refuse, None)?;
+            d.set_mtime(&name, mtime)?;
         }
         Ok(())
     }

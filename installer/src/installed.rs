@@ -43,10 +43,7 @@ impl Installed {
     /// 512 then 4096 bytes) and the plan from `vlx-meta`.
     pub fn open(path: &Path) -> Result<Installed, InstalledError> {
         let facts = device::inspect(path)?;
-        let file = File::open(path).map_err(|source| device::DeviceError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = device::open_read(path)?;
         let sizes = match facts.sector_size {
             Some(s) => vec![s],
             None => vec![SectorSize::B512, SectorSize::B4096],

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use cluster::{Bytes, SanFacts};
 use installer::apply::{self, Inputs, Options, Outcome, Reporter};
 use installer::device::{self, Contents, Refusal};
+use installer::exit;
 use installer::image::HostImage;
 use installer::installed::Installed;
 use installer::profile::{LoadError, load};
@@ -115,9 +116,6 @@ struct ResetArgs {
     san: PathBuf,
 }
 
-const EXIT_BAD_INPUT: u8 = 2;
-const EXIT_REFUSED: u8 = 3;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -135,21 +133,19 @@ fn main() -> ExitCode {
         Err(e) => {
             if let Some(LoadError::Invalid(d)) = e.downcast_ref::<LoadError>() {
                 eprintln!("{d}");
-                return ExitCode::from(EXIT_BAD_INPUT);
+                return ExitCode::from(exit::BAD_INPUT);
             }
-            eprintln!("vlx-install: {e:#}");
-            let refused = e.downcast_ref::<Refusal>().is_some()
-                || matches!(
-                    e.downcast_ref::<apply::ApplyError>(),
-                    Some(apply::ApplyError::Refused(_))
-                )
-                || matches!(
-                    e.downcast_ref::<installer::reset::ResetError>(),
-                    Some(installer::reset::ResetError::Refused(_))
+            if let Some(LoadError::DoesNotFit(d)) = e.downcast_ref::<LoadError>() {
+                eprintln!("{d}");
+                eprintln!(
+                    "vlx-install: the profile does not fit this SAN; nothing was written to it"
                 );
-            if refused {
+                return ExitCode::from(exit::REFUSED);
+            }
+            eprintln!("vlx-install: {}", exit::message(&e));
+            if exit::is_refusal(&e) {
                 eprintln!("vlx-install: nothing was written to the target");
-                return ExitCode::from(EXIT_REFUSED);
+                return ExitCode::from(exit::REFUSED);
             }
             ExitCode::FAILURE
         }
@@ -171,7 +167,11 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
             sector_size: None,
         },
     };
-    let (_, plan) = load(&args.cluster, san)?;
+    let (_, plan) = load(&args.cluster, san).map_err(|e| match e {
+        // Only a real target is refused; a --san-size too small is bad input.
+        LoadError::DoesNotFit(d) if args.san.is_none() => LoadError::Invalid(d),
+        e => e,
+    })?;
     let text = if args.json {
         plan.to_json()
     } else {

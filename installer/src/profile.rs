@@ -16,7 +16,20 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Invalid(Diagnostics),
+    /// A valid profile that does not fit the SAN it was planned for: too
+    /// small, or of another sector size. That refuses the target (exit 3)
+    /// rather than the profile.
+    #[error("{0}")]
+    DoesNotFit(Diagnostics),
 }
+
+/// A SAN big enough for any profile, to tell a profile that is wrong from
+/// one that does not fit its target: 1 PiB of 4096-byte sectors is far
+/// inside what a GPT addresses.
+const ROOMY: SanFacts = SanFacts {
+    size: Some(cluster::Bytes(1 << 50)),
+    sector_size: None,
+};
 
 /// Reads, validates and plans the profile at `path`; relative paths in the
 /// profile are taken from its folder.
@@ -27,5 +40,13 @@ pub fn load(path: &Path, san: SanFacts) -> Result<(Profile, Plan), LoadError> {
     })?;
     let source = Source::new(path.display().to_string(), text);
     let base = path.parent().map(Path::to_owned).unwrap_or_default();
-    cluster::load(&source, &FsEnv { base }, san).map_err(LoadError::Invalid)
+    let env = FsEnv { base };
+    cluster::load(&source, &env, san).map_err(|d| {
+        let target_known = san.size.is_some() || san.sector_size.is_some();
+        if target_known && cluster::load(&source, &env, ROOMY).is_ok() {
+            LoadError::DoesNotFit(d)
+        } else {
+            LoadError::Invalid(d)
+        }
+    })
 }

@@ -113,5 +113,8 @@ fn an_unreadable_profile_is_not_bad_input_but_an_error() {
         "8GiB",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such.toml"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such.toml"), "{err}");
+    // The OS error once, not once per error in the chain.
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
 }

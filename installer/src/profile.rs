@@ -34,11 +34,12 @@ const ROOMY: SanFacts = SanFacts {
 /// Reads, validates and plans the profile at `path`; relative paths in the
 /// profile are taken from its folder.
 pub fn load(path: &Path, san: SanFacts) -> Result<(Profile, Plan), LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let source = Source::new(path.display().to_string(), text);
+    let source =
+        Source::from_bytes(path.display().to_string(), bytes).map_err(LoadError::Invalid)?;
     let base = path.parent().map(Path::to_owned).unwrap_or_default();
     let env = FsEnv { base };
     cluster::load(&source, &env, san).map_err(|d| {

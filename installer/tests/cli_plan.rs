@@ -118,3 +118,20 @@ fn an_unreadable_profile_is_not_bad_input_but_an_error() {
     // The OS error once, not once per error in the chain.
     assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
 }
+
+#[test]
+fn a_profile_that_is_not_utf8_exits_2_naming_file_line_and_byte_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("latin1.toml");
+    // "é" in Latin-1 on line 3, at byte offset 26.
+    std::fs::write(&f, b"[cluster]\nname = \"t\"\n# caf\xe9\n").unwrap();
+    let out = plan(&["--cluster", f.to_str().unwrap(), "--san-size", "8GiB"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:6:", f.display()))
+            && err.contains("not UTF-8: byte 0xe9 at byte offset 26"),
+        "{err}"
+    );
+    assert_eq!(err.matches("not UTF-8").count(), 1, "{err}");
+}

@@ -1,6 +1,7 @@
 //! How `vlx-install` ends: which errors are refusals (exit 3: the target or
 //! the image was refused and nothing was written), which are bad input
-//! (exit 2: the profile), and the error text with each cause once.
+//! (exit 2: the profile, or a node name the cluster lacks), and the error
+//! text with each cause once.
 
 use std::error::Error;
 
@@ -12,7 +13,7 @@ use crate::lock::LockError;
 use crate::profile::LoadError;
 use crate::reset::ResetError;
 
-/// Bad input: the profile is invalid.
+/// Bad input: the profile is invalid, or an argument names nothing.
 pub const BAD_INPUT: u8 = 2;
 /// Refused: the target (or the image for it) was refused before any write.
 pub const REFUSED: u8 = 3;
@@ -50,6 +51,17 @@ fn refuses(e: &(dyn Error + 'static)) -> bool {
         e.downcast_ref::<LoadError>(),
         Some(LoadError::DoesNotFit(_))
     )
+}
+
+/// Whether `e` is bad input on the command line (besides an invalid
+/// profile): a node name the installed cluster does not have.
+pub fn is_bad_input(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ResetError>(),
+            Some(ResetError::UnknownNode { .. })
+        )
+    })
 }
 
 /// The error and its causes joined by ": ", leaving out a cause whose text

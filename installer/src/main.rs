@@ -147,6 +147,9 @@ fn main() -> ExitCode {
                 eprintln!("vlx-install: nothing was written to the target");
                 return ExitCode::from(exit::REFUSED);
             }
+            if exit::is_bad_input(&e) {
+                return ExitCode::from(exit::BAD_INPUT);
+            }
             ExitCode::FAILURE
         }
     }

@@ -435,7 +435,17 @@ pub fn read_gpt(file: &File, sector: SectorSize, size: Bytes) -> std::io::Result
         if h.my_lba != lba {
             return Ok(None);
         }
-        let bytes = read_at(file, h.entries_lba * s, h.entries_len())?;
+        // The entry array must lie on the disk (a damaged or hostile
+        // header may put it anywhere); its length is bounded by
+        // `Header::parse`.
+        let Some(at) = h
+            .entries_lba
+            .checked_mul(s)
+            .filter(|at| at.saturating_add(h.entries_len() as u64) <= size.get())
+        else {
+            return Ok(None);
+        };
+        let bytes = read_at(file, at, h.entries_len())?;
         Ok(gpt::parse_entries(&h, &bytes).ok().map(|entries| FoundGpt {
             header: h,
             entries,

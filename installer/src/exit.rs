@@ -36,7 +36,9 @@ fn refuses(e: &(dyn Error + 'static)) -> bool {
         return true;
     }
     if let Some(e) = e.downcast_ref::<ApplyError>() {
-        return matches!(e, ApplyError::Refused(_) | ApplyError::Image(_));
+        // Not `ApplyError::Image`: it comes from a step, after writes; the
+        // image was checked (a refusal) before the target was touched.
+        return matches!(e, ApplyError::Refused(_));
     }
     if let Some(e) = e.downcast_ref::<ResetError>() {
         return matches!(

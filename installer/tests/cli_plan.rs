@@ -135,3 +135,38 @@ fn a_profile_that_is_not_utf8_exits_2_naming_file_line_and_byte_offset() {
     );
     assert_eq!(err.matches("not UTF-8").count(), 1, "{err}");
 }
+
+/// A valid profile that does not fit the SAN it is planned for refuses the
+/// target (3); a wrong profile stays bad input (2) whatever the target; a
+/// too small `--san-size` is bad input too (no target to refuse).
+#[test]
+fn a_profile_that_does_not_fit_its_san_refuses_the_target_but_a_bad_one_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let san = dir.path().join("san.img");
+    std::fs::File::create(&san)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let san = san.to_str().unwrap();
+    let out = plan(&["--cluster", "profiles/clusters/demo.toml", "--san", san]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("the layout needs") && err.contains("does not fit this SAN"),
+        "{err}"
+    );
+    let bad = "cluster/tests/fixtures/bad/10-duplicate-mac.toml";
+    let out = plan(&["--cluster", bad, "--san", san]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("duplicate MAC"), "{err}");
+    let out = plan(&[
+        "--cluster",
+        "profiles/clusters/demo.toml",
+        "--san-size",
+        "1GiB",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the layout needs"), "{err}");
+}

@@ -103,14 +103,23 @@ fn target_type(path: &Path, meta: &std::fs::Metadata) -> Result<(), DeviceError>
 /// Opens a target that [`target_type`] accepted. `O_NONBLOCK` is a belt to
 /// the type check's braces: should the path be swapped for a FIFO between
 /// the check and the open, the open still returns at once (and the type
-/// is checked again on the open file).
+/// is checked again on the open file). The flag is cleared once open, so
+/// that no driver sees non-blocking reads and writes.
 fn open_target(path: &Path, write: bool) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(write)
         .custom_flags(libc::O_NONBLOCK)
-        .open(path)
+        .open(path)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl with F_GETFL/F_SETFL only takes the descriptor, which
+    // `file` keeps open, and plain integers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
 }
 
 /// Opens `path` read-only without blocking, after checking (with `stat`,

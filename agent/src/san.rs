@@ -47,7 +47,18 @@ pub fn read_gpt(
             Ok(h) => h,
             Err(e) => return Ok(Err(e)),
         };
-        let bytes = read_at(h.entries_lba * s, h.entries_len())?;
+        // The entry array must lie on the disk: a damaged header may put
+        // it anywhere (its length is bounded by `Header::parse`).
+        let Some(at) = h
+            .entries_lba
+            .checked_mul(s)
+            .filter(|at| at.saturating_add(h.entries_len() as u64) <= lbas.saturating_mul(s))
+        else {
+            return Ok(Err(GptError::Malformed(
+                "the partition entry array lies past the end of the disk",
+            )));
+        };
+        let bytes = read_at(at, h.entries_len())?;
         Ok(parse_entries(&h, &bytes).map(|entries| Gpt { header: h, entries }))
     };
     let primary = match one(1).map_err(ReadGptError::Io)? {

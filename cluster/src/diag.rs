@@ -33,6 +33,36 @@ impl Source {
         }
     }
 
+    /// A source from a file's bytes; text that is not UTF-8 (TOML is UTF-8)
+    /// is one diagnostic naming the line, column and byte offset of the
+    /// first byte that is not.
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Result<Source, Diagnostics> {
+        let name = name.into();
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Source::new(name, text)),
+            Err(e) => {
+                let bad = e.utf8_error().valid_up_to();
+                let bytes = e.into_bytes();
+                let valid = String::from_utf8_lossy(&bytes[..bad]).into_owned();
+                let (line, column) = Source::new("", valid).line_col(bad);
+                Err(Diagnostics(vec![Diagnostic {
+                    file: name,
+                    line,
+                    column,
+                    key: "(file)".into(),
+                    message: format!(
+                        "the file is not UTF-8: byte 0x{:02x} at byte offset {bad}",
+                        bytes[bad]
+                    ),
+                    help: Some(
+                        "profiles are TOML, which is UTF-8 text; convert it (iconv -t UTF-8)"
+                            .into(),
+                    ),
+                }]))
+            }
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -199,14 +199,29 @@ impl Header {
         if h.entries > 65_536 {
             return Err(GptError::Malformed("more than 65536 partition entries"));
         }
+        // Checked before anything of this size is read or allocated: a
+        // header with a valid CRC can still ask for 65536 entries of 2 GiB.
+        if h.entries_len() > MAX_ENTRIES_LEN {
+            return Err(GptError::Malformed(
+                "the partition entry array is larger than 8 MiB",
+            ));
+        }
         Ok(h)
     }
 
     /// Bytes the entry array takes.
     pub fn entries_len(&self) -> usize {
-        self.entries as usize * self.entry_size as usize
+        (self.entries as usize).saturating_mul(self.entry_size as usize)
     }
 }
+
+/// The largest entry array read: 65536 entries of 128 bytes (what the
+/// header allows at the size every tool writes; the usual table is 16 KiB).
+pub const MAX_ENTRIES_LEN: usize = 8 << 20;
+
+/// The last LBA an entry may name: its byte offset fits a `u64` at 4096-byte
+/// sectors.
+const MAX_LBA: u64 = u64::MAX / 4096 - 1;
 
 /// A used partition entry as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,12 +283,18 @@ pub fn parse_entries(header: &Header, bytes: &[u8]) -> Result<Vec<Entry>, GptErr
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .take_while(|u| *u != 0)
             .collect();
+        let (first_lba, last_lba) = (u64_at(e, 32), u64_at(e, 40));
+        if first_lba > last_lba || last_lba > MAX_LBA {
+            return Err(GptError::Malformed(
+                "a partition entry ends before it starts or past any disk",
+            ));
+        }
         out.push(Entry {
             number: i as u32 + 1,
             type_guid,
             guid: guid_at(e, 16),
-            first_lba: u64_at(e, 32),
-            last_lba: u64_at(e, 40),
+            first_lba,
+            last_lba,
             attributes: u64_at(e, 48),
             name: String::from_utf16_lossy(&units),
         });

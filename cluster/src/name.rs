@@ -71,10 +71,25 @@ impl FromStr for NodeName {
     type Err = NodeNameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        check_label(s, MAX_NODE_NAME).map_err(|reason| NodeNameError {
+        let err = |reason: String| NodeNameError {
             name: s.to_owned(),
             reason,
-        })?;
+        };
+        check_label(s, MAX_NODE_NAME).map_err(err)?;
+        // Every node resolves its own name: `localhost` is the loopback
+        // address on every machine (RFC 6761), and an all-digit name is
+        // read as an IPv4 number by inet_aton (`1234` is 0.0.4.210).
+        if s == "localhost" {
+            return Err(err(
+                "it names the loopback address on every machine; give the node its own name".into(),
+            ));
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err(
+                "it is all digits, which resolvers read as an IPv4 address; start it with a letter"
+                    .into(),
+            ));
+        }
         Ok(NodeName(s.to_owned()))
     }
 }

@@ -271,7 +271,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         );
         return None;
     };
-    if validate::partition_count(p) > MAX_GPT_PARTITIONS {
+    if validate::partition_count(p) > MAX_GPT_PARTITIONS || validate::a_size_is_too_small(p) {
         return None; // reported by the validation, with the way out
     }
     let cluster = p.cluster.uuid.value;

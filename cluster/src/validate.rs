@@ -84,6 +84,7 @@ fn unique<K: Eq + Hash, T>(
 fn check_nodes(p: &Profile, rep: &mut Report<'_>) {
     let mut names: HashMap<crate::name::NodeName, usize> = HashMap::new();
     let mut macs = HashMap::new();
+    let mut reported_entries = std::collections::HashSet::new();
     for (i, n) in p.nodes.iter().enumerate() {
         let nodes = &p.nodes;
         if names.contains_key(&n.name.value) {
@@ -113,6 +114,26 @@ fn check_nodes(p: &Profile, rep: &mut Report<'_>) {
         }
         names.insert(n.name.value.clone(), i);
         for m in &n.macs {
+            if let Some(why) = not_a_nic(m.value) {
+                // A range counts up from its first MAC: say it once, at the
+                // first member that goes wrong.
+                if reported_entries.insert((n.entry, m.key.clone())) {
+                    let derived = match &n.range {
+                        Some(r) => format!("{} of range {r} gets MAC {}", n.name.value, m.value),
+                        None => format!("{} has MAC {}", n.name.value, m.value),
+                    };
+                    rep.error(
+                        &m.span,
+                        &m.key,
+                        format!("{derived}, {why}"),
+                        Some(
+                            "start the range where every member is a unicast address, e.g. a locally administered 52:54:00:xx:xx:xx"
+                                .into(),
+                        ),
+                    );
+                }
+                continue;
+            }
             unique(&mut macs, m.value, i, m, rep, |rep, j| {
                 (
                     format!(
@@ -128,9 +149,68 @@ fn check_nodes(p: &Profile, rep: &mut Report<'_>) {
     }
 }
 
+/// The longest prefix whose network holds `hosts` host addresses besides
+/// its network and broadcast addresses.
+fn prefix_for(hosts: usize) -> u8 {
+    (1..=30u8)
+        .rev()
+        .find(|p| (1u64 << (32 - u32::from(*p))) - 2 >= hosts as u64)
+        .unwrap_or(1)
+}
+
+/// Why a MAC can be no NIC's: all zeros (a placeholder, which DHCP and the
+/// node agent cannot tell from no address) or a group address (multicast,
+/// broadcast included).
+fn not_a_nic(m: crate::net::MacAddr) -> Option<&'static str> {
+    if m.0 == [0; 6] {
+        Some("the all-zero address, which no NIC has")
+    } else if m.is_multicast() {
+        Some("a multicast address (the low bit of its first octet is set), which no NIC has")
+    } else {
+        None
+    }
+}
+
 fn check_addresses(p: &Profile, rep: &mut Report<'_>) {
     let net = &p.network;
     let cidr = net.cidr.value;
+    // A /31 or /32 is a point-to-point link (RFC 3021) without a broadcast
+    // address: no DHCP broadcast, no VRRP for the VIP, and no room for a
+    // cluster. The other checks would only complain about each address.
+    if cidr.prefix() > 30 {
+        let need = p.nodes.len() + net.vips.len() + usize::from(net.gateway.is_some());
+        rep.error(
+            &net.cidr.span,
+            &net.cidr.key,
+            format!(
+                "{cidr} is a point-to-point network without a broadcast address; the cluster needs a LAN for {need} addresses ({} nodes, {} VIPs{}) with DHCP and VRRP",
+                p.nodes.len(),
+                net.vips.len(),
+                if net.gateway.is_some() { ", a gateway" } else { "" }
+            ),
+            Some(format!("use a prefix of /{} or shorter", prefix_for(need))),
+        );
+        return;
+    }
+    let need = p.nodes.len() + net.vips.len() + usize::from(net.gateway.is_some());
+    if need as u64 > cidr.host_count() {
+        rep.error(
+            &net.cidr.span,
+            &net.cidr.key,
+            format!(
+                "{cidr} has {} host addresses, but the cluster needs {need} ({} nodes, {} VIPs{})",
+                cidr.host_count(),
+                p.nodes.len(),
+                net.vips.len(),
+                if net.gateway.is_some() {
+                    ", a gateway"
+                } else {
+                    ""
+                }
+            ),
+            Some(format!("use a prefix of /{} or shorter", prefix_for(need))),
+        );
+    }
     let host_help = || {
         let (first, last) = if cidr.prefix() >= 31 {
             (cidr.network(), cidr.broadcast())
@@ -282,9 +362,57 @@ fn check_addresses(p: &Profile, rep: &mut Report<'_>) {
     }
 }
 
-fn check_sizes(p: &Profile, rep: &mut Report<'_>) {
+/// Every size with a lower bound: the value, the bound, and why.
+fn size_floors(p: &Profile) -> Vec<(At<Bytes>, Bytes, &'static str)> {
     let s = &p.storage;
-    let at_least = |rep: &mut Report<'_>, v: &At<Bytes>, min: Bytes, why: &str| {
+    let mut out = vec![
+        (
+            s.esp.clone(),
+            defaults::ESP_MIN,
+            "the ESP is FAT32, which needs 65525 clusters of 4 KiB",
+        ),
+        (
+            s.meta.clone(),
+            defaults::META_MIN,
+            "the meta volume holds the boot tree and every node's configuration",
+        ),
+        (
+            s.origin.clone(),
+            Bytes::mib(16),
+            "the origin holds the whole host image",
+        ),
+        (
+            s.cow.clone(),
+            defaults::COW_MIN,
+            "a snapshot store needs its header and room for changed chunks",
+        ),
+    ];
+    if s.swap.value != Bytes::ZERO {
+        out.push((
+            s.swap.clone(),
+            Bytes::mib(1),
+            "mkswap needs at least ten pages",
+        ));
+    }
+    if let SharedSize::Fixed(b) = s.shared.value {
+        out.push((
+            s.shared.with(b),
+            defaults::SHARED_MIN,
+            "the shared volume holds an ext4 file system",
+        ));
+    }
+    if let Some(size) = &p.san.size {
+        out.push((
+            size.clone(),
+            Bytes::mib(64),
+            "the SAN must hold the whole layout",
+        ));
+    }
+    out
+}
+
+fn check_sizes(p: &Profile, rep: &mut Report<'_>) {
+    for (v, min, why) in size_floors(p) {
         if v.value < min {
             rep.error(
                 &v.span,
@@ -293,55 +421,13 @@ fn check_sizes(p: &Profile, rep: &mut Report<'_>) {
                 Some(format!("use at least {min}")),
             );
         }
-    };
-    at_least(
-        rep,
-        &s.esp,
-        defaults::ESP_MIN,
-        "the ESP is FAT32, which needs 65525 clusters of 4 KiB",
-    );
-    at_least(
-        rep,
-        &s.meta,
-        defaults::META_MIN,
-        "the meta volume holds the boot tree and every node's configuration",
-    );
-    at_least(
-        rep,
-        &s.origin,
-        Bytes::mib(16),
-        "the origin holds the whole host image",
-    );
-    at_least(
-        rep,
-        &s.cow,
-        defaults::COW_MIN,
-        "a snapshot store needs its header and room for changed chunks",
-    );
-    if s.swap.value != Bytes::ZERO {
-        at_least(
-            rep,
-            &s.swap,
-            Bytes::mib(1),
-            "mkswap needs at least ten pages",
-        );
     }
-    if let SharedSize::Fixed(b) = s.shared.value {
-        at_least(
-            rep,
-            &s.shared.with(b),
-            defaults::SHARED_MIN,
-            "the shared volume holds an ext4 file system",
-        );
-    }
-    if let Some(size) = &p.san.size {
-        at_least(
-            rep,
-            size,
-            Bytes::mib(64),
-            "the SAN must hold the whole layout",
-        );
-    }
+}
+
+/// Whether a size is below its bound (which the validation reports): then
+/// no layout is placed, whose "does not fit" would only contradict it.
+pub(crate) fn a_size_is_too_small(p: &Profile) -> bool {
+    size_floors(p).iter().any(|(v, min, _)| v.value < *min)
 }
 
 /// How many GPT partitions the profile needs.
@@ -417,10 +503,15 @@ fn check_services(p: &Profile, rep: &mut Report<'_>) {
 fn check_paths(p: &Profile, env: &dyn Env, rep: &mut Report<'_>) {
     let host = &p.image.host;
     if !env.is_file(Path::new(&host.value)) {
+        let what = if env.is_dir(Path::new(&host.value)) {
+            "is a folder, not a host image profile (a .toml file)"
+        } else {
+            "does not exist"
+        };
         rep.error(
             &host.span,
             &host.key,
-            format!("host image profile `{}` does not exist", host.value),
+            format!("host image profile `{}` {what}", host.value),
             Some(
                 "paths are relative to the cluster profile's folder, e.g. \"../hosts/tiny.toml\""
                     .into(),
@@ -429,7 +520,12 @@ fn check_paths(p: &Profile, env: &dyn Env, rep: &mut Report<'_>) {
     }
     for o in &p.image.overlays {
         if !env.is_dir(Path::new(&o.value)) {
-            rep.error(&o.span, &o.key, format!("overlay folder `{}` does not exist", o.value), Some("paths are relative to the cluster profile's folder, e.g. \"../../overlays/node\"".into()));
+            let what = if env.is_file(Path::new(&o.value)) {
+                "is a file, not a folder"
+            } else {
+                "does not exist"
+            };
+            rep.error(&o.span, &o.key, format!("overlay folder `{}` {what}", o.value), Some("paths are relative to the cluster profile's folder, e.g. \"../../overlays/node\"".into()));
         }
     }
 }

@@ -44,8 +44,8 @@ pub enum DeviceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is neither a block device nor a regular file")]
-    NotATarget { path: PathBuf },
+    #[error("{path} is {what}, neither a block device nor a regular file")]
+    NotATarget { path: PathBuf, what: &'static str },
     #[error("cannot read the size of {path}: {source}")]
     Size {
         path: PathBuf,
@@ -67,12 +67,86 @@ pub enum DeviceError {
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 const BLKSSZGET: libc::c_ulong = 0x1268;
 
-/// Reads the facts of `path` (opening it read-only).
-pub fn inspect(path: &Path) -> Result<TargetFacts, DeviceError> {
-    let file = File::open(path).map_err(|source| DeviceError::Open {
+/// What a file type is, in words, for an error that refuses it.
+fn kind_name(ft: std::fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_file() {
+        "a regular file"
+    } else {
+        "of an unknown file type"
+    }
+}
+
+/// Refuses anything but a block device or a regular file.
+fn target_type(path: &Path, meta: &std::fs::Metadata) -> Result<(), DeviceError> {
+    let ft = meta.file_type();
+    if ft.is_file() || ft.is_block_device() {
+        return Ok(());
+    }
+    Err(DeviceError::NotATarget {
+        path: path.to_owned(),
+        what: kind_name(ft),
+    })
+}
+
+/// Opens a target that [`target_type`] accepted. `O_NONBLOCK` is a belt to
+/// the type check's braces: should the path be swapped for a FIFO between
+/// the check and the open, the open still returns at once (and the type
+/// is checked again on the open file). The flag is cleared once open, so
+/// that no driver sees non-blocking reads and writes.
+fn open_target(path: &Path, write: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl with F_GETFL/F_SETFL only takes the descriptor, which
+    // `file` keeps open, and plain integers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// Opens `path` read-only without blocking, after checking (with `stat`,
+/// which follows links such as `/dev/disk/by-id/...`) that it is a block
+/// device or a regular file; a FIFO, socket, character device or directory
+/// is refused before it is opened.
+pub fn open_read(path: &Path) -> Result<File, DeviceError> {
+    let meta = std::fs::metadata(path).map_err(|source| DeviceError::Open {
         path: path.to_owned(),
         source,
     })?;
+    target_type(path, &meta)?;
+    let file = open_target(path, false).map_err(|source| DeviceError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let again = file.metadata().map_err(|source| DeviceError::Size {
+        path: path.to_owned(),
+        source,
+    })?;
+    target_type(path, &again)?;
+    Ok(file)
+}
+
+/// Reads the facts of `path` (opening it read-only, never blocking).
+pub fn inspect(path: &Path) -> Result<TargetFacts, DeviceError> {
+    let file = open_read(path)?;
     let meta = file.metadata().map_err(|source| DeviceError::Size {
         path: path.to_owned(),
         source,
@@ -90,6 +164,7 @@ pub fn inspect(path: &Path) -> Result<TargetFacts, DeviceError> {
     if !ft.is_block_device() {
         return Err(DeviceError::NotATarget {
             path: path.to_owned(),
+            what: kind_name(ft),
         });
     }
     let fd = file.as_raw_fd();
@@ -369,7 +444,17 @@ pub fn read_gpt(file: &File, sector: SectorSize, size: Bytes) -> std::io::Result
         if h.my_lba != lba {
             return Ok(None);
         }
-        let bytes = read_at(file, h.entries_lba * s, h.entries_len())?;
+        // The entry array must lie on the disk (a damaged or hostile
+        // header may put it anywhere); its length is bounded by
+        // `Header::parse`.
+        let Some(at) = h
+            .entries_lba
+            .checked_mul(s)
+            .filter(|at| at.saturating_add(h.entries_len() as u64) <= size.get())
+        else {
+            return Ok(None);
+        };
+        let bytes = read_at(file, at, h.entries_len())?;
         Ok(gpt::parse_entries(&h, &bytes).ok().map(|entries| FoundGpt {
             header: h,
             entries,
@@ -398,10 +483,15 @@ pub enum Contents {
 }
 
 /// A target that passed every check: the only way to get a writable target.
+/// It holds the target open for writing under an exclusive lock (see
+/// [`crate::lock`]), from the check to the end of the run.
 #[derive(Debug)]
 pub struct Checked {
     facts: TargetFacts,
     contents: Contents,
+    file: File,
+    /// The backing file of a loop-device target, locked too.
+    backing: Option<File>,
 }
 
 impl Checked {
@@ -411,6 +501,66 @@ impl Checked {
 
     pub fn contents(&self) -> &Contents {
         &self.contents
+    }
+
+    /// The facts, the locked target open for reading and writing, and the
+    /// locked backing file of a loop device (keep it open to keep its lock).
+    pub(crate) fn into_parts(self) -> (TargetFacts, File, Option<File>) {
+        (self.facts, self.file, self.backing)
+    }
+}
+
+/// Opens the target for writing and takes the install lock, before any of
+/// the checks that read it: an install running on it already is named.
+fn open_locked(facts: &TargetFacts) -> Result<(File, Option<File>), Refusal> {
+    let path = &facts.path;
+    let meta = std::fs::metadata(path).map_err(|source| DeviceError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    target_type(path, &meta)?;
+    let file = open_target(path, true).map_err(|source| not_writable(facts, source))?;
+    let meta = file.metadata().map_err(|source| DeviceError::Size {
+        path: path.clone(),
+        source,
+    })?;
+    target_type(path, &meta)?;
+    let rdev = meta.file_type().is_block_device().then(|| {
+        let r = meta.rdev();
+        (libc::major(r), libc::minor(r))
+    });
+    if rdev != facts.rdev {
+        return Err(Refusal::Changed { path: path.clone() });
+    }
+    crate::lock::exclusive(&file, path)?;
+    let backing = match rdev.and_then(crate::lock::loop_backing_file) {
+        Some(b) => {
+            // Read-only is enough to lock; the install writes through the
+            // loop device.
+            let bf = File::open(&b).map_err(|source| DeviceError::Open {
+                path: b.clone(),
+                source,
+            })?;
+            crate::lock::exclusive(&bf, &b)?;
+            Some(bf)
+        }
+        None => None,
+    };
+    Ok((file, backing))
+}
+
+fn not_writable(facts: &TargetFacts, source: std::io::Error) -> Refusal {
+    let why = match source.raw_os_error() {
+        Some(libc::EPERM) if facts.kind == TargetKind::RegularFile => {
+            " (an immutable or append-only file? `lsattr` shows it, `chattr -i` clears it)"
+        }
+        Some(libc::EROFS) => " (it is on a read-only mount)",
+        _ => "",
+    };
+    Refusal::NotWritable {
+        path: facts.path.clone(),
+        why,
+        source,
     }
 }
 
@@ -435,6 +585,17 @@ pub enum Refusal {
         have: SectorSize,
         want: SectorSize,
     },
+    #[error("{path} cannot be opened for writing{why}: {source}")]
+    NotWritable {
+        path: PathBuf,
+        why: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Locked(#[from] crate::lock::LockError),
+    #[error("{path} changed while it was checked (another device now has its name)")]
+    Changed { path: PathBuf },
 }
 
 /// Checks `facts` against `plan` before any write: in use, too small, wrong
@@ -456,14 +617,11 @@ pub fn check(facts: TargetFacts, plan: &Plan, wipe: bool) -> Result<Checked, Ref
             need: plan.disk.size,
         });
     }
+    let (file, backing) = open_locked(&facts)?;
     let uses = in_use(&facts)?;
     if !uses.is_empty() {
         return Err(Refusal::InUse { path, uses });
     }
-    let file = File::open(&path).map_err(|source| DeviceError::Open {
-        path: path.clone(),
-        source,
-    })?;
     let found = read_gpt(&file, plan.disk.sector_size, facts.size).map_err(|source| {
         DeviceError::Probe {
             path: path.clone(),
@@ -497,7 +655,12 @@ pub fn check(facts: TargetFacts, plan: &Plan, wipe: bool) -> Result<Checked, Ref
             what: what.clone(),
         });
     }
-    Ok(Checked { facts, contents })
+    Ok(Checked {
+        facts,
+        contents,
+        file,
+        backing,
+    })
 }
 
 /// Model and serial of a block device, for the confirmation prompt.

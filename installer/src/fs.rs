@@ -109,8 +109,11 @@ pub fn replace_file(
     };
     std::fs::write(&src, data).map_err(io)?;
     let cmds = dir.path().join("cmds");
+    // debugfs reads a bare number as a date first (strptime "%Y%m%d%H%M%S",
+    // which is lax: 1796523686 became the year 2340) and as seconds only
+    // when that fails; "@N" is seconds always.
     let script = format!(
-        "rm /{name}\nwrite {} /{name}\nsif /{name} mode 0100644\nsif /{name} uid 0\nsif /{name} gid 0\nsif /{name} mtime {epoch}\nsif /{name} ctime {epoch}\nsif /{name} atime {epoch}\n",
+        "rm /{name}\nwrite {} /{name}\nsif /{name} mode 0100644\nsif /{name} uid 0\nsif /{name} gid 0\nsif /{name} mtime @{epoch}\nsif /{name} ctime @{epoch}\nsif /{name} atime @{epoch}\nsif /{name} crtime @{epoch}\n",
         src.display()
     );
     std::fs::write(&cmds, script).map_err(io)?;
@@ -178,4 +181,60 @@ pub fn ext4_uuid(superblock_region: &[u8]) -> Option<Uuid> {
     let mut u = [0u8; 16];
     u.copy_from_slice(&sb[0x68..0x78]);
     Some(Uuid::from_bytes(u))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The seconds debugfs `stat` prints for one time field of `path`.
+    fn stat_time(img: &Path, path: &str, field: &str) -> u64 {
+        let out = run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("stat {path}"))
+            .arg(img))
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("no {field} in debugfs stat: {text}"));
+        // " mtime: 0x6b14caa6:00000000 -- ...": seconds, then the extra
+        // field whose low two bits extend them past 2038.
+        let hex = line.split_whitespace().nth(1).unwrap();
+        let (lo, extra) = hex.trim_start_matches("0x").split_once(':').unwrap();
+        let lo = u64::from_str_radix(lo, 16).unwrap();
+        let extra = u64::from_str_radix(extra, 16).unwrap();
+        lo + ((extra & 3) << 32)
+    }
+
+    #[test]
+    fn a_replaced_file_has_the_epoch_as_every_time() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("meta.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        // An epoch that debugfs would misread as a date without "@".
+        let epoch = 1_796_523_686;
+        mke2fs(
+            &img,
+            &Ext4 {
+                label: "t",
+                uuid: Uuid::from_u128(1),
+                offset: Bytes(0),
+                size: Bytes(16 << 20),
+                contents: None,
+                epoch,
+                mmp: false,
+            },
+        )
+        .unwrap();
+        replace_file(&img, Bytes(0), "journal.json", b"{}\n", epoch).unwrap();
+        for field in ["mtime", "ctime", "atime", "crtime"] {
+            assert_eq!(stat_time(&img, "/journal.json", field), epoch, "{field}");
+        }
+    }
 }

@@ -23,6 +23,16 @@ pub enum InstalledError {
     Tool(#[from] crate::tool::ToolError),
     #[error("{path} holds no vlx cluster: {why}")]
     NotInstalled { path: PathBuf, why: String },
+    /// A vlx partition table whose install was cut before the meta volume
+    /// (and with it the plan and journal) was made.
+    #[error(
+        "the install on {path} was cut {when}: {what}; run `vlx-install apply` again with the same profile and image to finish it"
+    )]
+    Interrupted {
+        path: PathBuf,
+        when: &'static str,
+        what: &'static str,
+    },
 }
 
 /// What `status` and `verify` read from a SAN, without writing.
@@ -43,10 +53,7 @@ impl Installed {
     /// 512 then 4096 bytes) and the plan from `vlx-meta`.
     pub fn open(path: &Path) -> Result<Installed, InstalledError> {
         let facts = device::inspect(path)?;
-        let file = File::open(path).map_err(|source| device::DeviceError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = device::open_read(path)?;
         let sizes = match facts.sector_size {
             Some(s) => vec![s],
             None => vec![SectorSize::B512, SectorSize::B4096],
@@ -73,8 +80,28 @@ impl Installed {
         let meta = cluster::locate::meta_entry(&gpt.entries)
             .ok_or_else(|| not("no vlx-meta partition"))?;
         let meta_offset = meta.offset(sector);
-        let plan_bytes = fs::read_file(path, meta_offset, "/plan.json")?
-            .ok_or_else(|| not("vlx-meta holds no plan.json"))?;
+        // Without this, debugfs's own complaint about a missing file system
+        // would be all that is said of an install cut after the GPT step.
+        let head =
+            device::read_at(&file, meta_offset.get(), 2048).map_err(|source| TargetError {
+                op: "reading the superblock of vlx-meta on",
+                path: path.to_owned(),
+                offset: meta_offset.get(),
+                source,
+            })?;
+        if fs::ext4_uuid(&head).is_none() {
+            return Err(InstalledError::Interrupted {
+                path: path.to_owned(),
+                when: "after its first step (gpt)",
+                what: "the partition table is written, but vlx-meta holds no file system yet",
+            });
+        }
+        let plan_bytes =
+            fs::read_file(path, meta_offset, "/plan.json")?.ok_or(InstalledError::Interrupted {
+                path: path.to_owned(),
+                when: "while the meta volume (step meta) was made",
+                what: "vlx-meta holds no plan.json",
+            })?;
         let plan = Plan::from_json(&String::from_utf8_lossy(&plan_bytes))
             .map_err(|e| not(&format!("its plan.json is unreadable: {e}")))?;
         let journal = fs::read_file(path, meta_offset, &format!("/{}", crate::journal::FILE))?

@@ -10,10 +10,12 @@
 
 pub mod apply;
 pub mod device;
+pub mod exit;
 pub mod fs;
 pub mod image;
 pub mod installed;
 pub mod journal;
+pub mod lock;
 pub mod media;
 pub mod prepare;
 pub mod render;

@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use cluster::{Bytes, SanFacts};
 use installer::apply::{self, Inputs, Options, Outcome, Reporter};
 use installer::device::{self, Contents, Refusal};
+use installer::exit;
 use installer::installed::Installed;
-use installer::prepare::{self, EXIT_BAD_INPUT, EXIT_REFUSED, PrepareError, Request};
+use installer::prepare::{self, PrepareError, Request};
 use installer::report::{Console, JsonLines};
 
 /// Lay a whole vlx cluster onto a shared SAN, from a cluster profile and a
@@ -131,23 +132,22 @@ fn main() -> ExitCode {
         Err(e) => {
             if let Some(PrepareError::Invalid(d)) = e.downcast_ref::<PrepareError>() {
                 eprintln!("{d}");
-                return ExitCode::from(EXIT_BAD_INPUT);
+                return ExitCode::from(exit::BAD_INPUT);
             }
-            eprintln!("vlx-install: {e:#}");
-            let refused = e.downcast_ref::<Refusal>().is_some()
-                || e.downcast_ref::<PrepareError>()
-                    .is_some_and(|p| p.exit_code() == EXIT_REFUSED)
-                || matches!(
-                    e.downcast_ref::<apply::ApplyError>(),
-                    Some(apply::ApplyError::Refused(_))
-                )
-                || matches!(
-                    e.downcast_ref::<installer::reset::ResetError>(),
-                    Some(installer::reset::ResetError::Refused(_))
+            if let Some(PrepareError::DoesNotFit(d)) = e.downcast_ref::<PrepareError>() {
+                eprintln!("{d}");
+                eprintln!(
+                    "vlx-install: the profile does not fit this SAN; nothing was written to it"
                 );
-            if refused {
+                return ExitCode::from(exit::REFUSED);
+            }
+            eprintln!("vlx-install: {}", exit::message(&e));
+            if exit::is_refusal(&e) {
                 eprintln!("vlx-install: nothing was written to the target");
-                return ExitCode::from(EXIT_REFUSED);
+                return ExitCode::from(exit::REFUSED);
+            }
+            if exit::is_bad_input(&e) {
+                return ExitCode::from(exit::BAD_INPUT);
             }
             ExitCode::FAILURE
         }
@@ -169,7 +169,13 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
             sector_size: None,
         },
     };
-    let plan = prepare::plan_profile(&args.cluster, san)?.plan;
+    let plan = prepare::plan_profile(&args.cluster, san)
+        .map_err(|e| match e {
+            // Only a real target is refused; a --san-size too small is bad input.
+            PrepareError::DoesNotFit(d) if args.san.is_none() => PrepareError::Invalid(d),
+            e => e,
+        })?
+        .plan;
     let text = if args.json {
         plan.to_json()
     } else {

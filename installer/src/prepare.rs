@@ -93,6 +93,11 @@ pub enum PrepareError {
     /// Bad input: every problem of the profile, with file:line:column.
     #[error("{0}")]
     Invalid(Diagnostics),
+    /// A valid profile that does not fit the SAN it was planned for: too
+    /// small, or of another sector size. That refuses the target (exit 3)
+    /// rather than the profile.
+    #[error("{0}")]
+    DoesNotFit(Diagnostics),
     #[error(transparent)]
     Device(#[from] device::DeviceError),
     #[error(transparent)]
@@ -120,11 +125,23 @@ impl PrepareError {
     pub fn exit_code(&self) -> u8 {
         match self {
             PrepareError::Invalid(_) => EXIT_BAD_INPUT,
-            PrepareError::Refused(_) | PrepareError::SanSize { .. } => EXIT_REFUSED,
-            _ => 1,
+            PrepareError::Refused(_)
+            | PrepareError::SanSize { .. }
+            | PrepareError::DoesNotFit(_)
+            | PrepareError::Device(_)
+            | PrepareError::Image { .. } => EXIT_REFUSED,
+            PrepareError::Read { .. } => 1,
         }
     }
 }
+
+/// A SAN big enough for any profile, to tell a profile that is wrong from
+/// one that does not fit its target: 1 PiB of 4096-byte sectors is far
+/// inside what a GPT addresses.
+const ROOMY: SanFacts = SanFacts {
+    size: Some(Bytes(1 << 50)),
+    sector_size: None,
+};
 
 /// A profile read once and planned.
 #[derive(Debug)]
@@ -136,16 +153,28 @@ pub struct Planned {
 
 /// Reads the profile at `path` once and plans it for `san`; relative paths
 /// in the profile are taken from its folder.
+///
+/// A profile that is valid but does not fit a known `san` is
+/// [`PrepareError::DoesNotFit`] (the target is refused), one that is wrong
+/// whatever the SAN is [`PrepareError::Invalid`].
 pub fn plan_profile(path: &Path, san: SanFacts) -> Result<Planned, PrepareError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PrepareError::Read {
+    let bytes = std::fs::read(path).map_err(|source| PrepareError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let source = Source::new(path.display().to_string(), text);
+    let source =
+        Source::from_bytes(path.display().to_string(), bytes).map_err(PrepareError::Invalid)?;
     let env = FsEnv {
         base: folder_of(path),
     };
-    let (profile, plan) = cluster::load(&source, &env, san).map_err(PrepareError::Invalid)?;
+    let (profile, plan) = cluster::load(&source, &env, san).map_err(|d| {
+        let target_known = san.size.is_some() || san.sector_size.is_some();
+        if target_known && cluster::load(&source, &env, ROOMY).is_ok() {
+            PrepareError::DoesNotFit(d)
+        } else {
+            PrepareError::Invalid(d)
+        }
+    })?;
     Ok(Planned {
         text: source.text().to_owned(),
         profile,

@@ -18,6 +18,8 @@ pub struct Target {
     /// when the file system or device allows it.
     direct: Option<File>,
     facts: TargetFacts,
+    /// The locked backing file of a loop-device target (see [`crate::lock`]).
+    _backing_lock: Option<File>,
 }
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths: the largest
@@ -35,26 +37,19 @@ pub struct TargetError {
 }
 
 impl Target {
-    /// Opens a checked target for reading and writing (never truncating).
+    /// Takes over the checked target, open for reading and writing (never
+    /// truncated) under the install lock, which it holds until dropped.
     pub fn open(checked: Checked) -> Result<Target, TargetError> {
-        let facts = checked.facts().clone();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&facts.path)
-            .map_err(|source| TargetError {
-                op: "opening",
-                path: facts.path.clone(),
-                offset: 0,
-                source,
-            })?;
+        let (facts, file, backing) = checked.into_parts();
         // tmpfs and some network file systems refuse O_DIRECT; then every
-        // write goes through the page cache.
+        // write goes through the page cache. O_NONBLOCK: the path was a
+        // block device or regular file when checked; should it have become
+        // a FIFO since, this open must not hang (and O_DIRECT fails there).
         let direct = {
             use std::os::unix::fs::OpenOptionsExt;
             OpenOptions::new()
                 .write(true)
-                .custom_flags(libc::O_DIRECT)
+                .custom_flags(libc::O_DIRECT | libc::O_NONBLOCK)
                 .open(&facts.path)
                 .ok()
         };
@@ -62,6 +57,7 @@ impl Target {
             file,
             direct,
             facts,
+            _backing_lock: backing,
         })
     }
 

@@ -8,7 +8,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 
@@ -342,11 +341,128 @@ fn fingerprint(san: &Path, plan: &cluster::Plan) -> Vec<(String, String)> {
         "backup gpt".into(),
         installer::stream::hash_file_range(&f, san, tail, plan.disk.size.get() - tail).unwrap(),
     ));
-    let meta =
-        installer::fs::read_file(san, cluster::Bytes(offset(plan, "vlx-meta")), "/plan.json")
-            .unwrap();
-    out.push(("plan.json".into(), format!("{:?}", meta.map(|m| m.len()))));
+    out.extend(meta_files(san, plan));
     out
+}
+
+/// Every file, folder and link on `vlx-meta` (as `debugfs rdump` copies
+/// them out, with owners, modes and mtimes) and its content's sha256. The
+/// ext4 bytes themselves differ by design after a rerun (debugfs rewrites
+/// the journal file in other blocks), what it holds must not.
+fn meta_files(san: &Path, plan: &cluster::Plan) -> Vec<(String, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let meta_dev = format!("{}?offset={}", san.display(), offset(plan, "vlx-meta"));
+    ok(Command::new("debugfs")
+        .args(["-R", &format!("rdump / {}", d.path().display())])
+        .arg(&meta_dev));
+    let mut out = Vec::new();
+    let mut todo = vec![d.path().to_owned()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_dir() {
+                todo.push(p.clone());
+                "dir".to_owned()
+            } else if m.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if is_host_key(&p) {
+                // Made anew by every install, by design: its content may
+                // differ, but it must be a key whose public half is the
+                // .pub beside it.
+                let derived = ok(Command::new("ssh-keygen").arg("-y").arg("-f").arg(&p));
+                let public = std::fs::read_to_string(p.with_extension("pub")).unwrap();
+                let fields = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                assert_eq!(fields(&derived), fields(&public), "{}", p.display());
+                "a host key matching its .pub".to_owned()
+            } else if p.extension().is_some_and(|e| e == "pub")
+                && is_host_key(&p.with_extension(""))
+            {
+                "the public half of the host key beside it".to_owned()
+            } else {
+                sha256_file(&p)
+            };
+            let rel = p.strip_prefix(d.path()).unwrap().display().to_string();
+            out.push((
+                format!("meta:/{rel}"),
+                format!(
+                    "{:o} {}:{} mtime {} {what}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    m.mtime()
+                ),
+            ));
+        }
+    }
+    out.sort();
+    assert!(
+        out.iter().any(|(k, _)| k == "meta:/plan.json"),
+        "vlx-meta holds no plan.json: {out:?}"
+    );
+    out
+}
+
+/// `etc/ssh/ssh_host_<type>_key`: a node's host key.
+fn is_host_key(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("ssh_host_") && n.ends_with("_key"))
+}
+
+/// Asserts that two fingerprints agree, naming only the entries that differ.
+fn assert_same(got: &[(String, String)], want: &[(String, String)], what: &str) {
+    let diff: Vec<String> = want
+        .iter()
+        .filter(|w| !got.contains(w))
+        .map(|(k, v)| {
+            format!(
+                "{k}: want {v}, got {:?}",
+                got.iter().find(|(g, _)| g == k).map(|(_, v)| v)
+            )
+        })
+        .chain(
+            got.iter()
+                .filter(|(k, _)| !want.iter().any(|(w, _)| w == k))
+                .map(|(k, v)| format!("{k}: not in a clean install ({v})")),
+        )
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "{what}: the finished install differs from a clean one:\n{}",
+        diff.join("\n")
+    );
+}
+
+/// What a recovered install must pass besides matching a clean one:
+/// `vlx-install verify`, and e2fsck on each ext4 volume.
+fn check_recovered(san: &Path, plan: &cluster::Plan, what: &str) {
+    let v = vlx_install(&["verify", "--san", san.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(0), "{what}: {}", text(&v));
+    for label in ["vlx-meta", "vlx-origin"] {
+        e2fsck(san, offset(plan, label));
+    }
+    // The shared volume's MMP block is read without `?offset=`: through a
+    // loop device (see installs_at_both_sector_sizes_and_outside_tools_agree).
+    let shared = plan.disk.by_label("vlx-shared").unwrap();
+    let o = Command::new("losetup")
+        .args([
+            "--find",
+            "--show",
+            "--read-only",
+            "--offset",
+            &offset(plan, "vlx-shared").to_string(),
+            "--sizelimit",
+            &shared.size.get().to_string(),
+        ])
+        .arg(san)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{what}: losetup: {}", text(&o));
+    let lp = Loop(String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let t = ok(Command::new("e2fsck").arg("-fn").arg(&lp.0));
+    assert!(!t.contains("Fix?"), "{what}: {t}");
 }
 
 fn apply_with_fault(prof: &Path, img: &Path, san: &Path, fault: &str) -> std::process::Output {
@@ -385,19 +501,29 @@ fn a_crash_after_any_step_is_finished_by_a_rerun() {
         let san = san(d.path(), SAN);
         let o = apply_with_fault(&prof, &img, &san, fault);
         assert!(
-            !o.status.success() && text(&o).contains("fault injected"),
+            o.status.code().is_none() && text(&o).contains("fault injected"),
             "{fault}: {}",
             text(&o)
         );
+        if fault == "after:gpt" {
+            // No meta volume yet: status and verify say which step was cut
+            // and that a rerun finishes it, and exit 1.
+            for cmd in ["status", "verify"] {
+                let o = vlx_install(&[cmd, "--san", san.to_str().unwrap()]);
+                assert_eq!(o.status.code(), Some(1), "{cmd}: {}", text(&o));
+                assert!(
+                    text(&o).contains("cut after its first step (gpt)")
+                        && text(&o).contains("run `vlx-install apply` again")
+                        && !text(&o).contains("debugfs"),
+                    "{cmd}: {}",
+                    text(&o)
+                );
+            }
+        }
         let o = apply(&prof, &img, &san, &[]);
         assert!(o.status.success(), "{fault}: rerun failed: {}", text(&o));
-        assert_eq!(
-            fingerprint(&san, &plan),
-            want,
-            "{fault}: the finished install differs from a clean one"
-        );
-        let v = vlx_install(&["verify", "--san", san.to_str().unwrap()]);
-        assert!(v.status.success(), "{fault}: {}", text(&v));
+        assert_same(&fingerprint(&san, &plan), &want, fault);
+        check_recovered(&san, &plan, fault);
         std::fs::remove_file(&san).unwrap();
     }
 }
@@ -414,42 +540,66 @@ fn sigkill_at_random_times_then_rerun_gives_a_clean_install() {
     let plan = plan(&prof, &clean);
     let want = fingerprint(&clean, &plan);
     std::fs::remove_file(&clean).unwrap();
-    // A fixed seed: the kill times differ from run to run of the loop, not
-    // from one test run to the next.
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    for round in 0..4 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let at = Duration::from_millis(x % (full.as_millis() as u64).max(1));
-        let san = san(d.path(), SAN);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vlx-install"))
-            .args(["apply", "--yes", "--cluster"])
-            .arg(&prof)
-            .arg("--image")
-            .arg(&img)
-            .arg("--san")
-            .arg(&san)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(at);
-        let _ = child.kill(); // SIGKILL; it may have finished already
-        let _ = child.wait();
+    // Kills spread over the length of a whole install. A kill that comes
+    // after the install ended (a faster run) is tried again earlier, so
+    // that every round kills a running install.
+    let mut mid_install = 0;
+    for round in 1..=4u32 {
+        let mut at = full * round / 5;
+        let mut tries = 0;
+        let san = loop {
+            tries += 1;
+            let san = san(d.path(), SAN);
+            let mut child = Command::new(env!("CARGO_BIN_EXE_vlx-install"))
+                .args(["apply", "--yes", "--cluster"])
+                .arg(&prof)
+                .arg("--image")
+                .arg(&img)
+                .arg("--san")
+                .arg(&san)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(at);
+            let running = child.try_wait().unwrap().is_none();
+            child.kill().unwrap(); // SIGKILL (a no-op on a child that has ended)
+            let st = child.wait().unwrap();
+            if running && std::os::unix::process::ExitStatusExt::signal(&st) == Some(9) {
+                break san;
+            }
+            assert!(tries < 8, "round {round}: no kill landed in {tries} tries");
+            at /= 2;
+        };
+        // Mid-install: a partition table is there, the install is not
+        // complete (a kill before the first write leaves a blank target).
+        let o = vlx_install(&["status", "--san", san.to_str().unwrap()]);
+        let t = text(&o);
+        assert!(
+            !t.contains("install: complete"),
+            "round {round}: killed at {at:?}, yet the install is complete: {t}"
+        );
+        if t.contains("NOT complete") || t.contains("was cut") {
+            mid_install += 1;
+        }
         let o = apply(&prof, &img, &san, &[]);
         assert!(
             o.status.success(),
             "round {round}, killed at {at:?}: rerun failed: {}",
             text(&o)
         );
-        assert_eq!(
-            fingerprint(&san, &plan),
-            want,
-            "round {round}, killed at {at:?}"
+        assert_same(
+            &fingerprint(&san, &plan),
+            &want,
+            &format!("round {round}, killed at {at:?}"),
         );
+        check_recovered(&san, &plan, &format!("round {round}, killed at {at:?}"));
         std::fs::remove_file(&san).unwrap();
     }
+    assert!(
+        mid_install >= 2,
+        "only {mid_install} of 4 kills landed after the first write"
+    );
 }
 
 /// Stands in for booted nodes: a dm-snapshot header on every node's store.
@@ -482,7 +632,7 @@ fn reset_node_zeroes_that_nodes_store_only() {
         }
     }
     let o = vlx_install(&["reset-node", "s9", "--san", san.to_str().unwrap()]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("no node s9") && text(&o).contains("s1, s2, s3"),
         "{}",
@@ -496,10 +646,11 @@ fn status_reports_cluster_steps_and_origin() {
     let img = image_dir(d.path(), "x");
     let prof = profile(d.path(), 512);
     let san = san(d.path(), SAN);
+    let o = apply_with_fault(&prof, &img, &san, "after:swap");
     assert!(
-        !apply_with_fault(&prof, &img, &san, "after:swap")
-            .status
-            .success()
+        o.status.code().is_none() && text(&o).contains("fault injected"),
+        "{}",
+        text(&o)
     );
     let o = vlx_install(&["status", "--san", san.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -519,7 +670,7 @@ fn status_reports_cluster_steps_and_origin() {
     // verify names what is missing, and fails.
     let v = vlx_install(&["verify", "--san", san.to_str().unwrap()]);
     assert!(
-        !v.status.success() && text(&v).contains("pending shared, content, boot"),
+        v.status.code() == Some(1) && text(&v).contains("pending shared, content, boot"),
         "{}",
         text(&v)
     );

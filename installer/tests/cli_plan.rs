@@ -113,5 +113,60 @@ fn an_unreadable_profile_is_not_bad_input_but_an_error() {
         "8GiB",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such.toml"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such.toml"), "{err}");
+    // The OS error once, not once per error in the chain.
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+}
+
+#[test]
+fn a_profile_that_is_not_utf8_exits_2_naming_file_line_and_byte_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("latin1.toml");
+    // "é" in Latin-1 on line 3, at byte offset 26.
+    std::fs::write(&f, b"[cluster]\nname = \"t\"\n# caf\xe9\n").unwrap();
+    let out = plan(&["--cluster", f.to_str().unwrap(), "--san-size", "8GiB"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:6:", f.display()))
+            && err.contains("not UTF-8: byte 0xe9 at byte offset 26"),
+        "{err}"
+    );
+    assert_eq!(err.matches("not UTF-8").count(), 1, "{err}");
+}
+
+/// A valid profile that does not fit the SAN it is planned for refuses the
+/// target (3); a wrong profile stays bad input (2) whatever the target; a
+/// too small `--san-size` is bad input too (no target to refuse).
+#[test]
+fn a_profile_that_does_not_fit_its_san_refuses_the_target_but_a_bad_one_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let san = dir.path().join("san.img");
+    std::fs::File::create(&san)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let san = san.to_str().unwrap();
+    let out = plan(&["--cluster", "profiles/clusters/demo.toml", "--san", san]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("the layout needs") && err.contains("does not fit this SAN"),
+        "{err}"
+    );
+    let bad = "cluster/tests/fixtures/bad/10-duplicate-mac.toml";
+    let out = plan(&["--cluster", bad, "--san", san]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("duplicate MAC"), "{err}");
+    let out = plan(&[
+        "--cluster",
+        "profiles/clusters/demo.toml",
+        "--san-size",
+        "1GiB",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the layout needs"), "{err}");
 }

@@ -75,25 +75,48 @@ fn live_keepalived_t_accepts_every_rendered_config() {
     }
 }
 
-/// The same check must fail on a broken config, or it proves nothing.
+/// The same check must fail on a broken config, or it proves nothing; and
+/// fail for the config's reason, not because keepalived or the namespace
+/// could not run: the same config with a valid VRID passes, and the broken
+/// one ends with keepalived's config-error exit (5, KEEPALIVED_EXIT_CONFIG)
+/// naming the VRID.
 #[test]
 fn live_keepalived_t_refuses_a_broken_config() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("k.conf");
-    std::fs::write(
-        &conf,
-        "vrrp_instance x {\n interface vlx0\n virtual_router_id 300\n priority 100\n}\n",
-    )
-    .unwrap();
-    let script = format!(
-        "ip link add vlx0 type veth peer name p && keepalived -t -l -f '{}'",
-        conf.display()
-    );
-    let out = Command::new("unshare")
-        .args(["-n", "sh", "-c", &script])
-        .output()
+    let check = |vrid: u32| {
+        let conf = dir.path().join(format!("k{vrid}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "vrrp_instance x {{\n interface vlx0\n virtual_router_id {vrid}\n priority 100\n virtual_ipaddress {{\n  10.0.0.9/24\n }}\n}}\n"
+            ),
+        )
         .unwrap();
-    assert!(!out.status.success(), "keepalived -t passed a VRID of 300");
+        // 90: the namespace's link could not be made (keepalived never ran).
+        let script = format!(
+            "ip link add vlx0 type veth peer name p || exit 90\nkeepalived -t -l -f '{}'",
+            conf.display()
+        );
+        Command::new("unshare")
+            .args(["-n", "sh", "-c", &script])
+            .output()
+            .unwrap()
+    };
+    let good = check(30);
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "keepalived -t refused a valid config: {}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let bad = check(300);
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(
+        bad.status.code(),
+        Some(5),
+        "keepalived -t on a VRID of 300: {said}"
+    );
+    assert!(said.contains("VRID '300' not valid"), "{said}");
 }
 
 #[test]

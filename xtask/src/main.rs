@@ -7,6 +7,9 @@
 //!   in QEMU (`vlx-rig rehearse` on the built-in defaults).
 //! - `cargo xtask bench [ARGS]`: the benchmarks, with ratios against the
 //!   reference tools run in the same process.
+//! - `cargo xtask fuzz [CASES]`: the fuzz targets (the `fuzz` property
+//!   tests of cluster, agent and installer) with CASES inputs each
+//!   (100000 by default); `cargo xtask test` runs them with proptest's 256.
 //! - `cargo xtask deps`: only install the packages.
 
 mod deps;
@@ -37,7 +40,8 @@ fn run() -> anyhow::Result<()> {
         "rehearse" => rehearse(&rest),
         "bench" => bench(&rest),
         "deps" => deps::ensure(),
-        _ => bail!("usage: cargo xtask <test|rehearse|bench|deps> [ARGS]"),
+        "fuzz" => fuzz(&rest),
+        _ => bail!("usage: cargo xtask <test|rehearse|bench|fuzz|deps> [ARGS]"),
     }
 }
 
@@ -117,4 +121,29 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
             .args(["run", "--release", "--quiet", "--package", "bench", "--"])
             .args(extra),
     )
+}
+
+/// The crates with a `tests/fuzz.rs`: profile reader, GPT readers, the
+/// readers of `status`/`verify`, the kernel command line.
+const FUZZ_CRATES: [&str; 3] = ["cluster", "agent", "installer"];
+
+/// Runs every fuzz target with many more cases than the test suite does.
+/// A debug build, so that an arithmetic overflow is a panic, not a wrap.
+fn fuzz(extra: &[String]) -> anyhow::Result<()> {
+    let cases: u64 = match extra.first() {
+        None => 100_000,
+        Some(n) => n
+            .parse()
+            .with_context(|| format!("usage: cargo xtask fuzz [CASES]; {n:?} is not a count"))?,
+    };
+    for krate in FUZZ_CRATES {
+        deps::run(cargo().env("PROPTEST_CASES", cases.to_string()).args([
+            "test",
+            "--package",
+            krate,
+            "--test",
+            "fuzz",
+        ]))?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@
 //! exactly the expected length. Each connection has a timeout, so a storm
 //! ends by itself.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -33,8 +34,10 @@ pub struct Report {
     pub clients: usize,
     /// Clients whose every fetch was complete.
     pub complete: usize,
-    /// The first few failures, each naming its client and file.
-    pub failures: Vec<String>,
+    /// Failed clients by reason (the error without client and file), with
+    /// how many clients failed so and the first of them ("client 7:
+    /// 10.0.0.1:80/vmlinuz").
+    pub failures: BTreeMap<String, (usize, String)>,
     pub failed: usize,
     pub bytes: u64,
     /// From the barrier to the last client's last byte.
@@ -57,14 +60,19 @@ pub fn run(ns: &str, clients: Vec<Vec<Fetch>>, timeout: Duration) -> anyhow::Res
         let t = std::thread::Builder::new()
             // Small stacks: hundreds of clients on a 2-core machine.
             .stack_size(256 * 1024)
-            .spawn(move || -> Result<(u64, Instant), String> {
-                let entered = crate::lab::enter(&path).map_err(|e| format!("{e:#}"));
+            .spawn(move || -> Result<(u64, Instant), (String, String)> {
+                let entered =
+                    crate::lab::enter(&path).map_err(|e| (format!("{e:#}"), format!("client {i}")));
                 barrier.wait();
                 entered?;
                 let mut bytes = 0;
                 for f in &fetches {
-                    bytes += get(f, timeout)
-                        .map_err(|e| format!("client {i}: {}{}: {e:#}", f.server, f.path))?;
+                    bytes += get(f, timeout).map_err(|e| {
+                        (
+                            format!("{e:#}"),
+                            format!("client {i}: {}{}", f.server, f.path),
+                        )
+                    })?;
                 }
                 Ok((bytes, Instant::now()))
             })
@@ -76,7 +84,7 @@ pub fn run(ns: &str, clients: Vec<Vec<Fetch>>, timeout: Duration) -> anyhow::Res
     let mut report = Report {
         clients: n,
         complete: 0,
-        failures: Vec::new(),
+        failures: BTreeMap::new(),
         failed: 0,
         bytes: 0,
         last: Duration::ZERO,
@@ -92,11 +100,9 @@ pub fn run(ns: &str, clients: Vec<Vec<Fetch>>, timeout: Duration) -> anyhow::Res
                 report.last = report.last.max(d);
                 times.push(d);
             }
-            Ok(Err(e)) => {
+            Ok(Err((reason, who))) => {
                 report.failed += 1;
-                if report.failures.len() < 5 {
-                    report.failures.push(e);
-                }
+                report.failures.entry(reason).or_insert((0, who)).0 += 1;
             }
             Err(_) => bail!("a client thread panicked"),
         }

@@ -330,6 +330,28 @@ pub fn enter(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kernel's count of connections namespace `ns` dropped because a
+/// listening socket's accept queue was full (`TcpExt: ListenOverflows` of
+/// its `/proc/net/netstat`).
+pub fn listen_overflows(ns: &str) -> anyhow::Result<u64> {
+    let text = in_netns(ns, || {
+        std::fs::read_to_string("/proc/thread-self/net/netstat")
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the netstat thread panicked"))??
+    .context("reading /proc/net/netstat")?;
+    let mut tcp_ext = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else {
+        bail!("no TcpExt lines in /proc/net/netstat of {ns}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(k, _)| *k == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .with_context(|| format!("no ListenOverflows in /proc/net/netstat of {ns}"))
+}
+
 /// Whether a TCP connection from namespace `ns` to `at` succeeds.
 fn connects(ns: &str, at: SocketAddr) -> anyhow::Result<bool> {
     in_netns(ns, move || {

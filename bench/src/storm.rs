@@ -92,11 +92,22 @@ pub fn run() -> anyhow::Result<()> {
     print_http("1 blade ", &one);
     print_http(&format!("{SERVERS} blades"), &all);
     if let (Some(a), Some(b)) = (&one.http, &all.http) {
+        let rate = |h: &bench::http_storm::Report| {
+            crate::util::mib(h.bytes) / h.last.as_secs_f64().max(f64::EPSILON)
+        };
         println!(
-            "  time to the last byte: {:.2}x with {SERVERS} blades against 1 ({:.1} s vs {:.1} s)",
-            b.last.as_secs_f64() / a.last.as_secs_f64(),
-            b.last.as_secs_f64(),
-            a.last.as_secs_f64()
+            "  {SERVERS} blades against 1: {:.2}x the clients complete, {:.2}x the bytes per second{}",
+            b.complete as f64 / a.complete.max(1) as f64,
+            rate(b) / rate(a).max(f64::EPSILON),
+            if a.failed == 0 && b.failed == 0 {
+                format!(
+                    ", {:.2}x the time to the last byte",
+                    b.last.as_secs_f64() / a.last.as_secs_f64()
+                )
+            } else {
+                // iPXE's script falls back to TFTP from the same blade.
+                String::from("; a failed client falls back to TFTP (boot.ipxe)")
+            }
         );
     }
     Ok(())
@@ -128,15 +139,19 @@ fn print_http(label: &str, r: &Round) {
     let Some(h) = &r.http else { return };
     let secs = h.last.as_secs_f64();
     println!(
-        "  {label}: {}/{} clients complete, last byte after {secs:.1} s (median client {:.1} s), {:.0} MiB/s in all{}",
+        "  {label}: {}/{} clients complete, last byte after {secs:.1} s (median client {:.1} s), {:.0} MiB/s delivered",
         h.complete,
         h.clients,
         h.median.as_secs_f64(),
         crate::util::mib(h.bytes) / secs.max(f64::EPSILON),
-        if h.failures.is_empty() {
-            String::new()
-        } else {
-            format!("; failures ({}): {}", h.failed, h.failures.join("; "))
-        }
     );
+    for (reason, (count, first)) in &h.failures {
+        println!("    {count} failed: {reason} (first: {first})");
+    }
+    if r.listen_overflows > 0 {
+        println!(
+            "    the serving kernels dropped {} connections from a full accept queue (busybox httpd listens with a backlog of 9)",
+            r.listen_overflows
+        );
+    }
 }

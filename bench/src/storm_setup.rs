@@ -104,6 +104,9 @@ pub struct Round {
     /// Leases each serving blade handed out, from its dnsmasq's lease file.
     pub per_blade: Vec<(String, usize)>,
     pub http: Option<http_storm::Report>,
+    /// Connections the serving blades' kernels dropped from a full accept
+    /// queue during the round.
+    pub listen_overflows: u64,
 }
 
 impl Storm {
@@ -225,11 +228,16 @@ impl Storm {
             }
             None => None,
         };
+        let mut listen_overflows = 0;
+        for (name, _) in &roots {
+            listen_overflows += lab::listen_overflows(&seg.ns(name))?;
+        }
         seg.stop_blades();
         Ok(Round {
             dhcp,
             per_blade,
             http,
+            listen_overflows,
         })
     }
 }

@@ -352,6 +352,55 @@ Responses received: 3\n";
         assert!(err.to_string().contains("Rate:"), "{err}");
     }
 
+    fn node(i: usize) -> NodePlan {
+        NodePlan {
+            index: i,
+            name: format!("n{i:04}").parse().unwrap(),
+            fqdn: format!("n{i:04}.test"),
+            macs: vec![MacAddr([2, 0, 0, 0, 0, i as u8])],
+            ip: Ipv4Addr::new(10, 0, 0, 10 + i as u8),
+            extra_ips: vec![],
+            cow: String::new(),
+            swap: None,
+            vrrp: vec![],
+            services: vec![],
+        }
+    }
+
+    fn acked(leases: &[u8]) -> Report {
+        Report {
+            rate: 1.0,
+            took: None,
+            discovers_sent: 3,
+            offers: 3,
+            requests_sent: 3,
+            acks: leases.len() as u64,
+            resent: 0,
+            leases: leases.iter().map(|o| Ipv4Addr::new(10, 0, 0, *o)).collect(),
+        }
+    }
+
+    #[test]
+    fn every_client_must_have_its_own_address() {
+        let nodes = [node(0), node(1), node(2)];
+        let clients: Vec<&NodePlan> = nodes.iter().collect();
+        check_leases(&acked(&[12, 10, 11]), &clients).unwrap();
+        let err = check_leases(&acked(&[10, 11]), &clients).unwrap_err();
+        assert!(
+            err.to_string().contains("1 of 3 clients got no lease")
+                && err.to_string().contains("10.0.0.12"),
+            "{err}"
+        );
+        let err = check_leases(&acked(&[10, 11, 11]), &clients).unwrap_err();
+        assert!(err.to_string().contains("only 2 distinct"), "{err}");
+        let err = check_leases(&acked(&[10, 11, 99]), &clients).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no client owns were leased: 10.0.0.99"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn perfdhcp_adds_without_carry() {
         let base: MacAddr = "52:54:00:96:00:00".parse().unwrap();

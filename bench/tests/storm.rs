@@ -40,7 +40,7 @@ fn workspace() -> &'static Path {
 }
 
 #[test]
-fn storm_every_client_gets_its_own_address_from_either_blade() {
+fn live_storm_every_client_gets_its_own_address_from_either_blade() {
     preconditions();
     let dir = tempfile::tempdir().unwrap();
     let storm = Storm::new(workspace(), CLIENTS, SERVERS, dir.path()).unwrap();

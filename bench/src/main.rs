@@ -8,6 +8,7 @@ mod install;
 mod media;
 mod plan;
 mod rig;
+mod storm;
 mod util;
 
 type Bench = fn() -> anyhow::Result<()>;
@@ -20,6 +21,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("image", image::run),
     ("media", media::run),
     ("rig", rig::run),
+    ("storm", storm::run),
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -1,8 +1,13 @@
 //! The rig: a 4-blade rehearsal of the demo cluster, steps 1–5 with the
 //! image already built, phase by phase; the median of blade power-on to
-//! `vlx: services ready`; and how the rehearsal grows with 2, 4 and 8
-//! blades. Goals (issue 5): steps 1–5 under 90 s on 2 cores under TCG,
-//! power-on to ready under 20 s (median).
+//! `vlx: services ready`; and how the rehearsal grows with 2, 4, 8 and 16
+//! blades, powered on 6 s apart. Goals: steps 1–5 of 4 blades under 90 s
+//! on 2 cores under TCG, power-on to ready under 20 s (median) (issue 5);
+//! steps 1–5 of 16 blades under 120 s, and the ready median flat from 2 to
+//! 16 blades (issue 16).
+//!
+//! `VLX_BENCH_RIG_BLADES=2,4` (sizes, comma-separated) runs only the
+//! scaling table at those sizes, for a quick look on a busy machine.
 //!
 //! Reference, measured in the same run: one bare blade of the same QEMU
 //! machine booting the same kernel straight into a busybox initramfs that
@@ -27,6 +32,13 @@ use qemu_tests::{accel, testkit, tools};
 const GOAL_TOTAL: Duration = Duration::from_secs(90);
 /// Median blade power-on to services ready should be less than this.
 const GOAL_READY: f64 = 20.0;
+/// Steps 1–5 of the largest size should take less than this.
+const GOAL_SCALED_TOTAL: f64 = 120.0;
+/// The sizes of the scaling table.
+const SIZES: [usize; 4] = [2, 4, 8, 16];
+/// "Flat": the ready median of any size within this factor of the
+/// smallest size's.
+const FLAT: f64 = 1.25;
 
 pub fn run() -> anyhow::Result<()> {
     let ws = tools::workspace_root().context("no workspace root")?;
@@ -47,6 +59,9 @@ pub fn run() -> anyhow::Result<()> {
     println!("reference: a bare blade (QEMU, SeaBIOS, kernel, busybox) ready in {bare:.1} s");
 
     let gap = qemu_tests::plan::DEFAULT_POWER_GAP;
+    if let Some(sizes) = sizes_from_env()? {
+        return scaling(&demo, &image, &sizes, gap, bare, scratch.path());
+    }
     println!(
         "\n4-blade rehearsal, steps 1-5, image already built, blades powered on {:.0} s apart:",
         gap.as_secs_f64()
@@ -74,24 +89,82 @@ pub fn run() -> anyhow::Result<()> {
         median(&all.timeline.ready_times())
     );
 
+    scaling(&demo, &image, &SIZES, gap, bare, scratch.path())
+}
+
+/// The sizes of `VLX_BENCH_RIG_BLADES`, when set.
+fn sizes_from_env() -> anyhow::Result<Option<Vec<usize>>> {
+    let Ok(v) = std::env::var("VLX_BENCH_RIG_BLADES") else {
+        return Ok(None);
+    };
+    let sizes = v
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=99).contains(n))
+                .with_context(|| {
+                    format!("VLX_BENCH_RIG_BLADES={v}: `{s}` is not a blade count from 1 to 99")
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(sizes))
+}
+
+/// Steps 1–5 at each size, blades powered on `gap` apart: totals, cold
+/// start, ready median and maximum, with the goals of the largest size and
+/// the flatness of the median.
+fn scaling(
+    demo: &Path,
+    image: &Path,
+    sizes: &[usize],
+    gap: Duration,
+    bare: f64,
+    scratch: &Path,
+) -> anyhow::Result<()> {
     println!(
         "\nscaling (steps 1-5, power-ons {:.0} s apart):",
         gap.as_secs_f64()
     );
     println!(
-        "{:>7} {:>10} {:>12} {:>14} {:>14}",
-        "blades", "total s", "cold start s", "ready median s", "ready max s"
+        "{:>7} {:>10} {:>12} {:>14} {:>14} {:>12}",
+        "blades", "total s", "cold start s", "ready median s", "ready max s", "median/bare"
     );
-    for n in [2, 4, 8] {
-        let profile = scaled_profile(&demo, n, scratch.path())?;
-        let o = rehearsal(&profile, &image, n, gap, scratch.path())?;
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let profile = scaled_profile(demo, n, scratch)?;
+        let o = rehearsal(&profile, image, n, gap, scratch)?;
         let total = phases_total(&o);
         let cold = phase(&o, 4).unwrap_or_default() + phase(&o, 3).unwrap_or_default();
         let ready = o.timeline.ready_times();
         let max = ready.iter().copied().fold(0.0, f64::max);
+        let med = median(&ready);
         println!(
-            "{n:>7} {total:>10.1} {cold:>12.1} {:>14.1} {max:>14.1}",
-            median(&ready)
+            "{n:>7} {total:>10.1} {cold:>12.1} {med:>14.1} {max:>14.1} {:>11.1}x",
+            med / bare
+        );
+        rows.push((n, total, med));
+    }
+    let largest = SIZES[SIZES.len() - 1];
+    if let Some(last) = rows.last() {
+        let goal = if last.0 == largest {
+            format!(
+                "{} the {GOAL_SCALED_TOTAL:.0} s goal",
+                verdict(last.1 < GOAL_SCALED_TOTAL)
+            )
+        } else {
+            format!("the {GOAL_SCALED_TOTAL:.0} s goal is for {largest} blades")
+        };
+        println!("  {} blades: steps 1-5 {:.1} s ({goal})", last.0, last.1);
+    }
+    if let [first, .., _] = rows.as_slice() {
+        let worst = rows.iter().map(|r| r.2 / first.2).fold(0.0, f64::max);
+        println!(
+            "  ready median at most {worst:.2}x that of {} blades ({}: {} {FLAT:.2}x)",
+            first.0,
+            if worst <= FLAT { "flat" } else { "NOT flat" },
+            verdict(worst <= FLAT)
         );
     }
     Ok(())
@@ -191,7 +264,9 @@ fn scaled_profile(demo: &Path, n: usize, dir: &Path) -> anyhow::Result<PathBuf> 
     let abs = |rel: &str| base.join(rel).display().to_string();
     let text = text
         .replace("blade[01-04]", &format!("blade[01-{n:02}]"))
-        .replace("size = \"8GiB\"", "size = \"16GiB\"")
+        // Origin, 1 GiB snapshot store and 128 MiB swap per blade, shared:
+        // a sparse SAN file, so room costs nothing.
+        .replace("size = \"8GiB\"", &format!("size = \"{}GiB\"", 8 + 2 * n))
         .replace(
             "\"../hosts/tiny.toml\"",
             &format!("{:?}", abs("../hosts/tiny.toml")),

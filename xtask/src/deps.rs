@@ -103,6 +103,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("procps", "process checks in tests"),
     (
+        "kea-admin",
+        "perfdhcp plays a row of booting blades in the boot-storm benchmark and its test",
+    ),
+    (
         "libxml2-utils",
         "xmllint checks the rehearsal's SVG timeline",
     ),

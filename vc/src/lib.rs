@@ -1,0 +1,18 @@
+//! vlx virtual clusters (VCs): sets of VMs booted from one guest image and
+//! placed on the blades by a policy, with no master.
+//!
+//! * [`model`]: names, ids, policies, a VC's specification, blades.
+//! * [`profile`]: VC profiles and blades files (TOML), every problem with
+//!   file, line, column and key.
+//! * [`place`]: pure, deterministic placement (Block/Cyclic × Strict/Free).
+//! * [`show`]: the printed forms (text and JSON) of plans and states.
+//! * [`cli`]: `vlx-vc`, one front door the binary dispatches to.
+
+pub mod cli;
+pub mod model;
+pub mod place;
+pub mod profile;
+pub mod show;
+
+pub use model::{Blade, Fit, Policy, Restart, VcId, VcName, VcSpec, VmIndex, vm_mac};
+pub use place::{Placement, Refusal, place};

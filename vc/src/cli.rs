@@ -11,7 +11,10 @@ use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
 use cluster::Source;
 
-use crate::model::{Blade, VcSpec};
+use crate::model::{Blade, Policy, Restart, VcSpec};
+use crate::state::Action;
+
+mod ops;
 use crate::place::place;
 use crate::profile::{load_blades, load_vc};
 use crate::show::PlanView;
@@ -62,6 +65,108 @@ pub struct Cli {
 pub enum Command {
     /// Preview a VC's placement on a blades file; no cluster needed.
     Plan(PlanArgs),
+    /// Create a VC: place all its VMs and start them, or change nothing.
+    Create(CreateArgs),
+    /// List the VCs.
+    List(Common),
+    /// Show a VC: its VMs, their blade, state, MAC and address.
+    Show(NameArgs),
+    /// Start a stopped VC.
+    Start(NameArgs),
+    /// Stop a running VC (its VMs are powered off; their disks stay).
+    Stop(NameArgs),
+    /// Save a running VC's VMs to the shared volume and stop them.
+    Save(NameArgs),
+    /// Resume a saved VC, placed again (by a new policy when given).
+    Restore(RestoreArgs),
+    /// Drop a VC: its VMs, disks and keys.
+    Destroy(DestroyArgs),
+}
+
+/// Where etcd is, and how to print.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// etcd endpoints, comma-separated `http://HOST:PORT` (default:
+    /// $VLX_ETCD, else `endpoints` in /etc/vlx/etcd.conf).
+    #[arg(long, value_name = "URLS")]
+    pub etcd: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The VC's name.
+    pub name: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// The VC's name.
+    pub name: String,
+    /// Destroy it even while it runs (its VMs are killed).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The VC's name.
+    pub name: String,
+    /// Place it again by this policy (block or cyclic).
+    #[arg(long, value_name = "POLICY")]
+    pub placement: Option<Policy>,
+    /// Needs a free core per vCPU (and the memory).
+    #[arg(long, conflicts_with = "free")]
+    pub strict: bool,
+    /// vCPUs may overcommit cores; memory must still fit.
+    #[arg(long)]
+    pub free: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// A VC from a profile, from flags, or a profile with flags over it (flags
+/// beat the file; each flag is the profile key of the same name).
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The VC profile (profiles/vcs/*.toml).
+    #[arg(long = "vc", value_name = "FILE")]
+    pub vc: Option<PathBuf>,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The VC id (1 to 16777215; default from the name).
+    #[arg(long)]
+    pub id: Option<u32>,
+    /// The guest image's name.
+    #[arg(long)]
+    pub guest: Option<String>,
+    #[arg(long)]
+    pub vms: Option<u32>,
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// Memory of each VM, e.g. 128MiB.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// block or cyclic.
+    #[arg(long, value_name = "POLICY")]
+    pub placement: Option<Policy>,
+    /// Needs a free core per vCPU (and the memory).
+    #[arg(long, conflicts_with = "free")]
+    pub strict: bool,
+    /// vCPUs may overcommit cores; memory must still fit.
+    #[arg(long)]
+    pub free: bool,
+    /// manual or auto: what happens to the VMs of a lost blade.
+    #[arg(long)]
+    pub restart: Option<Restart>,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +186,14 @@ pub struct PlanArgs {
 pub fn run(cli: Cli) -> Result<String, Failure> {
     match cli.command {
         Command::Plan(a) => plan(&a),
+        Command::Create(a) => ops::create(&a),
+        Command::List(c) => ops::list(&c),
+        Command::Show(a) => ops::show(&a),
+        Command::Start(a) => ops::action(&a, Action::Start),
+        Command::Stop(a) => ops::action(&a, Action::Stop),
+        Command::Save(a) => ops::action(&a, Action::Save),
+        Command::Restore(a) => ops::restore(&a),
+        Command::Destroy(a) => ops::destroy(&a),
     }
 }
 

@@ -6,13 +6,18 @@
 //!   file, line, column and key.
 //! * [`place`]: pure, deterministic placement (Block/Cyclic × Strict/Free).
 //! * [`show`]: the printed forms (text and JSON) of plans and states.
+//! * [`etcd`]: a small etcd v3 client over its JSON gateway.
+//! * [`state`]: the key layout in etcd and every change as one planned
+//!   transaction (`docs/contracts.md` has the layout).
 //! * [`cli`]: `vlx-vc`, one front door the binary dispatches to.
 
 pub mod cli;
+pub mod etcd;
 pub mod model;
 pub mod place;
 pub mod profile;
 pub mod show;
+pub mod state;
 
 pub use model::{Blade, Fit, Policy, Restart, VcId, VcName, VcSpec, VmIndex, vm_mac};
 pub use place::{Placement, Refusal, place};

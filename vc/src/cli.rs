@@ -81,6 +81,31 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Drop a VC: its VMs, disks and keys.
     Destroy(DestroyArgs),
+    /// Import a guest tarball as a read-only base image on the shared volume.
+    ImportGuest(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The guest's name (what VC profiles call `guest`).
+    pub name: String,
+    /// The guest's root file system as a tarball (`vlx-image guest`).
+    #[arg(long, value_name = "FILE")]
+    pub tarball: PathBuf,
+    /// The kernel its VMs boot.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+    /// The initramfs its VMs boot (it mounts the root from the VM's disk).
+    #[arg(long, value_name = "FILE")]
+    pub initrd: PathBuf,
+    /// The shared volume.
+    #[arg(long, value_name = "DIR")]
+    pub shared: PathBuf,
+    /// Size of the base image's file system.
+    #[arg(long, default_value = "256MiB")]
+    pub size: cluster::Bytes,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 /// Where etcd is, and how to print.
@@ -194,6 +219,7 @@ pub fn run(cli: Cli) -> Result<String, Failure> {
         Command::Save(a) => ops::action(&a, Action::Save),
         Command::Restore(a) => ops::restore(&a),
         Command::Destroy(a) => ops::destroy(&a),
+        Command::ImportGuest(a) => ops::import_guest(&a),
     }
 }
 

@@ -37,6 +37,10 @@ pub struct Kv {
 pub enum Compare {
     /// The key does not exist.
     Absent(String),
+    /// The key exists.
+    Exists(String),
+    /// The key holds exactly this value.
+    ValueIs(String, Vec<u8>),
     /// The key was last changed at exactly this revision.
     ModIs(String, i64),
     /// No key in `[prefix, prefix_end(prefix))` changed after `rev`.
@@ -281,6 +285,14 @@ fn compare_json(c: &Compare) -> Value {
             "key": b64(k.as_bytes()), "target": "CREATE", "result": "EQUAL",
             "create_revision": "0",
         }),
+        Compare::Exists(k) => json!({
+            "key": b64(k.as_bytes()), "target": "CREATE", "result": "GREATER",
+            "create_revision": "0",
+        }),
+        Compare::ValueIs(k, v) => json!({
+            "key": b64(k.as_bytes()), "target": "VALUE", "result": "EQUAL",
+            "value": b64(v),
+        }),
         Compare::ModIs(k, rev) => json!({
             "key": b64(k.as_bytes()), "target": "MOD", "result": "EQUAL",
             "mod_revision": rev.to_string(),
@@ -466,7 +478,7 @@ mod tests {
     #[test]
     fn prefix_end_is_the_next_key() {
         assert_eq!(prefix_end("/vlx/"), b"/vlx0");
-        assert_eq!(prefix_end("a\u{7f}"), b"b");
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80");
     }
 
     #[test]

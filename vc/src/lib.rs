@@ -11,13 +11,16 @@
 //!   transaction (`docs/contracts.md` has the layout).
 //! * [`cli`]: `vlx-vc`, one front door the binary dispatches to.
 
+pub mod agent;
 pub mod cli;
 pub mod etcd;
 pub mod model;
 pub mod place;
 pub mod profile;
+pub mod qmp;
 pub mod show;
 pub mod state;
+pub mod vm;
 
 pub use model::{Blade, Fit, Policy, Restart, VcId, VcName, VcSpec, VmIndex, vm_mac};
 pub use place::{Placement, Refusal, place};

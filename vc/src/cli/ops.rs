@@ -7,9 +7,9 @@ use cluster::Bytes;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{CreateArgs, DestroyArgs, Failure, NameArgs, RestoreArgs, read_vc};
+use super::{CreateArgs, DestroyArgs, Failure, ImportArgs, NameArgs, RestoreArgs, read_vc};
 use crate::cli::Common;
-use crate::etcd::{self, Etcd};
+use crate::etcd::{self, Compare, Etcd, Op};
 use crate::model::{Fit, MAX_VC_ID, MAX_VMS, VcId, VcName, VcSpec};
 use crate::state::{
     Action, Snapshot, VcRecord, VmRecord, apply, plan_action, plan_create, plan_destroy,
@@ -317,4 +317,38 @@ pub(super) fn destroy(a: &DestroyArgs) -> Result<String, Failure> {
     Ok(print(a.common.json, &json!({ "destroyed": vc }), || {
         format!("destroyed VC {vc}\n")
     }))
+}
+
+pub(super) fn import_guest(a: &ImportArgs) -> Result<String, Failure> {
+    cluster::name::check_label(&a.name, 63)
+        .map_err(|e| bad(format!("`{}` is not a guest name: {e}", a.name)))?;
+    for f in [&a.tarball, &a.kernel, &a.initrd] {
+        if !f.is_file() {
+            return Err(bad(format!("{} is not a file", f.display())));
+        }
+    }
+    let etcd = connect(&a.common)?;
+    let key = crate::state::guest_key(&a.name);
+    if etcd.get(&key)?.is_some() {
+        return Err(Failure::Refused(anyhow!(
+            "guest {} is imported already",
+            a.name
+        )));
+    }
+    crate::vm::import_guest(&a.shared, &a.name, &a.tarball, &a.kernel, &a.initrd, a.size)?;
+    let rec = crate::state::GuestRecord {
+        base: format!("guests/{}/base.raw", a.name),
+    };
+    let value = serde_json::to_vec(&rec).map_err(|e| Failure::Failed(e.into()))?;
+    if !etcd.txn(&[Compare::Absent(key.clone())], &[Op::put(key, value)])? {
+        return Err(Failure::Refused(anyhow!(
+            "guest {} was imported meanwhile by another blade",
+            a.name
+        )));
+    }
+    Ok(print(
+        a.common.json,
+        &json!({ "imported": a.name, "base": rec.base }),
+        || format!("imported guest {} as {}\n", a.name, rec.base),
+    ))
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod guest;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -154,4 +156,74 @@ pub fn blades_of(v: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|vm| vm["blade"].as_str().expect("blade").to_owned())
         .collect()
+}
+
+/// One `vlx-vcd`, killed with SIGKILL on drop (its VMs stay, as after a
+/// crash).
+pub struct Vcd {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Vcd {
+    pub fn start(etcd: &str, blade: &str, shared: &Path, run: &Path, log_dir: &Path) -> Vcd {
+        let log = log_dir.join(format!("vcd-{blade}.log"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("agent log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vlx-vcd"))
+            .args([
+                "--blade", blade, "--cores", "2", "--memory", "1GiB", "--ttl", "5",
+            ])
+            .arg("--shared")
+            .arg(shared)
+            .arg("--run")
+            .arg(run)
+            .args(["--etcd", etcd])
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("starting vlx-vcd");
+        Vcd { child, log }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Vcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` until it gives a value; fails naming `what` and `context()`
+/// after `limit` (a wait for a slow machine, not a speed check).
+pub fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: &dyn Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether a process with this pid exists.
+pub fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }

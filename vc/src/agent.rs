@@ -6,6 +6,7 @@
 //! pure); [`Agent::tick`] observes, plans and executes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cluster::NodeName;
@@ -223,6 +224,8 @@ pub struct Agent {
     /// Seconds the blade's lease lives without renewal.
     pub ttl: i64,
     lease: Option<i64>,
+    /// When the lease was last renewed.
+    renewed: Option<Instant>,
 }
 
 impl Agent {
@@ -234,6 +237,7 @@ impl Agent {
             host,
             ttl,
             lease: None,
+            renewed: None,
         }
     }
 
@@ -243,12 +247,14 @@ impl Agent {
         if let Some(l) = self.lease
             && self.etcd.lease_keepalive(l)? > 0
         {
+            self.renewed = Some(Instant::now());
             return Ok(l);
         }
         let l = self.etcd.lease_grant(self.ttl)?;
         let value = serde_json::to_vec(&self.capacity).context("encoding the blade record")?;
         self.etcd.put(&blade_key(&self.me), &value, Some(l))?;
         self.lease = Some(l);
+        self.renewed = Some(Instant::now());
         Ok(l)
     }
 
@@ -394,6 +400,36 @@ impl Agent {
             &[Op::put(status_key(vc, vm), value)],
         )?;
         Ok(())
+    }
+}
+
+impl Agent {
+    /// Self-fencing of a blade cut off from etcd: once its lease has not
+    /// been renewed for half its TTL, the placer may soon count its VMs lost
+    /// and start them elsewhere, so every VM here is killed (SIGKILL, no
+    /// monitor needed) before that can happen. Returns what was killed.
+    pub fn fence_if_cut_off(&mut self) -> Vec<String> {
+        let half = Duration::from_secs(u64::try_from(self.ttl).unwrap_or(0) / 2);
+        if self.renewed.is_none_or(|t| t.elapsed() <= half) {
+            return Vec::new();
+        }
+        let mut killed = Vec::new();
+        for (vc, vm) in self.host.local_vms() {
+            let pidfile = self.host.run_dir(&vc, vm).join("qemu.pid");
+            let Ok(text) = std::fs::read_to_string(&pidfile) else {
+                continue;
+            };
+            let pid = text.trim();
+            let ok = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                killed.push(format!("{vc}/{vm} (pid {pid})"));
+            }
+        }
+        killed
     }
 }
 

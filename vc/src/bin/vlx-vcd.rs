@@ -88,7 +88,12 @@ fn main() -> ExitCode {
                     eprintln!("vlx-vcd: {e}");
                 }
             }
-            Err(e) => eprintln!("vlx-vcd: {e:#}"),
+            Err(e) => {
+                eprintln!("vlx-vcd: {e:#}");
+                for vm in agent.fence_if_cut_off() {
+                    eprintln!("vlx-vcd: cut off from etcd: killed {vm}");
+                }
+            }
         }
         std::thread::sleep(TICK);
     }

@@ -76,6 +76,12 @@ impl EtcdServer {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
+    /// Kills the member (SIGKILL), as a lost blade or a cut cable would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Runs `etcdctl` (v3 API) against this member.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
         Command::new("etcdctl")
@@ -187,6 +193,10 @@ impl Vcd {
             .spawn()
             .expect("starting vlx-vcd");
         Vcd { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(&mut self) {

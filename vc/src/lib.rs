@@ -20,6 +20,7 @@ pub mod profile;
 pub mod qmp;
 pub mod show;
 pub mod state;
+pub mod tiny;
 pub mod vm;
 
 pub use model::{Blade, Fit, Policy, Restart, VcId, VcName, VcSpec, VmIndex, vm_mac};

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{EtcdServer, Vcd, alive, guest, json, stderr, wait_for};
+use common::{EtcdServer, Vcd, alive, json, stderr, wait_for};
 use vc::state::VmRecord;
 use vc::vm::{Accel, Host};
 
@@ -36,7 +36,7 @@ fn a_dead_blades_vm_comes_back_on_the_survivor_and_never_runs_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared = dir.path().join("shared");
     std::fs::create_dir_all(&shared).expect("shared");
-    let g = guest::build(dir.path());
+    let g = common::tiny(dir.path());
     let o = e.vlx_vc(&[
         "import-guest",
         "tiny",

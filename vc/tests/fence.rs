@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{EtcdServer, Vcd, alive, guest, json, stderr, wait_for};
+use common::{EtcdServer, Vcd, alive, json, stderr, wait_for};
 
 /// A tiny guest's boot under TCG on a loaded machine, and the fence (half
 /// the agents' 5 s TTL, plus etcd's connection timeouts).
@@ -18,7 +18,7 @@ fn an_agent_that_loses_etcd_kills_its_vms() {
     let shared = dir.path().join("shared");
     let run = dir.path().join("run");
     std::fs::create_dir_all(&shared).expect("shared");
-    let g = guest::build(dir.path());
+    let g = common::tiny(dir.path());
     let o = e.vlx_vc(&[
         "import-guest",
         "tiny",

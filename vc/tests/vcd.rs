@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{EtcdServer, Vcd, alive, guest, json, stderr, wait_for};
+use common::{EtcdServer, Vcd, alive, json, stderr, wait_for};
 
 /// Boots of tiny guests under TCG on a loaded 2-core machine.
 const BOOT_WAIT: Duration = Duration::from_secs(180);
@@ -66,7 +66,7 @@ fn vms_boot_outlive_their_agent_save_restore_and_go() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (shared, run) = (dir.path().join("shared"), dir.path().join("run"));
     std::fs::create_dir_all(&shared).expect("shared");
-    let g = guest::build(dir.path());
+    let g = common::tiny(dir.path());
     let o = e.vlx_vc(&[
         "import-guest",
         "tiny",

@@ -2,7 +2,10 @@
 
 #![allow(dead_code)]
 
-pub mod guest;
+/// The tiny guest, built in `dir`.
+pub fn tiny(dir: &Path) -> vc::tiny::TinyGuest {
+    vc::tiny::build(dir).expect("building the tiny guest")
+}
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -18,6 +18,7 @@ pub mod model;
 pub mod place;
 pub mod profile;
 pub mod qmp;
+pub mod rig;
 pub mod show;
 pub mod state;
 pub mod tiny;

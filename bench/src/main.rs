@@ -9,6 +9,7 @@ mod media;
 mod plan;
 mod rig;
 mod util;
+mod vc;
 
 type Bench = fn() -> anyhow::Result<()>;
 
@@ -20,6 +21,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("image", image::run),
     ("media", media::run),
     ("rig", rig::run),
+    ("vc", vc::run),
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -314,15 +314,14 @@ impl Agent {
         let (moves, lost) = plan_lost(snap);
         for (spec, vms) in moves {
             let r = &snap.vcs[&spec.name];
-            let mut ops: Vec<Op> = vms
-                .iter()
-                .map(|v| {
-                    Op::put(
-                        state::vm_key(&spec.name, v.vm),
-                        serde_json::to_vec(v).unwrap_or_default(),
-                    )
-                })
-                .collect();
+            let mut all = r.vms.clone();
+            for v in &vms {
+                if let Some(old) = all.iter_mut().find(|o| o.vm == v.vm) {
+                    *old = v.clone();
+                }
+            }
+            let value = serde_json::to_vec(&all).context("encoding a placement")?;
+            let mut ops = vec![Op::put(state::vms_key(&spec.name), value)];
             ops.extend(vms.iter().map(|v| Op::Delete(status_key(&spec.name, v.vm))));
             let compare = vec![
                 Compare::PrefixUnchangedSince(state::VCS.into(), snap.revision),
@@ -497,13 +496,9 @@ mod tests {
                 3,
             ),
             kv(
-                "/vlx/vc/t/vm/vm1",
-                r#"{"vm":1,"blade":"b1","mac":"06:00:00:01:00:01"}"#,
-                2,
-            ),
-            kv(
-                "/vlx/vc/t/vm/vm2",
-                r#"{"vm":2,"blade":"b2","mac":"06:00:00:01:00:02"}"#,
+                "/vlx/vc/t/vms",
+                r#"[{"vm":1,"blade":"b1","mac":"06:00:00:01:00:01"},
+                    {"vm":2,"blade":"b2","mac":"06:00:00:01:00:02"}]"#,
                 2,
             ),
         ]);

@@ -17,6 +17,7 @@ pub mod etcd;
 pub mod model;
 pub mod place;
 pub mod profile;
+pub mod qcow2;
 pub mod qmp;
 pub mod rig;
 pub mod show;

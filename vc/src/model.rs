@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 /// etcd keys and file names on the shared volume; 32 keeps those short.
 pub const MAX_VC_NAME: usize = 32;
 
-/// Most VMs in one VC: a VM's MAC carries its index in 16 bits.
-pub const MAX_VMS: u32 = 0xffff;
+/// Most VMs in one VC. A VM's MAC carries its index in 16 bits, and the
+/// VC's placement is one etcd value (about 70 bytes a VM) that must stay
+/// well under etcd's 1.5 MiB request limit.
+pub const MAX_VMS: u32 = 4096;
 
 /// Largest VC id: a VM's MAC carries the id in 24 bits.
 pub const MAX_VC_ID: u32 = 0x00ff_ffff;

@@ -12,7 +12,11 @@
 //! | `/vlx/vcid/<id>` | the VC's name (ids are unique) | `vlx-vc create` |
 //! | `/vlx/vc/<vc>/spec` | [`VcSpec`] | `vlx-vc create`, `restore` (new policy) |
 //! | `/vlx/vc/<vc>/state` | [`StateRecord`]: what the VC should be doing | `vlx-vc` |
-//! | `/vlx/vc/<vc>/vm/<vm>` | [`VmRecord`]: where the VM runs | `vlx-vc`, the placer |
+//! | `/vlx/vc/<vc>/vms` | every [`VmRecord`] of the VC: where its VMs run | `vlx-vc`, the placer |
+//!
+//! The placement is one key, not one per VM, so that every change is a
+//! transaction of a few operations whatever the VC's size (etcd refuses
+//! transactions of more than 128 operations by default).
 //! | `/vlx/status/<vc>/<vm>` | [`VmStatus`]: what the VM is doing | the agent that runs it |
 
 use std::collections::BTreeMap;
@@ -51,8 +55,8 @@ pub fn spec_key(vc: &VcName) -> String {
 pub fn state_key(vc: &VcName) -> String {
     format!("{VCS}{vc}/state")
 }
-pub fn vm_key(vc: &VcName, vm: VmIndex) -> String {
-    format!("{VCS}{vc}/vm/{vm}")
+pub fn vms_key(vc: &VcName) -> String {
+    format!("{VCS}{vc}/vms")
 }
 pub fn status_prefix(vc: &VcName) -> String {
     format!("{STATUS}{vc}/")
@@ -210,7 +214,9 @@ impl Snapshot {
                         let st: StateRecord = json(kv)?;
                         states.insert(vc, (st.desired, kv.mod_revision));
                     }
-                    w if w.starts_with("vm/") => vms.entry(vc).or_default().push(json(kv)?),
+                    "vms" => {
+                        vms.insert(vc, json(kv)?);
+                    }
                     _ => return Err(anyhow!("etcd key {} is not a VC key", kv.key)),
                 }
             } else if let Some(rest) = kv.key.strip_prefix(STATUS) {
@@ -283,9 +289,7 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn placement_ops(spec: &VcSpec, vms: &[VmRecord]) -> Vec<Op> {
-    vms.iter()
-        .map(|r| Op::put(vm_key(&spec.name, r.vm), to_json(r)))
-        .collect()
+    vec![Op::put(vms_key(&spec.name), to_json(&vms))]
 }
 
 /// Places `spec` on the free blades of `snap`, or refuses it.

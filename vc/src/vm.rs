@@ -96,7 +96,9 @@ impl Host {
     }
 
     /// The VM's overlay on its guest's base image, made when absent. Costs
-    /// the same for any base size: only a qcow2 header is written.
+    /// the same for any base size: only qcow2 metadata is written
+    /// ([`crate::qcow2`], the same file `qemu-img create -f qcow2 -F raw -b
+    /// BASE` makes).
     pub fn ensure_overlay(&self, spec: &VcSpec, vm: VmIndex) -> anyhow::Result<PathBuf> {
         let disk = self.disk(&spec.name, vm);
         if disk.exists() {
@@ -109,12 +111,17 @@ impl Host {
         let dir = self.vm_dir(&spec.name, vm);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = dir.join(".disk.qcow2.tmp");
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", tmp.display())),
+        }
         let base = std::fs::canonicalize(&base)
             .with_context(|| format!("resolving {}", base.display()))?;
-        run(Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(&base)
-            .arg(&tmp))?;
+        let size = std::fs::metadata(&base)
+            .with_context(|| format!("reading the size of {}", base.display()))?
+            .len();
+        crate::qcow2::write_overlay(&tmp, &base, size)?;
         std::fs::rename(&tmp, &disk).with_context(|| format!("renaming to {}", disk.display()))?;
         Ok(disk)
     }

@@ -33,10 +33,7 @@ fn create_places_as_plan_predicted_and_show_tells_it() {
         [
             "/vlx/vc/demo/spec",
             "/vlx/vc/demo/state",
-            "/vlx/vc/demo/vm/vm1",
-            "/vlx/vc/demo/vm/vm2",
-            "/vlx/vc/demo/vm/vm3",
-            "/vlx/vc/demo/vm/vm4",
+            "/vlx/vc/demo/vms",
         ]
     );
     let listed = json(&e.vlx_vc(&["list", "--json"]));
@@ -118,7 +115,7 @@ fn destroy_of_a_running_vc_needs_force_and_leaves_no_key() {
     let o = e.vlx_vc(&["destroy", "demo"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("VC demo is running: stop it first, or destroy it with --force"));
-    assert_eq!(e.keys("/vlx/vc/demo/").len(), 6);
+    assert_eq!(e.keys("/vlx/vc/demo/").len(), 3);
 
     json(&e.vlx_vc(&["stop", "demo", "--json"]));
     json(&e.vlx_vc(&["destroy", "demo", "--json"]));
@@ -197,4 +194,24 @@ fn concurrent_creates_never_overcommit() {
     codes.sort();
     assert_eq!(codes, [Some(0), Some(3)]);
     assert_eq!(e.keys("/vlx/vcid/").len(), 1);
+}
+
+#[test]
+fn a_256_vm_vc_is_created_in_one_transaction() {
+    let e = EtcdServer::start();
+    e.demo_cluster();
+    e.put("/vlx/blades/big", r#"{"cores":64,"memory":68719476736}"#);
+    let c = json(&e.vlx_vc(&[
+        "create", "--name", "wide", "--guest", "tiny", "--vms", "256", "--memory", "64MiB",
+        "--free", "--json",
+    ]));
+    assert_eq!(c["vms"].as_array().map(Vec::len), Some(256));
+    assert_eq!(
+        e.keys("/vlx/vc/wide/"),
+        [
+            "/vlx/vc/wide/spec",
+            "/vlx/vc/wide/state",
+            "/vlx/vc/wide/vms"
+        ]
+    );
 }

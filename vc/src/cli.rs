@@ -83,6 +83,20 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Import a guest tarball as a read-only base image on the shared volume.
     ImportGuest(ImportArgs),
+    /// Print what a VM wrote on its serial console (`VC/VM`, e.g. demo/vm1).
+    Console(ConsoleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// The VM: `VC/VM`, e.g. `demo/vm1` or `demo/1`.
+    pub vm: String,
+    /// The shared volume (the console log lives there, readable from any
+    /// blade).
+    #[arg(long, value_name = "DIR")]
+    pub shared: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +234,7 @@ pub fn run(cli: Cli) -> Result<String, Failure> {
         Command::Restore(a) => ops::restore(&a),
         Command::Destroy(a) => ops::destroy(&a),
         Command::ImportGuest(a) => ops::import_guest(&a),
+        Command::Console(a) => ops::console(&a),
     }
 }
 

@@ -215,3 +215,30 @@ fn a_256_vm_vc_is_created_in_one_transaction() {
         ]
     );
 }
+
+#[test]
+fn console_prints_the_log_and_names_a_missing_vm() {
+    let e = EtcdServer::start();
+    e.demo_cluster();
+    json(&e.vlx_vc(&["create", "--vc", DEMO, "--json"]));
+    let shared = tempfile::tempdir().expect("tempdir");
+    let dir = shared.path().join("vcs/demo/vm2");
+    std::fs::create_dir_all(&dir).expect("vm dir");
+    std::fs::write(dir.join("console.log"), "vlx-guest: ready demo/vm2\n").expect("log");
+    let sh = shared.path().display().to_string();
+    let o = e.vlx_vc(&["console", "demo/vm2", "--shared", &sh]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "vlx-guest: ready demo/vm2\n"
+    );
+    let o = e.vlx_vc(&["console", "demo/vm9", "--shared", &sh]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("VC demo has no vm9 (it has vm1 to vm4)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = e.vlx_vc(&["console", "demo", "--shared", &sh]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -7,7 +7,9 @@ use cluster::Bytes;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{CreateArgs, DestroyArgs, Failure, ImportArgs, NameArgs, RestoreArgs, read_vc};
+use super::{
+    ConsoleArgs, CreateArgs, DestroyArgs, Failure, ImportArgs, NameArgs, RestoreArgs, read_vc,
+};
 use crate::cli::Common;
 use crate::etcd::{self, Compare, Etcd, Op};
 use crate::model::{Fit, MAX_VC_ID, MAX_VMS, VcId, VcName, VcSpec};
@@ -350,5 +352,42 @@ pub(super) fn import_guest(a: &ImportArgs) -> Result<String, Failure> {
         a.common.json,
         &json!({ "imported": a.name, "base": rec.base }),
         || format!("imported guest {} as {}\n", a.name, rec.base),
+    ))
+}
+
+pub(super) fn console(a: &ConsoleArgs) -> Result<String, Failure> {
+    let (vc, vm) =
+        a.vm.split_once('/')
+            .ok_or_else(|| bad(format!("`{}` is not VC/VM (e.g. demo/vm1)", a.vm)))?;
+    let vc = name(vc)?;
+    let vm: crate::VmIndex = vm.parse().map_err(bad)?;
+    let etcd = connect(&a.common)?;
+    let snap = Snapshot::read(&etcd)?;
+    let r = snap.vc(&vc)?;
+    let rec = r.vms.iter().find(|v| v.vm == vm).ok_or_else(|| {
+        bad(format!(
+            "VC {vc} has no {vm} (it has vm1 to vm{})",
+            r.spec.vms
+        ))
+    })?;
+    let host = crate::vm::Host {
+        shared: a.shared.clone(),
+        run: std::path::PathBuf::new(),
+        accel: crate::vm::Accel::Tcg,
+    };
+    let log = host.console_log(&vc, vm);
+    let text = match std::fs::read_to_string(&log) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(Failure::Failed(
+                anyhow::Error::new(e).context(format!("reading {}", log.display())),
+            ));
+        }
+    };
+    Ok(print(
+        a.common.json,
+        &json!({ "vm": format!("{vc}/{vm}"), "blade": rec.blade, "console": text }),
+        || text.clone(),
     ))
 }

@@ -4,12 +4,23 @@
 //! * [`model`]: names, ids, policies, a VC's specification, blades.
 //! * [`profile`]: VC profiles and blades files (TOML), every problem with
 //!   file, line, column and key.
-//! * [`place`]: pure, deterministic placement (Block/Cyclic × Strict/Free).
+//! * [`place`](mod@place): pure, deterministic placement (Block/Cyclic × Strict/Free).
 //! * [`show`]: the printed forms (text and JSON) of plans and states.
 //! * [`etcd`]: a small etcd v3 client over its JSON gateway.
 //! * [`state`]: the key layout in etcd and every change as one planned
 //!   transaction (`docs/contracts.md` has the layout).
 //! * [`cli`]: `vlx-vc`, one front door the binary dispatches to.
+//! * [`agent`]: `vlx-vcd`, the agent of every blade: registration under a
+//!   lease, the placer's election, reconciling its blade (planned, then
+//!   executed), self-fencing.
+//! * [`vm`]: the VM executor: QEMU daemonized and driven over [`qmp`],
+//!   overlays written by [`qcow2`], guest import.
+//! * [`tiny`]: the tiny test guest; [`rig`]: the VC rig (`vlx-vc-rig`).
+//!
+//! Tests, by tier: pure unit and property tests (`placement_props`),
+//! `plan_cli`; against a real etcd (`etcd_cli`); with real QEMU guests
+//! (`vcd`, `blade_loss`, `fence`); the whole rig in network namespaces
+//! (`rig`, needs root).
 
 pub mod agent;
 pub mod cli;

@@ -30,4 +30,21 @@ fn rig_vc_passes_every_check() {
     let checks = checks.as_array().expect("a list of checks");
     assert!(checks.len() >= 10, "{text}");
     assert!(checks.iter().all(|c| c["ok"] == true), "{text}");
+    let svg = out.path().join("rehearsal-vc/timeline.svg");
+    let lint = Command::new("xmllint")
+        .arg("--noout")
+        .arg(&svg)
+        .output()
+        .expect("running xmllint (Debian libxml2-utils)");
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    for vm in ["demo-vm1", "cyc-vm4"] {
+        let log =
+            std::fs::read_to_string(out.path().join(format!("rehearsal-vc/consoles/{vm}.log")))
+                .expect("a console log in the report");
+        assert!(log.contains("vlx-guest: ready"), "{vm}: {log}");
+    }
 }

@@ -4,8 +4,9 @@
 //! boots, refusals, private overlays, save and restore with a new policy,
 //! the loss of a blade, a VM never running twice, and destroy.
 //!
-//! The report goes to `OUT` (default `target/rehearsal-vc/`): `checks.json`,
-//! `consoles/`, and the blades' logs.
+//! The report goes to `OUT` (default `target/rehearsal-vc/`): `checks.json`
+//! (each check with its step's start and end in seconds), `timeline.svg`,
+//! `consoles/`, and the blades' logs (`blades/<blade>/etcd.log`, `vcd.log`).
 
 mod console;
 mod ns;
@@ -39,6 +40,9 @@ pub struct Check {
     pub name: String,
     pub ok: bool,
     pub detail: String,
+    /// Seconds from the rig's start to the start and end of the step.
+    pub start_s: f64,
+    pub end_s: f64,
 }
 
 /// How long boots, restarts and lease expiries may take on a loaded
@@ -56,6 +60,9 @@ struct Rig {
     procs: Vec<Vec<Child>>,
     checks: Vec<Check>,
     n: usize,
+    t0: Instant,
+    /// When the step being checked began (the end of the one before).
+    step: Instant,
 }
 
 impl Rig {
@@ -65,11 +72,15 @@ impl Rig {
             Err(e) => (false, format!("{e:#}")),
         };
         println!("{} {name}: {detail}", if ok { "PASS" } else { "FAIL" });
+        let now = Instant::now();
         self.checks.push(Check {
             name: name.into(),
             ok,
             detail,
+            start_s: (self.step - self.t0).as_secs_f64(),
+            end_s: (now - self.t0).as_secs_f64(),
         });
+        self.step = now;
         ok
     }
 
@@ -301,6 +312,8 @@ pub fn rehearse(profile_path: &Path, out: &Path, bin: &Path) -> anyhow::Result<V
         procs: Vec::new(),
         checks: Vec::new(),
         n,
+        t0: Instant::now(),
+        step: Instant::now(),
     };
     let r = run_checks(&mut rig);
     save_consoles(&rig);
@@ -314,7 +327,62 @@ pub fn rehearse(profile_path: &Path, out: &Path, bin: &Path) -> anyhow::Result<V
     }
     let json = serde_json::to_string_pretty(&rig.checks).context("checks as JSON")?;
     std::fs::write(out.join("checks.json"), json + "\n").context("writing checks.json")?;
+    std::fs::write(out.join("timeline.svg"), timeline(&rig.checks))
+        .context("writing timeline.svg")?;
     Ok(rig.checks)
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One bar per check, from its step's start to its end, on a time axis.
+pub fn timeline(checks: &[Check]) -> String {
+    const ROW: f64 = 22.0;
+    const LABEL: f64 = 430.0;
+    const WIDTH: f64 = 600.0;
+    let end = checks.iter().map(|c| c.end_s).fold(1.0_f64, f64::max);
+    let scale = WIDTH / end;
+    let h = ROW * (checks.len() as f64 + 2.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n",
+        LABEL + WIDTH + 60.0
+    );
+    for (i, c) in checks.iter().enumerate() {
+        let y = ROW * (i as f64 + 0.5);
+        let x = LABEL + c.start_s * scale;
+        let w = ((c.end_s - c.start_s) * scale).max(1.0);
+        let fill = if c.ok { "#3a3" } else { "#c33" };
+        s.push_str(&format!(
+            "<text x=\"4\" y=\"{:.1}\">{}</text>\n\
+             <rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{fill}\">\
+             <title>{:.1}–{:.1} s</title></rect>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\">{:.1} s</text>\n",
+            y + 12.0,
+            xml(&c.name),
+            y + 2.0,
+            ROW - 6.0,
+            c.start_s,
+            c.end_s,
+            x + w + 4.0,
+            y + 12.0,
+            c.end_s - c.start_s
+        ));
+    }
+    let y = ROW * (checks.len() as f64 + 1.0);
+    s.push_str(&format!(
+        "<line x1=\"{LABEL}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#000\"/>\n\
+         <text x=\"{LABEL}\" y=\"{:.1}\">0 s</text>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\">{end:.0} s</text>\n</svg>\n",
+        LABEL + WIDTH,
+        y + 14.0,
+        LABEL + WIDTH - 20.0,
+        y + 14.0
+    ));
+    s
 }
 
 fn save_consoles(rig: &Rig) {

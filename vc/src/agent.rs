@@ -299,11 +299,21 @@ impl Agent {
         }
         let host = self.host.clone();
         let saved = move |vc: &VcName, vm: VmIndex| host.save_file(vc, vm).exists();
+        // A VM whose step failed gets no further step this round (its
+        // `failed` report must not be overwritten by a planned `running`).
+        let mut failed: BTreeSet<(VcName, VmIndex)> = BTreeSet::new();
         for step in plan(&self.me, &snap, &seen, &saved) {
+            let vm = step_vm(&step).map(|(vc, vm)| (vc.clone(), vm));
+            if vm.as_ref().is_some_and(|v| failed.contains(v)) {
+                continue;
+            }
             if let Err(e) = self.run(&snap, &step) {
                 errors.push(format!("{step:?}: {e:#}"));
-                if let Some((vc, vm)) = step_vm(&step) {
-                    let _ = self.report(vc, vm, "failed", Some(format!("{e:#}")));
+                if let Some((vc, vm)) = vm {
+                    if let Err(r) = self.report(&vc, vm, "failed", Some(format!("{e:#}"))) {
+                        errors.push(format!("reporting {vc}/{vm} failed: {r:#}"));
+                    }
+                    failed.insert((vc, vm));
                 }
             }
         }

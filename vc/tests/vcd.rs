@@ -209,3 +209,34 @@ fn vms_boot_outlive_their_agent_save_restore_and_go() {
 fn vcd_log(dir: &Path) -> std::path::PathBuf {
     dir.join("vcd-blade01.log")
 }
+
+#[test]
+fn a_vm_that_cannot_start_is_reported_failed_with_the_reason() {
+    let e = EtcdServer::start();
+    // The guest is registered but its files are not on the shared volume.
+    e.demo_cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (shared, run) = (dir.path().join("shared"), dir.path().join("run"));
+    std::fs::create_dir_all(&shared).expect("shared");
+    let _vcd = Vcd::start(&e.url, "blade01", &shared, &run, dir.path());
+    let logs = || std::fs::read_to_string(vcd_log(dir.path())).unwrap_or_default();
+    json(&e.vlx_vc(&[
+        "create", "--name", "t", "--guest", "tiny", "--vms", "1", "--memory", "128MiB", "--json",
+    ]));
+    let detail = wait_for(
+        "vm1 reported failed",
+        BOOT_WAIT,
+        || {
+            let v = json(&e.vlx_vc(&["show", "t", "--json"]));
+            (v["vms"][0]["state"] == "failed").then(&logs)
+        },
+        &logs,
+    );
+    assert!(detail.contains("guest tiny has no base image"), "{detail}");
+    // The agent retries every second; between and after its rounds the
+    // state stays `failed`, never a `running` it did not reach.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(states(&e, "t"), ["failed"], "{}", logs());
+    }
+}

@@ -12,7 +12,7 @@ use vc::state::VmRecord;
 use vc::vm::{Accel, Host};
 
 /// Boots of tiny guests and a lease expiry under TCG on a loaded machine.
-const WAIT: Duration = Duration::from_secs(180);
+const WAIT: Duration = Duration::from_secs(600);
 
 fn readies(shared: &Path, vm: &str) -> usize {
     std::fs::read_to_string(shared.join("vcs/t").join(vm).join("console.log"))

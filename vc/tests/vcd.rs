@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{EtcdServer, Vcd, alive, json, stderr, wait_for};
 
 /// Boots of tiny guests under TCG on a loaded 2-core machine.
-const BOOT_WAIT: Duration = Duration::from_secs(180);
+const BOOT_WAIT: Duration = Duration::from_secs(600);
 
 fn states(e: &EtcdServer, vc: &str) -> Vec<String> {
     let v = json(&e.vlx_vc(&["show", vc, "--json"]));

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// How long one command on a TCG guest's shell may take.
-const ANSWER_WAIT: Duration = Duration::from_secs(60);
+/// How long one command on a TCG guest's shell may take on a loaded
+/// machine.
+const ANSWER_WAIT: Duration = Duration::from_secs(180);
 
 /// Runs `cmd` in the guest's shell and returns what it printed.
 pub fn exec(sock: &Path, cmd: &str) -> anyhow::Result<String> {

@@ -10,6 +10,7 @@ mod plan;
 mod rig;
 mod storm;
 mod util;
+mod vc;
 
 type Bench = fn() -> anyhow::Result<()>;
 
@@ -22,6 +23,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("media", media::run),
     ("rig", rig::run),
     ("storm", storm::run),
+    ("vc", vc::run),
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -9,6 +9,18 @@ use anyhow::{Context, bail};
 /// One list, so that a fresh machine and CI install the same things.
 pub const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "the rig boots blades under QEMU"),
+    (
+        "etcd-server",
+        "VC state on the blades; the VC tests start a real member",
+    ),
+    (
+        "etcd-client",
+        "etcdctl: the VC tests read etcd with a tool vlx did not write",
+    ),
+    (
+        "qemu-utils",
+        "qemu-img: a qcow2 overlay per VC VM on its guest's base image",
+    ),
     ("ovmf", "UEFI firmware for the rig's blades"),
     ("seabios", "BIOS firmware for the rig's blades"),
     ("ipxe-qemu", "network boot ROMs for QEMU's NICs"),

@@ -5,6 +5,8 @@
 //! - `cargo xtask test`: formatting, lints, then the whole test suite.
 //! - `cargo xtask rehearse [ARGS]`: build, install and boot the demo cluster
 //!   in QEMU (`vlx-rig rehearse` on the built-in defaults).
+//! - `cargo xtask rehearse --vc [ARGS]`: the virtual-cluster rig
+//!   (`vlx-vc-rig`: blades as network namespaces, real etcd and vlx-vcd).
 //! - `cargo xtask bench [ARGS]`: the benchmarks, with ratios against the
 //!   reference tools run in the same process.
 //! - `cargo xtask fuzz [CASES]`: the fuzz targets (the `fuzz` property
@@ -101,8 +103,27 @@ fn warm_kernel_cache(bin_dir: &str) -> anyhow::Result<()> {
     deps::run(Command::new(format!("{bin_dir}/vlx-image")).arg("fetch-kernel"))
 }
 
+/// [`warm_kernel_cache`] after building only the image builder.
+fn warm_kernel_cache_with(vlx_image: &str) -> anyhow::Result<()> {
+    deps::run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "imagebuilder",
+        "--bin",
+        "vlx-image",
+    ]))?;
+    deps::run(Command::new(vlx_image).arg("fetch-kernel"))
+}
+
 fn rehearse(extra: &[String]) -> anyhow::Result<()> {
     deps::ensure()?;
+    if extra.first().map(String::as_str) == Some("--vc") {
+        // The VC rig: blades as network namespaces (`vc::rig`).
+        deps::run(cargo().args(["build", "--release", "--package", "vc", "--bins"]))?;
+        warm_kernel_cache_with("target/release/vlx-image")?;
+        return deps::run(Command::new("target/release/vlx-vc-rig").args(&extra[1..]));
+    }
     deps::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     warm_kernel_cache("target/release")?;
     deps::run(

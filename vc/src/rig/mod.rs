@@ -1,0 +1,751 @@
+//! The VC rig: three blades as network namespaces on this machine, each
+//! with a real etcd member and a real `vlx-vcd`, QEMU (TCG) VMs of the tiny
+//! guest, and the checks of a virtual cluster's life: placement as planned,
+//! boots, refusals, private overlays, save and restore with a new policy,
+//! the loss of a blade, a VM never running twice, and destroy.
+//!
+//! The report goes to `OUT` (default `target/rehearsal-vc/`): `checks.json`
+//! (each check with its step's start and end in seconds), `timeline.svg`,
+//! `consoles/`, and the blades' logs (`blades/<blade>/etcd.log`, `vcd.log`).
+
+mod console;
+mod ns;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::state::VmRecord;
+use crate::vm::{Accel, Host};
+
+/// The rig's profile (`profiles/vcs/rig.toml`); paths are relative to it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RigProfile {
+    pub blades: PathBuf,
+    pub block: PathBuf,
+    pub cyclic: PathBuf,
+    pub etcd_heartbeat_ms: u32,
+    pub etcd_election_ms: u32,
+    pub lease_ttl: u32,
+}
+
+/// One line of the check table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+    /// Seconds from the rig's start to the start and end of the step.
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// How long boots, restarts and lease expiries may take on a loaded
+/// machine under TCG (waits, not speed checks): eight tiny guests booting
+/// at once on a shared 2-core machine at a load of 15 took over 4 minutes.
+const WAIT: Duration = Duration::from_secs(600);
+
+struct Rig {
+    net: ns::Net,
+    out: PathBuf,
+    shared: PathBuf,
+    bin: PathBuf,
+    profile_dir: PathBuf,
+    profile: RigProfile,
+    /// Per blade: etcd and vlx-vcd.
+    procs: Vec<Vec<Child>>,
+    checks: Vec<Check>,
+    n: usize,
+    t0: Instant,
+    /// When the step being checked began (the end of the one before).
+    step: Instant,
+}
+
+impl Rig {
+    fn check(&mut self, name: &str, r: anyhow::Result<String>) -> bool {
+        let (ok, detail) = match r {
+            Ok(d) => (true, d),
+            Err(e) => (false, format!("{e:#}")),
+        };
+        println!("{} {name}: {detail}", if ok { "PASS" } else { "FAIL" });
+        let now = Instant::now();
+        self.checks.push(Check {
+            name: name.into(),
+            ok,
+            detail,
+            start_s: (self.step - self.t0).as_secs_f64(),
+            end_s: (now - self.t0).as_secs_f64(),
+        });
+        self.step = now;
+        ok
+    }
+
+    /// `vlx-vc ARGS` run on blade `i`, against every member (its own first).
+    fn vc_on(&self, i: usize, args: &[&str]) -> anyhow::Result<Output> {
+        let mut eps: Vec<String> = vec![format!("http://{}:2379", ns::addr(i))];
+        eps.extend(
+            (1..=self.n)
+                .filter(|&j| j != i)
+                .map(|j| format!("http://{}:2379", ns::addr(j))),
+        );
+        let exe = self.bin.join("vlx-vc");
+        let exe = exe.to_string_lossy();
+        let eps = eps.join(",");
+        let mut cmd: Vec<&str> = vec![&exe];
+        cmd.extend(args);
+        cmd.extend(["--etcd", &eps]);
+        self.net.run(i, &cmd)
+    }
+
+    fn vc_json(&self, i: usize, args: &[&str]) -> anyhow::Result<Value> {
+        let o = self.vc_on(i, args)?;
+        if !o.status.success() {
+            bail!(
+                "vlx-vc {} exited {:?}: {}",
+                args.join(" "),
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&o.stdout).context("vlx-vc's JSON")
+    }
+
+    fn etcd_keys(&self, i: usize, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let o = self.net.run(
+            i,
+            &[
+                "env",
+                "ETCDCTL_API=3",
+                "etcdctl",
+                &format!("--endpoints=http://{}:2379", ns::addr(i)),
+                "get",
+                "--prefix",
+                "--keys-only",
+                prefix,
+            ],
+        )?;
+        if !o.status.success() {
+            bail!(
+                "etcdctl get {prefix}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn run_dir(&self, i: usize) -> PathBuf {
+        self.out
+            .join("blades")
+            .join(format!("blade0{i}"))
+            .join("run")
+    }
+
+    fn start_blade(&mut self, i: usize) -> anyhow::Result<()> {
+        let dir = self.out.join("blades").join(format!("blade0{i}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let me = ns::addr(i);
+        let cluster: Vec<String> = (1..=self.n)
+            .map(|j| format!("blade0{j}=http://{}:2380", ns::addr(j)))
+            .collect();
+        let etcd: Vec<String> = vec![
+            "etcd".into(),
+            format!("--name=blade0{i}"),
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls=http://{me}:2379"),
+            format!("--advertise-client-urls=http://{me}:2379"),
+            format!("--listen-peer-urls=http://{me}:2380"),
+            format!("--initial-advertise-peer-urls=http://{me}:2380"),
+            format!("--initial-cluster={}", cluster.join(",")),
+            "--initial-cluster-state=new".into(),
+            format!("--heartbeat-interval={}", self.profile.etcd_heartbeat_ms),
+            format!("--election-timeout={}", self.profile.etcd_election_ms),
+        ];
+        let e = self.net.spawn(i, &etcd, &dir.join("etcd.log"))?;
+        let blades = crate::cli::read_blades(&self.profile_dir.join(&self.profile.blades))
+            .map_err(|f| anyhow::anyhow!("{:#}", f.error()))?;
+        let b = blades
+            .get(i - 1)
+            .with_context(|| format!("the blades file has no blade {i}"))?;
+        let mut eps = vec![format!("http://{me}:2379")];
+        eps.extend(
+            (1..=self.n)
+                .filter(|&j| j != i)
+                .map(|j| format!("http://{}:2379", ns::addr(j))),
+        );
+        let vcd: Vec<String> = vec![
+            self.bin.join("vlx-vcd").display().to_string(),
+            "--blade".into(),
+            b.name.to_string(),
+            "--cores".into(),
+            b.cores.to_string(),
+            "--memory".into(),
+            b.memory.to_string(),
+            "--shared".into(),
+            self.shared.display().to_string(),
+            "--run".into(),
+            self.run_dir(i).display().to_string(),
+            "--ttl".into(),
+            self.profile.lease_ttl.to_string(),
+            "--etcd".into(),
+            eps.join(","),
+        ];
+        let v = self.net.spawn(i, &vcd, &dir.join("vcd.log"))?;
+        self.procs.push(vec![e, v]);
+        Ok(())
+    }
+
+    /// VMs of `vc` as `(vm, blade, state)` from `show` on blade `i`.
+    fn vms(&self, i: usize, vc: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+        let v = self.vc_json(i, &["show", vc, "--json"])?;
+        Ok(v["vms"]
+            .as_array()
+            .context("show has no vms")?
+            .iter()
+            .map(|vm| {
+                let s = |k: &str| vm[k].as_str().unwrap_or("-").to_owned();
+                (s("name"), s("blade"), s("state"))
+            })
+            .collect())
+    }
+
+    fn readies(&self, vc: &str, vm: &str) -> usize {
+        std::fs::read_to_string(
+            self.shared
+                .join("vcs")
+                .join(vc)
+                .join(vm)
+                .join("console.log"),
+        )
+        .unwrap_or_default()
+        .matches(&format!("vlx-guest: ready {vc}/{vm}"))
+        .count()
+    }
+
+    fn wait<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = f() {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: not within {WAIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Runs a shell command in a VM's guest, on the blade that runs it.
+    fn in_vm(&self, i: usize, vc: &str, vm: &str, cmd: &str) -> anyhow::Result<String> {
+        let vms = self.vms(i, vc)?;
+        let blade = &vms
+            .iter()
+            .find(|v| v.0 == vm)
+            .with_context(|| format!("{vc} has no {vm}"))?
+            .1;
+        let n: usize = blade
+            .trim_start_matches("blade")
+            .parse()
+            .with_context(|| format!("blade name {blade}"))?;
+        console::exec(&self.run_dir(n).join(vc).join(vm).join("console.sock"), cmd)
+    }
+
+    fn all_running(&self, vc: &str, avoid: Option<&str>) -> Option<Vec<(String, String, String)>> {
+        let vms = self.vms(1, vc).ok()?;
+        vms.iter()
+            .all(|v| v.2 == "running" && Some(v.1.as_str()) != avoid)
+            .then_some(vms)
+    }
+}
+
+fn blades_of(v: &Value) -> Vec<String> {
+    v["vms"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|vm| vm["blade"].as_str().unwrap_or("-").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sha256(p: &Path) -> anyhow::Result<String> {
+    let o = Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .context("sha256sum")?;
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .to_owned())
+}
+
+/// Runs the rig; returns the checks (all passed or not).
+pub fn rehearse(profile_path: &Path, out: &Path, bin: &Path) -> anyhow::Result<Vec<Check>> {
+    let text = std::fs::read_to_string(profile_path)
+        .with_context(|| format!("reading {}", profile_path.display()))?;
+    let profile: RigProfile =
+        toml::from_str(&text).with_context(|| format!("reading {}", profile_path.display()))?;
+    let profile_dir = profile_path.parent().unwrap_or(Path::new(".")).to_owned();
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    let shared = out.join("shared");
+    std::fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
+    let n = 3;
+    let net = ns::Net::create(&format!("vlxvc{}", std::process::id()), n)?;
+    let mut rig = Rig {
+        net,
+        out: out.to_owned(),
+        shared,
+        bin: bin.to_owned(),
+        profile_dir,
+        profile,
+        procs: Vec::new(),
+        checks: Vec::new(),
+        n,
+        t0: Instant::now(),
+        step: Instant::now(),
+    };
+    let r = run_checks(&mut rig);
+    save_consoles(&rig);
+    for p in rig.procs.iter_mut().flatten() {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    kill_qemus(&rig);
+    if let Err(e) = r {
+        rig.check("the rig ran to its end", Err(e));
+    }
+    let json = serde_json::to_string_pretty(&rig.checks).context("checks as JSON")?;
+    std::fs::write(out.join("checks.json"), json + "\n").context("writing checks.json")?;
+    std::fs::write(out.join("timeline.svg"), timeline(&rig.checks))
+        .context("writing timeline.svg")?;
+    Ok(rig.checks)
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One bar per check, from its step's start to its end, on a time axis.
+pub fn timeline(checks: &[Check]) -> String {
+    const ROW: f64 = 22.0;
+    const LABEL: f64 = 430.0;
+    const WIDTH: f64 = 600.0;
+    let end = checks.iter().map(|c| c.end_s).fold(1.0_f64, f64::max);
+    let scale = WIDTH / end;
+    let h = ROW * (checks.len() as f64 + 2.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n",
+        LABEL + WIDTH + 60.0
+    );
+    for (i, c) in checks.iter().enumerate() {
+        let y = ROW * (i as f64 + 0.5);
+        let x = LABEL + c.start_s * scale;
+        let w = ((c.end_s - c.start_s) * scale).max(1.0);
+        let fill = if c.ok { "#3a3" } else { "#c33" };
+        s.push_str(&format!(
+            "<text x=\"4\" y=\"{:.1}\">{}</text>\n\
+             <rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{fill}\">\
+             <title>{:.1}–{:.1} s</title></rect>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\">{:.1} s</text>\n",
+            y + 12.0,
+            xml(&c.name),
+            y + 2.0,
+            ROW - 6.0,
+            c.start_s,
+            c.end_s,
+            x + w + 4.0,
+            y + 12.0,
+            c.end_s - c.start_s
+        ));
+    }
+    let y = ROW * (checks.len() as f64 + 1.0);
+    s.push_str(&format!(
+        "<line x1=\"{LABEL}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#000\"/>\n\
+         <text x=\"{LABEL}\" y=\"{:.1}\">0 s</text>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\">{end:.0} s</text>\n</svg>\n",
+        LABEL + WIDTH,
+        y + 14.0,
+        LABEL + WIDTH - 20.0,
+        y + 14.0
+    ));
+    s
+}
+
+fn save_consoles(rig: &Rig) {
+    let dir = rig.out.join("consoles");
+    let _ = std::fs::create_dir_all(&dir);
+    let Ok(vcs) = std::fs::read_dir(rig.shared.join("vcs")) else {
+        return;
+    };
+    for vc in vcs.flatten() {
+        for vm in std::fs::read_dir(vc.path()).into_iter().flatten().flatten() {
+            let log = vm.path().join("console.log");
+            let name = format!(
+                "{}-{}.log",
+                vc.file_name().to_string_lossy(),
+                vm.file_name().to_string_lossy()
+            );
+            let _ = std::fs::copy(&log, dir.join(name));
+        }
+    }
+}
+
+/// Pids of every QEMU the blades ran (from their pid files).
+fn qemu_pids(rig: &Rig) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for i in 1..=rig.n {
+        let run = rig.run_dir(i);
+        for vc in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+            for vm in std::fs::read_dir(vc.path()).into_iter().flatten().flatten() {
+                if let Ok(t) = std::fs::read_to_string(vm.path().join("qemu.pid"))
+                    && let Ok(p) = t.trim().parse::<i32>()
+                    && Path::new(&format!("/proc/{p}")).exists()
+                {
+                    pids.push(p);
+                }
+            }
+        }
+    }
+    pids
+}
+
+fn kill_qemus(rig: &Rig) {
+    for p in qemu_pids(rig) {
+        let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+    }
+}
+
+fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
+    for i in 1..=rig.n {
+        rig.start_blade(i)?;
+    }
+    let ok = rig.wait("etcd answers and 3 blades register", || {
+        let k = rig.etcd_keys(1, "/vlx/blades/").ok()?;
+        (k.len() == rig.n).then_some(k)
+    });
+    let ok = ok.map(|k| format!("{} members; blades {}", rig.n, k.join(" ")));
+    if !rig.check("etcd on 3 blades, 3 agents registered", ok) {
+        bail!("the blades did not come up");
+    }
+
+    // The guest, imported once.
+    let gdir = rig.out.join("guest");
+    std::fs::create_dir_all(&gdir)?;
+    let g = crate::tiny::build(&gdir)?;
+    let (t, k, ird, sh) = (
+        g.tarball.display().to_string(),
+        g.kernel.display().to_string(),
+        g.initrd.display().to_string(),
+        rig.shared.display().to_string(),
+    );
+    rig.vc_json(
+        1,
+        &[
+            "import-guest",
+            "tiny",
+            "--tarball",
+            &t,
+            "--kernel",
+            &k,
+            "--initrd",
+            &ird,
+            "--shared",
+            &sh,
+            "--size",
+            "64MiB",
+            "--json",
+        ],
+    )?;
+    let base = rig.shared.join("guests/tiny/base.raw");
+    let base_sum = sha256(&base)?;
+
+    // Placement exactly as planned.
+    let blades_file = rig
+        .profile_dir
+        .join(&rig.profile.blades)
+        .display()
+        .to_string();
+    let block = rig
+        .profile_dir
+        .join(&rig.profile.block)
+        .display()
+        .to_string();
+    let cyclic = rig
+        .profile_dir
+        .join(&rig.profile.cyclic)
+        .display()
+        .to_string();
+    let plan = |rig: &Rig, vc: &str, blades: &str| -> anyhow::Result<Value> {
+        let o = Command::new(rig.bin.join("vlx-vc"))
+            .args(["plan", "--vc", vc, "--blades", blades, "--json"])
+            .output()
+            .context("vlx-vc plan")?;
+        if !o.status.success() {
+            bail!("vlx-vc plan: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(serde_json::from_slice(&o.stdout)?)
+    };
+    let p_block = plan(rig, &block, &blades_file)?;
+    let created = rig.vc_json(1, &["create", "--vc", &block, "--json"]);
+    let r = created.and_then(|c| {
+        let (want, got) = (blades_of(&p_block), blades_of(&c));
+        if want == got {
+            Ok(format!("demo: {}", got.join(" ")))
+        } else {
+            bail!("planned {want:?}, placed {got:?}")
+        }
+    });
+    rig.check("block VC placed as planned", r);
+    // What is left of the blades after it, as a blades file for the plan.
+    let mut free = String::new();
+    for b in p_block["blades"].as_array().context("plan blades")? {
+        let cores = b["cores"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(b["vcpus"].as_u64().unwrap_or(0));
+        let mem = b["memory"].as_u64().unwrap_or(0) - b["memory_used"].as_u64().unwrap_or(0);
+        free.push_str(&format!(
+            "[[blades]]\nname = \"{}\"\ncores = {}\nmemory = \"{}\"\n\n",
+            b["blade"].as_str().unwrap_or("-"),
+            cores.max(1),
+            cluster::Bytes(mem)
+        ));
+    }
+    let free_file = rig.out.join("blades-after-demo.toml");
+    std::fs::write(&free_file, free)?;
+    let p_cyc = plan(rig, &cyclic, &free_file.display().to_string())?;
+    let r = rig
+        .vc_json(2, &["create", "--vc", &cyclic, "--json"])
+        .and_then(|c| {
+            let (want, got) = (blades_of(&p_cyc), blades_of(&c));
+            if want == got {
+                Ok(format!("cyc (created on blade02): {}", got.join(" ")))
+            } else {
+                bail!("planned {want:?}, placed {got:?}")
+            }
+        });
+    rig.check("cyclic VC placed as planned", r);
+
+    let r = rig.wait("8 VMs ready", || {
+        let all = ["demo", "cyc"]
+            .iter()
+            .flat_map(|vc| (1..=4).map(move |i| (vc, format!("vm{i}"))))
+            .all(|(vc, vm)| rig.readies(vc, &vm) >= 1);
+        all.then(|| "8 of 8 VMs printed `vlx-guest: ready`".to_owned())
+    });
+    rig.check("every VM reaches ready", r);
+
+    // Strict refuses what does not fit; nothing of it remains.
+    let o = rig.vc_on(
+        3,
+        &[
+            "create", "--name", "big", "--guest", "tiny", "--vms", "2", "--memory", "128MiB",
+            "--strict",
+        ],
+    )?;
+    let r = (|| {
+        if o.status.code() != Some(3) {
+            bail!(
+                "exit {:?}, not 3: {}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let left = rig.etcd_keys(1, "/vlx/vc/big/")?;
+        if !left.is_empty() {
+            bail!("keys left: {left:?}");
+        }
+        Ok(String::from_utf8_lossy(&o.stderr).trim().to_owned())
+    })();
+    rig.check("strict refuses a VC that does not fit, leaving nothing", r);
+
+    // Private overlays.
+    let r = (|| {
+        rig.wait("demo running", || rig.all_running("demo", None))?;
+        rig.in_vm(1, "demo", "vm1", "echo rig-mark > /root/mark; sync")?;
+        rig.in_vm(1, "demo", "vm3", "echo rig-mark > /root/mark; sync")?;
+        let mine = rig.in_vm(1, "demo", "vm1", "cat /root/mark")?;
+        let sibling = rig.in_vm(1, "demo", "vm2", "cat /root/mark 2>&1 || true")?;
+        if !mine.contains("rig-mark") || sibling.contains("rig-mark") {
+            bail!("vm1 reads `{mine}`, its sibling vm2 reads `{sibling}`");
+        }
+        Ok(format!("vm1: `{mine}`; vm2: `{sibling}`"))
+    })();
+    rig.check("a file written in a VM is not seen by its sibling", r);
+
+    // Save, then restore under another policy.
+    let r = (|| {
+        let before = rig.vms(1, "demo")?;
+        rig.vc_json(2, &["save", "demo", "--json"])?;
+        rig.wait("demo saved", || {
+            let v = rig.vms(1, "demo").ok()?;
+            v.iter().all(|x| x.2 == "saved").then_some(())
+        })?;
+        rig.vc_json(
+            3,
+            &[
+                "restore",
+                "demo",
+                "--placement",
+                "cyclic",
+                "--free",
+                "--json",
+            ],
+        )?;
+        let after = rig.wait("demo restored", || rig.all_running("demo", None))?;
+        let moved: Vec<String> = before
+            .iter()
+            .zip(&after)
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, b)| format!("{} {}→{}", a.0, a.1, b.1))
+            .collect();
+        if moved.is_empty() {
+            bail!("no VM moved: {after:?}");
+        }
+        let mark = rig.in_vm(1, "demo", "vm3", "cat /root/mark")?;
+        if !mark.contains("rig-mark") {
+            bail!("vm3 lost its file: `{mark}`");
+        }
+        Ok(format!(
+            "moved {}; vm3 still reads `{mark}`",
+            moved.join(", ")
+        ))
+    })();
+    rig.check(
+        "save → restore with another policy moves VMs, keeps their files",
+        r,
+    );
+
+    // A blade dies: every process of blade03 killed with SIGKILL.
+    let r = (|| {
+        let on3: Vec<i32> = {
+            let run = rig.run_dir(3);
+            let mut p = Vec::new();
+            for vc in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+                for vm in std::fs::read_dir(vc.path()).into_iter().flatten().flatten() {
+                    if let Ok(t) = std::fs::read_to_string(vm.path().join("qemu.pid"))
+                        && let Ok(x) = t.trim().parse::<i32>()
+                    {
+                        p.push(x);
+                    }
+                }
+            }
+            p
+        };
+        let lost: Vec<(String, String, usize)> = ["demo", "cyc"]
+            .iter()
+            .flat_map(|vc| {
+                rig.vms(1, vc)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|v| v.1 == "blade03")
+                    .map(|v| (vc.to_string(), v.0.clone(), rig.readies(vc, &v.0)))
+            })
+            .collect();
+        if lost.is_empty() {
+            bail!("no VM ran on blade03");
+        }
+        for c in rig.procs[2].iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for p in &on3 {
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+        }
+        let listed = rig.vc_json(1, &["list", "--json"])?;
+        let n = listed.as_array().map_or(0, Vec::len);
+        let back = rig.wait("VMs back on survivors", || {
+            let a = rig.all_running("demo", Some("blade03"))?;
+            let b = rig.all_running("cyc", Some("blade03"))?;
+            // Each lost VM booted again on a survivor.
+            lost.iter()
+                .all(|(vc, vm, n)| rig.readies(vc, vm) > *n)
+                .then_some(a.len() + b.len())
+        })?;
+        let names: Vec<String> = lost
+            .iter()
+            .map(|(vc, vm, _)| format!("{vc}/{vm}"))
+            .collect();
+        Ok(format!(
+            "killed etcd, vlx-vcd and {} QEMU of blade03; etcd answers ({n} VCs listed); \
+             {} booted again on survivors; {back} VMs running on blade01/02",
+            on3.len(),
+            names.join(" ")
+        ))
+    })();
+    rig.check(
+        "kill -9 of a blade: etcd answers, VMs come back on survivors",
+        r,
+    );
+
+    // A running VM is refused a second start elsewhere.
+    let r = (|| {
+        let show = rig.vc_json(1, &["show", "cyc", "--json"])?;
+        let spec: crate::VcSpec = serde_json::from_value(show["vc"].clone())?;
+        let rec = VmRecord {
+            vm: crate::VmIndex(1),
+            blade: "blade03".parse()?,
+            mac: show["vms"][0]["mac"].as_str().unwrap_or("").parse()?,
+        };
+        let other = Host {
+            shared: rig.shared.clone(),
+            run: rig.out.join("intruder"),
+            accel: Accel::Tcg,
+        };
+        match other.start(&spec, &rec, false) {
+            Ok(()) => bail!("a second QEMU started on cyc/vm1's overlay"),
+            Err(e) => {
+                let e = format!("{e:#}");
+                if !e.contains("Failed to get \"write\" lock") {
+                    bail!("refused, but not by the image lock: {e}");
+                }
+                Ok("QEMU: Failed to get \"write\" lock".to_owned())
+            }
+        }
+    })();
+    rig.check("starting a running VM on another blade is refused", r);
+
+    // Destroy leaves nothing.
+    save_consoles(rig);
+    let r = (|| {
+        for vc in ["demo", "cyc"] {
+            rig.vc_json(2, &["destroy", vc, "--force", "--json"])?;
+        }
+        rig.wait("VMs and overlays gone", || {
+            let gone = !rig.shared.join("vcs/demo").exists()
+                && !rig.shared.join("vcs/cyc").exists()
+                && qemu_pids(rig).is_empty();
+            gone.then_some(())
+        })?;
+        let keys = rig.etcd_keys(1, "/vlx/vc")?;
+        let status = rig.etcd_keys(1, "/vlx/status/")?;
+        if !keys.is_empty() || !status.is_empty() {
+            bail!("keys left: {keys:?} {status:?}");
+        }
+        let now = sha256(&base)?;
+        if now != base_sum {
+            bail!("the base image changed");
+        }
+        Ok("no overlay, no QEMU, no key; base image unchanged".to_owned())
+    })();
+    rig.check(
+        "destroy leaves no overlay, process or key; base unchanged",
+        r,
+    );
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! VC state in etcd: the key layout, the records, and every change as a
+//! pure plan over a snapshot (compares + operations of one transaction).
+//! The executor ([`apply`]) only runs the transaction, so a change is whole
+//! or absent, and two blades changing the same thing cannot both win.
+//!
+//! Keys (values are JSON):
+//!
+//! | key | value | written by |
+//! |---|---|---|
+//! | `/vlx/blades/<blade>` | [`BladeRecord`], under the agent's lease | `vlx-vcd` |
+//! | `/vlx/guests/<guest>` | [`GuestRecord`] | guest import |
+//! | `/vlx/vcid/<id>` | the VC's name (ids are unique) | `vlx-vc create` |
+//! | `/vlx/vc/<vc>/spec` | [`VcSpec`] | `vlx-vc create`, `restore` (new policy) |
+//! | `/vlx/vc/<vc>/state` | [`StateRecord`]: what the VC should be doing | `vlx-vc` |
+//! | `/vlx/vc/<vc>/vms` | every [`VmRecord`] of the VC: where its VMs run | `vlx-vc`, the placer |
+//!
+//! The placement is one key, not one per VM, so that every change is a
+//! transaction of a few operations whatever the VC's size (etcd refuses
+//! transactions of more than 128 operations by default).
+//! | `/vlx/status/<vc>/<vm>` | [`VmStatus`]: what the VM is doing | the agent that runs it |
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, anyhow};
+use cluster::{Bytes, MacAddr, NodeName};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Failure;
+use crate::etcd::{Compare, Etcd, Kv, Op};
+use crate::model::{Blade, Fit, Policy, VcName, VcSpec, VmIndex};
+use crate::place::{free_capacity, place};
+
+pub const ROOT: &str = "/vlx/";
+pub const BLADES: &str = "/vlx/blades/";
+pub const GUESTS: &str = "/vlx/guests/";
+pub const VCIDS: &str = "/vlx/vcid/";
+pub const VCS: &str = "/vlx/vc/";
+pub const STATUS: &str = "/vlx/status/";
+
+pub fn blade_key(b: &NodeName) -> String {
+    format!("{BLADES}{b}")
+}
+pub fn guest_key(g: &str) -> String {
+    format!("{GUESTS}{g}")
+}
+pub fn vcid_key(spec: &VcSpec) -> String {
+    format!("{VCIDS}{}", spec.id)
+}
+pub fn vc_prefix(vc: &VcName) -> String {
+    format!("{VCS}{vc}/")
+}
+pub fn spec_key(vc: &VcName) -> String {
+    format!("{VCS}{vc}/spec")
+}
+pub fn state_key(vc: &VcName) -> String {
+    format!("{VCS}{vc}/state")
+}
+pub fn vms_key(vc: &VcName) -> String {
+    format!("{VCS}{vc}/vms")
+}
+pub fn status_prefix(vc: &VcName) -> String {
+    format!("{STATUS}{vc}/")
+}
+pub fn status_key(vc: &VcName, vm: VmIndex) -> String {
+    format!("{STATUS}{vc}/{vm}")
+}
+
+/// A blade's capacity for VMs, as its agent registers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BladeRecord {
+    pub cores: u32,
+    pub memory: Bytes,
+}
+
+/// A guest image imported onto the shared volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestRecord {
+    /// The read-only base image, relative to the shared volume.
+    pub base: String,
+}
+
+/// What the VC should be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    Running,
+    Stopped,
+    /// Its VMs' state is saved to the shared volume and they are not running.
+    Saved,
+}
+
+impl Desired {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+            Desired::Saved => "saved",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateRecord {
+    pub desired: Desired,
+}
+
+/// Where one VM runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRecord {
+    pub vm: VmIndex,
+    pub blade: NodeName,
+    pub mac: MacAddr,
+}
+
+/// What a VM is doing, as the agent of its blade reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmStatus {
+    pub blade: NodeName,
+    /// `starting`, `running`, `stopped`, `saving`, `saved`, `lost` or `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One VC as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VcRecord {
+    pub spec: VcSpec,
+    pub desired: Desired,
+    #[serde(skip)]
+    pub state_rev: i64,
+    pub vms: Vec<VmRecord>,
+    pub status: BTreeMap<VmIndex, VmStatus>,
+}
+
+impl VcRecord {
+    /// Whether any VM of it runs or should run.
+    pub fn is_running(&self) -> bool {
+        self.desired == Desired::Running
+            || self
+                .status
+                .values()
+                .any(|s| matches!(s.state.as_str(), "running" | "starting" | "saving"))
+    }
+}
+
+/// Everything under `/vlx/` at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: i64,
+    /// Registered blades in name order (the order placement sees).
+    pub blades: Vec<Blade>,
+    pub guests: BTreeMap<String, GuestRecord>,
+    pub vcids: BTreeMap<String, String>,
+    pub vcs: BTreeMap<VcName, VcRecord>,
+}
+
+fn json<T: for<'de> Deserialize<'de>>(kv: &Kv) -> anyhow::Result<T> {
+    serde_json::from_slice(&kv.value).with_context(|| format!("etcd key {}", kv.key))
+}
+
+impl Snapshot {
+    pub fn read(etcd: &Etcd) -> anyhow::Result<Snapshot> {
+        let (kvs, rev) = etcd.list(ROOT)?;
+        Snapshot::from_kvs(&kvs, rev)
+    }
+
+    /// Builds the snapshot from the keys; a key that does not parse is an
+    /// error naming it (the store is written only by vlx).
+    pub fn from_kvs(kvs: &[Kv], revision: i64) -> anyhow::Result<Snapshot> {
+        let mut s = Snapshot {
+            revision,
+            ..Snapshot::default()
+        };
+        let mut specs: BTreeMap<VcName, VcSpec> = BTreeMap::new();
+        let mut states: BTreeMap<VcName, (Desired, i64)> = BTreeMap::new();
+        let mut vms: BTreeMap<VcName, Vec<VmRecord>> = BTreeMap::new();
+        let mut status: BTreeMap<VcName, BTreeMap<VmIndex, VmStatus>> = BTreeMap::new();
+        let vc_of = |rest: &str, kv: &Kv| -> anyhow::Result<VcName> {
+            rest.parse()
+                .with_context(|| format!("etcd key {}: bad VC name", kv.key))
+        };
+        for kv in kvs {
+            if let Some(name) = kv.key.strip_prefix(BLADES) {
+                let name: NodeName = name
+                    .parse()
+                    .with_context(|| format!("etcd key {}", kv.key))?;
+                let r: BladeRecord = json(kv)?;
+                s.blades.push(Blade {
+                    name,
+                    cores: r.cores,
+                    memory: r.memory,
+                });
+            } else if let Some(g) = kv.key.strip_prefix(GUESTS) {
+                s.guests.insert(g.to_owned(), json(kv)?);
+            } else if let Some(id) = kv.key.strip_prefix(VCIDS) {
+                let name = String::from_utf8_lossy(&kv.value).into_owned();
+                s.vcids.insert(id.to_owned(), name);
+            } else if let Some(rest) = kv.key.strip_prefix(VCS) {
+                let (vc, what) = rest
+                    .split_once('/')
+                    .ok_or_else(|| anyhow!("etcd key {} is not a VC key", kv.key))?;
+                let vc = vc_of(vc, kv)?;
+                match what {
+                    "spec" => {
+                        specs.insert(vc, json(kv)?);
+                    }
+                    "state" => {
+                        let st: StateRecord = json(kv)?;
+                        states.insert(vc, (st.desired, kv.mod_revision));
+                    }
+                    "vms" => {
+                        vms.insert(vc, json(kv)?);
+                    }
+                    _ => return Err(anyhow!("etcd key {} is not a VC key", kv.key)),
+                }
+            } else if let Some(rest) = kv.key.strip_prefix(STATUS) {
+                let (vc, vm) = rest
+                    .split_once('/')
+                    .ok_or_else(|| anyhow!("etcd key {} is not a status key", kv.key))?;
+                let vm: VmIndex = vm
+                    .parse()
+                    .map_err(|e: String| anyhow!("etcd key {}: {e}", kv.key))?;
+                status
+                    .entry(vc_of(vc, kv)?)
+                    .or_default()
+                    .insert(vm, json(kv)?);
+            }
+        }
+        for (name, spec) in specs {
+            let (desired, state_rev) = states
+                .get(&name)
+                .copied()
+                .ok_or_else(|| anyhow!("VC {name} has a spec but no state key"))?;
+            let mut v = vms.remove(&name).unwrap_or_default();
+            v.sort_by_key(|r| r.vm);
+            let st = status.remove(&name).unwrap_or_default();
+            s.vcs.insert(
+                name,
+                VcRecord {
+                    spec,
+                    desired,
+                    state_rev,
+                    vms: v,
+                    status: st,
+                },
+            );
+        }
+        Ok(s)
+    }
+
+    /// Free capacity of the registered blades, without the VMs of `except`.
+    pub fn free(&self, except: Option<&VcName>) -> Vec<Blade> {
+        let used = self
+            .vcs
+            .values()
+            .filter(|r| Some(&r.spec.name) != except)
+            .flat_map(|r| {
+                r.vms
+                    .iter()
+                    .map(move |vm| (&vm.blade, r.spec.vcpus, r.spec.memory))
+            });
+        free_capacity(&self.blades, used)
+    }
+
+    pub fn vc(&self, name: &VcName) -> Result<&VcRecord, Failure> {
+        self.vcs
+            .get(name)
+            .ok_or_else(|| Failure::BadInput(anyhow!("there is no VC named {name}")))
+    }
+}
+
+/// One transaction: the conditions it was planned under and its writes.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub compare: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain records cannot fail (no maps with non-string
+    // keys, no custom serializers that error).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn placement_ops(spec: &VcSpec, vms: &[VmRecord]) -> Vec<Op> {
+    vec![Op::put(vms_key(&spec.name), to_json(&vms))]
+}
+
+/// Places `spec` on the free blades of `snap`, or refuses it.
+fn placed(snap: &Snapshot, spec: &VcSpec) -> Result<Vec<VmRecord>, Failure> {
+    let free = snap.free(Some(&spec.name));
+    if free.is_empty() {
+        return Err(Failure::Refused(anyhow!(
+            "no blade is registered: start vlx-vcd on the blades first"
+        )));
+    }
+    let p = place(spec, &free).map_err(|r| Failure::Refused(r.into()))?;
+    Ok(p.vms
+        .into_iter()
+        .map(|v| VmRecord {
+            vm: v.vm,
+            blade: v.blade,
+            mac: v.mac,
+        })
+        .collect())
+}
+
+/// Conditions every placement-changing transaction carries: no VC and no
+/// blade changed since the snapshot (so capacity seen is capacity left).
+fn capacity_unchanged(snap: &Snapshot) -> Vec<Compare> {
+    vec![
+        Compare::PrefixUnchangedSince(VCS.into(), snap.revision),
+        Compare::PrefixUnchangedSince(BLADES.into(), snap.revision),
+    ]
+}
+
+/// Creating a VC: the whole VC placed and running, or nothing.
+pub fn plan_create(snap: &Snapshot, spec: &VcSpec) -> Result<(Change, Vec<VmRecord>), Failure> {
+    if snap.vcs.contains_key(&spec.name) {
+        return Err(Failure::BadInput(anyhow!(
+            "a VC named {} exists already",
+            spec.name
+        )));
+    }
+    if !snap.guests.contains_key(&spec.guest) {
+        let known: Vec<&str> = snap.guests.keys().map(String::as_str).collect();
+        return Err(Failure::BadInput(anyhow!(
+            "unknown guest `{}` (imported guests: {})",
+            spec.guest,
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    if let Some(other) = snap.vcids.get(&spec.id.to_string()) {
+        return Err(Failure::Refused(anyhow!(
+            "VC id {} of {} is taken by VC {other}: set another `id` in the profile",
+            spec.id,
+            spec.name
+        )));
+    }
+    let vms = placed(snap, spec)?;
+    let mut compare = capacity_unchanged(snap);
+    compare.push(Compare::Absent(spec_key(&spec.name)));
+    compare.push(Compare::Absent(vcid_key(spec)));
+    let mut ops = vec![
+        Op::put(spec_key(&spec.name), to_json(spec)),
+        Op::put(
+            state_key(&spec.name),
+            to_json(&StateRecord {
+                desired: Desired::Running,
+            }),
+        ),
+        Op::put(vcid_key(spec), spec.name.as_str()),
+    ];
+    ops.extend(placement_ops(spec, &vms));
+    Ok((Change { compare, ops }, vms))
+}
+
+/// What `start`, `stop` and `save` ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Save,
+}
+
+/// Changing what a VC should do. `None`: it does so already.
+pub fn plan_action(
+    snap: &Snapshot,
+    name: &VcName,
+    action: Action,
+) -> Result<Option<Change>, Failure> {
+    let r = snap.vc(name)?;
+    let to = match (action, r.desired) {
+        (Action::Start, Desired::Running)
+        | (Action::Stop, Desired::Stopped)
+        | (Action::Save, Desired::Saved) => return Ok(None),
+        (Action::Start | Action::Stop, Desired::Saved) => {
+            return Err(Failure::Refused(anyhow!(
+                "VC {name} is saved: `vlx-vc restore {name}` resumes it, `destroy` drops it"
+            )));
+        }
+        (Action::Save, Desired::Stopped) => {
+            return Err(Failure::Refused(anyhow!(
+                "VC {name} is stopped: there is nothing to save"
+            )));
+        }
+        (Action::Start, Desired::Stopped) => Desired::Running,
+        (Action::Stop, Desired::Running) => Desired::Stopped,
+        (Action::Save, Desired::Running) => Desired::Saved,
+    };
+    Ok(Some(Change {
+        compare: vec![Compare::ModIs(state_key(name), r.state_rev)],
+        ops: vec![Op::put(
+            state_key(name),
+            to_json(&StateRecord { desired: to }),
+        )],
+    }))
+}
+
+/// Resuming a saved VC, placed again by `placement`/`mode` when given (the
+/// mapping may change only while the VC is saved).
+pub fn plan_restore(
+    snap: &Snapshot,
+    name: &VcName,
+    placement: Option<Policy>,
+    mode: Option<Fit>,
+) -> Result<(Change, Vec<VmRecord>), Failure> {
+    let r = snap.vc(name)?;
+    if r.desired != Desired::Saved {
+        return Err(Failure::Refused(anyhow!(
+            "VC {name} is {}, not saved: only a saved VC can be restored",
+            r.desired.as_str()
+        )));
+    }
+    let mut spec = r.spec.clone();
+    spec.placement = placement.unwrap_or(spec.placement);
+    spec.mode = mode.unwrap_or(spec.mode);
+    let vms = placed(snap, &spec)?;
+    let mut compare = capacity_unchanged(snap);
+    compare.push(Compare::ModIs(state_key(name), r.state_rev));
+    let mut ops = vec![
+        Op::put(spec_key(name), to_json(&spec)),
+        Op::put(
+            state_key(name),
+            to_json(&StateRecord {
+                desired: Desired::Running,
+            }),
+        ),
+    ];
+    ops.extend(placement_ops(&spec, &vms));
+    Ok((Change { compare, ops }, vms))
+}
+
+/// Dropping a VC: every key of it. A running VC only with `force`.
+pub fn plan_destroy(snap: &Snapshot, name: &VcName, force: bool) -> Result<Change, Failure> {
+    let r = snap.vc(name)?;
+    if r.is_running() && !force {
+        return Err(Failure::Refused(anyhow!(
+            "VC {name} is running: stop it first, or destroy it with --force"
+        )));
+    }
+    Ok(Change {
+        compare: vec![Compare::ModIs(state_key(name), r.state_rev)],
+        ops: vec![
+            Op::DeletePrefix(vc_prefix(name)),
+            Op::DeletePrefix(status_prefix(name)),
+            Op::Delete(vcid_key(&r.spec)),
+        ],
+    })
+}
+
+/// How often a change planned on a snapshot is planned again when another
+/// blade changed the store in between.
+const ATTEMPTS: u32 = 8;
+
+/// Reads a snapshot, plans with `f`, and runs the transaction; plans again
+/// on a fresh snapshot when the store changed meanwhile.
+pub fn apply<T>(
+    etcd: &Etcd,
+    mut f: impl FnMut(&Snapshot) -> Result<(Option<Change>, T), Failure>,
+) -> Result<T, Failure> {
+    for _ in 0..ATTEMPTS {
+        let snap = Snapshot::read(etcd)?;
+        let (change, out) = f(&snap)?;
+        let Some(change) = change else {
+            return Ok(out);
+        };
+        if etcd.txn(&change.compare, &change.ops)? {
+            return Ok(out);
+        }
+    }
+    Err(Failure::Failed(anyhow!(
+        "the VC state kept changing under this command ({ATTEMPTS} attempts); try again"
+    )))
+}

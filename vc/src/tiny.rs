@@ -1,0 +1,93 @@
+//! The tiny guest of the VC tests and rig: the Debian cloud kernel from the
+//! image builder's cache, a busybox initramfs that mounts the VM's disk as
+//! root, and a busybox root tarball whose init prints
+//! `vlx-guest: ready <vc>/<vm>` and keeps a shell on the console.
+//!
+//! Built with the image builder's kernel cache and initramfs writer (as the
+//! rig's test blades are).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use imagebuilder::image::kernel::{self as kernels, ModuleIndex};
+use imagebuilder::image::tree::{Content, Entry, Tree};
+
+/// Kernel, initramfs and root tarball of the tiny guest, in `dir`.
+#[derive(Debug, Clone)]
+pub struct TinyGuest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub tarball: PathBuf,
+}
+
+const INITRAMFS_INIT: &str = include_str!("../guest/tiny/initramfs-init.sh");
+const ROOT_INIT: &str = include_str!("../guest/tiny/root-init.sh");
+const MODULES: &[&str] = &["virtio_pci", "virtio_blk"];
+
+/// Builds the tiny guest in `dir`.
+pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
+    let kernel = kernels::cached_or_fetch(kernels::DEFAULT_PACKAGE)
+        .context("the guest kernel (cached by the image builder, or fetched with apt)")?;
+    let mut t = Tree::new();
+    for d in ["bin", "dev", "proc", "sys", "newroot"] {
+        t.mkdir_p(Path::new(d))?;
+    }
+    let file = |bytes: Vec<u8>, mode| Entry::file(Content::Bytes(bytes), mode);
+    t.insert(
+        Path::new("bin/busybox"),
+        Entry::file(Content::Host("/bin/busybox".into()), 0o755),
+    )
+    .context("busybox (Debian busybox-static)")?;
+    t.insert(Path::new("init"), file(INITRAMFS_INIT.into(), 0o755))?;
+    let wanted: Vec<(String, String)> = MODULES
+        .iter()
+        .map(|m| ((*m).to_owned(), "the tiny guest's disk".to_owned()))
+        .collect();
+    let mut order = String::new();
+    let index = ModuleIndex::load(&kernel)?;
+    for m in index.closure(&wanted)? {
+        let plain = m.plain_path();
+        let base = plain.rsplit('/').next().unwrap_or(&plain).to_owned();
+        let bytes = kernels::module_bytes(&kernel, &m)?;
+        t.insert(&Path::new("lib/modules").join(&base), file(bytes, 0o644))?;
+        order.push_str(&base);
+        order.push('\n');
+    }
+    t.insert(Path::new("lib/modules/order"), file(order.into(), 0o644))?;
+    let initrd = dir.join("initrd.img");
+    imagebuilder::image::initramfs::write(&t, &initrd, 0)
+        .with_context(|| format!("writing {}", initrd.display()))?;
+
+    let root = dir.join("root");
+    for d in [
+        "bin", "sbin", "dev", "proc", "sys", "etc", "tmp", "var", "root",
+    ] {
+        let p = root.join(d);
+        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("copying /bin/busybox")?;
+    let init = root.join("sbin/init");
+    std::fs::write(&init, ROOT_INIT).with_context(|| format!("writing {}", init.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", init.display()))?;
+    let tarball = dir.join("tiny.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .context("running tar")?;
+    if !st.success() {
+        bail!("tar of {} failed: {st}", root.display());
+    }
+    Ok(TinyGuest {
+        kernel: kernel.vmlinuz.clone(),
+        initrd,
+        tarball,
+    })
+}

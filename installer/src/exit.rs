@@ -27,11 +27,7 @@ pub fn is_refusal(e: &anyhow::Error) -> bool {
 }
 
 fn refuses(e: &(dyn Error + 'static)) -> bool {
-    if e.is::<Refusal>()
-        || e.is::<DeviceError>()
-        || e.is::<LockError>()
-        || e.is::<ImageError>()
-    {
+    if e.is::<Refusal>() || e.is::<DeviceError>() || e.is::<LockError>() || e.is::<ImageError>() {
         return true;
     }
     if let Some(e) = e.downcast_ref::<ApplyError>() {

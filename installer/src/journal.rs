@@ -75,6 +75,11 @@ pub struct Journal {
     pub image_sha256: String,
     /// Steps finished, in order.
     pub done: Vec<Step>,
+    /// A change of an installed cluster: the only nodes whose snapshot
+    /// stores and swap the `cow` and `swap` steps write (the nodes it
+    /// adds). `None` for an install, where they write every node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_nodes: Option<Vec<String>>,
 }
 
 impl Journal {
@@ -85,7 +90,15 @@ impl Journal {
             plan_sha256,
             image_sha256,
             done: Vec::new(),
+            only_nodes: None,
         }
+    }
+
+    /// Whether the `cow` and `swap` steps write node `name`'s volumes.
+    pub fn writes_node(&self, name: &str) -> bool {
+        self.only_nodes
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| n == name))
     }
 
     pub fn is_done(&self, step: Step) -> bool {

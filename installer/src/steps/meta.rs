@@ -61,9 +61,18 @@ pub fn write(ctx: &Ctx<'_>, journal: &Journal, content: bool) -> Result<(), Appl
     Ok(())
 }
 
-/// `None` when the meta volume holds this plan.
+/// `None` when the meta volume holds this plan, or a change to this plan
+/// is under way on it (its journal names the plan; the plan itself lands
+/// with the content step, and the volume stays mounted on running blades,
+/// so it is not made again before that).
 pub fn verify(ctx: &Ctx<'_>) -> Result<Option<String>, ApplyError> {
     let v = ctx.locate(&Role::Meta)?;
+    let changing = fs::read_file(ctx.target.path(), v.offset, &format!("/{}", journal::FILE))?
+        .and_then(|b| Journal::parse(&b))
+        .is_some_and(|j| j.only_nodes.is_some() && j.plan_sha256 == ctx.inputs.plan_sha256);
+    if changing {
+        return Ok(None);
+    }
     Ok(
         match fs::read_file(ctx.target.path(), v.offset, "/plan.json")? {
             Some(b) if b == ctx.inputs.plan_json.as_bytes() => None,

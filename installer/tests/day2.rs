@@ -439,3 +439,88 @@ fn changes_that_cannot_be_made_in_place_are_refused_by_key_and_write_nothing() {
         text(&o)
     );
 }
+
+/// `/usr/lib/vlx/meta-generation` of the node overlay on `dev`.
+fn generation(dev: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg(repo().join("overlays/node/usr/lib/vlx/meta-generation"))
+        .arg(dev)
+        .output()
+        .unwrap()
+}
+
+fn blkid_uuid(san: &Path, offset: u64) -> String {
+    ok(Command::new("blkid")
+        .args([
+            "--probe",
+            "--match-tag",
+            "UUID",
+            "--output",
+            "value",
+            "--offset",
+        ])
+        .arg(offset.to_string())
+        .arg(san))
+    .trim()
+    .to_owned()
+}
+
+/// The generation of the meta volume at `at` of `san`, read by
+/// meta-generation through a read-only loop device as a blade's block
+/// device (detached before the installer runs: it refuses a SAN in use).
+fn generation_at(san: &Path, at: u64, size: u64) -> String {
+    let o = Command::new("losetup")
+        .args(["--find", "--show", "--read-only", "--offset"])
+        .arg(at.to_string())
+        .arg("--sizelimit")
+        .arg(size.to_string())
+        .arg(san)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "losetup: {}", text(&o));
+    let lp = Loop(String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let g = generation(&lp.0);
+    assert!(g.status.success(), "{}", text(&g));
+    String::from_utf8_lossy(&g.stdout).trim().to_owned()
+}
+
+/// What a running node polls: the generation, read with O_DIRECT, is the
+/// meta file system's UUID as blkid reads it; it changes with every change
+/// and stays with a rerun. (That the read passes a blade's stale cache is
+/// for a rig: here the installer refuses a SAN that a loop device holds.)
+#[test]
+fn the_meta_generation_changes_with_every_change_and_only_then() {
+    let d = tempfile::tempdir().unwrap();
+    let img = image_dir(d.path(), "x");
+    let three = profile(d.path(), "three.toml", &[S1, S2, S3], "");
+    let san = san(d.path(), SAN);
+    assert!(apply(&three, &img, &san, &[]).status.success());
+    let p = plan(&three, &san);
+    let meta = p.disk.by_label("vlx-meta").unwrap();
+    let (at, size) = (meta.offset(p.disk.sector_size).get(), meta.size.get());
+    let first = generation_at(&san, at, size);
+    assert_eq!(first, blkid_uuid(&san, at));
+
+    let new_board = ("s2", "52:54:00:66:99:02", "10.66.0.12");
+    let changed = profile(d.path(), "changed.toml", &[S1, new_board, S3], "");
+    let o = apply(&changed, &img, &san, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let second = generation_at(&san, at, size);
+    assert_ne!(second, first, "the change did not change the generation");
+    assert_eq!(second, blkid_uuid(&san, at));
+
+    let o = apply(&changed, &img, &san, &[]);
+    assert!(text(&o).contains("already installed"), "{}", text(&o));
+    assert_eq!(generation_at(&san, at, size), second);
+
+    // Anything but ext4 is no generation.
+    let blank = d.path().join("blank.img");
+    std::fs::File::create(&blank).unwrap().set_len(MIB).unwrap();
+    let o = generation(blank.to_str().unwrap());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds no ext4 file system"),
+        "{}",
+        text(&o)
+    );
+}

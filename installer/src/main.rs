@@ -182,7 +182,8 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
             }
             .into());
         };
-        let diff = cluster::diff::diff(installed, &plan);
+        let diff =
+            installer::change::Shown::new(installed, &plan, &prepare::folder_of(&args.cluster))?;
         let text = if args.json {
             format!("{}\n", serde_json::to_string_pretty(&diff)?)
         } else {

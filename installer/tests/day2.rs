@@ -223,7 +223,7 @@ fn a_node_added_on_a_grown_lun_gets_a_store_and_its_entries_and_nothing_else_mov
     assert!(o.status.success(), "{}", text(&o));
     let shown = String::from_utf8_lossy(&o.stdout).into_owned();
     let lines: Vec<&str> = shown.lines().collect();
-    assert_eq!(lines.len(), 6, "{shown}");
+    assert_eq!(lines.len(), 10, "{shown}");
     assert_eq!(lines[0], "nodes:", "{shown}");
     assert!(
         lines[1].contains("+ s4") && lines[1].contains("10.66.0.14"),
@@ -239,6 +239,22 @@ fn a_node_added_on_a_grown_lun_gets_a_store_and_its_entries_and_nothing_else_mov
         "{shown}"
     );
     assert!(lines[5].starts_with("disk: 600MiB -> 700MiB"), "{shown}");
+    // Every kept node's tables name the new node; s2 and s3 also get it
+    // as a resolver (a node's resolvers are itself and the next two, in
+    // a ring). Nothing else of theirs changes.
+    assert_eq!(lines[6], "configs:", "{shown}");
+    let tables = "etc/chrony/chrony.conf, etc/dnsmasq.conf, etc/hosts";
+    assert_eq!(lines[7].split_whitespace().nth(1), Some("s1"), "{shown}");
+    assert!(
+        lines[7].ends_with(&format!("s1           {tables}")),
+        "{shown}"
+    );
+    for (line, node) in lines[8..].iter().zip(["s2", "s3"]) {
+        assert!(
+            line.ends_with(&format!("{node}           {tables}, etc/resolv.conf")),
+            "{shown}"
+        );
+    }
     let o = diff(&four, &san, true);
     assert!(o.status.success(), "{}", text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -246,6 +262,7 @@ fn a_node_added_on_a_grown_lun_gets_a_store_and_its_entries_and_nothing_else_mov
     assert_eq!(j["nodes"][0]["change"], "added");
     assert_eq!(j["partitions"].as_array().unwrap().len(), 2);
     assert_eq!(j["settings"].as_array().unwrap().len(), 0);
+    assert_eq!(j["configs"].as_array().unwrap().len(), 3, "{j}");
 
     let o = apply(&four, &img, &san, &[]);
     assert!(o.status.success(), "{}", text(&o));

@@ -242,7 +242,7 @@ impl Run<'_> {
     fn execute(&mut self, step: Step) -> Result<String, ApplyError> {
         let ctx = &self.ctx;
         let detail = match step {
-            Step::Gpt => disk::write(ctx)?,
+            Step::Gpt => disk::write(ctx, self.journal.only_nodes.is_none())?,
             Step::Meta => {
                 // The meta volume carries the journal, marked before it is
                 // made: the journal starts with it.

@@ -387,6 +387,14 @@ fn remove_swap_and_add_with_a_crash_between_finish_on_a_rerun() {
         "{}",
         text(&o)
     );
+    // Cut short after the new partition table, the SAN still boots: the
+    // ESP the blades boot from is left until the boot step replaces it.
+    let esp = before_plan.disk.by_label("vlx-esp").unwrap();
+    let probe = ok(Command::new("blkid")
+        .args(["--probe", "--output", "export", "--offset"])
+        .arg(esp.offset(before_plan.disk.sector_size).get().to_string())
+        .arg(&san));
+    assert!(probe.contains("TYPE=vfat"), "{probe}");
 
     let o = apply(&changed, &img, &san, &[]);
     assert!(o.status.success(), "{}", text(&o));

@@ -99,7 +99,8 @@ pub fn rebase(profile: &Profile, fresh: Plan, installed: &Plan) -> Result<Plan, 
         Role::Cow { .. } => "storage.cow",
         Role::Swap { .. } => "storage.swap",
         Role::Shared => "storage.shared",
-        Role::Lvm | Role::Payload => "san.layout",
+        // Volumes of other layouts (refused above) or of install media.
+        _ => "san.layout",
     };
     for p in &new.partitions {
         let Some(o) = old.by_role(&p.role) else {
@@ -221,16 +222,14 @@ pub fn rebase(profile: &Profile, fresh: Plan, installed: &Plan) -> Result<Plan, 
     }
     partitions.sort_by_key(|p| p.number);
     Ok(Plan {
+        // The GPT's geometry (sector size, disk GUID, entries, first
+        // usable LBA) stays as installed; its end follows the SAN.
         disk: DiskLayout {
-            sector_size: old.sector_size,
             size: new.size,
             lbas,
-            disk_guid: old.disk_guid,
-            entries: old.entries,
-            first_usable: old.first_usable,
             last_usable: Lba(last_usable),
             partitions,
-            lvm: None,
+            ..old.clone()
         },
         ..fresh
     })

@@ -135,3 +135,29 @@ impl Journal {
             .filter(|j| j.format == FORMAT)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_install_journal_writes_every_node_and_a_change_only_its_new_ones() {
+        let mut j = Journal::new(Uuid::nil(), "p".into(), "i".into());
+        assert!(j.writes_node("n1") && j.writes_node("n9"));
+        // A journal written before changes existed reads the same.
+        let json = j.to_json();
+        assert!(!json.contains("only_nodes"), "{json}");
+        assert_eq!(Journal::parse(json.as_bytes()), Some(j.clone()));
+
+        j.only_nodes = Some(vec!["n4".into()]);
+        let back = Journal::parse(j.to_json().as_bytes());
+        assert_eq!(back.as_ref(), Some(&j));
+        assert!(j.writes_node("n4"));
+        assert!(!j.writes_node("n1"));
+        j.only_nodes = Some(Vec::new());
+        assert!(
+            !j.writes_node("n4"),
+            "a change that adds no node writes no store"
+        );
+    }
+}

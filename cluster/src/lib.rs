@@ -8,6 +8,7 @@
 //! this crate, so they cannot disagree about where a volume lives.
 
 pub mod diag;
+pub mod diff;
 pub mod gpt;
 pub mod layout;
 pub mod locate;

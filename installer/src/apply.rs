@@ -57,13 +57,13 @@ pub fn apply(
         (Contents::ThisCluster, false) => read_journal(&target, plan)?,
         _ => None,
     };
+    let ctx = Ctx {
+        inputs,
+        target: &target,
+        rep,
+    };
     let journal = match found {
-        Some(j) if j.plan_sha256 != inputs.plan_sha256 => {
-            return Err(ApplyError::Refused(format!(
-                "{} holds an install of this cluster with another plan (nodes or layout changed); changing an installed layout is not supported: reinstall with --wipe",
-                target.path().display()
-            )));
-        }
+        Some(j) if j.plan_sha256 != inputs.plan_sha256 => start_change(&ctx, j)?,
         Some(mut j) if j.image_sha256 != inputs.image.sha256 => {
             if !opts.reset_all {
                 return Err(ApplyError::Refused(format!(
@@ -73,6 +73,7 @@ pub fn apply(
             }
             rep.event(Event::Note("replacing the origin and resetting every node"));
             j.image_sha256 = inputs.image.sha256.clone();
+            j.only_nodes = None;
             for s in [Step::Origin, Step::Cow, Step::Content, Step::Boot] {
                 j.unmark(s);
             }
@@ -93,11 +94,6 @@ pub fn apply(
                 inputs.image.sha256.clone(),
             )
         }
-    };
-    let ctx = Ctx {
-        inputs,
-        target: &target,
-        rep,
     };
     let mut run = Run { ctx, journal };
     let mut did = Vec::new();
@@ -133,6 +129,67 @@ pub fn apply(
     } else {
         Ok(Outcome::Installed { did })
     }
+}
+
+/// Starts a change of the installed cluster whose finished `installed`
+/// journal names another plan: the plan was rebased onto the installed one
+/// ([`cluster::diff::rebase`]), so kept volumes stay where they are. The
+/// new journal, saved before anything else is written, lists every step
+/// done but the content (the new tables and configurations) and, when the
+/// change adds nodes, the stores and swap of those nodes only; the loop's
+/// verification redoes the partition table and the ESP when they differ.
+/// A crash anywhere is finished by a rerun with the same profile: the
+/// rebase of the same profile gives the same plan.
+fn start_change(ctx: &Ctx<'_>, installed: Journal) -> Result<Journal, ApplyError> {
+    let inputs = ctx.inputs;
+    let path = ctx.target.path().display();
+    let Some(old) = &inputs.installed else {
+        return Err(ApplyError::Refused(format!(
+            "{path} holds an install of this cluster with another plan; the plan was made fresh, not onto the install (reinstall with --wipe)"
+        )));
+    };
+    if !installed.complete() {
+        return Err(ApplyError::Refused(format!(
+            "{path} holds an unfinished install or change of this cluster with another plan; finish it first by rerunning apply with the profile it was started with, or reinstall with --wipe"
+        )));
+    }
+    if installed.image_sha256 != inputs.image.sha256 {
+        return Err(ApplyError::Refused(format!(
+            "{path} holds this cluster with another host image: change the profile and replace the image in two runs (the image with its installed profile and --reset-all)"
+        )));
+    }
+    let diff = cluster::diff::diff(old, &inputs.plan);
+    let added = diff.added_nodes();
+    ctx.rep.event(Event::Note(&format!(
+        "changing the installed cluster in place: {} node(s) added, {} removed, {} changed, {} partition(s) changed, {} setting(s) changed",
+        added.len(),
+        diff.nodes
+            .iter()
+            .filter(|n| n.change == cluster::diff::Kind::Removed)
+            .count(),
+        diff.nodes
+            .iter()
+            .filter(|n| n.change == cluster::diff::Kind::Changed)
+            .count(),
+        diff.partitions.len(),
+        diff.settings.len()
+    )));
+    let mut j = Journal::new(
+        inputs.plan.cluster.uuid,
+        inputs.plan_sha256.clone(),
+        inputs.image.sha256.clone(),
+    );
+    for s in Step::ALL {
+        j.mark(s);
+    }
+    j.unmark(Step::Content);
+    if !added.is_empty() {
+        j.unmark(Step::Cow);
+        j.unmark(Step::Swap);
+    }
+    j.only_nodes = Some(added);
+    meta::save_journal(ctx, &j)?;
+    Ok(j)
 }
 
 /// The journal on the target's meta volume, if there is a readable one of
@@ -185,7 +242,7 @@ impl Run<'_> {
     fn execute(&mut self, step: Step) -> Result<String, ApplyError> {
         let ctx = &self.ctx;
         let detail = match step {
-            Step::Gpt => disk::write(ctx)?,
+            Step::Gpt => disk::write(ctx, self.journal.only_nodes.is_none())?,
             Step::Meta => {
                 // The meta volume carries the journal, marked before it is
                 // made: the journal starts with it.
@@ -195,8 +252,8 @@ impl Run<'_> {
                 return Ok("meta volume made".into());
             }
             Step::Origin => origin::write(ctx)?,
-            Step::Cow => cow::write(ctx)?,
-            Step::Swap => swap::write(ctx)?,
+            Step::Cow => cow::write(ctx, &|n| self.journal.writes_node(n))?,
+            Step::Swap => swap::write(ctx, &|n| self.journal.writes_node(n))?,
             Step::Shared => shared::write(ctx)?,
             Step::Content => {
                 self.journal.mark(Step::Content);

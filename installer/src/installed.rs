@@ -120,6 +120,18 @@ impl Installed {
         })
     }
 
+    /// The plan installed on `path`, if it holds a readable vlx install
+    /// (a blank or foreign target has none, nor one whose install was cut
+    /// short before its meta volume had a file system: debugfs cannot
+    /// read it, as for [`crate::apply::read_journal`]). Reads only.
+    pub fn plan_of(path: &Path) -> Result<Option<Plan>, InstalledError> {
+        match Installed::open(path) {
+            Ok(i) => Ok(Some(i.plan)),
+            Err(InstalledError::NotInstalled { .. } | InstalledError::Tool(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Where the installed plan's volumes are, by role.
     pub fn volumes(&self) -> GptVolumes<'_> {
         self.plan.volumes()

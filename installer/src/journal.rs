@@ -75,6 +75,11 @@ pub struct Journal {
     pub image_sha256: String,
     /// Steps finished, in order.
     pub done: Vec<Step>,
+    /// A change of an installed cluster: the only nodes whose snapshot
+    /// stores and swap the `cow` and `swap` steps write (the nodes it
+    /// adds). `None` for an install, where they write every node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_nodes: Option<Vec<String>>,
 }
 
 impl Journal {
@@ -85,7 +90,15 @@ impl Journal {
             plan_sha256,
             image_sha256,
             done: Vec::new(),
+            only_nodes: None,
         }
+    }
+
+    /// Whether the `cow` and `swap` steps write node `name`'s volumes.
+    pub fn writes_node(&self, name: &str) -> bool {
+        self.only_nodes
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| n == name))
     }
 
     pub fn is_done(&self, step: Step) -> bool {
@@ -120,5 +133,31 @@ impl Journal {
         serde_json::from_slice::<Journal>(bytes)
             .ok()
             .filter(|j| j.format == FORMAT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_install_journal_writes_every_node_and_a_change_only_its_new_ones() {
+        let mut j = Journal::new(Uuid::nil(), "p".into(), "i".into());
+        assert!(j.writes_node("n1") && j.writes_node("n9"));
+        // A journal written before changes existed reads the same.
+        let json = j.to_json();
+        assert!(!json.contains("only_nodes"), "{json}");
+        assert_eq!(Journal::parse(json.as_bytes()), Some(j.clone()));
+
+        j.only_nodes = Some(vec!["n4".into()]);
+        let back = Journal::parse(j.to_json().as_bytes());
+        assert_eq!(back.as_ref(), Some(&j));
+        assert!(j.writes_node("n4"));
+        assert!(!j.writes_node("n1"));
+        j.only_nodes = Some(Vec::new());
+        assert!(
+            !j.writes_node("n4"),
+            "a change that adds no node writes no store"
+        );
     }
 }

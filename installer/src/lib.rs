@@ -9,6 +9,7 @@
 //! found by role through [`cluster::locate`].
 
 pub mod apply;
+pub mod change;
 pub mod device;
 pub mod exit;
 pub mod fs;

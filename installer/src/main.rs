@@ -11,7 +11,7 @@ use installer::apply::{self, Inputs, Options, Outcome, Reporter};
 use installer::device::{self, Contents, Refusal};
 use installer::exit;
 use installer::installed::Installed;
-use installer::prepare::{self, PrepareError, Request};
+use installer::prepare::{self, Base, PrepareError, Request};
 use installer::report::{Console, JsonLines};
 
 /// Lay a whole vlx cluster onto a shared SAN, from a cluster profile and a
@@ -61,6 +61,10 @@ struct PlanArgs {
     /// Print the plan as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Show only what an apply would change on the installed cluster of
+    /// --san (nodes, partitions, settings); nothing when it matches.
+    #[arg(long, requires = "san")]
+    diff: bool,
 }
 
 #[derive(Debug, Args)]
@@ -155,27 +159,43 @@ fn main() -> ExitCode {
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
-    let san = match (&args.san, args.san_size) {
+    let planned = match (&args.san, args.san_size) {
         (Some(path), _) => {
             let facts = device::inspect(path)
                 .with_context(|| format!("inspecting SAN {}", path.display()))?;
-            SanFacts {
-                size: Some(facts.size),
-                sector_size: facts.sector_size,
-            }
+            prepare::plan_onto(&args.cluster, path, &facts, Base::Installed)?
         }
-        (None, size) => SanFacts {
-            size,
-            sector_size: None,
-        },
-    };
-    let plan = prepare::plan_profile(&args.cluster, san)
+        (None, size) => prepare::plan_profile(
+            &args.cluster,
+            SanFacts {
+                size,
+                sector_size: None,
+            },
+        )
+        // Only a real target is refused; a --san-size too small is bad input.
         .map_err(|e| match e {
-            // Only a real target is refused; a --san-size too small is bad input.
-            PrepareError::DoesNotFit(d) if args.san.is_none() => PrepareError::Invalid(d),
+            PrepareError::DoesNotFit(d) => PrepareError::Invalid(d),
             e => e,
-        })?
-        .plan;
+        })?,
+    };
+    let plan = planned.plan;
+    if args.diff {
+        let Some(installed) = &planned.installed else {
+            return Err(PrepareError::NoInstall {
+                san: args.san.clone().unwrap_or_default(),
+                cluster: plan.cluster.name.clone(),
+            }
+            .into());
+        };
+        let diff =
+            installer::change::Shown::new(installed, &plan, &prepare::folder_of(&args.cluster))?;
+        let text = if args.json {
+            format!("{}\n", serde_json::to_string_pretty(&diff)?)
+        } else {
+            diff.to_string()
+        };
+        return emit(&text);
+    }
     let text = if args.json {
         plan.to_json()
     } else {
@@ -185,15 +205,33 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
 }
 
 fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
-    let prepared = prepare::prepare(Request {
-        cluster: &args.cluster,
-        image: &args.image,
-        san: &args.san,
-    })?;
+    // With --wipe the SAN is laid out afresh; otherwise a SAN that holds
+    // this cluster gets the profile's changes in place.
+    let base = if args.wipe {
+        Base::Fresh
+    } else {
+        Base::Installed
+    };
+    let prepared = prepare::prepare_onto(
+        Request {
+            cluster: &args.cluster,
+            image: &args.image,
+            san: &args.san,
+        },
+        base,
+    )?;
     let checked = prepared.check_target(args.wipe)?;
     let inputs = &prepared.inputs;
     if !args.yes {
         confirm(inputs, &checked)?;
+    }
+    let change = inputs
+        .installed
+        .as_ref()
+        .map(|old| cluster::diff::diff(old, &inputs.plan))
+        .filter(|d| !d.is_empty());
+    if let (Some(d), false) = (&change, args.json) {
+        print!("changes to the installed cluster:\n{d}");
     }
     let console = Console::new();
     let json = JsonLines::default();
@@ -212,6 +250,13 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
             "cluster {} is already installed on {}; every step verified, nothing was written",
             inputs.plan.cluster.name,
             args.san.display()
+        ),
+        Outcome::Installed { did } if change.is_some() => format!(
+            "cluster {} ({} nodes) changed in place on {} (steps done: {})",
+            inputs.plan.cluster.name,
+            inputs.plan.nodes.len(),
+            args.san.display(),
+            did.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
         ),
         Outcome::Installed { did } => format!(
             "cluster {} ({} nodes) installed on {} (steps done: {})",

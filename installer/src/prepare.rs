@@ -30,6 +30,9 @@ pub struct Inputs {
     pub plan_json: String,
     pub plan_sha256: String,
     pub image: HostImage,
+    /// The plan installed on the target when `plan` was rebased onto it
+    /// (a change of an installed cluster); `None` for a new install.
+    pub installed: Option<Plan>,
 }
 
 impl Inputs {
@@ -44,6 +47,7 @@ impl Inputs {
             plan_json,
             plan_sha256,
             image,
+            installed: None,
         }
     }
 
@@ -109,6 +113,23 @@ pub enum PrepareError {
         want: Bytes,
         profile: PathBuf,
     },
+    /// A change of an installed cluster that cannot be made in place.
+    #[error("{san} holds cluster {cluster} with a layout this profile cannot change in place ({profile}): {}; reinstall with --wipe (every node's store is lost) or keep these keys as installed", join_refused(.refused))]
+    Change {
+        san: PathBuf,
+        profile: PathBuf,
+        cluster: String,
+        refused: Vec<cluster::diff::Refused>,
+    },
+    /// `plan --diff` of a SAN that holds no install of the cluster.
+    #[error("{san} holds no install of cluster {cluster} to compare the profile with")]
+    NoInstall { san: PathBuf, cluster: String },
+    #[error("reading the installed plan on {san}: {source}")]
+    Installed {
+        san: PathBuf,
+        #[source]
+        source: crate::installed::InstalledError,
+    },
     /// The image error's own text already names its cause, so it is not
     /// chained again as a source.
     #[error("checking image {dir}: {error}")]
@@ -129,8 +150,10 @@ impl PrepareError {
             | PrepareError::SanSize { .. }
             | PrepareError::DoesNotFit(_)
             | PrepareError::Device(_)
-            | PrepareError::Image { .. } => EXIT_REFUSED,
-            PrepareError::Read { .. } => 1,
+            | PrepareError::Image { .. }
+            | PrepareError::Change { .. }
+            | PrepareError::NoInstall { .. } => EXIT_REFUSED,
+            _ => 1,
         }
     }
 }
@@ -149,6 +172,26 @@ pub struct Planned {
     pub text: String,
     pub profile: Profile,
     pub plan: Plan,
+    /// The plan installed on the SAN `plan` was rebased onto, if any.
+    pub installed: Option<Plan>,
+}
+
+fn join_refused(r: &[cluster::diff::Refused]) -> String {
+    r.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a plan for a SAN is laid onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// The install on the SAN, when it holds this cluster: volumes that
+    /// stay keep their place, new ones go into free space
+    /// ([`cluster::diff::rebase`]). A blank or foreign SAN is planned fresh.
+    Installed,
+    /// A fresh layout, whatever the SAN holds (an install with `--wipe`).
+    Fresh,
 }
 
 /// Reads the profile at `path` once and plans it for `san`; relative paths
@@ -179,23 +222,67 @@ pub fn plan_profile(path: &Path, san: SanFacts) -> Result<Planned, PrepareError>
         text: source.text().to_owned(),
         profile,
         plan,
+        installed: None,
     })
 }
 
-/// Everything before the target's contents are judged; reads only.
-pub fn prepare(req: Request<'_>) -> Result<Prepared, PrepareError> {
-    let facts = device::inspect(req.san)?;
-    let Planned {
-        text,
-        profile,
-        plan,
-    } = plan_profile(
-        req.cluster,
+/// Reads the profile at `path` once and plans it for the SAN at `san`
+/// (`facts` from [`device::inspect`]); with [`Base::Installed`] and a SAN
+/// that holds this cluster, the plan is rebased onto the installed one, and
+/// a change that cannot be made in place is refused naming its keys.
+pub fn plan_onto(
+    path: &Path,
+    san: &Path,
+    facts: &TargetFacts,
+    base: Base,
+) -> Result<Planned, PrepareError> {
+    let mut planned = plan_profile(
+        path,
         SanFacts {
             size: Some(facts.size),
             sector_size: facts.sector_size,
         },
     )?;
+    if base == Base::Fresh {
+        return Ok(planned);
+    }
+    let installed =
+        crate::installed::Installed::plan_of(san).map_err(|source| PrepareError::Installed {
+            san: san.to_owned(),
+            source,
+        })?;
+    let Some(installed) = installed.filter(|i| i.cluster.uuid == planned.plan.cluster.uuid) else {
+        return Ok(planned);
+    };
+    planned.plan =
+        cluster::diff::rebase(&planned.profile, planned.plan, &installed).map_err(|refused| {
+            PrepareError::Change {
+                san: san.to_owned(),
+                profile: path.to_owned(),
+                cluster: installed.cluster.name.clone(),
+                refused,
+            }
+        })?;
+    planned.installed = Some(installed);
+    Ok(planned)
+}
+
+/// Everything before the target's contents are judged; reads only. A SAN
+/// that holds this cluster gets a plan rebased onto its install
+/// ([`Base::Installed`]).
+pub fn prepare(req: Request<'_>) -> Result<Prepared, PrepareError> {
+    prepare_onto(req, Base::Installed)
+}
+
+/// [`prepare`], with the plan laid onto `base`.
+pub fn prepare_onto(req: Request<'_>, base: Base) -> Result<Prepared, PrepareError> {
+    let facts = device::inspect(req.san)?;
+    let Planned {
+        text,
+        profile,
+        plan,
+        installed,
+    } = plan_onto(req.cluster, req.san, &facts, base)?;
     if let Some(want) = profile.san.size.filter(|want| facts.size < want.value) {
         return Err(PrepareError::SanSize {
             path: facts.path.clone(),
@@ -209,7 +296,8 @@ pub fn prepare(req: Request<'_>) -> Result<Prepared, PrepareError> {
         error,
     };
     let image = HostImage::open(req.image).map_err(image_err)?;
-    let inputs = Inputs::new(req.cluster, text, plan, image);
+    let mut inputs = Inputs::new(req.cluster, text, plan, image);
+    inputs.installed = installed;
     image::check_host(&inputs.profile_dir, &inputs.plan, &inputs.image).map_err(image_err)?;
     Ok(Prepared { inputs, facts })
 }

@@ -33,7 +33,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("keepalived", "VRRP for the cluster VIPs; config checks"),
     (
         "busybox-static",
-        "the shell and tools of the initramfs and tiny image; httpd in PXE tests",
+        "the shell and tools of the initramfs and tiny image; httpd in PXE tests; the node root of the follow test",
     ),
     ("dmsetup", "device-mapper snapshots on every node"),
     (

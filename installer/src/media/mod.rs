@@ -105,6 +105,7 @@ impl MediaError {
             MediaError::Pick(_) | MediaError::NoDisks => "check that the SAN is attached and seen by this blade (the list above shows every disk)".into(),
             MediaError::Unattended(_) => "unattended media need vlx.profile and vlx.target; edit them at the boot loader or boot the guided entry".into(),
             MediaError::Refused(Refusal::NotBlank { .. }) => "the target was left as it was; pass vlx.wipe=1 (or answer erase in the guided install) to overwrite it".into(),
+            MediaError::Prepare(PrepareError::Change { .. }) => "the SAN holds this cluster with a layout the media's profile cannot change in place (the keys are named above); the target was left as it was; pass vlx.wipe=1 to lay it out afresh (every node's store is lost)".into(),
             MediaError::Refused(_) | MediaError::Prepare(PrepareError::Refused(_) | PrepareError::SanSize { .. }) => "the target was left as it was; pick another disk (vlx.target=), or build media with a profile that fits it".into(),
             MediaError::Prepare(PrepareError::Invalid(_) | PrepareError::Read { .. } | PrepareError::Image { .. }) => "the cluster profile on the media does not fit this SAN or image; build media with a matching profile".into(),
             _ => "the console above says what failed; `vlx-install status --san DISK` shows how far an install got, and running the media again finishes it".into(),
@@ -391,11 +392,21 @@ pub fn install(
     ask: &mut Prompt<'_>,
 ) -> Result<(), MediaError> {
     let image = root.join("image");
-    let prepared = prepare::prepare(Request {
-        cluster,
-        image: &image,
-        san: target,
-    })?;
+    // vlx.wipe=1 lays the cluster out afresh; otherwise a SAN that holds
+    // this cluster gets the profile's changes in place.
+    let base = if args.wipe {
+        prepare::Base::Fresh
+    } else {
+        prepare::Base::Installed
+    };
+    let prepared = prepare::prepare_onto(
+        Request {
+            cluster,
+            image: &image,
+            san: target,
+        },
+        base,
+    )?;
     let mut wipe = args.wipe;
     let checked = match prepared.check_target(wipe) {
         Err(Refusal::NotBlank { path, what }) if !args.unattended => {

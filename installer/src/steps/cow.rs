@@ -14,15 +14,20 @@ pub const COW_HEADER_BYTES: u64 = 64 << 10;
 /// dm-snapshot's on-disk magic, "SnAp" as a little-endian u32.
 const SNAP_MAGIC: &[u8; 4] = b"SnAp";
 
-pub fn write(ctx: &Ctx<'_>) -> Result<String, ApplyError> {
+/// Zeroes the header of every store `writes` names (all of an install's;
+/// only the new nodes' in a change, so that no running node's store is
+/// touched).
+pub fn write(ctx: &Ctx<'_>, writes: &dyn Fn(&str) -> bool) -> Result<String, ApplyError> {
     let plan = ctx.plan();
-    for n in &plan.nodes {
+    let mut count = 0;
+    for n in plan.nodes.iter().filter(|n| writes(n.name.as_str())) {
+        count += 1;
         let v = ctx.locate(&locate::cow(n.name.as_str()))?;
         ctx.target
             .zero(v.offset.get(), COW_HEADER_BYTES.min(v.size.get()))?;
     }
     ctx.target.sync()?;
-    Ok(format!("{} snapshot stores reset", plan.nodes.len()))
+    Ok(format!("{count} snapshot stores reset"))
 }
 
 pub fn verify(ctx: &Ctx<'_>) -> Result<Option<String>, ApplyError> {

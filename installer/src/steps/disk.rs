@@ -11,16 +11,21 @@ const ESP_HEAD_BYTES: u64 = 1 << 20;
 /// step), which the partition table leaves alone.
 const MBR_CODE_BYTES: usize = 440;
 
-pub fn write(ctx: &Ctx<'_>) -> Result<String, ApplyError> {
+/// Writes both copies of the partition table. On an install (`fresh`) the
+/// head of the ESP is zeroed too; a change of an installed cluster keeps
+/// the ESP its blades boot from until the boot step replaces it.
+pub fn write(ctx: &Ctx<'_>, fresh: bool) -> Result<String, ApplyError> {
     let plan = ctx.plan();
     for w in &cluster::gpt::encode(&plan.disk) {
         ctx.target.write_at(w.offset.get(), &w.data)?;
     }
-    // An ESP of an earlier install in the same place must not boot
-    // this one half-done: its boot sectors go now, the new ESP last.
-    let esp = ctx.locate(&Role::Esp)?;
-    ctx.target
-        .zero(esp.offset.get(), ESP_HEAD_BYTES.min(esp.size.get()))?;
+    if fresh {
+        // An ESP of an earlier install in the same place must not boot
+        // this one half-done: its boot sectors go now, the new ESP last.
+        let esp = ctx.locate(&Role::Esp)?;
+        ctx.target
+            .zero(esp.offset.get(), ESP_HEAD_BYTES.min(esp.size.get()))?;
+    }
     ctx.target.sync()?;
     Ok(format!("{} partitions", plan.disk.partitions.len()))
 }

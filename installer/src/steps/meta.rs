@@ -50,7 +50,7 @@ pub fn write(ctx: &Ctx<'_>, journal: &Journal, content: bool) -> Result<(), Appl
         ctx.target.path(),
         &Ext4 {
             label: LABEL,
-            uuid: crate::device::fs_uuid(ctx.plan(), LABEL),
+            uuid: generation(inputs),
             offset: v.offset,
             size: v.size,
             contents: Some(stage.path()),
@@ -61,9 +61,18 @@ pub fn write(ctx: &Ctx<'_>, journal: &Journal, content: bool) -> Result<(), Appl
     Ok(())
 }
 
-/// `None` when the meta volume holds this plan.
+/// `None` when the meta volume holds this plan, or a change to this plan
+/// is under way on it (its journal names the plan; the plan itself lands
+/// with the content step, and the volume stays mounted on running blades,
+/// so it is not made again before that).
 pub fn verify(ctx: &Ctx<'_>) -> Result<Option<String>, ApplyError> {
     let v = ctx.locate(&Role::Meta)?;
+    let changing = fs::read_file(ctx.target.path(), v.offset, &format!("/{}", journal::FILE))?
+        .and_then(|b| Journal::parse(&b))
+        .is_some_and(|j| j.only_nodes.is_some() && j.plan_sha256 == ctx.inputs.plan_sha256);
+    if changing {
+        return Ok(None);
+    }
     Ok(
         match fs::read_file(ctx.target.path(), v.offset, "/plan.json")? {
             Some(b) if b == ctx.inputs.plan_json.as_bytes() => None,
@@ -93,6 +102,18 @@ pub fn save_journal(ctx: &Ctx<'_>, journal: &Journal) -> Result<(), ApplyError> 
         ctx.inputs.epoch(),
     )?;
     Ok(())
+}
+
+/// The meta volume's file-system UUID, which is its generation: derived
+/// from the plan's and the image's sha256, it changes with every change of
+/// the cluster and stays with a rerun. Running blades poll it with direct
+/// reads of the superblock (`/usr/lib/vlx/follow`), past their stale page
+/// cache of the read-only mount.
+pub fn generation(inputs: &Inputs) -> uuid::Uuid {
+    cluster::layout::derived_guid(
+        inputs.plan.cluster.uuid,
+        &format!("fs:{LABEL}:{}:{}", inputs.plan_sha256, inputs.image.sha256),
+    )
 }
 
 fn content_stamp(inputs: &Inputs) -> String {

@@ -11,11 +11,13 @@ use crate::fs;
 const SWAP_UUID: std::ops::Range<usize> = 1036..1052;
 const SWAP_LABEL: std::ops::Range<usize> = 1052..1068;
 
-pub fn write(ctx: &Ctx<'_>) -> Result<String, ApplyError> {
+/// Writes the swap header of every node `writes` names (all of an
+/// install's; only the new nodes' in a change).
+pub fn write(ctx: &Ctx<'_>, writes: &dyn Fn(&str) -> bool) -> Result<String, ApplyError> {
     let plan = ctx.plan();
     let mut count = 0;
     let mut template: Option<(Bytes, Vec<u8>)> = None;
-    for n in &plan.nodes {
+    for n in plan.nodes.iter().filter(|n| writes(n.name.as_str())) {
         let Some(v) = ctx.find(&locate::swap(n.name.as_str())) else {
             continue;
         };

@@ -1,0 +1,249 @@
+//! A running node follows a change of the cluster, without QEMU: the node
+//! overlay's `follow` runs under busybox in a chroot with its own mount
+//! namespace, the meta volume mounted read-only from a read-only loop
+//! device over the SAN file, as a blade has it. The change is made by
+//! `vlx-install apply` on a copy of the SAN (the installer refuses a SAN
+//! that a loop device holds) and its meta volume written into the SAN, as
+//! the installer on another machine writes the shared LUN. Needs root.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+const SAN: u64 = 600 * MIB;
+/// How long the test waits for a console line before it fails (a change
+/// is followed within 30 s on a blade; here the poll is every second).
+const WAIT: Duration = Duration::from_secs(60);
+
+fn profile(dir: &Path, name: &str, s2_mac: &str) -> PathBuf {
+    let text = std::fs::read_to_string(fixture("small.toml")).unwrap();
+    let repo = repo().canonicalize().unwrap();
+    let block = "[[nodes]]\nname = \"s[1-3]\"\nmac = \"52:54:00:66:00:01\"\nip = \"10.66.0.11\"\n";
+    assert!(text.contains(block), "the fixture's nodes changed");
+    let nodes = format!(
+        "[[nodes]]\nname = \"s1\"\nmac = \"52:54:00:66:00:01\"\nip = \"10.66.0.11\"\n\
+         [[nodes]]\nname = \"s2\"\nmac = \"{s2_mac}\"\nip = \"10.66.0.12\"\n"
+    );
+    let text = text
+        .replace(block, &nodes)
+        .replace(
+            "../../../profiles/hosts/tiny.toml",
+            &repo.join("profiles/hosts/tiny.toml").display().to_string(),
+        )
+        .replace(
+            "../../../overlays/node",
+            &repo.join("overlays/node").display().to_string(),
+        );
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Detaches the loop device on drop.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// Kills the process (and the service it restarted) on drop.
+struct Running {
+    child: Child,
+    also: Vec<i32>,
+    stderr: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in &self.also {
+            // SAFETY: kill(2) with a pid and a signal number has no memory
+            // effects.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Waits until the console file holds `line`; fails with the console and
+/// what `follow` said on stderr, or at once when it has ended.
+fn wait_for(console: &Path, running: &mut Running, line: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        if text.contains(line) {
+            return text;
+        }
+        let stderr = std::fs::read_to_string(&running.stderr).unwrap_or_default();
+        if let Some(status) = running.child.try_wait().unwrap() {
+            panic!("follow ended ({status}) before {line:?}:\n{text}\nstderr:\n{stderr}");
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no {line:?} on the console within {WAIT:?}:\n{text}\nstderr:\n{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A root with busybox, the node overlay's scripts, the node's env, and a
+/// stand-in service that `follow` restarts.
+fn node_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    for d in [
+        "bin",
+        "usr/lib/vlx",
+        "etc/vlx",
+        "vlx/meta",
+        "run/vlx",
+        "dev",
+        "sys",
+        "proc",
+        "tmp",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("/bin/busybox (busybox-static) is needed");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    assert!(list.status.success());
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+    }
+    for s in ["follow", "meta-generation", "partdev"] {
+        std::fs::copy(
+            repo().join("overlays/node/usr/lib/vlx").join(s),
+            root.join("usr/lib/vlx").join(s),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        root.join("etc/vlx/node.env"),
+        "VLX_NODE='s1'\nVLX_META='/vlx/meta'\n",
+    )
+    .unwrap();
+    root
+}
+
+#[test]
+fn a_running_node_reloads_its_files_and_services_when_the_meta_generation_changes() {
+    let d = tempfile::tempdir().unwrap();
+    let img = image_dir(d.path(), "x");
+    let before = profile(d.path(), "before.toml", "52:54:00:66:00:02");
+    let after = profile(d.path(), "after.toml", "52:54:00:66:99:02");
+    let san = san(d.path(), SAN);
+    let o = apply(&before, &img, &san, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The change, made on a copy.
+    let copy = d.path().join("copy.img");
+    let st = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&san)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = apply(&after, &img, &copy, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = vlx_install(&[
+        "plan",
+        "--cluster",
+        before.to_str().unwrap(),
+        "--san",
+        san.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let plan = cluster::Plan::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let meta = plan.disk.by_label("vlx-meta").unwrap();
+    let (at, size) = (meta.offset(plan.disk.sector_size).get(), meta.size.get());
+
+    // The blade: a read-only loop device over the SAN, its meta volume
+    // mounted read-only in the node's root.
+    let o = Command::new("losetup")
+        .args(["--find", "--show", "--read-only", "--offset"])
+        .arg(at.to_string())
+        .arg("--sizelimit")
+        .arg(size.to_string())
+        .arg(&san)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "losetup: {}", text(&o));
+    let lp = Loop(String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let root = node_root(d.path());
+    let console = root.join("run/vlx/console");
+    // A stand-in for dnsmasq, started as the tiny image's rcS does.
+    let service = Command::new("sleep").arg("600").spawn().unwrap();
+    let old_pid = service.id().to_string();
+    std::fs::write(root.join("run/vlx/dnsmasq.cmd"), "sleep 600\n").unwrap();
+    std::fs::write(root.join("run/vlx/dnsmasq.pid"), &old_pid).unwrap();
+    let script = format!(
+        "set -e; mount --rbind /dev {r}/dev; mount -t proc proc {r}/proc; \
+         mount -t ext4 -o ro,noload {dev} {r}/vlx/meta; exec chroot {r} /bin/sh /usr/lib/vlx/follow",
+        r = root.display(),
+        dev = lp.0
+    );
+    let stderr = d.path().join("follow.stderr");
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("VLX_FOLLOW_INTERVAL", "1")
+        .env("VLX_META_DEV", &lp.0)
+        .env("VLX_CONSOLE", "/run/vlx/console")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut running = Running {
+        child,
+        also: vec![service.id() as i32],
+        stderr,
+    };
+    wait_for(&console, &mut running, "vlx: follow: watching");
+
+    // The installer on another machine writes the new meta volume.
+    let mut from = std::fs::File::open(&copy).unwrap();
+    let mut to = std::fs::OpenOptions::new().write(true).open(&san).unwrap();
+    from.seek(SeekFrom::Start(at)).unwrap();
+    to.seek(SeekFrom::Start(at)).unwrap();
+    let mut buf = vec![0u8; size as usize];
+    from.read_exact(&mut buf).unwrap();
+    to.write_all(&buf).unwrap();
+    to.sync_all().unwrap();
+
+    let said = wait_for(
+        &console,
+        &mut running,
+        "vlx: follow: s1 serves meta generation",
+    );
+    assert!(said.contains("the cluster changed"), "{said}");
+    // The node's tables have the new board of s2, not the old one.
+    let dns = std::fs::read_to_string(root.join("etc/dnsmasq.conf")).unwrap();
+    assert!(dns.contains("52:54:00:66:99:02"), "{dns}");
+    assert!(!dns.contains("52:54:00:66:00:02"), "{dns}");
+    // The service was stopped and started again.
+    let new_pid = std::fs::read_to_string(root.join("run/vlx/dnsmasq.pid")).unwrap();
+    let new_pid = new_pid.trim();
+    assert_ne!(new_pid, old_pid);
+    let pid: i32 = new_pid.parse().unwrap();
+    running.also.push(pid);
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the restarted service is not running"
+    );
+    let mut service = service;
+    let _ = service.wait();
+    drop(running);
+}

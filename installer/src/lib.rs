@@ -9,6 +9,7 @@
 //! found by role through [`cluster::locate`].
 
 pub mod apply;
+pub mod cli;
 pub mod device;
 pub mod fs;
 pub mod image;

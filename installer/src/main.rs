@@ -1,157 +1,99 @@
 //! `vlx-install`: parses the command line and dispatches to the library.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
-use cluster::{Bytes, SanFacts};
+use anyhow::Context;
+use cluster::SanFacts;
 use installer::apply::{self, Inputs, Options, Outcome, Reporter};
+use installer::cli::{ApplyArgs, Cli, Command, PlanArgs, ResetArgs, StatusArgs, VerifyArgs};
 use installer::device::{self, Contents, Refusal};
 use installer::installed::Installed;
-use installer::prepare::{self, EXIT_BAD_INPUT, EXIT_REFUSED, PrepareError, Request};
+use installer::prepare::{self, PrepareError, Request};
 use installer::report::{Console, JsonLines};
+use voice::exit;
 
-/// Lay a whole vlx cluster onto a shared SAN, from a cluster profile and a
-/// host image.
-///
-/// Exit codes: 0 done; 1 failed; 2 the profile is invalid; 3 the target was
-/// refused and left as it was.
-#[derive(Debug, Parser)]
-#[command(name = "vlx-install", version, about, long_about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+const PROGRAM: &str = "vlx-install";
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Show what an install would write, before anything is written.
-    Plan(PlanArgs),
-    /// Install the cluster onto the SAN (or finish an interrupted install).
-    Apply(ApplyArgs),
-    /// Show which cluster a SAN holds, its nodes, each install step, and
-    /// whether the origin verifies.
-    Status(StatusArgs),
-    /// Re-hash the origin and check the layout against the plan; nonzero on
-    /// any difference.
-    Verify(SanArg),
-    /// Reset a node to factory state: its next boot starts from the golden
-    /// image. Stop the node first.
-    ResetNode(ResetArgs),
-    /// The install media's installer environment (run by its /init): find
-    /// and check the payload, ask or read vlx.* from the kernel command
-    /// line, install, power off.
-    MediaEnv,
-}
-
-#[derive(Debug, Args)]
-struct PlanArgs {
-    /// The cluster profile (TOML).
-    #[arg(long, value_name = "FILE")]
-    cluster: PathBuf,
-    /// Plan for a SAN of this size, e.g. 8GiB (overrides san.size).
-    #[arg(long, value_name = "SIZE", conflicts_with = "san")]
-    san_size: Option<Bytes>,
-    /// Plan for this SAN: a block device or an image file (read, never written).
-    #[arg(long, value_name = "PATH")]
-    san: Option<PathBuf>,
-    /// Print the plan as JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-struct ApplyArgs {
-    /// The cluster profile (TOML).
-    #[arg(long, value_name = "FILE")]
-    cluster: PathBuf,
-    /// The host image directory made by `vlx-image build`.
-    #[arg(long, value_name = "DIR")]
-    image: PathBuf,
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
-    /// Overwrite a target that holds another partition table or file system.
-    #[arg(long)]
-    wipe: bool,
-    /// Replace the origin of an installed cluster with this image and reset
-    /// every node (their snapshot stores would no longer match).
-    #[arg(long)]
-    reset_all: bool,
-    /// Do not ask for confirmation.
-    #[arg(long, short = 'y')]
-    yes: bool,
-    /// Report progress as one JSON object per line on standard output.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-struct SanArg {
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
-}
-
-#[derive(Debug, Args)]
-struct StatusArgs {
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
-    /// Print the status as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-struct ResetArgs {
-    /// The node to reset.
-    name: String,
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
-}
+/// An install that was not confirmed: nothing was written (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotConfirmed(#[source] voice::Hinted);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = voice::parse();
+    let json = match &cli.command {
+        Command::Plan(a) => a.json,
+        Command::Apply(a) => a.json,
+        Command::Status(a) => a.json,
+        Command::Verify(a) => a.json,
+        Command::ResetNode(a) => a.json,
+        Command::Completions(_) | Command::MediaEnv => false,
+    };
     let result = match cli.command {
         Command::Plan(a) => plan(a),
         Command::Apply(a) => apply_cmd(a),
         Command::Status(a) => status(a),
         Command::Verify(a) => verify(a),
-        Command::ResetNode(a) => installer::reset::reset_node(&a.san, &a.name)
-            .map(|msg| println!("{msg}"))
-            .map_err(Into::into),
+        Command::ResetNode(a) => reset_node(a),
+        Command::Completions(c) => c.print(installer::cli::command()),
         Command::MediaEnv => return installer::media::main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(PrepareError::Invalid(d)) = e.downcast_ref::<PrepareError>() {
-                eprintln!("{d}");
-                return ExitCode::from(EXIT_BAD_INPUT);
+            let code = exit_code(&e);
+            let mut failure = voice::Failure::new(PROGRAM, &e, code);
+            if code == exit::REFUSED {
+                if let Some(first) = failure.errors.first_mut() {
+                    first.push_str("; nothing was written to the target");
+                }
             }
-            eprintln!("vlx-install: {e:#}");
-            let refused = e.downcast_ref::<Refusal>().is_some()
-                || e.downcast_ref::<PrepareError>()
-                    .is_some_and(|p| p.exit_code() == EXIT_REFUSED)
-                || matches!(
-                    e.downcast_ref::<apply::ApplyError>(),
-                    Some(apply::ApplyError::Refused(_))
-                )
-                || matches!(
-                    e.downcast_ref::<installer::reset::ResetError>(),
-                    Some(installer::reset::ResetError::Refused(_))
-                );
-            if refused {
-                eprintln!("vlx-install: nothing was written to the target");
-                return ExitCode::from(EXIT_REFUSED);
-            }
-            ExitCode::FAILURE
+            voice::report(&failure, json)
         }
     }
+}
+
+/// 2 for bad input, 3 for a refused target (left as it was), else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(p) = e.downcast_ref::<PrepareError>() {
+        return p.exit_code();
+    }
+    let refused = e.downcast_ref::<Refusal>().is_some()
+        || e.downcast_ref::<NotConfirmed>().is_some()
+        || matches!(
+            e.downcast_ref::<apply::ApplyError>(),
+            Some(apply::ApplyError::Refused(_))
+        )
+        || matches!(
+            e.downcast_ref::<installer::reset::ResetError>(),
+            Some(installer::reset::ResetError::Refused(_))
+        );
+    if refused {
+        return exit::REFUSED;
+    }
+    if e.chain().any(|c| c.is::<cluster::Diagnostics>())
+        || matches!(
+            e.downcast_ref::<installer::reset::ResetError>(),
+            Some(installer::reset::ResetError::UnknownNode { .. })
+        )
+    {
+        return exit::BAD_INPUT;
+    }
+    exit::FAILED
+}
+
+fn reset_node(a: ResetArgs) -> anyhow::Result<()> {
+    let msg = installer::reset::reset_node(&a.san, &a.name)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"node": a.name, "san": a.san, "reset": true, "message": msg})
+        );
+    } else {
+        println!("{msg}");
+    }
+    Ok(())
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
@@ -247,9 +189,14 @@ fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
         inputs.image.manifest.version
     );
     if !std::io::stdin().is_terminal() {
-        bail!(
-            "not confirmed: standard input is not a terminal; pass --yes to install without asking"
-        );
+        return Err(NotConfirmed(voice::Hinted::new(
+            format!(
+                "{}: install not confirmed: standard input is not a terminal",
+                checked.facts().path.display()
+            ),
+            "pass --yes to install without asking",
+        ))
+        .into());
     }
     eprint!("Type yes to install: ");
     std::io::stderr().flush().ok();
@@ -259,10 +206,13 @@ fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
         .read_line(&mut line)
         .context("reading the answer")?;
     if line.trim() != "yes" {
-        return Err(Refusal::NotBlank {
-            path: checked.facts().path.clone(),
-            what: "an install that was not confirmed".into(),
-        }
+        return Err(NotConfirmed(voice::Hinted::new(
+            format!(
+                "{}: install cancelled (the answer was not yes)",
+                checked.facts().path.display()
+            ),
+            "run it again and type yes to install",
+        ))
         .into());
     }
     Ok(())
@@ -309,7 +259,7 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
     emit(&out)
 }
 
-fn verify(args: SanArg) -> anyhow::Result<()> {
+fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let inst = Installed::open(&args.san)?;
     let mut problems = inst.layout_differences();
     if let Some(p) = inst.check_origin()? {
@@ -328,19 +278,35 @@ fn verify(args: SanArg) -> anyhow::Result<()> {
         )),
         None => problems.push("no install journal on vlx-meta".into()),
     }
+    if args.json {
+        emit(&format!(
+            "{}\n",
+            serde_json::json!({
+                "san": args.san,
+                "cluster": inst.plan.cluster.name,
+                "partitions": inst.plan.disk.partitions.len(),
+                "verifies": problems.is_empty(),
+                "problems": problems,
+            })
+        ))?;
+    }
     if problems.is_empty() {
-        println!(
-            "{}: cluster {} verifies: layout as planned ({} partitions), origin sha256 matches",
-            args.san.display(),
-            inst.plan.cluster.name,
-            inst.plan.disk.partitions.len()
-        );
+        if !args.json {
+            println!(
+                "{}: cluster {} verifies: layout as planned ({} partitions), origin sha256 matches",
+                args.san.display(),
+                inst.plan.cluster.name,
+                inst.plan.disk.partitions.len()
+            );
+        }
         return Ok(());
     }
-    for p in &problems {
-        eprintln!("{}: {p}", args.san.display());
+    if !args.json {
+        for p in &problems {
+            eprintln!("{PROGRAM}: error: {}: {p}", args.san.display());
+        }
     }
-    bail!(
+    anyhow::bail!(
         "{} does not verify: {} problem(s)",
         args.san.display(),
         problems.len()

@@ -98,7 +98,8 @@ impl Reporter for Console {
     }
 }
 
-/// Reports one JSON object per line on standard output.
+/// Reports one JSON object per line on standard error (progress goes to
+/// standard error in every binary; standard output holds the result).
 #[derive(Debug, Default)]
 pub struct JsonLines {
     last: Mutex<Option<Instant>>,
@@ -123,7 +124,7 @@ impl Reporter for JsonLines {
                 json!({"event": "bytes", "step": step, "done": done, "total": total})
             }
         };
-        let mut out = std::io::stdout().lock();
+        let mut out = std::io::stderr().lock();
         let _ = writeln!(out, "{v}");
     }
 }

@@ -36,7 +36,10 @@ fn a_san_size_larger_than_the_disk_is_refused_by_apply_and_the_media_alike() {
         .lines()
         .find(|l| l.contains("san.size"))
         .unwrap_or_else(|| panic!("no san.size refusal in:\n{}", text(&o)));
-    assert_eq!(line, format!("vlx-install: {want}"));
+    assert_eq!(
+        line,
+        format!("vlx-install: error: {want}; nothing was written to the target")
+    );
     assert_eq!(
         sha256_file(&san),
         before,
@@ -101,6 +104,17 @@ fn an_invalid_profile_is_bad_input_to_apply_and_the_media_alike() {
     let mut ask = Prompt::new(&mut input, &mut out);
     let err = installer::media::install(&args, d.path(), &profile, &san, &mut ask).unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
-    assert_eq!(format!("{err}\n"), stderr);
+    // The same diagnostics, each in the one error form of every binary.
+    let said = err.to_string();
+    let diags: Vec<&str> = said.lines().filter(|l| l.contains("typo.toml:")).collect();
+    assert!(!diags.is_empty(), "{said}");
+    for d in diags {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l == format!("vlx-install: error: {d}")),
+            "{d} not in:\n{stderr}"
+        );
+    }
     assert_eq!(sha256_file(&san), before);
 }

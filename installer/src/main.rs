@@ -43,10 +43,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = exit_code(&e);
-            let mut failure = voice::Failure::new(PROGRAM, &e, code);
+            let mut failure = match e.downcast_ref::<PrepareError>() {
+                Some(PrepareError::Invalid(d)) => voice::Failure::diagnostics(PROGRAM, d, code),
+                _ => voice::Failure::new(PROGRAM, &e, code),
+            };
             if code == exit::REFUSED {
                 if let Some(first) = failure.errors.first_mut() {
-                    first.push_str("; nothing was written to the target");
+                    first.error.push_str("; nothing was written to the target");
                 }
             }
             voice::report(&failure, json)

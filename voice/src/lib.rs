@@ -59,14 +59,21 @@ pub fn hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Erro
     .into()
 }
 
+/// One thing that is wrong, and what to do about it where that is known.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Said {
+    /// `<object>: <what is wrong>`.
+    pub error: String,
+    pub hint: Option<String>,
+}
+
 /// What a failed run says, before it is printed in either form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The binary's name, e.g. `vlx-install`.
     pub program: String,
-    /// One line each: `<object>: <what is wrong>`.
-    pub errors: Vec<String>,
-    pub hints: Vec<String>,
+    /// At least one.
+    pub errors: Vec<Said>,
     pub exit_code: u8,
 }
 
@@ -75,21 +82,12 @@ impl Failure {
     /// the message already holds (an error that prints its source, as
     /// `io::Error` wrappers often do) is not repeated.
     pub fn new(program: &str, err: &anyhow::Error, exit_code: u8) -> Failure {
-        let mut errors = Vec::new();
         let mut hints = Vec::new();
         let mut line = String::new();
         for cause in err.chain() {
             if let Some(d) = cause.downcast_ref::<cluster::Diagnostics>() {
-                for diag in d.iter() {
-                    errors.push(format!(
-                        "{}:{}:{}: {}: {}",
-                        diag.file, diag.line, diag.column, diag.key, diag.message
-                    ));
-                    hints.extend(diag.help.clone());
-                }
                 // The diagnostics are the causes; what wraps them is context.
-                line.clear();
-                break;
+                return Failure::diagnostics(program, d, exit_code);
             }
             if let Some(h) = cause.downcast_ref::<Hinted>() {
                 hints.push(h.hint.clone());
@@ -104,26 +102,54 @@ impl Failure {
             }
             line.push_str(text);
         }
-        if !line.is_empty() || errors.is_empty() {
-            errors.insert(0, line);
-        }
         Failure {
             program: program.to_owned(),
-            errors,
-            hints,
+            errors: vec![Said {
+                error: line,
+                hint: (!hints.is_empty()).then(|| hints.join("; ")),
+            }],
             exit_code,
         }
     }
 
-    /// One JSON object on one line:
-    /// `{"program", "error", "errors", "hints", "exit_code"}`; `error` is the
-    /// first line, `errors` all of them.
+    /// A profile's problems: one `error:` line each (file:line:column: key:
+    /// what) followed by its help as a hint, and the count last.
+    pub fn diagnostics(program: &str, d: &cluster::Diagnostics, exit_code: u8) -> Failure {
+        let mut errors: Vec<Said> = d
+            .iter()
+            .map(|diag| Said {
+                error: format!(
+                    "{}:{}:{}: {}: {}",
+                    diag.file, diag.line, diag.column, diag.key, diag.message
+                ),
+                hint: diag.help.clone(),
+            })
+            .collect();
+        let n = d.len();
+        let file = d.iter().next().map_or("", |x| x.file.as_str());
+        errors.push(Said {
+            error: format!(
+                "{file}: {n} error{} in the profile",
+                if n == 1 { "" } else { "s" }
+            ),
+            hint: None,
+        });
+        Failure {
+            program: program.to_owned(),
+            errors,
+            exit_code,
+        }
+    }
+
+    /// One JSON object on one line: `{"program", "error", "hint", "errors",
+    /// "exit_code"}`; `error` and `hint` are the first of `errors`.
     pub fn to_json(&self) -> String {
+        let first = self.errors.first();
         serde_json::json!({
             "program": self.program,
-            "error": self.errors.first(),
+            "error": first.map(|s| &s.error),
+            "hint": first.and_then(|s| s.hint.as_ref()),
             "errors": self.errors,
-            "hints": self.hints,
             "exit_code": self.exit_code,
         })
         .to_string()
@@ -132,15 +158,13 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for e in &self.errors {
-            // A message of several lines keeps the prefix on each, so that
-            // every line says who speaks.
-            for l in e.lines() {
+        // A message of several lines keeps the prefix on each, so that every
+        // line says who speaks.
+        for said in &self.errors {
+            for l in said.error.lines() {
                 writeln!(f, "{}: error: {l}", self.program)?;
             }
-        }
-        for h in &self.hints {
-            for l in h.lines() {
+            for l in said.hint.iter().flat_map(|h| h.lines()) {
                 writeln!(f, "{}: hint: {l}", self.program)?;
             }
         }
@@ -204,15 +228,16 @@ pub fn clap_failure(program: &str, e: &clap::Error) -> Failure {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("invalid arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    let mut hints = Vec::new();
+    let mut hint = format!("see '{program} --help'");
     if let Some(tip) = text.lines().find_map(|l| l.trim().strip_prefix("tip: ")) {
-        hints.push(tip.to_owned());
+        hint = format!("{tip}; {hint}");
     }
-    hints.push(format!("see '{program} --help'"));
     Failure {
         program: program.to_owned(),
-        errors: vec![format!("command line: {first}")],
-        hints,
+        errors: vec![Said {
+            error: format!("command line: {first}"),
+            hint: Some(hint),
+        }],
         exit_code: exit::BAD_INPUT,
     }
 }
@@ -273,8 +298,8 @@ mod tests {
         let err = anyhow::Error::from(Wraps(io)).context("building tiny");
         let f = Failure::new("vlx-image", &err, exit::FAILED);
         assert_eq!(
-            f.errors,
-            vec!["building tiny: reading /x: No such file (os error 2)".to_owned()]
+            f.errors[0].error,
+            "building tiny: reading /x: No such file (os error 2)"
         );
         assert_eq!(
             f.to_string(),
@@ -292,7 +317,7 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&f.to_json()).expect("json");
         assert_eq!(v["exit_code"], 2);
-        assert_eq!(v["hints"][0], "pass --cluster FILE");
+        assert_eq!(v["hint"], "pass --cluster FILE");
         assert!(!f.to_json().contains('\n'));
     }
 }

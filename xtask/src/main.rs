@@ -7,9 +7,11 @@
 //!   in QEMU (`vlx-rig rehearse` on the built-in defaults).
 //! - `cargo xtask bench [ARGS]`: the benchmarks, with ratios against the
 //!   reference tools run in the same process.
+//! - `cargo xtask man DIR`: section-8 man pages of every binary into DIR.
 //! - `cargo xtask deps`: only install the packages.
 
 mod deps;
+mod man;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,13 +33,22 @@ fn run() -> anyhow::Result<()> {
     let task = args.next().unwrap_or_default();
     let rest: Vec<String> = args.collect();
     let root = workspace_root();
+    if task == "man" {
+        // DIR is taken from where the command was run, not the checkout.
+        let [dir] = rest.as_slice() else {
+            bail!("usage: cargo xtask man DIR");
+        };
+        let written = man::write_all(Path::new(dir))?;
+        eprintln!("xtask: wrote {} man pages into {dir}", written.len());
+        return Ok(());
+    }
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     match task.as_str() {
         "test" => test(&rest),
         "rehearse" => rehearse(&rest),
         "bench" => bench(&rest),
         "deps" => deps::ensure(),
-        _ => bail!("usage: cargo xtask <test|rehearse|bench|deps> [ARGS]"),
+        _ => bail!("usage: cargo xtask <test|rehearse|bench|man|deps> [ARGS]"),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod layout;
 pub mod locate;
 pub mod name;
 pub mod net;
+pub mod nodelist;
 pub mod plan;
 pub mod profile;
 mod read;

@@ -4,6 +4,8 @@
 //! target directory (`cargo build --bins` first, as `cargo xtask test`
 //! does).
 
+#![allow(clippy::unwrap_used)] // test helpers may panic on setup errors
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -31,8 +31,8 @@ pub enum Command {
     /// Re-hash the origin and check the layout against the plan; nonzero on
     /// any difference.
     Verify(VerifyArgs),
-    /// Reset a node to factory state: its next boot starts from the golden
-    /// image. Stop the node first.
+    /// Reset nodes to factory state: their next boot starts from the golden
+    /// image. Stop the nodes first.
     ResetNode(ResetArgs),
     /// Print a shell completion script (bash, zsh, fish) on standard output.
     Completions(voice::Completions),
@@ -51,9 +51,14 @@ pub struct PlanArgs {
     /// Plan for a SAN of this size, e.g. 8GiB (overrides san.size).
     #[arg(long, value_name = "SIZE", conflicts_with = "san")]
     pub san_size: Option<Bytes>,
-    /// Plan for this SAN: a block device or an image file (read, never written).
+    /// Plan for this SAN: a block device, an image file, or a disk by a
+    /// stable name, serial:SERIAL, wwn:WWN or by-id:ID (read, never written).
     #[arg(long, value_name = "PATH")]
     pub san: Option<PathBuf>,
+    /// Show only these nodes, a list such as blade[01-04,07] (the disk
+    /// layout stays whole).
+    #[arg(long, value_name = "NODES")]
+    pub nodes: Option<String>,
     /// Print the plan as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -67,7 +72,8 @@ pub struct ApplyArgs {
     /// The host image directory made by `vlx-image build`.
     #[arg(long, value_name = "DIR")]
     pub image: PathBuf,
-    /// The SAN: a block device or an image file.
+    /// The SAN: a block device, an image file, or a disk by a stable name:
+    /// serial:SERIAL, wwn:WWN, by-id:ID.
     #[arg(long, value_name = "PATH")]
     pub san: PathBuf,
     /// Overwrite a target that holds another partition table or file system.
@@ -88,7 +94,8 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The SAN: a block device or an image file.
+    /// The SAN: a block device, an image file, or a disk by a stable name:
+    /// serial:SERIAL, wwn:WWN, by-id:ID.
     #[arg(long, value_name = "PATH")]
     pub san: PathBuf,
     /// Print the result as JSON (the problems found, if any).
@@ -98,7 +105,8 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The SAN: a block device or an image file.
+    /// The SAN: a block device, an image file, or a disk by a stable name:
+    /// serial:SERIAL, wwn:WWN, by-id:ID.
     #[arg(long, value_name = "PATH")]
     pub san: PathBuf,
     /// Print the status as JSON.
@@ -108,9 +116,11 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct ResetArgs {
-    /// The node to reset.
+    /// The nodes to reset: a name or a list such as blade[01-04,07].
+    #[arg(value_name = "NODES")]
     pub name: String,
-    /// The SAN: a block device or an image file.
+    /// The SAN: a block device, an image file, or a disk by a stable name:
+    /// serial:SERIAL, wwn:WWN, by-id:ID.
     #[arg(long, value_name = "PATH")]
     pub san: PathBuf,
     /// Print the result as JSON.

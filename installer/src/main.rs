@@ -1,6 +1,7 @@
 //! `vlx-install`: parses the command line and dispatches to the library.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -62,6 +63,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(p) = e.downcast_ref::<PrepareError>() {
         return p.exit_code();
     }
+    if e.is::<BadInput>() {
+        return exit::BAD_INPUT;
+    }
     let refused = e.downcast_ref::<Refusal>().is_some()
         || e.downcast_ref::<NotConfirmed>().is_some()
         || matches!(
@@ -86,21 +90,58 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     exit::FAILED
 }
 
+/// Bad input that is no profile's: a node list, a node name, a disk name.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
+
+/// The SAN a `--san` names: a path, or a disk by serial:, wwn:, by-id:.
+fn san_path(san: &Path) -> anyhow::Result<PathBuf> {
+    installer::media::disks::resolve_san(san).map_err(|e| BadInput(e.to_string()).into())
+}
+
+/// The names of a node list, each a node of `plan`.
+fn node_names(list: &str, plan: &cluster::Plan) -> anyhow::Result<Vec<String>> {
+    let names = cluster::nodelist::expand(list).map_err(|e| BadInput(e.to_string()))?;
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| plan.node(n).is_none())
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<String> = plan.nodes.iter().map(|n| n.name.to_string()).collect();
+        return Err(BadInput(format!(
+            "cluster {} has no node {}; its nodes are {}",
+            plan.cluster.name,
+            cluster::nodelist::fold(&unknown),
+            cluster::nodelist::fold(&known)
+        ))
+        .into());
+    }
+    Ok(names)
+}
+
 fn reset_node(a: ResetArgs) -> anyhow::Result<()> {
-    let msg = installer::reset::reset_node(&a.san, &a.name)?;
+    let san = san_path(&a.san)?;
+    // Every name is checked before any node is reset.
+    let names = node_names(&a.name, &Installed::open(&san)?.plan)?;
+    let mut done = Vec::new();
+    for name in &names {
+        let msg = installer::reset::reset_node(&san, name)?;
+        if !a.json {
+            println!("{msg}");
+        }
+        done.push(serde_json::json!({"node": name, "message": msg}));
+    }
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"node": a.name, "san": a.san, "reset": true, "message": msg})
-        );
-    } else {
-        println!("{msg}");
+        println!("{}", serde_json::json!({"san": san, "reset": done}));
     }
     Ok(())
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
-    let san = match (&args.san, args.san_size) {
+    let resolved = args.san.as_deref().map(san_path).transpose()?;
+    let san = match (&resolved, args.san_size) {
         (Some(path), _) => {
             let facts = device::inspect(path)
                 .with_context(|| format!("inspecting SAN {}", path.display()))?;
@@ -114,7 +155,12 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
             sector_size: None,
         },
     };
-    let plan = prepare::plan_profile(&args.cluster, san)?.plan;
+    let mut plan = prepare::plan_profile(&args.cluster, san)?.plan;
+    if let Some(list) = &args.nodes {
+        let names = node_names(list, &plan)?;
+        plan.nodes
+            .retain(|n| names.iter().any(|x| *x == n.name.to_string()));
+    }
     let text = if args.json {
         plan.to_json()
     } else {
@@ -124,6 +170,10 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
 }
 
 fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
+    let args = ApplyArgs {
+        san: san_path(&args.san)?,
+        ..args
+    };
     let prepared = prepare::prepare(Request {
         cluster: &args.cluster,
         image: &args.image,
@@ -222,6 +272,10 @@ fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let args = StatusArgs {
+        san: san_path(&args.san)?,
+        ..args
+    };
     let inst = Installed::open(&args.san)?;
     let st = inst.status()?;
     if args.json {
@@ -263,6 +317,10 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let args = VerifyArgs {
+        san: san_path(&args.san)?,
+        ..args
+    };
     let inst = Installed::open(&args.san)?;
     let mut problems = inst.layout_differences();
     if let Some(p) = inst.check_origin()? {

@@ -481,12 +481,18 @@ fn reset_node_zeroes_that_nodes_store_only() {
             assert_eq!(&head[..4], b"SnAp", "{}'s store was touched", n.name);
         }
     }
-    let o = vlx_install(&["reset-node", "s9", "--san", san.to_str().unwrap()]);
-    assert!(!o.status.success());
-    assert!(
-        text(&o).contains("no node s9") && text(&o).contains("s1, s2, s3"),
-        "{}",
-        text(&o)
+    // A list with a node the cluster lacks is bad input, and resets none.
+    let o = vlx_install(&["reset-node", "s[1,9]", "--san", san.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim_end(),
+        "vlx-install: error: cluster small has no node s9; its nodes are s[1-3]"
+    );
+    let head = installer::device::read_at(&f, offset(&plan, &plan.nodes[0].cow), 8).unwrap();
+    assert_eq!(
+        &head[..4],
+        b"SnAp",
+        "s1's store was reset by a refused list"
     );
 }
 

@@ -32,7 +32,8 @@ pub enum Command {
     /// any difference.
     Verify(VerifyArgs),
     /// Reset nodes to factory state: their next boot starts from the golden
-    /// image. Stop the nodes first.
+    /// image, everything they wrote is lost. Stop the nodes first. Asks
+    /// unless --yes.
     ResetNode(ResetArgs),
     /// Print a shell completion script (bash, zsh, fish) on standard output.
     Completions(voice::Completions),
@@ -123,6 +124,9 @@ pub struct ResetArgs {
     /// serial:SERIAL, wwn:WWN, by-id:ID.
     #[arg(long, value_name = "PATH")]
     pub san: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

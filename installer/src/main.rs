@@ -124,7 +124,23 @@ fn node_names(list: &str, plan: &cluster::Plan) -> anyhow::Result<Vec<String>> {
 fn reset_node(a: ResetArgs) -> anyhow::Result<()> {
     let san = san_path(&a.san)?;
     // Every name is checked before any node is reset.
-    let names = node_names(&a.name, &Installed::open(&san)?.plan)?;
+    let plan = Installed::open(&san)?.plan;
+    let names = node_names(&a.name, &plan)?;
+    if !a.yes {
+        eprintln!(
+            "Reset {} of cluster {} on {}: everything written on {} since {} last install or reset is lost at the next boot",
+            cluster::nodelist::fold(&names),
+            plan.cluster.name,
+            san.display(),
+            if names.len() == 1 {
+                "that node"
+            } else {
+                "those nodes"
+            },
+            if names.len() == 1 { "its" } else { "their" },
+        );
+        ask_yes(&san, "reset")?;
+    }
     let mut done = Vec::new();
     for name in &names {
         let msg = installer::reset::reset_node(&san, name)?;
@@ -182,7 +198,7 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
     let checked = prepared.check_target(args.wipe)?;
     let inputs = &prepared.inputs;
     if !args.yes {
-        confirm(inputs, &checked)?;
+        confirm(inputs, &checked, args.wipe)?;
     }
     let console = Console::new();
     let json = JsonLines::default();
@@ -221,19 +237,23 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
+fn confirm(inputs: &Inputs, checked: &device::Checked, wipe: bool) -> anyhow::Result<()> {
     let plan = &inputs.plan;
-    let now = match checked.contents() {
-        Contents::Blank => "blank".to_owned(),
-        Contents::ThisCluster => {
-            "an install of this cluster (it will be verified and finished)".to_owned()
+    let now = match (checked.contents(), wipe) {
+        (Contents::Blank, _) => "nothing: it will be installed".to_owned(),
+        (Contents::ThisCluster, false) => {
+            "an install of this cluster: every step done is verified, the rest is done".to_owned()
         }
-        Contents::Foreign(what) => format!("{what} (ALL OF IT WILL BE ERASED)"),
+        (Contents::ThisCluster, true) => {
+            "an install of this cluster: with --wipe ALL OF IT WILL BE ERASED and installed anew"
+                .to_owned()
+        }
+        (Contents::Foreign(what), _) => format!("{what}: ALL OF IT WILL BE ERASED"),
     };
     eprintln!("Target: {}", device::describe(checked.facts()));
-    eprintln!("  holds: {now}");
+    eprintln!("  holds {now}");
     eprintln!(
-        "Cluster {} ({}): {} nodes, {} partitions, image {} {}",
+        "Summary: cluster {} ({}), {} nodes, {} partitions, image {} {} (the whole plan: vlx-install plan)",
         plan.cluster.name,
         plan.cluster.uuid,
         plan.nodes.len(),
@@ -241,17 +261,23 @@ fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
         inputs.image.manifest.name,
         inputs.image.manifest.version
     );
+    ask_yes(&checked.facts().path, "install")
+}
+
+/// Asks for `yes` on the terminal; anything else, or no terminal, is a
+/// refusal (exit 3) that has written nothing.
+fn ask_yes(target: &Path, what: &str) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
         return Err(NotConfirmed(voice::Hinted::new(
             format!(
-                "{}: install not confirmed: standard input is not a terminal",
-                checked.facts().path.display()
+                "{}: {what} not confirmed: standard input is not a terminal",
+                target.display()
             ),
-            "pass --yes to install without asking",
+            format!("pass --yes to {what} without asking"),
         ))
         .into());
     }
-    eprint!("Type yes to install: ");
+    eprint!("Type yes to {what}: ");
     std::io::stderr().flush().ok();
     let mut line = String::new();
     std::io::stdin()
@@ -261,10 +287,10 @@ fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
     if line.trim() != "yes" {
         return Err(NotConfirmed(voice::Hinted::new(
             format!(
-                "{}: install cancelled (the answer was not yes)",
-                checked.facts().path.display()
+                "{}: {what} cancelled (the answer was not yes)",
+                target.display()
             ),
-            "run it again and type yes to install",
+            format!("run it again and type yes to {what}"),
         ))
         .into());
     }

@@ -470,7 +470,19 @@ fn reset_node_zeroes_that_nodes_store_only() {
     assert!(apply(&prof, &img, &san, &[]).status.success());
     let plan = plan(&prof, &san);
     mark_stores_used(&san, &plan);
+    // Not confirmed (no terminal, no --yes): refused, nothing reset.
     let o = vlx_install(&["reset-node", "s2", "--san", san.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("reset not confirmed: standard input is not a terminal"),
+        "{}",
+        text(&o)
+    );
+    let f = std::fs::File::open(&san).unwrap();
+    let s2 = plan.node("s2").unwrap();
+    let head = installer::device::read_at(&f, offset(&plan, &s2.cow), 8).unwrap();
+    assert_eq!(&head[..4], b"SnAp", "an unconfirmed reset reset s2");
+    let o = vlx_install(&["reset-node", "s2", "--yes", "--san", san.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let f = std::fs::File::open(&san).unwrap();
     for n in &plan.nodes {
@@ -482,7 +494,13 @@ fn reset_node_zeroes_that_nodes_store_only() {
         }
     }
     // A list with a node the cluster lacks is bad input, and resets none.
-    let o = vlx_install(&["reset-node", "s[1,9]", "--san", san.to_str().unwrap()]);
+    let o = vlx_install(&[
+        "reset-node",
+        "s[1,9]",
+        "--yes",
+        "--san",
+        san.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stderr).trim_end(),

@@ -118,3 +118,44 @@ fn an_invalid_profile_is_bad_input_to_apply_and_the_media_alike() {
     }
     assert_eq!(sha256_file(&san), before);
 }
+
+#[test]
+fn an_install_not_confirmed_is_refused_with_3_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let img = image_dir(d.path(), "a");
+    let profile = fixture("small.toml");
+    let san = san(d.path(), 600 * MIB);
+    let before = sha256_file(&san);
+    // Standard input is not a terminal and there is no --yes.
+    let o = vlx_install(&[
+        "apply",
+        "--cluster",
+        profile.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--san",
+        san.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("vlx-install: "))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            format!(
+                "vlx-install: error: {}: install not confirmed: standard input is not a terminal; nothing was written to the target",
+                san.display()
+            ),
+            "vlx-install: hint: pass --yes to install without asking".to_owned(),
+        ],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("holds nothing: it will be installed"),
+        "{stderr}"
+    );
+    assert_eq!(sha256_file(&san), before);
+}

@@ -25,8 +25,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Install the cluster onto the SAN (or finish an interrupted install).
     Apply(ApplyArgs),
-    /// Show which cluster a SAN holds, its nodes, each install step, and
-    /// whether the origin verifies.
+    /// Show which cluster a SAN holds, its nodes and each install step
+    /// (with --check-origin, whether the origin verifies).
     Status(StatusArgs),
     /// Re-hash the origin and check the layout against the plan; nonzero on
     /// any difference.
@@ -113,6 +113,10 @@ pub struct StatusArgs {
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also re-hash the origin against the image's manifest (reads all of
+    /// it; `verify` does this and checks the layout too).
+    #[arg(long)]
+    pub check_origin: bool,
 }
 
 #[derive(Debug, Args)]

@@ -303,7 +303,7 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
         ..args
     };
     let inst = Installed::open(&args.san)?;
-    let st = inst.status()?;
+    let st = inst.status(args.check_origin)?;
     if args.json {
         return emit(&format!("{}\n", serde_json::to_string_pretty(&st)?));
     }
@@ -321,16 +321,20 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
     );
     for s in &st.steps {
         out.push_str(&format!(
-            "  {:<8} {}\n",
-            s.step.name(),
+            "  {:<20} {}\n",
+            installer::report::step_label(s.step),
             if s.done { "done" } else { "pending" }
         ));
     }
-    out.push_str(&format!(
-        "origin: {}\nnodes ({}):\n",
-        st.origin_problem.as_deref().unwrap_or("verifies"),
-        st.nodes.len()
-    ));
+    if !st.complete {
+        out.push_str("  an install cut short: apply with the same profile and image finishes it\n");
+    }
+    let origin = match (&st.origin_problem, st.origin_checked) {
+        (Some(p), _) => p.as_str(),
+        (None, true) => "verifies",
+        (None, false) => "not checked (status --check-origin or verify re-hash it)",
+    };
+    out.push_str(&format!("origin: {origin}\nnodes ({}):\n", st.nodes.len()));
     for n in &st.nodes {
         out.push_str(&format!(
             "  {:<12} {:<15} {}\n",

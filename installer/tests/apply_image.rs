@@ -525,7 +525,13 @@ fn status_reports_cluster_steps_and_origin() {
             .status
             .success()
     );
-    let o = vlx_install(&["status", "--san", san.to_str().unwrap(), "--json"]);
+    let o = vlx_install(&[
+        "status",
+        "--san",
+        san.to_str().unwrap(),
+        "--json",
+        "--check-origin",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(st["cluster"], "small");
@@ -539,6 +545,7 @@ fn status_reports_cluster_steps_and_origin() {
         .collect();
     assert_eq!(done, ["gpt", "meta", "origin", "cow", "swap"]);
     assert!(st["origin_problem"].is_null(), "{st}");
+    assert_eq!(st["origin_checked"], true, "{st}");
     assert_eq!(st["nodes"].as_array().unwrap().len(), 3);
     // verify names what is missing, and fails.
     let v = vlx_install(&["verify", "--san", san.to_str().unwrap()]);

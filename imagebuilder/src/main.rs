@@ -184,6 +184,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let m = host::build(&p, &b, progress.as_ref()).with_context(|| {
                 format!("building {} into {}", profile.display(), out.display())
             })?;
+            // The bar goes before the result is printed, so that it does
+            // not stay on the screen at its last step.
+            drop(progress);
             if cli.json {
                 println!("{}", m.to_json().trim_end());
             } else {
@@ -211,13 +214,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let meta = guest::build(&p, &g, progress.as_ref()).with_context(|| {
                 format!("building {} into {}", profile.display(), out.display())
             })?;
+            drop(progress);
             if cli.json {
                 println!("{}", serde_json::to_string(&meta)?);
             } else {
                 eprintln!(
-                    "built {} ({} bytes, sha256 {}) in {:.1} s",
+                    "built {} ({:.1} MiB, sha256 {}) in {:.1} s",
                     out.join(&meta.tarball).display(),
-                    meta.tarball_size,
+                    meta.tarball_size as f64 / f64::from(1u32 << 20),
                     meta.tarball_sha256,
                     started.elapsed().as_secs_f64()
                 );

@@ -131,6 +131,7 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
         live: Vec::new(),
         timeline: Timeline {
             cluster: rehearsal.cluster.clone(),
+            accel: host.accel.to_string(),
             ..Timeline::default()
         },
         checks: Checks::default(),

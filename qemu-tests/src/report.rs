@@ -172,6 +172,27 @@ pub struct Timeline {
     pub end: f64,
     pub phases: Vec<Phase>,
     pub blades: Vec<BladeTimeline>,
+    /// What the rehearsal did to blades, besides booting them.
+    pub marks: Vec<Mark>,
+}
+
+/// Something done to a blade at a moment of the rehearsal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mark {
+    pub at: f64,
+    pub blade: String,
+    pub what: MarkKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MarkKind {
+    /// Its power pulled while it served (a blade lost), not a clean stop.
+    Killed,
+    /// It took the cluster address over.
+    VipTaken,
+    /// `vlx-install reset-node` reset it.
+    Reset,
 }
 
 /// One step of the rehearsal with its start and end (seconds since the
@@ -234,7 +255,7 @@ pub fn svg(t: &Timeline, checks: &Checks) -> String {
         .iter()
         .filter(|c| c.outcome == Outcome::Failed)
         .collect();
-    let height = axis_y + 70.0 + 16.0 * failed.len() as f64;
+    let height = axis_y + 88.0 + 16.0 * failed.len() as f64;
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -344,6 +365,28 @@ pub fn svg(t: &Timeline, checks: &Checks) -> String {
             }
         }
     }
+    for m in &t.marks {
+        let Some(r) = t.blades.iter().position(|b| b.blade == m.blade) else {
+            continue;
+        };
+        let y = TOP + r as f64 * ROW + 6.0;
+        let (colour, sign, what) = match m.what {
+            MarkKind::Killed => ("#c00000", "✕", "killed"),
+            MarkKind::VipTaken => ("#006400", "VIP", "took the cluster address"),
+            MarkKind::Reset => ("#8a2be2", "reset", "reset to the golden image"),
+        };
+        let _ = writeln!(
+            o,
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="{colour}" stroke-width="3"><title>{3} {what} at {4:.1} s</title></line><text x="{5:.1}" y="{6:.1}" font-size="10" font-weight="bold" fill="{colour}">{sign}</text>"##,
+            x(m.at),
+            y - 4.0,
+            y + 22.0,
+            esc(&m.blade),
+            m.at,
+            x(m.at) + 3.0,
+            y - 1.0
+        );
+    }
     let _ = writeln!(
         o,
         r##"<line x1="{LEFT}" x2="{:.1}" y1="{axis_y}" y2="{axis_y}" stroke="#000"/>"##,
@@ -373,13 +416,16 @@ pub fn svg(t: &Timeline, checks: &Checks) -> String {
     }
     let _ = writeln!(
         o,
-        r##"<text x="{lx}" y="{ly}">| power off  ✗ not ready  dashed: network boot</text>"##
+        r##"<text x="{lx}" y="{ly}">| power off  ✗ not ready  dashed: network boot</text><text x="{LEFT}" y="{0}" fill="#c00000" font-weight="bold">✕ killed</text><text x="{1}" y="{0}" fill="#006400" font-weight="bold">VIP taken over</text><text x="{2}" y="{0}" fill="#8a2be2" font-weight="bold">reset by vlx-install reset-node</text>"##,
+        ly + 18.0,
+        LEFT + 70.0,
+        LEFT + 190.0
     );
     for (i, c) in failed.iter().enumerate() {
         let _ = writeln!(
             o,
             r##"<text x="8" y="{:.1}" fill="#c00000">failed (step {}): {}: {}</text>"##,
-            ly + 20.0 + 16.0 * i as f64,
+            ly + 38.0 + 16.0 * i as f64,
             c.step,
             esc(&c.name),
             esc(&table_detail(&c.detail))
@@ -476,6 +522,11 @@ mod tests {
         let mut t = Timeline {
             cluster: "demo".into(),
             accel: String::new(),
+            marks: vec![Mark {
+                at: 30.0,
+                blade: "blade01".into(),
+                what: MarkKind::Killed,
+            }],
             end: 42.0,
             phases: vec![Phase {
                 step: 3,
@@ -554,6 +605,7 @@ mod tests {
             !text.contains("hostname blade01"),
             "a passed check is drawn"
         );
+        assert!(text.contains("blade01 killed at 30.0 s"), "{text}");
         // blade02 booted from the network: its bars, and only they, dashed.
         assert_eq!(text.matches("stroke-dasharray").count(), 2, "{text}");
     }

@@ -554,6 +554,24 @@ fn status_reports_cluster_steps_and_origin() {
         "{}",
         text(&v)
     );
+    // With --json: the result on stdout, the error as one object on stderr.
+    let v = vlx_install(&["verify", "--san", san.to_str().unwrap(), "--json"]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    let r: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(r["verifies"], false, "{r}");
+    assert_eq!(r["cluster"], "small", "{r}");
+    assert!(
+        r["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("pending shared, content, boot")),
+        "{r}"
+    );
+    let e: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&v.stderr).trim()).unwrap();
+    assert_eq!(e["program"], "vlx-install", "{e}");
+    assert_eq!(e["exit_code"], 1, "{e}");
 }
 
 #[test]

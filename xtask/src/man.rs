@@ -13,6 +13,7 @@ pub const BINARIES: &[fn() -> clap::Command] = &[
     installer::cli::command,
     agent::cli::command,
     qemu_tests::cli::command,
+    vc_net::cli::command,
 ];
 
 /// Administration tools: section 8, as for mkfs, fdisk and coreos-installer.
@@ -80,7 +81,13 @@ mod tests {
     fn every_page_renders_without_warnings() {
         let dir = tempfile::tempdir().unwrap();
         let pages = write_all(dir.path()).unwrap();
-        for bin in ["vlx-image", "vlx-install", "vlx-node", "vlx-rig"] {
+        for bin in [
+            "vlx-image",
+            "vlx-install",
+            "vlx-node",
+            "vlx-rig",
+            "vlx-vc-net",
+        ] {
             assert!(
                 pages.iter().any(|p| p.ends_with(format!("{bin}.8"))),
                 "no page for {bin}: {pages:?}"

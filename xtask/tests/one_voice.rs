@@ -9,6 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Every binary an administrator runs.
+const BINARIES: [&str; 5] = [
+    "vlx-image",
+    "vlx-install",
+    "vlx-node",
+    "vlx-rig",
+    "vlx-vc-net",
+];
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -53,6 +62,10 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
         ("vlx-node", vec!["--no-such-flag"]),
         ("vlx-image", vec!["--no-such-flag"]),
         ("vlx-install", vec!["apply", "--no-such-flag"]),
+        (
+            "vlx-vc-net",
+            vec!["plan", "--input", "/nonexistent/vc-state.json"],
+        ),
     ]
 }
 
@@ -118,7 +131,7 @@ fn with_json_every_error_is_one_json_object() {
 
 #[test]
 fn help_and_version_exit_0_everywhere() {
-    for name in ["vlx-image", "vlx-install", "vlx-node", "vlx-rig"] {
+    for name in BINARIES {
         for flag in ["--help", "--version"] {
             let o = run(name, &[flag]);
             let out = String::from_utf8_lossy(&o.stdout);
@@ -143,7 +156,7 @@ fn internal_commands_stay_out_of_help() {
 
 #[test]
 fn every_binary_prints_completions_bash_accepts() {
-    for name in ["vlx-image", "vlx-install", "vlx-node", "vlx-rig"] {
+    for name in BINARIES {
         let o = run(name, &["completions", "bash"]);
         assert_eq!(o.status.code(), Some(0), "{name}");
         let dir = tempfile::tempdir().unwrap();

@@ -73,8 +73,23 @@ impl Installed {
         let meta = cluster::locate::meta_entry(&gpt.entries)
             .ok_or_else(|| not("no vlx-meta partition"))?;
         let meta_offset = meta.offset(sector);
-        let plan_bytes = fs::read_file(path, meta_offset, "/plan.json")?
-            .ok_or_else(|| not("vlx-meta holds no plan.json"))?;
+        // The GPT is step 1 and the meta volume step 2: a table whose meta
+        // volume holds no file system is an install cut short in between,
+        // which debugfs would only call a bad magic number.
+        let plan_bytes = match fs::read_file(path, meta_offset, "/plan.json") {
+            Ok(b) => b,
+            Err(crate::tool::ToolError::Failed { stderr, .. }) => {
+                let said = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                return Err(not(&format!(
+                    "its vlx-meta is no ext4 file system (debugfs: {}); an install cut short \
+                     before step 2/8 (meta) finished leaves it so: apply with the same profile \
+                     and image finishes it",
+                    said.trim()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        .ok_or_else(|| not("vlx-meta holds no plan.json"))?;
         let plan = Plan::from_json(&String::from_utf8_lossy(&plan_bytes))
             .map_err(|e| not(&format!("its plan.json is unreadable: {e}")))?;
         let journal = fs::read_file(path, meta_offset, &format!("/{}", crate::journal::FILE))?

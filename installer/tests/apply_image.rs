@@ -561,11 +561,10 @@ fn status_reports_cluster_steps_and_origin() {
     assert_eq!(r["verifies"], false, "{r}");
     assert_eq!(r["cluster"], "small", "{r}");
     assert!(
-        r["problems"]
-            .as_array()
+        r["problems"].as_array().unwrap().iter().any(|p| p
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|p| p.as_str().unwrap().contains("pending shared, content, boot")),
+            .contains("pending shared, content, boot")),
         "{r}"
     );
     let e: serde_json::Value =
@@ -615,4 +614,33 @@ fn replacing_the_origin_needs_every_node_reset() {
             .status
             .success()
     );
+}
+
+#[test]
+fn status_after_a_cut_before_meta_says_so_and_how_to_finish() {
+    let d = tempfile::tempdir().unwrap();
+    let img = image_dir(d.path(), "x");
+    let prof = profile(d.path(), 512);
+    let san = san(d.path(), SAN);
+    assert!(
+        !apply_with_fault(&prof, &img, &san, "after:gpt")
+            .status
+            .success()
+    );
+    let o = vlx_install(&["status", "--san", san.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "vlx-install: error: {} holds no vlx cluster: its vlx-meta is no ext4 file system (debugfs: ",
+            san.display()
+        )) && err.contains("before step 2/8 (meta) finished")
+            && err.contains("apply with the same profile and image finishes it"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // And so it does.
+    assert!(apply(&prof, &img, &san, &[]).status.success());
+    let o = vlx_install(&["status", "--san", san.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
 }

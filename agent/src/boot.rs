@@ -110,7 +110,8 @@ fn boot() -> Result<Infallible, Failure> {
         source,
     })?;
     say(format!(
-        "starting on kernel {release} (/proc, /sys and /dev mounted)"
+        "version {}, starting on kernel {release} (/proc, /sys and /dev mounted)",
+        env!("CARGO_PKG_VERSION")
     ));
 
     let line = read(Path::new("/proc/cmdline"))?;

@@ -16,6 +16,7 @@
 //! comes from the same `cluster` crate the installer writes the SAN with.
 
 pub mod boot;
+pub mod cli;
 pub mod console;
 pub mod copy;
 pub mod dm;

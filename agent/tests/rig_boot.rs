@@ -468,7 +468,13 @@ fn rig_broken_snapshot_store_stops_the_boot_until_reset() {
     assert!(!console.contains("vlx-node: mounted /dev/mapper/vlx-root"));
     assert_eq!(rig.origin_sha(), origin, "the origin changed");
 
-    let said = fixture::vlx_install(&["reset-node", "n1", "--san", &rig.san.to_string_lossy()]);
+    let said = fixture::vlx_install(&[
+        "reset-node",
+        "n1",
+        "--yes",
+        "--san",
+        &rig.san.to_string_lossy(),
+    ]);
     eprintln!("vlx-install reset-node: {said}");
     let booted = boot_node(&rig, "n1", "after-reset.log");
     assert_lines(&booted.console, &["vlx-node: ready n1".into()]);

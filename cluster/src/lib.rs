@@ -14,6 +14,7 @@ pub mod layout;
 pub mod locate;
 pub mod name;
 pub mod net;
+pub mod nodelist;
 pub mod plan;
 pub mod profile;
 mod read;

@@ -14,6 +14,7 @@
 //! module closures) is kept apart from the executors that write files or
 //! run mke2fs and mmdebstrap.
 
+pub mod cli;
 pub mod error;
 pub mod formats;
 pub mod image;

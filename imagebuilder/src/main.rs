@@ -1,106 +1,15 @@
 //! `vlx-image`: parses the command line and dispatches to the library.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
 use contracts::image as manifest;
+use imagebuilder::cli::{Cli, Command};
 use imagebuilder::image::{guest, host, kernel};
 use imagebuilder::profile;
 use imagebuilder::progress::{Event, Progress};
-
-/// Bake vlx host images, guest OS tarballs and install media.
-#[derive(Debug, Parser)]
-#[command(name = "vlx-image", version, about)]
-struct Cli {
-    /// Report progress as JSON lines on stderr (for tools), and the result
-    /// as JSON on stdout.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Build a host image: origin.ext4, vmlinuz, initramfs.img, manifest.json.
-    Build {
-        /// Host profile, e.g. profiles/hosts/tiny.toml.
-        #[arg(long)]
-        profile: PathBuf,
-        /// Image directory (created if missing).
-        #[arg(long)]
-        out: PathBuf,
-        /// The node agent binary for the initramfs's /init [default:
-        /// vlx-node beside this executable].
-        #[arg(long)]
-        agent: Option<PathBuf>,
-        /// Clamp every timestamp to this [default: $SOURCE_DATE_EPOCH,
-        /// else the profile file's mtime].
-        #[arg(long)]
-        source_date_epoch: Option<u64>,
-    },
-    /// Build a guest OS tarball (NAME.tar.gz) and its guest.toml.
-    Guest {
-        /// Guest profile, e.g. profiles/guests/debian-bookworm.toml.
-        #[arg(long)]
-        profile: PathBuf,
-        /// Output directory (created if missing).
-        #[arg(long)]
-        out: PathBuf,
-        /// Clamp every timestamp to this [default: $SOURCE_DATE_EPOCH,
-        /// else the profile file's mtime].
-        #[arg(long)]
-        source_date_epoch: Option<u64>,
-    },
-    /// Fetch a Debian kernel package into the kernel cache ($VLX_CACHE,
-    /// default ~/.cache/vlx) so that later builds run offline.
-    FetchKernel {
-        /// Debian kernel package; a metapackage is resolved to the
-        /// linux-image-<release> it depends on.
-        #[arg(default_value = kernel::DEFAULT_PACKAGE)]
-        package: String,
-    },
-    /// Build install media: NAME.img (a GPT disk image for USB sticks) and
-    /// NAME.iso (hybrid ISO 9660), booting the installer on UEFI and BIOS,
-    /// with the image, guests and cluster profiles as payload.
-    Media {
-        /// Media profile, e.g. isos/vlx-installer.toml.
-        #[arg(long)]
-        profile: PathBuf,
-        /// The image directory made by `vlx-image build` [default: build
-        /// the host image the carried cluster profiles name into OUT/image].
-        #[arg(long)]
-        image: Option<PathBuf>,
-        /// The node agent for the image built without --image [default:
-        /// vlx-node beside this executable].
-        #[arg(long)]
-        agent: Option<PathBuf>,
-        /// A folder made by `vlx-image guest`, or a folder of such folders
-        /// (repeatable); the profile's guests are looked up there.
-        #[arg(long)]
-        guests: Vec<PathBuf>,
-        /// Output directory (created if missing).
-        #[arg(long)]
-        out: PathBuf,
-        /// The vlx-install binary for the installer environment [default:
-        /// vlx-install beside this executable].
-        #[arg(long)]
-        installer: Option<PathBuf>,
-        /// Clamp every timestamp to this [default: $SOURCE_DATE_EPOCH,
-        /// else the image's].
-        #[arg(long)]
-        source_date_epoch: Option<u64>,
-    },
-    /// Check an image directory against its manifest.json.
-    Verify {
-        /// The image directory.
-        dir: PathBuf,
-    },
-}
 
 /// Progress on a terminal: one bar over the steps, info lines above it.
 struct Bar {
@@ -218,28 +127,37 @@ fn epoch(flag: Option<u64>, profile: &std::path::Path) -> anyhow::Result<u64> {
         .unwrap_or(0))
 }
 
-/// Exit code of a profile the builder cannot take (bad input), as for a
-/// bad cluster profile; other failures exit 1.
-const EXIT_BAD_INPUT: u8 = 2;
-
 fn main() -> std::process::ExitCode {
-    match run() {
+    let cli: Cli = voice::parse();
+    let json = cli.json;
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // The form anyhow's own `main` prints: the error and its causes.
-            eprintln!("Error: {e:?}");
+            // A profile the builder cannot take is bad input, as for a bad
+            // cluster profile; other failures exit 1.
             let bad_input = e.chain().any(|c| {
                 c.downcast_ref::<imagebuilder::Error>()
                     .is_some_and(imagebuilder::Error::is_bad_input)
                     || c.is::<cluster::Diagnostics>()
             });
-            std::process::ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
+            let code = if bad_input {
+                voice::exit::BAD_INPUT
+            } else {
+                voice::exit::FAILED
+            };
+            let diagnostics = e.chain().find_map(|c| match c.downcast_ref() {
+                Some(imagebuilder::Error::Diagnostics(d)) => Some(d),
+                _ => None,
+            });
+            match diagnostics {
+                Some(d) => voice::report(&voice::Failure::diagnostics("vlx-image", d, code), json),
+                None => voice::fail("vlx-image", json, &e, code),
+            }
         }
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> anyhow::Result<()> {
     let started = Instant::now();
     match cli.command {
         Command::Build {
@@ -266,6 +184,9 @@ fn run() -> anyhow::Result<()> {
             let m = host::build(&p, &b, progress.as_ref()).with_context(|| {
                 format!("building {} into {}", profile.display(), out.display())
             })?;
+            // The bar goes before the result is printed, so that it does
+            // not stay on the screen at its last step.
+            drop(progress);
             if cli.json {
                 println!("{}", m.to_json().trim_end());
             } else {
@@ -293,13 +214,14 @@ fn run() -> anyhow::Result<()> {
             let meta = guest::build(&p, &g, progress.as_ref()).with_context(|| {
                 format!("building {} into {}", profile.display(), out.display())
             })?;
+            drop(progress);
             if cli.json {
                 println!("{}", serde_json::to_string(&meta)?);
             } else {
                 eprintln!(
-                    "built {} ({} bytes, sha256 {}) in {:.1} s",
+                    "built {} ({:.1} MiB, sha256 {}) in {:.1} s",
                     out.join(&meta.tarball).display(),
-                    meta.tarball_size,
+                    meta.tarball_size as f64 / f64::from(1u32 << 20),
                     meta.tarball_sha256,
                     started.elapsed().as_secs_f64()
                 );
@@ -405,6 +327,7 @@ fn run() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Completions(c) => c.print(imagebuilder::cli::command())?,
         Command::Verify { dir } => {
             let m = manifest::verify_dir(&dir)?;
             if cli.json {

@@ -127,7 +127,13 @@ impl Installed {
     pub fn plan_of(path: &Path) -> Result<Option<Plan>, InstalledError> {
         match Installed::open(path) {
             Ok(i) => Ok(Some(i.plan)),
-            Err(InstalledError::NotInstalled { .. } | InstalledError::Tool(_)) => Ok(None),
+            // An install cut short before its meta volume held a plan has
+            // nothing to rebase onto: the journaled rerun finishes it.
+            Err(
+                InstalledError::NotInstalled { .. }
+                | InstalledError::Interrupted { .. }
+                | InstalledError::Tool(_),
+            ) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -233,7 +239,10 @@ pub struct Status {
     pub steps: Vec<StepState>,
     pub nodes: Vec<NodeStatus>,
     pub image: Option<String>,
-    /// `None` when the origin verifies, else why not.
+    /// Whether the origin was re-hashed (`status --check-origin`; `verify`
+    /// always does).
+    pub origin_checked: bool,
+    /// `None` when the origin verifies or was not checked, else why not.
     pub origin_problem: Option<String>,
 }
 
@@ -252,7 +261,9 @@ pub struct NodeStatus {
 }
 
 impl Installed {
-    pub fn status(&self) -> Result<Status, InstalledError> {
+    /// What the SAN holds; with `check_origin` the origin is re-hashed too
+    /// (it reads the whole origin, so only when asked).
+    pub fn status(&self, check_origin: bool) -> Result<Status, InstalledError> {
         let done = |s: Step| self.journal.as_ref().is_some_and(|j| j.is_done(s));
         Ok(Status {
             cluster: self.plan.cluster.name.clone(),
@@ -280,7 +291,12 @@ impl Installed {
                 .manifest
                 .as_ref()
                 .map(|m| format!("{} {}", m.name, m.version)),
-            origin_problem: self.check_origin()?,
+            origin_checked: check_origin,
+            origin_problem: if check_origin {
+                self.check_origin()?
+            } else {
+                None
+            },
         })
     }
 }

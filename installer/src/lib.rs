@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod change;
+pub mod cli;
 pub mod device;
 pub mod exit;
 pub mod fs;

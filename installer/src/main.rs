@@ -1,165 +1,169 @@
 //! `vlx-install`: parses the command line and dispatches to the library.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
-use cluster::{Bytes, SanFacts};
+use anyhow::Context;
+use cluster::SanFacts;
 use installer::apply::{self, Inputs, Options, Outcome, Reporter};
+use installer::cli::{ApplyArgs, Cli, Command, PlanArgs, ResetArgs, StatusArgs, VerifyArgs};
 use installer::device::{self, Contents, Refusal};
-use installer::exit;
 use installer::installed::Installed;
 use installer::prepare::{self, Base, PrepareError, Request};
 use installer::report::{Console, JsonLines};
+use voice::exit;
 
-/// Lay a whole vlx cluster onto a shared SAN, from a cluster profile and a
-/// host image.
-///
-/// Exit codes: 0 done; 1 failed; 2 the profile is invalid; 3 the target was
-/// refused and left as it was.
-#[derive(Debug, Parser)]
-#[command(name = "vlx-install", version, about, long_about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+const PROGRAM: &str = "vlx-install";
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Show what an install would write, before anything is written.
-    Plan(PlanArgs),
-    /// Install the cluster onto the SAN (or finish an interrupted install).
-    Apply(ApplyArgs),
-    /// Show which cluster a SAN holds, its nodes, each install step, and
-    /// whether the origin verifies.
-    Status(StatusArgs),
-    /// Re-hash the origin and check the layout against the plan; nonzero on
-    /// any difference.
-    Verify(SanArg),
-    /// Reset a node to factory state: its next boot starts from the golden
-    /// image. Stop the node first.
-    ResetNode(ResetArgs),
-    /// The install media's installer environment (run by its /init): find
-    /// and check the payload, ask or read vlx.* from the kernel command
-    /// line, install, power off.
-    MediaEnv,
-}
-
-#[derive(Debug, Args)]
-struct PlanArgs {
-    /// The cluster profile (TOML).
-    #[arg(long, value_name = "FILE")]
-    cluster: PathBuf,
-    /// Plan for a SAN of this size, e.g. 8GiB (overrides san.size).
-    #[arg(long, value_name = "SIZE", conflicts_with = "san")]
-    san_size: Option<Bytes>,
-    /// Plan for this SAN: a block device or an image file (read, never written).
-    #[arg(long, value_name = "PATH")]
-    san: Option<PathBuf>,
-    /// Print the plan as JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-    /// Show only what an apply would change on the installed cluster of
-    /// --san (nodes, partitions, settings); nothing when it matches.
-    #[arg(long, requires = "san")]
-    diff: bool,
-}
-
-#[derive(Debug, Args)]
-struct ApplyArgs {
-    /// The cluster profile (TOML).
-    #[arg(long, value_name = "FILE")]
-    cluster: PathBuf,
-    /// The host image directory made by `vlx-image build`.
-    #[arg(long, value_name = "DIR")]
-    image: PathBuf,
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
-    /// Overwrite a target that holds another partition table or file system.
-    #[arg(long)]
-    wipe: bool,
-    /// Replace the origin of an installed cluster with this image and reset
-    /// every node (their snapshot stores would no longer match).
-    #[arg(long)]
-    reset_all: bool,
-    /// Do not ask for confirmation.
-    #[arg(long, short = 'y')]
-    yes: bool,
-    /// Report progress as one JSON object per line on standard output.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-struct SanArg {
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
-}
-
-#[derive(Debug, Args)]
-struct StatusArgs {
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
-    /// Print the status as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-struct ResetArgs {
-    /// The node to reset.
-    name: String,
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
-}
+/// An install that was not confirmed: nothing was written (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotConfirmed(#[source] voice::Hinted);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = voice::parse();
+    let json = match &cli.command {
+        Command::Plan(a) => a.json,
+        Command::Apply(a) => a.json,
+        Command::Status(a) => a.json,
+        Command::Verify(a) => a.json,
+        Command::ResetNode(a) => a.json,
+        Command::Completions(_) | Command::MediaEnv => false,
+    };
     let result = match cli.command {
         Command::Plan(a) => plan(a),
         Command::Apply(a) => apply_cmd(a),
         Command::Status(a) => status(a),
         Command::Verify(a) => verify(a),
-        Command::ResetNode(a) => installer::reset::reset_node(&a.san, &a.name)
-            .map(|msg| println!("{msg}"))
-            .map_err(Into::into),
+        Command::ResetNode(a) => reset_node(a),
+        Command::Completions(c) => c.print(installer::cli::command()),
         Command::MediaEnv => return installer::media::main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(PrepareError::Invalid(d)) = e.downcast_ref::<PrepareError>() {
-                eprintln!("{d}");
-                return ExitCode::from(exit::BAD_INPUT);
+            let code = exit_code(&e);
+            let mut failure = match e.downcast_ref::<PrepareError>() {
+                Some(PrepareError::Invalid(d) | PrepareError::DoesNotFit(d)) => {
+                    voice::Failure::diagnostics(PROGRAM, d, code)
+                }
+                _ => voice::Failure::new(PROGRAM, &e, code),
+            };
+            if code == exit::REFUSED {
+                if let Some(first) = failure.errors.first_mut() {
+                    first.error.push_str("; nothing was written to the target");
+                }
             }
-            if let Some(PrepareError::DoesNotFit(d)) = e.downcast_ref::<PrepareError>() {
-                eprintln!("{d}");
-                eprintln!(
-                    "vlx-install: the profile does not fit this SAN; nothing was written to it"
-                );
-                return ExitCode::from(exit::REFUSED);
-            }
-            eprintln!("vlx-install: {}", exit::message(&e));
-            if exit::is_refusal(&e) {
-                eprintln!("vlx-install: nothing was written to the target");
-                return ExitCode::from(exit::REFUSED);
-            }
-            if exit::is_bad_input(&e) {
-                return ExitCode::from(exit::BAD_INPUT);
-            }
-            ExitCode::FAILURE
+            voice::report(&failure, json)
         }
     }
 }
 
+/// 2 for bad input, 3 for a refused target (left as it was), else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(p) = e.downcast_ref::<PrepareError>() {
+        return p.exit_code();
+    }
+    if e.is::<BadInput>() || installer::exit::is_bad_input(e) {
+        return exit::BAD_INPUT;
+    }
+    // Whatever refuses the target (its type, a lock, the image, ...).
+    if installer::exit::is_refusal(e) {
+        return exit::REFUSED;
+    }
+    let refused = e.downcast_ref::<Refusal>().is_some()
+        || e.downcast_ref::<NotConfirmed>().is_some()
+        || matches!(
+            e.downcast_ref::<apply::ApplyError>(),
+            Some(apply::ApplyError::Refused(_))
+        )
+        || matches!(
+            e.downcast_ref::<installer::reset::ResetError>(),
+            Some(installer::reset::ResetError::Refused(_))
+        );
+    if refused {
+        return exit::REFUSED;
+    }
+    if e.chain().any(|c| c.is::<cluster::Diagnostics>())
+        || matches!(
+            e.downcast_ref::<installer::reset::ResetError>(),
+            Some(installer::reset::ResetError::UnknownNode { .. })
+        )
+    {
+        return exit::BAD_INPUT;
+    }
+    exit::FAILED
+}
+
+/// Bad input that is no profile's: a node list, a node name, a disk name.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
+
+/// The SAN a `--san` names: a path, or a disk by serial:, wwn:, by-id:.
+fn san_path(san: &Path) -> anyhow::Result<PathBuf> {
+    installer::media::disks::resolve_san(san).map_err(|e| BadInput(e.to_string()).into())
+}
+
+/// The names of a node list, each a node of `plan`.
+fn node_names(list: &str, plan: &cluster::Plan) -> anyhow::Result<Vec<String>> {
+    let names = cluster::nodelist::expand(list).map_err(|e| BadInput(e.to_string()))?;
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| plan.node(n).is_none())
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<String> = plan.nodes.iter().map(|n| n.name.to_string()).collect();
+        return Err(BadInput(format!(
+            "cluster {} has no node {}; its nodes are {}",
+            plan.cluster.name,
+            cluster::nodelist::fold(&unknown),
+            cluster::nodelist::fold(&known)
+        ))
+        .into());
+    }
+    Ok(names)
+}
+
+fn reset_node(a: ResetArgs) -> anyhow::Result<()> {
+    let san = san_path(&a.san)?;
+    // Every name is checked before any node is reset.
+    let plan = Installed::open(&san)?.plan;
+    let names = node_names(&a.name, &plan)?;
+    if !a.yes {
+        eprintln!(
+            "Reset {} of cluster {} on {}: everything written on {} since {} last install or reset is lost at the next boot",
+            cluster::nodelist::fold(&names),
+            plan.cluster.name,
+            san.display(),
+            if names.len() == 1 {
+                "that node"
+            } else {
+                "those nodes"
+            },
+            if names.len() == 1 { "its" } else { "their" },
+        );
+        ask_yes(&san, "reset")?;
+    }
+    let mut done = Vec::new();
+    for name in &names {
+        let msg = installer::reset::reset_node(&san, name)?;
+        if !a.json {
+            println!("{msg}");
+        }
+        done.push(serde_json::json!({"node": name, "message": msg}));
+    }
+    if a.json {
+        println!("{}", serde_json::json!({"san": san, "reset": done}));
+    }
+    Ok(())
+}
+
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
-    let planned = match (&args.san, args.san_size) {
+    let resolved = args.san.as_deref().map(san_path).transpose()?;
+    let planned = match (&resolved, args.san_size) {
         (Some(path), _) => {
             let facts = device::inspect(path)
                 .with_context(|| format!("inspecting SAN {}", path.display()))?;
@@ -178,11 +182,11 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
             e => e,
         })?,
     };
-    let plan = planned.plan;
+    let mut plan = planned.plan;
     if args.diff {
         let Some(installed) = &planned.installed else {
             return Err(PrepareError::NoInstall {
-                san: args.san.clone().unwrap_or_default(),
+                san: resolved.clone().unwrap_or_default(),
                 cluster: plan.cluster.name.clone(),
             }
             .into());
@@ -196,6 +200,11 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
         };
         return emit(&text);
     }
+    if let Some(list) = &args.nodes {
+        let names = node_names(list, &plan)?;
+        plan.nodes
+            .retain(|n| names.iter().any(|x| *x == n.name.to_string()));
+    }
     let text = if args.json {
         plan.to_json()
     } else {
@@ -205,6 +214,10 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
 }
 
 fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
+    let args = ApplyArgs {
+        san: san_path(&args.san)?,
+        ..args
+    };
     // With --wipe the SAN is laid out afresh; otherwise a SAN that holds
     // this cluster gets the profile's changes in place.
     let base = if args.wipe {
@@ -223,7 +236,7 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
     let checked = prepared.check_target(args.wipe)?;
     let inputs = &prepared.inputs;
     if !args.yes {
-        confirm(inputs, &checked)?;
+        confirm(inputs, &checked, args.wipe)?;
     }
     let change = inputs
         .installed
@@ -277,19 +290,23 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
+fn confirm(inputs: &Inputs, checked: &device::Checked, wipe: bool) -> anyhow::Result<()> {
     let plan = &inputs.plan;
-    let now = match checked.contents() {
-        Contents::Blank => "blank".to_owned(),
-        Contents::ThisCluster => {
-            "an install of this cluster (it will be verified and finished)".to_owned()
+    let now = match (checked.contents(), wipe) {
+        (Contents::Blank, _) => "nothing: it will be installed".to_owned(),
+        (Contents::ThisCluster, false) => {
+            "an install of this cluster: every step done is verified, the rest is done".to_owned()
         }
-        Contents::Foreign(what) => format!("{what} (ALL OF IT WILL BE ERASED)"),
+        (Contents::ThisCluster, true) => {
+            "an install of this cluster: with --wipe ALL OF IT WILL BE ERASED and installed anew"
+                .to_owned()
+        }
+        (Contents::Foreign(what), _) => format!("{what}: ALL OF IT WILL BE ERASED"),
     };
     eprintln!("Target: {}", device::describe(checked.facts()));
-    eprintln!("  holds: {now}");
+    eprintln!("  holds {now}");
     eprintln!(
-        "Cluster {} ({}): {} nodes, {} partitions, image {} {}",
+        "Summary: cluster {} ({}), {} nodes, {} partitions, image {} {} (the whole plan: vlx-install plan)",
         plan.cluster.name,
         plan.cluster.uuid,
         plan.nodes.len(),
@@ -297,12 +314,23 @@ fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
         inputs.image.manifest.name,
         inputs.image.manifest.version
     );
+    ask_yes(&checked.facts().path, "install")
+}
+
+/// Asks for `yes` on the terminal; anything else, or no terminal, is a
+/// refusal (exit 3) that has written nothing.
+fn ask_yes(target: &Path, what: &str) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
-        bail!(
-            "not confirmed: standard input is not a terminal; pass --yes to install without asking"
-        );
+        return Err(NotConfirmed(voice::Hinted::new(
+            format!(
+                "{}: {what} not confirmed: standard input is not a terminal",
+                target.display()
+            ),
+            format!("pass --yes to {what} without asking"),
+        ))
+        .into());
     }
-    eprint!("Type yes to install: ");
+    eprint!("Type yes to {what}: ");
     std::io::stderr().flush().ok();
     let mut line = String::new();
     std::io::stdin()
@@ -310,18 +338,25 @@ fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
         .read_line(&mut line)
         .context("reading the answer")?;
     if line.trim() != "yes" {
-        return Err(Refusal::NotBlank {
-            path: checked.facts().path.clone(),
-            what: "an install that was not confirmed".into(),
-        }
+        return Err(NotConfirmed(voice::Hinted::new(
+            format!(
+                "{}: {what} cancelled (the answer was not yes)",
+                target.display()
+            ),
+            format!("run it again and type yes to {what}"),
+        ))
         .into());
     }
     Ok(())
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let args = StatusArgs {
+        san: san_path(&args.san)?,
+        ..args
+    };
     let inst = Installed::open(&args.san)?;
-    let st = inst.status()?;
+    let st = inst.status(args.check_origin)?;
     if args.json {
         return emit(&format!("{}\n", serde_json::to_string_pretty(&st)?));
     }
@@ -339,16 +374,20 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
     );
     for s in &st.steps {
         out.push_str(&format!(
-            "  {:<8} {}\n",
-            s.step.name(),
+            "  {:<20} {}\n",
+            installer::report::step_label(s.step),
             if s.done { "done" } else { "pending" }
         ));
     }
-    out.push_str(&format!(
-        "origin: {}\nnodes ({}):\n",
-        st.origin_problem.as_deref().unwrap_or("verifies"),
-        st.nodes.len()
-    ));
+    if !st.complete {
+        out.push_str("  an install cut short: apply with the same profile and image finishes it\n");
+    }
+    let origin = match (&st.origin_problem, st.origin_checked) {
+        (Some(p), _) => p.as_str(),
+        (None, true) => "verifies",
+        (None, false) => "not checked (status --check-origin or verify re-hash it)",
+    };
+    out.push_str(&format!("origin: {origin}\nnodes ({}):\n", st.nodes.len()));
     for n in &st.nodes {
         out.push_str(&format!(
             "  {:<12} {:<15} {}\n",
@@ -360,7 +399,11 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
     emit(&out)
 }
 
-fn verify(args: SanArg) -> anyhow::Result<()> {
+fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let args = VerifyArgs {
+        san: san_path(&args.san)?,
+        ..args
+    };
     let inst = Installed::open(&args.san)?;
     let mut problems = inst.layout_differences();
     if let Some(p) = inst.check_origin()? {
@@ -379,19 +422,35 @@ fn verify(args: SanArg) -> anyhow::Result<()> {
         )),
         None => problems.push("no install journal on vlx-meta".into()),
     }
+    if args.json {
+        emit(&format!(
+            "{}\n",
+            serde_json::json!({
+                "san": args.san,
+                "cluster": inst.plan.cluster.name,
+                "partitions": inst.plan.disk.partitions.len(),
+                "verifies": problems.is_empty(),
+                "problems": problems,
+            })
+        ))?;
+    }
     if problems.is_empty() {
-        println!(
-            "{}: cluster {} verifies: layout as planned ({} partitions), origin sha256 matches",
-            args.san.display(),
-            inst.plan.cluster.name,
-            inst.plan.disk.partitions.len()
-        );
+        if !args.json {
+            println!(
+                "{}: cluster {} verifies: layout as planned ({} partitions), origin sha256 matches",
+                args.san.display(),
+                inst.plan.cluster.name,
+                inst.plan.disk.partitions.len()
+            );
+        }
         return Ok(());
     }
-    for p in &problems {
-        eprintln!("{}: {p}", args.san.display());
+    if !args.json {
+        for p in &problems {
+            eprintln!("{PROGRAM}: error: {}: {p}", args.san.display());
+        }
     }
-    bail!(
+    anyhow::bail!(
         "{} does not verify: {} problem(s)",
         args.san.display(),
         problems.len()

@@ -137,9 +137,9 @@ pub enum PrepareError {
 }
 
 /// Exit code of bad input (an invalid profile).
-pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_BAD_INPUT: u8 = voice::exit::BAD_INPUT;
 /// Exit code of a refused target, left as it was.
-pub const EXIT_REFUSED: u8 = 3;
+pub const EXIT_REFUSED: u8 = voice::exit::REFUSED;
 
 impl PrepareError {
     /// 2 for an invalid profile, 3 for a refused target, 1 otherwise.

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::apply::{Event, Reporter};
+use crate::journal::Step;
 
 /// Reports to standard error for people.
 #[derive(Debug)]
@@ -59,6 +60,13 @@ impl Reporter for Console {
         };
         match event {
             Event::Bytes { step, done, total } => {
+                // The bar stays full while the step syncs and reads back:
+                // say so instead of "100 % eta 0s".
+                let phase = if done >= total {
+                    "written; syncing and reading back"
+                } else {
+                    "writing"
+                };
                 if self.tty {
                     let bar = st.bar.get_or_insert_with(|| {
                         let b = ProgressBar::new(total);
@@ -67,14 +75,17 @@ impl Reporter for Console {
                         ) {
                             b.set_style(style.progress_chars("=> "));
                         }
-                        b.set_message(step.name());
                         b
                     });
+                    bar.set_message(format!("{}: {phase}", step_label(step)));
                     bar.set_position(done);
                 } else if st.last_line.is_none_or(|t| t.elapsed() >= LOG_EVERY) || done == total {
                     st.last_line = Some(Instant::now());
                     eprintln!(
-                        "  {step}: {done} of {total} bytes ({}%)",
+                        "vlx-install: {}: {} of {} ({}%), {phase}",
+                        step_label(step),
+                        human(done),
+                        human(total),
                         done * 100 / total.max(1)
                     );
                 }
@@ -84,7 +95,7 @@ impl Reporter for Console {
                     bar.finish_and_clear();
                 }
                 match other {
-                    Event::Start(s) => eprintln!("vlx-install: {s} ..."),
+                    Event::Start(s) => eprintln!("vlx-install: {} ...", step_label(s)),
                     Event::Verified(s) => eprintln!("vlx-install: {s}: verified, already done"),
                     Event::Redo(s, why) => {
                         eprintln!("vlx-install: {s}: does not verify ({why}); doing it again")
@@ -98,7 +109,35 @@ impl Reporter for Console {
     }
 }
 
-/// Reports one JSON object per line on standard output.
+/// `step 3/8: origin`: where an install is among its steps.
+pub fn step_label(step: Step) -> String {
+    let n = Step::ALL.len();
+    match Step::ALL.iter().position(|s| *s == step) {
+        Some(i) => format!("step {}/{n}: {step}", i + 1),
+        None => step.to_string(),
+    }
+}
+
+/// A byte count for people, in binary units with one decimal: `1.5 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// Reports one JSON object per line on standard error (progress goes to
+/// standard error in every binary; standard output holds the result).
 #[derive(Debug, Default)]
 pub struct JsonLines {
     last: Mutex<Option<Instant>>,
@@ -123,7 +162,7 @@ impl Reporter for JsonLines {
                 json!({"event": "bytes", "step": step, "done": done, "total": total})
             }
         };
-        let mut out = std::io::stdout().lock();
+        let mut out = std::io::stderr().lock();
         let _ = writeln!(out, "{v}");
     }
 }
@@ -134,4 +173,17 @@ pub struct Quiet;
 
 impl Reporter for Quiet {
     fn event(&self, _: Event<'_>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_units_for_people() {
+        assert_eq!(step_label(Step::Gpt), "step 1/8: gpt");
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+    }
 }

@@ -620,7 +620,19 @@ fn reset_node_zeroes_that_nodes_store_only() {
     assert!(apply(&prof, &img, &san, &[]).status.success());
     let plan = plan(&prof, &san);
     mark_stores_used(&san, &plan);
+    // Not confirmed (no terminal, no --yes): refused, nothing reset.
     let o = vlx_install(&["reset-node", "s2", "--san", san.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("reset not confirmed: standard input is not a terminal"),
+        "{}",
+        text(&o)
+    );
+    let f = std::fs::File::open(&san).unwrap();
+    let s2 = plan.node("s2").unwrap();
+    let head = installer::device::read_at(&f, offset(&plan, &s2.cow), 8).unwrap();
+    assert_eq!(&head[..4], b"SnAp", "an unconfirmed reset reset s2");
+    let o = vlx_install(&["reset-node", "s2", "--yes", "--san", san.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let f = std::fs::File::open(&san).unwrap();
     for n in &plan.nodes {
@@ -631,12 +643,24 @@ fn reset_node_zeroes_that_nodes_store_only() {
             assert_eq!(&head[..4], b"SnAp", "{}'s store was touched", n.name);
         }
     }
-    let o = vlx_install(&["reset-node", "s9", "--san", san.to_str().unwrap()]);
+    // A list with a node the cluster lacks is bad input, and resets none.
+    let o = vlx_install(&[
+        "reset-node",
+        "s[1,9]",
+        "--yes",
+        "--san",
+        san.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("no node s9") && text(&o).contains("s1, s2, s3"),
-        "{}",
-        text(&o)
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim_end(),
+        "vlx-install: error: cluster small has no node s9; its nodes are s[1-3]"
+    );
+    let head = installer::device::read_at(&f, offset(&plan, &plan.nodes[0].cow), 8).unwrap();
+    assert_eq!(
+        &head[..4],
+        b"SnAp",
+        "s1's store was reset by a refused list"
     );
 }
 
@@ -652,7 +676,13 @@ fn status_reports_cluster_steps_and_origin() {
         "{}",
         text(&o)
     );
-    let o = vlx_install(&["status", "--san", san.to_str().unwrap(), "--json"]);
+    let o = vlx_install(&[
+        "status",
+        "--san",
+        san.to_str().unwrap(),
+        "--json",
+        "--check-origin",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(st["cluster"], "small");
@@ -666,6 +696,7 @@ fn status_reports_cluster_steps_and_origin() {
         .collect();
     assert_eq!(done, ["gpt", "meta", "origin", "cow", "swap"]);
     assert!(st["origin_problem"].is_null(), "{st}");
+    assert_eq!(st["origin_checked"], true, "{st}");
     assert_eq!(st["nodes"].as_array().unwrap().len(), 3);
     // verify names what is missing, and fails.
     let v = vlx_install(&["verify", "--san", san.to_str().unwrap()]);
@@ -674,6 +705,23 @@ fn status_reports_cluster_steps_and_origin() {
         "{}",
         text(&v)
     );
+    // With --json: the result on stdout, the error as one object on stderr.
+    let v = vlx_install(&["verify", "--san", san.to_str().unwrap(), "--json"]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    let r: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(r["verifies"], false, "{r}");
+    assert_eq!(r["cluster"], "small", "{r}");
+    assert!(
+        r["problems"].as_array().unwrap().iter().any(|p| p
+            .as_str()
+            .unwrap()
+            .contains("pending shared, content, boot")),
+        "{r}"
+    );
+    let e: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&v.stderr).trim()).unwrap();
+    assert_eq!(e["program"], "vlx-install", "{e}");
+    assert_eq!(e["exit_code"], 1, "{e}");
 }
 
 #[test]
@@ -717,4 +765,33 @@ fn replacing_the_origin_needs_every_node_reset() {
             .status
             .success()
     );
+}
+
+#[test]
+fn status_after_a_cut_before_meta_says_so_and_how_to_finish() {
+    let d = tempfile::tempdir().unwrap();
+    let img = image_dir(d.path(), "x");
+    let prof = profile(d.path(), 512);
+    let san = san(d.path(), SAN);
+    assert!(
+        !apply_with_fault(&prof, &img, &san, "after:gpt")
+            .status
+            .success()
+    );
+    let o = vlx_install(&["status", "--san", san.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "vlx-install: error: the install on {} was cut after its first step (gpt)",
+            san.display()
+        )) && err.contains("vlx-meta holds no file system yet")
+            && err.contains("run `vlx-install apply` again with the same profile and image"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // And so it does.
+    assert!(apply(&prof, &img, &san, &[]).status.success());
+    let o = vlx_install(&["status", "--san", san.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
 }

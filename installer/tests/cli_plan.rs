@@ -170,3 +170,73 @@ fn a_profile_that_does_not_fit_its_san_refuses_the_target_but_a_bad_one_exits_2(
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("the layout needs"), "{err}");
 }
+
+#[test]
+fn a_node_list_shows_those_nodes() {
+    let out = plan(&[
+        "--cluster",
+        "profiles/clusters/demo.toml",
+        "--san-size",
+        "8GiB",
+        "--nodes",
+        "blade[01-02,04]",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["blade01", "blade02", "blade04"]);
+}
+
+#[test]
+fn a_bad_node_list_or_an_unknown_node_is_bad_input() {
+    for (list, want) in [
+        (
+            "blade[01-",
+            "vlx-install: error: node list `blade[01-`: `[` is not closed by `]`",
+        ),
+        (
+            "blade[03-06]",
+            "vlx-install: error: cluster demo has no node blade[05-06]; its nodes are blade[01-04]",
+        ),
+    ] {
+        let out = plan(&[
+            "--cluster",
+            "profiles/clusters/demo.toml",
+            "--san-size",
+            "8GiB",
+            "--nodes",
+            list,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{list}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), want);
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn a_san_by_a_serial_no_disk_has_is_bad_input_naming_the_disks() {
+    let out = plan(&[
+        "--cluster",
+        "profiles/clusters/demo.toml",
+        "--san",
+        "serial:NO-SUCH-SERIAL-VLX",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with(
+            "vlx-install: error: --san=serial:NO-SUCH-SERIAL-VLX: no such disk; the disks are "
+        ),
+        "{err}"
+    );
+}

@@ -36,7 +36,10 @@ fn a_san_size_larger_than_the_disk_is_refused_by_apply_and_the_media_alike() {
         .lines()
         .find(|l| l.contains("san.size"))
         .unwrap_or_else(|| panic!("no san.size refusal in:\n{}", text(&o)));
-    assert_eq!(line, format!("vlx-install: {want}"));
+    assert_eq!(
+        line,
+        format!("vlx-install: error: {want}; nothing was written to the target")
+    );
     assert_eq!(
         sha256_file(&san),
         before,
@@ -101,6 +104,58 @@ fn an_invalid_profile_is_bad_input_to_apply_and_the_media_alike() {
     let mut ask = Prompt::new(&mut input, &mut out);
     let err = installer::media::install(&args, d.path(), &profile, &san, &mut ask).unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
-    assert_eq!(format!("{err}\n"), stderr);
+    // The same diagnostics, each in the one error form of every binary.
+    let said = err.to_string();
+    let diags: Vec<&str> = said.lines().filter(|l| l.contains("typo.toml:")).collect();
+    assert!(!diags.is_empty(), "{said}");
+    for d in diags {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l == format!("vlx-install: error: {d}")),
+            "{d} not in:\n{stderr}"
+        );
+    }
+    assert_eq!(sha256_file(&san), before);
+}
+
+#[test]
+fn an_install_not_confirmed_is_refused_with_3_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let img = image_dir(d.path(), "a");
+    let profile = fixture("small.toml");
+    let san = san(d.path(), 600 * MIB);
+    let before = sha256_file(&san);
+    // Standard input is not a terminal and there is no --yes.
+    let o = vlx_install(&[
+        "apply",
+        "--cluster",
+        profile.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--san",
+        san.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("vlx-install: "))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            format!(
+                "vlx-install: error: {}: install not confirmed: standard input is not a terminal; nothing was written to the target",
+                san.display()
+            ),
+            "vlx-install: hint: pass --yes to install without asking".to_owned(),
+        ],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("holds nothing: it will be installed"),
+        "{stderr}"
+    );
     assert_eq!(sha256_file(&san), before);
 }

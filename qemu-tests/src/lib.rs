@@ -19,6 +19,7 @@ pub mod accel;
 pub mod blade;
 pub mod bootcmd;
 pub mod checks;
+pub mod cli;
 pub mod console;
 pub mod firmware;
 pub mod plan;

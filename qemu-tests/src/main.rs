@@ -1,162 +1,42 @@
 //! `vlx-rig`: parses the command line and dispatches to the library.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use cluster::MacAddr;
 use qemu_tests::bootcmd::{self, BootOptions};
+use qemu_tests::cli::{Cli, Command, RehearseArgs};
 use qemu_tests::plan::{MediaKind, Options, Scheme, Timeouts};
 use qemu_tests::qemu::Firmware;
 use qemu_tests::rehearse::{self, RehearseError, Request};
 use qemu_tests::report::Outcome;
 use qemu_tests::run;
+use voice::exit;
 
-/// Rehearse a whole vlx cluster under QEMU before touching metal.
-#[derive(Debug, Parser)]
-#[command(name = "vlx-rig", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+const PROGRAM: &str = "vlx-rig";
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Build, install and boot a cluster in QEMU, lose blades, reset one,
-    /// and check it all; the report goes to --report.
-    Rehearse(RehearseArgs),
-    /// Boot blades with a kernel and initramfs on a private segment, until
-    /// Ctrl-C (to try a kernel or initramfs on the rig's machines).
-    Boot(BootArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum FirmwareArg {
-    Bios,
-    Uefi,
-}
-
-impl From<FirmwareArg> for Firmware {
-    fn from(f: FirmwareArg) -> Firmware {
-        match f {
-            FirmwareArg::Bios => Firmware::Bios,
-            FirmwareArg::Uefi => Firmware::Uefi,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum MediaArg {
-    Usb,
-    Iso,
-}
-
-impl From<MediaArg> for MediaKind {
-    fn from(m: MediaArg) -> MediaKind {
-        match m {
-            MediaArg::Usb => MediaKind::Usb,
-            MediaArg::Iso => MediaKind::Iso,
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-struct RehearseArgs {
-    /// The cluster profile.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "profiles/clusters/demo.toml"
-    )]
-    cluster: PathBuf,
-    /// A host image directory built before (otherwise `vlx-image build`
-    /// builds the profile's host image).
-    #[arg(long, value_name = "DIR")]
-    image: Option<PathBuf>,
-    /// Rehearse the first N blades of the profile.
-    #[arg(long, value_name = "N")]
-    nodes: Option<usize>,
-    /// Where the report goes (timelines, consoles, checks).
-    #[arg(long, value_name = "DIR", default_value = "target/rehearsal")]
-    report: PathBuf,
-    /// Keep the SAN, the image and the sockets after the run.
-    #[arg(long)]
-    keep: bool,
-    /// Firmware of the blades (default: BIOS when the profile's boot assets
-    /// carry it, else UEFI).
-    #[arg(long, value_enum)]
-    firmware: Option<FirmwareArg>,
-    /// Memory of each blade, in MiB.
-    #[arg(long, default_value_t = qemu_tests::plan::DEFAULT_MEMORY_MIB)]
-    memory: u32,
-    /// Stop after this step (1 to 8); the blades are powered off and the
-    /// report written in any case.
-    #[arg(long, value_name = "STEP")]
-    stop_after: Option<u8>,
-    /// Boot only the first blade from the SAN, every other one from the
-    /// network served by the blades already up.
-    #[arg(long)]
-    pxe_only: bool,
-    /// Add a blade with this MAC, which is not in the cluster table; it must
-    /// be refused a root and say why (repeatable).
-    #[arg(long, value_name = "MAC")]
-    stranger: Vec<MacAddr>,
-    /// Install from install media instead of `vlx-install apply`: the
-    /// first blade boots them (`usb`: the USB image under UEFI, the
-    /// default; `iso`: the ISO in a CD drive under BIOS) with the SAN
-    /// attached, installs unattended and powers off; then the cluster
-    /// boots as usual.
-    #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "usb")]
-    from_media: Option<MediaArg>,
-    /// Seconds a blade may take from power on to `vlx: services ready`.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    ready_timeout: u64,
-    /// Seconds between powering on one blade and the next (a rack's power
-    /// sequencing; 0 powers them all on at once).
-    #[arg(long, value_name = "SECONDS", default_value_t = qemu_tests::plan::DEFAULT_POWER_GAP.as_secs_f64())]
-    stagger: f64,
-}
-
-#[derive(Debug, Args)]
-struct BootArgs {
-    /// The kernel every blade boots.
-    #[arg(long, value_name = "FILE")]
-    kernel: PathBuf,
-    /// The initramfs every blade boots.
-    #[arg(long, value_name = "FILE")]
-    initrd: PathBuf,
-    /// The kernel command line; `{name}` becomes the blade's name.
-    #[arg(long, default_value = "console=ttyS0,115200 rig.name={name}")]
-    append: String,
-    /// How many blades.
-    #[arg(long, default_value_t = 1)]
-    blades: usize,
-    /// What a blade prints on ttyS0 when it is up; `{name}` as above.
-    #[arg(long, default_value = "vlx: services ready {name}")]
-    wait: String,
-    #[arg(long, value_enum, default_value = "bios")]
-    firmware: FirmwareArg,
-    /// Memory of each blade, in MiB.
-    #[arg(long, default_value_t = 256)]
-    memory: u32,
-    /// Seconds a blade may take to come up.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
-    /// The first blade's MAC; the others count up from it.
-    #[arg(long, default_value = "52:54:00:99:00:01")]
-    mac: MacAddr,
-    /// Keep the run's directory (consoles, sockets) after it ends.
-    #[arg(long)]
-    keep: bool,
-}
-
-/// Exit code of a rehearsal whose checks failed (the table names them).
-const EXIT_CHECKS_FAILED: u8 = 1;
-/// Exit code of a profile the user must fix.
-const EXIT_BAD_INPUT: u8 = 2;
+/// Bad input: the failure to report, and its exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(#[source] voice::Hinted);
 
 fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
+    if !a.cluster.is_file() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "an unknown folder".into());
+        let looked = std::path::absolute(&a.cluster).unwrap_or_else(|_| a.cluster.clone());
+        return Err(BadInput(voice::Hinted::new(
+            format!(
+                "cluster profile {}: not found (looked for {}, from {cwd})",
+                a.cluster.display(),
+                looked.display()
+            ),
+            "pass --cluster FILE, or run vlx-rig from the root of a vlx checkout \
+             (the default is profiles/clusters/demo.toml there)",
+        ))
+        .into());
+    }
+    let json = a.json;
     let options = Options {
         nodes: a.nodes,
         image: a.image,
@@ -187,12 +67,34 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
     let outcome = match rehearse::rehearse(&req, &|line| eprintln!("{line}")) {
         Ok(o) => o,
         Err(RehearseError::Invalid(d)) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            let f = voice::Failure::diagnostics(PROGRAM, &d, exit::BAD_INPUT);
+            return Ok(voice::report(&f, json));
         }
         Err(e) => return Err(e.into()),
     };
     let files = &outcome.files;
+    let failed = outcome.checks.failed();
+    let passed = failed.is_empty() && outcome.checks.all_passed();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "passed": passed,
+                "failed": failed,
+                "checks": outcome.checks,
+                "report": {
+                    "dir": files.dir,
+                    "checks_json": files.checks_json,
+                    "timeline_json": files.timeline_json,
+                    "timeline_svg": files.timeline_svg,
+                    "plan": files.plan,
+                    "consoles": files.consoles(),
+                },
+                "kept": outcome.kept,
+            })
+        );
+        return Ok(ExitCode::from(if passed { exit::OK } else { exit::FAILED }));
+    }
     println!("\n{}", outcome.checks);
     for c in outcome
         .checks
@@ -212,20 +114,30 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &outcome.kept {
         println!("kept: {} (SAN, image, sockets)", dir.display());
     }
-    let failed = outcome.checks.failed();
-    if !failed.is_empty() || !outcome.checks.all_passed() {
+    if !passed {
         let mut why = failed.join(", ");
         if why.is_empty() {
             why = "some checks did not run".into();
         }
-        eprintln!("vlx-rig: rehearsal failed: {why}");
-        return Ok(ExitCode::from(EXIT_CHECKS_FAILED));
+        let f = voice::Failure {
+            program: PROGRAM.into(),
+            errors: vec![voice::Said {
+                error: format!("rehearsal failed: {why}"),
+                hint: Some(format!(
+                    "the report in {} has the consoles and every check",
+                    abs(&files.dir).display()
+                )),
+            }],
+            exit_code: exit::FAILED,
+        };
+        return Ok(voice::report(&f, false));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = voice::parse();
+    let json = matches!(&cli.command, Command::Rehearse(a) if a.json);
     let result = match cli.command {
         Command::Rehearse(a) => rehearse(a),
         Command::Boot(a) => bootcmd::boot(&BootOptions {
@@ -242,6 +154,9 @@ fn main() -> ExitCode {
         })
         .map(|()| ExitCode::SUCCESS)
         .map_err(anyhow::Error::from),
+        Command::Completions(c) => c
+            .print(qemu_tests::cli::command())
+            .map(|()| ExitCode::SUCCESS),
     };
     if let Some(sig) = run::interrupted_by() {
         return ExitCode::from((128 + sig).clamp(0, 255) as u8);
@@ -249,8 +164,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("vlx-rig: {e:#}");
-            ExitCode::FAILURE
+            let code = if e.is::<BadInput>() {
+                exit::BAD_INPUT
+            } else {
+                exit::FAILED
+            };
+            voice::fail(PROGRAM, json, &e, code)
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::blade::{self, Logs, Powered};
 use crate::checks::{self, Node};
 use crate::plan::{self, Blade, Host, ImageSource, Options, Part, Rehearsal, Step, VIP_MOVE_LIMIT};
 use crate::qemu::BootFrom;
-use crate::report::{self, Checks, Phase, Timeline};
+use crate::report::{self, Checks, Mark, MarkKind, Phase, Timeline};
 use crate::run::{self, Run};
 use crate::switch::Switch;
 use crate::{accel, san, tools};
@@ -131,6 +131,7 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
         live: Vec::new(),
         timeline: Timeline {
             cluster: rehearsal.cluster.clone(),
+            accel: host.accel.to_string(),
             ..Timeline::default()
         },
         checks: Checks::default(),
@@ -219,6 +220,16 @@ struct Exec<'a> {
 }
 
 impl Exec<'_> {
+    /// Records what was done to a blade now, for the timeline.
+    fn mark(&mut self, blade: &str, what: MarkKind) {
+        let at = self.now();
+        self.timeline.marks.push(Mark {
+            at,
+            blade: blade.to_owned(),
+            what,
+        });
+    }
+
     fn now(&self) -> f64 {
         self.run.started().elapsed().as_secs_f64()
     }
@@ -619,6 +630,7 @@ impl Exec<'_> {
             victims.join(" and ")
         ));
         for v in &victims {
+            self.mark(v, MarkKind::Killed);
             self.power_off(v);
         }
         self.checks.pass(
@@ -634,6 +646,7 @@ impl Exec<'_> {
             checks::await_vip(&nodes, vip, self.r.timeouts.vip_watch, limit)
                 .map_err(|e| fail("vip moves", e))?
         };
+        self.mark(&new_holder, MarkKind::VipTaken);
         self.checks.expect(
             6,
             "vip moves within 10 s",
@@ -726,6 +739,7 @@ impl Exec<'_> {
         let log = self.logs.dir.join("vlx-install-reset.log");
         tools::reset_node(&reset, &self.r.san, &log)
             .map_err(|e| fail(format!("vlx-install reset-node {reset}"), e))?;
+        self.mark(&reset, MarkKind::Reset);
         self.checks
             .pass(7, format!("vlx-install reset-node {reset}"), "done");
         for name in [&reset, &other] {

@@ -166,10 +166,33 @@ pub struct BladeTimeline {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Timeline {
     pub cluster: String,
+    /// The accelerator the blades ran under (`kvm`, `tcg`).
+    pub accel: String,
     /// Seconds since the run started when the report was written.
     pub end: f64,
     pub phases: Vec<Phase>,
     pub blades: Vec<BladeTimeline>,
+    /// What the rehearsal did to blades, besides booting them.
+    pub marks: Vec<Mark>,
+}
+
+/// Something done to a blade at a moment of the rehearsal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mark {
+    pub at: f64,
+    pub blade: String,
+    pub what: MarkKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MarkKind {
+    /// Its power pulled while it served (a blade lost), not a clean stop.
+    Killed,
+    /// It took the cluster address over.
+    VipTaken,
+    /// `vlx-install reset-node` reset it.
+    Reset,
 }
 
 /// One step of the rehearsal with its start and end (seconds since the
@@ -211,9 +234,12 @@ const PHASES: &[(&str, &str)] = &[
     ("up", "#6cc070"),
 ];
 
-/// The timeline as an SVG picture: one row per blade, each boot's phases
-/// as coloured bars, an axis in seconds, a legend.
-pub fn svg(t: &Timeline) -> String {
+/// The timeline as an SVG picture that tells the story without hovering:
+/// the accelerator in the title, the rehearsal's steps as bands named above
+/// the rows, one row per blade with each boot's phases as coloured bars
+/// (network boots outlined dashed), an axis in seconds, a legend, and the
+/// failed checks in red.
+pub fn svg(t: &Timeline, checks: &Checks) -> String {
     const LEFT: f64 = 110.0;
     const WIDTH: f64 = 980.0;
     const ROW: f64 = 30.0;
@@ -224,7 +250,12 @@ pub fn svg(t: &Timeline) -> String {
     let x = |s: f64| LEFT + s / span * plot;
     let rows = t.blades.len().max(1) as f64;
     let axis_y = TOP + rows * ROW + 6.0;
-    let height = axis_y + 70.0;
+    let failed: Vec<&Check> = checks
+        .0
+        .iter()
+        .filter(|c| c.outcome == Outcome::Failed)
+        .collect();
+    let height = axis_y + 88.0 + 16.0 * failed.len() as f64;
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -233,8 +264,13 @@ pub fn svg(t: &Timeline) -> String {
     let _ = writeln!(o, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         o,
-        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">Rehearsal of cluster {} — blade timelines (seconds since start)</text>"#,
-        esc(&t.cluster)
+        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">Rehearsal of cluster {}{} — blade timelines (seconds since start)</text>"#,
+        esc(&t.cluster),
+        if t.accel.is_empty() {
+            String::new()
+        } else {
+            format!(" under {}", esc(&t.accel.to_uppercase()))
+        }
     );
     // Rehearsal phases as shaded bands behind the rows.
     for (i, p) in t.phases.iter().enumerate() {
@@ -251,12 +287,20 @@ pub fn svg(t: &Timeline) -> String {
             p.start,
             p.end
         );
+        // The step's name, cut to its band (about 5.5 px a character at
+        // this size), on two alternating lines so neighbours do not overlap.
+        let fit = ((x(p.end) - x(p.start)) / 5.5).floor().max(1.0) as usize;
+        let label = format!("{} {}", p.step, p.name);
+        let mut shown: String = label.chars().take(fit).collect();
+        if shown.len() < label.len() && fit > 2 {
+            shown = label.chars().take(fit - 1).collect::<String>() + "…";
+        }
         let _ = writeln!(
             o,
-            r##"<text x="{:.1}" y="{}" font-size="10" fill="#777">{}</text>"##,
+            r##"<text x="{:.1}" y="{}" font-size="10" fill="#555">{}</text>"##,
             x(p.start) + 2.0,
-            TOP - 2.0,
-            p.step
+            if i % 2 == 0 { TOP - 14.0 } else { TOP - 3.0 },
+            esc(&shown)
         );
     }
     for (r, b) in t.blades.iter().enumerate() {
@@ -288,9 +332,14 @@ pub fn svg(t: &Timeline) -> String {
                 if stop <= start {
                     continue;
                 }
+                let outline = if boot.from == "disk" {
+                    ""
+                } else {
+                    r##" stroke="#000" stroke-dasharray="3 2""##
+                };
                 let _ = writeln!(
                     o,
-                    r#"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="18" fill="{colour}"><title>{}: {name} {start:.1}–{stop:.1} s (from {})</title></rect>"#,
+                    r#"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="18" fill="{colour}"{outline}><title>{}: {name} {start:.1}–{stop:.1} s (from {})</title></rect>"#,
                     x(start),
                     (x(stop) - x(start)).max(0.5),
                     esc(&b.blade),
@@ -315,6 +364,28 @@ pub fn svg(t: &Timeline) -> String {
                 );
             }
         }
+    }
+    for m in &t.marks {
+        let Some(r) = t.blades.iter().position(|b| b.blade == m.blade) else {
+            continue;
+        };
+        let y = TOP + r as f64 * ROW + 6.0;
+        let (colour, sign, what) = match m.what {
+            MarkKind::Killed => ("#c00000", "✕", "killed"),
+            MarkKind::VipTaken => ("#006400", "VIP", "took the cluster address"),
+            MarkKind::Reset => ("#8a2be2", "reset", "reset to the golden image"),
+        };
+        let _ = writeln!(
+            o,
+            r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="{colour}" stroke-width="3"><title>{3} {what} at {4:.1} s</title></line><text x="{5:.1}" y="{6:.1}" font-size="10" font-weight="bold" fill="{colour}">{sign}</text>"##,
+            x(m.at),
+            y - 4.0,
+            y + 22.0,
+            esc(&m.blade),
+            m.at,
+            x(m.at) + 3.0,
+            y - 1.0
+        );
     }
     let _ = writeln!(
         o,
@@ -345,8 +416,21 @@ pub fn svg(t: &Timeline) -> String {
     }
     let _ = writeln!(
         o,
-        r##"<text x="{lx}" y="{ly}">| power off  ✗ not ready</text>"##
+        r##"<text x="{lx}" y="{ly}">| power off  ✗ not ready  dashed: network boot</text><text x="{LEFT}" y="{0}" fill="#c00000" font-weight="bold">✕ killed</text><text x="{1}" y="{0}" fill="#006400" font-weight="bold">VIP taken over</text><text x="{2}" y="{0}" fill="#8a2be2" font-weight="bold">reset by vlx-install reset-node</text>"##,
+        ly + 18.0,
+        LEFT + 70.0,
+        LEFT + 190.0
     );
+    for (i, c) in failed.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            r##"<text x="8" y="{:.1}" fill="#c00000">failed (step {}): {}: {}</text>"##,
+            ly + 38.0 + 16.0 * i as f64,
+            c.step,
+            esc(&c.name),
+            esc(&table_detail(&c.detail))
+        );
+    }
     o.push_str("</svg>\n");
     o
 }
@@ -419,7 +503,7 @@ pub fn write(files: &Files, timeline: &Timeline, checks: &Checks) -> Result<(), 
     put(&files.checks_text, checks.to_string())?;
     put(&files.checks_json, json(checks))?;
     put(&files.timeline_json, json(timeline))?;
-    put(&files.timeline_svg, svg(timeline))?;
+    put(&files.timeline_svg, svg(timeline, checks))?;
     Ok(())
 }
 
@@ -437,6 +521,12 @@ mod tests {
     fn timeline() -> Timeline {
         let mut t = Timeline {
             cluster: "demo".into(),
+            accel: String::new(),
+            marks: vec![Mark {
+                at: 30.0,
+                blade: "blade01".into(),
+                what: MarkKind::Killed,
+            }],
             end: 42.0,
             phases: vec![Phase {
                 step: 3,
@@ -475,7 +565,12 @@ mod tests {
 
     #[test]
     fn the_svg_is_well_formed_with_a_bar_per_phase() {
-        let text = svg(&timeline());
+        let mut checks = Checks::default();
+        checks.pass(3, "hostname blade01", "blade01");
+        checks.fail(3, "vip answers", "no reply from 10.77.0.250");
+        let mut t = timeline();
+        t.accel = "tcg".into();
+        let text = svg(&t, &checks);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.svg");
         std::fs::write(&path, &text).unwrap();
@@ -495,6 +590,24 @@ mod tests {
         assert_eq!(rects, 1 + 1 + 5 + 2 + 5, "{text}");
         assert!(text.contains(">blade01</text>") && text.contains(">blade02</text>"));
         assert!(text.contains("✗"), "blade02 never got ready");
+        assert!(
+            text.contains("Rehearsal of cluster demo under TCG"),
+            "{text}"
+        );
+        assert!(text.contains(">3 cold start</text>"), "{text}");
+        assert!(
+            text.contains(
+                r##"fill="#c00000">failed (step 3): vip answers: no reply from 10.77.0.250</text>"##
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hostname blade01"),
+            "a passed check is drawn"
+        );
+        assert!(text.contains("blade01 killed at 30.0 s"), "{text}");
+        // blade02 booted from the network: its bars, and only they, dashed.
+        assert_eq!(text.matches("stroke-dasharray").count(), 2, "{text}");
     }
 
     #[test]

@@ -211,12 +211,13 @@ pub fn verify(san: &Path, log: &Path) -> Result<String, ToolError> {
     )
 }
 
-/// `vlx-install reset-node --san SAN NODE`.
+/// `vlx-install reset-node --yes --san SAN NODE`.
 pub fn reset_node(node: &str, san: &Path, log: &Path) -> Result<String, ToolError> {
     run(
         VLX_INSTALL,
         &[
             "reset-node".as_ref(),
+            "--yes".as_ref(),
             "--san".as_ref(),
             san.as_os_str(),
             node.as_ref(),

@@ -122,6 +122,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "libxml2-utils",
         "xmllint checks the rehearsal's SVG timeline",
     ),
+    ("groff", "groff -ww checks the man pages"),
+    ("man-db", "man -l renders the man pages"),
+    ("zsh", "zsh -n checks the zsh completion scripts"),
+    ("fish", "fish -n checks the fish completion scripts"),
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -12,9 +12,11 @@
 //! - `cargo xtask fuzz [CASES]`: the fuzz targets (the `fuzz` property
 //!   tests of cluster, agent and installer) with CASES inputs each
 //!   (100000 by default); `cargo xtask test` runs them with proptest's 256.
+//! - `cargo xtask man DIR`: section-8 man pages of every binary into DIR.
 //! - `cargo xtask deps`: only install the packages.
 
 mod deps;
+mod man;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +38,15 @@ fn run() -> anyhow::Result<()> {
     let task = args.next().unwrap_or_default();
     let rest: Vec<String> = args.collect();
     let root = workspace_root();
+    if task == "man" {
+        // DIR is taken from where the command was run, not the checkout.
+        let [dir] = rest.as_slice() else {
+            bail!("usage: cargo xtask man DIR");
+        };
+        let written = man::write_all(Path::new(dir))?;
+        eprintln!("xtask: wrote {} man pages into {dir}", written.len());
+        return Ok(());
+    }
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     match task.as_str() {
         "test" => test(&rest),
@@ -43,7 +54,7 @@ fn run() -> anyhow::Result<()> {
         "bench" => bench(&rest),
         "deps" => deps::ensure(),
         "fuzz" => fuzz(&rest),
-        _ => bail!("usage: cargo xtask <test|rehearse|bench|fuzz|deps> [ARGS]"),
+        _ => bail!("usage: cargo xtask <test|rehearse|bench|fuzz|man|deps> [ARGS]"),
     }
 }
 

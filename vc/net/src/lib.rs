@@ -19,6 +19,7 @@
 //! and the same text, byte for byte.
 
 pub mod apply;
+pub mod cli;
 pub mod error;
 pub mod model;
 pub mod render;

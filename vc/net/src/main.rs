@@ -1,83 +1,11 @@
 //! `vlx-vc-net`: parses the command line and dispatches to the library.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
 use vc_net::apply::{self, Netns};
+use vc_net::cli::{Cli, Command, What};
 use vc_net::{NetError, NetInput, NetPlan, SubnetPool, render};
-
-/// Virtual-cluster networks: show the plan of every VC's subnet and VM
-/// addresses, render a blade's routes, nftables, dnsmasq config, hosts and
-/// exports, or apply a blade's part, from the VC state as JSON (`NetInput`,
-/// see docs/contracts.md).
-///
-/// Exit codes: 0 done; 1 failed; 2 bad input (the message names the file and
-/// what is wrong: a subnet and what it overlaps, a VC with more VMs than its
-/// subnet holds, an unknown blade).
-#[derive(Debug, Parser)]
-#[command(name = "vlx-vc-net", version, about, long_about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Every VC's subnet and gateway, every VM's address, tap and blade.
-    Plan {
-        /// The VC state (JSON).
-        #[arg(long, value_name = "FILE")]
-        input: PathBuf,
-        /// Print the plan as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// The subnet a new VC would get from the profile's `[vc] subnet_pool`:
-    /// the first free block beside the cluster's networks and the VCs of
-    /// the state.
-    Subnet {
-        /// The cluster profile (its `[vc]` table).
-        #[arg(long, value_name = "FILE")]
-        profile: PathBuf,
-        #[arg(long, value_name = "FILE")]
-        input: PathBuf,
-    },
-    /// One blade's text, as it would be applied.
-    Render {
-        #[arg(long, value_name = "FILE")]
-        input: PathBuf,
-        /// The blade, by name.
-        #[arg(long)]
-        blade: String,
-        what: What,
-    },
-    /// Put one blade's part in place: taps, gateway, proxy ARP, routes,
-    /// nftables (as root).
-    Apply {
-        #[arg(long, value_name = "FILE")]
-        input: PathBuf,
-        #[arg(long)]
-        blade: String,
-        /// A named network namespace (`ip netns`) instead of this one.
-        #[arg(long, value_name = "NAME")]
-        netns: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum What {
-    /// `ip -batch` lines of the blade's routes
-    Routes,
-    /// the blade's nftables ruleset
-    Nft,
-    /// the blade's dnsmasq config for its taps
-    Dnsmasq,
-    /// every VM's name and address, /etc/hosts style
-    Hosts,
-    /// the NFS export lines of every VC
-    Exports,
-}
 
 /// Bad input (exit 2) or a failure (exit 1).
 enum Failure {
@@ -162,6 +90,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             print!("{text}");
         }
+        Command::Completions(c) => c
+            .print(vc_net::cli::command())
+            .map_err(|e| Failure::Failed(format!("{e:#}")))?,
         Command::Apply {
             input,
             blade,
@@ -186,15 +117,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Input(msg)) => {
-            eprintln!("vlx-vc-net: error: {msg}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Failed(msg)) => {
-            eprintln!("vlx-vc-net: error: {msg}");
-            ExitCode::from(1)
-        }
-    }
+    let (msg, code) = match run(voice::parse()) {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(Failure::Input(msg)) => (msg, voice::exit::BAD_INPUT),
+        Err(Failure::Failed(msg)) => (msg, voice::exit::FAILED),
+    };
+    let failure = voice::Failure {
+        program: "vlx-vc-net".into(),
+        errors: vec![voice::Said {
+            error: msg,
+            hint: None,
+        }],
+        exit_code: code,
+    };
+    voice::report(&failure, voice::wants_json())
 }

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use cluster::{Bytes, GptVolumes, Locate, Plan, Role, SectorSize};
+use cluster::{Bytes, Locate, Plan, Role, SectorSize, Volumes};
 use serde::Serialize;
 
 use crate::device::{self, FoundGpt, TargetFacts};
@@ -94,7 +94,7 @@ impl Installed {
     }
 
     /// Where the installed plan's volumes are, by role.
-    pub fn volumes(&self) -> GptVolumes<'_> {
+    pub fn volumes(&self) -> Volumes<'_> {
         self.plan.volumes()
     }
 

@@ -210,9 +210,26 @@ pub struct NodeStatus {
     pub ip: String,
     pub macs: Vec<String>,
     pub cow: String,
+    /// The store's fill from its on-disk metadata; `None` when it could
+    /// not be read (`store_problem` says why).
+    pub store: Option<crate::store::StoreFill>,
+    pub store_problem: Option<String>,
 }
 
 impl Installed {
+    /// The fill of node `name`'s snapshot store, read from its on-disk
+    /// metadata; the error names the store.
+    pub fn store_fill(&self, name: &str) -> Result<crate::store::StoreFill, String> {
+        let v = self
+            .volumes()
+            .locate(&cluster::locate::cow(name))
+            .map_err(|e| e.to_string())?;
+        crate::store::fill(v.size, |off, len| {
+            device::read_at(&self.file, v.offset.get() + off, len)
+        })
+        .map_err(|e| format!("{} at byte {}: {e}", v.label, v.offset))
+    }
+
     pub fn status(&self) -> Result<Status, InstalledError> {
         let done = |s: Step| self.journal.as_ref().is_some_and(|j| j.is_done(s));
         Ok(Status {
@@ -230,11 +247,19 @@ impl Installed {
                 .plan
                 .nodes
                 .iter()
-                .map(|n| NodeStatus {
-                    name: n.name.to_string(),
-                    ip: n.ip.to_string(),
-                    macs: n.macs.iter().map(ToString::to_string).collect(),
-                    cow: n.cow.clone(),
+                .map(|n| {
+                    let (store, store_problem) = match self.store_fill(n.name.as_str()) {
+                        Ok(f) => (Some(f), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    NodeStatus {
+                        name: n.name.to_string(),
+                        ip: n.ip.to_string(),
+                        macs: n.macs.iter().map(ToString::to_string).collect(),
+                        cow: n.cow.clone(),
+                        store,
+                        store_problem,
+                    }
                 })
                 .collect(),
             image: self

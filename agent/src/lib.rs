@@ -27,6 +27,7 @@ pub mod node;
 pub mod san;
 pub mod sys;
 pub mod tools;
+pub mod watch;
 
 #[cfg(test)]
 mod testing;

@@ -112,7 +112,7 @@ fn golden(name: &str, got: &str) {
 
 #[test]
 fn example_profiles_give_their_golden_plans() {
-    for name in ["demo", "eurotech-4u", "rack-64"] {
+    for name in ["demo", "demo-pool", "eurotech-4u", "rack-64"] {
         let json = load_example(&format!("{name}.toml")).unwrap_or_else(|e| panic!("{name}: {e}"));
         golden(&format!("{name}.json"), &json);
         assert_eq!(

@@ -389,25 +389,33 @@ fn find_node(plan: &Plan) -> Result<(&NodePlan, MacAddr), Failure> {
     }
 }
 
-/// `dmsetup create vlx-root` and the mount of it on [`NEWROOT`].
+/// `dmsetup create` of a table under `name`, and its `/dev/mapper` node
+/// (no udev runs in the initramfs to make it).
+fn dm_create(name: &str, table: &str) -> Result<(), Failure> {
+    run(command("dmsetup").args(["create", name, "--noudevsync", "--table", table]))?;
+    run(command("dmsetup").args(["mknodes", name])).map(|_| ())
+}
+
+/// `dmsetup create vlx-root` (after the linear mapping of the store, in the
+/// pool layout) and the mount of it on [`NEWROOT`].
 fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Failure> {
-    let table = dm::snapshot(plan, san, node).map_err(Failure::Layout)?;
+    let (linear, table) = dm::root(plan, san, node).map_err(Failure::Layout)?;
     wait_for(Path::new(&table.origin))?;
-    wait_for(Path::new(&table.cow))?;
     let snapshot = |source| Failure::Snapshot {
         node: node.name.to_string(),
         source: Box::new(source),
     };
-    // No udev runs in the initramfs: create the /dev/mapper node ourselves.
-    run(command("dmsetup").args([
-        "create",
-        ROOT_DM_NAME,
-        "--noudevsync",
-        "--table",
-        &table.to_string(),
-    ]))
-    .map_err(snapshot)?;
-    run(command("dmsetup").args(["mknodes", ROOT_DM_NAME])).map_err(snapshot)?;
+    if let Some(l) = &linear {
+        wait_for(Path::new(&l.device))?;
+        dm_create(&l.name, &l.to_string()).map_err(snapshot)?;
+        say(format!(
+            "{} is an extent of vlx-pool ({}): {l}",
+            node.cow,
+            l.path()
+        ));
+    }
+    wait_for(Path::new(&table.cow))?;
+    dm_create(ROOT_DM_NAME, &table.to_string()).map_err(snapshot)?;
     say(format!(
         "root is a snapshot of vlx-origin ({}) with {} ({}): {table}",
         table.origin, node.cow, table.cow
@@ -427,14 +435,18 @@ fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Fail
 /// than stopped.
 fn swap_on(plan: &Plan, san: &SanDisk, node: &NodePlan) {
     let role = cluster::locate::swap(node.name.as_str());
-    let Some(label) = plan.volumes().find(&role).map(|v| v.partition.label) else {
+    let Some(label) = plan.volumes().find(&role).map(|v| v.label) else {
         return;
     };
-    let result = dm::volume(plan, san, &role)
+    let result = dm::device(plan, san, &role, cluster::locate::SWAP_DM_NAME)
         .map_err(Failure::Layout)
-        .and_then(|(dev, _)| {
-            wait_for(Path::new(&dev))?;
-            run(command("swapon").arg(&dev)).map(|_| dev)
+        .and_then(|dev| {
+            if let Some(l) = &dev.linear {
+                wait_for(Path::new(&l.device))?;
+                dm_create(&l.name, &l.to_string())?;
+            }
+            wait_for(Path::new(&dev.path))?;
+            run(command("swapon").arg(&dev.path)).map(|_| dev.path)
         });
     match result {
         Ok(dev) => say(format!("swap on {label} ({dev})")),

@@ -1,5 +1,8 @@
 //! The node's root as a device-mapper table: a persistent snapshot of
 //! `vlx-origin` with the node's own `vlx-cow-<node>` as exception store.
+//! In the pool layout the store (and the swap) is an extent of
+//! `vlx-pool`: a `linear` table maps it first, under a fixed name
+//! ([`cluster::locate::COW_DM_NAME`]), and the snapshot takes that device.
 //!
 //! Where each volume lives comes from the plan, by role, through the
 //! cluster crate's locator (the one the installer wrote the disk with);
@@ -54,6 +57,72 @@ impl fmt::Display for SnapshotTable {
     }
 }
 
+/// One `linear` target line: `length` sectors of `device` from `offset`,
+/// mapped as `/dev/mapper/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinearTable {
+    pub name: String,
+    pub length: DmSectors,
+    /// The partition holding the extent, e.g. `/dev/vda4`.
+    pub device: String,
+    /// Start of the extent inside `device`.
+    pub offset: DmSectors,
+}
+
+impl LinearTable {
+    /// The device node the mapping appears as.
+    pub fn path(&self) -> String {
+        format!("/dev/mapper/{}", self.name)
+    }
+}
+
+impl fmt::Display for LinearTable {
+    /// The line `dmsetup create --table` takes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "0 {} linear {} {}",
+            self.length, self.device, self.offset
+        )
+    }
+}
+
+/// A volume as the node uses it: the partition itself (GPT layout), or a
+/// linear mapping of its extent still to be created (pool layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The path to open once the mapping (if any) exists.
+    pub path: String,
+    pub linear: Option<LinearTable>,
+}
+
+/// The volume of `role` as a device: its partition, or a linear table
+/// named `dm_name` over its extent of the pool.
+pub fn device(
+    plan: &Plan,
+    san: &SanDisk,
+    role: &Role,
+    dm_name: &str,
+) -> Result<Device, LayoutError> {
+    let (partition, v) = volume(plan, san, role)?;
+    if v.is_whole_partition() {
+        return Ok(Device {
+            path: partition,
+            linear: None,
+        });
+    }
+    let linear = LinearTable {
+        name: dm_name.to_owned(),
+        length: DmSectors(v.size.get() / 512),
+        device: partition,
+        offset: DmSectors(v.within(plan.disk.sector_size).get() / 512),
+    };
+    Ok(Device {
+        path: linear.path(),
+        linear: Some(linear),
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
     #[error("plan.json has no {0}")]
@@ -85,8 +154,8 @@ pub enum LayoutError {
 
 /// The planned volume of `role`, checked against the disk's GPT; returns
 /// the device path of its partition. The GPT layout gives every volume a
-/// partition of its own; a volume inside a shared partition (a pool) would
-/// need a linear table first.
+/// partition of its own; a volume inside the pool needs a linear table
+/// first ([`device`]).
 pub fn volume(plan: &Plan, san: &SanDisk, role: &Role) -> Result<(String, Located), LayoutError> {
     if san.sector != plan.disk.sector_size {
         return Err(LayoutError::SectorSize {
@@ -123,14 +192,30 @@ pub fn volume(plan: &Plan, san: &SanDisk, role: &Role) -> Result<(String, Locate
 
 /// The snapshot table of `node`'s root.
 pub fn snapshot(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<SnapshotTable, LayoutError> {
+    root(plan, san, node).map(|(_, t)| t)
+}
+
+/// The tables of `node`'s root, in the order they are created: the
+/// store's linear mapping (pool layout only), then the snapshot.
+pub fn root(
+    plan: &Plan,
+    san: &SanDisk,
+    node: &NodePlan,
+) -> Result<(Option<LinearTable>, SnapshotTable), LayoutError> {
     let (origin, o) = volume(plan, san, &Role::Origin)?;
-    let (cow, _) = volume(plan, san, &locate::cow(node.name.as_str()))?;
-    Ok(SnapshotTable {
+    let cow = device(
+        plan,
+        san,
+        &locate::cow(node.name.as_str()),
+        locate::COW_DM_NAME,
+    )?;
+    let table = SnapshotTable {
         length: DmSectors(o.size.get() / 512),
         origin,
-        cow,
+        cow: cow.path,
         chunk: CHUNK,
-    })
+    };
+    Ok((cow.linear, table))
 }
 
 #[cfg(test)]
@@ -181,6 +266,54 @@ mod tests {
             let lbas = o.last_lba.0 + 1 - o.first_lba.0;
             assert_eq!(t.length.0 * 512, lbas * u64::from(sector));
         }
+    }
+
+    #[test]
+    fn a_pool_extent_is_mapped_linear_before_the_snapshot() {
+        // n1: store 0-16 MiB, swap 16-24 MiB; n2: store from 24 MiB
+        // (49152 sectors of 512 bytes), 16 MiB long, whatever the disk's
+        // own sector size.
+        let cases = [
+            (512, "vda", "/dev/vda4"),
+            (4096, "nvme0n1", "/dev/nvme0n1p4"),
+        ];
+        for (sector, disk, pool) in cases {
+            let plan = crate::testing::plan_in(sector, "pool");
+            let n = plan.node("n2").unwrap();
+            let (linear, table) = root(&plan, &san(&plan, disk), n).unwrap();
+            let linear = linear.expect("a pool store needs a linear table");
+            assert_eq!(linear.to_string(), format!("0 32768 linear {pool} 49152"));
+            assert_eq!(linear.path(), "/dev/mapper/vlx-cow");
+            assert_eq!(
+                table.to_string(),
+                format!(
+                    "0 131072 snapshot /dev/{disk}{}3 /dev/mapper/vlx-cow P 8",
+                    if disk == "vda" { "" } else { "p" }
+                )
+            );
+            let swap = device(&plan, &san(&plan, disk), &locate::swap("n2"), "vlx-swap").unwrap();
+            assert_eq!(
+                swap.linear.map(|l| l.to_string()),
+                Some(format!("0 16384 linear {pool} 81920"))
+            );
+            assert_eq!(swap.path, "/dev/mapper/vlx-swap");
+        }
+        // The GPT layout needs no linear table.
+        let plan = plan(512);
+        let (linear, _) = root(&plan, &san(&plan, "vda"), plan.node("n2").unwrap()).unwrap();
+        assert_eq!(linear, None);
+    }
+
+    #[test]
+    fn refuses_a_pool_partition_that_disagrees_with_the_plan() {
+        let plan = crate::testing::plan_in(512, "pool");
+        let mut moved = san(&plan, "sda");
+        moved.entries[3].last_lba -= 2048;
+        let err = snapshot(&plan, &moved, plan.node("n1").unwrap()).unwrap_err();
+        assert!(
+            matches!(&err, LayoutError::Disagree { label, .. } if label == "vlx-pool"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod iscsi;
 pub mod node;
 pub mod san;
 pub mod tools;
+pub mod watch;
 
 /// The system calls and the module loader, shared with the installer
 /// environment.

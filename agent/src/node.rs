@@ -1,6 +1,5 @@
 //! Knowing oneself: the cluster table from `vlx-meta` and the blade's MACs.
 
-use cluster::layout::Role;
 use cluster::plan::PlanFormatError;
 use cluster::profile::Layout;
 use cluster::{MacAddr, NodePlan, Plan};
@@ -17,10 +16,8 @@ pub enum NodeError {
         "{PLAN_FILE} on vlx-meta belongs to cluster {plan}, but the kernel command line says vlx.cluster={cmdline}"
     )]
     OtherCluster { plan: Uuid, cmdline: Uuid },
-    #[error(
-        "cluster {0} uses the LVM layout, which this node agent does not assemble (only the GPT layout)"
-    )]
-    Lvm(Uuid),
+    #[error("{PLAN_FILE} on vlx-meta says the pool layout but holds no pool table")]
+    NoPoolTable,
     #[error("no node of cluster {cluster} has any of this blade's MACs ({})", mac_list(.seen))]
     UnknownMac { cluster: Uuid, seen: Vec<MacAddr> },
 }
@@ -35,8 +32,8 @@ fn mac_list(macs: &[MacAddr]) -> String {
         .join(", ")
 }
 
-/// Reads `plan.json` and checks that it is the command line's cluster, in a
-/// layout the agent assembles.
+/// Reads `plan.json` and checks that it is the command line's cluster, and
+/// that a pool layout comes with its table.
 pub fn read_plan(text: &str, cluster: Uuid) -> Result<Plan, NodeError> {
     let plan = Plan::from_json(text).map_err(NodeError::Format)?;
     if plan.cluster.uuid != cluster {
@@ -45,8 +42,8 @@ pub fn read_plan(text: &str, cluster: Uuid) -> Result<Plan, NodeError> {
             cmdline: cluster,
         });
     }
-    if plan.san.layout == Layout::Lvm || plan.disk.by_role(&Role::Lvm).is_some() {
-        return Err(NodeError::Lvm(cluster));
+    if plan.san.layout == Layout::Pool && plan.disk.pool.is_none() {
+        return Err(NodeError::NoPoolTable);
     }
     Ok(plan)
 }
@@ -116,11 +113,11 @@ mod tests {
     }
 
     #[test]
-    fn refuses_the_lvm_layout() {
+    fn refuses_a_pool_layout_without_its_table() {
         let mut p = plan(512);
-        p.san.layout = Layout::Lvm;
+        p.san.layout = Layout::Pool;
         let err = read_plan(&p.to_json(), p.cluster.uuid).unwrap_err();
-        assert!(matches!(err, NodeError::Lvm(_)), "{err}");
+        assert!(matches!(err, NodeError::NoPoolTable), "{err}");
     }
 
     #[test]

@@ -5,6 +5,11 @@ use cluster::{Plan, SanFacts, Source, Trusting};
 /// A three-node plan (`n1` to `n3`, MACs from 52:54:00:77:00:01) with swap,
 /// at `sector` bytes per logical sector.
 pub(crate) fn plan(sector: u32) -> Plan {
+    plan_in(sector, "gpt")
+}
+
+/// The same cluster in the given `san.layout`.
+pub(crate) fn plan_in(sector: u32, layout: &str) -> Plan {
     // BIOS boot needs 512-byte sectors.
     let firmware = if sector == 512 { "both" } else { "uefi" };
     let text = format!(
@@ -22,6 +27,7 @@ mac = "52:54:00:77:00:01"
 ip = "10.77.0.11"
 [san]
 sector_size = {sector}
+layout = "{layout}"
 [storage]
 esp = "260MiB"
 meta = "64MiB"

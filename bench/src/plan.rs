@@ -9,14 +9,14 @@ use cluster::{SanFacts, Source, Trusting};
 use crate::util::{fastest, mib, ms, peak_rss};
 
 /// A profile of `n` nodes, as one range or as `n` explicit tables. Past the
-/// GPT limit the per-node volumes go to the LVM layout.
+/// GPT limit the per-node volumes go to the pool layout.
 fn profile(n: usize, explicit: bool) -> String {
     let mut s = format!(
         "[cluster]\nname = \"bench\"\nuuid = \"6f1c0a4e-3b8e-4d3a-9d2a-1f0e5c7b9a10\"\ndomain = \"bench.test\"\n\
          [network]\ncidr = \"10.0.0.0/16\"\nvips = [\"10.0.255.250\"]\n\
          [san]\nlayout = \"{}\"\n[storage]\ncow = \"64MiB\"\nswap = \"64MiB\"\n\
          [image]\nhost = \"h.toml\"\n",
-        if n > 120 { "lvm" } else { "gpt" }
+        if n > 120 { "pool" } else { "gpt" }
     );
     if explicit {
         for i in 0..n {

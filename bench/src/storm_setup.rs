@@ -23,10 +23,10 @@ use installer::render::{HTTP_PORT, NodeOverlays, merge};
 
 use crate::{dhcp_storm, http_storm, lab};
 
-/// The generated profile's layout. Past the GPT's 255 partitions a profile
-/// needs a layout that keeps per-node volumes elsewhere; the storm only
-/// plans (it writes no SAN), so any layout that plans will do.
-const LAYOUT: &str = "lvm";
+/// The generated profile's layout: past GPT's partition limit, every
+/// node's store is an extent of one pool partition (the storm only plans; it
+/// writes no SAN).
+const LAYOUT: &str = "pool";
 
 /// The perfdhcp clients' first MAC. It ends in `:00`, so perfdhcp's
 /// carry-less client numbering counts exactly through the cluster's range

@@ -21,11 +21,12 @@ pub mod types {
     pub const ESP: Uuid = uuid!("c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
     pub const LINUX_FS: Uuid = uuid!("0fc63daf-8483-4772-8e79-3d69d8477de4");
     pub const LINUX_SWAP: Uuid = uuid!("0657fd6d-a4ab-43c4-84e5-0933c84b4f4f");
-    pub const LINUX_LVM: Uuid = uuid!("e6d6d379-f507-44c2-a23c-238f2a3df928");
     /// vlx's own type for dm-snapshot exception stores, so that no
     /// auto-mounter or installer of another system takes one for a file
     /// system.
     pub const VLX_COW: Uuid = uuid!("5240475a-3838-4ef8-850d-bcbf503f3471");
+    /// vlx's own type for the pool of per-node extents (`layout = "pool"`).
+    pub const VLX_POOL: Uuid = uuid!("d0349640-f1b9-4c59-acbf-380f6f1a4e8a");
 }
 
 /// GPT attribute bit 2: legacy BIOS bootable, which syslinux's `gptmbr.bin`
@@ -46,8 +47,9 @@ pub enum Role {
         node: String,
     },
     Shared,
-    /// The LVM physical volume holding per-node volumes (LVM layout).
-    Lvm,
+    /// The partition holding every node's store and swap as extents (the
+    /// pool layout).
+    Pool,
     /// Install media only: the partition holding the payload. No SAN has
     /// one.
     Payload,
@@ -75,20 +77,62 @@ impl Partition {
     }
 }
 
-/// A logical volume in the LVM layout.
+/// One volume inside the `vlx-pool` partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogicalVolume {
+pub struct Extent {
+    /// The volume's name, as a partition of the GPT layout would be
+    /// labelled (`vlx-cow-<node>`, `vlx-swap-<node>`).
     pub name: String,
     pub role: Role,
+    /// Byte offset from the start of the pool partition; a multiple of
+    /// [`PoolLayout::align`].
+    pub start: Bytes,
     pub size: Bytes,
 }
 
+/// The pool layout's table: where every per-node volume lies inside the
+/// `vlx-pool` partition. Only the installer writes it (in `plan.json`);
+/// each node maps its own extents and no other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LvmLayout {
-    pub volume_group: String,
-    pub extent_size: Bytes,
-    pub volumes: Vec<LogicalVolume>,
+pub struct PoolLayout {
+    /// Every extent starts and ends on this boundary, so that extents stay
+    /// aligned to the SAN's sectors and to the snapshot chunk.
+    pub align: Bytes,
+    /// In the order of the nodes, each node's store before its swap.
+    pub extents: Vec<Extent>,
 }
+
+impl PoolLayout {
+    /// Places `volumes` (name, role, size) one after another from the
+    /// pool's start; returns the table and the pool's size.
+    pub fn place(volumes: impl IntoIterator<Item = (String, Role, Bytes)>) -> (PoolLayout, Bytes) {
+        let mut cursor = 0u64;
+        let extents = volumes
+            .into_iter()
+            .map(|(name, role, size)| {
+                let len = size.get().next_multiple_of(POOL_ALIGN.get());
+                let e = Extent {
+                    name,
+                    role,
+                    start: Bytes(cursor),
+                    size: Bytes(len),
+                };
+                cursor = cursor.saturating_add(len);
+                e
+            })
+            .collect();
+        (
+            PoolLayout {
+                align: POOL_ALIGN,
+                extents,
+            },
+            Bytes(cursor),
+        )
+    }
+}
+
+/// Extent alignment in the pool: 1 MiB, as partitions are aligned.
+pub const POOL_ALIGN: Bytes = Bytes(MIB);
 
 /// The whole disk: GPT geometry and every partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +147,9 @@ pub struct DiskLayout {
     pub first_usable: Lba,
     pub last_usable: Lba,
     pub partitions: Vec<Partition>,
-    pub lvm: Option<LvmLayout>,
+    /// The extents of the `vlx-pool` partition, in the pool layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolLayout>,
 }
 
 impl DiskLayout {
@@ -222,6 +268,6 @@ pub(crate) fn place(
         first_usable: Lba(first_usable),
         last_usable: Lba(last_usable),
         partitions,
-        lvm: None,
+        pool: None,
     })
 }

@@ -25,7 +25,7 @@ pub mod validate;
 
 pub use diag::{Diagnostic, Diagnostics, Source};
 pub use layout::{DiskLayout, Partition, Role};
-pub use locate::{GptVolumes, Locate, Located};
+pub use locate::{GptVolumes, Locate, Located, PoolVolumes, Volumes};
 pub use name::NodeName;
 pub use net::{Ipv4Net, MacAddr};
 pub use plan::{NodePlan, Plan, SanFacts, Service, load};

@@ -4,27 +4,39 @@
 //! Every consumer (the installer's steps, `reset-node`, `status`, `verify`
 //! and the node agent) asks a [`Locate`] by [`Role`] and gets a [`Located`]
 //! byte range and the partition that holds it; nobody looks a partition up
-//! by its label. [`GptVolumes`] is the first implementation: one GPT
-//! partition per volume. A pool of extents inside one partition, or a LUN
-//! of another transport, is one more implementation of the same trait.
+//! by its label. [`GptVolumes`] is one GPT partition per volume;
+//! [`PoolVolumes`] puts every node's store and swap as extents inside the
+//! one `vlx-pool` partition (the table is the plan's [`PoolLayout`]);
+//! [`Volumes`] is whichever of the two a plan uses. A LUN of another
+//! transport would be one more implementation of the same trait.
 //!
 //! One volume is found before any plan is known: the meta volume holds the
 //! plan, so a reader of an installed SAN finds it by the disk's own
 //! partition table ([`meta_entry`]).
 
 use crate::gpt::Entry;
-use crate::layout::{DiskLayout, Partition, Role};
+use crate::layout::{DiskLayout, Partition, PoolLayout, Role};
 use crate::units::Bytes;
 
 /// The partition label of the meta volume, the one volume found from the
 /// disk's own table rather than from a plan.
 pub const META_LABEL: &str = contracts::names::label::META;
 
+/// The device-mapper name under which a node maps its own snapshot store
+/// when it is an extent of the pool (a `linear` table over `vlx-pool`).
+pub const COW_DM_NAME: &str = "vlx-cow";
+/// The same for the node's swap extent; rendered configs name
+/// `/dev/mapper/vlx-swap` in the pool layout.
+pub const SWAP_DM_NAME: &str = "vlx-swap";
+
 /// Where a volume is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Located {
+    /// The volume's own name: its partition label in the GPT layout, its
+    /// extent name in the pool (`vlx-cow-n2` either way).
+    pub label: String,
     /// The partition that holds the volume: in the GPT layout the volume
-    /// is the whole partition; in a pool it would hold many volumes.
+    /// is the whole partition; in the pool it holds many volumes.
     pub partition: Partition,
     /// Byte offset of the volume on the disk.
     pub offset: Bytes,
@@ -37,6 +49,11 @@ impl Located {
     /// device node can stand for it (the GPT layout).
     pub fn is_whole_partition(&self) -> bool {
         self.size == self.partition.size
+    }
+
+    /// Byte offset of the volume inside its partition.
+    pub fn within(&self, sector: crate::units::SectorSize) -> Bytes {
+        Bytes(self.offset.get() - self.partition.offset(sector).get())
     }
 }
 
@@ -66,7 +83,7 @@ pub fn describe(role: &Role) -> String {
         Role::Shared => "shared volume (vlx-shared)".into(),
         Role::Cow { node } => format!("snapshot store of node {node}"),
         Role::Swap { node } => format!("swap of node {node}"),
-        Role::Lvm => "LVM physical volume".into(),
+        Role::Pool => "pool (vlx-pool)".into(),
         Role::Payload => "payload partition".into(),
     }
 }
@@ -101,10 +118,69 @@ impl Locate for GptVolumes<'_> {
     fn find(&self, role: &Role) -> Option<Located> {
         let p = self.disk.partitions.iter().find(|p| p.role == *role)?;
         Some(Located {
+            label: p.label.clone(),
             offset: p.offset(self.disk.sector_size),
             size: p.size,
             partition: p.clone(),
         })
+    }
+}
+
+/// The pool layout: every node's store and swap is an extent of the
+/// `vlx-pool` partition; the other volumes are partitions as in
+/// [`GptVolumes`].
+#[derive(Debug, Clone, Copy)]
+pub struct PoolVolumes<'a> {
+    disk: &'a DiskLayout,
+    pool: &'a PoolLayout,
+}
+
+impl<'a> PoolVolumes<'a> {
+    pub fn new(disk: &'a DiskLayout, pool: &'a PoolLayout) -> PoolVolumes<'a> {
+        PoolVolumes { disk, pool }
+    }
+}
+
+impl Locate for PoolVolumes<'_> {
+    fn find(&self, role: &Role) -> Option<Located> {
+        if !matches!(role, Role::Cow { .. } | Role::Swap { .. }) {
+            return GptVolumes::new(self.disk).find(role);
+        }
+        let e = self.pool.extents.iter().find(|e| e.role == *role)?;
+        let p = self.disk.by_role(&Role::Pool)?;
+        let start = p.offset(self.disk.sector_size);
+        Some(Located {
+            label: e.name.clone(),
+            offset: Bytes(start.get() + e.start.get()),
+            size: e.size,
+            partition: p.clone(),
+        })
+    }
+}
+
+/// The locator of a plan's layout: [`GptVolumes`] or [`PoolVolumes`].
+#[derive(Debug, Clone, Copy)]
+pub enum Volumes<'a> {
+    Gpt(GptVolumes<'a>),
+    Pool(PoolVolumes<'a>),
+}
+
+impl<'a> Volumes<'a> {
+    /// The locator of `disk`: the pool's when it has a pool table.
+    pub fn of(disk: &'a DiskLayout) -> Volumes<'a> {
+        match &disk.pool {
+            Some(pool) => Volumes::Pool(PoolVolumes::new(disk, pool)),
+            None => Volumes::Gpt(GptVolumes::new(disk)),
+        }
+    }
+}
+
+impl Locate for Volumes<'_> {
+    fn find(&self, role: &Role) -> Option<Located> {
+        match self {
+            Volumes::Gpt(v) => v.find(role),
+            Volumes::Pool(v) => v.find(role),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use contracts::names::label;
 
 use crate::diag::{Diagnostics, Report, Source};
 use crate::layout::{
-    self, ATTR_LEGACY_BIOS_BOOTABLE, DiskLayout, LogicalVolume, LvmLayout, NoFit, Role, Want, types,
+    self, ATTR_LEGACY_BIOS_BOOTABLE, DiskLayout, NoFit, PoolLayout, Role, Want, types,
 };
 use crate::name::NodeName;
 use crate::net::{Ipv4Net, MacAddr};
@@ -22,11 +22,11 @@ use crate::profile::{
 use crate::units::{Bytes, MIB, SectorSize};
 use crate::validate::{self, MAX_GPT_PARTITIONS};
 
+/// The partition label of the pool layout's one partition.
+pub const POOL_LABEL: &str = label::POOL;
+
 /// Version of the plan's JSON form; the node agent refuses other versions.
 pub const PLAN_FORMAT: u32 = 1;
-
-/// LVM extent size in the LVM layout (LVM's default).
-pub const LVM_EXTENT: Bytes = Bytes::mib(4);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -113,7 +113,7 @@ pub struct NodePlan {
     pub ip: Ipv4Addr,
     pub extra_ips: Vec<ExtraIp>,
     /// Name of the node's snapshot store: a PARTLABEL in the GPT layout,
-    /// a logical volume in the LVM layout.
+    /// an extent of `vlx-pool` in the pool layout.
     pub cow: String,
     pub swap: Option<String>,
     pub vrrp: Vec<VrrpRole>,
@@ -170,10 +170,9 @@ pub struct SanFacts {
 
 impl Plan {
     /// Where each volume of this plan lives, by role
-    /// ([`crate::locate`]). Only the GPT layout is written today; another
-    /// layout answers through the same trait.
-    pub fn volumes(&self) -> crate::locate::GptVolumes<'_> {
-        crate::locate::GptVolumes::new(&self.disk)
+    /// ([`crate::locate`]), in the GPT or the pool layout.
+    pub fn volumes(&self) -> crate::locate::Volumes<'_> {
+        crate::locate::Volumes::of(&self.disk)
     }
 
     /// Pretty JSON with a final newline; stable across machines.
@@ -275,21 +274,22 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         return None; // reported by the validation, with the way out
     }
     let cluster = p.cluster.uuid.value;
-    let swap = p.storage.swap.value;
-    let node_volumes = |n: &NodeName| {
+    let node_volumes = |n: &crate::profile::Node| {
+        let name = &n.name.value;
         let cow = (
-            label::cow(n.as_str()),
+            label::cow(name.as_str()),
             Role::Cow {
-                node: n.to_string(),
+                node: name.to_string(),
             },
             types::VLX_COW,
-            p.storage.cow.value,
+            n.cow(&p.storage).value,
         );
+        let swap = n.swap(&p.storage).value;
         let sw = (swap != Bytes::ZERO).then(|| {
             (
-                label::swap(n.as_str()),
+                label::swap(name.as_str()),
                 Role::Swap {
-                    node: n.to_string(),
+                    node: name.to_string(),
                 },
                 types::LINUX_SWAP,
                 swap,
@@ -333,36 +333,30 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
             0,
         ),
     ];
-    let mut lvm = None;
+    let mut pool = None;
     match p.san.layout.value {
         Layout::Gpt => {
             for n in &p.nodes {
-                for (label, role, ty, sz) in node_volumes(&n.name.value) {
+                for (label, role, ty, sz) in node_volumes(n) {
                     wants.push(fixed(&label, role, ty, sz, 0));
                 }
             }
         }
-        Layout::Lvm => {
-            let volumes: Vec<LogicalVolume> = p
-                .nodes
-                .iter()
-                .flat_map(|n| node_volumes(&n.name.value))
-                .map(|(name, role, _, size)| LogicalVolume {
-                    name,
-                    role,
-                    size: size.align_up(LVM_EXTENT.get()).unwrap_or(size),
-                })
-                .collect();
-            // One MiB for the PV label and metadata area (LVM's default).
-            let pv = volumes.iter().fold(Bytes(MIB), |acc, v| {
-                Bytes(acc.get().saturating_add(v.size.get()))
-            });
-            wants.push(fixed(label::LVM, Role::Lvm, types::LINUX_LVM, pv, 0));
-            lvm = Some(LvmLayout {
-                volume_group: label::volume_group(p.cluster.name.value.as_str()),
-                extent_size: LVM_EXTENT,
-                volumes,
-            });
+        Layout::Pool => {
+            let (table, size) = PoolLayout::place(
+                p.nodes
+                    .iter()
+                    .flat_map(node_volumes)
+                    .map(|(name, role, _, size)| (name, role, size)),
+            );
+            wants.push(fixed(
+                POOL_LABEL,
+                Role::Pool,
+                types::VLX_POOL,
+                size.max(Bytes(MIB)),
+                0,
+            ));
+            pool = Some(table);
         }
     }
     if p.services.shared {
@@ -381,9 +375,18 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         Ok(d) => d,
         Err(NoFit { need, have }) => {
             let s = &p.storage;
-            let per_node = match swap {
+            let per_node = match s.swap.value {
                 Bytes::ZERO => format!("cow {}", s.cow.value),
-                _ => format!("(cow {} + swap {})", s.cow.value, swap),
+                swap => format!("(cow {} + swap {swap})", s.cow.value),
+            };
+            let per_node = if p
+                .nodes
+                .iter()
+                .any(|n| n.sizes.cow.is_some() || n.sizes.swap.is_some())
+            {
+                format!("{per_node} (or the sizes of [[nodes]])")
+            } else {
+                per_node
             };
             let shared = match (p.services.shared, s.shared.value) {
                 (false, _) => String::new(),
@@ -410,7 +413,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
             return None;
         }
     };
-    disk.lvm = lvm;
+    disk.pool = pool;
 
     let vrid_base = u32::from(cluster.as_bytes()[15]);
     let vips: Vec<VipPlan> = p
@@ -444,7 +447,8 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
                 })
                 .collect(),
             cow: format!("vlx-cow-{}", n.name.value),
-            swap: (swap != Bytes::ZERO).then(|| format!("vlx-swap-{}", n.name.value)),
+            swap: (n.swap(&p.storage).value != Bytes::ZERO)
+                .then(|| format!("vlx-swap-{}", n.name.value)),
             vrrp: if p.services.vip {
                 vips.iter()
                     .enumerate()

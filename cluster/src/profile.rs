@@ -81,6 +81,29 @@ pub struct Node {
     /// The `[[nodes]]` entry this node came from, and its range pattern.
     pub entry: usize,
     pub range: Option<String>,
+    /// The entry's own store sizes (`cow`, `swap` on `[[nodes]]`), which
+    /// beat `[storage]` for the nodes of that entry.
+    pub sizes: NodeSizes,
+}
+
+/// Store sizes one `[[nodes]]` entry sets for its nodes; `None` takes the
+/// size under `[storage]`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSizes {
+    pub cow: Option<At<Bytes>>,
+    pub swap: Option<At<Bytes>>,
+}
+
+impl Node {
+    /// The node's snapshot store size.
+    pub fn cow<'a>(&'a self, storage: &'a Storage) -> &'a At<Bytes> {
+        self.sizes.cow.as_ref().unwrap_or(&storage.cow)
+    }
+
+    /// The node's swap size; zero means none.
+    pub fn swap<'a>(&'a self, storage: &'a Storage) -> &'a At<Bytes> {
+        self.sizes.swap.as_ref().unwrap_or(&storage.swap)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -101,9 +124,11 @@ pub use contracts::cmdline::node::{Iscsi, Transport};
 pub enum Layout {
     /// One GPT partition per volume: what `vlx-install apply` writes.
     Gpt,
-    /// Per-node volumes as logical volumes in one volume group, for clusters
-    /// past the GPT limit. Planned here; the installer does not write it yet.
-    Lvm,
+    /// Every node's snapshot store and swap as extents of one `vlx-pool`
+    /// partition, placed by the planner and recorded in `plan.json`: the
+    /// way past the GPT limit. Each node maps its extents with a
+    /// device-mapper `linear` table; no volume manager runs.
+    Pool,
 }
 
 #[derive(Debug, Clone)]
@@ -623,13 +648,30 @@ fn parse_nodes(
     Some(nodes)
 }
 
+/// The `cow` and `swap` sizes of one `[[nodes]]` entry, when it sets them.
+fn node_sizes(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> NodeSizes {
+    let one = |rep: &mut Report<'_>, key: &str| {
+        t.has(key)
+            .then(|| size(rep, Some(t), "nodes", key, Bytes::ZERO, &t.span()))
+            .flatten()
+    };
+    NodeSizes {
+        cow: one(rep, "cow"),
+        swap: one(rep, "swap"),
+    }
+}
+
 fn parse_node_entry(
     rep: &mut Report<'_>,
     t: &Tbl<'_, '_>,
     entry: usize,
     network: Option<&Network>,
 ) -> Option<Vec<Node>> {
-    t.check_keys(rep, &["name", "mac", "ip", "extra_ips", "overrides"]);
+    t.check_keys(
+        rep,
+        &["name", "mac", "ip", "extra_ips", "overrides", "cow", "swap"],
+    );
+    let sizes = node_sizes(rep, t);
     let name = t.req_string(
         rep,
         "name",
@@ -686,6 +728,7 @@ fn parse_node_entry(
             extra_ips: fields.extra_ips,
             entry,
             range: None,
+            sizes,
         }]);
     };
 
@@ -813,6 +856,7 @@ fn parse_node_entry(
             extra_ips,
             entry,
             range: Some(name.value.clone()),
+            sizes: sizes.clone(),
         });
     }
     ok.then_some(out)
@@ -918,9 +962,9 @@ fn parse_san(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<San> {
         None => Some(default("sector_size").with(SectorSize::B512)),
     };
     let layout = match t.filter(|t| t.has("layout")) {
-        Some(t) => t.choice(rep, "layout", &["gpt", "lvm"]).map(|l| {
-            l.with(if *l == "lvm" {
-                Layout::Lvm
+        Some(t) => t.choice(rep, "layout", &["gpt", "pool"]).map(|l| {
+            l.with(if *l == "pool" {
+                Layout::Pool
             } else {
                 Layout::Gpt
             })

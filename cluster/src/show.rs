@@ -40,7 +40,7 @@ fn role_name(r: &Role) -> &'static str {
         Role::Cow { .. } => "cow",
         Role::Swap { .. } => "swap",
         Role::Shared => "shared",
-        Role::Lvm => "lvm-pv",
+        Role::Pool => "pool",
         Role::Payload => "payload",
     }
 }
@@ -125,13 +125,18 @@ impl fmt::Display for Plan {
             ]);
         }
         table(f, &rows)?;
-        if let (Layout::Lvm, Some(lvm)) = (self.san.layout, &d.lvm) {
+        if let (Layout::Pool, Some(pool)) = (self.san.layout, &d.pool) {
+            let total = pool
+                .extents
+                .iter()
+                .fold(0u64, |acc, e| acc.saturating_add(e.size.get()));
             writeln!(
                 f,
-                "LVM volume group {} with {} logical volumes (extent {})",
-                lvm.volume_group,
-                lvm.volumes.len(),
-                lvm.extent_size
+                "vlx-pool holds {} extents (the snapshot stores and swap of {} nodes), {} in all, aligned to {}; their offsets are in plan.json",
+                pool.extents.len(),
+                self.nodes.len(),
+                crate::units::Bytes(total),
+                pool.align
             )?;
         }
 

@@ -433,10 +433,15 @@ pub(crate) fn a_size_is_too_small(p: &Profile) -> bool {
 /// How many GPT partitions the profile needs.
 pub fn partition_count(p: &Profile) -> usize {
     let fixed = 3 + usize::from(p.services.shared);
-    let per_node = 1 + usize::from(p.storage.swap.value != Bytes::ZERO);
     match p.san.layout.value {
-        Layout::Gpt => fixed + per_node * p.nodes.len(),
-        Layout::Lvm => fixed + 1,
+        Layout::Gpt => {
+            fixed
+                + p.nodes
+                    .iter()
+                    .map(|n| 1 + usize::from(n.swap(&p.storage).value != Bytes::ZERO))
+                    .sum::<usize>()
+        }
+        Layout::Pool => fixed + 1,
     }
 }
 
@@ -446,24 +451,40 @@ fn check_partition_count(p: &Profile, rep: &mut Report<'_>) {
         return;
     }
     let fixed = 3 + usize::from(p.services.shared);
-    let per_node = need.saturating_sub(fixed) / p.nodes.len().max(1);
     // Point at the first node that does not fit.
-    let first_out = (MAX_GPT_PARTITIONS - fixed) / per_node;
-    let n = &p.nodes[first_out.min(p.nodes.len() - 1)];
+    let mut used = fixed;
+    let n = p
+        .nodes
+        .iter()
+        .find(|n| {
+            used += 1 + usize::from(n.swap(&p.storage).value != Bytes::ZERO);
+            used > MAX_GPT_PARTITIONS
+        })
+        .unwrap_or(&p.nodes[p.nodes.len() - 1]);
+    let swaps = p
+        .nodes
+        .iter()
+        .filter(|n| n.swap(&p.storage).value != Bytes::ZERO)
+        .count();
+    let with_swap = swaps > 0;
+    let per_node = match swaps {
+        0 => "1",
+        s if s == p.nodes.len() => "2",
+        _ => "1 or 2",
+    };
     let no_swap_fit = MAX_GPT_PARTITIONS - fixed;
     rep.error(
         &n.name.span,
         &n.name.key,
         format!(
-            "{} nodes need {need} partitions ({} fixed, {} per node), but Linux maps at most {MAX_GPT_PARTITIONS} from one GPT; {} is the first node past the limit",
+            "{} nodes need {need} partitions ({fixed} fixed, {} per node), but Linux maps at most {MAX_GPT_PARTITIONS} from one GPT; {} is the first node past the limit",
             p.nodes.len(),
-            fixed,
             per_node,
             n.name.value
         ),
         Some(format!(
-            "set san.layout = \"lvm\" to keep per-node volumes in one LVM volume group (the way past the GPT limit){}",
-            if per_node > 1 {
+            "set san.layout = \"pool\" to keep every node's store and swap as extents of one vlx-pool partition (the way past the GPT limit){}",
+            if with_swap && p.nodes.len() <= no_swap_fit {
                 format!(", or set storage.swap = \"0\" to fit up to {no_swap_fit} nodes")
             } else {
                 String::new()

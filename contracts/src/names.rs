@@ -15,8 +15,9 @@ pub mod label {
     pub const ORIGIN: &str = "vlx-origin";
     /// The cluster-wide shared volume.
     pub const SHARED: &str = "vlx-shared";
-    /// The one partition of the LVM layout (the physical volume).
-    pub const LVM: &str = "vlx-lvm";
+    /// The pool layout's one partition, holding every node's store and
+    /// swap as extents (the table is in the plan).
+    pub const POOL: &str = "vlx-pool";
     /// Prefix of a node's snapshot store: [`cow`].
     pub const COW_PREFIX: &str = "vlx-cow-";
     /// Prefix of a node's swap: [`swap`].
@@ -30,11 +31,6 @@ pub mod label {
     /// Node `node`'s swap.
     pub fn swap(node: &str) -> String {
         format!("{SWAP_PREFIX}{node}")
-    }
-
-    /// The LVM layout's volume group of cluster `cluster` (its name).
-    pub fn volume_group(cluster: &str) -> String {
-        format!("vlx-{cluster}")
     }
 
     /// The install media's EFI system partition.
@@ -85,7 +81,6 @@ mod tests {
     fn derived_names() {
         assert_eq!(label::cow("n2"), "vlx-cow-n2");
         assert_eq!(label::swap("blade07"), "vlx-swap-blade07");
-        assert_eq!(label::volume_group("demo"), "vlx-demo");
         assert_eq!(meta::node_root("n1"), PathBuf::from("nodes/n1/root"));
         assert_eq!(meta::MANIFEST, "manifest.json");
     }

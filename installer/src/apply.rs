@@ -41,11 +41,6 @@ pub fn apply(
     rep: &dyn Reporter,
 ) -> Result<Outcome, ApplyError> {
     let plan = &inputs.plan;
-    if plan.san.layout != cluster::profile::Layout::Gpt {
-        return Err(ApplyError::Refused(
-            "the LVM layout is planned but not yet written by this installer; use san.layout = \"gpt\" (at most 255 partitions)".into(),
-        ));
-    }
     if plan.services.shared && plan.san.shared_fs != cluster::profile::SharedFs::Ext4 {
         return Err(ApplyError::Refused(
             "storage.shared_fs = \"ocfs2\" is not yet made by this installer; use \"ext4\"".into(),

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use cluster::{Bytes, GptVolumes, Locate, Plan, Role, SectorSize};
+use cluster::{Bytes, Locate, Plan, Role, SectorSize, Volumes};
 use serde::Serialize;
 
 use crate::device::{self, FoundGpt, TargetFacts};
@@ -139,7 +139,7 @@ impl Installed {
     }
 
     /// Where the installed plan's volumes are, by role.
-    pub fn volumes(&self) -> GptVolumes<'_> {
+    pub fn volumes(&self) -> Volumes<'_> {
         self.plan.volumes()
     }
 
@@ -258,9 +258,26 @@ pub struct NodeStatus {
     pub ip: String,
     pub macs: Vec<String>,
     pub cow: String,
+    /// The store's fill from its on-disk metadata; `None` when it could
+    /// not be read (`store_problem` says why).
+    pub store: Option<crate::store::StoreFill>,
+    pub store_problem: Option<String>,
 }
 
 impl Installed {
+    /// The fill of node `name`'s snapshot store, read from its on-disk
+    /// metadata; the error names the store.
+    pub fn store_fill(&self, name: &str) -> Result<crate::store::StoreFill, String> {
+        let v = self
+            .volumes()
+            .locate(&cluster::locate::cow(name))
+            .map_err(|e| e.to_string())?;
+        crate::store::fill(v.size, |off, len| {
+            device::read_at(&self.file, v.offset.get() + off, len)
+        })
+        .map_err(|e| format!("{} at byte {}: {e}", v.label, v.offset))
+    }
+
     /// What the SAN holds; with `check_origin` the origin is re-hashed too
     /// (it reads the whole origin, so only when asked).
     pub fn status(&self, check_origin: bool) -> Result<Status, InstalledError> {
@@ -280,11 +297,19 @@ impl Installed {
                 .plan
                 .nodes
                 .iter()
-                .map(|n| NodeStatus {
-                    name: n.name.to_string(),
-                    ip: n.ip.to_string(),
-                    macs: n.macs.iter().map(ToString::to_string).collect(),
-                    cow: n.cow.clone(),
+                .map(|n| {
+                    let (store, store_problem) = match self.store_fill(n.name.as_str()) {
+                        Ok(f) => (Some(f), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    NodeStatus {
+                        name: n.name.to_string(),
+                        ip: n.ip.to_string(),
+                        macs: n.macs.iter().map(ToString::to_string).collect(),
+                        cow: n.cow.clone(),
+                        store,
+                        store_problem,
+                    }
                 })
                 .collect(),
             image: self

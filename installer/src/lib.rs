@@ -25,6 +25,7 @@ pub mod report;
 pub mod reset;
 pub mod stage;
 pub mod steps;
+pub mod store;
 pub mod stream;
 pub mod target;
 pub mod tool;

@@ -388,12 +388,29 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
         (None, false) => "not checked (status --check-origin or verify re-hash it)",
     };
     out.push_str(&format!("origin: {origin}\nnodes ({}):\n", st.nodes.len()));
+    let mut warned = Vec::new();
     for n in &st.nodes {
+        let store = match (&n.store, &n.store_problem) {
+            (Some(f), _) => {
+                if f.level() > 0 {
+                    warned.push(n.name.as_str());
+                }
+                format!("store {f}")
+            }
+            (None, Some(p)) => format!("store unreadable: {p}"),
+            (None, None) => "store unknown".into(),
+        };
         out.push_str(&format!(
-            "  {:<12} {:<15} {}\n",
+            "  {:<12} {:<15} {:<18} {store}\n",
             n.name,
             n.ip,
             n.macs.join(",")
+        ));
+    }
+    if !warned.is_empty() {
+        out.push_str(&format!(
+            "stores at 80 % or more: {} (see README, \"A snapshot store fills\")\n",
+            warned.join(" ")
         ));
     }
     emit(&out)

@@ -57,6 +57,6 @@ pub fn reset_node(san: &Path, name: &str) -> Result<String, ResetError> {
     target.sync()?;
     Ok(format!(
         "{} ({}) is reset: its next boot starts from the golden image",
-        node.name, store.partition.label
+        node.name, store.label
     ))
 }

@@ -16,8 +16,12 @@ fn demo() -> PathBuf {
 }
 
 fn rehearse(options: Options, report: &std::path::Path) -> Outcome {
+    rehearse_profile(demo(), options, report)
+}
+
+fn rehearse_profile(profile: PathBuf, options: Options, report: &std::path::Path) -> Outcome {
     let req = Request {
-        profile: demo(),
+        profile,
         options,
         report_dir: report.to_owned(),
         keep: false,
@@ -76,6 +80,35 @@ fn rig_rehearse_demo_cluster() {
     let svg = std::fs::read_to_string(&o.files.timeline_svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains(">blade04</text>"));
     assert!(o.files.consoles().join("blade01.ttyS0.log").is_file());
+}
+
+/// The same steps in the pool layout (`profiles/clusters/demo-pool.toml`):
+/// every blade maps its store and swap extents of `vlx-pool` with linear
+/// tables, and reset-node finds the store inside the pool.
+#[test]
+fn rig_rehearse_pool_layout() {
+    let report = tempfile::tempdir().unwrap();
+    let profile =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles/clusters/demo-pool.toml");
+    let o = rehearse_profile(profile, Options::default(), report.path());
+    assert_all_passed(&o);
+    for name in [
+        "reset wiped ",
+        "vlx-install reset-node ",
+        "origin unchanged",
+    ] {
+        assert!(passed(&o, name), "{name} is missing from the checks");
+    }
+    for b in ["blade01", "blade02", "blade03", "blade04"] {
+        let console =
+            std::fs::read_to_string(o.files.consoles().join(format!("{b}.ttyS0.log"))).unwrap();
+        for want in [
+            format!("vlx-cow-{b} is an extent of vlx-pool (/dev/mapper/vlx-cow)"),
+            format!("swap on vlx-swap-{b} (/dev/mapper/vlx-swap)"),
+        ] {
+            assert!(console.contains(&want), "{b}: no `{want}` on its console");
+        }
+    }
 }
 
 /// Every blade boots from the network, served by the first blade, which

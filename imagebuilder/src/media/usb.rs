@@ -84,7 +84,7 @@ pub fn layout(esp: Bytes, payload: Bytes, size: Option<Bytes>, seed: Uuid) -> Re
                 0,
             ),
         ],
-        lvm: None,
+        pool: None,
     })
 }
 

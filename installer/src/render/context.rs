@@ -458,10 +458,12 @@ fn storage(plan: &Plan, node: &NodePlan, vips: &[Vip]) -> Storage {
         spec: format!("PARTLABEL={label}"),
         mount: mount.to_owned(),
     };
-    let swap = node.swap.as_ref().map(|label| match &plan.disk.lvm {
-        Some(lvm) => Volume {
+    // In the pool the node agent maps its swap extent under a fixed
+    // device-mapper name; in the GPT layout it is a partition.
+    let swap = node.swap.as_ref().map(|label| match &plan.disk.pool {
+        Some(_) => Volume {
             label: label.clone(),
-            spec: format!("/dev/{}/{label}", lvm.volume_group),
+            spec: format!("/dev/mapper/{}", cluster::locate::SWAP_DM_NAME),
             mount: String::new(),
         },
         None => part(label, ""),

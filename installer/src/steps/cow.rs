@@ -37,7 +37,7 @@ pub fn verify(ctx: &Ctx<'_>) -> Result<Option<String>, ApplyError> {
         if !(head.iter().all(|b| *b == 0) || head.starts_with(SNAP_MAGIC)) {
             return Ok(Some(format!(
                 "{} holds neither a fresh nor a snapshot store header",
-                v.partition.label
+                v.label
             )));
         }
     }

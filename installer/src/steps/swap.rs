@@ -31,8 +31,7 @@ pub fn write(ctx: &Ctx<'_>, writes: &dyn Fn(&str) -> bool) -> Result<String, App
                 h
             }
         };
-        head[SWAP_UUID]
-            .copy_from_slice(crate::device::fs_uuid(plan, &v.partition.label).as_bytes());
+        head[SWAP_UUID].copy_from_slice(crate::device::fs_uuid(plan, &v.label).as_bytes());
         let name = n.name.as_str().as_bytes();
         let field = &mut head[SWAP_LABEL];
         field.fill(0);
@@ -52,7 +51,7 @@ pub fn verify(ctx: &Ctx<'_>) -> Result<Option<String>, ApplyError> {
         let Some(v) = ctx.find(&locate::swap(n.name.as_str())) else {
             continue;
         };
-        let label = &v.partition.label;
+        let label = &v.label;
         let head = ctx.target.read_at(v.offset.get(), page)?;
         let uuid = crate::device::fs_uuid(plan, label);
         if !fs::is_swap(&head) || head.get(SWAP_UUID) != Some(&uuid.as_bytes()[..]) {

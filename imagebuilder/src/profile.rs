@@ -27,7 +27,13 @@ pub struct Debootstrap {
     pub suite: String,
     pub variant: String,
     pub packages: Vec<String>,
+    /// The suite's archive; `None`: the build machine's apt sources
+    /// (`image::sources`).
     pub mirror: Option<String>,
+    /// The archive of `<suite>-updates` (only with `mirror`).
+    pub updates_mirror: Option<String>,
+    /// The archive of `<suite>-security` (only with `mirror`).
+    pub security_mirror: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +158,8 @@ struct RawRoot {
     variant: Option<String>,
     packages: Option<Vec<String>>,
     mirror: Option<String>,
+    updates_mirror: Option<String>,
+    security_mirror: Option<String>,
     // host
     binaries: Option<Vec<String>>,
     optional_binaries: Option<Vec<String>>,
@@ -248,7 +256,15 @@ fn root_source(path: &Path, r: RawRoot, allowed: &[&str]) -> Result<RootSource> 
     }
     let keys_of = |s: &str| -> &'static [&'static str] {
         match s {
-            "mmdebstrap" => &["suite", "variant", "packages", "mirror", "headroom"],
+            "mmdebstrap" => &[
+                "suite",
+                "variant",
+                "packages",
+                "mirror",
+                "updates_mirror",
+                "security_mirror",
+                "headroom",
+            ],
             "host" => &["binaries", "optional_binaries", "files", "dirs", "headroom"],
             "tarball" => &["tarball", "sha256", "headroom"],
             _ => &["path"],
@@ -259,6 +275,8 @@ fn root_source(path: &Path, r: RawRoot, allowed: &[&str]) -> Result<RootSource> 
         ("variant", r.variant.is_some()),
         ("packages", r.packages.is_some()),
         ("mirror", r.mirror.is_some()),
+        ("updates_mirror", r.updates_mirror.is_some()),
+        ("security_mirror", r.security_mirror.is_some()),
         ("binaries", r.binaries.is_some()),
         ("optional_binaries", r.optional_binaries.is_some()),
         ("files", r.files.is_some()),
@@ -295,6 +313,8 @@ fn root_source(path: &Path, r: RawRoot, allowed: &[&str]) -> Result<RootSource> 
             variant: r.variant.unwrap_or_else(|| "minbase".into()),
             packages: r.packages.unwrap_or_default(),
             mirror: r.mirror,
+            updates_mirror: r.updates_mirror,
+            security_mirror: r.security_mirror,
         }),
         "host" => {
             let files = r.files.unwrap_or_default();

@@ -14,7 +14,7 @@ use crate::image::initramfs::{self, Programs};
 use crate::image::kernel::{self, Kernel, ModuleIndex};
 use crate::image::libs::Resolver;
 use crate::image::manifest::{self, Manifest};
-use crate::image::{overlays, rootfs};
+use crate::image::{overlays, rootfs, sources};
 use crate::output::Output;
 use crate::profile::{HostProfile, RootSource};
 use crate::progress::{Progress, Steps};
@@ -107,8 +107,13 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
             fetched.ok_or_else(|| Error::Kernel("no kernel fetched".into()))?
         }
         RootSource::Mmdebstrap(spec) => {
+            let sources = sources::for_build(spec)?;
+            for l in &sources {
+                steps.info(&format!("apt source: {l}"));
+            }
             rootfs::mmdebstrap(
                 spec,
+                &sources,
                 std::slice::from_ref(&profile.kernel_package),
                 &root,
                 epoch,

@@ -11,4 +11,5 @@ pub mod libs;
 pub mod manifest;
 pub mod overlays;
 pub mod rootfs;
+pub mod sources;
 pub mod tree;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use imagebuilder::image::guest::GuestMeta;
-use imagebuilder::image::manifest;
+use imagebuilder::image::{manifest, sbom};
 
 /// Checks that every apt source a build of `profile` uses answers (a TCP
 /// connection to an http(s) archive's port, an existing folder for a
@@ -99,6 +99,53 @@ fn debian_bookworm_host_and_guest_through_mmdebstrap() {
     );
     let origin = host.join("origin.ext4");
     run(Command::new("e2fsck").arg("-fn").arg(&origin));
+
+    // The SBOM lists every package dpkg-query shows in the root, at its
+    // version; so does the manifest.
+    let doc = spdx::check(&std::fs::read_to_string(host.join(sbom::FILE)).unwrap());
+    let admin = d.path().join("dpkg");
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump /var/lib/dpkg {}", d.path().display()))
+        .arg(&origin));
+    let listed = run(Command::new("dpkg-query")
+        .arg(format!("--admindir={}", admin.display()))
+        .args(["-W", "-f", "${Package}\t${Version}\n"]));
+    let in_sbom: std::collections::BTreeSet<(String, String)> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["versionInfo"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(listed.lines().count() > 100, "{listed}");
+    for line in listed.lines() {
+        let (name, version) = line.split_once('\t').unwrap();
+        assert!(
+            in_sbom.contains(&(name.to_owned(), version.to_owned())),
+            "{name} {version} is in the root but not in the SBOM"
+        );
+        assert_eq!(
+            m.packages.get(name).map(String::as_str),
+            Some(version),
+            "{name}"
+        );
+    }
+    // The kernel is the newest the configured sources offer (their
+    // -security and -updates suites included): the version apt on the
+    // build machine, which reads the same sources, takes as candidate.
+    let (real, newest) =
+        imagebuilder::image::kernel::resolve_package("linux-image-cloud-amd64").unwrap();
+    assert_eq!(real, format!("linux-image-{}", m.kernel_release));
+    assert_eq!(
+        m.packages.get(&real),
+        Some(&newest),
+        "the image's kernel is not the newest of the configured sources"
+    );
     for path in [
         "/usr/sbin/sshd",
         "/usr/sbin/dnsmasq",

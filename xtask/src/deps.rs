@@ -91,6 +91,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "libxml2-utils",
         "xmllint checks the rehearsal's SVG timeline",
     ),
+    (
+        "node-spdx-license-ids",
+        "the SPDX license list the SBOM tests check license ids against",
+    ),
+    (
+        "findutils",
+        "find lists the files of an image's root in SBOM tests",
+    ),
 ];
 
 fn installed(pkg: &str) -> bool {

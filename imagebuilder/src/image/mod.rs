@@ -11,5 +11,6 @@ pub mod libs;
 pub mod manifest;
 pub mod overlays;
 pub mod rootfs;
+pub mod sbom;
 pub mod sources;
 pub mod tree;

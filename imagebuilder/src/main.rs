@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,11 @@ enum Command {
         /// else the image's].
         #[arg(long)]
         source_date_epoch: Option<u64>,
+        /// Build media of a test image (`test_image = true` in its host
+        /// profile, such as the tiny image), which is refused otherwise
+        /// (exit 3): its blades have a root shell without login.
+        #[arg(long)]
+        test_image: bool,
     },
     /// Check an image directory against its manifest.json.
     Verify {
@@ -217,7 +223,26 @@ fn epoch(flag: Option<u64>, profile: &std::path::Path) -> anyhow::Result<u64> {
         .unwrap_or(0))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Says why media of a test image are refused; exit code 3.
+fn refuse_test_image(what: &str) -> ExitCode {
+    eprintln!(
+        "vlx-image: refused: {what} is a test image, for test rigs only (a root shell without login on every blade); nothing was written. Pass --test-image to build media of it anyway."
+    );
+    ExitCode::from(3)
+}
+
+/// Exit codes: 0 done, 1 failed, 2 bad input (clap), 3 refused.
+fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let started = Instant::now();
     match cli.command {
@@ -303,6 +328,7 @@ fn main() -> anyhow::Result<()> {
             out,
             installer,
             source_date_epoch,
+            test_image,
         } => {
             let p = imagebuilder::media::profile::MediaProfile::load(&profile)?;
             let image = match image {
@@ -310,6 +336,9 @@ fn main() -> anyhow::Result<()> {
                 None => {
                     let host_path = imagebuilder::media::host_profile_of(&p)?;
                     let host = profile::HostProfile::load(&host_path)?;
+                    if host.test_image && !test_image {
+                        return Ok(refuse_test_image(&host_path.display().to_string()));
+                    }
                     let agent = match agent.or_else(host::default_agent) {
                         Some(a) if a.is_file() => a,
                         _ => bail!(
@@ -335,6 +364,15 @@ fn main() -> anyhow::Result<()> {
                     dir
                 }
             };
+            let m = manifest::Manifest::read(&image)?;
+            if m.test_image && !test_image {
+                return Ok(refuse_test_image(&format!(
+                    "{} ({} {})",
+                    image.display(),
+                    m.name,
+                    m.version
+                )));
+            }
             let installer = match installer.or_else(imagebuilder::media::default_installer) {
                 Some(i) if i.is_file() => i,
                 Some(i) => bail!(
@@ -399,5 +437,5 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

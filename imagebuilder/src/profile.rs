@@ -67,6 +67,9 @@ pub struct HostProfile {
     pub name: String,
     pub version: String,
     pub overlays: Vec<PathBuf>,
+    /// `image.test_image`: an image for test rigs only (the tiny image);
+    /// media and installs of it need an explicit acknowledgement.
+    pub test_image: bool,
     pub rootfs: RootSource,
     /// Free space left in `origin.ext4` beyond the content.
     pub headroom: Bytes,
@@ -115,6 +118,8 @@ struct RawImage {
     version: String,
     #[serde(default)]
     overlays: Vec<PathBuf>,
+    #[serde(default)]
+    test_image: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -419,6 +424,7 @@ impl HostProfile {
             name: raw.image.name,
             version: raw.image.version,
             overlays: raw.image.overlays.iter().map(|o| dir.join(o)).collect(),
+            test_image: raw.image.test_image,
             rootfs,
             headroom,
             kernel_package: raw.kernel.package,

@@ -217,6 +217,7 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
         kernel_release: kernel.release.clone(),
         artifacts,
         packages: bom.versions(),
+        test_image: profile.test_image,
     };
     let mpath = out.temp(manifest::FILE);
     fs::write(&mpath, m.to_json()).map_err(io(&mpath))?;

@@ -38,6 +38,10 @@ pub struct Manifest {
     /// `sbom.spdx.json`); absent in manifests written before it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub packages: BTreeMap<String, String>,
+    /// The host profile's `image.test_image`: for test rigs only; left out
+    /// when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_image: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +183,7 @@ mod tests {
             kernel_release: "6.1.0".into(),
             artifacts: describe(d.path(), &["b", "a"]).unwrap(),
             packages: BTreeMap::new(),
+            test_image: false,
         };
         assert_eq!(m.artifacts[0].file, "a");
         std::fs::write(d.path().join(FILE), m.to_json()).unwrap();

@@ -87,9 +87,10 @@ struct RehearseArgs {
     /// carry it, else UEFI).
     #[arg(long, value_enum)]
     firmware: Option<FirmwareArg>,
-    /// Memory of each blade, in MiB.
-    #[arg(long, default_value_t = qemu_tests::plan::DEFAULT_MEMORY_MIB)]
-    memory: u32,
+    /// Memory of each blade, in MiB [default: 384; 512 with `--host
+    /// debian`, whose systemd and daemons need more].
+    #[arg(long)]
+    memory: Option<u32>,
     /// Stop after this step (1 to 8); the blades are powered off and the
     /// report written in any case.
     #[arg(long, value_name = "STEP")]
@@ -109,9 +110,20 @@ struct RehearseArgs {
     /// boots as usual.
     #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "usb")]
     from_media: Option<MediaArg>,
-    /// Seconds a blade may take from power on to `vlx: services ready`.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    ready_timeout: u64,
+    /// A host image profile instead of the cluster profile's `image.host`
+    /// (`tiny` and `debian` name profiles/hosts/tiny.toml and
+    /// debian-bookworm.toml). The rig installs a copy of the cluster
+    /// profile that names it. An image that is not a test image has no
+    /// shell on ttyS1: the rig checks its blades over SSH with a key of its
+    /// own, which the copy lists in `[admin] ssh_keys`.
+    #[arg(long, value_name = "PROFILE")]
+    host: Option<String>,
+    /// Seconds a blade may take from power on to `vlx: services ready`
+    /// [default: 300; 900 with `--host debian`: systemd boots the Debian
+    /// root in about a minute under TCG alone, several times that on a
+    /// busy two-core machine with four blades].
+    #[arg(long, value_name = "SECONDS")]
+    ready_timeout: Option<u64>,
     /// Seconds between powering on one blade and the next (a rack's power
     /// sequencing; 0 powers them all on at once).
     #[arg(long, value_name = "SECONDS", default_value_t = qemu_tests::plan::DEFAULT_POWER_GAP.as_secs_f64())]
@@ -151,17 +163,34 @@ struct BootArgs {
     keep: bool,
 }
 
+/// `--ready-timeout` by default.
+const READY_SECS: u64 = 300;
+/// `--memory` and `--ready-timeout` with `--host debian` (see their help).
+const DEBIAN_MEMORY_MIB: u32 = 512;
+const DEBIAN_READY_SECS: u64 = 900;
+
 /// Exit code of a rehearsal whose checks failed (the table names them).
 const EXIT_CHECKS_FAILED: u8 = 1;
 /// Exit code of a profile the user must fix.
 const EXIT_BAD_INPUT: u8 = 2;
 
 fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
+    let debian = a.host.as_deref() == Some("debian");
+    let memory = a.memory.unwrap_or(if debian {
+        DEBIAN_MEMORY_MIB
+    } else {
+        qemu_tests::plan::DEFAULT_MEMORY_MIB
+    });
+    let ready_timeout = a.ready_timeout.unwrap_or(if debian {
+        DEBIAN_READY_SECS
+    } else {
+        READY_SECS
+    });
     let options = Options {
         nodes: a.nodes,
         image: a.image,
         firmware: a.firmware.map(Firmware::from),
-        memory_mib: a.memory,
+        memory_mib: memory,
         scheme: if a.pxe_only {
             Scheme::PxeOnly
         } else {
@@ -170,8 +199,13 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         stop_after: a.stop_after,
         strangers: a.stranger,
         from_media: a.from_media.map(MediaKind::from),
+        host: a.host.map(|h| match h.as_str() {
+            "tiny" => PathBuf::from("profiles/hosts/tiny.toml"),
+            "debian" => PathBuf::from("profiles/hosts/debian-bookworm.toml"),
+            _ => PathBuf::from(h),
+        }),
         timeouts: Timeouts {
-            ready: Duration::from_secs(a.ready_timeout),
+            ready: Duration::from_secs(ready_timeout),
             power_gap: Duration::try_from_secs_f64(a.stagger)
                 .map_err(|e| anyhow::anyhow!("--stagger {}: {e}", a.stagger))?,
             ..Timeouts::default()

@@ -265,3 +265,107 @@ fn debian_missing_package_is_named() {
     assert!(err.contains("no-such-package-vlx"), "{err}");
     assert_eq!(names(&out), Vec::<String>::new());
 }
+
+/// A build with no network at all (a fresh network namespace) from a file
+/// mirror named by the profile's `rootfs.mirror`: the mirror is made with
+/// apt-ftparchive from the package cache the Debian builds fill
+/// (`$VLX_CACHE/debs/bookworm`), and the build gets an empty cache of its
+/// own (apt reads a file: mirror in place), so every package comes from
+/// the mirror.
+#[test]
+fn debian_host_builds_offline_from_a_file_mirror() {
+    let debs = imagebuilder::image::kernel::cache_root().join("debs/bookworm");
+    let have = std::fs::read_dir(&debs)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "deb"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(
+        have > 100,
+        "{} holds {have} packages: a Debian host build (debian_bookworm_host_and_guest_through_mmdebstrap, \
+         or vlx-image build --profile profiles/hosts/debian-bookworm.toml) fills it first",
+        debs.display()
+    );
+    let d = tempfile::tempdir().unwrap();
+    let mirror = d.path().join("mirror");
+    let pool = mirror.join("pool/main");
+    let index = mirror.join("dists/bookworm/main/binary-amd64");
+    std::fs::create_dir_all(&pool).unwrap();
+    std::fs::create_dir_all(&index).unwrap();
+    run(Command::new("sh").arg("-c").arg(format!(
+        "cp -a {}/*.deb {}",
+        debs.display(),
+        pool.display()
+    )));
+    let packages = run(Command::new("apt-ftparchive")
+        .args(["packages", "pool"])
+        .current_dir(&mirror));
+    std::fs::write(index.join("Packages"), packages).unwrap();
+    let release = run(Command::new("apt-ftparchive")
+        .args([
+            "-o",
+            "APT::FTPArchive::Release::Suite=bookworm",
+            "-o",
+            "APT::FTPArchive::Release::Codename=bookworm",
+            "-o",
+            "APT::FTPArchive::Release::Components=main",
+            "-o",
+            "APT::FTPArchive::Release::Architectures=amd64",
+            "release",
+            "dists/bookworm",
+        ])
+        .current_dir(&mirror));
+    std::fs::write(mirror.join("dists/bookworm/Release"), release).unwrap();
+
+    let text = std::fs::read_to_string(workspace().join("profiles/hosts/debian-bookworm.toml"))
+        .unwrap()
+        .replace(
+            "suite = \"bookworm\"\n",
+            &format!(
+                "suite = \"bookworm\"\nmirror = \"file://{}\"\n",
+                mirror.display()
+            ),
+        )
+        .replace(
+            "overlays = [\"../../overlays/debian\"]",
+            &format!(
+                "overlays = [{:?}]",
+                workspace().join("overlays/debian").display().to_string()
+            ),
+        );
+    let profile = d.path().join("offline.toml");
+    std::fs::write(&profile, text).unwrap();
+    let out = d.path().join("out");
+    let cache = d.path().join("cache");
+    run(Command::new("unshare")
+        .arg("--net")
+        .arg(env!("CARGO_BIN_EXE_vlx-image"))
+        .args(["build", "--agent", agent().to_str().unwrap(), "--profile"])
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out)
+        .env("VLX_CACHE", &cache)
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string()));
+    let m = manifest::verify_dir(&out).unwrap();
+    assert!(
+        m.packages.contains_key("openssh-server") && m.packages.contains_key("keepalived"),
+        "{:?}",
+        m.packages
+    );
+    // The root's apt sources are the mirror alone: with no network in the
+    // namespace, nothing else could have served a package.
+    let sources = run(Command::new("debugfs")
+        .arg("-R")
+        .arg("cat /etc/apt/sources.list")
+        .arg(out.join("origin.ext4")));
+    assert_eq!(
+        sources.trim(),
+        format!(
+            "deb [trusted=yes] file://{} bookworm main",
+            mirror.display()
+        ),
+        "{sources}"
+    );
+}

@@ -143,6 +143,11 @@ pub fn mmdebstrap(
     if !packages.is_empty() {
         cmd.arg(format!("--include={}", packages.join(",")));
     }
+    // apt runs inside the root: a file: archive is bind-mounted there by
+    // mmdebstrap's own hook (and unmounted before the root is done).
+    if sources.iter().any(|s| s.uri.starts_with("file:")) {
+        cmd.arg(format!("--hook-dir={FILE_MIRROR_HOOKS}"));
+    }
     // The documented package-cache recipe: debs come in before the
     // download, go back out after it, and leave the root empty of them.
     cmd.arg("--skip=download/empty")
@@ -158,6 +163,9 @@ pub fn mmdebstrap(
     )?;
     Ok(())
 }
+
+/// mmdebstrap's hooks that make a `file:` mirror reachable from the root.
+const FILE_MIRROR_HOOKS: &str = "/usr/share/mmdebstrap/hooks/file-mirror-automount";
 
 /// Shell commands for mmdebstrap's setup and customize hooks (the root is
 /// `$1`): copy the cached debs in; copy the debs out to the cache and

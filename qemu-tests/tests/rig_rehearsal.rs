@@ -187,39 +187,3 @@ fn rig_rehearse_from_iso_media() {
     assert!(passed(&o, "blade01-installer installed from the ISO"));
     assert!(passed(&o, "vlx-install verify"));
 }
-
-/// The same rehearsal on the Debian host image (`--host debian`): systemd
-/// starts the services as units, the rig checks every blade over SSH with
-/// its own key (root, from `[admin] ssh_keys` of its copy of the profile),
-/// systemd reports `running`, the journal is on each node's own root, and
-/// the NFS server runs only where the shared volume is. Slow: it builds the
-/// Debian image with mmdebstrap from the build machine's apt sources, and
-/// Debian boots in minutes on a busy machine under TCG (hence 512 MiB and
-/// 900 s per blade, as `vlx-rig rehearse --host debian` takes).
-#[test]
-fn rig_rehearse_demo_cluster_on_the_debian_host() {
-    let report = tempfile::tempdir().unwrap();
-    let host =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles/hosts/debian-bookworm.toml");
-    let options = Options {
-        host: Some(host),
-        memory_mib: 512,
-        timeouts: qemu_tests::plan::Timeouts {
-            ready: std::time::Duration::from_secs(900),
-            ..qemu_tests::plan::Timeouts::default()
-        },
-        ..Options::default()
-    };
-    let o = rehearse(options, report.path());
-    assert_all_passed(&o);
-    for name in [
-        "blade01 systemd running",
-        "blade01 journal on its own root",
-        "blade01 NFS server only with the shared volume",
-        "vip moves within 10 s",
-        "blade04 network-booted from survivors",
-        "reset wiped ",
-    ] {
-        assert!(passed(&o, name), "{name} is missing from the checks");
-    }
-}

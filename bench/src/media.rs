@@ -131,7 +131,7 @@ pub fn run() -> anyhow::Result<()> {
         settle();
         timed(
             Command::new(&image_bin)
-                .args(["media", "--profile"])
+                .args(["media", "--test-image", "--profile"])
                 .arg(&profile)
                 .arg("--image")
                 .arg(&image)

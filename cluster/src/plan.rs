@@ -41,6 +41,23 @@ pub struct Plan {
     pub services: Services,
     pub boot: BootPlan,
     pub image: ImagePlan,
+    /// `[admin]`; left out of the JSON when empty (plans written before it
+    /// read as empty).
+    #[serde(default, skip_serializing_if = "AdminPlan::is_empty")]
+    pub admin: AdminPlan,
+}
+
+/// Who may log in to every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminPlan {
+    /// OpenSSH public key lines for root's `authorized_keys`.
+    pub ssh_keys: Vec<String>,
+}
+
+impl AdminPlan {
+    pub fn is_empty(&self) -> bool {
+        self.ssh_keys.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,6 +528,9 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         image: ImagePlan {
             host: p.image.host.value.clone(),
             overlays: p.image.overlays.iter().map(|o| o.value.clone()).collect(),
+        },
+        admin: AdminPlan {
+            ssh_keys: p.admin.ssh_keys.iter().map(|k| k.value.clone()).collect(),
         },
     })
 }

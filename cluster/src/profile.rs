@@ -29,6 +29,7 @@ pub struct Profile {
     pub services: Services,
     pub boot: Boot,
     pub image: Image,
+    pub admin: Admin,
     /// Span of the whole file, for problems that belong to no single key.
     pub(crate) top: Span,
     /// Span of `[services]` (or the file, when absent).
@@ -193,6 +194,14 @@ impl Firmware {
     }
 }
 
+/// `[admin]`: who may log in to every blade.
+#[derive(Debug, Clone, Default)]
+pub struct Admin {
+    /// OpenSSH public key lines (`TYPE BASE64 [COMMENT]`) that root's
+    /// `authorized_keys` holds on every node.
+    pub ssh_keys: Vec<At<String>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Image {
     /// The host image profile, relative to the cluster profile's folder.
@@ -283,6 +292,7 @@ impl Profile {
             rep,
             &[
                 "cluster", "network", "nodes", "san", "storage", "services", "boot", "image",
+                "admin",
             ],
         );
 
@@ -312,6 +322,7 @@ impl Profile {
             "add an [image] table naming the host image profile",
         )
         .and_then(|t| parse_image(rep, &t));
+        let admin = parse_admin(rep, &root);
 
         Some(Profile {
             cluster: cluster?,
@@ -322,6 +333,7 @@ impl Profile {
             services: services?,
             boot: boot?,
             image: image?,
+            admin: admin?,
             services_span: root.table_span("services").unwrap_or(top.clone()),
             top,
         })
@@ -1275,6 +1287,76 @@ fn kernel_word_ok(rep: &mut Report<'_>, a: &At<String>, what: &str) -> bool {
         return false;
     }
     true
+}
+
+/// The key types OpenSSH's `authorized_keys` takes.
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+fn parse_admin(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Admin> {
+    let t = optional(rep, root, "admin").ok()?;
+    let Some(t) = t else {
+        return Some(Admin::default());
+    };
+    t.check_keys(rep, &["ssh_keys"]);
+    let keys = if t.has("ssh_keys") {
+        t.strings(rep, "ssh_keys")?
+    } else {
+        Vec::new()
+    };
+    // A bad key is reported and left out.
+    let ssh_keys = keys
+        .into_iter()
+        .filter(|k| match ssh_key_problem(k) {
+            None => true,
+            Some(why) => {
+                rep.error(
+                    &k.span,
+                    &k.key,
+                    format!("not an OpenSSH public key: {why}"),
+                    Some(
+                        "paste one line of a .pub file: TYPE BASE64 [COMMENT], e.g. \"ssh-ed25519 AAAAC3... admin@desk\""
+                            .into(),
+                    ),
+                );
+                false
+            }
+        })
+        .collect();
+    Some(Admin { ssh_keys })
+}
+
+/// Why `line` is not one OpenSSH public key (`TYPE BASE64 [COMMENT]`).
+fn ssh_key_problem(line: &str) -> Option<String> {
+    if line.contains(['\n', '\r']) {
+        return Some("it spans several lines".into());
+    }
+    let mut words = line.split_whitespace();
+    let kind = words.next().unwrap_or_default();
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Some(format!(
+            "`{kind}` is not a key type ({})",
+            SSH_KEY_TYPES.join(", ")
+        ));
+    }
+    let blob = words.next().unwrap_or_default();
+    let b64 = blob.len() >= 16
+        && blob.len() % 4 == 0
+        && blob
+            .trim_end_matches('=')
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !b64 {
+        return Some("the key is not base64".into());
+    }
+    None
 }
 
 fn parse_image(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<Image> {

@@ -2,6 +2,7 @@
 //! size and sha256 of every artifact beside it. The installer checks an
 //! image directory against it with [`verify`] before writing anything.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,14 @@ pub struct Manifest {
     pub kernel_release: String,
     /// Every artifact of the directory, sorted by file name.
     pub artifacts: Vec<Artifact>,
+    /// Version of every Debian package of the image by name (those of
+    /// `sbom.spdx.json`); absent in manifests written before it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub packages: BTreeMap<String, String>,
+    /// The host profile's `image.test_image`: for test rigs only; left out
+    /// when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_image: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +191,8 @@ mod tests {
             source_date_epoch: 1,
             kernel_release: "6.1.0".into(),
             artifacts: describe(d.path(), &["b", "a"]).unwrap(),
+            packages: BTreeMap::new(),
+            test_image: false,
         };
         assert_eq!(m.artifacts[0].file, "a");
         std::fs::write(d.path().join(FILE), m.to_json()).unwrap();

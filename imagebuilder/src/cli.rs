@@ -91,6 +91,11 @@ pub enum Command {
         /// else the image's].
         #[arg(long)]
         source_date_epoch: Option<u64>,
+        /// Build media of a test image (`test_image = true` in its host
+        /// profile, such as the tiny image), which is refused otherwise
+        /// (exit 3): its blades have a root shell without login.
+        #[arg(long)]
+        test_image: bool,
     },
     /// Check an image directory against its manifest.json.
     Verify {

@@ -140,7 +140,9 @@ fn main() -> std::process::ExitCode {
                     .is_some_and(imagebuilder::Error::is_bad_input)
                     || c.is::<cluster::Diagnostics>()
             });
-            let code = if bad_input {
+            let code = if e.is::<TestImageRefused>() {
+                voice::exit::REFUSED
+            } else if bad_input {
                 voice::exit::BAD_INPUT
             } else {
                 voice::exit::FAILED
@@ -155,6 +157,22 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+}
+
+/// Media of a test image, refused without `--test-image` (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TestImageRefused(#[source] voice::Hinted);
+
+fn refuse_test_image(what: &str) -> anyhow::Error {
+    TestImageRefused(voice::Hinted::new(
+        format!(
+            "{what}: a test image, for test rigs only (a root shell without login on every \
+             blade); nothing was written"
+        ),
+        "pass --test-image to build media of it anyway",
+    ))
+    .into()
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -246,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             installer,
             source_date_epoch,
+            test_image,
         } => {
             let p = imagebuilder::media::profile::MediaProfile::load(&profile)?;
             let image = match image {
@@ -253,6 +272,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => {
                     let host_path = imagebuilder::media::host_profile_of(&p)?;
                     let host = profile::HostProfile::load(&host_path)?;
+                    if host.test_image && !test_image {
+                        return Err(refuse_test_image(&host_path.display().to_string()));
+                    }
                     let agent = match agent.or_else(host::default_agent) {
                         Some(a) if a.is_file() => a,
                         _ => bail!(
@@ -278,6 +300,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     dir
                 }
             };
+            let m = manifest::Manifest::read(&image)?;
+            if m.test_image && !test_image {
+                return Err(refuse_test_image(&format!(
+                    "{} ({} {})",
+                    image.display(),
+                    m.name,
+                    m.version
+                )));
+            }
             let installer = match installer.or_else(imagebuilder::media::default_installer) {
                 Some(i) if i.is_file() => i,
                 Some(i) => bail!(

@@ -31,7 +31,13 @@ pub struct Debootstrap {
     pub suite: String,
     pub variant: String,
     pub packages: Vec<String>,
+    /// The suite's archive; `None`: the build machine's apt sources
+    /// (`image::sources`).
     pub mirror: Option<String>,
+    /// The archive of `<suite>-updates` (only with `mirror`).
+    pub updates_mirror: Option<String>,
+    /// The archive of `<suite>-security` (only with `mirror`).
+    pub security_mirror: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +71,9 @@ pub struct HostProfile {
     pub name: String,
     pub version: String,
     pub overlays: Vec<PathBuf>,
+    /// `image.test_image`: an image for test rigs only (the tiny image);
+    /// media and installs of it need an explicit acknowledgement.
+    pub test_image: bool,
     pub rootfs: RootSource,
     /// Free space left in `origin.ext4` beyond the content.
     pub headroom: Bytes,
@@ -113,6 +122,8 @@ struct RawImage {
     version: String,
     #[serde(default)]
     overlays: Vec<PathBuf>,
+    #[serde(default)]
+    test_image: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +167,8 @@ struct RawRoot {
     variant: Option<String>,
     packages: Option<Vec<String>>,
     mirror: Option<String>,
+    updates_mirror: Option<String>,
+    security_mirror: Option<String>,
     // host
     binaries: Option<Vec<String>>,
     optional_binaries: Option<Vec<String>>,
@@ -271,7 +284,15 @@ fn root_source(
     }
     let keys_of = |s: &str| -> &'static [&'static str] {
         match s {
-            "mmdebstrap" => &["suite", "variant", "packages", "mirror", "headroom"],
+            "mmdebstrap" => &[
+                "suite",
+                "variant",
+                "packages",
+                "mirror",
+                "updates_mirror",
+                "security_mirror",
+                "headroom",
+            ],
             "host" => &["binaries", "optional_binaries", "files", "dirs", "headroom"],
             "tarball" => &["tarball", "sha256", "headroom"],
             _ => &["path"],
@@ -282,6 +303,8 @@ fn root_source(
         ("variant", r.variant.is_some()),
         ("packages", r.packages.is_some()),
         ("mirror", r.mirror.is_some()),
+        ("updates_mirror", r.updates_mirror.is_some()),
+        ("security_mirror", r.security_mirror.is_some()),
         ("binaries", r.binaries.is_some()),
         ("optional_binaries", r.optional_binaries.is_some()),
         ("files", r.files.is_some()),
@@ -318,6 +341,8 @@ fn root_source(
             variant: r.variant.unwrap_or_else(|| "minbase".into()),
             packages: r.packages.unwrap_or_default(),
             mirror: r.mirror,
+            updates_mirror: r.updates_mirror,
+            security_mirror: r.security_mirror,
         }),
         "host" => {
             let files = r.files.unwrap_or_default();
@@ -433,6 +458,7 @@ impl HostProfile {
             name: raw.image.name,
             version: raw.image.version,
             overlays: raw.image.overlays.iter().map(|o| dir.join(o)).collect(),
+            test_image: raw.image.test_image,
             rootfs,
             headroom,
             kernel_package: raw.kernel.package,

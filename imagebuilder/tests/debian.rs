@@ -1,5 +1,6 @@
-//! The Debian images through mmdebstrap (slow: minutes). Skipped only when
-//! the Debian mirror cannot be reached, and then it says so.
+//! The Debian images through mmdebstrap (slow: minutes). They need the
+//! archive the build machine's apt sources name (or a local mirror there):
+//! when it cannot be reached they fail and say which source.
 
 // Helpers outside #[test] functions panic on purpose too.
 #![allow(clippy::unwrap_used)]
@@ -13,15 +14,58 @@ use std::time::Duration;
 use common::*;
 use contracts::guest::GuestMeta;
 use contracts::image as manifest;
+use imagebuilder::image::sbom;
 
-/// Whether the profiles' mirror answers on its HTTP port.
-fn mirror_reachable() -> bool {
-    let Ok(addrs) = ("deb.debian.org", 80).to_socket_addrs() else {
-        return false;
+/// Checks that every apt source a build of `profile` uses answers (a TCP
+/// connection to an http(s) archive's port, an existing folder for a
+/// `file:` one); panics naming the first that does not.
+fn require_sources(profile: &str) {
+    use imagebuilder::profile::{GuestProfile, HostProfile, RootSource};
+    let path = workspace().join(profile);
+    let rootfs = match HostProfile::load(&path) {
+        Ok(h) => h.rootfs,
+        Err(_) => GuestProfile::load(&path).unwrap().rootfs,
     };
-    addrs
-        .into_iter()
-        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(10)).is_ok())
+    let RootSource::Mmdebstrap(spec) = &rootfs else {
+        panic!("{profile} is not an mmdebstrap profile");
+    };
+    for line in imagebuilder::image::sources::for_build(spec).unwrap() {
+        let uri = line.uri.as_str();
+        if let Some(path) = uri
+            .strip_prefix("file://")
+            .or_else(|| uri.strip_prefix("copy://"))
+        {
+            assert!(
+                std::path::Path::new(path).is_dir(),
+                "the configured apt source {line} is not a folder on this machine"
+            );
+            continue;
+        }
+        let (scheme, rest) = uri.split_once("://").unwrap_or(("http", uri));
+        let authority = rest.split('/').next().unwrap_or_default();
+        let authority = authority.rsplit('@').next().unwrap_or_default();
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                (h.to_owned(), p.parse().unwrap_or(default_port))
+            }
+            _ => (authority.to_owned(), default_port),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let reachable = (host.as_str(), port).to_socket_addrs().is_ok_and(|addrs| {
+            addrs
+                .into_iter()
+                .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(10)).is_ok())
+        });
+        assert!(
+            reachable,
+            "the configured apt source {line} cannot be reached ({host}:{port}); \
+             these tests build from the build machine's apt sources or the profile's mirror"
+        );
+    }
 }
 
 fn vlx_image(args: &[&str], profile: &str, out: &std::path::Path) {
@@ -37,10 +81,8 @@ fn vlx_image(args: &[&str], profile: &str, out: &std::path::Path) {
 
 #[test]
 fn debian_bookworm_host_and_guest_through_mmdebstrap() {
-    if !mirror_reachable() {
-        eprintln!("SKIPPED: the Debian mirror deb.debian.org cannot be reached");
-        return;
-    }
+    require_sources("profiles/hosts/debian-bookworm.toml");
+    require_sources("profiles/guests/debian-bookworm.toml");
     let d = tempfile::tempdir().unwrap();
 
     let host = d.path().join("host");
@@ -58,6 +100,53 @@ fn debian_bookworm_host_and_guest_through_mmdebstrap() {
     );
     let origin = host.join("origin.ext4");
     run(Command::new("e2fsck").arg("-fn").arg(&origin));
+
+    // The SBOM lists every package dpkg-query shows in the root, at its
+    // version; so does the manifest.
+    let doc = spdx::check(&std::fs::read_to_string(host.join(sbom::FILE)).unwrap());
+    let admin = d.path().join("dpkg");
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump /var/lib/dpkg {}", d.path().display()))
+        .arg(&origin));
+    let listed = run(Command::new("dpkg-query")
+        .arg(format!("--admindir={}", admin.display()))
+        .args(["-W", "-f", "${Package}\t${Version}\n"]));
+    let in_sbom: std::collections::BTreeSet<(String, String)> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["versionInfo"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(listed.lines().count() > 100, "{listed}");
+    for line in listed.lines() {
+        let (name, version) = line.split_once('\t').unwrap();
+        assert!(
+            in_sbom.contains(&(name.to_owned(), version.to_owned())),
+            "{name} {version} is in the root but not in the SBOM"
+        );
+        assert_eq!(
+            m.packages.get(name).map(String::as_str),
+            Some(version),
+            "{name}"
+        );
+    }
+    // The kernel is the newest the configured sources offer (their
+    // -security and -updates suites included): the version apt on the
+    // build machine, which reads the same sources, takes as candidate.
+    let (real, newest) =
+        imagebuilder::image::kernel::resolve_package("linux-image-cloud-amd64").unwrap();
+    assert_eq!(real, format!("linux-image-{}", m.kernel_release));
+    assert_eq!(
+        m.packages.get(&real),
+        Some(&newest),
+        "the image's kernel is not the newest of the configured sources"
+    );
     for path in [
         "/usr/sbin/sshd",
         "/usr/sbin/dnsmasq",
@@ -109,10 +198,9 @@ fn debian_bookworm_host_and_guest_through_mmdebstrap() {
 
 #[test]
 fn debian_kernel_fetch_fills_an_empty_cache() {
-    if !mirror_reachable() {
-        eprintln!("SKIPPED: the Debian mirror deb.debian.org cannot be reached");
-        return;
-    }
+    // apt-get download asks the build machine's sources, as the image
+    // builds do.
+    require_sources("profiles/hosts/debian-bookworm.toml");
     let cache = tempfile::tempdir().unwrap();
     // Two builds fetch at once (as parallel tests do): both succeed.
     let (a, b) = std::thread::scope(|s| {
@@ -155,10 +243,7 @@ fn debian_kernel_fetch_fills_an_empty_cache() {
 
 #[test]
 fn debian_missing_package_is_named() {
-    if !mirror_reachable() {
-        eprintln!("SKIPPED: the Debian mirror deb.debian.org cannot be reached");
-        return;
-    }
+    require_sources("profiles/hosts/debian-bookworm.toml");
     let d = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(workspace().join("profiles/hosts/debian-bookworm.toml"))
         .unwrap()
@@ -180,4 +265,108 @@ fn debian_missing_package_is_named() {
     assert!(!o.status.success());
     assert!(err.contains("no-such-package-vlx"), "{err}");
     assert_eq!(names(&out), Vec::<String>::new());
+}
+
+/// A build with no network at all (a fresh network namespace) from a file
+/// mirror named by the profile's `rootfs.mirror`: the mirror is made with
+/// apt-ftparchive from the package cache the Debian builds fill
+/// (`$VLX_CACHE/debs/bookworm`), and the build gets an empty cache of its
+/// own (apt reads a file: mirror in place), so every package comes from
+/// the mirror.
+#[test]
+fn debian_host_builds_offline_from_a_file_mirror() {
+    let debs = imagebuilder::image::kernel::cache_root().join("debs/bookworm");
+    let have = std::fs::read_dir(&debs)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "deb"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(
+        have > 100,
+        "{} holds {have} packages: a Debian host build (debian_bookworm_host_and_guest_through_mmdebstrap, \
+         or vlx-image build --profile profiles/hosts/debian-bookworm.toml) fills it first",
+        debs.display()
+    );
+    let d = tempfile::tempdir().unwrap();
+    let mirror = d.path().join("mirror");
+    let pool = mirror.join("pool/main");
+    let index = mirror.join("dists/bookworm/main/binary-amd64");
+    std::fs::create_dir_all(&pool).unwrap();
+    std::fs::create_dir_all(&index).unwrap();
+    run(Command::new("sh").arg("-c").arg(format!(
+        "cp -a {}/*.deb {}",
+        debs.display(),
+        pool.display()
+    )));
+    let packages = run(Command::new("apt-ftparchive")
+        .args(["packages", "pool"])
+        .current_dir(&mirror));
+    std::fs::write(index.join("Packages"), packages).unwrap();
+    let release = run(Command::new("apt-ftparchive")
+        .args([
+            "-o",
+            "APT::FTPArchive::Release::Suite=bookworm",
+            "-o",
+            "APT::FTPArchive::Release::Codename=bookworm",
+            "-o",
+            "APT::FTPArchive::Release::Components=main",
+            "-o",
+            "APT::FTPArchive::Release::Architectures=amd64",
+            "release",
+            "dists/bookworm",
+        ])
+        .current_dir(&mirror));
+    std::fs::write(mirror.join("dists/bookworm/Release"), release).unwrap();
+
+    let text = std::fs::read_to_string(workspace().join("profiles/hosts/debian-bookworm.toml"))
+        .unwrap()
+        .replace(
+            "suite = \"bookworm\"\n",
+            &format!(
+                "suite = \"bookworm\"\nmirror = \"file://{}\"\n",
+                mirror.display()
+            ),
+        )
+        .replace(
+            "overlays = [\"../../overlays/debian\"]",
+            &format!(
+                "overlays = [{:?}]",
+                workspace().join("overlays/debian").display().to_string()
+            ),
+        );
+    let profile = d.path().join("offline.toml");
+    std::fs::write(&profile, text).unwrap();
+    let out = d.path().join("out");
+    let cache = d.path().join("cache");
+    run(Command::new("unshare")
+        .arg("--net")
+        .arg(env!("CARGO_BIN_EXE_vlx-image"))
+        .args(["build", "--agent", agent().to_str().unwrap(), "--profile"])
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out)
+        .env("VLX_CACHE", &cache)
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string()));
+    let m = manifest::verify_dir(&out).unwrap();
+    assert!(
+        m.packages.contains_key("openssh-server") && m.packages.contains_key("keepalived"),
+        "{:?}",
+        m.packages
+    );
+    // The root's apt sources are the mirror alone: with no network in the
+    // namespace, nothing else could have served a package.
+    let sources = run(Command::new("debugfs")
+        .arg("-R")
+        .arg("cat /etc/apt/sources.list")
+        .arg(out.join("origin.ext4")));
+    assert_eq!(
+        sources.trim(),
+        format!(
+            "deb [trusted=yes] file://{} bookworm main",
+            mirror.display()
+        ),
+        "{sources}"
+    );
 }

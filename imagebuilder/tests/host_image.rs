@@ -68,7 +68,13 @@ fn tiny_image_is_clean_complete_and_reproducible() {
     // Only the four artifacts, nothing temporary left behind.
     assert_eq!(
         names(&a),
-        ["initramfs.img", "manifest.json", "origin.ext4", "vmlinuz"]
+        [
+            "initramfs.img",
+            "manifest.json",
+            "origin.ext4",
+            "sbom.spdx.json",
+            "vmlinuz"
+        ]
     );
     for f in names(&a) {
         let (x, y) = (fs::read(a.join(&f)).unwrap(), fs::read(b.join(&f)).unwrap());

@@ -308,6 +308,28 @@ fn bad_inputs_are_refused_at_build_time() {
         &[],
         &["other.toml", "`other`", "`tiny`"],
     );
+
+    // The tiny image is a test image: media of it without the
+    // acknowledgement are refused (exit 3), and nothing is written.
+    let out5 = d.path().join("out5");
+    let o = Command::new(media::vlx_image())
+        .args(["media", "--profile"])
+        .arg(&good)
+        .arg("--image")
+        .arg(&image)
+        .arg("--out")
+        .arg(&out5)
+        .arg("--installer")
+        .arg(media::vlx_install())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("is a test image") && err.contains("--test-image"),
+        "{err}"
+    );
+    assert!(!out5.exists(), "{out5:?} was made");
 }
 
 /// The shipped profile, as the README builds it: without `--image`, the
@@ -316,16 +338,28 @@ fn bad_inputs_are_refused_at_build_time() {
 fn the_shipped_profile_builds_its_image_first() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
-    run(Command::new(media::vlx_image())
-        .args(["media", "--profile"])
-        .arg(workspace().join("isos/vlx-installer.toml"))
-        .arg("--out")
-        .arg(&out)
-        .arg("--agent")
-        .arg(agent())
-        .arg("--installer")
-        .arg(media::vlx_install())
-        .env("SOURCE_DATE_EPOCH", EPOCH.to_string()));
+    let media_of = |more: &[&str]| {
+        let mut c = Command::new(media::vlx_image());
+        c.args(["media", "--profile"])
+            .arg(workspace().join("isos/vlx-installer.toml"))
+            .arg("--out")
+            .arg(&out)
+            .arg("--agent")
+            .arg(agent())
+            .arg("--installer")
+            .arg(media::vlx_install())
+            .args(more)
+            .env("SOURCE_DATE_EPOCH", EPOCH.to_string());
+        c
+    };
+    // Its cluster names the tiny test image: refused before anything is
+    // built, unless acknowledged.
+    let o = media_of(&[]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("tiny.toml is a test image"), "{err}");
+    assert!(!out.exists(), "{out:?} was made");
+    run(&mut media_of(&["--test-image"]));
     let v = run(Command::new("sgdisk")
         .arg("-v")
         .arg(out.join("vlx-installer.img")));

@@ -309,6 +309,42 @@ fn node_env_is_shell_that_says_who_the_node_is() {
     }
 }
 
+/// The profile's `[admin]` keys become root's `authorized_keys` on every
+/// node, as ssh-keygen reads them.
+#[test]
+fn admin_keys_are_roots_authorized_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    for name in ["a", "b"] {
+        let k = dir.path().join(name);
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+                .arg(format!("{name}@desk"))
+                .arg("-f")
+                .arg(&k),
+        );
+        keys.push(
+            std::fs::read_to_string(k.with_extension("pub"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        );
+    }
+    let mut plan = plan("demo.toml");
+    assert!(plan.admin.ssh_keys.is_empty());
+    plan.admin.ssh_keys = keys.clone();
+    for (name, root) in write_all(&plan, &dir.path().join("nodes")) {
+        let file = root.join("root/.ssh/authorized_keys");
+        let out = run_ok(Command::new("ssh-keygen").arg("-l").arg("-f").arg(&file));
+        let listed = String::from_utf8_lossy(&out.stdout);
+        for who in ["a@desk", "b@desk"] {
+            assert!(listed.contains(who), "{name}: {listed}");
+        }
+        assert_eq!(listed.lines().count(), 2, "{name}: {listed}");
+    }
+}
+
 #[test]
 fn rendering_is_pure() {
     let plan = plan("demo.toml");
@@ -322,8 +358,10 @@ fn files_are_root_owned_and_scripts_executable() {
         for e in &entries {
             assert_eq!((e.uid, e.gid), (0, 0), "{}", e.path.display());
             let script = e.path.starts_with("usr/lib/vlx");
+            let secret = e.path.starts_with("root/.ssh");
             match e.kind {
                 Kind::File(_) if script => assert_eq!(e.mode, 0o755, "{}", e.path.display()),
+                Kind::File(_) if secret => assert_eq!(e.mode, 0o600, "{}", e.path.display()),
                 Kind::File(_) => assert_eq!(e.mode, 0o644, "{}", e.path.display()),
                 _ => {}
             }

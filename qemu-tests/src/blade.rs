@@ -283,6 +283,10 @@ impl Powered {
         &self.shell
     }
 
+    pub fn shell_mut(&mut self) -> &mut Shell {
+        &mut self.shell
+    }
+
     /// Whether QEMU still runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -445,6 +445,105 @@ pub fn boot_servers(lines: &[String]) -> BTreeSet<Ipv4Addr> {
     found
 }
 
+/// On a systemd image checked over SSH: `systemctl is-system-running` is
+/// `running`, or the check names every failed unit; the journal is kept
+/// on the node's own root (`/var/log/journal/<machine id>/`); and the NFS
+/// server runs only where the shared volume is mounted.
+pub fn systemd(checks: &mut Checks, step: u8, node: &Node<'_>, limit: Duration) {
+    let name = node.name;
+    match sh(
+        node,
+        "systemctl is-system-running; systemctl list-units --failed --plain --no-legend",
+        limit,
+    ) {
+        Ok(o) => {
+            let state = o.lines.first().cloned().unwrap_or_default();
+            let failed: Vec<&str> = o
+                .lines
+                .iter()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            if state.trim() == "running" {
+                checks.pass(
+                    step,
+                    format!("{name} systemd running"),
+                    "systemctl is-system-running: running (as root over SSH with the rig's key)",
+                );
+            } else {
+                checks.fail(
+                    step,
+                    format!("{name} systemd running"),
+                    format!(
+                        "systemctl is-system-running: {state}; failed units: {}",
+                        if failed.is_empty() {
+                            "none".to_string()
+                        } else {
+                            failed.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+        Err(e) => checks.fail(step, format!("{name} systemd running"), e.to_string()),
+    }
+    match sh(
+        node,
+        "d=/var/log/journal/$(cat /etc/machine-id); test -d \"$d\" && ls \"$d\" | grep -c '^system.*journal$'",
+        limit,
+    ) {
+        Ok(o) if o.success() => checks.pass(
+            step,
+            format!("{name} journal on its own root"),
+            format!(
+                "{} system journal file(s) under /var/log/journal/<machine id>",
+                o.text().trim()
+            ),
+        ),
+        Ok(o) => checks.fail(
+            step,
+            format!("{name} journal on its own root"),
+            format!("no persistent journal (exit {}): {}", o.status, o.text()),
+        ),
+        Err(e) => checks.fail(
+            step,
+            format!("{name} journal on its own root"),
+            e.to_string(),
+        ),
+    }
+    match sh(
+        node,
+        "m=no; mountpoint -q /vlx/shared && m=yes; echo \"$m $(systemctl is-active nfs-server.service)\"",
+        limit,
+    ) {
+        Ok(o) => {
+            let t = o.text();
+            let mut w = t.split_whitespace();
+            let (mounted, nfs) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
+            let ok = (mounted == "yes") == (nfs == "active");
+            let detail = format!("shared volume mounted: {mounted}, nfs-server.service: {nfs}");
+            if ok {
+                checks.pass(
+                    step,
+                    format!("{name} NFS server only with the shared volume"),
+                    detail,
+                );
+            } else {
+                checks.fail(
+                    step,
+                    format!("{name} NFS server only with the shared volume"),
+                    detail,
+                );
+            }
+        }
+        Err(e) => checks.fail(
+            step,
+            format!("{name} NFS server only with the shared volume"),
+            e.to_string(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

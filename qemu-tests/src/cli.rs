@@ -89,9 +89,10 @@ pub struct RehearseArgs {
     /// carry it, else UEFI).
     #[arg(long, value_enum)]
     pub firmware: Option<FirmwareArg>,
-    /// Memory of each blade, in MiB.
-    #[arg(long, default_value_t = crate::plan::DEFAULT_MEMORY_MIB)]
-    pub memory: u32,
+    /// Memory of each blade, in MiB [default: 384; 512 with `--host
+    /// debian`, whose systemd and daemons need more].
+    #[arg(long)]
+    pub memory: Option<u32>,
     /// Stop after this step (1 to 8); the blades are powered off and the
     /// report written in any case.
     #[arg(long, value_name = "STEP", value_parser = clap::value_parser!(u8).range(1..=8))]
@@ -111,9 +112,20 @@ pub struct RehearseArgs {
     /// boots as usual.
     #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "usb")]
     pub from_media: Option<MediaArg>,
-    /// Seconds a blade may take from power on to `vlx: services ready`.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub ready_timeout: u64,
+    /// A host image profile instead of the cluster profile's `image.host`
+    /// (`tiny` and `debian` name profiles/hosts/tiny.toml and
+    /// debian-bookworm.toml). The rig installs a copy of the cluster
+    /// profile that names it. An image that is not a test image has no
+    /// shell on ttyS1: the rig checks its blades over SSH with a key of its
+    /// own, which the copy lists in `[admin] ssh_keys`.
+    #[arg(long, value_name = "PROFILE")]
+    pub host: Option<String>,
+    /// Seconds a blade may take from power on to `vlx: services ready`
+    /// [default: 300; 900 with `--host debian`: systemd boots the Debian
+    /// root in about a minute under TCG alone, several times that on a
+    /// busy two-core machine with four blades].
+    #[arg(long, value_name = "SECONDS")]
+    pub ready_timeout: Option<u64>,
     /// Seconds between powering on one blade and the next (a rack's power
     /// sequencing; 0 powers them all on at once).
     #[arg(long, value_name = "SECONDS", default_value_t = crate::plan::DEFAULT_POWER_GAP.as_secs_f64())]

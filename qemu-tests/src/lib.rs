@@ -30,6 +30,7 @@ pub mod report;
 pub mod run;
 pub mod san;
 pub mod shell;
+pub mod ssh;
 pub mod switch;
 pub mod testkit;
 pub mod tools;

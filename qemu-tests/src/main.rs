@@ -1,5 +1,6 @@
 //! `vlx-rig`: parses the command line and dispatches to the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,6 +20,12 @@ const PROGRAM: &str = "vlx-rig";
 #[error("{0}")]
 struct BadInput(#[source] voice::Hinted);
 
+/// `--ready-timeout` by default.
+const READY_SECS: u64 = 300;
+/// `--memory` and `--ready-timeout` with `--host debian` (see their help).
+const DEBIAN_MEMORY_MIB: u32 = 512;
+const DEBIAN_READY_SECS: u64 = 900;
+
 fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
     if !a.cluster.is_file() {
         let cwd = std::env::current_dir()
@@ -37,11 +44,22 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let json = a.json;
+    let debian = a.host.as_deref() == Some("debian");
+    let memory = a.memory.unwrap_or(if debian {
+        DEBIAN_MEMORY_MIB
+    } else {
+        qemu_tests::plan::DEFAULT_MEMORY_MIB
+    });
+    let ready_timeout = a.ready_timeout.unwrap_or(if debian {
+        DEBIAN_READY_SECS
+    } else {
+        READY_SECS
+    });
     let options = Options {
         nodes: a.nodes,
         image: a.image,
         firmware: a.firmware.map(Firmware::from),
-        memory_mib: a.memory,
+        memory_mib: memory,
         scheme: if a.pxe_only {
             Scheme::PxeOnly
         } else {
@@ -50,8 +68,13 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         stop_after: a.stop_after,
         strangers: a.stranger,
         from_media: a.from_media.map(MediaKind::from),
+        host: a.host.map(|h| match h.as_str() {
+            "tiny" => PathBuf::from("profiles/hosts/tiny.toml"),
+            "debian" => PathBuf::from("profiles/hosts/debian-bookworm.toml"),
+            _ => PathBuf::from(h),
+        }),
         timeouts: Timeouts {
-            ready: Duration::from_secs(a.ready_timeout),
+            ready: Duration::from_secs(ready_timeout),
             power_gap: Duration::try_from_secs_f64(a.stagger)
                 .map_err(|e| anyhow::anyhow!("--stagger {}: {e}", a.stagger))?,
             ..Timeouts::default()

@@ -50,6 +50,9 @@ pub struct Options {
     /// SAN attached and installs unattended, instead of `vlx-install
     /// apply` run by the rig.
     pub from_media: Option<MediaKind>,
+    /// A host image profile that replaces the cluster profile's
+    /// `image.host` (the rig installs a copy of the cluster profile).
+    pub host: Option<PathBuf>,
     pub timeouts: Timeouts,
 }
 
@@ -105,6 +108,7 @@ impl Default for Options {
             stop_after: None,
             strangers: Vec::new(),
             from_media: None,
+            host: None,
             timeouts: Timeouts::default(),
         }
     }

@@ -14,7 +14,7 @@ use crate::qemu::BootFrom;
 use crate::report::{self, Checks, Mark, MarkKind, Phase, Timeline};
 use crate::run::{self, Run};
 use crate::switch::Switch;
-use crate::{accel, san, tools};
+use crate::{accel, san, ssh, tools};
 
 /// What `vlx-rig rehearse` asks for.
 #[derive(Debug, Clone)]
@@ -67,6 +67,8 @@ pub enum RehearseError {
     },
     #[error(transparent)]
     Report(#[from] report::WriteError),
+    #[error("preparing the rehearsal: {0}")]
+    Setup(String),
 }
 
 /// Reads the profile and plans the cluster as the installer would.
@@ -95,8 +97,50 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
         tools::build_workspace_bins()?;
     }
     let base = req.profile.parent().map(Path::to_owned).unwrap_or_default();
-    let host_profile = base.join(&cluster.image.host);
+    let host_profile = match &req.options.host {
+        Some(h) => h.clone(),
+        None => base.join(&cluster.image.host),
+    };
     let run = Run::start(req.keep)?;
+    // A test image runs a root shell on ttyS1 for the rig; any other is
+    // checked over SSH with a key of the rig's own.
+    let test_image = match &req.options.image {
+        Some(dir) => contracts::image::Manifest::read(dir)
+            .map(|m| m.test_image)
+            .map_err(|e| RehearseError::Setup(format!("{}: {e}", dir.display())))?,
+        None => imagebuilder::profile::HostProfile::load(&host_profile)
+            .map(|p| p.test_image)
+            .map_err(|e| RehearseError::Setup(e.to_string()))?,
+    };
+    let rig_key = if test_image {
+        None
+    } else {
+        Some(ssh::RigKey::make(run.dir()).map_err(RehearseError::Setup)?)
+    };
+    let profile = if req.options.host.is_some() || rig_key.is_some() {
+        let copy = run.dir().join("cluster").join(
+            req.profile
+                .file_name()
+                .unwrap_or(std::ffi::OsStr::new("cluster.toml")),
+        );
+        write_profile_copy(&req.profile, &host_profile, rig_key.as_ref(), &copy)
+            .map_err(RehearseError::Setup)?;
+        say(&format!(
+            "installing {} (a copy of {} naming host image {}{})",
+            copy.display(),
+            req.profile.display(),
+            host_profile.display(),
+            if rig_key.is_some() {
+                ", with the rig's SSH key for root"
+            } else {
+                ""
+            }
+        ));
+        copy
+    } else {
+        req.profile.clone()
+    };
+    let cluster = load_profile(&profile)?;
     let probe_kernel = match &req.options.image {
         Some(dir) => Some(dir.join("vmlinuz")),
         None => crate::testkit::cached_kernel().map(|k| k.vmlinuz),
@@ -104,7 +148,7 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
     let probe = accel::choose(&run, probe_kernel.as_deref());
     say(&format!("acceleration: {} ({})", probe.accel, probe.why));
     let host = Host {
-        profile: req.profile.clone(),
+        profile: profile.clone(),
         host_profile,
         run_dir: run.dir().to_owned(),
         report_dir: req.report_dir.clone(),
@@ -128,6 +172,8 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
             dir: files.consoles(),
         },
         switch: None,
+        rig_key,
+        host_side: None,
         live: Vec::new(),
         timeline: Timeline {
             cluster: rehearsal.cluster.clone(),
@@ -151,6 +197,92 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
         files,
         kept,
     })
+}
+
+/// The highest address of `net` that is not in `taken` (nor the network's
+/// own or broadcast address).
+fn free_address(net: cluster::Ipv4Net, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    let base = u32::from(net.network());
+    let size = 1u64 << (32 - u32::from(net.prefix()));
+    (1..size.saturating_sub(1))
+        .rev()
+        .filter_map(|i| u32::try_from(i).ok())
+        .map(|i| Ipv4Addr::from(base + i))
+        .find(|a| !taken.contains(a))
+}
+
+/// Writes a copy of the cluster profile at `original` to `copy`, naming
+/// `host` (absolute) as its host image, its overlays as absolute paths, and
+/// with the rig's public key added to `[admin] ssh_keys`.
+fn write_profile_copy(
+    original: &Path,
+    host: &Path,
+    key: Option<&ssh::RigKey>,
+    copy: &Path,
+) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(original).map_err(|e| format!("{}: {e}", original.display()))?;
+    let mut t: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", original.display()))?;
+    let base = original.parent().unwrap_or(Path::new("."));
+    let abs = |p: &Path| -> Result<String, String> {
+        let j = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        };
+        std::fs::canonicalize(&j)
+            .map(|c| c.display().to_string())
+            .map_err(|e| format!("{}: {e}", j.display()))
+    };
+    let host = if host.is_absolute() || host.exists() {
+        std::fs::canonicalize(host).map_err(|e| format!("{}: {e}", host.display()))?
+    } else {
+        host.to_owned()
+    };
+    let image = t
+        .get_mut("image")
+        .and_then(|i| i.as_table_mut())
+        .ok_or_else(|| format!("{}: no [image] table", original.display()))?;
+    image.insert(
+        "host".into(),
+        toml::Value::String(host.display().to_string()),
+    );
+    if let Some(list) = image.get("overlays").and_then(|o| o.as_array()).cloned() {
+        let mut out = Vec::new();
+        for o in list {
+            let o = o.as_str().ok_or_else(|| {
+                format!("{}: image.overlays holds a non-string", original.display())
+            })?;
+            out.push(toml::Value::String(abs(Path::new(o))?));
+        }
+        image.insert("overlays".into(), toml::Value::Array(out));
+    }
+    if let Some(k) = key {
+        let admin = t
+            .entry("admin")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("{}: admin is not a table", original.display()))?;
+        let keys = admin
+            .entry("ssh_keys")
+            .or_insert_with(|| toml::Value::Array(Vec::new()))
+            .as_array_mut()
+            .ok_or_else(|| format!("{}: admin.ssh_keys is not a list", original.display()))?;
+        keys.push(toml::Value::String(k.public.clone()));
+    }
+    let out = toml::to_string(&t).map_err(|e| format!("{}: {e}", copy.display()))?;
+    if let Some(d) = copy.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    std::fs::write(
+        copy,
+        format!(
+            "# Written by vlx-rig: {} for this rehearsal.\n{out}",
+            original.display()
+        ),
+    )
+    .map_err(|e| format!("{}: {e}", copy.display()))
 }
 
 /// Creates the report directory, removing what an earlier rehearsal wrote
@@ -211,6 +343,10 @@ struct Exec<'a> {
     run: &'a Run,
     logs: Logs,
     switch: Option<Switch>,
+    /// The rig's SSH key, for an image checked over SSH.
+    rig_key: Option<ssh::RigKey>,
+    /// The rig's end of the private segment, for SSH.
+    host_side: Option<ssh::HostSide>,
     /// Blades with power, in the order they were powered on.
     live: Vec<Powered>,
     timeline: Timeline,
@@ -495,6 +631,15 @@ impl Exec<'_> {
             .ok_or_else(|| fail(check.clone(), "it has no power"))?;
         b.wait_ready(name, limit)
             .map_err(|e| fail(check.clone(), e))?;
+        if let Some(target) = self.ssh_target(name)? {
+            let b = self
+                .live_mut(name)
+                .ok_or_else(|| fail(check.clone(), "it has no power"))?;
+            b.shell_mut().use_ssh(target);
+        }
+        let b = self
+            .live_mut(name)
+            .ok_or_else(|| fail(check.clone(), "it has no power"))?;
         let boot = b.boot();
         b.shell()
             .ready(shell_limit)
@@ -510,6 +655,42 @@ impl Exec<'_> {
             ),
         );
         Ok(())
+    }
+
+    /// The SSH channel to `name` when the image is checked over SSH; the
+    /// rig's end of the segment comes up with the first.
+    fn ssh_target(&mut self, name: &str) -> Result<Option<ssh::SshTarget>, Fail> {
+        let Some(key) = &self.rig_key else {
+            return Ok(None);
+        };
+        let ip = self
+            .blade(name)?
+            .ip
+            .ok_or_else(|| fail(format!("{name} over SSH"), "the blade has no address"))?;
+        if self.host_side.is_none() {
+            let net = self.cluster.network.cidr;
+            let taken: Vec<Ipv4Addr> = self
+                .cluster
+                .nodes
+                .iter()
+                .map(|n| n.ip)
+                .chain(self.cluster.network.vips.iter().map(|v| v.address))
+                .collect();
+            let addr = free_address(net, &taken).ok_or_else(|| {
+                fail(
+                    "host side of the segment",
+                    "no free address in the cluster network",
+                )
+            })?;
+            let log = self.logs.dir.join("host-side.log");
+            let hs = ssh::HostSide::start(self.run, &self.r.switch, addr, net.prefix(), &log)
+                .map_err(|e| fail("host side of the segment", e))?;
+            self.say(&format!(
+                "the rig's end of the segment is {addr} (SSH to the blades)"
+            ));
+            self.host_side = Some(hs);
+        }
+        Ok(self.host_side.as_ref().map(|h| h.target(name, ip, key)))
     }
 
     fn await_refusal(&mut self, name: &str) -> Result<(), Fail> {
@@ -592,6 +773,12 @@ impl Exec<'_> {
             _ => None,
         };
         checks::private_roots(&mut checks, &nodes, limit);
+        if self.rig_key.is_some() {
+            // Checked over SSH: an image with systemd (the Debian host).
+            for n in &nodes {
+                checks::systemd(&mut checks, 5, n, limit);
+            }
+        }
         let wrote: Vec<String> = nodes.iter().map(|n| n.name.to_string()).collect();
         let first_dhcp_server = first_dhcp.and_then(|ip| {
             self.r

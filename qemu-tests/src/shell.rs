@@ -30,6 +30,12 @@ pub enum ShellError {
     Interrupted { console: String },
     #[error("{console}: no shell answered within {} s (the image runs a root shell on ttyS1 for the rig)", .waited.as_secs())]
     NoShell { console: String, waited: Duration },
+    #[error("`{command}` on {console}: {message}")]
+    Ssh {
+        console: String,
+        command: String,
+        message: String,
+    },
 }
 
 /// What a command printed, and its exit status.
@@ -50,10 +56,12 @@ impl Output {
     }
 }
 
-/// The shell on a blade's ttyS1.
+/// The check channel of a blade: the shell on its ttyS1 (a test image),
+/// or SSH with the rig's key once the blade is up (any other image).
 #[derive(Debug)]
 pub struct Shell {
     console: Console,
+    ssh: Option<crate::ssh::SshTarget>,
 }
 
 /// Command numbers, unique in the process so that a late answer to an
@@ -62,7 +70,12 @@ static NEXT: AtomicU64 = AtomicU64::new(1);
 
 impl Shell {
     pub fn new(console: Console) -> Shell {
-        Shell { console }
+        Shell { console, ssh: None }
+    }
+
+    /// From now on, commands go over SSH to `target`.
+    pub fn use_ssh(&mut self, target: crate::ssh::SshTarget) {
+        self.ssh = Some(target);
     }
 
     pub fn console(&self) -> &Console {
@@ -72,6 +85,9 @@ impl Shell {
     /// Waits until the shell answers; bytes sent before the image opens
     /// ttyS1 are lost, so this knocks until it does.
     pub fn ready(&self, limit: Duration) -> Result<(), ShellError> {
+        if let Some(t) = &self.ssh {
+            return t.ready(limit);
+        }
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -96,6 +112,9 @@ impl Shell {
     /// Runs `command` (one line of POSIX shell) and returns its output and
     /// exit status.
     pub fn run(&self, command: &str, limit: Duration) -> Result<Output, ShellError> {
+        if let Some(t) = &self.ssh {
+            return t.run(command, limit);
+        }
         if crate::run::interrupted() {
             return Err(ShellError::Interrupted {
                 console: self.console.name().to_string(),

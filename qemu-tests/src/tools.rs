@@ -180,7 +180,8 @@ pub fn apply(profile: &Path, image: &Path, san: &Path, log: &Path) -> Result<Str
     )
 }
 
-/// `vlx-image media --profile PROFILE --image DIR --out OUT`.
+/// `vlx-image media --test-image --profile PROFILE --image DIR --out OUT`
+/// (rigs rehearse with test images such as the tiny one).
 pub fn build_media(
     profile: &Path,
     image: &Path,
@@ -191,6 +192,7 @@ pub fn build_media(
         VLX_IMAGE,
         &[
             "media".as_ref(),
+            "--test-image".as_ref(),
             "--profile".as_ref(),
             profile.as_os_str(),
             "--image".as_ref(),

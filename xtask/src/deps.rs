@@ -126,6 +126,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("man-db", "man -l renders the man pages"),
     ("zsh", "zsh -n checks the zsh completion scripts"),
     ("fish", "fish -n checks the fish completion scripts"),
+    (
+        "node-spdx-license-ids",
+        "the SPDX license list the SBOM tests check license ids against",
+    ),
+    (
+        "findutils",
+        "find lists the files of an image's root in SBOM tests",
+    ),
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::error::{Error, Result, io};
 use crate::formats::pgz::ParGz;
 use crate::formats::tarball::{HashingWriter, TarWriter};
-use crate::image::{kernel, rootfs};
+use crate::image::{kernel, rootfs, sources};
 use crate::output::Output;
 use crate::profile::{GuestProfile, RootSource};
 use crate::progress::{Progress, Steps};
@@ -57,7 +57,8 @@ pub fn build(profile: &GuestProfile, g: &GuestBuild, progress: &dyn Progress) ->
         }
         RootSource::Mmdebstrap(spec) => {
             let r = staging.path().join("root");
-            rootfs::mmdebstrap(spec, &[], &r, g.source_date_epoch)?;
+            let sources = sources::for_build(spec)?;
+            rootfs::mmdebstrap(spec, &sources, &[], &r, g.source_date_epoch)?;
             r
         }
         RootSource::Host(_) => {

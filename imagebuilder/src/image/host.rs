@@ -13,7 +13,7 @@ use crate::formats::ext4;
 use crate::image::initramfs::{self, Programs};
 use crate::image::kernel::{self, Kernel, ModuleIndex};
 use crate::image::libs::Resolver;
-use crate::image::{overlays, rootfs};
+use crate::image::{overlays, rootfs, sbom, sources};
 use crate::output::Output;
 use crate::profile::{HostProfile, RootSource};
 use crate::progress::{Progress, Steps};
@@ -59,7 +59,7 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
     })?;
     let mut steps = Steps {
         progress,
-        total: 8,
+        total: 9,
         index: 0,
     };
 
@@ -105,8 +105,13 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
             fetched.ok_or_else(|| Error::Kernel("no kernel fetched".into()))?
         }
         RootSource::Mmdebstrap(spec) => {
+            let sources = sources::for_build(spec)?;
+            for l in &sources {
+                steps.info(&format!("apt source: {l}"));
+            }
             rootfs::mmdebstrap(
                 spec,
+                &sources,
                 std::slice::from_ref(&profile.kernel_package),
                 &root,
                 epoch,
@@ -141,6 +146,17 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
         ));
     }
     rootfs::clamp_mtimes(&root, epoch_i)?;
+
+    steps.next(sbom::FILE);
+    let bom = bill_of_materials(profile, &root, &kernel, epoch)?;
+    let spath = out.temp(sbom::FILE);
+    fs::write(&spath, bom.to_json()).map_err(io(&spath))?;
+    steps.info(&format!(
+        "{}: {} packages, {} files owned by none",
+        sbom::FILE,
+        bom.packages.len(),
+        bom.unowned.len()
+    ));
 
     steps.next(ORIGIN);
     let usage = ext4::measure(&root)?;
@@ -180,7 +196,7 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
     steps.next(manifest::FILE);
     let dir = out.dir().to_owned();
     let mut artifacts = Vec::new();
-    for name in [INITRAMFS, ORIGIN, VMLINUZ] {
+    for name in [INITRAMFS, ORIGIN, sbom::FILE, VMLINUZ] {
         let tmp = out.temp(name);
         let mut a = manifest::describe(
             tmp.parent().unwrap_or(&dir),
@@ -198,11 +214,37 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
         source_date_epoch: epoch,
         kernel_release: kernel.release.clone(),
         artifacts,
+        packages: bom.versions(),
+        test_image: profile.test_image,
     };
     let mpath = out.temp(manifest::FILE);
     fs::write(&mpath, m.to_json()).map_err(io(&mpath))?;
     out.commit(manifest::FILE)?;
     Ok(m)
+}
+
+/// The SBOM of the staged root: dpkg's records of a Debian root, the
+/// build machine's packages of a `host` root's files.
+fn bill_of_materials(
+    profile: &HostProfile,
+    root: &Path,
+    kernel: &Kernel,
+    epoch: u64,
+) -> Result<sbom::Sbom> {
+    let has_dpkg = root.join("var/lib/dpkg/status").is_file();
+    let (packages, unowned) = match &profile.rootfs {
+        RootSource::Host(_) => sbom::host_root(root, sbom::kernel_package_of(&kernel.vmlinuz))?,
+        _ if has_dpkg => (sbom::debian_root(root)?, Vec::new()),
+        _ => (Vec::new(), sbom::unowned_only(root)?),
+    };
+    Ok(sbom::Sbom {
+        image: profile.name.clone(),
+        version: profile.version.clone(),
+        profile_sha256: profile.sha256.clone(),
+        source_date_epoch: epoch,
+        packages,
+        unowned,
+    })
 }
 
 /// Copies a file with mode 0644 and the given mtime, synced.

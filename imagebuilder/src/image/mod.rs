@@ -10,4 +10,6 @@ pub mod kernel;
 pub mod libs;
 pub mod overlays;
 pub mod rootfs;
+pub mod sbom;
+pub mod sources;
 pub mod tree;

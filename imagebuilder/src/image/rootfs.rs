@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use crate::error::{Error, Result, io};
 use crate::hash;
 use crate::image::libs::{Resolver, find_program};
+use crate::image::sources::AptLine;
 use crate::image::tree::{Entry, Tree};
 use crate::profile::{Debootstrap, HostRoot};
 use crate::progress::Progress;
@@ -109,10 +110,24 @@ pub fn plan_host(spec: &HostRoot, resolver: &Resolver, progress: &dyn Progress) 
     Ok(t)
 }
 
-/// Builds a Debian root with mmdebstrap into `dest` (absent or empty).
-/// Downloaded packages are kept in `$VLX_CACHE/debs/<suite>` for the next
-/// build; the root itself keeps none.
-pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64) -> Result<()> {
+/// Builds a Debian root with mmdebstrap into `dest` (absent or empty)
+/// from `sources` (see [`crate::image::sources`]), which also become the
+/// root's own `/etc/apt/sources.list`. Downloaded packages are kept in
+/// `$VLX_CACHE/debs/<suite>` for the next build; the root itself keeps
+/// none.
+pub fn mmdebstrap(
+    spec: &Debootstrap,
+    sources: &[AptLine],
+    extra: &[String],
+    dest: &Path,
+    epoch: u64,
+) -> Result<()> {
+    if sources.is_empty() {
+        return Err(Error::Other(format!(
+            "no apt sources to build the {} root from",
+            spec.suite
+        )));
+    }
     let cache = crate::image::kernel::cache_root()
         .join("debs")
         .join(&spec.suite);
@@ -128,6 +143,11 @@ pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64)
     if !packages.is_empty() {
         cmd.arg(format!("--include={}", packages.join(",")));
     }
+    // apt runs inside the root: a file: archive is bind-mounted there by
+    // mmdebstrap's own hook (and unmounted before the root is done).
+    if sources.iter().any(|s| s.uri.starts_with("file:")) {
+        cmd.arg(format!("--hook-dir={FILE_MIRROR_HOOKS}"));
+    }
     // The documented package-cache recipe: debs come in before the
     // download, go back out after it, and leave the root empty of them.
     cmd.arg("--skip=download/empty")
@@ -136,13 +156,16 @@ pub fn mmdebstrap(spec: &Debootstrap, extra: &[String], dest: &Path, epoch: u64)
         .arg(format!("--customize-hook={customize}"))
         .arg(&spec.suite)
         .arg(dest)
-        .arg(spec.mirror.as_deref().unwrap_or(DEFAULT_MIRROR));
+        .args(sources.iter().map(ToString::to_string));
     tool::run(
         &mut cmd,
         &format!("building the {} root with mmdebstrap", spec.suite),
     )?;
     Ok(())
 }
+
+/// mmdebstrap's hooks that make a `file:` mirror reachable from the root.
+const FILE_MIRROR_HOOKS: &str = "/usr/share/mmdebstrap/hooks/file-mirror-automount";
 
 /// Shell commands for mmdebstrap's setup and customize hooks (the root is
 /// `$1`): copy the cached debs in; copy the debs out to the cache and
@@ -158,9 +181,6 @@ fn cache_hooks(cache: &Path) -> (String, String) {
         ),
     )
 }
-
-/// The mirror mmdebstrap uses when a profile names none.
-pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))

@@ -55,10 +55,12 @@ pub fn profile(dir: &Path, name: &str, unattended: Option<&str>, extra: &str) ->
     path
 }
 
-/// Runs `vlx-image media`; the caller checks the outcome.
+/// Runs `vlx-image media` (acknowledging that the tiny image is a test
+/// image); the caller checks the outcome.
 pub fn try_build(profile: &Path, image: &Path, out: &Path, more: &[&str]) -> Output {
     Command::new(vlx_image())
         .arg("media")
+        .arg("--test-image")
         .arg("--profile")
         .arg(profile)
         .arg("--image")

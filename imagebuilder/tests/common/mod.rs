@@ -80,3 +80,4 @@ pub fn tiny_profile_text(overlays: &[PathBuf], initramfs_extra: &str) -> String 
 }
 
 pub mod media;
+pub mod spdx;

@@ -42,6 +42,14 @@ pub struct Context {
     pub dns: Dns,
     pub boot: Boot,
     pub storage: Storage,
+    pub admin: Admin,
+}
+
+/// Who may log in: the profile's `[admin]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Admin {
+    /// OpenSSH public key lines, for root's `authorized_keys`.
+    pub ssh_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -343,6 +351,9 @@ impl Context {
                 files: PXE,
             },
             storage,
+            admin: Admin {
+                ssh_keys: plan.admin.ssh_keys.clone(),
+            },
         })
     }
 }

@@ -92,6 +92,8 @@ pub fn write_manifest(img: &Path) {
         source_date_epoch: 1_700_000_000,
         kernel_release: "6.1.0-test".into(),
         artifacts: manifest::describe(img, &["initramfs.img", "origin.ext4", "vmlinuz"]).unwrap(),
+        packages: Default::default(),
+        test_image: false,
     };
     std::fs::write(img.join(manifest::FILE), m.to_json()).unwrap();
 }

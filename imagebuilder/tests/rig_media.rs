@@ -241,6 +241,9 @@ fn rig_media_iso_installs_guided_under_bios() {
     );
     let v = verify(&san);
     assert!(v.contains("cluster demo verifies"), "{v}");
+    // And by tools nobody here wrote.
+    let said = qemu_tests::outside::check_san(&san, 512).unwrap_or_else(|e| panic!("{e}"));
+    assert!(said.contains("sgdisk -v"), "{said}");
 }
 
 #[test]

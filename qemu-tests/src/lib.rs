@@ -22,6 +22,7 @@ pub mod checks;
 pub mod cli;
 pub mod console;
 pub mod firmware;
+pub mod outside;
 pub mod plan;
 pub mod qemu;
 pub mod qmp;

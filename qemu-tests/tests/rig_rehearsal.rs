@@ -177,6 +177,7 @@ fn rig_rehearse_from_media() {
         "install media built",
         "blade01-installer installed from the USB image",
         "vlx-install verify",
+        "outside tools accept the SAN",
         "blade01 ready",
         "blade02 ready",
         "blade03 ready",
@@ -219,4 +220,5 @@ fn rig_rehearse_from_iso_media() {
     assert_all_passed(&o);
     assert!(passed(&o, "blade01-installer installed from the ISO"));
     assert!(passed(&o, "vlx-install verify"));
+    assert!(passed(&o, "outside tools accept the SAN"));
 }

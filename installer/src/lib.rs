@@ -13,6 +13,7 @@ pub mod device;
 pub mod fs;
 pub mod image;
 pub mod installed;
+pub mod iscsi;
 pub mod journal;
 pub mod media;
 pub mod prepare;

@@ -10,6 +10,7 @@ use cluster::{Bytes, SanFacts};
 use installer::apply::{self, Inputs, Options, Outcome, Reporter};
 use installer::device::{self, Contents, Refusal};
 use installer::installed::Installed;
+use installer::iscsi::{Busy, SanOpt};
 use installer::prepare::{self, EXIT_BAD_INPUT, EXIT_REFUSED, PrepareError, Request};
 use installer::report::{Console, JsonLines};
 
@@ -70,9 +71,8 @@ struct ApplyArgs {
     /// The host image directory made by `vlx-image build`.
     #[arg(long, value_name = "DIR")]
     image: PathBuf,
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
+    #[command(flatten)]
+    san: SanOpt,
     /// Overwrite a target that holds another partition table or file system.
     #[arg(long)]
     wipe: bool,
@@ -90,16 +90,14 @@ struct ApplyArgs {
 
 #[derive(Debug, Args)]
 struct SanArg {
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
+    #[command(flatten)]
+    san: SanOpt,
 }
 
 #[derive(Debug, Args)]
 struct StatusArgs {
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
+    #[command(flatten)]
+    san: SanOpt,
     /// Print the status as JSON.
     #[arg(long)]
     json: bool,
@@ -109,9 +107,8 @@ struct StatusArgs {
 struct ResetArgs {
     /// The node to reset.
     name: String,
-    /// The SAN: a block device or an image file.
-    #[arg(long, value_name = "PATH")]
-    san: PathBuf,
+    #[command(flatten)]
+    san: SanOpt,
 }
 
 fn main() -> ExitCode {
@@ -121,9 +118,11 @@ fn main() -> ExitCode {
         Command::Apply(a) => apply_cmd(a),
         Command::Status(a) => status(a),
         Command::Verify(a) => verify(a),
-        Command::ResetNode(a) => installer::reset::reset_node(&a.san, &a.name)
-            .map(|msg| println!("{msg}"))
-            .map_err(Into::into),
+        Command::ResetNode(a) => on_san(&a.san, |san| {
+            installer::reset::reset_node(san.path(), &a.name)
+                .map(|msg| println!("{msg}"))
+                .map_err(Into::into)
+        }),
         Command::MediaEnv => return installer::media::main(),
     };
     match result {
@@ -135,6 +134,7 @@ fn main() -> ExitCode {
             }
             eprintln!("vlx-install: {e:#}");
             let refused = e.downcast_ref::<Refusal>().is_some()
+                || e.downcast_ref::<Busy>().is_some()
                 || e.downcast_ref::<PrepareError>()
                     .is_some_and(|p| p.exit_code() == EXIT_REFUSED)
                 || matches!(
@@ -178,11 +178,37 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
     emit(&text)
 }
 
+/// Runs `f` on the opened SAN, then closes it (an iSCSI session logs out
+/// whether `f` succeeded or not); errors name the SAN.
+fn on_san(
+    opt: &SanOpt,
+    f: impl FnOnce(&installer::iscsi::Opened) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let san = opt.open()?;
+    let done = match san.is_iscsi() {
+        true => {
+            let name = san.name();
+            f(&san).with_context(|| format!("SAN {name}"))
+        }
+        false => f(&san),
+    };
+    let closed = san.close();
+    if let (Err(_), Err(c)) = (&done, &closed) {
+        eprintln!("vlx-install: {c}");
+    }
+    done?;
+    Ok(closed?)
+}
+
 fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
+    on_san(&args.san, |san| apply_on(&args, san))
+}
+
+fn apply_on(args: &ApplyArgs, san: &installer::iscsi::Opened) -> anyhow::Result<()> {
     let prepared = prepare::prepare(Request {
         cluster: &args.cluster,
         image: &args.image,
-        san: &args.san,
+        san: san.path(),
     })?;
     let checked = prepared.check_target(args.wipe)?;
     let inputs = &prepared.inputs;
@@ -205,13 +231,13 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
         Outcome::AlreadyInstalled => format!(
             "cluster {} is already installed on {}; every step verified, nothing was written",
             inputs.plan.cluster.name,
-            args.san.display()
+            san.name()
         ),
         Outcome::Installed { did } => format!(
             "cluster {} ({} nodes) installed on {} (steps done: {})",
             inputs.plan.cluster.name,
             inputs.plan.nodes.len(),
-            args.san.display(),
+            san.name(),
             did.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
         ),
     };
@@ -269,7 +295,11 @@ fn confirm(inputs: &Inputs, checked: &device::Checked) -> anyhow::Result<()> {
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let inst = Installed::open(&args.san)?;
+    on_san(&args.san, |san| status_on(&args, san))
+}
+
+fn status_on(args: &StatusArgs, san: &installer::iscsi::Opened) -> anyhow::Result<()> {
+    let inst = Installed::open(san.path())?;
     let st = inst.status()?;
     if args.json {
         return emit(&format!("{}\n", serde_json::to_string_pretty(&st)?));
@@ -278,7 +308,7 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
         "cluster {} ({}) on {}\nimage: {}\ninstall: {}\n",
         st.cluster,
         st.uuid,
-        args.san.display(),
+        san.name(),
         st.image.as_deref().unwrap_or("unknown"),
         if st.complete {
             "complete"
@@ -310,7 +340,12 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 fn verify(args: SanArg) -> anyhow::Result<()> {
-    let inst = Installed::open(&args.san)?;
+    on_san(&args.san, verify_on)
+}
+
+fn verify_on(san: &installer::iscsi::Opened) -> anyhow::Result<()> {
+    let name = san.name();
+    let inst = Installed::open(san.path())?;
     let mut problems = inst.layout_differences();
     if let Some(p) = inst.check_origin()? {
         problems.push(p);
@@ -331,20 +366,16 @@ fn verify(args: SanArg) -> anyhow::Result<()> {
     if problems.is_empty() {
         println!(
             "{}: cluster {} verifies: layout as planned ({} partitions), origin sha256 matches",
-            args.san.display(),
+            name,
             inst.plan.cluster.name,
             inst.plan.disk.partitions.len()
         );
         return Ok(());
     }
     for p in &problems {
-        eprintln!("{}: {p}", args.san.display());
+        eprintln!("{}: {p}", name);
     }
-    bail!(
-        "{} does not verify: {} problem(s)",
-        args.san.display(),
-        problems.len()
-    )
+    bail!("{} does not verify: {} problem(s)", name, problems.len())
 }
 
 /// Writes to stdout; a closed pipe (`| head`) ends the output quietly.

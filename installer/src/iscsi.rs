@@ -13,7 +13,9 @@
 //!   command line; the port is 3260 without one.
 //! - The LUN is decimal, as `iscsiadm` and `/dev/disk/by-path` write it.
 //!   Without one the target must offer exactly one disk LUN (tgt's LUN 0 is
-//!   its controller, the disk LUN 1; LIO's disk is LUN 0).
+//!   its controller, the disk LUN 1; LIO's disk is LUN 0). The LUNs are
+//!   scanned synchronously after the login (`--rescan`) and their disks
+//!   found in sysfs (`/sys/class/iscsi_session/`), which needs no udev.
 //! - Only the one node record `IQN` at `PORTAL` is made (`-o new`, no
 //!   discovery that would store every target of the portal), and it is
 //!   removed again with the session.
@@ -170,6 +172,18 @@ pub enum IscsiError {
     Chap { path: PathBuf, detail: String },
     #[error("{url}: logging out: {detail}")]
     Logout { url: IscsiUrl, detail: String },
+    #[error("--chap {0} is for an iscsi:// SAN")]
+    ChapWithoutIscsi(PathBuf),
+}
+
+impl IscsiError {
+    /// 2 for bad input (the CHAP file), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            IscsiError::Chap { .. } | IscsiError::ChapWithoutIscsi(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// A session to the target that was there before the installer: refused,
@@ -325,14 +339,28 @@ pub fn logout_commands(url: &IscsiUrl) -> Vec<Vec<String>> {
     vec![out, del]
 }
 
+/// `iscsiadm`'s exit code for "no such session or record"
+/// (`ISCSI_ERR_NO_OBJS_FOUND`): what undoing a login that never came up
+/// meets, and fine there.
+const NO_OBJS_FOUND: i32 = 21;
+
 /// Runs `iscsiadm` with `args`; what it said on failure. Arguments that
 /// carry a CHAP secret are never repeated.
 fn iscsiadm(args: &[String]) -> Result<(), String> {
+    run_iscsiadm(args, false)
+}
+
+/// Runs `iscsiadm` to undo part of a login: nothing left to undo is fine.
+fn iscsiadm_undo(args: &[String]) -> Result<(), String> {
+    run_iscsiadm(args, true)
+}
+
+fn run_iscsiadm(args: &[String], undo: bool) -> Result<(), String> {
     let out = Command::new("iscsiadm")
         .args(args)
         .output()
         .map_err(|e| format!("cannot run iscsiadm: {e}"))?;
-    if out.status.success() {
+    if out.status.success() || (undo && out.status.code() == Some(NO_OBJS_FOUND)) {
         return Ok(());
     }
     let said = String::from_utf8_lossy(&out.stderr);
@@ -356,12 +384,18 @@ pub fn sessions(root: &Path) -> Vec<(String, String)> {
     v
 }
 
+/// SCSI peripheral device types of disks: direct access (0) and
+/// simplified direct access (0xe).
+const DISK_TYPES: &[&str] = &["0", "14"];
+
 /// The disk LUNs of a session: (LUN, block device name), from
-/// `SESSION/device/targetH:C:T/H:C:T:L/block/NAME`.
-pub fn session_luns(session: &Path) -> Vec<(u32, String)> {
+/// `SESSION/device/targetH:C:T/H:C:T:L/{type,block/NAME}`; `None` while a
+/// disk LUN the kernel has found has no block device yet (`sd` probes
+/// asynchronously). Other units (tgt's controller at LUN 0) are left out.
+pub fn session_luns(session: &Path) -> Option<Vec<(u32, String)>> {
     let mut out = Vec::new();
     let Ok(targets) = std::fs::read_dir(session.join("device")) else {
-        return out;
+        return None;
     };
     for t in targets.filter_map(|e| e.ok()) {
         if !t.file_name().to_string_lossy().starts_with("target") {
@@ -380,15 +414,30 @@ pub fn session_luns(session: &Path) -> Vec<(u32, String)> {
             else {
                 continue;
             };
-            if let Ok(mut blocks) = std::fs::read_dir(u.path().join("block"))
-                && let Some(Ok(b)) = blocks.next()
-            {
-                out.push((lun, b.file_name().to_string_lossy().into_owned()));
+            let kind = std::fs::read_to_string(u.path().join("type")).unwrap_or_default();
+            if !DISK_TYPES.contains(&kind.trim()) {
+                continue;
+            }
+            let block = std::fs::read_dir(u.path().join("block"))
+                .ok()
+                .and_then(|mut b| b.next())
+                .and_then(|b| b.ok());
+            match block {
+                Some(b) => out.push((lun, b.file_name().to_string_lossy().into_owned())),
+                None => return None,
             }
         }
     }
     out.sort();
-    out
+    Some(out)
+}
+
+/// Scans the session's LUNs now (`iscsiadm -m session -r N --rescan`
+/// writes the host's `scan`, which the kernel does synchronously), so that
+/// the list of LUNs is whole before one is picked.
+fn rescan(session: &str) -> Result<(), String> {
+    let n = session.trim_start_matches("session");
+    iscsiadm(&["-m", "session", "-r", n, "--rescan"].map(String::from))
 }
 
 /// Which of a session's disk LUNs the URL names.
@@ -433,7 +482,7 @@ fn watch_signals() {
                 for url in live {
                     eprintln!("vlx-install: interrupted: logging out of {url}");
                     for c in logout_commands(&url) {
-                        if let Err(e) = iscsiadm(&c) {
+                        if let Err(e) = iscsiadm_undo(&c) {
                             eprintln!("vlx-install: {url}: {e}");
                         }
                     }
@@ -480,7 +529,7 @@ fn forget(url: &IscsiUrl) {
 fn end(url: &IscsiUrl) -> Result<(), IscsiError> {
     let mut first = None;
     for c in logout_commands(url) {
-        if let Err(detail) = iscsiadm(&c) {
+        if let Err(detail) = iscsiadm_undo(&c) {
             first.get_or_insert(IscsiError::Logout {
                 url: url.clone(),
                 detail,
@@ -555,45 +604,55 @@ pub fn login(url: &IscsiUrl, chap: Option<&Chap>) -> Result<Session, LoginError>
             .into());
         }
     }
+    let lun_err = |detail: String| IscsiError::Lun {
+        url: url.clone(),
+        detail,
+    };
+    let Some((sid, _)) = sessions(root).into_iter().find(|(_, t)| *t == url.target) else {
+        return Err(lun_err(format!(
+            "the login to {} at {} left no session in {SESSIONS}",
+            url.target, url.portal
+        ))
+        .into());
+    };
+    rescan(&sid).map_err(lun_err)?;
     let start = Instant::now();
     loop {
-        let ours = sessions(root).into_iter().find(|(_, t)| *t == url.target);
-        let luns = ours
-            .as_ref()
-            .map(|(s, _)| session_luns(&root.join(s)))
-            .unwrap_or_default();
-        let picked = pick_lun(url, &luns).map_err(|detail| IscsiError::Lun {
-            url: url.clone(),
-            detail,
-        })?;
-        if let Some(dev) = picked {
-            session.device = Path::new("/dev").join(dev);
-            if session.device.exists() {
-                return Ok(session);
+        if let Some(luns) = session_luns(&root.join(&sid)) {
+            match pick_lun(url, &luns).map_err(lun_err)? {
+                Some(dev) => {
+                    session.device = Path::new("/dev").join(dev);
+                    if session.device.exists() {
+                        return Ok(session);
+                    }
+                }
+                None => {
+                    let has = match luns.as_slice() {
+                        [] => "none".to_owned(),
+                        l => l
+                            .iter()
+                            .map(|(l, d)| format!("{l} ({d})"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    };
+                    let what = url
+                        .lun
+                        .map_or("disk LUN".to_owned(), |l| format!("disk LUN {l}"));
+                    return Err(lun_err(format!(
+                        "target {} at portal {} has no {what} (it has {has})",
+                        url.target, url.portal
+                    ))
+                    .into());
+                }
             }
         }
         if start.elapsed() > DEVICE_WAIT {
-            let detail = match (url.lun, luns.is_empty()) {
-                (Some(l), false) => format!(
-                    "target {} at portal {} has no disk LUN {l} (it has {})",
-                    url.target,
-                    url.portal,
-                    luns.iter()
-                        .map(|(l, d)| format!("{l} ({d})"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                _ => format!(
-                    "target {} at portal {} showed no disk within {} s",
-                    url.target,
-                    url.portal,
-                    DEVICE_WAIT.as_secs()
-                ),
-            };
-            return Err(IscsiError::Lun {
-                url: url.clone(),
-                detail,
-            }
+            return Err(lun_err(format!(
+                "the disks of target {} at portal {} did not appear within {} s",
+                url.target,
+                url.portal,
+                DEVICE_WAIT.as_secs()
+            ))
             .into());
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -655,9 +714,7 @@ impl SanOpt {
     pub fn open(&self) -> anyhow::Result<Opened> {
         let chap = match (&self.chap, &self.san) {
             (Some(p), San::Iscsi(_)) => Some(Chap::read(p)?),
-            (Some(p), San::Path(_)) => {
-                anyhow::bail!("--chap {} is for an iscsi:// SAN", p.display())
-            }
+            (Some(p), San::Path(_)) => return Err(IscsiError::ChapWithoutIscsi(p.clone()).into()),
             (None, _) => None,
         };
         match open(&self.san, chap.as_ref()) {
@@ -830,15 +887,24 @@ mod tests {
     fn finds_the_luns_disk_in_sysfs() {
         let t = tempfile::tempdir().unwrap();
         let s = t.path().join("session3");
-        std::fs::create_dir_all(s.join("device/target2:0:0/2:0:0:0")).unwrap();
-        std::fs::create_dir_all(s.join("device/target2:0:0/2:0:0:1/block/sdb")).unwrap();
+        let unit = |hctl: &str, kind: &str| {
+            let d = s.join("device/target2:0:0").join(hctl);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+            d
+        };
+        unit("2:0:0:0", "12");
+        let lun1 = unit("2:0:0:1", "0");
         std::fs::create_dir_all(s.join("device/power")).unwrap();
+        // Found, not yet probed by sd: not whole yet.
+        assert_eq!(session_luns(&s), None);
+        std::fs::create_dir_all(lun1.join("block/sdb")).unwrap();
         std::fs::write(s.join("targetname"), format!("{IQN}\n")).unwrap();
         assert_eq!(
             sessions(t.path()),
             [("session3".to_owned(), IQN.to_owned())]
         );
-        let luns = session_luns(&s);
+        let luns = session_luns(&s).unwrap();
         assert_eq!(luns, [(1, "sdb".to_owned())]);
         let mut u = url();
         assert_eq!(pick_lun(&u, &luns), Ok(Some("sdb".into())));
@@ -846,9 +912,9 @@ mod tests {
         assert_eq!(pick_lun(&u, &luns), Ok(Some("sdb".into())));
         u.lun = Some(0);
         assert_eq!(pick_lun(&u, &luns), Ok(None));
-        std::fs::create_dir_all(s.join("device/target2:0:0/2:0:0:2/block/sdc")).unwrap();
+        std::fs::create_dir_all(unit("2:0:0:2", "0").join("block/sdc")).unwrap();
         u.lun = None;
-        let err = pick_lun(&u, &session_luns(&s)).unwrap_err();
+        let err = pick_lun(&u, &session_luns(&s).unwrap()).unwrap_err();
         assert!(err.contains("several disk LUNs: 1 (sdb), 2 (sdc)"), "{err}");
     }
 }

@@ -129,10 +129,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(PrepareError::Invalid(d)) = e.downcast_ref::<PrepareError>() {
+                // An iSCSI SAN's name comes as context around the profile's
+                // errors.
+                let top = e.to_string();
+                if top != d.to_string() {
+                    eprintln!("vlx-install: {top}:");
+                }
                 eprintln!("{d}");
                 return ExitCode::from(EXIT_BAD_INPUT);
             }
             eprintln!("vlx-install: {e:#}");
+            if let Some(i) = e.downcast_ref::<installer::iscsi::IscsiError>() {
+                return ExitCode::from(i.exit_code());
+            }
             let refused = e.downcast_ref::<Refusal>().is_some()
                 || e.downcast_ref::<Busy>().is_some()
                 || e.downcast_ref::<PrepareError>()

@@ -10,11 +10,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cluster::profile::Transport;
 use cluster::{Locate, MacAddr, NodePlan, Plan, SectorSize};
 use uuid::Uuid;
 
-use crate::cmdline::{self, BootArgs};
+use crate::cmdline::{self, BootArgs, SanBoot};
 use crate::console::say;
 use crate::dm::{self, ROOT_DM_NAME};
 use crate::failure::Failure;
@@ -24,6 +23,7 @@ use crate::san::{self, META_LABEL, Probe, SanDisk, SanError};
 use crate::sys::{self, Loaded};
 use crate::tools::{command, run};
 use crate::{copy, iscsi};
+use contracts::cmdline::iscsi::Login;
 
 /// Where `vlx-meta` is mounted until it moves into the node's root.
 pub const META_MOUNT: &str = "/run/vlx/meta";
@@ -118,14 +118,13 @@ fn boot() -> Result<Infallible, Failure> {
     let args = cmdline::parse(&line).map_err(Failure::Cmdline)?;
     say(describe_args(&args));
 
-    let mut extra = Vec::new();
-    if let Transport::Iscsi(i) = &args.transport {
-        extra.extend(i.sifm.iter().cloned());
-        extra.extend(iscsi::MODULES.iter().map(|m| (*m).to_owned()));
+    let mut extra = args.pre_modules.clone();
+    if let SanBoot::Iscsi(i) = &args.san {
+        extra.extend(iscsi::modules(i));
     }
     load_modules(&release, &extra)?;
 
-    if let Transport::Iscsi(i) = &args.transport {
+    if let SanBoot::Iscsi(i) = &args.san {
         iscsi::connect(i, args.cluster)?;
     }
 
@@ -191,12 +190,21 @@ fn boot() -> Result<Infallible, Failure> {
 }
 
 fn describe_args(args: &BootArgs) -> String {
-    match &args.transport {
-        Transport::Disk => format!("cluster {}, SAN on a local disk", args.cluster),
-        Transport::Iscsi(i) => format!(
-            "cluster {}, SAN over iSCSI: {} at {}:{} through {}",
-            args.cluster, i.ivid, i.storage_ip, i.storage_port, i.sif
-        ),
+    match &args.san {
+        SanBoot::Disk => format!("cluster {}, SAN on a local disk", args.cluster),
+        SanBoot::Iscsi(i) => {
+            let via = i.net.iface.as_deref().unwrap_or("its storage interface");
+            match &i.login {
+                Login::Firmware => format!(
+                    "cluster {}, SAN over iSCSI: the targets of the firmware's iBFT through {via}",
+                    args.cluster
+                ),
+                Login::Target(t) => format!(
+                    "cluster {}, SAN over iSCSI: {} at {} through {via}",
+                    args.cluster, t.name, t.portal
+                ),
+            }
+        }
     }
 }
 

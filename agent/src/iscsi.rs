@@ -1,45 +1,51 @@
 //! The iSCSI transport: bring up the storage interface, log in to the
 //! target, and let the SAN appear as a SCSI disk.
 //!
-//! The steps are the seed's boot parameters in order: load `vlx.sifm`
-//! modules (with `iscsi_tcp` and `sd_mod`), bring up `vlx.sif` with `vlx.sifip`
-//! (`dhcp` through busybox `udhcpc`, or the fixed address with
-//! `vlx.sifnm`), then `iscsistart` (open-iscsi) to `vlx.ivid` at
-//! `vlx.storage_ip:vlx.storage_port`. After the login the disk is found by
-//! its GPT like any other.
+//! The command line says how, in any spelling `contracts::cmdline::iscsi`
+//! reads (the seed's `vlx.*`, dracut, Debian, RFC 4173, iBFT): load the
+//! storage NIC's modules (with `iscsi_tcp` and `sd_mod`), bring up the
+//! interface (busybox `udhcpc` for DHCP, `ifconfig` for a fixed address,
+//! or what the iBFT says), then `iscsistart` (open-iscsi) to the target,
+//! or `iscsistart -b` to every target of the iBFT. After the login the disk
+//! is found by its GPT like any other.
+//!
+//! CHAP is the firmware's: with `rd.iscsi.firmware=1` the boot ROM (an
+//! iSCSI HBA, or iPXE's `sanboot` with the credentials it stores) publishes
+//! them in the iBFT and `iscsistart -b` reads them there. The command line
+//! never carries them (the parser refuses them) and this agent never reads
+//! them ([`crate::ibft`]).
 //!
 //! Tested: the arguments below by unit tests, and whole boots against a
 //! real target (tgt in a network namespace, `agent/tests/rig_boot.rs`) with
 //! a fixed address and with DHCP. Not tested: InfiniBand (IPoIB) storage
-//! interfaces, CHAP, several portals. The image builder must put
-//! `iscsistart` with its libraries and the iSCSI modules into the initramfs
-//! for this path.
+//! interfaces, a boot from a real iBFT, several portals. The image builder
+//! must put `iscsistart` with its libraries and the iSCSI modules into the
+//! initramfs for this path (and `iscsi_ibft` for the firmware's table:
+//! the host profile's `initramfs.modules`).
 //!
 //! After the switch the session lives on in the kernel; the node's own
 //! open-iscsi must take it over (`iscsid` adopts sessions it finds) and its
 //! network setup must leave the storage interface as it is.
 
 use std::fs;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cluster::MacAddr;
-use cluster::profile::Iscsi;
+use contracts::cmdline::iscsi::{Address, IscsiBoot, Login, Target};
 use uuid::Uuid;
 
 use crate::console::say;
 use crate::failure::Failure;
+use crate::ibft::{self, Chap, Ibft};
 use crate::tools::{command, run};
 
 /// Kernel modules every iSCSI boot needs: the initiator over TCP, and the
 /// SCSI disk driver that makes the LUN a block device (no udev loads it in
 /// the initramfs).
 pub const MODULES: &[&str] = &["iscsi_tcp", "sd_mod"];
-
-/// Target portal group tag: 1, what target implementations (tgt, LIO) give
-/// the first portal group.
-pub const TPGT: u16 = 1;
 
 /// How long the storage interface may take to appear after its driver
 /// loads (InfiniBand ports train for several seconds).
@@ -56,27 +62,55 @@ pub fn initiator_name(cluster: Uuid, mac: MacAddr) -> String {
     format!("iqn.2007-01.org.vlx:{}.{m}", cluster.simple())
 }
 
-/// The `iscsistart` arguments for one login.
-pub fn iscsistart_args(i: &Iscsi, initiator: &str) -> Vec<String> {
+/// The modules an iSCSI boot loads besides the initramfs's list: the
+/// storage NIC's, [`MODULES`], and the iBFT's when the firmware has a say.
+pub fn modules(b: &IscsiBoot) -> Vec<String> {
+    let mut m = b.nic_modules.clone();
+    m.extend(MODULES.iter().map(|s| (*s).to_owned()));
+    if uses_firmware(b) {
+        m.push(ibft::MODULE.to_owned());
+    }
+    m
+}
+
+/// Whether the boot reads the firmware's table.
+pub fn uses_firmware(b: &IscsiBoot) -> bool {
+    b.login == Login::Firmware || b.net.address == Address::Firmware
+}
+
+/// The `iscsistart` arguments for one login to a target named on the
+/// command line.
+pub fn iscsistart_args(t: &Target, initiator: &str) -> Vec<String> {
     vec![
         "-i".into(),
         initiator.into(),
         "-t".into(),
-        i.ivid.clone(),
+        t.name.clone(),
         "-g".into(),
-        TPGT.to_string(),
+        t.tpgt.to_string(),
         "-a".into(),
-        i.storage_ip.to_string(),
+        t.portal.addr.to_string(),
         "-p".into(),
-        i.storage_port.to_string(),
+        t.portal.port.to_string(),
     ]
 }
 
-/// The `ifconfig` arguments for a fixed address; without `vlx.sifnm` the
+/// `iscsistart -b`: log in to every target of the iBFT, with its CHAP.
+pub const FIRMWARE_LOGIN: &[&str] = &["-b"];
+
+/// A fixed IPv4 configuration of the storage interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixed {
+    pub addr: Ipv4Addr,
+    pub netmask: Option<Ipv4Addr>,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// The `ifconfig` arguments for a fixed address; without a netmask the
 /// address's class gives the mask, as ifconfig does.
-pub fn ifconfig_args(i: &Iscsi) -> Vec<String> {
-    let mut a = vec![i.sif.clone(), i.sifip.clone()];
-    if let Some(nm) = i.sifnm {
+pub fn ifconfig_args(iface: &str, f: &Fixed) -> Vec<String> {
+    let mut a = vec![iface.to_owned(), f.addr.to_string()];
+    if let Some(nm) = f.netmask {
         a.extend(["netmask".into(), nm.to_string()]);
     }
     a.push("up".into());
@@ -103,76 +137,194 @@ fn read_mac(sif: &str) -> Option<MacAddr> {
     crate::node::parse_mac(&text)
 }
 
-/// Brings up the storage interface and logs in to the target. The modules
-/// (`vlx.sifm`, [`MODULES`]) are loaded already.
-pub fn connect(i: &Iscsi, cluster: Uuid) -> Result<(), Failure> {
-    let net = |detail: String| Failure::Network {
-        sif: i.sif.clone(),
-        detail,
-    };
-    let sys = Path::new("/sys/class/net").join(&i.sif);
+/// The network interfaces but `lo`, by name.
+fn interfaces() -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|n| n != "lo")
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Which interface carries the storage traffic: the one the command line
+/// names, the iBFT's boot NIC (by MAC), or the only one there is; waits
+/// up to [`LINK_WAIT`] for it to appear.
+fn storage_iface(b: &IscsiBoot, table: Option<&Ibft>) -> Result<String, Failure> {
     let start = Instant::now();
-    while !sys.exists() {
+    loop {
+        let found = match (&b.net.iface, table.and_then(Ibft::boot_nic)) {
+            (Some(name), _) => Path::new("/sys/class/net")
+                .join(name)
+                .exists()
+                .then(|| name.clone()),
+            (None, Some(nic)) => interfaces()
+                .into_iter()
+                .find(|n| read_mac(n) == Some(nic.mac)),
+            (None, None) => match interfaces().as_slice() {
+                [one] => Some(one.clone()),
+                [] => None,
+                many => {
+                    return Err(Failure::Network {
+                        sif: "(not named)".into(),
+                        detail: format!(
+                            "this blade has several interfaces ({}): name the storage \
+                             interface with vlx.sif= or ip=IFACE:...",
+                            many.join(", ")
+                        ),
+                    });
+                }
+            },
+        };
+        if let Some(f) = found {
+            return Ok(f);
+        }
         if start.elapsed() > LINK_WAIT {
+            let what = match (&b.net.iface, table.and_then(Ibft::boot_nic)) {
+                (Some(n), _) => format!("storage interface {n}"),
+                (None, Some(nic)) => format!("the iBFT's boot NIC (MAC {})", nic.mac),
+                (None, None) => "a network interface".into(),
+            };
             return Err(Failure::Timeout {
-                what: format!("storage interface {}", i.sif),
+                what,
                 waited: LINK_WAIT,
             });
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    run(command("ip").args(["link", "set", &i.sif, "up"]))?;
-    if i.sifip == "dhcp" {
-        let script = Path::new("/run/vlx/udhcpc.sh");
-        fs::write(script, UDHCPC_SCRIPT)
-            .and_then(|()| fs::set_permissions(script, fs::Permissions::from_mode(0o755)))
-            .map_err(|e| net(format!("writing {}: {e}", script.display())))?;
-        run(command("udhcpc").args([
-            "-i",
-            &i.sif,
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            DHCP_TRIES,
-            "-T",
-            DHCP_TIMEOUT,
-            "-s",
-            &script.to_string_lossy(),
-        ]))
-        .map_err(|e| net(format!("no DHCP lease: {e}")))?;
+}
+
+/// How the storage interface gets its address, the iBFT's answer
+/// resolved.
+fn address(b: &IscsiBoot, table: Option<&Ibft>) -> Result<Option<Fixed>, Failure> {
+    Ok(match &b.net.address {
+        Address::Dhcp => None,
+        Address::Static {
+            addr,
+            netmask,
+            gateway,
+        } => Some(Fixed {
+            addr: *addr,
+            netmask: *netmask,
+            gateway: *gateway,
+        }),
+        Address::Firmware => {
+            let nic = table
+                .and_then(Ibft::boot_nic)
+                .ok_or_else(|| Failure::Network {
+                    sif: "(from the iBFT)".into(),
+                    detail: "the iBFT has no boot NIC (ip=ibft)".into(),
+                })?;
+            nic.fixed.as_ref().map(|f| Fixed {
+                addr: f.addr,
+                netmask: f.netmask,
+                gateway: f.gateway,
+            })
+        }
+    })
+}
+
+/// Brings up the storage interface and logs in to the target. The modules
+/// ([`modules`]) are loaded already.
+pub fn connect(b: &IscsiBoot, cluster: Uuid) -> Result<(), Failure> {
+    let table = if uses_firmware(b) {
+        let t = ibft::read(Path::new(ibft::SYSFS)).map_err(|e| Failure::Network {
+            sif: "(from the iBFT)".into(),
+            detail: e.to_string(),
+        })?;
+        for tg in &t.targets {
+            let chap = match tg.chap {
+                Chap::None => "no CHAP",
+                Chap::OneWay => "one-way CHAP",
+                Chap::Mutual => "mutual CHAP",
+            };
+            say(format!(
+                "the firmware's iBFT names {} at {}:{} ({chap}) for initiator {}",
+                tg.name, tg.addr, tg.port, t.initiator
+            ));
+        }
+        Some(t)
     } else {
-        run(command("ifconfig").args(ifconfig_args(i)))?;
-    }
-    let how = if i.sifip == "dhcp" {
-        "DHCP"
-    } else {
-        "vlx.sifip"
+        None
     };
-    match crate::sys::ipv4_of(&i.sif) {
+    let sif = storage_iface(b, table.as_ref())?;
+    let net = |detail: String| Failure::Network {
+        sif: sif.clone(),
+        detail,
+    };
+    run(command("ip").args(["link", "set", &sif, "up"]))?;
+    let fixed = address(b, table.as_ref())?;
+    let how = match (&b.net.address, &fixed) {
+        (Address::Firmware, _) => "iBFT",
+        (_, None) => "DHCP",
+        (_, Some(_)) => "a fixed address",
+    };
+    match &fixed {
+        None => {
+            let script = Path::new("/run/vlx/udhcpc.sh");
+            fs::write(script, UDHCPC_SCRIPT)
+                .and_then(|()| fs::set_permissions(script, fs::Permissions::from_mode(0o755)))
+                .map_err(|e| net(format!("writing {}: {e}", script.display())))?;
+            run(command("udhcpc").args([
+                "-i",
+                &sif,
+                "-f",
+                "-q",
+                "-n",
+                "-t",
+                DHCP_TRIES,
+                "-T",
+                DHCP_TIMEOUT,
+                "-s",
+                &script.to_string_lossy(),
+            ]))
+            .map_err(|e| net(format!("no DHCP lease: {e}")))?;
+        }
+        Some(f) => {
+            run(command("ifconfig").args(ifconfig_args(&sif, f)))?;
+            if let Some(gw) = f.gateway {
+                run(command("route").args(["add", "default", "gw", &gw.to_string(), "dev", &sif]))?;
+            }
+        }
+    }
+    match crate::sys::ipv4_of(&sif) {
         Some((addr, mask)) => say(format!(
-            "storage interface {} is up with {addr} netmask {mask} ({how})",
-            i.sif
+            "storage interface {sif} is up with {addr} netmask {mask} ({how})"
         )),
         None => return Err(net(format!("it has no IPv4 address after {how}"))),
     }
-    let mac = read_mac(&i.sif).ok_or_else(|| net("it has no Ethernet MAC".into()))?;
-    let initiator = initiator_name(cluster, mac);
-    run(command("iscsistart").args(iscsistart_args(i, &initiator)))?;
-    say(format!(
-        "logged in to {} at {}:{} as {initiator}",
-        i.ivid, i.storage_ip, i.storage_port
-    ));
+    match &b.login {
+        Login::Firmware => {
+            run(command("iscsistart").args(FIRMWARE_LOGIN))?;
+            say("logged in to the iBFT's targets (iscsistart -b)".to_owned());
+        }
+        Login::Target(t) => {
+            let initiator = match &t.initiator {
+                Some(i) => i.clone(),
+                None => {
+                    let mac = read_mac(&sif).ok_or_else(|| net("it has no Ethernet MAC".into()))?;
+                    initiator_name(cluster, mac)
+                }
+            };
+            run(command("iscsistart").args(iscsistart_args(t, &initiator)))?;
+            say(format!(
+                "logged in to {} at {} as {initiator}",
+                t.name, t.portal
+            ));
+        }
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
-    fn iscsi() -> Iscsi {
-        Iscsi {
+    fn seed() -> IscsiBoot {
+        IscsiBoot::from(&cluster::profile::Iscsi {
             storage_ip: Ipv4Addr::new(10, 10, 0, 250),
             storage_port: 3260,
             sif: "eth1".into(),
@@ -180,7 +332,7 @@ mod tests {
             sifnm: Some(Ipv4Addr::new(255, 255, 0, 0)),
             sifm: vec![],
             ivid: "iqn.2007-01.it.unipi.di:virtualinux.san0".into(),
-        }
+        })
     }
 
     #[test]
@@ -191,8 +343,11 @@ mod tests {
             name,
             "iqn.2007-01.org.vlx:6f1c0a4e3b8e4d3a9d2a1f0e5c7b9a10.52540077000a"
         );
+        let Login::Target(t) = seed().login else {
+            panic!("the seed names its target")
+        };
         assert_eq!(
-            iscsistart_args(&iscsi(), &name).join(" "),
+            iscsistart_args(&t, &name).join(" "),
             format!(
                 "-i {name} -t iqn.2007-01.it.unipi.di:virtualinux.san0 -g 1 -a 10.10.0.250 -p 3260"
             )
@@ -201,13 +356,31 @@ mod tests {
 
     #[test]
     fn configures_a_fixed_address() {
+        let b = seed();
+        let f = address(&b, None).unwrap().unwrap();
         assert_eq!(
-            ifconfig_args(&iscsi()).join(" "),
+            ifconfig_args("eth1", &f).join(" "),
             "eth1 10.10.0.7 netmask 255.255.0.0 up"
         );
-        let mut i = iscsi();
-        i.sifnm = None;
-        assert_eq!(ifconfig_args(&i).join(" "), "eth1 10.10.0.7 up");
+        let f = Fixed { netmask: None, ..f };
+        assert_eq!(ifconfig_args("eth1", &f).join(" "), "eth1 10.10.0.7 up");
+    }
+
+    #[test]
+    fn the_firmware_brings_its_module() {
+        let b = seed();
+        assert!(!uses_firmware(&b));
+        assert_eq!(modules(&b), ["iscsi_tcp", "sd_mod"]);
+        let args = contracts::cmdline::node::parse(
+            "vlx.cluster=6f1c0a4e-3b8e-4d3a-9d2a-1f0e5c7b9a10 rd.iscsi.firmware=1 rd.driver.pre=bnx2",
+        )
+        .unwrap();
+        let contracts::cmdline::node::SanBoot::Iscsi(fw) = args.san else {
+            panic!("not iSCSI")
+        };
+        assert!(uses_firmware(&fw));
+        assert_eq!(modules(&fw), ["iscsi_tcp", "sd_mod", "iscsi_ibft"]);
+        assert_eq!(args.pre_modules, ["bnx2"]);
     }
 
     #[test]

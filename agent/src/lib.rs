@@ -21,6 +21,7 @@ pub mod console;
 pub mod copy;
 pub mod dm;
 pub mod failure;
+pub mod ibft;
 pub mod iscsi;
 pub mod node;
 pub mod san;

@@ -29,7 +29,11 @@ fn every_example_command_line_parses_back() {
         let args = agent::cmdline::parse(&plan.boot.cmdline)
             .unwrap_or_else(|e| panic!("{name}: {}: {e}", plan.boot.cmdline));
         assert_eq!(args.cluster, plan.cluster.uuid, "{name}");
-        assert_eq!(args.transport, plan.san.transport, "{name}");
+        assert_eq!(
+            args.san,
+            agent::cmdline::SanBoot::from(&plan.san.transport),
+            "{name}"
+        );
     }
 }
 

@@ -345,7 +345,7 @@ fn boot_over_iscsi(dhcp: bool) {
         )
     } else {
         format!(
-            "vlx-node: storage interface eth0 is up with {} netmask 255.255.255.0 (vlx.sifip)",
+            "vlx-node: storage interface eth0 is up with {} netmask 255.255.255.0 (a fixed address)",
             fixture::ISCSI_BLADE_IP
         )
     };

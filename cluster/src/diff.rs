@@ -75,10 +75,12 @@ pub fn rebase(profile: &Profile, fresh: Plan, installed: &Plan) -> Result<Plan, 
                 installed.san.layout, fresh.san.layout
             ),
         ));
-    } else if fresh.san.layout != Layout::Gpt {
+    } else if fresh.san.layout != Layout::Gpt && new != old {
+        // A profile whose disk is laid out as installed (a rerun, or a
+        // change of settings only) needs no volume moved in any layout.
         out.push(refused(
             "san.layout",
-            "changes in place are made only in the gpt layout".into(),
+            "changes of volumes in place are made only in the gpt layout".into(),
         ));
     }
     if installed.san.shared_fs != fresh.san.shared_fs {

@@ -1273,6 +1273,16 @@ fn kernel_word_ok(rep: &mut Report<'_>, a: &At<String>, what: &str) -> bool {
         );
         return false;
     }
+    if contracts::cmdline::iscsi::is_secret(a) {
+        let key = a.split_once('=').map_or(a.as_str(), |(k, _)| k);
+        rep.error(
+            &a.span,
+            &a.key,
+            format!("`{key}=` would put a CHAP credential on the kernel command line"),
+            Some(contracts::cmdline::iscsi::CHAP_REFUSED.into()),
+        );
+        return false;
+    }
     if contracts::cmdline::is_ours(a) || a.starts_with("console=") && what == "argument" {
         rep.error(
             &a.span,

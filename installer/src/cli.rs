@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::iscsi::SanOpt;
+
 use clap::{Args, Parser, Subcommand};
 use cluster::Bytes;
 
@@ -77,10 +79,8 @@ pub struct ApplyArgs {
     /// The host image directory made by `vlx-image build`.
     #[arg(long, value_name = "DIR")]
     pub image: PathBuf,
-    /// The SAN: a block device, an image file, or a disk by a stable name:
-    /// serial:SERIAL, wwn:WWN, by-id:ID.
-    #[arg(long, value_name = "PATH")]
-    pub san: PathBuf,
+    #[command(flatten)]
+    pub san: SanOpt,
     /// Overwrite a target that holds another partition table or file system.
     #[arg(long)]
     pub wipe: bool,
@@ -99,10 +99,8 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The SAN: a block device, an image file, or a disk by a stable name:
-    /// serial:SERIAL, wwn:WWN, by-id:ID.
-    #[arg(long, value_name = "PATH")]
-    pub san: PathBuf,
+    #[command(flatten)]
+    pub san: SanOpt,
     /// Print the result as JSON (the problems found, if any).
     #[arg(long)]
     pub json: bool,
@@ -110,10 +108,8 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The SAN: a block device, an image file, or a disk by a stable name:
-    /// serial:SERIAL, wwn:WWN, by-id:ID.
-    #[arg(long, value_name = "PATH")]
-    pub san: PathBuf,
+    #[command(flatten)]
+    pub san: SanOpt,
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
@@ -128,10 +124,8 @@ pub struct ResetArgs {
     /// The nodes to reset: a name or a list such as blade[01-04,07].
     #[arg(value_name = "NODES")]
     pub name: String,
-    /// The SAN: a block device, an image file, or a disk by a stable name:
-    /// serial:SERIAL, wwn:WWN, by-id:ID.
-    #[arg(long, value_name = "PATH")]
-    pub san: PathBuf,
+    #[command(flatten)]
+    pub san: SanOpt,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod fs;
 pub mod image;
 pub mod installed;
+pub mod iscsi;
 pub mod journal;
 pub mod lock;
 pub mod media;

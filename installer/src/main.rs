@@ -10,6 +10,7 @@ use installer::apply::{self, Inputs, Options, Outcome, Reporter};
 use installer::cli::{ApplyArgs, Cli, Command, PlanArgs, ResetArgs, StatusArgs, VerifyArgs};
 use installer::device::{self, Contents, Refusal};
 use installer::installed::Installed;
+use installer::iscsi::{Busy, San, SanOpt};
 use installer::prepare::{self, Base, PrepareError, Request};
 use installer::report::{Console, JsonLines};
 use voice::exit;
@@ -46,13 +47,31 @@ fn main() -> ExitCode {
             let code = exit_code(&e);
             let mut failure = match e.downcast_ref::<PrepareError>() {
                 Some(PrepareError::Invalid(d) | PrepareError::DoesNotFit(d)) => {
-                    voice::Failure::diagnostics(PROGRAM, d, code)
+                    let mut f = voice::Failure::diagnostics(PROGRAM, d, code);
+                    // An iSCSI SAN's name comes as context around them.
+                    let top = e.to_string();
+                    if top != d.to_string() {
+                        f.errors.insert(
+                            0,
+                            voice::Said {
+                                error: top,
+                                hint: None,
+                            },
+                        );
+                    }
+                    f
                 }
                 _ => voice::Failure::new(PROGRAM, &e, code),
             };
             if code == exit::REFUSED {
+                let said = match e.downcast_ref::<PrepareError>() {
+                    Some(PrepareError::DoesNotFit(_)) => {
+                        "; the profile does not fit this SAN: nothing was written to it"
+                    }
+                    _ => "; nothing was written to the target",
+                };
                 if let Some(first) = failure.errors.first_mut() {
-                    first.error.push_str("; nothing was written to the target");
+                    first.error.push_str(said);
                 }
             }
             voice::report(&failure, json)
@@ -64,6 +83,13 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(p) = e.downcast_ref::<PrepareError>() {
         return p.exit_code();
+    }
+    if let Some(i) = e.downcast_ref::<installer::iscsi::IscsiError>() {
+        return i.exit_code();
+    }
+    // A session to the target that was there before: left alone, refused.
+    if e.is::<Busy>() {
+        return exit::REFUSED;
     }
     if e.is::<BadInput>() || installer::exit::is_bad_input(e) {
         return exit::BAD_INPUT;
@@ -106,6 +132,31 @@ fn san_path(san: &Path) -> anyhow::Result<PathBuf> {
     installer::media::disks::resolve_san(san).map_err(|e| BadInput(e.to_string()).into())
 }
 
+/// Runs `f` on the opened SAN (its device path and its name for messages),
+/// then closes it: an iSCSI session logs out whether `f` succeeded or not.
+fn on_san(opt: &SanOpt, f: impl FnOnce(&Path, &str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let opt = match &opt.san {
+        San::Path(p) => SanOpt {
+            san: San::Path(san_path(p)?),
+            chap: opt.chap.clone(),
+        },
+        San::Iscsi(_) => opt.clone(),
+    };
+    let san = opt.open()?;
+    let name = san.name();
+    let done = if san.is_iscsi() {
+        f(san.path(), &name).with_context(|| format!("SAN {name}"))
+    } else {
+        f(san.path(), &name)
+    };
+    let closed = san.close();
+    if let (Err(_), Err(c)) = (&done, &closed) {
+        eprintln!("{PROGRAM}: error: {c}");
+    }
+    done?;
+    Ok(closed?)
+}
+
 /// The names of a node list, each a node of `plan`.
 fn node_names(list: &str, plan: &cluster::Plan) -> anyhow::Result<Vec<String>> {
     let names = cluster::nodelist::expand(list).map_err(|e| BadInput(e.to_string()))?;
@@ -128,16 +179,19 @@ fn node_names(list: &str, plan: &cluster::Plan) -> anyhow::Result<Vec<String>> {
 }
 
 fn reset_node(a: ResetArgs) -> anyhow::Result<()> {
-    let san = san_path(&a.san)?;
+    on_san(&a.san, |san, name| reset_on(&a, san, name))
+}
+
+fn reset_on(a: &ResetArgs, san: &Path, san_name: &str) -> anyhow::Result<()> {
     // Every name is checked before any node is reset.
-    let plan = Installed::open(&san)?.plan;
+    let plan = Installed::open(san)?.plan;
     let names = node_names(&a.name, &plan)?;
     if !a.yes {
         eprintln!(
             "Reset {} of cluster {} on {}: everything written on {} since {} last install or reset is lost at the next boot",
             cluster::nodelist::fold(&names),
             plan.cluster.name,
-            san.display(),
+            san_name,
             if names.len() == 1 {
                 "that node"
             } else {
@@ -145,18 +199,18 @@ fn reset_node(a: ResetArgs) -> anyhow::Result<()> {
             },
             if names.len() == 1 { "its" } else { "their" },
         );
-        ask_yes(&san, "reset")?;
+        ask_yes(san, "reset")?;
     }
     let mut done = Vec::new();
     for name in &names {
-        let msg = installer::reset::reset_node(&san, name)?;
+        let msg = installer::reset::reset_node(san, name)?;
         if !a.json {
             println!("{msg}");
         }
         done.push(serde_json::json!({"node": name, "message": msg}));
     }
     if a.json {
-        println!("{}", serde_json::json!({"san": san, "reset": done}));
+        println!("{}", serde_json::json!({"san": san_name, "reset": done}));
     }
     Ok(())
 }
@@ -214,10 +268,10 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
 }
 
 fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
-    let args = ApplyArgs {
-        san: san_path(&args.san)?,
-        ..args
-    };
+    on_san(&args.san, |san, name| apply_on(&args, san, name))
+}
+
+fn apply_on(args: &ApplyArgs, san: &Path, san_name: &str) -> anyhow::Result<()> {
     // With --wipe the SAN is laid out afresh; otherwise a SAN that holds
     // this cluster gets the profile's changes in place.
     let base = if args.wipe {
@@ -229,7 +283,7 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
         Request {
             cluster: &args.cluster,
             image: &args.image,
-            san: &args.san,
+            san,
         },
         base,
     )?;
@@ -261,21 +315,20 @@ fn apply_cmd(args: ApplyArgs) -> anyhow::Result<()> {
     let msg = match &outcome {
         Outcome::AlreadyInstalled => format!(
             "cluster {} is already installed on {}; every step verified, nothing was written",
-            inputs.plan.cluster.name,
-            args.san.display()
+            inputs.plan.cluster.name, san_name
         ),
         Outcome::Installed { did } if change.is_some() => format!(
             "cluster {} ({} nodes) changed in place on {} (steps done: {})",
             inputs.plan.cluster.name,
             inputs.plan.nodes.len(),
-            args.san.display(),
+            san_name,
             did.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
         ),
         Outcome::Installed { did } => format!(
             "cluster {} ({} nodes) installed on {} (steps done: {})",
             inputs.plan.cluster.name,
             inputs.plan.nodes.len(),
-            args.san.display(),
+            san_name,
             did.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
         ),
     };
@@ -351,11 +404,11 @@ fn ask_yes(target: &Path, what: &str) -> anyhow::Result<()> {
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let args = StatusArgs {
-        san: san_path(&args.san)?,
-        ..args
-    };
-    let inst = Installed::open(&args.san)?;
+    on_san(&args.san, |san, name| status_on(&args, san, name))
+}
+
+fn status_on(args: &StatusArgs, san: &Path, san_name: &str) -> anyhow::Result<()> {
+    let inst = Installed::open(san)?;
     let st = inst.status(args.check_origin)?;
     if args.json {
         return emit(&format!("{}\n", serde_json::to_string_pretty(&st)?));
@@ -364,7 +417,7 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
         "cluster {} ({}) on {}\nimage: {}\ninstall: {}\n",
         st.cluster,
         st.uuid,
-        args.san.display(),
+        san_name,
         st.image.as_deref().unwrap_or("unknown"),
         if st.complete {
             "complete"
@@ -417,11 +470,11 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let args = VerifyArgs {
-        san: san_path(&args.san)?,
-        ..args
-    };
-    let inst = Installed::open(&args.san)?;
+    on_san(&args.san, |san, name| verify_on(&args, san, name))
+}
+
+fn verify_on(args: &VerifyArgs, san: &Path, san_name: &str) -> anyhow::Result<()> {
+    let inst = Installed::open(san)?;
     let mut problems = inst.layout_differences();
     if let Some(p) = inst.check_origin()? {
         problems.push(p);
@@ -443,7 +496,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         emit(&format!(
             "{}\n",
             serde_json::json!({
-                "san": args.san,
+                "san": san_name,
                 "cluster": inst.plan.cluster.name,
                 "partitions": inst.plan.disk.partitions.len(),
                 "verifies": problems.is_empty(),
@@ -455,7 +508,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         if !args.json {
             println!(
                 "{}: cluster {} verifies: layout as planned ({} partitions), origin sha256 matches",
-                args.san.display(),
+                san_name,
                 inst.plan.cluster.name,
                 inst.plan.disk.partitions.len()
             );
@@ -464,12 +517,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     }
     if !args.json {
         for p in &problems {
-            eprintln!("{PROGRAM}: error: {}: {p}", args.san.display());
+            eprintln!("{PROGRAM}: error: {}: {p}", san_name);
         }
     }
     anyhow::bail!(
         "{} does not verify: {} problem(s)",
-        args.san.display(),
+        san_name,
         problems.len()
     )
 }

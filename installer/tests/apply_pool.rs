@@ -135,7 +135,7 @@ fn a_thousand_blades_install_in_the_pool_on_a_sparse_4tib_san() {
     assert_eq!(c0499["store"]["valid"], true, "{c0499}");
 
     // reset-node finds the store inside the pool and touches no other.
-    let o = vlx_install(&["reset-node", "c0500", "--san", san_arg]);
+    let o = vlx_install(&["reset-node", "c0500", "--yes", "--san", san_arg]);
     assert!(o.status.success(), "{}", text(&o));
     let f = std::fs::File::open(&san).unwrap();
     for (node, used) in [("c0499", true), ("c0500", false), ("c0501", true)] {

@@ -64,11 +64,12 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("cpio", "cpio -t checks initramfs images"),
     (
         "open-iscsi",
-        "iscsistart: the node agent's iSCSI login in the initramfs",
+        "iscsistart: the node agent's iSCSI login in the initramfs; iscsiadm and iscsid: \
+         vlx-install --san iscsi:// and its test guest",
     ),
     (
         "tgt",
-        "an iSCSI target for the node agent's iSCSI boot tests",
+        "an iSCSI target for the node agent's boot and the installer's login tests",
     ),
     ("kmod", "depmod and modinfo for kernel modules"),
     ("vde2", "the rig's private L2 switch"),

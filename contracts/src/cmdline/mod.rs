@@ -5,7 +5,10 @@
 //! - [`node`]: what every blade boots with (written from the cluster plan
 //!   by `cluster`, read by the node agent);
 //! - [`media`]: what the install media's boot entries carry (written by
-//!   `vlx-image media`, read by the installer environment).
+//!   `vlx-image media`, read by the installer environment);
+//! - [`iscsi`]: an iSCSI root in the spellings of dracut, Debian
+//!   initramfs-tools, RFC 4173 and the iBFT, read by [`node::parse`]
+//!   besides the `vlx.*` names.
 //!
 //! Words without the [`PREFIX`] belong to the kernel or to init and are
 //! skipped by both parsers; a `vlx.` key a parser does not know is an error
@@ -14,6 +17,7 @@
 //! its own parameters, so that a word typed at a boot prompt wins over the
 //! stored line.
 
+pub mod iscsi;
 pub mod media;
 pub mod node;
 

@@ -10,6 +10,12 @@
 //! | `vlx.sif`, `vlx.sifip`, `vlx.sifnm`, `vlx.sifm` | iSCSI: the storage interface, `dhcp` or its address, netmask, modules |
 //! | `vlx.ivid` | iSCSI: the target name |
 //! | `vlx.san_wait=SECONDS` | the admin's: how long to wait for the SAN (1 to 3600) |
+//!
+//! Besides these, [`parse`] reads an iSCSI root in the spellings of dracut,
+//! Debian initramfs-tools, RFC 4173 and the firmware's iBFT
+//! ([`super::iscsi`], where the mapping is); any of them makes the
+//! transport iSCSI without `vlx.san=iscsi`. [`write`] writes the `vlx.*`
+//! spelling only.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -17,7 +23,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ours, word};
+use super::iscsi::{IscsiBoot, Scan, VLX_KEYS};
+use super::{PREFIX, word, words};
 
 /// How a blade reaches the SAN.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,11 +56,32 @@ pub struct Iscsi {
 /// The iSCSI port without `vlx.storage_port=` (IANA's).
 pub const DEFAULT_ISCSI_PORT: u16 = 3260;
 
+/// How the command line tells a blade to reach the SAN, whatever the
+/// spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SanBoot {
+    Disk,
+    Iscsi(IscsiBoot),
+}
+
+impl From<&Transport> for SanBoot {
+    /// What [`write`]'s words for `t` read back as.
+    fn from(t: &Transport) -> SanBoot {
+        match t {
+            Transport::Disk => SanBoot::Disk,
+            Transport::Iscsi(i) => SanBoot::Iscsi(IscsiBoot::from(i)),
+        }
+    }
+}
+
 /// What the command line tells the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootArgs {
     pub cluster: Uuid,
-    pub transport: Transport,
+    pub san: SanBoot,
+    /// `rd.driver.pre=`: modules to load with the initramfs's list, for
+    /// either transport (an HBA's driver, say).
+    pub pre_modules: Vec<String>,
     /// How long to wait for the SAN's disk to appear (`vlx.san_wait=`
     /// seconds, [`DEFAULT_SAN_WAIT`] without it): HBAs that take long to
     /// scan their fabric need more.
@@ -79,16 +107,29 @@ pub enum CmdlineError {
     NoCluster,
     #[error("the kernel command line has no vlx.san=disk or vlx.san=iscsi")]
     NoTransport,
-    #[error("vlx.{key}={value} on the kernel command line: {reason}")]
+    #[error("{key}={value} on the kernel command line: {reason}")]
     Bad {
         key: String,
         value: String,
         reason: String,
     },
-    #[error("vlx.san=iscsi needs vlx.{0} on the kernel command line")]
+    #[error("an iSCSI boot needs {0} on the kernel command line")]
     Missing(&'static str),
-    #[error("vlx.{0} is an iSCSI parameter, but the command line says vlx.san=disk")]
+    #[error("{0} is an iSCSI parameter, but the command line says vlx.san=disk")]
     NotForDisk(String),
+    /// A CHAP credential; its value is never repeated.
+    #[error("{0}= on the kernel command line: {reason}", reason = super::iscsi::CHAP_REFUSED)]
+    Secret(String),
+    #[error(
+        "{0} on the kernel command line is not an iSCSI parameter vlx reads (known: {known})",
+        known = super::iscsi::STANDARD_KEYS.join(", ")
+    )]
+    UnknownIscsi(String),
+    #[error(
+        "{0} names a target, but the command line also says to take it from the firmware \
+         (rd.iscsi.firmware=1 or iscsi_auto): drop one of them"
+    )]
+    FirmwareAndTarget(String),
     #[error(
         "vlx.{0} on the kernel command line is not a vlx parameter (known: {known})",
         known = KEYS.join(", ")
@@ -109,9 +150,6 @@ pub const KEYS: &[&str] = &[
     "ivid",
     SAN_WAIT,
 ];
-
-/// Keys that are not about the transport: valid with either.
-const ANY_TRANSPORT: &[&str] = &["cluster", "san", SAN_WAIT];
 
 /// The words the installer writes for a cluster and its transport, in this
 /// order; [`parse`] reads them back to the same values.
@@ -137,22 +175,9 @@ pub fn write(cluster: Uuid, transport: &Transport) -> Vec<String> {
     words
 }
 
-/// The `vlx.` keys and their values, last value winning.
-fn vlx_pairs(line: &str) -> Result<Vec<(String, String)>, CmdlineError> {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for (key, value) in ours(line) {
-        if !KEYS.contains(&key.as_str()) {
-            return Err(CmdlineError::Unknown(key));
-        }
-        pairs.retain(|(k, _)| *k != key);
-        pairs.push((key, value));
-    }
-    Ok(pairs)
-}
-
 fn bad(key: &str, value: &str, reason: impl Into<String>) -> CmdlineError {
     CmdlineError::Bad {
-        key: key.to_owned(),
+        key: format!("{PREFIX}{key}"),
         value: value.to_owned(),
         reason: reason.into(),
     }
@@ -168,83 +193,48 @@ pub fn parse_san_wait(value: &str) -> Result<Duration, String> {
 }
 
 /// Reads the `vlx.*` parameters of a kernel command line (the text of
-/// `/proc/cmdline`).
+/// `/proc/cmdline`), and an iSCSI root in any spelling of
+/// [`super::iscsi`].
 pub fn parse(line: &str) -> Result<BootArgs, CmdlineError> {
-    let pairs = vlx_pairs(line)?;
-    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v);
-    let cluster = get("cluster").ok_or(CmdlineError::NoCluster)?;
-    let cluster = Uuid::parse_str(cluster).map_err(|e| bad("cluster", cluster, e.to_string()))?;
-    let san = get("san").ok_or(CmdlineError::NoTransport)?;
-    let transport = match san.as_str() {
-        "disk" => {
-            if let Some((k, _)) = pairs
-                .iter()
-                .find(|(k, _)| !ANY_TRANSPORT.contains(&k.as_str()))
-            {
-                return Err(CmdlineError::NotForDisk(k.clone()));
-            }
-            Transport::Disk
+    let mut cluster = None;
+    let mut san = None;
+    let mut san_wait = None;
+    let mut scan = Scan::default();
+    for w in words(line) {
+        let Some(rest) = w.strip_prefix(PREFIX) else {
+            scan.word(&w)?;
+            continue;
+        };
+        let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+        match key {
+            "cluster" => cluster = Some(value.to_owned()),
+            "san" => san = Some(value.to_owned()),
+            SAN_WAIT => san_wait = Some(value.to_owned()),
+            k if VLX_KEYS.contains(&k) => scan.vlx(k, value)?,
+            k => return Err(CmdlineError::Unknown(k.to_owned())),
         }
-        "iscsi" => Transport::Iscsi(iscsi(&get)?),
-        other => return Err(bad("san", other, "use disk or iscsi")),
+    }
+    let cluster = cluster.ok_or(CmdlineError::NoCluster)?;
+    let cluster = Uuid::parse_str(&cluster).map_err(|e| bad("cluster", &cluster, e.to_string()))?;
+    let iscsi_word = scan.vlx.clone().or_else(|| scan.standard.clone());
+    let pre_modules = std::mem::take(&mut scan.pre_modules);
+    let san = match (san.as_deref(), iscsi_word) {
+        (Some("disk"), Some(w)) => return Err(CmdlineError::NotForDisk(w)),
+        (Some("disk"), None) => SanBoot::Disk,
+        (Some("iscsi"), _) => SanBoot::Iscsi(scan.finish()?),
+        (None, Some(_)) if scan.standard.is_some() => SanBoot::Iscsi(scan.finish()?),
+        (None, _) => return Err(CmdlineError::NoTransport),
+        (Some(other), _) => return Err(bad("san", other, "use disk or iscsi")),
     };
-    let san_wait = match get(SAN_WAIT) {
+    let san_wait = match san_wait {
         None => DEFAULT_SAN_WAIT,
-        Some(v) => parse_san_wait(v).map_err(|reason| bad(SAN_WAIT, v, reason))?,
+        Some(v) => parse_san_wait(&v).map_err(|reason| bad(SAN_WAIT, &v, reason))?,
     };
     Ok(BootArgs {
         cluster,
-        transport,
+        san,
+        pre_modules,
         san_wait,
-    })
-}
-
-fn iscsi<'a>(get: &impl Fn(&str) -> Option<&'a String>) -> Result<Iscsi, CmdlineError> {
-    let ipv4 = |key: &str, v: &str| {
-        v.parse::<Ipv4Addr>()
-            .map_err(|_| bad(key, v, "not an IPv4 address"))
-    };
-    let storage_ip = get("storage_ip").ok_or(CmdlineError::Missing("storage_ip"))?;
-    let storage_ip = ipv4("storage_ip", storage_ip)?;
-    let storage_port = match get("storage_port") {
-        None => DEFAULT_ISCSI_PORT,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(bad("storage_port", p, "not a port (1 to 65535)")),
-        },
-    };
-    let sif = get("sif").ok_or(CmdlineError::Missing("sif"))?;
-    if sif.is_empty() || sif.contains('/') {
-        return Err(bad("sif", sif, "not an interface name"));
-    }
-    let sifip = match get("sifip") {
-        None => "dhcp".to_owned(),
-        Some(v) if v == "dhcp" => v.clone(),
-        Some(v) => ipv4("sifip", v)?.to_string(),
-    };
-    let sifnm = get("sifnm").map(|v| ipv4("sifnm", v)).transpose()?;
-    let sifm = match get("sifm") {
-        None => Vec::new(),
-        Some(v) => {
-            let names: Vec<String> = v.split(',').map(str::to_owned).collect();
-            if names.iter().any(|n| n.is_empty() || n.contains('/')) {
-                return Err(bad("sifm", v, "write module names separated by commas"));
-            }
-            names
-        }
-    };
-    let ivid = get("ivid").ok_or(CmdlineError::Missing("ivid"))?;
-    if ivid.is_empty() {
-        return Err(bad("ivid", ivid, "the iSCSI target name is empty"));
-    }
-    Ok(Iscsi {
-        storage_ip,
-        storage_port,
-        sif: sif.clone(),
-        sifip,
-        sifnm,
-        sifm,
-        ivid: ivid.clone(),
     })
 }
 
@@ -311,7 +301,8 @@ mod tests {
                 parse(&line),
                 Ok(BootArgs {
                     cluster: uuid(),
-                    transport: want,
+                    san: SanBoot::from(&want),
+                    pre_modules: Vec::new(),
                     san_wait: DEFAULT_SAN_WAIT,
                 }),
                 "{line}"
@@ -359,15 +350,15 @@ mod tests {
             ),
             (
                 format!("vlx.cluster={U} vlx.san=iscsi vlx.sif=eth0 vlx.ivid=x"),
-                "needs vlx.storage_ip",
+                "needs the target's address: vlx.storage_ip=",
             ),
             (
                 format!("vlx.cluster={U} vlx.san=iscsi vlx.storage_ip=1.2.3.4 vlx.ivid=x"),
-                "needs vlx.sif",
+                "needs the storage interface: vlx.sif=",
             ),
             (
                 format!("vlx.cluster={U} vlx.san=iscsi vlx.storage_ip=1.2.3.4 vlx.sif=eth0"),
-                "needs vlx.ivid",
+                "needs the target's name: vlx.ivid=",
             ),
             (
                 format!(
@@ -410,7 +401,7 @@ mod tests {
         for t in [Transport::Disk, iscsi(|_| {}), full] {
             let line = format!("quiet {} console=ttyS0", write(uuid(), &t).join(" "));
             let back = parse(&line).unwrap();
-            assert_eq!(back.transport, t, "{line}");
+            assert_eq!(back.san, SanBoot::from(&t), "{line}");
             assert_eq!(back.cluster, uuid());
         }
         assert_eq!(

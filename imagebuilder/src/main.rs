@@ -167,8 +167,8 @@ struct TestImageRefused(#[source] voice::Hinted);
 fn refuse_test_image(what: &str) -> anyhow::Error {
     TestImageRefused(voice::Hinted::new(
         format!(
-            "{what}: a test image, for test rigs only (a root shell without login on every \
-             blade); nothing was written"
+            "{what} is a test image, for test rigs only (a root shell without login on \
+             every blade); nothing was written"
         ),
         "pass --test-image to build media of it anyway",
     ))

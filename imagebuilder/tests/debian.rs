@@ -250,6 +250,11 @@ fn debian_missing_package_is_named() {
         .replace(
             "packages = [\n",
             "packages = [\n    \"no-such-package-vlx\",\n",
+        )
+        // The copy lives elsewhere: its overlay by its full path.
+        .replace(
+            "\"../../overlays/debian\"",
+            &format!("{:?}", workspace().join("overlays/debian")),
         );
     let profile = d.path().join("p.toml");
     std::fs::write(&profile, text).unwrap();

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use contracts::names::label;
 
 use crate::diag::{Diagnostics, Report, Source};
+use crate::etcd::EtcdPlan;
 use crate::layout::{
     self, ATTR_LEGACY_BIOS_BOOTABLE, DiskLayout, LogicalVolume, LvmLayout, NoFit, Role, Want, types,
 };
@@ -41,6 +42,7 @@ pub struct Plan {
     pub services: Services,
     pub boot: BootPlan,
     pub image: ImagePlan,
+    pub etcd: EtcdPlan,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,7 +427,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         .collect();
     let services = services_of(&p.services);
     let count = p.nodes.len();
-    let nodes = p
+    let nodes: Vec<NodePlan> = p
         .nodes
         .iter()
         .enumerate()
@@ -465,6 +467,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         })
         .collect();
 
+    let etcd = crate::etcd::plan(p, &nodes);
     Some(Plan {
         format: PLAN_FORMAT,
         cluster: ClusterPlan {
@@ -508,6 +511,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
             host: p.image.host.value.clone(),
             overlays: p.image.overlays.iter().map(|o| o.value.clone()).collect(),
         },
+        etcd,
     })
 }
 

@@ -109,8 +109,6 @@ impl Etcd {
         let root = self.root(name).to_owned();
         let data = self.data(name);
         std::fs::create_dir_all(&data).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
         let script = format!(
             "mount --bind '{defaults}' /etc/default/etcd && mount --bind '{data}' /var/lib/etcd && exec '{start}'",
             defaults = root.join("etc/default/etcd").display(),

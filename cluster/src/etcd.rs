@@ -83,6 +83,20 @@ pub struct Voter {
     pub client_url: String,
 }
 
+/// What a plan written before etcd was planned reads as: no voters (so
+/// `plan --diff` against it shows the voters a change brings).
+impl Default for EtcdPlan {
+    fn default() -> EtcdPlan {
+        EtcdPlan {
+            token: String::new(),
+            heartbeat: defaults::HEARTBEAT,
+            election: defaults::ELECTION,
+            data_dir: DATA_DIR.to_owned(),
+            voters: Vec::new(),
+        }
+    }
+}
+
 impl EtcdPlan {
     /// The voters among blades `names` (plan order, addresses `ips`).
     pub fn new(

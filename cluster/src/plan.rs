@@ -42,6 +42,8 @@ pub struct Plan {
     pub services: Services,
     pub boot: BootPlan,
     pub image: ImagePlan,
+    /// Absent from plans written before etcd was planned: read as none.
+    #[serde(default)]
     pub etcd: EtcdPlan,
 }
 

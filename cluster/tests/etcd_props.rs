@@ -71,3 +71,17 @@ proptest! {
         }
     }
 }
+
+/// A plan written before etcd was planned still reads, with no voters.
+#[test]
+fn a_plan_without_etcd_reads_as_one_with_no_voters() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/demo.json");
+    let text = std::fs::read_to_string(&path).expect("the golden demo plan");
+    let mut json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let full = cluster::Plan::from_json(&text).expect("the golden plan reads");
+    assert_eq!(full.etcd.voters.len(), 3);
+    json.as_object_mut().expect("an object").remove("etcd");
+    let old = cluster::Plan::from_json(&json.to_string()).expect("a plan without etcd reads");
+    assert!(old.etcd.voters.is_empty());
+    assert_eq!(old.nodes, full.nodes);
+}

@@ -27,6 +27,11 @@ pub const PEER_PORT: u16 = 2380;
 /// Where a voter keeps its data: on its snapshot root, which persists
 /// across boots and is emptied by `reset-node`.
 pub const DATA_DIR: &str = "/var/lib/etcd";
+/// How many WAL files a member keeps (etcd's default is 5). etcd
+/// preallocates each at 64 MB on the voter's root, whose file system has
+/// only the host image's headroom free: 2 bound the log to ~128 MB. A file
+/// is purged only once a snapshot covers it, so fewer files lose nothing.
+pub const MAX_WALS: u32 = 2;
 /// Where `vlx-vc` and `vlx-vcd` read the endpoints on every blade
 /// (`docs/contracts.md`).
 pub const ENDPOINTS_FILE: &str = "/etc/vlx/etcd.conf";

@@ -66,6 +66,8 @@ pub struct Etcd {
     pub heartbeat_ms: u32,
     pub election_ms: u32,
     pub data_dir: String,
+    /// WAL files a member keeps ([`cluster::etcd::MAX_WALS`]).
+    pub max_wals: u32,
     /// Every voter's client URL, in plan order.
     pub endpoints: Vec<String>,
 }
@@ -324,6 +326,7 @@ impl Context {
             heartbeat_ms: e.heartbeat.get(),
             election_ms: e.election.get(),
             data_dir: e.data_dir.clone(),
+            max_wals: cluster::etcd::MAX_WALS,
             endpoints: e.endpoints(),
         };
         Ok(Context {

@@ -525,6 +525,26 @@ pub fn diff(installed: &Plan, new: &Plan) -> PlanDiff {
     changed(s, "boot.cmdline", &a.boot.cmdline, &b.boot.cmdline);
     changed(s, "image.host", &a.image.host, &b.image.host);
     changed(s, "image.overlays", &a.image.overlays, &b.image.overlays);
+    let voters = |p: &Plan| {
+        p.etcd
+            .voters
+            .iter()
+            .map(|v| v.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    changed(s, "etcd.voters", &voters(a), &voters(b));
+    changed(
+        s,
+        "etcd.heartbeat_ms",
+        &a.etcd.heartbeat.get(),
+        &b.etcd.heartbeat.get(),
+    );
+    changed(
+        s,
+        "etcd.election_ms",
+        &a.etcd.election.get(),
+        &b.etcd.election.get(),
+    );
     d
 }
 

@@ -9,6 +9,7 @@
 
 pub mod diag;
 pub mod diff;
+pub mod etcd;
 pub mod gpt;
 pub mod layout;
 pub mod locate;

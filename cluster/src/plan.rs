@@ -11,6 +11,7 @@ use uuid::Uuid;
 use contracts::names::label;
 
 use crate::diag::{Diagnostics, Report, Source};
+use crate::etcd::EtcdPlan;
 use crate::layout::{
     self, ATTR_LEGACY_BIOS_BOOTABLE, DiskLayout, NoFit, PoolLayout, Role, Want, types,
 };
@@ -41,6 +42,9 @@ pub struct Plan {
     pub services: Services,
     pub boot: BootPlan,
     pub image: ImagePlan,
+    /// Absent from plans written before etcd was planned: read as none.
+    #[serde(default)]
+    pub etcd: EtcdPlan,
     /// `[admin]`; left out of the JSON when empty (plans written before it
     /// read as empty).
     #[serde(default, skip_serializing_if = "AdminPlan::is_empty")]
@@ -445,7 +449,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         .collect();
     let services = services_of(&p.services);
     let count = p.nodes.len();
-    let nodes = p
+    let nodes: Vec<NodePlan> = p
         .nodes
         .iter()
         .enumerate()
@@ -486,6 +490,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         })
         .collect();
 
+    let etcd = crate::etcd::plan(p, &nodes);
     Some(Plan {
         format: PLAN_FORMAT,
         cluster: ClusterPlan {
@@ -529,6 +534,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
             host: p.image.host.value.clone(),
             overlays: p.image.overlays.iter().map(|o| o.value.clone()).collect(),
         },
+        etcd,
         admin: AdminPlan {
             ssh_keys: p.admin.ssh_keys.iter().map(|k| k.value.clone()).collect(),
         },

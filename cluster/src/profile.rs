@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::diag::{At, Report, Span};
+use crate::etcd::{Millis, defaults as etcd_defaults};
 use crate::name::{NameRange, NodeName, check_domain, check_label};
 use crate::net::{Ipv4Net, MacAddr, ipv4_add};
 use crate::read::{Tbl, as_table};
@@ -30,6 +31,7 @@ pub struct Profile {
     pub boot: Boot,
     pub image: Image,
     pub admin: Admin,
+    pub etcd: EtcdTimers,
     /// Span of the whole file, for problems that belong to no single key.
     pub(crate) top: Span,
     /// Span of `[services]` (or the file, when absent).
@@ -169,6 +171,13 @@ pub struct Services {
     pub shared: bool,
 }
 
+/// `[etcd]`: the timers of the blades' etcd (`crate::etcd`).
+#[derive(Debug, Clone)]
+pub struct EtcdTimers {
+    pub heartbeat: At<Millis>,
+    pub election: At<Millis>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Boot {
     pub firmware: At<Firmware>,
@@ -292,7 +301,7 @@ impl Profile {
             rep,
             &[
                 "cluster", "network", "nodes", "san", "storage", "services", "boot", "image",
-                "admin",
+                "admin", "etcd",
             ],
         );
 
@@ -315,6 +324,7 @@ impl Profile {
         let storage = parse_storage(rep, &root);
         let services = parse_services(rep, &root);
         let boot = parse_boot(rep, &root);
+        let etcd = parse_etcd(rep, &root);
         let image = section(
             rep,
             &root,
@@ -334,6 +344,7 @@ impl Profile {
             boot: boot?,
             image: image?,
             admin: admin?,
+            etcd: etcd?,
             services_span: root.table_span("services").unwrap_or(top.clone()),
             top,
         })
@@ -1186,6 +1197,68 @@ fn parse_services(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Services> 
         ntp,
         vip,
         shared,
+    })
+}
+
+/// `[etcd]`: both timers optional; etcd's own limits are checked here,
+/// where the error can point at the key (etcd would only refuse to start).
+fn parse_etcd(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<EtcdTimers> {
+    let t = optional(rep, root, "etcd").ok()?;
+    let here = t.as_ref().map_or(root.span(), |t| t.span());
+    let ms = |rep: &mut Report<'_>, key: &str, d: Millis| -> Option<At<Millis>> {
+        let Some(t) = t.as_ref().filter(|t| t.has(key)) else {
+            return Some(At::new(d, here.clone(), format!("etcd.{key}")));
+        };
+        let v = t.integer(rep, key)?;
+        match u32::try_from(*v) {
+            Ok(n) if n > 0 => Some(v.with(Millis(n))),
+            _ => {
+                rep.error(
+                    &v.span,
+                    &v.key,
+                    format!("{} is not a time in milliseconds", *v),
+                    Some("write a positive whole number of milliseconds".into()),
+                );
+                None
+            }
+        }
+    };
+    if let Some(t) = &t {
+        t.check_keys(rep, &["heartbeat_ms", "election_ms"]);
+    }
+    let heartbeat = ms(rep, "heartbeat_ms", etcd_defaults::HEARTBEAT)?;
+    let election = ms(rep, "election_ms", etcd_defaults::ELECTION)?;
+    let per = etcd_defaults::ELECTION_PER_HEARTBEAT;
+    if election.value.get() < heartbeat.value.get().saturating_mul(per) {
+        rep.error(
+            &election.span,
+            &election.key,
+            format!(
+                "etcd needs an election timeout of at least {per} heartbeats: {} is less than {per} × {}",
+                election.value, heartbeat.value
+            ),
+            Some(format!(
+                "set etcd.election_ms to {} or more, or lower etcd.heartbeat_ms",
+                heartbeat.value.get().saturating_mul(per)
+            )),
+        );
+        return None;
+    }
+    if election.value > etcd_defaults::ELECTION_MAX {
+        rep.error(
+            &election.span,
+            &election.key,
+            format!(
+                "etcd refuses an election timeout above {}",
+                etcd_defaults::ELECTION_MAX
+            ),
+            None,
+        );
+        return None;
+    }
+    Some(EtcdTimers {
+        heartbeat,
+        election,
     })
 }
 

@@ -157,6 +157,19 @@ impl fmt::Display for Plan {
         for v in &self.network.vips {
             writeln!(f, "VIP {} (VRRP router id {})", v.address, v.vrid)?;
         }
+        let e = &self.etcd;
+        let voters: Vec<&str> = e.voters.iter().map(|v| v.name.as_str()).collect();
+        writeln!(
+            f,
+            "etcd voters: {} (heartbeat {}, election {}); the other nodes are clients",
+            if voters.is_empty() {
+                "none".into()
+            } else {
+                voters.join(" ")
+            },
+            e.heartbeat,
+            e.election
+        )?;
         let fw = match self.boot.firmware {
             Firmware::Uefi => "UEFI",
             Firmware::Bios => "BIOS",

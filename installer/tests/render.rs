@@ -568,3 +568,52 @@ fn debian_units_pass_systemd_analyze_verify() {
         "{said}"
     );
 }
+
+/// `/etc/default/etcd` is shell that makes exactly the plan's voters
+/// members (with the plan's timers), and every node's `/etc/vlx/etcd.conf`
+/// is the TOML `vlx-vc` reads, naming every voter.
+#[test]
+fn etcd_files_make_the_plans_voters_members_and_every_node_a_client() {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Conf {
+        endpoints: Vec<String>,
+    }
+    for profile in PROFILES {
+        let plan = plan(profile);
+        let want: Vec<String> = plan.etcd.endpoints();
+        let dir = tempfile::tempdir().unwrap();
+        let mut members = Vec::new();
+        for (name, root) in write_all(&plan, dir.path()) {
+            let conf = std::fs::read_to_string(root.join("etc/vlx/etcd.conf")).unwrap();
+            let conf: Conf = toml::from_str(&conf).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(conf.endpoints, want, "{profile} {name}");
+
+            let env = root.join("etc/default/etcd");
+            let out = run_ok(Command::new("busybox").args(["sh", "-euc"]).arg(format!(
+                ". '{}'; echo \"$VLX_ETCD_VOTER ${{ETCD_NAME-}} ${{ETCD_INITIAL_CLUSTER-}} ${{ETCD_HEARTBEAT_INTERVAL-}} ${{ETCD_ELECTION_TIMEOUT-}}\"",
+                env.display()
+            )));
+            let said = String::from_utf8_lossy(&out.stdout);
+            let said: Vec<&str> = said.split_whitespace().collect();
+            if said[0] == "yes" {
+                assert_eq!(said[1], name, "{profile}");
+                assert_eq!(said[2], plan.etcd.initial_cluster(), "{profile} {name}");
+                let timers =
+                    [plan.etcd.heartbeat.get(), plan.etcd.election.get()].map(|t| t.to_string());
+                assert_eq!(said[3..], timers, "{profile} {name}");
+                members.push(name);
+            } else {
+                assert_eq!(said, ["no"], "{profile} {name}");
+            }
+        }
+        let voters: Vec<String> = plan
+            .etcd
+            .voters
+            .iter()
+            .map(|v| v.name.to_string())
+            .collect();
+        assert_eq!(members, voters, "{profile}");
+        assert_eq!(voters.len(), if plan.nodes.len() >= 16 { 5 } else { 3 });
+    }
+}

@@ -350,6 +350,75 @@ pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: D
     }
 }
 
+/// How long etcd may take to elect a leader once the blades are ready: a
+/// few election timeouts of the rig's profile (2.5 s), with room for TCG.
+const ETCD_WATCH: Duration = Duration::from_secs(90);
+
+/// etcd on the blades: every node reaches the running voters (`etcdctl
+/// endpoint health` against their client URLs, from the plan the blades
+/// were rendered from), and a value put through the first node is read
+/// through the last. `endpoints` are the running voters' client URLs.
+pub fn etcd(checks: &mut Checks, nodes: &[Node<'_>], endpoints: &[String], limit: Duration) {
+    let list = endpoints.join(",");
+    let ctl = format!("etcdctl --dial-timeout=2s --command-timeout=5s --endpoints={list}");
+    let start = Instant::now();
+    for n in nodes {
+        let name = format!("etcd answers {}", n.name);
+        loop {
+            match sh(n, &format!("{ctl} endpoint health 2>&1"), limit) {
+                Ok(o) if o.success() => {
+                    checks.pass(STEP, name, o.lines.join(" | "));
+                    break;
+                }
+                Ok(o) if start.elapsed() >= ETCD_WATCH => {
+                    checks.fail(STEP, name, o.lines.join(" | "));
+                    break;
+                }
+                Ok(_) => std::thread::sleep(POLL * 4),
+                Err(e) => {
+                    checks.fail(STEP, name, e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    let (Some(first), Some(last)) = (nodes.first(), nodes.last()) else {
+        return;
+    };
+    let name = format!("etcd put on {}, get on {}", first.name, last.name);
+    let key = "/vlx/rig/check";
+    match sh(
+        first,
+        &format!("{ctl} put {key} {} 2>&1", first.name),
+        limit,
+    ) {
+        Ok(o) if o.success() => {}
+        Ok(o) => {
+            checks.fail(STEP, name, format!("put: {}", o.lines.join(" | ")));
+            return;
+        }
+        Err(e) => {
+            checks.fail(STEP, name, e.to_string());
+            return;
+        }
+    }
+    match sh(
+        last,
+        &format!("{ctl} get --print-value-only {key} 2>&1"),
+        limit,
+    ) {
+        Ok(o) => {
+            checks.expect(
+                STEP,
+                name,
+                o.success() && o.text() == first.name,
+                format!("reads {:?}", o.text()),
+            );
+        }
+        Err(e) => checks.fail(STEP, name, e.to_string()),
+    }
+}
+
 /// A `chronyc -n sources` line of a source among `peers` whose reach
 /// register (octal, fifth column) is not zero.
 fn reached_peer(line: &str, peers: &[Ipv4Addr]) -> Option<String> {

@@ -777,6 +777,22 @@ impl Exec<'_> {
             }
             _ => None,
         };
+        // etcd answers only where most of its voters run.
+        let voters = &self.cluster.etcd.voters;
+        let running: Vec<String> = voters
+            .iter()
+            .filter(|v| nodes.iter().any(|n| n.name == v.name.as_str()))
+            .map(|v| v.client_url.clone())
+            .collect();
+        if running.len() * 2 > voters.len() {
+            checks::etcd(&mut checks, &nodes, &running, limit);
+        } else {
+            self.say(&format!(
+                "{} of {} etcd voters run: etcd has no quorum, not checked",
+                running.len(),
+                voters.len()
+            ));
+        }
         checks::private_roots(&mut checks, &nodes, limit);
         if self.rig_key.is_some() {
             // Checked over SSH: an image with systemd (the Debian host).

@@ -11,11 +11,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "the rig boots blades under QEMU"),
     (
         "etcd-server",
-        "VC state on the blades; the VC tests start a real member",
+        "VC state on the blades: the tiny image carries etcd, live_etcd and the VC tests start real members",
     ),
     (
         "etcd-client",
-        "etcdctl: the VC tests read etcd with a tool vlx did not write",
+        "etcdctl: the tiny image's etcd-start rejoins with it; the tests read etcd with a tool vlx did not write",
     ),
     (
         "qemu-utils",

@@ -42,6 +42,7 @@ pub struct Context {
     pub dns: Dns,
     pub boot: Boot,
     pub storage: Storage,
+    pub etcd: Etcd,
     pub admin: Admin,
 }
 
@@ -50,6 +51,33 @@ pub struct Context {
 pub struct Admin {
     /// OpenSSH public key lines, for root's `authorized_keys`.
     pub ssh_keys: Vec<String>,
+}
+
+/// etcd on this node (`cluster::etcd`): a voter runs a member, every node
+/// knows every voter's client URL.
+#[derive(Debug, Clone, Serialize)]
+pub struct Etcd {
+    /// True on the nodes that run a member.
+    pub voter: bool,
+    /// The member's name (the node's), on a voter.
+    pub name: String,
+    /// `http://<ip>:2380`, this node's peer URL.
+    pub peer_url: String,
+    /// `http://<ip>:2379`, this node's client URL.
+    pub client_url: String,
+    /// What a voter serves clients on: its client URL and loopback, so that
+    /// `etcdctl` on the node needs no flags.
+    pub listen_client_urls: String,
+    /// `name=peer_url,…` of every voter.
+    pub initial_cluster: String,
+    pub token: String,
+    pub heartbeat_ms: u32,
+    pub election_ms: u32,
+    pub data_dir: String,
+    /// WAL files a member keeps ([`cluster::etcd::MAX_WALS`]).
+    pub max_wals: u32,
+    /// Every voter's client URL, in plan order.
+    pub endpoints: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -290,6 +318,25 @@ impl Context {
         };
 
         let storage = storage(plan, node, &vips);
+        let e = &plan.etcd;
+        let etcd = Etcd {
+            voter: e.voter(node.index).is_some(),
+            name,
+            peer_url: format!("http://{}:{}", node.ip, cluster::etcd::PEER_PORT),
+            client_url: format!("http://{}:{}", node.ip, cluster::etcd::CLIENT_PORT),
+            listen_client_urls: format!(
+                "http://{}:{port},http://127.0.0.1:{port}",
+                node.ip,
+                port = cluster::etcd::CLIENT_PORT
+            ),
+            initial_cluster: e.initial_cluster(),
+            token: e.token.clone(),
+            heartbeat_ms: e.heartbeat.get(),
+            election_ms: e.election.get(),
+            data_dir: e.data_dir.clone(),
+            max_wals: cluster::etcd::MAX_WALS,
+            endpoints: e.endpoints(),
+        };
         Ok(Context {
             cluster: Cluster {
                 name: plan.cluster.name.clone(),
@@ -354,6 +401,7 @@ impl Context {
             admin: Admin {
                 ssh_keys: plan.admin.ssh_keys.clone(),
             },
+            etcd,
         })
     }
 }

@@ -1,0 +1,236 @@
+//! etcd on the blades, from the plan: which blades vote, where each voter
+//! listens, the initial cluster and its token, the timers and the data
+//! directory. Pure; the installer renders it per node.
+//!
+//! There is no master: a fixed, small set of voters (3 up to
+//! [`FIVE_FROM`]` - 1` blades, 5 from [`FIVE_FROM`] on) spread evenly over
+//! the blade list, so that blades that sit together in the profile (one
+//! chassis, one rack) do not all vote. Every other blade is a client of
+//! every voter.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::name::NodeName;
+
+/// Clusters of this many blades or more have 5 voters, smaller ones 3 (or
+/// every blade, when there are fewer than 3): 5 voters survive two lost
+/// blades, and more voters only slow every write down.
+pub const FIVE_FROM: usize = 16;
+/// etcd's client port (IANA).
+pub const CLIENT_PORT: u16 = 2379;
+/// etcd's peer port (IANA).
+pub const PEER_PORT: u16 = 2380;
+/// Where a voter keeps its data: on its snapshot root, which persists
+/// across boots and is emptied by `reset-node`.
+pub const DATA_DIR: &str = "/var/lib/etcd";
+/// How many WAL files a member keeps (etcd's default is 5). etcd
+/// preallocates each at 64 MB on the voter's root, whose file system has
+/// only the host image's headroom free: 2 bound the log to ~128 MB. A file
+/// is purged only once a snapshot covers it, so fewer files lose nothing.
+pub const MAX_WALS: u32 = 2;
+/// Where `vlx-vc` and `vlx-vcd` read the endpoints on every blade
+/// (`docs/contracts.md`).
+pub const ENDPOINTS_FILE: &str = "/etc/vlx/etcd.conf";
+
+/// Milliseconds, for etcd's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub u32);
+
+impl Millis {
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ms", self.0)
+    }
+}
+
+/// etcd's defaults (100 ms / 1 s), which suit a LAN of real machines.
+pub mod defaults {
+    use super::Millis;
+    pub const HEARTBEAT: Millis = Millis(100);
+    pub const ELECTION: Millis = Millis(1000);
+    /// etcd refuses an election timeout above 50 s.
+    pub const ELECTION_MAX: Millis = Millis(50_000);
+    /// etcd refuses an election timeout under 5 heartbeats.
+    pub const ELECTION_PER_HEARTBEAT: u32 = 5;
+}
+
+/// The cluster's etcd, as every blade sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdPlan {
+    /// `vlx-<cluster uuid>`: two clusters on one network never merge.
+    pub token: String,
+    #[serde(rename = "heartbeat_ms")]
+    pub heartbeat: Millis,
+    #[serde(rename = "election_ms")]
+    pub election: Millis,
+    pub data_dir: String,
+    /// The voters, in plan order.
+    pub voters: Vec<Voter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Voter {
+    /// The blade's index in the plan.
+    pub index: usize,
+    /// The member's name: the blade's name.
+    pub name: NodeName,
+    pub peer_url: String,
+    pub client_url: String,
+}
+
+/// What a plan written before etcd was planned reads as: no voters (so
+/// `plan --diff` against it shows the voters a change brings).
+impl Default for EtcdPlan {
+    fn default() -> EtcdPlan {
+        EtcdPlan {
+            token: String::new(),
+            heartbeat: defaults::HEARTBEAT,
+            election: defaults::ELECTION,
+            data_dir: DATA_DIR.to_owned(),
+            voters: Vec::new(),
+        }
+    }
+}
+
+impl EtcdPlan {
+    /// The voters among blades `names` (plan order, addresses `ips`).
+    pub fn new(
+        cluster: Uuid,
+        nodes: &[(NodeName, Ipv4Addr)],
+        heartbeat: Millis,
+        election: Millis,
+    ) -> EtcdPlan {
+        let voters = voter_indices(nodes.len())
+            .into_iter()
+            .map(|i| {
+                let (name, ip) = &nodes[i];
+                Voter {
+                    index: i,
+                    name: name.clone(),
+                    peer_url: format!("http://{ip}:{PEER_PORT}"),
+                    client_url: format!("http://{ip}:{CLIENT_PORT}"),
+                }
+            })
+            .collect();
+        EtcdPlan {
+            token: format!("vlx-{cluster}"),
+            heartbeat,
+            election,
+            data_dir: DATA_DIR.to_owned(),
+            voters,
+        }
+    }
+
+    /// `name=peer_url,…` for etcd's `initial-cluster`.
+    pub fn initial_cluster(&self) -> String {
+        self.voters
+            .iter()
+            .map(|v| format!("{}={}", v.name, v.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every voter's client URL, in plan order: what every blade's
+    /// `/etc/vlx/etcd.conf` lists.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.voters.iter().map(|v| v.client_url.clone()).collect()
+    }
+
+    pub fn voter(&self, index: usize) -> Option<&Voter> {
+        self.voters.iter().find(|v| v.index == index)
+    }
+}
+
+/// The etcd of a profile whose blades are `nodes`.
+pub(crate) fn plan(p: &crate::Profile, nodes: &[crate::NodePlan]) -> EtcdPlan {
+    let blades: Vec<(NodeName, Ipv4Addr)> = nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
+    EtcdPlan::new(
+        p.cluster.uuid.value,
+        &blades,
+        p.etcd.heartbeat.value,
+        p.etcd.election.value,
+    )
+}
+
+/// How many of `blades` vote.
+pub fn voter_count(blades: usize) -> usize {
+    if blades >= FIVE_FROM {
+        5
+    } else {
+        blades.min(3)
+    }
+}
+
+/// The voters' indices among `blades`, ascending: evenly spaced,
+/// `floor(k * blades / count)`, so the first blade always votes and the
+/// gaps between voters differ by at most one.
+pub fn voter_indices(blades: usize) -> Vec<usize> {
+    let count = voter_count(blades);
+    (0..count).map(|k| k * blades / count).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(n: usize) -> Vec<(NodeName, Ipv4Addr)> {
+        (0..n)
+            .map(|i| {
+                let name: NodeName = format!("n{}", i + 1).parse().unwrap();
+                (
+                    name,
+                    Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_voters_up_to_fifteen_five_from_sixteen() {
+        assert_eq!(voter_count(1), 1);
+        assert_eq!(voter_count(2), 2);
+        assert_eq!(voter_count(3), 3);
+        assert_eq!(voter_count(15), 3);
+        assert_eq!(voter_count(16), 5);
+        assert_eq!(voter_count(1000), 5);
+    }
+
+    #[test]
+    fn voters_are_spread() {
+        assert_eq!(voter_indices(4), vec![0, 1, 2]);
+        assert_eq!(voter_indices(9), vec![0, 3, 6]);
+        assert_eq!(voter_indices(15), vec![0, 5, 10]);
+        assert_eq!(voter_indices(16), vec![0, 3, 6, 9, 12]);
+        assert_eq!(voter_indices(64), vec![0, 12, 25, 38, 51]);
+    }
+
+    #[test]
+    fn urls_and_initial_cluster_name_each_voter() {
+        let plan = EtcdPlan::new(Uuid::nil(), &nodes(9), Millis(250), Millis(2500));
+        assert_eq!(
+            plan.initial_cluster(),
+            "n1=http://10.0.0.1:2380,n4=http://10.0.0.4:2380,n7=http://10.0.0.7:2380"
+        );
+        assert_eq!(
+            plan.endpoints(),
+            vec![
+                "http://10.0.0.1:2379",
+                "http://10.0.0.4:2379",
+                "http://10.0.0.7:2379"
+            ]
+        );
+        assert_eq!(plan.token, "vlx-00000000-0000-0000-0000-000000000000");
+        assert_eq!(plan.data_dir, "/var/lib/etcd");
+        assert!(plan.voter(3).is_some() && plan.voter(1).is_none());
+    }
+}

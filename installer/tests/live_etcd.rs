@@ -1,0 +1,311 @@
+//! etcd on the demo cluster, live: every blade gets a network namespace on
+//! one private bridge with its address from the plan, each voter runs
+//! Debian's etcd through the rendered `etcd-start` and `/etc/default/etcd`
+//! (bound over the host's, with a data directory of its own bound over
+//! `/var/lib/etcd`, in the namespace's private mounts), and etcd's own
+//! `etcdctl` judges the cluster: one member list, a put on one voter read
+//! on another, and the client blade's `/etc/vlx/etcd.conf` endpoints
+//! answering. Then a voter is killed, its data wiped (what `reset-node`
+//! does to its snapshot root) and started again by the same script: it must
+//! rejoin as a new member on its own.
+//!
+//! Needs root (namespaces, bind mounts), `etcd-server` and `etcd-client`.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic by design
+
+mod nodes;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use cluster::plan::Plan;
+use nodes::lab::{Lab, wait_until};
+use nodes::{plan, write_all};
+
+/// Generous: members elect a leader within a few election timeouts.
+const READY: Duration = Duration::from_secs(60);
+
+/// A member as `etcdctl member list -w json` prints it.
+#[derive(Debug, serde::Deserialize)]
+struct Member {
+    #[serde(rename = "ID")]
+    id: u64,
+    #[serde(default)]
+    name: String,
+    #[serde(rename = "peerURLs", default)]
+    peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    client_urls: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MemberList {
+    members: Vec<Member>,
+}
+
+struct Etcd {
+    lab: Lab,
+    plan: Plan,
+    roots: Vec<(String, PathBuf)>,
+    /// The voters' `etcd-start` processes, by name.
+    running: Vec<(String, Child)>,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.running {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Etcd {
+    fn new() -> Etcd {
+        for tool in ["etcd", "etcdctl"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .status()
+                .unwrap()
+                .success();
+            assert!(
+                found,
+                "{tool} is missing: install etcd-server and etcd-client (cargo xtask deps)"
+            );
+        }
+        let plan = plan("demo.toml");
+        let mut lab = Lab::new("etcd");
+        let roots = write_all(&plan, &lab.dir.path().join("roots"));
+        let prefix = plan.network.cidr.prefix();
+        for n in &plan.nodes {
+            let name = n.name.as_str();
+            let ns = lab.add_host(name, &n.macs[0].to_string());
+            let addr = format!("{}/{prefix}", n.ip);
+            nodes::run_ok(
+                Command::new("ip").args(["-n", &ns, "addr", "add", &addr, "dev", "eth0"]),
+            );
+            nodes::run_ok(Command::new("ip").args(["-n", &ns, "link", "set", "eth0", "up"]));
+        }
+        Etcd {
+            lab,
+            plan,
+            roots,
+            running: Vec::new(),
+        }
+    }
+
+    fn root(&self, name: &str) -> &Path {
+        &self.roots.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    fn data(&self, name: &str) -> PathBuf {
+        self.lab.dir.path().join("data").join(name)
+    }
+
+    /// Starts `name`'s rendered `etcd-start` in its namespace, its rendered
+    /// defaults and its own data directory bound where the script and etcd
+    /// look for them.
+    fn start(&mut self, name: &str) {
+        let root = self.root(name).to_owned();
+        let data = self.data(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let script = format!(
+            "mount --bind '{defaults}' /etc/default/etcd && mount --bind '{data}' /var/lib/etcd && exec '{start}'",
+            defaults = root.join("etc/default/etcd").display(),
+            data = data.display(),
+            start = root.join("usr/lib/vlx/etcd-start").display(),
+        );
+        let log = self
+            .lab
+            .dir
+            .path()
+            .join(format!("etcd-{name}-{}.log", self.running.len()));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = self.lab.cmd(name, "sh");
+        cmd.args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = cmd.spawn().unwrap();
+        self.running.push((name.to_owned(), child));
+    }
+
+    /// Kills `name`'s member (SIGKILL: a blade that dies).
+    fn kill(&mut self, name: &str) {
+        let at = self.running.iter().position(|(n, _)| n == name).unwrap();
+        let (_, mut child) = self.running.remove(at);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn log(&self, name: &str) -> String {
+        let mut out = String::new();
+        for k in 0..8 {
+            let p = self.lab.dir.path().join(format!("etcd-{name}-{k}.log"));
+            if let Ok(t) = std::fs::read_to_string(&p) {
+                out.push_str(&format!("--- {}\n{t}", p.display()));
+            }
+        }
+        out
+    }
+
+    /// `etcdctl` run in `host`'s namespace against `endpoints`.
+    fn ctl(&self, host: &str, endpoints: &[String], args: &[&str]) -> Output {
+        let mut cmd = self.lab.cmd(host, "etcdctl");
+        cmd.arg(format!("--endpoints={}", endpoints.join(",")))
+            .args(["--dial-timeout=2s", "--command-timeout=5s"])
+            .args(args);
+        cmd.output().unwrap()
+    }
+
+    fn members(&self, host: &str) -> Option<Vec<Member>> {
+        let out = self.ctl(
+            host,
+            &self.plan.etcd.endpoints(),
+            &["member", "list", "-w", "json"],
+        );
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice::<MemberList>(&out.stdout)
+            .ok()
+            .map(|l| l.members)
+    }
+
+    /// True when every voter of the plan is a started member (a name and
+    /// a client URL) at its planned URLs, and nothing else is.
+    fn whole(&self, host: &str) -> bool {
+        let Some(mut members) = self.members(host) else {
+            return false;
+        };
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members.len() == self.plan.etcd.voters.len()
+            && members.iter().zip(&self.plan.etcd.voters).all(|(m, v)| {
+                m.name == v.name.as_str()
+                    && m.peer_urls == [v.peer_url.clone()]
+                    && m.client_urls == [v.client_url.clone()]
+            })
+    }
+
+    /// Each endpoint on its own says it is healthy (it has a leader and
+    /// commits).
+    fn healthy(&self, host: &str, endpoints: &[String]) -> bool {
+        endpoints.iter().all(|e| {
+            self.ctl(host, std::slice::from_ref(e), &["endpoint", "health"])
+                .status
+                .success()
+        })
+    }
+
+    fn get(&self, host: &str, endpoint: &str, key: &str) -> String {
+        let out = self.ctl(
+            host,
+            &[endpoint.to_owned()],
+            &["get", "--print-value-only", key],
+        );
+        assert!(out.status.success(), "get {key} on {endpoint}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn put(&self, host: &str, endpoint: &str, key: &str, value: &str) {
+        let out = self.ctl(host, &[endpoint.to_owned()], &["put", key, value]);
+        assert!(out.status.success(), "put {key} on {endpoint}: {out:?}");
+    }
+}
+
+#[test]
+fn live_etcd_voters_form_one_cluster_and_a_reset_voter_rejoins() {
+    let mut e = Etcd::new();
+    let voters: Vec<String> = e
+        .plan
+        .etcd
+        .voters
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    let client = e
+        .plan
+        .nodes
+        .iter()
+        .map(|n| n.name.to_string())
+        .find(|n| !voters.contains(n))
+        .expect("the demo cluster has a blade that does not vote");
+    assert_eq!(voters, ["blade01", "blade02", "blade03"]);
+
+    // The client's etcd-start runs no member, and says so.
+    let out = e
+        .lab
+        .cmd(&client, "sh")
+        .arg("-c")
+        .arg(format!(
+            "mount --bind '{}' /etc/default/etcd && exec '{}'",
+            e.root(&client).join("etc/default/etcd").display(),
+            e.root(&client).join("usr/lib/vlx/etcd-start").display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a voter"),
+        "{out:?}"
+    );
+
+    for v in &voters {
+        e.start(v);
+    }
+    let formed = wait_until(READY, || e.whole(&client));
+    assert!(
+        formed.is_some(),
+        "no cluster of {voters:?}; members: {:?}\n{}",
+        e.members(&client),
+        voters.iter().map(|v| e.log(v)).collect::<String>()
+    );
+
+    // A write on one voter is read on another.
+    let urls: Vec<String> = e.plan.etcd.endpoints();
+    e.put(&client, &urls[0], "/vlx/test/k", "from-blade01");
+    assert_eq!(e.get(&client, &urls[2], "/vlx/test/k"), "from-blade01");
+
+    // The client's /etc/vlx/etcd.conf, read as vlx-vc reads it.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Conf {
+        endpoints: Vec<String>,
+    }
+    let conf = std::fs::read_to_string(e.root(&client).join("etc/vlx/etcd.conf")).unwrap();
+    let conf: Conf = toml::from_str(&conf).unwrap();
+    assert_eq!(conf.endpoints.len(), 3);
+    assert!(
+        e.healthy(&client, &conf.endpoints),
+        "{:?} do not all answer",
+        conf.endpoints
+    );
+
+    // blade02 dies and comes back with an empty data directory.
+    let before = e.members(&client).unwrap();
+    let old = before.iter().find(|m| m.name == "blade02").unwrap().id;
+    e.kill("blade02");
+    let data = e.data("blade02");
+    std::fs::remove_dir_all(&data).unwrap();
+    e.start("blade02");
+    let rejoined = wait_until(READY, || {
+        e.whole(&client)
+            && e.members(&client)
+                .is_some_and(|m| m.iter().any(|m| m.name == "blade02" && m.id != old))
+            && e.healthy(&client, &urls)
+    });
+    assert!(
+        rejoined.is_some(),
+        "blade02 did not rejoin; members: {:?}\n{}",
+        e.members(&client),
+        e.log("blade02")
+    );
+    let said = e.log("blade02");
+    assert!(
+        said.contains("removing it") && said.contains("rejoining as a new member"),
+        "{said}"
+    );
+    // It caught up with what was written before it was lost.
+    assert_eq!(e.get(&client, &urls[1], "/vlx/test/k"), "from-blade01");
+    assert!(data.join("member").is_dir());
+}

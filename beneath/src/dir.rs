@@ -149,7 +149,7 @@ impl Dir {
     /// Opens the folder `name` of this folder, refusing a link.
     pub fn open_dir(&self, name: &OsStr) -> Result<Dir> {
         self.cname(name)?;
-        match crate::resolve::open_nofollow(self.fd.as_fd(), name) {
+        match open_nofollow(self.fd.as_fd(), name) {
             Ok(fd) => Ok(Dir::new(fd, self.at(name))),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
                 let why = match self.stat(name)? {
@@ -437,4 +437,23 @@ impl AsRawFd for Dir {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+/// Opens `name` in `dir` as a folder without following a link.
+pub(crate) fn open_nofollow(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    let c =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `dir` is open and `c` is NUL-terminated; both outlive the call.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -30,7 +30,29 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
-use super::node::{CmdlineError, DEFAULT_ISCSI_PORT, Iscsi};
+use serde::{Deserialize, Serialize};
+
+pub use super::error::CHAP_REFUSED;
+use super::error::CmdlineError;
+
+/// The seed's iSCSI boot parameters, passed on the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Iscsi {
+    pub storage_ip: Ipv4Addr,
+    pub storage_port: u16,
+    /// Storage interface, e.g. `eth0` or `ib0`.
+    pub sif: String,
+    /// `dhcp`, or one fixed address (a single-blade setup).
+    pub sifip: String,
+    pub sifnm: Option<Ipv4Addr>,
+    /// Modules the storage interface needs, loaded before it is brought up.
+    pub sifm: Vec<String>,
+    /// Target name (IQN).
+    pub ivid: String,
+}
+
+/// The iSCSI port without `vlx.storage_port=` (IANA's).
+pub const DEFAULT_ISCSI_PORT: u16 = 3260;
 
 /// The portal group tag without `rd.iscsi.target.group=`: what target
 /// implementations (tgt, LIO) give the first portal group.
@@ -228,11 +250,6 @@ impl FromStr for RootPath {
         })
     }
 }
-
-/// Why a secret on the command line is refused.
-pub const CHAP_REFUSED: &str = "CHAP credentials do not go on the kernel command line, which \
-     every user of the node and everyone the boot tree is served to can read: let the boot \
-     ROM publish them in the iBFT and boot with rd.iscsi.firmware=1";
 
 /// Keys (before `=`) that would carry a CHAP user or secret.
 pub const SECRET_KEYS: &[&str] = &[
@@ -511,7 +528,10 @@ impl Scan {
             return Ok(());
         }
         if !root_path && !STANDARD_KEYS.contains(&key) {
-            return Err(CmdlineError::UnknownIscsi(key.to_owned()));
+            return Err(CmdlineError::UnknownIscsi {
+                key: key.to_owned(),
+                known: STANDARD_KEYS.join(", "),
+            });
         }
         self.standard.get_or_insert_with(|| word.to_owned());
         let b = |r: String| bad(key, value, r);
@@ -590,7 +610,12 @@ impl Scan {
                 check_name("iSCSI target name", value).map_err(|r| b(&r))?;
                 self.name = Some((value.to_owned(), word));
             }
-            _ => return Err(CmdlineError::Unknown(key.to_owned())),
+            _ => {
+                return Err(CmdlineError::Unknown {
+                    key: key.to_owned(),
+                    known: VLX_KEYS.join(", "),
+                });
+            }
         }
         Ok(())
     }

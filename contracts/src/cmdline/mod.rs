@@ -17,6 +17,7 @@
 //! its own parameters, so that a word typed at a boot prompt wins over the
 //! stored line.
 
+mod error;
 pub mod iscsi;
 pub mod media;
 pub mod node;

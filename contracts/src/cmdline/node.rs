@@ -17,12 +17,13 @@
 //! transport iSCSI without `vlx.san=iscsi`. [`write`] writes the `vlx.*`
 //! spelling only.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use super::error::CmdlineError;
+pub use super::iscsi::{DEFAULT_ISCSI_PORT, Iscsi};
 use super::iscsi::{IscsiBoot, Scan, VLX_KEYS};
 use super::{PREFIX, word, words};
 
@@ -36,25 +37,6 @@ pub enum Transport {
     /// Every blade logs in to an iSCSI target with the seed's parameters.
     Iscsi(Iscsi),
 }
-
-/// The seed's iSCSI boot parameters, passed on the kernel command line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Iscsi {
-    pub storage_ip: Ipv4Addr,
-    pub storage_port: u16,
-    /// Storage interface, e.g. `eth0` or `ib0`.
-    pub sif: String,
-    /// `dhcp`, or one fixed address (a single-blade setup).
-    pub sifip: String,
-    pub sifnm: Option<Ipv4Addr>,
-    /// Modules the storage interface needs, loaded before it is brought up.
-    pub sifm: Vec<String>,
-    /// Target name (IQN).
-    pub ivid: String,
-}
-
-/// The iSCSI port without `vlx.storage_port=` (IANA's).
-pub const DEFAULT_ISCSI_PORT: u16 = 3260;
 
 /// How the command line tells a blade to reach the SAN, whatever the
 /// spelling.
@@ -100,42 +82,6 @@ pub const MAX_SAN_WAIT_SECS: u64 = 3600;
 /// installer's (in a profile's `boot.kernel_args`, or typed at a boot
 /// prompt).
 pub const SAN_WAIT: &str = "san_wait";
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CmdlineError {
-    #[error("the kernel command line has no vlx.cluster=<uuid>")]
-    NoCluster,
-    #[error("the kernel command line has no vlx.san=disk or vlx.san=iscsi")]
-    NoTransport,
-    #[error("{key}={value} on the kernel command line: {reason}")]
-    Bad {
-        key: String,
-        value: String,
-        reason: String,
-    },
-    #[error("an iSCSI boot needs {0} on the kernel command line")]
-    Missing(&'static str),
-    #[error("{0} is an iSCSI parameter, but the command line says vlx.san=disk")]
-    NotForDisk(String),
-    /// A CHAP credential; its value is never repeated.
-    #[error("{0}= on the kernel command line: {reason}", reason = super::iscsi::CHAP_REFUSED)]
-    Secret(String),
-    #[error(
-        "{0} on the kernel command line is not an iSCSI parameter vlx reads (known: {known})",
-        known = super::iscsi::STANDARD_KEYS.join(", ")
-    )]
-    UnknownIscsi(String),
-    #[error(
-        "{0} names a target, but the command line also says to take it from the firmware \
-         (rd.iscsi.firmware=1 or iscsi_auto): drop one of them"
-    )]
-    FirmwareAndTarget(String),
-    #[error(
-        "vlx.{0} on the kernel command line is not a vlx parameter (known: {known})",
-        known = KEYS.join(", ")
-    )]
-    Unknown(String),
-}
 
 /// Every key of the line, without the `vlx.` prefix.
 pub const KEYS: &[&str] = &[
@@ -211,7 +157,12 @@ pub fn parse(line: &str) -> Result<BootArgs, CmdlineError> {
             "san" => san = Some(value.to_owned()),
             SAN_WAIT => san_wait = Some(value.to_owned()),
             k if VLX_KEYS.contains(&k) => scan.vlx(k, value)?,
-            k => return Err(CmdlineError::Unknown(k.to_owned())),
+            k => {
+                return Err(CmdlineError::Unknown {
+                    key: k.to_owned(),
+                    known: KEYS.join(", "),
+                });
+            }
         }
     }
     let cluster = cluster.ok_or(CmdlineError::NoCluster)?;
@@ -241,6 +192,7 @@ pub fn parse(line: &str) -> Result<BootArgs, CmdlineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const U: &str = "6f1c0a4e-3b8e-4d3a-9d2a-1f0e5c7b9a10";
 

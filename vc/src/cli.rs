@@ -93,7 +93,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SetNetArgs {
     /// The settings: `domain`, `storage`, `shared_dir`, `cluster_nets`,
-    /// `upstream_dns`, and a `[pool]` table (`subnet_pool`, `prefix`).
+    /// `upstream_dns`, `blades` (`[{name, addr}]`), and a `[pool]` table
+    /// (`subnet_pool`, `prefix`).
     pub file: PathBuf,
     #[command(flatten)]
     pub common: Common,

@@ -28,7 +28,7 @@ use std::net::Ipv4Addr;
 
 use cluster::{Bytes, Ipv4Net, MacAddr, NodeName};
 use serde::{Deserialize, Serialize};
-use vc_net::{NamedNet, SubnetPool};
+use vc_net::{NamedNet, NetInput, SubnetPool, VcInput, VmInput};
 
 use crate::cli::Failure;
 use crate::etcd::{Compare, Etcd, Kv, Op};
@@ -161,6 +161,48 @@ pub struct NetSettings {
     /// The profile's `[vc]` table; none: every VC names its subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<SubnetPool>,
+    /// Every blade and its address on the cluster network (the next hop of
+    /// its VMs), from the cluster's plan: static facts, not under a lease,
+    /// so the routes of a lost blade's VMs can still be planned.
+    #[serde(default)]
+    pub blades: Vec<vc_net::Blade>,
+}
+
+/// The input of the VC networks from a snapshot: the cluster's facts of
+/// `/vlx/net` and every VC that has a network, its VMs in index order on
+/// the blades the placement names. `None` when no network is set up.
+pub fn net_input(snap: &Snapshot) -> Option<NetInput> {
+    let n = snap.net.as_ref()?;
+    let vcs = snap
+        .vcs
+        .values()
+        .filter_map(|r| {
+            let net = r.net?;
+            Some(VcInput {
+                name: r.spec.name.to_string(),
+                subnet: net.subnet,
+                outside: net.outside,
+                vms: r
+                    .vms
+                    .iter()
+                    .map(|v| VmInput {
+                        name: v.vm.name(),
+                        mac: v.mac,
+                        blade: v.blade.to_string(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    Some(NetInput {
+        domain: n.domain.clone(),
+        cluster_nets: n.cluster_nets.clone(),
+        storage: n.storage,
+        shared_dir: n.shared_dir.clone(),
+        upstream_dns: n.upstream_dns.clone(),
+        blades: n.blades.clone(),
+        vcs,
+    })
 }
 
 /// What `create` asks of the network: a subnet (else one from the pool)
@@ -631,4 +673,96 @@ pub fn apply<T>(
     Err(Failure::Failed(anyhow!(
         "the VC state kept changing under this command ({ATTEMPTS} attempts); try again"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str) -> Kv {
+        Kv {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+            lease: 0,
+        }
+    }
+
+    const NET_SETTINGS: &str = r#"{"domain":"cluster.test","cluster_nets":[{"name":"network.cidr","cidr":"10.0.0.0/16"}],"storage":"10.0.0.5","shared_dir":"/srv/shared","blades":[{"name":"blade01","addr":"10.0.1.1"},{"name":"blade02","addr":"10.0.1.2"}]}"#;
+
+    /// A VC `demo` of three VMs on the given blades, with a network when
+    /// `subnet` is given.
+    fn snap(blades: [&str; 3], subnet: Option<&str>) -> Snapshot {
+        let spec = r#"{"name":"demo","id":1,"guest":"tiny","vms":3,"vcpus":1,"memory":134217728,"placement":"block","mode":"strict","restart":"manual"}"#;
+        let vms: Vec<String> = blades
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                format!(
+                    r#"{{"vm":{},"blade":"{b}","mac":"06:00:00:01:00:0{}"}}"#,
+                    i + 1,
+                    i + 1
+                )
+            })
+            .collect();
+        let mut kvs = vec![
+            kv(NET, NET_SETTINGS),
+            kv("/vlx/vc/demo/spec", spec),
+            kv("/vlx/vc/demo/state", r#"{"desired":"running"}"#),
+            kv("/vlx/vc/demo/vms", &format!("[{}]", vms.join(","))),
+        ];
+        if let Some(s) = subnet {
+            kvs.push(kv(
+                "/vlx/vc/demo/net",
+                &format!(r#"{{"subnet":"{s}","outside":true}}"#),
+            ));
+        }
+        Snapshot::from_kvs(&kvs, 7).expect("snapshot")
+    }
+
+    #[test]
+    fn net_input_gives_the_addresses_show_prints_and_routes_follow_a_remap() {
+        let s = snap(["blade01", "blade01", "blade02"], Some("10.200.0.0/24"));
+        let input = net_input(&s).expect("a network is set up");
+        let plan = vc_net::NetPlan::new(&input).expect("a valid plan");
+        let rec = s.vcs.values().next().and_then(|r| r.net).expect("net");
+        for (i, vm) in plan.vcs[0].vms.iter().enumerate() {
+            let index = VmIndex(u32::try_from(i + 1).expect("index"));
+            assert_eq!(vm.name, index.name());
+            assert_eq!(Some(vm.addr), rec.addr(index), "{}", vm.name);
+        }
+        assert!(plan.vcs[0].outside);
+        let b1 = plan.blade("blade01").expect("blade01");
+        assert_eq!(b1.local.len(), 2);
+        assert_eq!(b1.routes.len(), 1);
+        assert_eq!(b1.routes[0].dest.to_string(), "10.200.0.4");
+        assert_eq!(b1.routes[0].via.to_string(), "10.0.1.2");
+
+        // The same VC remapped: vm1 moves to blade02, its address stays.
+        let moved = snap(["blade02", "blade01", "blade02"], Some("10.200.0.0/24"));
+        let plan = vc_net::NetPlan::new(&net_input(&moved).expect("net")).expect("plan");
+        let b1 = plan.blade("blade01").expect("blade01");
+        let dests: Vec<String> = b1.routes.iter().map(|r| r.dest.to_string()).collect();
+        assert_eq!(dests, ["10.200.0.2", "10.200.0.4"]);
+    }
+
+    #[test]
+    fn a_vc_without_a_network_is_left_out_and_no_settings_means_no_input() {
+        let s = snap(["blade01", "blade01", "blade02"], None);
+        assert!(net_input(&s).expect("settings").vcs.is_empty());
+        let mut bare = s.clone();
+        bare.net = None;
+        assert!(net_input(&bare).is_none());
+    }
+
+    #[test]
+    fn a_vm_on_a_blade_without_an_address_makes_the_plan_name_it() {
+        let s = snap(["blade01", "blade09", "blade02"], Some("10.200.0.0/24"));
+        let err = vc_net::NetPlan::new(&net_input(&s).expect("net")).expect_err("blade09");
+        assert_eq!(
+            err.to_string(),
+            "VM demo/vm2 runs on blade `blade09`, which is not in the blade list"
+        );
+    }
 }

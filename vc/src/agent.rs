@@ -355,7 +355,7 @@ impl Agent {
                     .find(|v| v.vm == *vm)
                     .context("the VM vanished from the snapshot")?;
                 self.report(vc, *vm, "starting", None)?;
-                self.host.start(&r.spec, rec, *incoming)
+                self.host.start_net(&r.spec, rec, r.net.as_ref(), *incoming)
             }
             Step::Resume { vc, vm } => match self.host.adopt(vc, *vm) {
                 Some(mut q) => q.execute("cont", serde_json::json!({})).map(|_| ()),

@@ -24,6 +24,10 @@ use vc_net::NetInput;
 use vc_net::NetPlan;
 use vc_net::apply::{self, Netns};
 
+/// Where the rendered VC dnsmasq config keeps its pid file
+/// (`vc_net::render::dnsmasq`).
+const DNSMASQ_RUN: &str = "/run/vlx";
+
 /// The key of the placer's election: held under its lease by one agent.
 pub const PLACER_KEY: &str = "/vlx/placer";
 
@@ -326,8 +330,11 @@ impl Agent {
                     .status();
             }
         }
-        std::fs::create_dir_all(&self.host.run)
-            .with_context(|| format!("creating {}", self.host.run.display()))?;
+        // The rendered config's pid file lives there (dnsmasq writes it even
+        // in the foreground).
+        for d in [self.host.run.as_path(), Path::new(DNSMASQ_RUN)] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
         let log = self.host.run.join("vc-dnsmasq.log");
         let out = std::fs::OpenOptions::new()
             .create(true)

@@ -4,11 +4,11 @@
 //! boots, refusals, private overlays, save and restore with a new policy,
 //! the loss of a blade, a VM never running twice, and destroy; and the VC
 //! networks: DHCP, `route <vm> via <blade>` after placement and after a
-//! remap, `vc ping` across blades, `vc isolation` between VCs, `vc dns`.
-//! Not here: `vc shared` (the host kernel has no NFS server), `vc outside`
-//! (the rig's namespaces have no way out), and a VM's reach to a blade's
-//! SSH or DHCP server port (no such services run in the rig's blades; the
-//! rules are checked by vc-net's own namespace tests).
+//! remap, `vc ping` across blades, `vc isolation` between VCs and towards
+//! its blade's SSH port (a listener the rig starts), `vc dns`. Not here:
+//! `vc shared` (the host kernel has no NFS server), `vc outside` (the rig's
+//! namespaces have no way out), a blade's DHCP server port (no cluster
+//! dnsmasq runs in the rig's blades).
 //!
 //! The report goes to `OUT` (default `target/rehearsal-vc/`): `checks.json`
 //! (each check with its step's start and end in seconds), `timeline.svg`,
@@ -557,6 +557,44 @@ fn vc_net_checks(rig: &mut Rig) {
         Ok(format!("demo/vm1 -/-> cyc/vm1 ({c1} on {cb})"))
     })();
     rig.check("vc isolation demo -/-> cyc", r);
+
+    // A blade's SSH port: a listener on the VM's own blade, reached from
+    // another blade (so it serves), not from the VM.
+    let r = (|| {
+        let (_, b1) = vm_net(rig, "demo", "vm1")?;
+        let n: usize = b1.trim_start_matches("blade").parse()?;
+        let other = if n == 1 { 2 } else { 1 };
+        let blade = ns::addr(n);
+        let cmd: Vec<String> = ["busybox", "nc", "-ll", "-p", "22", "-e", "/bin/true"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let mut listener = rig.net.spawn(
+            n,
+            &cmd,
+            &rig.out.join(format!("blades/blade0{n}/ssh-port.log")),
+        )?;
+        let probe = format!(
+            "busybox nc -w 5 {blade} 22 </dev/null >/dev/null 2>&1 && echo REACHED || echo BLOCKED"
+        );
+        let served = rig.wait("the blade's port 22 serves another blade", || {
+            let o = rig.net.run(other, &["sh", "-c", &probe]).ok()?;
+            String::from_utf8_lossy(&o.stdout)
+                .contains("REACHED")
+                .then_some(())
+        });
+        let from_vm = served.and_then(|()| rig.in_vm(1, "demo", "vm1", &probe));
+        let _ = listener.kill();
+        let _ = listener.wait();
+        let out = from_vm?;
+        if !out.contains("BLOCKED") {
+            bail!("demo/vm1 reached port 22 of {b1} ({blade}): {out}");
+        }
+        Ok(format!(
+            "blade0{other} reaches {b1}:22; demo/vm1 on {b1} does not"
+        ))
+    })();
+    rig.check("vc isolation demo/vm1 -/-> its blade's SSH port", r);
 
     let r = (|| {
         let (a2, _) = vm_net(rig, "demo", "vm2")?;

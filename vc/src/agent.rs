@@ -6,6 +6,8 @@
 //! pure); [`Agent::tick`] observes, plans and executes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,6 +20,13 @@ use crate::state::{
     self, BladeRecord, Desired, Snapshot, VmRecord, VmStatus, blade_key, state_key, status_key,
 };
 use crate::vm::Host;
+use vc_net::NetInput;
+use vc_net::NetPlan;
+use vc_net::apply::{self, Netns};
+
+/// Where the rendered VC dnsmasq config keeps its pid file
+/// (`vc_net::render::dnsmasq`).
+const DNSMASQ_RUN: &str = "/run/vlx";
 
 /// The key of the placer's election: held under its lease by one agent.
 pub const PLACER_KEY: &str = "/vlx/placer";
@@ -223,9 +232,16 @@ pub struct Agent {
     pub host: Host,
     /// Seconds the blade's lease lives without renewal.
     pub ttl: i64,
+    /// Where the blade's VC network files go (`vc_net::apply::write_files`):
+    /// `/` on a blade, a folder per blade in the rig.
+    pub net_root: PathBuf,
     lease: Option<i64>,
     /// When the lease was last renewed.
     renewed: Option<Instant>,
+    /// The network input last applied in full on this blade.
+    net_applied: Option<NetInput>,
+    /// The VC dnsmasq this agent runs.
+    dnsmasq: Option<Child>,
 }
 
 impl Agent {
@@ -236,9 +252,111 @@ impl Agent {
             etcd,
             host,
             ttl,
+            net_root: PathBuf::from("/"),
             lease: None,
             renewed: None,
+            net_applied: None,
+            dnsmasq: None,
         }
+    }
+
+    /// Where the VC dnsmasq's pid is kept, so that an agent restarted
+    /// after a kill ends the one its predecessor left.
+    fn dnsmasq_pidfile(&self) -> PathBuf {
+        self.host.run.join("vc-dnsmasq.pid")
+    }
+
+    /// Puts this blade's part of the VC networks in place (taps, gateway
+    /// addresses, proxy ARP, /32 routes, nftables, the VC dnsmasq) when the
+    /// network input changed since the last full apply, or the dnsmasq
+    /// died. Nothing when no network is set up (`/vlx/net` absent).
+    fn sync_net(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
+        let Some(input) = state::net_input(snap) else {
+            return Ok(());
+        };
+        let alive = match self.dnsmasq.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(st))) => {
+                eprintln!("vlx-vcd: the VC dnsmasq ended ({st}); starting it again");
+                false
+            }
+            Some(Err(_)) | None => false,
+        };
+        if alive && self.net_applied.as_ref() == Some(&input) {
+            return Ok(());
+        }
+        let plan = NetPlan::new(&input).context("planning the VC networks from /vlx/")?;
+        let part = plan
+            .blade(self.me.as_str())
+            .with_context(|| format!("blade {} in /vlx/net", self.me))?;
+        let report = apply::apply(&Netns::Current, &plan, &part)
+            .with_context(|| format!("applying the VC networks of blade {}", self.me))?;
+        let changed = apply::write_files(&self.net_root, &plan, &part)
+            .context("writing the VC network files")?;
+        let conf = self.net_root.join(apply::DNSMASQ_CONF);
+        if !alive || changed.contains(&conf) {
+            self.restart_dnsmasq(&conf)?;
+        }
+        if !report.taps_added.is_empty()
+            || !report.taps_removed.is_empty()
+            || !report.routes_removed.is_empty()
+        {
+            eprintln!(
+                "vlx-vcd: VC networks: taps +{:?} -{:?}, routes removed {:?}, {} routes",
+                report.taps_added, report.taps_removed, report.routes_removed, report.routes
+            );
+        }
+        self.net_applied = Some(input);
+        Ok(())
+    }
+
+    /// Ends the VC dnsmasq (this agent's, or the one a killed predecessor
+    /// left, by its pid file) and starts it on the new config. It runs in
+    /// the foreground as this agent's child (no pid file of its own) and
+    /// keeps no lease file: every address it gives is fixed.
+    fn restart_dnsmasq(&mut self, conf: &Path) -> anyhow::Result<()> {
+        if let Some(mut c) = self.dnsmasq.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let pidfile = self.dnsmasq_pidfile();
+        if let Ok(text) = std::fs::read_to_string(&pidfile) {
+            let pid = text.trim();
+            let is_dnsmasq = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "dnsmasq");
+            if is_dnsmasq {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", pid])
+                    .status();
+            }
+        }
+        // The rendered config's pid file lives there (dnsmasq writes it even
+        // in the foreground).
+        for d in [self.host.run.as_path(), Path::new(DNSMASQ_RUN)] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let log = self.host.run.join("vc-dnsmasq.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let err = out
+            .try_clone()
+            .with_context(|| format!("opening {}", log.display()))?;
+        let child = std::process::Command::new("dnsmasq")
+            .arg("--keep-in-foreground")
+            .arg("--leasefile-ro")
+            .arg(format!("--conf-file={}", conf.display()))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("starting dnsmasq (Debian dnsmasq-base)")?;
+        std::fs::write(&pidfile, format!("{}\n", child.id()))
+            .with_context(|| format!("writing {}", pidfile.display()))?;
+        self.dnsmasq = Some(child);
+        Ok(())
     }
 
     /// Keeps the blade registered: renews its lease, or takes a new one and
@@ -289,6 +407,10 @@ impl Agent {
             }
         }
         let snap = Snapshot::read(&self.etcd)?;
+        // Taps before QEMU: a VM starts on the tap its blade made.
+        if let Err(e) = self.sync_net(&snap) {
+            errors.push(format!("VC networks: {e:#}"));
+        }
         let mut seen = BTreeMap::new();
         for (vc, vm) in self.host.local_vms() {
             let s = match self.host.adopt(&vc, vm) {
@@ -355,7 +477,7 @@ impl Agent {
                     .find(|v| v.vm == *vm)
                     .context("the VM vanished from the snapshot")?;
                 self.report(vc, *vm, "starting", None)?;
-                self.host.start(&r.spec, rec, *incoming)
+                self.host.start_net(&r.spec, rec, r.net.as_ref(), *incoming)
             }
             Step::Resume { vc, vm } => match self.host.adopt(vc, *vm) {
                 Some(mut q) => q.execute("cont", serde_json::json!({})).map(|_| ()),

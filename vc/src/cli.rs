@@ -12,11 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use cluster::Source;
 
 use crate::model::{Blade, Policy, Restart, VcSpec};
-use crate::state::Action;
+use crate::state::{Action, NetRequest};
 
 mod ops;
 use crate::place::place;
-use crate::profile::{load_blades, load_vc};
+use crate::profile::{load_blades, load_vc, load_vc_net};
 use crate::show::PlanView;
 
 /// Why a command did not do its job, and with which exit code.
@@ -85,6 +85,19 @@ pub enum Command {
     ImportGuest(ImportArgs),
     /// Print what a VM wrote on its serial console (`VC/VM`, e.g. demo/vm1).
     Console(ConsoleArgs),
+    /// Record the cluster's networks, domain and VC subnet pool (a TOML
+    /// file, see docs/contracts.md) for VC networks to be planned from.
+    SetNet(SetNetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetNetArgs {
+    /// The settings: `domain`, `storage`, `shared_dir`, `cluster_nets`,
+    /// `upstream_dns`, `blades` (`[{name, addr}]`), and a `[pool]` table
+    /// (`subnet_pool`, `prefix`).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +217,13 @@ pub struct CreateArgs {
     /// manual or auto: what happens to the VMs of a lost blade.
     #[arg(long)]
     pub restart: Option<Restart>,
+    /// The VC's private subnet, e.g. 10.200.3.0/24 (default: the first free
+    /// block of the cluster's VC subnet pool).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<cluster::Ipv4Net>,
+    /// Its VMs may reach the outside through their blade (masquerade).
+    #[arg(long)]
+    pub outside: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -235,6 +255,7 @@ pub fn run(cli: Cli) -> Result<String, Failure> {
         Command::Destroy(a) => ops::destroy(&a),
         Command::ImportGuest(a) => ops::import_guest(&a),
         Command::Console(a) => ops::console(&a),
+        Command::SetNet(a) => ops::set_net(&a),
     }
 }
 
@@ -249,6 +270,12 @@ fn read_source(path: &Path) -> Result<Source, Failure> {
 pub fn read_vc(path: &Path) -> Result<VcSpec, Failure> {
     let src = read_source(path)?;
     load_vc(&src).map_err(|d| Failure::BadInput(anyhow!("{d}")))
+}
+
+/// Reads the network keys of a VC profile (exit 2 with every problem).
+pub fn read_vc_net(path: &Path) -> Result<NetRequest, Failure> {
+    let src = read_source(path)?;
+    load_vc_net(&src).map_err(|d| Failure::BadInput(anyhow!("{d}")))
 }
 
 /// Reads and checks a blades file (exit 2 with every problem).

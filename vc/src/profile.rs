@@ -11,6 +11,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::model::{Blade, Fit, MAX_VMS, Policy, Restart, VcId, VcName, VcSpec};
+use crate::state::NetRequest;
 
 /// Keys of a VC profile.
 pub const VC_KEYS: &[&str] = &[
@@ -23,6 +24,8 @@ pub const VC_KEYS: &[&str] = &[
     "placement",
     "mode",
     "restart",
+    "subnet",
+    "outside",
 ];
 
 /// Keys of one `[[blades]]` entry.
@@ -238,6 +241,46 @@ fn parse_vc(rep: &mut Report<'_>, text: &str) -> Option<VcSpec> {
         mode: mode?,
         restart: restart?,
     })
+}
+
+/// Reads the network keys of a VC profile: `subnet` (else one from the
+/// cluster's pool at creation) and `outside` (default false). The other keys
+/// are [`load_vc`]'s.
+pub fn load_vc_net(source: &Source) -> Result<NetRequest, Diagnostics> {
+    let mut rep = Report::new(source);
+    let req = parse_vc_net(&mut rep, source.text());
+    rep.finish()?;
+    req.ok_or_else(|| Diagnostics(Vec::new()))
+}
+
+fn parse_vc_net(rep: &mut Report<'_>, text: &str) -> Option<NetRequest> {
+    let root = root(rep, text)?;
+    let t = Tbl {
+        table: root.get_ref(),
+        span: 0..text.len(),
+        path: String::new(),
+    };
+    let subnet = if t.table.contains_key("subnet") {
+        Some(t.parsed(rep, "subnet", false)?)
+    } else {
+        None
+    };
+    let outside = match t.raw(rep, "outside", false) {
+        None => false,
+        Some(v) => match v.get_ref() {
+            DeValue::Boolean(b) => *b,
+            other => {
+                rep.error(
+                    &v.span(),
+                    "outside",
+                    format!("expected a boolean, found {}", kind(other)),
+                    None,
+                );
+                return None;
+            }
+        },
+    };
+    Some(NetRequest { subnet, outside })
 }
 
 /// Reads a blades file: `[[blades]]` entries with `name`, `cores`, `memory`.

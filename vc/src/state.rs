@@ -13,6 +13,8 @@
 //! | `/vlx/vc/<vc>/spec` | [`VcSpec`] | `vlx-vc create`, `restore` (new policy) |
 //! | `/vlx/vc/<vc>/state` | [`StateRecord`]: what the VC should be doing | `vlx-vc` |
 //! | `/vlx/vc/<vc>/vms` | every [`VmRecord`] of the VC: where its VMs run | `vlx-vc`, the placer |
+//! | `/vlx/vc/<vc>/net` | [`VcNetRecord`]: its subnet, chosen once at creation | `vlx-vc create` |
+//! | `/vlx/net` | [`NetSettings`]: the cluster's networks, domain and VC subnet pool | `vlx-vc set-net` |
 //!
 //! The placement is one key, not one per VM, so that every change is a
 //! transaction of a few operations whatever the VC's size (etcd refuses
@@ -22,8 +24,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow};
-use cluster::{Bytes, MacAddr, NodeName};
+use std::net::Ipv4Addr;
+
+use cluster::{Bytes, Ipv4Net, MacAddr, NodeName};
 use serde::{Deserialize, Serialize};
+use vc_net::{NamedNet, NetInput, SubnetPool, VcInput, VmInput};
 
 use crate::cli::Failure;
 use crate::etcd::{Compare, Etcd, Kv, Op};
@@ -36,6 +41,7 @@ pub const GUESTS: &str = "/vlx/guests/";
 pub const VCIDS: &str = "/vlx/vcid/";
 pub const VCS: &str = "/vlx/vc/";
 pub const STATUS: &str = "/vlx/status/";
+pub const NET: &str = "/vlx/net";
 
 pub fn blade_key(b: &NodeName) -> String {
     format!("{BLADES}{b}")
@@ -57,6 +63,9 @@ pub fn state_key(vc: &VcName) -> String {
 }
 pub fn vms_key(vc: &VcName) -> String {
     format!("{VCS}{vc}/vms")
+}
+pub fn net_key(vc: &VcName) -> String {
+    format!("{VCS}{vc}/net")
 }
 pub fn status_prefix(vc: &VcName) -> String {
     format!("{STATUS}{vc}/")
@@ -116,6 +125,94 @@ pub struct VmRecord {
     pub mac: MacAddr,
 }
 
+/// A VC's network as recorded at its creation: the subnet never moves
+/// afterwards (restore and remaps keep it), so VM addresses stay put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VcNetRecord {
+    pub subnet: Ipv4Net,
+    /// Whether its VMs may reach the outside through their blade.
+    #[serde(default)]
+    pub outside: bool,
+}
+
+impl VcNetRecord {
+    /// The address of a VM (1-based index), in index order after the
+    /// gateway; `None` past the subnet's end.
+    pub fn addr(&self, vm: VmIndex) -> Option<Ipv4Addr> {
+        let i = usize::try_from(vm.0).ok()?.checked_sub(1)?;
+        vc_net::model::vm_addr(self.subnet, i)
+    }
+}
+
+/// The cluster's facts the VC networks are planned from, one key for the
+/// whole cluster (`/vlx/net`): `vc_net::NetInput` less the blades and VCs,
+/// plus the pool new VC subnets are taken from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSettings {
+    pub domain: String,
+    #[serde(default)]
+    pub cluster_nets: Vec<NamedNet>,
+    pub storage: Ipv4Addr,
+    pub shared_dir: String,
+    #[serde(default)]
+    pub upstream_dns: Vec<Ipv4Addr>,
+    /// The profile's `[vc]` table; none: every VC names its subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<SubnetPool>,
+    /// Every blade and its address on the cluster network (the next hop of
+    /// its VMs), from the cluster's plan: static facts, not under a lease,
+    /// so the routes of a lost blade's VMs can still be planned.
+    #[serde(default)]
+    pub blades: Vec<vc_net::Blade>,
+}
+
+/// The input of the VC networks from a snapshot: the cluster's facts of
+/// `/vlx/net` and every VC that has a network, its VMs in index order on
+/// the blades the placement names. `None` when no network is set up.
+pub fn net_input(snap: &Snapshot) -> Option<NetInput> {
+    let n = snap.net.as_ref()?;
+    let vcs = snap
+        .vcs
+        .values()
+        .filter_map(|r| {
+            let net = r.net?;
+            Some(VcInput {
+                name: r.spec.name.to_string(),
+                subnet: net.subnet,
+                outside: net.outside,
+                vms: r
+                    .vms
+                    .iter()
+                    .map(|v| VmInput {
+                        name: v.vm.name(),
+                        mac: v.mac,
+                        blade: v.blade.to_string(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    Some(NetInput {
+        domain: n.domain.clone(),
+        cluster_nets: n.cluster_nets.clone(),
+        storage: n.storage,
+        shared_dir: n.shared_dir.clone(),
+        upstream_dns: n.upstream_dns.clone(),
+        blades: n.blades.clone(),
+        vcs,
+    })
+}
+
+/// What `create` asks of the network: a subnet (else one from the pool)
+/// and whether the VMs may reach the outside.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetRequest {
+    pub subnet: Option<Ipv4Net>,
+    pub outside: bool,
+}
+
 /// What a VM is doing, as the agent of its blade reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +233,10 @@ pub struct VcRecord {
     pub state_rev: i64,
     pub vms: Vec<VmRecord>,
     pub status: BTreeMap<VmIndex, VmStatus>,
+    /// Its network; none for a VC made where no network is set up
+    /// (no `/vlx/net` key and no subnet given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<VcNetRecord>,
 }
 
 impl VcRecord {
@@ -158,6 +259,7 @@ pub struct Snapshot {
     pub guests: BTreeMap<String, GuestRecord>,
     pub vcids: BTreeMap<String, String>,
     pub vcs: BTreeMap<VcName, VcRecord>,
+    pub net: Option<NetSettings>,
 }
 
 fn json<T: for<'de> Deserialize<'de>>(kv: &Kv) -> anyhow::Result<T> {
@@ -181,12 +283,15 @@ impl Snapshot {
         let mut states: BTreeMap<VcName, (Desired, i64)> = BTreeMap::new();
         let mut vms: BTreeMap<VcName, Vec<VmRecord>> = BTreeMap::new();
         let mut status: BTreeMap<VcName, BTreeMap<VmIndex, VmStatus>> = BTreeMap::new();
+        let mut nets: BTreeMap<VcName, VcNetRecord> = BTreeMap::new();
         let vc_of = |rest: &str, kv: &Kv| -> anyhow::Result<VcName> {
             rest.parse()
                 .with_context(|| format!("etcd key {}: bad VC name", kv.key))
         };
         for kv in kvs {
-            if let Some(name) = kv.key.strip_prefix(BLADES) {
+            if kv.key == NET {
+                s.net = Some(json(kv)?);
+            } else if let Some(name) = kv.key.strip_prefix(BLADES) {
                 let name: NodeName = name
                     .parse()
                     .with_context(|| format!("etcd key {}", kv.key))?;
@@ -217,6 +322,9 @@ impl Snapshot {
                     "vms" => {
                         vms.insert(vc, json(kv)?);
                     }
+                    "net" => {
+                        nets.insert(vc, json(kv)?);
+                    }
                     _ => return Err(anyhow!("etcd key {} is not a VC key", kv.key)),
                 }
             } else if let Some(rest) = kv.key.strip_prefix(STATUS) {
@@ -240,6 +348,7 @@ impl Snapshot {
             let mut v = vms.remove(&name).unwrap_or_default();
             v.sort_by_key(|r| r.vm);
             let st = status.remove(&name).unwrap_or_default();
+            let net = nets.remove(&name);
             s.vcs.insert(
                 name,
                 VcRecord {
@@ -248,6 +357,7 @@ impl Snapshot {
                     state_rev,
                     vms: v,
                     status: st,
+                    net,
                 },
             );
         }
@@ -320,8 +430,83 @@ fn capacity_unchanged(snap: &Snapshot) -> Vec<Compare> {
     ]
 }
 
-/// Creating a VC: the whole VC placed and running, or nothing.
+/// The networks a VC subnet must not overlap: the cluster's own, and the
+/// storage address.
+fn cluster_nets(snap: &Snapshot) -> Vec<NamedNet> {
+    let Some(n) = &snap.net else {
+        return Vec::new();
+    };
+    let mut nets = n.cluster_nets.clone();
+    if let Some(cidr) = Ipv4Net::new(n.storage, 32) {
+        nets.push(NamedNet {
+            name: "storage".into(),
+            cidr,
+        });
+    }
+    nets
+}
+
+/// A new VC's network: the subnet asked for, checked against the cluster's
+/// networks and every VC's; else the first free block of the pool; else
+/// (no pool and none asked for) no network. Bad input (exit 2) names the
+/// subnet and what it overlaps, an exhausted pool, or a subnet too small.
+pub fn choose_net(
+    snap: &Snapshot,
+    spec: &VcSpec,
+    req: &NetRequest,
+) -> Result<Option<VcNetRecord>, Failure> {
+    let bad = |e: vc_net::NetError| Failure::BadInput(anyhow!("{e}"));
+    let nets = cluster_nets(snap);
+    let taken: Vec<(String, Ipv4Net)> = snap
+        .vcs
+        .iter()
+        .filter_map(|(n, r)| r.net.map(|net| (n.to_string(), net.subnet)))
+        .collect();
+    let subnet = match (req.subnet, snap.net.as_ref().and_then(|n| n.pool)) {
+        (Some(s), _) => {
+            vc_net::model::check_subnet(spec.name.as_str(), s, &nets, &taken).map_err(bad)?;
+            s
+        }
+        (None, Some(pool)) => {
+            let subnets: Vec<Ipv4Net> = taken.iter().map(|(_, s)| *s).collect();
+            pool.allocate(&nets, &subnets).map_err(bad)?
+        }
+        (None, None) if req.outside => {
+            return Err(Failure::BadInput(anyhow!(
+                "VC {}: outside access needs a network: give --subnet (no VC subnet pool is set in {NET})",
+                spec.name
+            )));
+        }
+        (None, None) => return Ok(None),
+    };
+    let room = vc_net::model::vm_capacity(subnet);
+    if u64::from(spec.vms) > room {
+        return Err(bad(vc_net::NetError::TooManyVms {
+            vc: spec.name.to_string(),
+            subnet,
+            asked: u64::from(spec.vms),
+            holds: room,
+        }));
+    }
+    Ok(Some(VcNetRecord {
+        subnet,
+        outside: req.outside,
+    }))
+}
+
+/// Creating a VC: the whole VC placed and running, or nothing; with no
+/// network asked for (a subnet from the pool, if one is set).
 pub fn plan_create(snap: &Snapshot, spec: &VcSpec) -> Result<(Change, Vec<VmRecord>), Failure> {
+    plan_create_net(snap, spec, &NetRequest::default()).map(|(c, vms, _)| (c, vms))
+}
+
+/// Creating a VC with its network: the placement, the state and the subnet
+/// in one transaction, so the subnet is chosen once and never moves.
+pub fn plan_create_net(
+    snap: &Snapshot,
+    spec: &VcSpec,
+    req: &NetRequest,
+) -> Result<(Change, Vec<VmRecord>, Option<VcNetRecord>), Failure> {
     if snap.vcs.contains_key(&spec.name) {
         return Err(Failure::BadInput(anyhow!(
             "a VC named {} exists already",
@@ -347,10 +532,13 @@ pub fn plan_create(snap: &Snapshot, spec: &VcSpec) -> Result<(Change, Vec<VmReco
             spec.name
         )));
     }
+    let net = choose_net(snap, spec, req)?;
     let vms = placed(snap, spec)?;
     let mut compare = capacity_unchanged(snap);
     compare.push(Compare::Absent(spec_key(&spec.name)));
     compare.push(Compare::Absent(vcid_key(spec)));
+    // The pool and the cluster's networks as they were read.
+    compare.push(Compare::PrefixUnchangedSince(NET.into(), snap.revision));
     let mut ops = vec![
         Op::put(spec_key(&spec.name), to_json(spec)),
         Op::put(
@@ -362,7 +550,10 @@ pub fn plan_create(snap: &Snapshot, spec: &VcSpec) -> Result<(Change, Vec<VmReco
         Op::put(vcid_key(spec), spec.name.as_str()),
     ];
     ops.extend(placement_ops(spec, &vms));
-    Ok((Change { compare, ops }, vms))
+    if let Some(n) = &net {
+        ops.push(Op::put(net_key(&spec.name), to_json(n)));
+    }
+    Ok((Change { compare, ops }, vms, net))
 }
 
 /// What `start`, `stop` and `save` ask for.
@@ -482,4 +673,96 @@ pub fn apply<T>(
     Err(Failure::Failed(anyhow!(
         "the VC state kept changing under this command ({ATTEMPTS} attempts); try again"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str) -> Kv {
+        Kv {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+            lease: 0,
+        }
+    }
+
+    const NET_SETTINGS: &str = r#"{"domain":"cluster.test","cluster_nets":[{"name":"network.cidr","cidr":"10.0.0.0/16"}],"storage":"10.0.0.5","shared_dir":"/srv/shared","blades":[{"name":"blade01","addr":"10.0.1.1"},{"name":"blade02","addr":"10.0.1.2"}]}"#;
+
+    /// A VC `demo` of three VMs on the given blades, with a network when
+    /// `subnet` is given.
+    fn snap(blades: [&str; 3], subnet: Option<&str>) -> Snapshot {
+        let spec = r#"{"name":"demo","id":1,"guest":"tiny","vms":3,"vcpus":1,"memory":134217728,"placement":"block","mode":"strict","restart":"manual"}"#;
+        let vms: Vec<String> = blades
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                format!(
+                    r#"{{"vm":{},"blade":"{b}","mac":"06:00:00:01:00:0{}"}}"#,
+                    i + 1,
+                    i + 1
+                )
+            })
+            .collect();
+        let mut kvs = vec![
+            kv(NET, NET_SETTINGS),
+            kv("/vlx/vc/demo/spec", spec),
+            kv("/vlx/vc/demo/state", r#"{"desired":"running"}"#),
+            kv("/vlx/vc/demo/vms", &format!("[{}]", vms.join(","))),
+        ];
+        if let Some(s) = subnet {
+            kvs.push(kv(
+                "/vlx/vc/demo/net",
+                &format!(r#"{{"subnet":"{s}","outside":true}}"#),
+            ));
+        }
+        Snapshot::from_kvs(&kvs, 7).expect("snapshot")
+    }
+
+    #[test]
+    fn net_input_gives_the_addresses_show_prints_and_routes_follow_a_remap() {
+        let s = snap(["blade01", "blade01", "blade02"], Some("10.200.0.0/24"));
+        let input = net_input(&s).expect("a network is set up");
+        let plan = vc_net::NetPlan::new(&input).expect("a valid plan");
+        let rec = s.vcs.values().next().and_then(|r| r.net).expect("net");
+        for (i, vm) in plan.vcs[0].vms.iter().enumerate() {
+            let index = VmIndex(u32::try_from(i + 1).expect("index"));
+            assert_eq!(vm.name, index.name());
+            assert_eq!(Some(vm.addr), rec.addr(index), "{}", vm.name);
+        }
+        assert!(plan.vcs[0].outside);
+        let b1 = plan.blade("blade01").expect("blade01");
+        assert_eq!(b1.local.len(), 2);
+        assert_eq!(b1.routes.len(), 1);
+        assert_eq!(b1.routes[0].dest.to_string(), "10.200.0.4");
+        assert_eq!(b1.routes[0].via.to_string(), "10.0.1.2");
+
+        // The same VC remapped: vm1 moves to blade02, its address stays.
+        let moved = snap(["blade02", "blade01", "blade02"], Some("10.200.0.0/24"));
+        let plan = vc_net::NetPlan::new(&net_input(&moved).expect("net")).expect("plan");
+        let b1 = plan.blade("blade01").expect("blade01");
+        let dests: Vec<String> = b1.routes.iter().map(|r| r.dest.to_string()).collect();
+        assert_eq!(dests, ["10.200.0.2", "10.200.0.4"]);
+    }
+
+    #[test]
+    fn a_vc_without_a_network_is_left_out_and_no_settings_means_no_input() {
+        let s = snap(["blade01", "blade01", "blade02"], None);
+        assert!(net_input(&s).expect("settings").vcs.is_empty());
+        let mut bare = s.clone();
+        bare.net = None;
+        assert!(net_input(&bare).is_none());
+    }
+
+    #[test]
+    fn a_vm_on_a_blade_without_an_address_makes_the_plan_name_it() {
+        let s = snap(["blade01", "blade09", "blade02"], Some("10.200.0.0/24"));
+        let err = vc_net::NetPlan::new(&net_input(&s).expect("net")).expect_err("blade09");
+        assert_eq!(
+            err.to_string(),
+            "VM demo/vm2 runs on blade `blade09`, which is not in the blade list"
+        );
+    }
 }

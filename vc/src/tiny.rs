@@ -1,7 +1,9 @@
 //! The tiny guest of the VC tests and rig: the Debian cloud kernel from the
 //! image builder's cache, a busybox initramfs that mounts the VM's disk as
 //! root, and a busybox root tarball whose init prints
-//! `vlx-guest: ready <vc>/<vm>` and keeps a shell on the console.
+//! `vlx-guest: ready <vc>/<vm>`, asks for its address by DHCP when it has
+//! a NIC (reporting `vlx-guest: address <vm> <addr>`) and keeps a shell on
+//! the console.
 //!
 //! Built with the image builder's kernel cache and initramfs writer (as the
 //! rig's test blades are).
@@ -24,7 +26,8 @@ pub struct TinyGuest {
 
 const INITRAMFS_INIT: &str = include_str!("../guest/tiny/initramfs-init.sh");
 const ROOT_INIT: &str = include_str!("../guest/tiny/root-init.sh");
-const MODULES: &[&str] = &["virtio_pci", "virtio_blk"];
+const UDHCPC_SCRIPT: &str = include_str!("../guest/tiny/udhcpc.script");
+const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
 
 /// Builds the tiny guest in `dir`.
 pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
@@ -43,7 +46,7 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
     t.insert(Path::new("init"), file(INITRAMFS_INIT.into(), 0o755))?;
     let wanted: Vec<(String, String)> = MODULES
         .iter()
-        .map(|m| ((*m).to_owned(), "the tiny guest's disk".to_owned()))
+        .map(|m| ((*m).to_owned(), "the tiny guest's disk and NIC".to_owned()))
         .collect();
     let mut order = String::new();
     let index = ModuleIndex::load(&kernel)?;
@@ -70,9 +73,14 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("copying /bin/busybox")?;
     let init = root.join("sbin/init");
     std::fs::write(&init, ROOT_INIT).with_context(|| format!("writing {}", init.display()))?;
+    let script = root.join("etc/udhcpc.script");
+    std::fs::write(&script, UDHCPC_SCRIPT)
+        .with_context(|| format!("writing {}", script.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("chmod {}", init.display()))?;
+    for f in [&init, &script] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", f.display()))?;
+    }
     let tarball = dir.join("tiny.tar");
     let st = Command::new("tar")
         .arg("-C")

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::model::{VcName, VcSpec, VmIndex};
 use crate::qmp::Qmp;
-use crate::state::VmRecord;
+use crate::state::{VcNetRecord, VmRecord};
 
 /// How a VM's CPU is emulated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +56,23 @@ pub struct Host {
     pub accel: Accel,
 }
 
-/// The QEMU arguments of a VM's network. The VC network (`vc-net`) provides
-/// a tap per VM; until it is wired, VMs start without a NIC.
-pub fn nic_args(_vc: &VcName, _vm: &VmRecord) -> Vec<String> {
-    vec!["-nic".into(), "none".into()]
+/// The QEMU arguments of a VM's network: a virtio NIC with the VM's MAC on
+/// its tap (`vx` + the MAC's hex, made by the blade's agent before QEMU
+/// starts, `vc_net::apply`), when its VC has a network; no NIC otherwise.
+/// A saved VM is restored with the same devices, as migration needs.
+pub fn nic_args(vm: &VmRecord, net: Option<&VcNetRecord>) -> Vec<String> {
+    if net.is_none() {
+        return vec!["-nic".into(), "none".into()];
+    }
+    vec![
+        "-netdev".into(),
+        format!(
+            "tap,id=vcnet,ifname={},script=no,downscript=no",
+            vc_net::model::tap_name(vm.mac)
+        ),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=vcnet,mac={}", vm.mac),
+    ]
 }
 
 impl Host {
@@ -138,6 +151,18 @@ impl Host {
     /// Starts the VM's QEMU, daemonized; from its saved state when
     /// `incoming`, else booting from its overlay.
     pub fn start(&self, spec: &VcSpec, rec: &VmRecord, incoming: bool) -> anyhow::Result<()> {
+        self.start_net(spec, rec, None, incoming)
+    }
+
+    /// [`Host::start`] with the VM's NIC on its tap when its VC has a
+    /// network ([`nic_args`]).
+    pub fn start_net(
+        &self,
+        spec: &VcSpec,
+        rec: &VmRecord,
+        net: Option<&VcNetRecord>,
+        incoming: bool,
+    ) -> anyhow::Result<()> {
         let vc = &spec.name;
         let disk = self.ensure_overlay(spec, rec.vm)?;
         let g = self.guest_dir(&spec.guest);
@@ -178,7 +203,7 @@ impl Host {
             .args(["-serial", "chardev:con"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()))
-            .args(nic_args(vc, rec))
+            .args(nic_args(rec, net))
             .arg("-pidfile")
             .arg(run_dir.join("qemu.pid"))
             .arg("-daemonize");
@@ -359,4 +384,27 @@ pub fn import_guest(
     let base = dir.join("base.raw");
     std::fs::rename(&tmp, &base).with_context(|| format!("renaming to {}", base.display()))?;
     Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_of_a_vc_with_a_network_gets_its_tap_and_mac() {
+        let rec: VmRecord =
+            serde_json::from_str(r#"{"vm":2,"blade":"blade01","mac":"06:12:34:56:00:02"}"#)
+                .expect("record");
+        assert_eq!(nic_args(&rec, None), ["-nic", "none"]);
+        let net: VcNetRecord = serde_json::from_str(r#"{"subnet":"10.200.0.0/24"}"#).expect("net");
+        assert_eq!(
+            nic_args(&rec, Some(&net)),
+            [
+                "-netdev",
+                "tap,id=vcnet,ifname=vx061234560002,script=no,downscript=no",
+                "-device",
+                "virtio-net-pci,netdev=vcnet,mac=06:12:34:56:00:02",
+            ]
+        );
+    }
 }

@@ -68,8 +68,8 @@ fn elements(items: &[String]) -> String {
 /// - if its VC allows it, reach the outside (anything that is neither a VC
 ///   subnet nor a cluster network nor a blade), masqueraded by its blade.
 ///
-/// Blades may reach every VM (administration); replies to what a VM began
-/// come back. IPv6 from taps is dropped: VC networks are IPv4.
+/// Blades may reach every VM (administration): a VM's replies to its own
+/// blade are let in; replies to what a VM began come back. IPv6 from taps is dropped: VC networks are IPv4.
 pub fn nftables(plan: &NetPlan, b: &BladeNet) -> String {
     let vm_addr: Vec<String> = b
         .local
@@ -133,6 +133,7 @@ pub fn nftables(plan: &NetPlan, b: &BladeNet) -> String {
          \t\tmeta nfproto ipv6 drop\n\
          \t\tip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept\n\
          \t\tiifname . ip saddr != @vm_addr drop\n\
+         \t\tct state established,related accept\n\
          \t\tiifname . ip daddr @vm_gw udp dport {{ 53, 67 }} accept\n\
          \t\tiifname . ip daddr @vm_gw tcp dport 53 accept\n\
          \t\tiifname . ip daddr @vm_gw icmp type echo-request accept\n\

@@ -44,6 +44,10 @@ struct Args {
     /// Use KVM (only where a boot proved that it works; TCG otherwise).
     #[arg(long)]
     kvm: bool,
+    /// Where the VC network files are written (the VC dnsmasq config, the
+    /// VC hosts file, the NFS exports), as `/` is on a blade.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    net_root: PathBuf,
 }
 
 /// How often the agent reconciles: a third of the shortest sensible TTL,
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         memory: a.memory,
     };
     let mut agent = Agent::new(a.blade, cap, eps, host, a.ttl);
+    agent.net_root = a.net_root;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {

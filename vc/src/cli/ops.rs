@@ -8,14 +8,15 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{
-    ConsoleArgs, CreateArgs, DestroyArgs, Failure, ImportArgs, NameArgs, RestoreArgs, read_vc,
+    ConsoleArgs, CreateArgs, DestroyArgs, Failure, ImportArgs, NameArgs, RestoreArgs, SetNetArgs,
+    read_vc, read_vc_net,
 };
 use crate::cli::Common;
 use crate::etcd::{self, Compare, Etcd, Op};
-use crate::model::{Fit, MAX_VC_ID, MAX_VMS, VcId, VcName, VcSpec};
+use crate::model::{Fit, MAX_VC_ID, MAX_VMS, VcId, VcName, VcSpec, VmIndex};
 use crate::state::{
-    Action, Snapshot, VcRecord, VmRecord, apply, plan_action, plan_create, plan_destroy,
-    plan_restore,
+    Action, Change, NET, NetRequest, NetSettings, Snapshot, VcNetRecord, VcRecord, VmRecord, apply,
+    plan_action, plan_create_net, plan_destroy, plan_restore,
 };
 
 fn connect(c: &Common) -> Result<Etcd, Failure> {
@@ -123,7 +124,23 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> 
     }
 }
 
-fn vm_table(vms: &[VmRecord], rec: Option<&VcRecord>) -> String {
+/// The network asked for: the profile's keys, flags over them.
+fn net_of(a: &CreateArgs) -> Result<NetRequest, Failure> {
+    let base = match &a.vc {
+        Some(p) => read_vc_net(p)?,
+        None => NetRequest::default(),
+    };
+    Ok(NetRequest {
+        subnet: a.subnet.or(base.subnet),
+        outside: a.outside || base.outside,
+    })
+}
+
+fn addr_of(net: Option<&VcNetRecord>, vm: VmIndex) -> Option<String> {
+    net.and_then(|n| n.addr(vm)).map(|a| a.to_string())
+}
+
+fn vm_table(vms: &[VmRecord], rec: Option<&VcRecord>, net: Option<&VcNetRecord>) -> String {
     let mut s = format!(
         "{:<8} {:<16} {:<18} {:<10} ADDRESS\n",
         "VM", "BLADE", "MAC", "STATE"
@@ -134,11 +151,12 @@ fn vm_table(vms: &[VmRecord], rec: Option<&VcRecord>) -> String {
             .map_or("-", |st| st.state.as_str());
         let _ = writeln!(
             s,
-            "{:<8} {:<16} {:<18} {:<10} -",
+            "{:<8} {:<16} {:<18} {:<10} {}",
             v.vm.to_string(),
             v.blade.to_string(),
             v.mac.to_string(),
-            state
+            state,
+            addr_of(net, v.vm).as_deref().unwrap_or("-")
         );
     }
     s
@@ -146,23 +164,25 @@ fn vm_table(vms: &[VmRecord], rec: Option<&VcRecord>) -> String {
 
 pub(super) fn create(a: &CreateArgs) -> Result<String, Failure> {
     let spec = spec_of(a)?;
+    let req = net_of(a)?;
     let etcd = connect(&a.common)?;
-    let vms = apply(&etcd, |snap| {
-        let (change, vms) = plan_create(snap, &spec)?;
-        Ok((Some(change), vms))
+    let (vms, net) = apply(&etcd, |snap| {
+        let (change, vms, net) = plan_create_net(snap, &spec, &req)?;
+        Ok((Some(change), (vms, net)))
     })?;
     Ok(print(
         a.common.json,
-        &json!({ "created": spec.name, "id": spec.id, "vms": vms }),
+        &json!({ "created": spec.name, "id": spec.id, "net": net, "vms": vms }),
         || {
+            let subnet = net.map_or_else(|| "no network".to_owned(), |n| n.subnet.to_string());
             format!(
-                "created VC {} (id {}): {} VMs, {}/{}\n\n{}",
+                "created VC {} (id {}): {} VMs, {}/{}, {subnet}\n\n{}",
                 spec.name,
                 spec.id,
                 spec.vms,
                 spec.placement,
                 spec.mode,
-                vm_table(&vms, None)
+                vm_table(&vms, None, net.as_ref())
             )
         },
     ))
@@ -247,14 +267,14 @@ pub(super) fn show(a: &NameArgs) -> Result<String, Failure> {
             blade: &v.blade,
             mac: v.mac,
             state: r.status.get(&v.vm).map(|s| s.state.as_str()),
-            address: None,
+            address: addr_of(r.net.as_ref(), v.vm),
         })
         .collect();
-    let view = json!({ "vc": r.spec, "desired": r.desired, "vms": vms });
+    let view = json!({ "vc": r.spec, "desired": r.desired, "net": r.net, "vms": vms });
     Ok(print(a.common.json, &view, || {
         let sp = &r.spec;
         format!(
-            "VC {} (id {}): {} VMs of {} vCPU and {}, guest {}, {}/{}; {}\n\n{}",
+            "VC {} (id {}): {} VMs of {} vCPU and {}, guest {}, {}/{}; {}; {}\n\n{}",
             sp.name,
             sp.id,
             sp.vms,
@@ -264,7 +284,15 @@ pub(super) fn show(a: &NameArgs) -> Result<String, Failure> {
             sp.placement,
             sp.mode,
             r.desired.as_str(),
-            vm_table(&r.vms, Some(r))
+            r.net.map_or_else(
+                || "no network".to_owned(),
+                |n| format!(
+                    "subnet {}{}",
+                    n.subnet,
+                    if n.outside { ", outside allowed" } else { "" }
+                )
+            ),
+            vm_table(&r.vms, Some(r), r.net.as_ref())
         )
     }))
 }
@@ -299,14 +327,16 @@ pub(super) fn restore(a: &RestoreArgs) -> Result<String, Failure> {
     let vc = name(&a.name)?;
     let etcd = connect(&a.common)?;
     let m = mode(a.strict, a.free);
-    let vms = apply(&etcd, |snap| {
+    let (vms, net) = apply(&etcd, |snap| {
         let (c, vms) = plan_restore(snap, &vc, a.placement, m)?;
-        Ok((Some(c), vms))
+        // The subnet was chosen at creation and stays.
+        let net = snap.vcs.get(&vc).and_then(|r| r.net);
+        Ok((Some(c), (vms, net)))
     })?;
     Ok(print(
         a.common.json,
         &json!({ "restored": vc, "vms": vms }),
-        || format!("restored VC {vc}\n\n{}", vm_table(&vms, None)),
+        || format!("restored VC {vc}\n\n{}", vm_table(&vms, None, net.as_ref())),
     ))
 }
 
@@ -390,4 +420,51 @@ pub(super) fn console(a: &ConsoleArgs) -> Result<String, Failure> {
         &json!({ "vm": format!("{vc}/{vm}"), "blade": rec.blade, "console": text }),
         || text.clone(),
     ))
+}
+
+/// Records `/vlx/net`. Bad input (exit 2): a file that does not parse, a
+/// pool that is not private or whose prefix does not fit, a cluster network
+/// that overlaps the subnet of a VC that exists (named).
+pub(super) fn set_net(a: &SetNetArgs) -> Result<String, Failure> {
+    let file = a.file.display().to_string();
+    let text = std::fs::read_to_string(&a.file).map_err(|e| bad(format!("reading {file}: {e}")))?;
+    let settings: NetSettings = toml::from_str(&text).map_err(|e| bad(format!("{file}: {e}")))?;
+    cluster::name::check_domain(&settings.domain)
+        .map_err(|e| bad(format!("{file}: domain `{}`: {e}", settings.domain)))?;
+    if let Some(p) = settings.pool {
+        p.check(&file).map_err(|e| bad(e.to_string()))?;
+    }
+    let value = serde_json::to_vec(&settings).map_err(|e| Failure::Failed(e.into()))?;
+    let etcd = connect(&a.common)?;
+    apply(&etcd, |snap| {
+        for (name, r) in &snap.vcs {
+            let Some(net) = r.net else { continue };
+            for n in &settings.cluster_nets {
+                if vc_net::model::overlaps(n.cidr, net.subnet) {
+                    return Err(bad(format!(
+                        "{file}: cluster network {} ({}) overlaps the subnet {} of VC {name}",
+                        n.name, n.cidr, net.subnet
+                    )));
+                }
+            }
+        }
+        let change = Change {
+            compare: vec![Compare::PrefixUnchangedSince(
+                crate::state::VCS.into(),
+                snap.revision,
+            )],
+            ops: vec![Op::put(NET, value.clone())],
+        };
+        Ok((Some(change), ()))
+    })?;
+    Ok(print(a.common.json, &settings, || {
+        format!(
+            "recorded the VC network settings of {}{}\n",
+            settings.domain,
+            settings
+                .pool
+                .map(|p| format!(", VC subnets from {} (/{})", p.subnet_pool, p.prefix))
+                .unwrap_or_default()
+        )
+    }))
 }

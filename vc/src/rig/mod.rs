@@ -2,7 +2,13 @@
 //! with a real etcd member and a real `vlx-vcd`, QEMU (TCG) VMs of the tiny
 //! guest, and the checks of a virtual cluster's life: placement as planned,
 //! boots, refusals, private overlays, save and restore with a new policy,
-//! the loss of a blade, a VM never running twice, and destroy.
+//! the loss of a blade, a VM never running twice, and destroy; and the VC
+//! networks: DHCP, `route <vm> via <blade>` after placement and after a
+//! remap, `vc ping` across blades, `vc isolation` between VCs and towards
+//! its blade's SSH port (a listener the rig starts), `vc dns`. Not here:
+//! `vc shared` (the host kernel has no NFS server), `vc outside` (the rig's
+//! namespaces have no way out), a blade's DHCP server port (no cluster
+//! dnsmasq runs in the rig's blades).
 //!
 //! The report goes to `OUT` (default `target/rehearsal-vc/`): `checks.json`
 //! (each check with its step's start and end in seconds), `timeline.svg`,
@@ -197,6 +203,8 @@ impl Rig {
             self.profile.lease_ttl.to_string(),
             "--etcd".into(),
             eps.join(","),
+            "--net-root".into(),
+            dir.join("root").display().to_string(),
         ];
         let v = self.net.spawn(i, &vcd, &dir.join("vcd.log"))?;
         self.procs.push(vec![e, v]);
@@ -256,6 +264,55 @@ impl Rig {
             .parse()
             .with_context(|| format!("blade name {blade}"))?;
         console::exec(&self.run_dir(n).join(vc).join(vm).join("console.sock"), cmd)
+    }
+
+    /// `route <vc>/<vm> via <blade>` on every blade: the VM's own blade
+    /// routes it to its tap, every other blade via the VM's blade.
+    fn check_routes(&mut self, vc: &str, when: &str) {
+        let shown = match self.vc_json(1, &["show", vc, "--json"]) {
+            Ok(v) => v,
+            Err(e) => {
+                self.check(&format!("route {vc}/* {when}"), Err(e));
+                return;
+            }
+        };
+        let vms: Vec<(String, String, String)> = shown["vms"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| {
+                        let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+                        (s("name"), s("blade"), s("address"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (vm, blade, addr) in vms {
+            let r = self.wait(&format!("routes to {vc}/{vm}"), || {
+                let mut seen = Vec::new();
+                for i in 1..=self.n {
+                    let o = self.net.run(i, &["ip", "route", "get", &addr]).ok()?;
+                    let text = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+                    let own = format!("blade0{i}") == blade;
+                    let via = blade
+                        .trim_start_matches("blade")
+                        .parse::<usize>()
+                        .map(ns::addr)
+                        .ok()?;
+                    let good = if own {
+                        text.contains(" dev vx")
+                    } else {
+                        text.contains(&format!(" via {via} "))
+                    };
+                    if !good {
+                        return None;
+                    }
+                    seen.push(format!("blade0{i}: {text}"));
+                }
+                Some(seen.join("; "))
+            });
+            self.check(&format!("route {vc}/{vm} via {blade} {when}"), r);
+        }
     }
 
     fn all_running(&self, vc: &str, avoid: Option<&str>) -> Option<Vec<(String, String, String)>> {
@@ -430,6 +487,127 @@ fn kill_qemus(rig: &Rig) {
     }
 }
 
+/// The VC networks' domain in the rig.
+const RIG_DOMAIN: &str = "rig.test";
+
+/// A VM's address and blade, from `show`.
+fn vm_net(rig: &Rig, vc: &str, vm: &str) -> anyhow::Result<(String, String)> {
+    let v = rig.vc_json(1, &["show", vc, "--json"])?;
+    let e = v["vms"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == vm))
+        .with_context(|| format!("{vc} has no {vm}"))?;
+    Ok((
+        e["address"].as_str().unwrap_or("-").to_owned(),
+        e["blade"].as_str().unwrap_or("-").to_owned(),
+    ))
+}
+
+/// The VC network checks: a ping inside a VC across two blades, the
+/// insulation from another VC and from a blade's services, and names.
+fn vc_net_checks(rig: &mut Rig) {
+    // Every VM has taken its address (DHCP is asked for after `ready`).
+    let r = rig.wait("every VM bound its address", || {
+        let all = ["demo", "cyc"].iter().all(|vc| {
+            (1..=4).all(|i| {
+                std::fs::read_to_string(
+                    rig.shared
+                        .join("vcs")
+                        .join(vc)
+                        .join(format!("vm{i}"))
+                        .join("console.log"),
+                )
+                .is_ok_and(|c| c.contains(&format!("vlx-guest: address vm{i} ")))
+            })
+        });
+        all.then(|| "8 of 8 VMs printed `vlx-guest: address`".to_owned())
+    });
+    rig.check("every VM takes its address by DHCP", r);
+
+    let r = (|| {
+        let (a1, b1) = vm_net(rig, "demo", "vm1")?;
+        let (a3, b3) = vm_net(rig, "demo", "vm3")?;
+        if b1 == b3 {
+            bail!("demo/vm1 and demo/vm3 share {b1}");
+        }
+        let out = rig.in_vm(
+            1,
+            "demo",
+            "vm1",
+            &format!("ping -c 2 -W 10 {a3} && echo PING-OK"),
+        )?;
+        if !out.contains("PING-OK") {
+            bail!("vm1 ({a1} on {b1}) -> vm3 ({a3} on {b3}): {out}");
+        }
+        Ok(format!("{a1} on {b1} -> {a3} on {b3}: 2 replies"))
+    })();
+    rig.check("vc ping demo/vm1 -> demo/vm3", r);
+
+    let r = (|| {
+        let (c1, cb) = vm_net(rig, "cyc", "vm1")?;
+        let out = rig.in_vm(
+            1,
+            "demo",
+            "vm1",
+            &format!("ping -c 1 -W 5 {c1} >/dev/null 2>&1 && echo REACHED || echo BLOCKED"),
+        )?;
+        if !out.contains("BLOCKED") {
+            bail!("demo/vm1 reached cyc/vm1 ({c1} on {cb}): {out}");
+        }
+        Ok(format!("demo/vm1 -/-> cyc/vm1 ({c1} on {cb})"))
+    })();
+    rig.check("vc isolation demo -/-> cyc", r);
+
+    // A blade's SSH port: a listener on the VM's own blade, reached from
+    // another blade (so it serves), not from the VM.
+    let r = (|| {
+        let (_, b1) = vm_net(rig, "demo", "vm1")?;
+        let n: usize = b1.trim_start_matches("blade").parse()?;
+        let other = if n == 1 { 2 } else { 1 };
+        let blade = ns::addr(n);
+        let cmd: Vec<String> = ["busybox", "nc", "-ll", "-p", "22", "-e", "/bin/true"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let mut listener = rig.net.spawn(
+            n,
+            &cmd,
+            &rig.out.join(format!("blades/blade0{n}/ssh-port.log")),
+        )?;
+        let probe = format!(
+            "busybox nc -w 5 {blade} 22 </dev/null >/dev/null 2>&1 && echo REACHED || echo BLOCKED"
+        );
+        let served = rig.wait("the blade's port 22 serves another blade", || {
+            let o = rig.net.run(other, &["sh", "-c", &probe]).ok()?;
+            String::from_utf8_lossy(&o.stdout)
+                .contains("REACHED")
+                .then_some(())
+        });
+        let from_vm = served.and_then(|()| rig.in_vm(1, "demo", "vm1", &probe));
+        let _ = listener.kill();
+        let _ = listener.wait();
+        let out = from_vm?;
+        if !out.contains("BLOCKED") {
+            bail!("demo/vm1 reached port 22 of {b1} ({blade}): {out}");
+        }
+        Ok(format!(
+            "blade0{other} reaches {b1}:22; demo/vm1 on {b1} does not"
+        ))
+    })();
+    rig.check("vc isolation demo/vm1 -/-> its blade's SSH port", r);
+
+    let r = (|| {
+        let (a2, _) = vm_net(rig, "demo", "vm2")?;
+        let name = format!("vm2.demo.{RIG_DOMAIN}");
+        let out = rig.in_vm(1, "demo", "vm1", &format!("nslookup {name}"))?;
+        if !out.contains(&a2) {
+            bail!("{name} should be {a2}: {out}");
+        }
+        Ok(format!("{name} = {a2}"))
+    })();
+    rig.check("vc dns demo/vm1", r);
+}
+
 fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
     for i in 1..=rig.n {
         rig.start_blade(i)?;
@@ -442,6 +620,24 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
     if !rig.check("etcd on 3 blades, 3 agents registered", ok) {
         bail!("the blades did not come up");
     }
+
+    // The cluster's side of the VC networks: the blades' network and
+    // addresses, and the pool VC subnets are taken from.
+    let mut net = format!(
+        "domain = \"{RIG_DOMAIN}\"\nstorage = \"10.250.0.250\"\nshared_dir = \"{}\"\n\
+         cluster_nets = [{{ name = \"network.cidr\", cidr = \"10.250.0.0/24\" }}]\nblades = [\n",
+        rig.shared.display()
+    );
+    for i in 1..=rig.n {
+        net.push_str(&format!(
+            "  {{ name = \"blade0{i}\", addr = \"{}\" }},\n",
+            ns::addr(i)
+        ));
+    }
+    net.push_str("]\n\n[pool]\nsubnet_pool = \"10.200.0.0/16\"\nprefix = 24\n");
+    let net_file = rig.out.join("net.toml");
+    std::fs::write(&net_file, net)?;
+    rig.vc_json(1, &["set-net", &net_file.display().to_string(), "--json"])?;
 
     // The guest, imported once.
     let gdir = rig.out.join("guest");
@@ -549,6 +745,8 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
         all.then(|| "8 of 8 VMs printed `vlx-guest: ready`".to_owned())
     });
     rig.check("every VM reaches ready", r);
+    rig.check_routes("demo", "after placement");
+    vc_net_checks(rig);
 
     // Strict refuses what does not fit; nothing of it remains.
     let o = rig.vc_on(
@@ -630,6 +828,7 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
         "save → restore with another policy moves VMs, keeps their files",
         r,
     );
+    rig.check_routes("demo", "after remap");
 
     // A blade dies: every process of blade03 killed with SIGKILL.
     let r = (|| {
@@ -667,7 +866,12 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
         for p in &on3 {
             let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
         }
-        let listed = rig.vc_json(1, &["list", "--json"])?;
+        // The survivors elect a new leader if blade03 led: until then a
+        // member answers `leader changed` (HTTP 503); etcd must answer
+        // again on its own.
+        let listed = rig.wait("etcd answers after the loss", || {
+            rig.vc_json(1, &["list", "--json"]).ok()
+        })?;
         let n = listed.as_array().map_or(0, Vec::len);
         let back = rig.wait("VMs back on survivors", || {
             let a = rig.all_running("demo", Some("blade03"))?;

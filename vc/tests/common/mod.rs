@@ -30,21 +30,40 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `program`, inside the network namespace `ns` when given.
+pub fn in_ns(ns: Option<&str>, program: &str) -> Command {
+    match ns {
+        None => Command::new(program),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+    }
+}
+
 /// One etcd member in a temporary directory, killed on drop.
 pub struct EtcdServer {
     child: Child,
     pub url: String,
     pub dir: tempfile::TempDir,
+    /// The network namespace it and its clients run in.
+    pub netns: Option<String>,
 }
 
 impl EtcdServer {
     pub fn start() -> EtcdServer {
+        EtcdServer::start_in(None)
+    }
+
+    /// A member inside the network namespace `ns` (its loopback must be up).
+    pub fn start_in(ns: Option<&str>) -> EtcdServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let (client, peer) = (free_port(), free_port());
         let url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-        let child = Command::new("etcd")
+        let child = in_ns(ns, "etcd")
             .arg("--name=t")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={url}"))
@@ -56,7 +75,12 @@ impl EtcdServer {
             .stderr(log)
             .spawn()
             .expect("starting etcd (Debian package etcd-server; `cargo xtask deps` installs it)");
-        let mut s = EtcdServer { child, url, dir };
+        let mut s = EtcdServer {
+            child,
+            url,
+            dir,
+            netns: ns.map(str::to_owned),
+        };
         let deadline = Instant::now() + START_WAIT;
         loop {
             let o = s.etcdctl(&["endpoint", "health"]);
@@ -87,7 +111,7 @@ impl EtcdServer {
 
     /// Runs `etcdctl` (v3 API) against this member.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        Command::new("etcdctl")
+        in_ns(self.netns.as_deref(), "etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.url))
             .args(args)
@@ -127,7 +151,15 @@ impl EtcdServer {
     pub fn vlx_vc(&self, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--etcd", &self.url]);
-        vlx_vc(&all)
+        match &self.netns {
+            None => vlx_vc(&all),
+            Some(ns) => in_ns(Some(ns), env!("CARGO_BIN_EXE_vlx-vc"))
+                .args(&all)
+                .current_dir(repo())
+                .env_remove("VLX_ETCD")
+                .output()
+                .expect("running vlx-vc"),
+        }
     }
 }
 

@@ -1,0 +1,206 @@
+//! `vlx-vcd` puts its blade's part of a VC network in place: in a network
+//! namespace of its own (with etcd inside it), a 1-VM VC with a subnet gets
+//! its tap with the VC's gateway, nftables, the VC dnsmasq, and a QEMU VM
+//! (TCG, the tiny guest) that takes its fixed address by DHCP and answers a
+//! ping. Needs root (`ip netns`), etcd, QEMU, dnsmasq, nft.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{EtcdServer, in_ns, json, stderr, wait_for};
+
+/// A tiny guest's boot under TCG on a loaded 2-core machine, and its DHCP.
+const BOOT_WAIT: Duration = Duration::from_secs(600);
+
+/// A network namespace, deleted on drop with every process inside it.
+struct Ns(String);
+
+impl Ns {
+    fn create() -> Ns {
+        let name = format!("vcnet-t{}", std::process::id());
+        let o = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("running ip (Debian iproute2)");
+        assert!(
+            o.status.success(),
+            "ip netns add {name} (this test needs root): {}",
+            stderr(&o)
+        );
+        let ns = Ns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        // The blade's address on the cluster network (no dummy links in
+        // this kernel: on loopback).
+        ns.ip(&["addr", "add", "10.0.1.1/32", "dev", "lo"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let o = Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .output()
+            .expect("running ip");
+        assert!(
+            o.status.success(),
+            "ip -n {} {}: {}",
+            self.0,
+            args.join(" "),
+            stderr(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process, killed and reaped on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn settings(dir: &Path) -> String {
+    let path = dir.join("net.toml");
+    std::fs::write(
+        &path,
+        r#"domain = "cluster.test"
+storage = "10.0.1.250"
+shared_dir = "/srv/shared"
+cluster_nets = [{ name = "network.cidr", cidr = "10.0.1.0/24" }]
+blades = [{ name = "blade01", addr = "10.0.1.1" }]
+
+[pool]
+subnet_pool = "10.200.0.0/16"
+prefix = 24
+"#,
+    )
+    .expect("writing net.toml");
+    path.display().to_string()
+}
+
+#[test]
+fn a_vm_takes_its_address_by_dhcp_on_its_tap_and_answers_a_ping() {
+    let ns = Ns::create();
+    let e = EtcdServer::start_in(Some(&ns.0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (shared, run, root) = (
+        dir.path().join("shared"),
+        dir.path().join("run"),
+        dir.path().join("root"),
+    );
+    std::fs::create_dir_all(&shared).expect("shared");
+    let g = common::tiny(dir.path());
+    let o = e.vlx_vc(&[
+        "import-guest",
+        "tiny",
+        "--tarball",
+        &g.tarball.display().to_string(),
+        "--kernel",
+        &g.kernel.display().to_string(),
+        "--initrd",
+        &g.initrd.display().to_string(),
+        "--shared",
+        &shared.display().to_string(),
+        "--size",
+        "64MiB",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    json(&e.vlx_vc(&["set-net", &settings(dir.path()), "--json"]));
+
+    let log = dir.path().join("vcd.log");
+    let f = std::fs::File::create(&log).expect("agent log");
+    let _agent = Reaped(
+        in_ns(Some(&ns.0), env!("CARGO_BIN_EXE_vlx-vcd"))
+            .args([
+                "--blade", "blade01", "--cores", "2", "--memory", "1GiB", "--ttl", "5",
+            ])
+            .arg("--shared")
+            .arg(&shared)
+            .arg("--run")
+            .arg(&run)
+            .arg("--net-root")
+            .arg(&root)
+            .args(["--etcd", &e.url])
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("starting vlx-vcd"),
+    );
+    let console = shared.join("vcs/t/vm1/console.log");
+    let logs = || {
+        format!(
+            "--- agent:\n{}\n--- vm1 console:\n{}\n--- dnsmasq:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(&console).unwrap_or_default(),
+            std::fs::read_to_string(run.join("vc-dnsmasq.log")).unwrap_or_default()
+        )
+    };
+    wait_for(
+        "blade01 registered",
+        BOOT_WAIT,
+        || (!e.keys("/vlx/blades/blade01").is_empty()).then_some(()),
+        &logs,
+    );
+    let created = json(&e.vlx_vc(&[
+        "create", "--name", "t", "--guest", "tiny", "--vms", "1", "--memory", "128MiB", "--json",
+    ]));
+    assert_eq!(created["net"]["subnet"], "10.200.0.0/24");
+    let mac = created["vms"][0]["mac"].as_str().expect("mac").to_owned();
+    let tap = format!("vx{}", mac.replace(':', ""));
+
+    wait_for(
+        "vm1 reports its DHCP address on the console",
+        BOOT_WAIT,
+        || {
+            std::fs::read_to_string(&console)
+                .ok()
+                .filter(|c| c.contains("vlx-guest: address vm1 10.200.0.2"))
+                .map(drop)
+        },
+        &logs,
+    );
+    let addr = ns.ip(&["-4", "addr", "show", "dev", &tap]);
+    assert!(addr.contains("inet 10.200.0.1/24"), "{addr}");
+    let route = ns.ip(&["route", "get", "10.200.0.2"]);
+    assert!(route.contains(&format!("dev {tap}")), "{route}");
+    let nft = in_ns(Some(&ns.0), "nft")
+        .args(["list", "table", "inet", "vlx_vc"])
+        .output()
+        .expect("running nft");
+    assert!(nft.status.success(), "{}", stderr(&nft));
+    let conf = std::fs::read_to_string(root.join("etc/vlx/vc-dnsmasq.conf")).expect("conf");
+    assert!(
+        conf.contains(&format!("dhcp-host={mac},10.200.0.2,vm1")),
+        "{conf}"
+    );
+    let ping = in_ns(Some(&ns.0), "ping")
+        .args(["-c", "3", "-W", "10", "10.200.0.2"])
+        .output()
+        .expect("running ping");
+    assert!(
+        ping.status.success(),
+        "ping 10.200.0.2: {}{}\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        stderr(&ping),
+        logs()
+    );
+    let shown = json(&e.vlx_vc(&["show", "t", "--json"]));
+    assert_eq!(shown["vms"][0]["address"], "10.200.0.2");
+}

@@ -182,8 +182,8 @@ fn rig_boots_its_snapshot_root_and_keeps_it() {
     assert_eq!(cow_header(&rig.bytes("vlx-cow-n2", Some(16))), (0, 0, 0, 0));
 
     let first = boot_node(&rig, "n2", "boot1.log");
-    // n2: vlx-origin is partition 3, vlx-cow-n2 6, vlx-swap-n2 7; 192 MiB
-    // of origin are 393216 sectors.
+    // n2: vlx-origin is partition 3, vlx-cow-n2 6, vlx-swap-n2 7; 448 MiB
+    // of origin are 917504 sectors.
     assert_lines(
         &first.console,
         &[
@@ -191,7 +191,7 @@ fn rig_boots_its_snapshot_root_and_keeps_it() {
             "vlx-node: mounted vlx-meta (/dev/vda2) read-only".into(),
             "vlx-node: this blade is n2 (MAC 52:54:00:88:00:02)".into(),
             "vlx-node: root is a snapshot of vlx-origin (/dev/vda3) with vlx-cow-n2 (/dev/vda6): \
-             0 393216 snapshot /dev/vda3 /dev/vda6 P 8"
+             0 917504 snapshot /dev/vda3 /dev/vda6 P 8"
                 .into(),
             "vlx-node: swap on vlx-swap-n2 (/dev/vda7)".into(),
             "vlx-node: ready n2".into(),
@@ -244,7 +244,7 @@ fn rig_boots_on_4096_byte_sectors() {
         &[
             "vlx-node: SAN is /dev/vda (4096-byte sectors)".into(),
             "vlx-node: root is a snapshot of vlx-origin (/dev/vda3) with vlx-cow-n1 (/dev/vda4): \
-             0 393216 snapshot /dev/vda3 /dev/vda4 P 8"
+             0 917504 snapshot /dev/vda3 /dev/vda4 P 8"
                 .into(),
         ],
     );
@@ -454,7 +454,7 @@ fn rig_broken_snapshot_store_stops_the_boot_until_reset() {
         .find(|l| l.starts_with("vlx-node: error: "))
         .expect("an error line");
     assert!(
-        error.contains("dmsetup create vlx-root --noudevsync --table 0 393216 snapshot /dev/vda3 /dev/vda4 P 8 failed"),
+        error.contains("dmsetup create vlx-root --noudevsync --table 0 917504 snapshot /dev/vda3 /dev/vda4 P 8 failed"),
         "{error}"
     );
     assert!(

@@ -130,7 +130,7 @@ sync
 poweroff -f
 "#;
 
-/// The test cluster: it plans on the 768 MiB LUN, but says its SAN is
+/// The test cluster: it plans on the 1 GiB LUN, but says its SAN is
 /// 8 GiB, so the front door refuses it there (exit 3) before any write.
 const CLUSTER: &str = r#"
 [cluster]
@@ -149,7 +149,7 @@ size = "8GiB"
 [storage]
 esp = "260MiB"
 meta = "64MiB"
-origin = "192MiB"
+origin = "448MiB"
 cow = "16MiB"
 swap = "8MiB"
 shared = "64MiB"
@@ -382,7 +382,7 @@ fn rig_installer_logs_in_and_out_of_iscsi_around_refusals() {
         3,
         &[
             &format!("SAN {} (/dev/sd", url("/1")),
-            "is 768MiB, smaller than the profile's san.size of 8GiB",
+            "is 1GiB, smaller than the profile's san.size of 8GiB",
             "nothing was written to the target",
         ],
     );

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use crate::answer::{Output, ShellError};
 use crate::blade::Powered;
 use crate::report::Checks;
-use crate::shell::{Output, ShellError};
 
 /// A node blade as the checks see it: its console shell and its entry in
 /// the cluster table.

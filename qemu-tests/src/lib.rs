@@ -16,6 +16,7 @@
 //! - [`testkit`]: small kernels and initramfs images to test the rig itself.
 
 pub mod accel;
+pub mod answer;
 pub mod blade;
 pub mod bootcmd;
 pub mod checks;

@@ -10,51 +10,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::console::{Console, ConsoleError, WaitError};
+pub use crate::answer::{Output, ShellError};
+use crate::console::{Console, WaitError};
 
 /// How often [`Shell::ready`] knocks while the shell is not up yet.
 const KNOCK: Duration = Duration::from_secs(2);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ShellError {
-    #[error(transparent)]
-    Send(#[from] ConsoleError),
-    #[error("`{command}` on {console}: {source}")]
-    Wait {
-        console: String,
-        command: String,
-        #[source]
-        source: Box<WaitError>,
-    },
-    #[error("{console}: interrupted")]
-    Interrupted { console: String },
-    #[error("{console}: no shell answered within {} s (the image runs a root shell on ttyS1 for the rig)", .waited.as_secs())]
-    NoShell { console: String, waited: Duration },
-    #[error("`{command}` on {console}: {message}")]
-    Ssh {
-        console: String,
-        command: String,
-        message: String,
-    },
-}
-
-/// What a command printed, and its exit status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output {
-    pub lines: Vec<String>,
-    pub status: i32,
-}
-
-impl Output {
-    pub fn success(&self) -> bool {
-        self.status == 0
-    }
-
-    /// The output as one string, lines joined by newlines.
-    pub fn text(&self) -> String {
-        self.lines.join("\n")
-    }
-}
 
 /// The check channel of a blade: the shell on its ttyS1 (a test image),
 /// or SSH with the rig's key once the blade is up (any other image).

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::answer::{Output, ShellError};
 use crate::run::Run;
-use crate::shell::{Output, ShellError};
 
 /// The host side's interface in its namespace.
 const TAP: &str = "rig0";

@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod cli;
 pub mod etcd;
+pub mod failure;
 pub mod model;
 pub mod place;
 pub mod profile;

@@ -30,8 +30,8 @@ use cluster::{Bytes, Ipv4Net, MacAddr, NodeName};
 use serde::{Deserialize, Serialize};
 use vc_net::{NamedNet, NetInput, SubnetPool, VcInput, VmInput};
 
-use crate::cli::Failure;
 use crate::etcd::{Compare, Etcd, Kv, Op};
+use crate::failure::Failure;
 use crate::model::{Blade, Fit, Policy, VcName, VcSpec, VmIndex};
 use crate::place::{free_capacity, place};
 

@@ -34,6 +34,7 @@ fn vm_view(e: &EtcdServer, vm: usize) -> (String, String) {
 fn a_dead_blades_vm_comes_back_on_the_survivor_and_never_runs_twice() {
     let e = EtcdServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
+    let _reaper = common::Reaper(dir.path().to_owned());
     let shared = dir.path().join("shared");
     std::fs::create_dir_all(&shared).expect("shared");
     let g = common::tiny(dir.path());

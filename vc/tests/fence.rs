@@ -15,6 +15,7 @@ const WAIT: Duration = Duration::from_secs(600);
 fn an_agent_that_loses_etcd_kills_its_vms() {
     let mut e = EtcdServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
+    let _reaper = common::Reaper(dir.path().to_owned());
     let shared = dir.path().join("shared");
     let run = dir.path().join("run");
     std::fs::create_dir_all(&shared).expect("shared");

@@ -64,6 +64,7 @@ fn sha256(p: &Path) -> String {
 fn vms_boot_outlive_their_agent_save_restore_and_go() {
     let e = EtcdServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
+    let _reaper = common::Reaper(dir.path().to_owned());
     let (shared, run) = (dir.path().join("shared"), dir.path().join("run"));
     std::fs::create_dir_all(&shared).expect("shared");
     let g = common::tiny(dir.path());
@@ -216,6 +217,7 @@ fn a_vm_that_cannot_start_is_reported_failed_with_the_reason() {
     // The guest is registered but its files are not on the shared volume.
     e.demo_cluster();
     let dir = tempfile::tempdir().expect("tempdir");
+    let _reaper = common::Reaper(dir.path().to_owned());
     let (shared, run) = (dir.path().join("shared"), dir.path().join("run"));
     std::fs::create_dir_all(&shared).expect("shared");
     let _vcd = Vcd::start(&e.url, "blade01", &shared, &run, dir.path());

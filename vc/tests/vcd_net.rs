@@ -100,6 +100,7 @@ fn a_vm_takes_its_address_by_dhcp_on_its_tap_and_answers_a_ping() {
     let ns = Ns::create();
     let e = EtcdServer::start_in(Some(&ns.0));
     let dir = tempfile::tempdir().expect("tempdir");
+    let _reaper = common::Reaper(dir.path().to_owned());
     let (shared, run, root) = (
         dir.path().join("shared"),
         dir.path().join("run"),

@@ -272,3 +272,33 @@ pub fn wait_for<T>(
 pub fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// Kills, on drop, every QEMU whose `qemu.pid` lies under its folder: the
+/// VMs are daemons that outlive their agent by design, so a test that
+/// fails before `destroy` would otherwise leave them running. Declare it
+/// right after the temporary folder, so that it drops before the folder.
+pub struct Reaper(pub PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        fn walk(dir: &Path) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p);
+                } else if p.file_name().is_some_and(|n| n == "qemu.pid") {
+                    let pid = std::fs::read_to_string(&p).unwrap_or_default();
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        // SAFETY: kill(2) with a pid read from the VM's own
+                        // pid file; a pid that has gone gives ESRCH.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        walk(&self.0);
+    }
+}

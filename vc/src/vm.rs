@@ -243,11 +243,23 @@ impl Host {
 
     /// Saves the VM's state to the shared volume and ends its QEMU.
     pub fn save(&self, vc: &VcName, vm: VmIndex) -> anyhow::Result<()> {
+        let save = self.save_file(vc, vm);
+        // The state file is renamed into place only after a completed
+        // migration and removed by the restore: when it is there, this VM
+        // is saved already, and a QEMU still seen is one that is quitting
+        // (a round that looked at it before it closed its monitor).
+        if save.exists() {
+            if let Some(q) = self.adopt(vc, vm) {
+                // Quitting anyway: a monitor that closes under us is the
+                // end we want.
+                let _ = q.quit();
+            }
+            return Ok(());
+        }
+        let tmp = save.with_extension("tmp");
         let Some(mut q) = self.adopt(vc, vm) else {
             bail!("{vc}/{vm} does not run on this blade");
         };
-        let save = self.save_file(vc, vm);
-        let tmp = save.with_extension("tmp");
         q.execute("stop", json!({}))?;
         q.execute(
             "migrate",

@@ -249,6 +249,10 @@ struct VmView<'a> {
     blade: &'a cluster::NodeName,
     mac: cluster::MacAddr,
     state: Option<&'a str>,
+    /// Why the VM is in its state, as its blade reported it (a failure's
+    /// reason); absent when there is nothing to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
     /// Filled by the VC network (vc-net) once it assigns addresses.
     address: Option<String>,
 }
@@ -267,6 +271,7 @@ pub(super) fn show(a: &NameArgs) -> Result<String, Failure> {
             blade: &v.blade,
             mac: v.mac,
             state: r.status.get(&v.vm).map(|s| s.state.as_str()),
+            detail: r.status.get(&v.vm).and_then(|s| s.detail.as_deref()),
             address: addr_of(r.net.as_ref(), v.vm),
         })
         .collect();

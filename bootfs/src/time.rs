@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Seconds since 1970-01-01 00:00:00 UTC, the time stamped on every file
 /// a build writes, so that the same inputs give the same bytes
-/// (<https://reproducible-builds.org/specs/source-date-epoch/>).
+/// (the reproducible-builds SOURCE_DATE_EPOCH specification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Epoch(pub u64);
 

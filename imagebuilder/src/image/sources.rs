@@ -366,23 +366,23 @@ mod tests {
 
     const DEB822: &str = "Types: deb\n\
 # a comment\n\
-URIs: http://mirror.example/debian\n\
+URIs: http://127.0.0.1:3142/debian\n\
 Suites: bookworm bookworm-updates\n\
 Components: main contrib\n\
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\
 \n\
 Types: deb deb-src\n\
-URIs: http://mirror.example/debian-security\n\
+URIs: http://127.0.0.1:3142/debian-security\n\
 Suites: bookworm-security\n\
 Components: main\n\
 \n\
 Types: deb\n\
 Enabled: no\n\
-URIs: http://off.example/debian\n\
+URIs: http://127.0.0.2/debian\n\
 Suites: bookworm\n\
 \n\
 Types: deb\n\
-URIs: http://other.example/x\n\
+URIs: http://127.0.0.3/x\n\
 Suites: nodistro\n\
 Signed-By:\n\
 \x20-----BEGIN PGP PUBLIC KEY BLOCK-----\n\
@@ -393,7 +393,7 @@ Signed-By:\n\
     fn deb822_stanzas() {
         let e = parse_deb822(Path::new("d.sources"), DEB822).unwrap();
         assert_eq!(e.len(), 3, "{e:?}");
-        assert_eq!(e[0].uri, "http://mirror.example/debian");
+        assert_eq!(e[0].uri, "http://127.0.0.1:3142/debian");
         assert_eq!(e[0].suites, ["bookworm", "bookworm-updates"]);
         assert_eq!(e[0].components, ["main", "contrib"]);
         assert_eq!(
@@ -409,8 +409,8 @@ Signed-By:\n\
     #[test]
     fn one_line_entries() {
         let text = "# comment\n\
-deb-src http://src.example/debian bookworm main\n\
-deb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main # tail\n\
+deb-src http://127.0.0.4/debian bookworm main\n\
+deb [arch=amd64 signed-by=/k.gpg] http://127.0.0.5/debian bookworm main # tail\n\
 deb [trusted=yes] file:///srv/mirror bookworm-security main\n";
         let e = parse_one_line(Path::new("s.list"), text).unwrap();
         assert_eq!(e.len(), 2);
@@ -442,9 +442,9 @@ deb [trusted=yes] file:///srv/mirror bookworm-security main\n";
         assert_eq!(
             lines,
             [
-                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian bookworm main contrib",
-                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian bookworm-updates main contrib",
-                "deb http://mirror.example/debian-security bookworm-security main",
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://127.0.0.1:3142/debian bookworm main contrib",
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://127.0.0.1:3142/debian bookworm-updates main contrib",
+                "deb http://127.0.0.1:3142/debian-security bookworm-security main",
             ]
         );
         // A suite the sources do not list is an error that says what to do.
@@ -474,8 +474,8 @@ deb [trusted=yes] file:///srv/mirror bookworm-security main\n";
             ["deb [trusted=yes] file:///srv/mirror bookworm main"]
         );
         let choice = MirrorChoice {
-            mirror: Some("http://proxy.lan:3142/debian".into()),
-            security_mirror: Some("http://proxy.lan:3142/debian-security".into()),
+            mirror: Some("http://127.0.0.6:3142/debian".into()),
+            security_mirror: Some("http://127.0.0.6:3142/debian-security".into()),
             ..MirrorChoice::default()
         };
         let lines: Vec<String> = plan("bookworm", &[], &choice)
@@ -486,8 +486,8 @@ deb [trusted=yes] file:///srv/mirror bookworm-security main\n";
         assert_eq!(
             lines,
             [
-                "deb http://proxy.lan:3142/debian bookworm main",
-                "deb http://proxy.lan:3142/debian-security bookworm-security main"
+                "deb http://127.0.0.6:3142/debian bookworm main",
+                "deb http://127.0.0.6:3142/debian-security bookworm-security main"
             ]
         );
         let only_security = MirrorChoice {
@@ -508,12 +508,12 @@ deb [trusted=yes] file:///srv/mirror bookworm-security main\n";
         std::fs::write(list.join("b.sources"), DEB822).unwrap();
         std::fs::write(
             list.join("a.list"),
-            "deb http://first.example/debian bookworm main\n",
+            "deb http://127.0.0.7/debian bookworm main\n",
         )
         .unwrap();
         std::fs::write(
             list.join("c.list.disabled"),
-            "deb http://never.example/debian bookworm main\n",
+            "deb http://127.0.0.8/debian bookworm main\n",
         )
         .unwrap();
         let e = read_dir(d.path()).unwrap();
@@ -521,10 +521,10 @@ deb [trusted=yes] file:///srv/mirror bookworm-security main\n";
         assert_eq!(
             uris,
             [
-                "http://first.example/debian",
-                "http://mirror.example/debian",
-                "http://mirror.example/debian-security",
-                "http://other.example/x"
+                "http://127.0.0.7/debian",
+                "http://127.0.0.1:3142/debian",
+                "http://127.0.0.1:3142/debian-security",
+                "http://127.0.0.3/x"
             ]
         );
     }

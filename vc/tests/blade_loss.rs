@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{EtcdServer, Vcd, alive, json, stderr, wait_for};
+use common::{EtcdServer, Vcd, alive, json, wait_for};
 use vc::state::VmRecord;
 use vc::vm::{Accel, Host};
 
@@ -36,23 +36,7 @@ fn a_dead_blades_vm_comes_back_on_the_survivor_and_never_runs_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _reaper = common::Reaper(dir.path().to_owned());
     let shared = dir.path().join("shared");
-    std::fs::create_dir_all(&shared).expect("shared");
-    let g = common::tiny(dir.path());
-    let o = e.vlx_vc(&[
-        "import-guest",
-        "tiny",
-        "--tarball",
-        &g.tarball.display().to_string(),
-        "--kernel",
-        &g.kernel.display().to_string(),
-        "--initrd",
-        &g.initrd.display().to_string(),
-        "--shared",
-        &shared.display().to_string(),
-        "--size",
-        "64MiB",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    e.import_tiny(dir.path(), &shared);
     let runs = [dir.path().join("run1"), dir.path().join("run2")];
     let _a = Vcd::start(&e.url, "blade01", &shared, &runs[0], dir.path());
     let mut b = Vcd::start(&e.url, "blade02", &shared, &runs[1], dir.path());

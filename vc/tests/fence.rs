@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{EtcdServer, Vcd, alive, json, stderr, wait_for};
+use common::{EtcdServer, Vcd, alive, json, wait_for};
 
 /// A tiny guest's boot under TCG on a loaded machine, and the fence (half
 /// the agents' 5 s TTL, plus etcd's connection timeouts).
@@ -18,23 +18,7 @@ fn an_agent_that_loses_etcd_kills_its_vms() {
     let _reaper = common::Reaper(dir.path().to_owned());
     let shared = dir.path().join("shared");
     let run = dir.path().join("run");
-    std::fs::create_dir_all(&shared).expect("shared");
-    let g = common::tiny(dir.path());
-    let o = e.vlx_vc(&[
-        "import-guest",
-        "tiny",
-        "--tarball",
-        &g.tarball.display().to_string(),
-        "--kernel",
-        &g.kernel.display().to_string(),
-        "--initrd",
-        &g.initrd.display().to_string(),
-        "--shared",
-        &shared.display().to_string(),
-        "--size",
-        "64MiB",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    e.import_tiny(dir.path(), &shared);
     let _a = Vcd::start(&e.url, "blade01", &shared, &run, dir.path());
     let logs = || std::fs::read_to_string(dir.path().join("vcd-blade01.log")).unwrap_or_default();
     wait_for(

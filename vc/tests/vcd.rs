@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{EtcdServer, Vcd, alive, json, stderr, wait_for};
+use common::{EtcdServer, Vcd, alive, json, wait_for};
 
 /// Boots of tiny guests under TCG on a loaded 2-core machine.
 const BOOT_WAIT: Duration = Duration::from_secs(600);
@@ -66,23 +66,7 @@ fn vms_boot_outlive_their_agent_save_restore_and_go() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _reaper = common::Reaper(dir.path().to_owned());
     let (shared, run) = (dir.path().join("shared"), dir.path().join("run"));
-    std::fs::create_dir_all(&shared).expect("shared");
-    let g = common::tiny(dir.path());
-    let o = e.vlx_vc(&[
-        "import-guest",
-        "tiny",
-        "--tarball",
-        &g.tarball.display().to_string(),
-        "--kernel",
-        &g.kernel.display().to_string(),
-        "--initrd",
-        &g.initrd.display().to_string(),
-        "--shared",
-        &shared.display().to_string(),
-        "--size",
-        "64MiB",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    e.import_tiny(dir.path(), &shared);
     let base = shared.join("guests/tiny/base.raw");
     let base_sum = sha256(&base);
 

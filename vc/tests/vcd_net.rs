@@ -106,23 +106,7 @@ fn a_vm_takes_its_address_by_dhcp_on_its_tap_and_answers_a_ping() {
         dir.path().join("run"),
         dir.path().join("root"),
     );
-    std::fs::create_dir_all(&shared).expect("shared");
-    let g = common::tiny(dir.path());
-    let o = e.vlx_vc(&[
-        "import-guest",
-        "tiny",
-        "--tarball",
-        &g.tarball.display().to_string(),
-        "--kernel",
-        &g.kernel.display().to_string(),
-        "--initrd",
-        &g.initrd.display().to_string(),
-        "--shared",
-        &shared.display().to_string(),
-        "--size",
-        "64MiB",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    e.import_tiny(dir.path(), &shared);
     json(&e.vlx_vc(&["set-net", &settings(dir.path()), "--json"]));
 
     let log = dir.path().join("vcd.log");

@@ -52,6 +52,28 @@ pub struct EtcdServer {
 }
 
 impl EtcdServer {
+    /// Builds the tiny guest in `dir` and imports it as guest `tiny` into
+    /// the shared folder `shared` (made here), with a 64 MiB base image.
+    pub fn import_tiny(&self, dir: &Path, shared: &Path) {
+        std::fs::create_dir_all(shared).expect("shared");
+        let g = tiny(dir);
+        let o = self.vlx_vc(&[
+            "import-guest",
+            "tiny",
+            "--tarball",
+            &g.tarball.display().to_string(),
+            "--kernel",
+            &g.kernel.display().to_string(),
+            "--initrd",
+            &g.initrd.display().to_string(),
+            "--shared",
+            &shared.display().to_string(),
+            "--size",
+            "64MiB",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+
     pub fn start() -> EtcdServer {
         EtcdServer::start_in(None)
     }

@@ -282,7 +282,37 @@ pub fn write_completions(shell: Shell, mut cmd: clap::Command, out: &mut dyn Wri
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
+    cmd = without_hidden(cmd);
     clap_complete::generate(shell, &mut cmd, name, out);
+}
+
+/// `cmd` rebuilt without its hidden subcommands and arguments, at every
+/// level: what is hidden from `--help` is not offered by completion either.
+fn without_hidden(cmd: clap::Command) -> clap::Command {
+    let args: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .cloned()
+        .collect();
+    let subs: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .map(without_hidden)
+        .collect();
+    let mut out = clap::Command::new(cmd.get_name().to_owned())
+        .args(args)
+        .subcommands(subs);
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    if let Some(version) = cmd.get_version() {
+        out = out.version(version.to_owned());
+    }
+    if cmd.is_disable_help_subcommand_set() {
+        out = out.disable_help_subcommand(true);
+    }
+    out
 }
 
 #[cfg(test)]

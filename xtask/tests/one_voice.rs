@@ -175,3 +175,37 @@ fn every_binary_prints_completions_bash_accepts() {
         );
     }
 }
+
+/// What bash offers after `vlx-install ` once the script is loaded: the
+/// visible subcommands, never the media environment's internal one.
+#[test]
+fn completion_offers_visible_subcommands_only() {
+    let o = run("vlx-install", &["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vlx-install.bash");
+    std::fs::write(&f, &o.stdout).unwrap();
+    let probe = format!(
+        "source {}; COMP_WORDS=(vlx-install ''); COMP_CWORD=1; COMP_LINE='vlx-install '; \
+         COMP_POINT=${{#COMP_LINE}}; _vlx__install vlx-install '' vlx-install; \
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        f.display()
+    );
+    let out = Command::new("bash").arg("-c").arg(&probe).output().unwrap();
+    let offered = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = offered.lines().collect();
+    for visible in [
+        "plan",
+        "apply",
+        "status",
+        "verify",
+        "reset-node",
+        "completions",
+    ] {
+        assert!(words.contains(&visible), "{visible} not offered: {words:?}");
+    }
+    assert!(
+        !words.contains(&"media-env"),
+        "the hidden media-env is offered: {words:?}"
+    );
+}

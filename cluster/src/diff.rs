@@ -545,6 +545,13 @@ pub fn diff(installed: &Plan, new: &Plan) -> PlanDiff {
         &a.etcd.election.get(),
         &b.etcd.election.get(),
     );
+    let pool = |p: &Plan| {
+        p.vc.map_or_else(
+            || "none".to_owned(),
+            |v| format!("{} /{}", v.subnet_pool, v.prefix),
+        )
+    };
+    changed(s, "vc", &pool(a), &pool(b));
     d
 }
 

@@ -44,6 +44,8 @@ pub struct Context {
     pub storage: Storage,
     pub etcd: Etcd,
     pub admin: Admin,
+    /// The profile's `[vc]` pool, if any (`subnet_pool`, `prefix`).
+    pub vc: Option<cluster::vcpool::VcPoolPlan>,
 }
 
 /// Who may log in: the profile's `[admin]`.
@@ -402,6 +404,7 @@ impl Context {
                 ssh_keys: plan.admin.ssh_keys.clone(),
             },
             etcd,
+            vc: plan.vc,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! `vlx-vcd`: the VC agent of one blade (see `vc::agent`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use cluster::{Bytes, NodeName};
 use vc::agent::Agent;
-use vc::etcd::{self, Etcd};
+use vc::etcd::{self, Compare, Etcd, Op};
 use vc::state::BladeRecord;
 use vc::vm::{Accel, Host};
 
@@ -48,6 +48,33 @@ struct Args {
     /// VC hosts file, the NFS exports), as `/` is on a blade.
     #[arg(long, value_name = "DIR", default_value = "/")]
     net_root: PathBuf,
+    /// The cluster's side of the VC networks (rendered by the installer
+    /// from the cluster profile, `[vc]` pool included): recorded in etcd
+    /// (`/vlx/net`) when nobody has yet; `vlx-vc set-net` changes it later.
+    /// No file: nothing is recorded.
+    #[arg(long, value_name = "FILE", default_value = vc::state::NET_SETTINGS_FILE)]
+    net_settings: PathBuf,
+}
+
+/// The settings file to record in etcd, if there is one; a file that does
+/// not read is bad input.
+fn settings_to_record(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let s = vc::state::NetSettings::read(path)?;
+    serde_json::to_vec(&s)
+        .map(Some)
+        .map_err(|e| format!("encoding {}: {e}", path.display()))
+}
+
+/// Records the settings under `/vlx/net` unless the key exists (one
+/// transaction: the first agent up wins, a later `set-net` is kept).
+fn record_settings(etcd: &Etcd, value: &[u8]) -> anyhow::Result<bool> {
+    etcd.txn(
+        &[Compare::Absent(vc::state::NET.into())],
+        &[Op::put(vc::state::NET, value.to_vec())],
+    )
 }
 
 /// How often the agent reconciles: a third of the shortest sensible TTL,
@@ -67,6 +94,13 @@ fn main() -> ExitCode {
         eprintln!("vlx-vcd: --ttl {} is too short (at least 3 seconds)", a.ttl);
         return ExitCode::from(2);
     }
+    let mut settings = match settings_to_record(&a.net_settings) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vlx-vcd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let host = Host {
         shared: a.shared,
         run: a.run,
@@ -87,6 +121,21 @@ fn main() -> ExitCode {
     }
     eprintln!("vlx-vcd: blade {} up", agent.me);
     while !stop.load(Ordering::Relaxed) {
+        if let Some(value) = &settings {
+            match record_settings(&agent.etcd, value) {
+                Ok(recorded) => {
+                    if recorded {
+                        eprintln!(
+                            "vlx-vcd: recorded {} as {}",
+                            a.net_settings.display(),
+                            vc::state::NET
+                        );
+                    }
+                    settings = None;
+                }
+                Err(e) => eprintln!("vlx-vcd: recording {}: {e:#}", a.net_settings.display()),
+            }
+        }
         match agent.tick() {
             Ok(errors) => {
                 for e in errors {

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod etcd;
 pub mod failure;
 pub mod model;
+pub mod netreload;
 pub mod place;
 pub mod profile;
 pub mod qcow2;

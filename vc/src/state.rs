@@ -171,7 +171,7 @@ pub struct NetSettings {
 /// Where the installer renders [`NetSettings`] on every blade, from the
 /// cluster plan (`overlays/node/etc/vlx/vc-net.toml.hbs`): the default of
 /// `vlx-vc set-net` and of `vlx-vcd --net-settings`.
-pub const NET_SETTINGS_FILE: &str = "/etc/vlx/vc-net.toml";
+pub const NET_SETTINGS_FILE: &str = contracts::names::vc::NET_SETTINGS;
 
 impl NetSettings {
     /// Reads and checks a settings file: the TOML parses (unknown keys are

@@ -201,7 +201,7 @@ pub fn tap_name(mac: MacAddr) -> String {
 }
 
 /// The prefix of every tap name (and of nothing else the blade has).
-pub const TAP_PREFIX: &str = "vx";
+pub const TAP_PREFIX: &str = contracts::names::vc::TAP_PREFIX;
 
 /// True for names of the form [`tap_name`] makes.
 pub fn is_tap_name(s: &str) -> bool {

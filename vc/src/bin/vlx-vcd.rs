@@ -54,6 +54,11 @@ struct Args {
     /// No file: nothing is recorded.
     #[arg(long, value_name = "FILE", default_value = vc::state::NET_SETTINGS_FILE)]
     net_settings: PathBuf,
+    /// The cluster dnsmasq's pid file: sent SIGHUP when the VC names
+    /// (`/etc/vlx/vc-hosts`) change (default: /run/dnsmasq/dnsmasq.pid,
+    /// else /run/dnsmasq.pid).
+    #[arg(long, value_name = "FILE")]
+    cluster_dnsmasq_pid: Option<PathBuf>,
 }
 
 /// The settings file to record in etcd, if there is one; a file that does
@@ -112,6 +117,9 @@ fn main() -> ExitCode {
     };
     let mut agent = Agent::new(a.blade, cap, eps, host, a.ttl);
     agent.net_root = a.net_root;
+    if let Some(p) = a.cluster_dnsmasq_pid {
+        agent.cluster_dnsmasq_pid = vec![p];
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {

@@ -70,8 +70,8 @@ fn vc_plan(plan: &cluster::Plan, extra: bool) -> NetPlan {
     .unwrap()
 }
 
-/// busybox nslookup of `name` at `server`, run by `shell` (in the blade's
-/// container, or in the VM's namespace).
+/// The address busybox nslookup found for `name`, from its success and
+/// output; `None` when it found none.
 fn lookup(out: (bool, String), name: &str) -> Option<String> {
     let (ok, text) = out;
     if !ok {

@@ -272,3 +272,36 @@ fn bad_settings_are_bad_input() {
     );
     assert!(e.keys("/vlx/vc/").is_empty());
 }
+
+/// `vlx-vcd` reads its settings file before anything else: one that does
+/// not read is bad input (exit 2) naming the file and the key, and the
+/// agent never starts (nothing is registered).
+#[test]
+fn vlx_vcd_refuses_a_settings_file_that_does_not_read() {
+    let e = EtcdServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("vc-net.toml");
+    let text = std::fs::read_to_string(settings(dir.path(), "10.200.0.0/16"))
+        .expect("reading net.toml")
+        .replace("prefix = 24", "prefx = 24");
+    std::fs::write(&file, text).expect("writing vc-net.toml");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vlx-vcd"))
+        .args([
+            "--blade", "blade01", "--cores", "1", "--memory", "1GiB", "--etcd", &e.url,
+        ])
+        .arg("--shared")
+        .arg(dir.path())
+        .arg("--run")
+        .arg(dir.path().join("run"))
+        .arg("--net-settings")
+        .arg(&file)
+        .output()
+        .expect("running vlx-vcd");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(
+        said.contains(&file.display().to_string()) && said.contains("prefx"),
+        "{said}"
+    );
+    assert!(e.keys("/vlx/").is_empty(), "{:?}", e.keys("/vlx/"));
+}

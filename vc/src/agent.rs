@@ -314,7 +314,7 @@ impl Agent {
         }
         let exports = self.net_root.join(apply::EXPORTS);
         if changed.contains(&exports)
-            && crate::netreload::reexport(plan.storage, &exports).context("exporting VC shares")?
+            && crate::netreload::reexport(&plan, &exports).context("exporting VC shares")?
         {
             eprintln!("vlx-vcd: VC shares: exportfs -r");
         }

@@ -7,7 +7,13 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::os::unix::fs::PermissionsExt as _;
+
 use anyhow::{Context, bail};
+
+/// The mode of a VC's share when its holder makes it: sticky and
+/// writable by all, as /tmp.
+pub const SHARE_MODE: u32 = 0o1777;
 
 /// Where the cluster dnsmasq keeps its pid when nothing else is said:
 /// Debian's unit (`-x /run/dnsmasq/dnsmasq.pid`), then dnsmasq's own
@@ -68,12 +74,45 @@ pub fn holds(addr: Ipv4Addr) -> anyhow::Result<bool> {
     }))
 }
 
+/// True when `dir` is a mount point (its device differs from its
+/// parent's): the shared volume is mounted there.
+fn is_mount_point(dir: &Path) -> anyhow::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let dev = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev())
+            .with_context(|| format!("reading {}", p.display()))
+    };
+    Ok(dev(dir)? != dev(parent)?)
+}
+
 /// Runs `exportfs -r` (every file of `/etc/exports` and `/etc/exports.d/`
-/// again) when this blade holds `storage`; `false` when it does not (the
-/// holder's own agent, or the VIP's takeover, exports).
-pub fn reexport(storage: Ipv4Addr, exports: &Path) -> anyhow::Result<bool> {
-    if !holds(storage)? {
+/// again) when this blade holds the plan's storage address, after making
+/// each VC's shared folder (`vc_net::render::vc_dir`) on the shared volume
+/// when it is mounted (if it is not, the exports' `mountpoint=` keeps them
+/// unexported, and nothing is made on the blade's root). `false` when this
+/// blade does not hold the address (the holder's own agent, or the VIP's
+/// takeover, exports).
+pub fn reexport(plan: &vc_net::NetPlan, exports: &Path) -> anyhow::Result<bool> {
+    if !holds(plan.storage)? {
         return Ok(false);
+    }
+    let shared = Path::new(&plan.shared_dir);
+    if shared.is_dir() && is_mount_point(shared)? {
+        for vc in &plan.vcs {
+            let dir = PathBuf::from(vc_net::render::vc_dir(plan, &vc.name));
+            if dir.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating VC {}'s share {}", vc.name, dir.display()))?;
+            // The VMs' root is squashed to nobody and their users have
+            // their own uids: like /tmp, everyone writes, and only a
+            // file's owner removes it.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(SHARE_MODE))
+                .with_context(|| format!("chmod {SHARE_MODE:o} {}", dir.display()))?;
+        }
     }
     let out = Command::new("exportfs")
         .arg("-r")

@@ -18,8 +18,10 @@ pub const ROUTE_PROTO: u8 = 118;
 /// whole, atomically, by each apply.
 pub const NFT_TABLE: &str = "vlx_vc";
 
-/// Where a VC's directory lies under the shared volume's mount.
-pub const VC_DIR: &str = "vcs";
+/// Where a VC's shared directory lies under the shared volume's mount:
+/// apart from `vcs/`, where the VM executor keeps the VMs' disks, saved
+/// memory and consoles, which no VM may read over its share.
+pub const VC_DIR: &str = "vc-shares";
 
 /// Where every VM mounts its VC's shared directory.
 pub const GUEST_SHARED_MOUNT: &str = "/vc";

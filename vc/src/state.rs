@@ -190,6 +190,23 @@ impl NetSettings {
     }
 }
 
+/// What `/vlx/net` may not become with the VCs of `snap`: a cluster
+/// network over a VC's subnet. The error names both (bad input).
+pub fn check_settings(snap: &Snapshot, settings: &NetSettings, file: &str) -> Result<(), String> {
+    for (name, r) in &snap.vcs {
+        let Some(net) = r.net else { continue };
+        for n in &settings.cluster_nets {
+            if vc_net::model::overlaps(n.cidr, net.subnet) {
+                return Err(format!(
+                    "{file}: cluster network {} ({}) overlaps the subnet {} of VC {name}",
+                    n.name, n.cidr, net.subnet
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The input of the VC networks from a snapshot: the cluster's facts of
 /// `/vlx/net` and every VC that has a network, its VMs in index order on
 /// the blades the placement names. `None` when no network is set up.

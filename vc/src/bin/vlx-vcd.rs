@@ -1,6 +1,6 @@
 //! `vlx-vcd`: the VC agent of one blade (see `vc::agent`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,7 @@ use cluster::{Bytes, NodeName};
 use vc::agent::Agent;
 use vc::etcd::{self, Compare, Etcd, Op};
 use vc::state::BladeRecord;
+use vc::state::{NET, NetSettings, Snapshot, VCS, check_settings};
 use vc::vm::{Accel, Host};
 
 /// Registers this blade's capacity under a lease, places VMs while it is
@@ -50,8 +51,9 @@ struct Args {
     net_root: PathBuf,
     /// The cluster's side of the VC networks (rendered by the installer
     /// from the cluster profile, `[vc]` pool included): recorded in etcd
-    /// (`/vlx/net`) when nobody has yet; `vlx-vc set-net` changes it later.
-    /// No file: nothing is recorded.
+    /// (`/vlx/net`) at the start when nobody has yet, and again whenever
+    /// the file changes (unless it overlaps a VC); `vlx-vc set-net` sets
+    /// it by hand. No file: nothing is recorded.
     #[arg(long, value_name = "FILE", default_value = vc::state::NET_SETTINGS_FILE)]
     net_settings: PathBuf,
     /// The cluster dnsmasq's pid file: sent SIGHUP when the VC names
@@ -61,25 +63,79 @@ struct Args {
     cluster_dnsmasq_pid: Option<PathBuf>,
 }
 
-/// The settings file to record in etcd, if there is one; a file that does
-/// not read is bad input.
-fn settings_to_record(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let s = vc::state::NetSettings::read(path)?;
-    serde_json::to_vec(&s)
-        .map(Some)
-        .map_err(|e| format!("encoding {}: {e}", path.display()))
+/// The settings file (`--net-settings`) and what this agent did with it:
+/// at the start it is recorded as `/vlx/net` unless the key exists; when
+/// its text changes later (the installer's rendering, updated by a change
+/// of the cluster), it replaces `/vlx/net`, unless a cluster network of it
+/// overlaps a VC's subnet.
+#[derive(Debug)]
+struct SettingsFile {
+    path: PathBuf,
+    /// The text last recorded (or found bad); `None` before the first.
+    seen: Option<Vec<u8>>,
 }
 
-/// Records the settings under `/vlx/net` unless the key exists (one
-/// transaction: the first agent up wins, a later `set-net` is kept).
-fn record_settings(etcd: &Etcd, value: &[u8]) -> anyhow::Result<bool> {
-    etcd.txn(
-        &[Compare::Absent(vc::state::NET.into())],
-        &[Op::put(vc::state::NET, value.to_vec())],
-    )
+impl SettingsFile {
+    /// The file's text when it differs from what was seen; `None` when it
+    /// is the same or absent.
+    fn changed(&self) -> Result<Option<Vec<u8>>, String> {
+        match std::fs::read(&self.path) {
+            Ok(t) if self.seen.as_ref() == Some(&t) => Ok(None),
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", self.path.display())),
+        }
+    }
+
+    /// Checks the file at the start: bad input stops the agent.
+    fn check(&self) -> Result<(), String> {
+        match self.changed()? {
+            Some(_) => NetSettings::read(&self.path).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the file when it changed; says what it did.
+    fn sync(&mut self, etcd: &Etcd) -> Result<Option<String>, String> {
+        let Some(text) = self.changed()? else {
+            return Ok(None);
+        };
+        let file = self.path.display().to_string();
+        let settings = match NetSettings::read(&self.path) {
+            Ok(s) => s,
+            Err(e) => {
+                // Said once; the file is read again when it changes.
+                self.seen = Some(text);
+                return Err(e);
+            }
+        };
+        let value = serde_json::to_vec(&settings).map_err(|e| format!("encoding {file}: {e}"))?;
+        let said = if self.seen.is_none() {
+            let put = etcd
+                .txn(&[Compare::Absent(NET.into())], &[Op::put(NET, value)])
+                .map_err(|e| format!("recording {file}: {e:#}"))?;
+            put.then(|| format!("recorded {file} as {NET}"))
+        } else {
+            let snap = Snapshot::read(etcd).map_err(|e| format!("reading /vlx/: {e:#}"))?;
+            if let Err(e) = check_settings(&snap, &settings, &file) {
+                self.seen = Some(text);
+                return Err(format!("{e}; {NET} is left as it was"));
+            }
+            let put = etcd
+                .txn(
+                    &[Compare::PrefixUnchangedSince(VCS.into(), snap.revision)],
+                    &[Op::put(NET, value)],
+                )
+                .map_err(|e| format!("recording {file}: {e:#}"))?;
+            if !put {
+                // A VC changed meanwhile: checked again next round.
+                return Ok(None);
+            }
+            Some(format!("{file} changed: recorded as {NET}"))
+        };
+        self.seen = Some(text);
+        Ok(said)
+    }
 }
 
 /// How often the agent reconciles: a third of the shortest sensible TTL,
@@ -99,13 +155,14 @@ fn main() -> ExitCode {
         eprintln!("vlx-vcd: --ttl {} is too short (at least 3 seconds)", a.ttl);
         return ExitCode::from(2);
     }
-    let mut settings = match settings_to_record(&a.net_settings) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("vlx-vcd: {e}");
-            return ExitCode::from(2);
-        }
+    let mut settings = SettingsFile {
+        path: a.net_settings.clone(),
+        seen: None,
     };
+    if let Err(e) = settings.check() {
+        eprintln!("vlx-vcd: {e}");
+        return ExitCode::from(2);
+    }
     let host = Host {
         shared: a.shared,
         run: a.run,
@@ -129,20 +186,10 @@ fn main() -> ExitCode {
     }
     eprintln!("vlx-vcd: blade {} up", agent.me);
     while !stop.load(Ordering::Relaxed) {
-        if let Some(value) = &settings {
-            match record_settings(&agent.etcd, value) {
-                Ok(recorded) => {
-                    if recorded {
-                        eprintln!(
-                            "vlx-vcd: recorded {} as {}",
-                            a.net_settings.display(),
-                            vc::state::NET
-                        );
-                    }
-                    settings = None;
-                }
-                Err(e) => eprintln!("vlx-vcd: recording {}: {e:#}", a.net_settings.display()),
-            }
+        match settings.sync(&agent.etcd) {
+            Ok(Some(said)) => eprintln!("vlx-vcd: {said}"),
+            Ok(None) => {}
+            Err(e) => eprintln!("vlx-vcd: {e}"),
         }
         match agent.tick() {
             Ok(errors) => {

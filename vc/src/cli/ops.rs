@@ -436,17 +436,7 @@ pub(super) fn set_net(a: &SetNetArgs) -> Result<String, Failure> {
     let value = serde_json::to_vec(&settings).map_err(|e| Failure::Failed(e.into()))?;
     let etcd = connect(&a.common)?;
     apply(&etcd, |snap| {
-        for (name, r) in &snap.vcs {
-            let Some(net) = r.net else { continue };
-            for n in &settings.cluster_nets {
-                if vc_net::model::overlaps(n.cidr, net.subnet) {
-                    return Err(bad(format!(
-                        "{file}: cluster network {} ({}) overlaps the subnet {} of VC {name}",
-                        n.name, n.cidr, net.subnet
-                    )));
-                }
-            }
-        }
+        crate::state::check_settings(snap, &settings, &file).map_err(bad)?;
         let change = Change {
             compare: vec![Compare::PrefixUnchangedSince(
                 crate::state::VCS.into(),

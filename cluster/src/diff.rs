@@ -545,6 +545,13 @@ pub fn diff(installed: &Plan, new: &Plan) -> PlanDiff {
         &a.etcd.election.get(),
         &b.etcd.election.get(),
     );
+    let pool = |p: &Plan| {
+        p.vc.map_or_else(
+            || "none".to_owned(),
+            |v| format!("{} /{}", v.subnet_pool, v.prefix),
+        )
+    };
+    changed(s, "vc", &pool(a), &pool(b));
     d
 }
 
@@ -761,6 +768,23 @@ mod tests {
                 .all(|n| n.fields.iter().all(|f| f.key == "vrrp"))
         );
         assert_eq!(d.nodes.len(), 2);
+    }
+
+    #[test]
+    fn a_vc_pool_is_a_setting_that_changes_in_place() {
+        let t = text(&[N1, N2], "1GiB");
+        let (_, installed) = load(&t, 4 * GIB);
+        let t2 = t.replace("[image]", "[vc]\nsubnet_pool = \"10.200.0.0/16\"\n[image]");
+        let new = change(&t2, 4 * GIB, &installed).unwrap_or_else(|r| panic!("{r:?}"));
+        let d = diff(&installed, &new);
+        let vc: Vec<_> = d.settings.iter().filter(|c| c.key == "vc").collect();
+        assert_eq!(vc.len(), 1, "{d}");
+        assert_eq!(
+            (vc[0].from.as_str(), vc[0].to.as_str()),
+            ("\"none\"", "\"10.200.0.0/16 /24\""),
+            "{d}"
+        );
+        assert!(d.partitions.is_empty() && d.disk_size.is_none(), "{d}");
     }
 
     #[test]

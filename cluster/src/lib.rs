@@ -23,6 +23,7 @@ mod show;
 pub mod typed;
 pub mod units;
 pub mod validate;
+pub mod vcpool;
 
 pub use diag::{Diagnostic, Diagnostics, Source};
 pub use layout::{DiskLayout, Partition, Role};

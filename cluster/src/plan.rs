@@ -49,6 +49,10 @@ pub struct Plan {
     /// read as empty).
     #[serde(default, skip_serializing_if = "AdminPlan::is_empty")]
     pub admin: AdminPlan,
+    /// `[vc]`: the pool VC subnets are taken from; left out of the JSON
+    /// when the profile has none (plans written before it read as none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vc: Option<crate::vcpool::VcPoolPlan>,
 }
 
 /// Who may log in to every node.
@@ -538,6 +542,7 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
         admin: AdminPlan {
             ssh_keys: p.admin.ssh_keys.iter().map(|k| k.value.clone()).collect(),
         },
+        vc: p.vc.as_ref().map(crate::vcpool::VcPool::plan),
     })
 }
 

@@ -16,6 +16,7 @@ use crate::name::{NameRange, NodeName, check_domain, check_label};
 use crate::net::{Ipv4Net, MacAddr, ipv4_add};
 use crate::read::{Tbl, as_table};
 use crate::units::{Bytes, SectorSize};
+use crate::vcpool::VcPool;
 
 /// A parsed, validated cluster profile. Every value keeps the place it was
 /// written, so that later checks (such as the layout against the SAN size)
@@ -32,6 +33,9 @@ pub struct Profile {
     pub image: Image,
     pub admin: Admin,
     pub etcd: EtcdTimers,
+    /// `[vc]`: the pool VC subnets are taken from; none: every VC names
+    /// its own subnet.
+    pub vc: Option<VcPool>,
     /// Span of the whole file, for problems that belong to no single key.
     pub(crate) top: Span,
     /// Span of `[services]` (or the file, when absent).
@@ -301,7 +305,7 @@ impl Profile {
             rep,
             &[
                 "cluster", "network", "nodes", "san", "storage", "services", "boot", "image",
-                "admin", "etcd",
+                "admin", "etcd", "vc",
             ],
         );
 
@@ -333,6 +337,7 @@ impl Profile {
         )
         .and_then(|t| parse_image(rep, &t));
         let admin = parse_admin(rep, &root);
+        let vc = crate::vcpool::parse(rep, &root);
 
         Some(Profile {
             cluster: cluster?,
@@ -345,6 +350,7 @@ impl Profile {
             image: image?,
             admin: admin?,
             etcd: etcd?,
+            vc: vc.ok()?,
             services_span: root.table_span("services").unwrap_or(top.clone()),
             top,
         })

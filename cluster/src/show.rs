@@ -170,6 +170,9 @@ impl fmt::Display for Plan {
             e.heartbeat,
             e.election
         )?;
+        if let Some(vc) = &self.vc {
+            writeln!(f, "VC subnets: /{} from {}", vc.prefix, vc.subnet_pool)?;
+        }
         let fw = match self.boot.firmware {
             Firmware::Uefi => "UEFI",
             Firmware::Bios => "BIOS",

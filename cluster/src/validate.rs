@@ -25,6 +25,52 @@ pub(crate) fn check(p: &Profile, env: &dyn Env, rep: &mut Report<'_>) {
     check_services(p, rep);
     check_boot(p, rep);
     check_paths(p, env, rep);
+    check_vc(p, rep);
+}
+
+/// The `[vc]` pool overlaps none of the cluster's own networks and holds
+/// none of its addresses (gateway, VIPs, upstream DNS): a VC subnet taken
+/// from it would shadow them on every blade's routes.
+fn check_vc(p: &Profile, rep: &mut Report<'_>) {
+    let Some(vc) = &p.vc else {
+        return;
+    };
+    let pool = vc.subnet_pool.value;
+    let net = &p.network;
+    let mut nets = vec![(net.cidr.key.clone(), net.cidr.value)];
+    nets.extend(
+        net.extra
+            .iter()
+            .map(|x| (format!("`{}` ({})", x.name.value, x.cidr.key), x.cidr.value)),
+    );
+    for (what, n) in nets {
+        if crate::vcpool::overlaps(pool, n) {
+            rep.error(
+                &vc.subnet_pool.span,
+                &vc.subnet_pool.key,
+                format!("the VC subnet pool {pool} overlaps the cluster network {what} ({n})"),
+                Some("VC subnets need a range of their own: pick a pool outside every cluster network".into()),
+            );
+        }
+    }
+    let addrs = net
+        .gateway
+        .iter()
+        .chain(net.vips.iter())
+        .chain(net.upstream_dns.iter());
+    for a in addrs {
+        if pool.contains(a.value) {
+            rep.error(
+                &vc.subnet_pool.span,
+                &vc.subnet_pool.key,
+                format!(
+                    "the VC subnet pool {pool} holds the cluster's address {} ({})",
+                    a.value, a.key
+                ),
+                Some("VC subnets need a range of their own: pick a pool outside the cluster's addresses".into()),
+            );
+        }
+    }
 }
 
 /// BIOS boot reads the ESP with syslinux, which reads no FAT of 4096-byte

@@ -73,6 +73,24 @@ pub mod initramfs {
     pub const MODULES_LOAD: &str = "/etc/vlx/modules.load";
 }
 
+/// What the blades' cluster services and the virtual clusters' agent
+/// (`vlx-vcd`) agree on: the installer renders the cluster's dnsmasq with
+/// these, `vc-net` names taps and writes files by them.
+pub mod vc {
+    /// The prefix of every VM's tap on its blade (`vx` + the MAC's 12 hex
+    /// digits) and of nothing else a blade has: the cluster dnsmasq is kept
+    /// off these (`except-interface=vx*`).
+    pub const TAP_PREFIX: &str = "vx";
+    /// Every VM's name and address, `/etc/hosts` style, kept by `vlx-vcd`
+    /// from the VC state; the cluster dnsmasq reads it (`addn-hosts=`) and
+    /// re-reads it on SIGHUP.
+    pub const HOSTS: &str = "/etc/vlx/vc-hosts";
+    /// The settings of the VC networks the installer renders from the
+    /// cluster profile (its `[vc]` pool included) for `vlx-vc set-net` and
+    /// `vlx-vcd`.
+    pub const NET_SETTINGS: &str = "/etc/vlx/vc-net.toml";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,21 @@ fn a_duplicate_mac_exits_2_naming_file_line_and_key() {
 }
 
 #[test]
+fn a_vc_pool_over_the_cluster_network_exits_2_naming_file_line_and_key() {
+    let f = "cluster/tests/fixtures/bad/49-vc-pool-overlaps-cluster.toml";
+    let out = plan(&["--cluster", f]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // `subnet_pool` is on line 24 of the fixture.
+    assert!(err.contains(&format!("{f}:24:")), "{err}");
+    assert!(
+        err.contains("vc.subnet_pool")
+            && err.contains("overlaps the cluster network network.cidr (10.0.0.0/24)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn plans_for_an_existing_san_file_use_its_size() {
     let dir = tempfile::tempdir().unwrap();
     let san = dir.path().join("san.img");

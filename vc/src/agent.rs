@@ -235,6 +235,9 @@ pub struct Agent {
     /// Where the blade's VC network files go (`vc_net::apply::write_files`):
     /// `/` on a blade, a folder per blade in the rig.
     pub net_root: PathBuf,
+    /// The cluster dnsmasq's pid files, the first that exists wins: it is
+    /// sent SIGHUP when the VC names change.
+    pub cluster_dnsmasq_pid: Vec<PathBuf>,
     lease: Option<i64>,
     /// When the lease was last renewed.
     renewed: Option<Instant>,
@@ -253,6 +256,10 @@ impl Agent {
             host,
             ttl,
             net_root: PathBuf::from("/"),
+            cluster_dnsmasq_pid: crate::netreload::CLUSTER_DNSMASQ_PIDS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
             lease: None,
             renewed: None,
             net_applied: None,
@@ -296,6 +303,20 @@ impl Agent {
         let conf = self.net_root.join(apply::DNSMASQ_CONF);
         if !alive || changed.contains(&conf) {
             self.restart_dnsmasq(&conf)?;
+        }
+        if changed.contains(&self.net_root.join(apply::HOSTS)) {
+            match crate::netreload::hup_cluster_dnsmasq(&self.cluster_dnsmasq_pid)
+                .context("reloading the cluster dnsmasq")?
+            {
+                Some(pid) => eprintln!("vlx-vcd: VC names: cluster dnsmasq {pid} reloaded"),
+                None => eprintln!("vlx-vcd: VC names: no cluster dnsmasq runs here"),
+            }
+        }
+        let exports = self.net_root.join(apply::EXPORTS);
+        if changed.contains(&exports)
+            && crate::netreload::reexport(&plan, &exports).context("exporting VC shares")?
+        {
+            eprintln!("vlx-vcd: VC shares: exportfs -r");
         }
         if !report.taps_added.is_empty()
             || !report.taps_removed.is_empty()

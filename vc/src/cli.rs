@@ -63,7 +63,9 @@ pub enum Command {
 pub struct SetNetArgs {
     /// The settings: `domain`, `storage`, `shared_dir`, `cluster_nets`,
     /// `upstream_dns`, `blades` (`[{name, addr}]`), and a `[pool]` table
-    /// (`subnet_pool`, `prefix`).
+    /// (`subnet_pool`, `prefix`). The installer renders it on every blade
+    /// from the cluster profile.
+    #[arg(default_value = crate::state::NET_SETTINGS_FILE)]
     pub file: PathBuf,
     #[command(flatten)]
     pub common: Common,

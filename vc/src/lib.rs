@@ -13,6 +13,9 @@
 //! * [`agent`]: `vlx-vcd`, the agent of every blade: registration under a
 //!   lease, the placer's election, reconciling its blade (planned, then
 //!   executed), self-fencing.
+//! * [`netreload`]: what the blade's daemons are told when `vlx-vcd`
+//!   rewrites a VC network file (SIGHUP to the cluster dnsmasq,
+//!   `exportfs -r` on the storage holder).
 //! * [`vm`]: the VM executor: QEMU daemonized and driven over [`qmp`],
 //!   overlays written by [`qcow2`], guest import.
 //! * [`tiny`]: the tiny test guest; [`rig`]: the VC rig (`vlx-vc-rig`).
@@ -27,6 +30,7 @@ pub mod cli;
 pub mod etcd;
 pub mod failure;
 pub mod model;
+pub mod netreload;
 pub mod place;
 pub mod profile;
 pub mod qcow2;

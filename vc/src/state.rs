@@ -168,6 +168,45 @@ pub struct NetSettings {
     pub blades: Vec<vc_net::Blade>,
 }
 
+/// Where the installer renders [`NetSettings`] on every blade, from the
+/// cluster plan (`overlays/node/etc/vlx/vc-net.toml.hbs`): the default of
+/// `vlx-vc set-net` and of `vlx-vcd --net-settings`.
+pub const NET_SETTINGS_FILE: &str = contracts::names::vc::NET_SETTINGS;
+
+impl NetSettings {
+    /// Reads and checks a settings file: the TOML parses (unknown keys are
+    /// errors), the domain is a domain, the pool is private and its prefix
+    /// fits. Every error is bad input and names the file.
+    pub fn read(path: &std::path::Path) -> Result<NetSettings, String> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {file}: {e}"))?;
+        let settings: NetSettings = toml::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+        cluster::name::check_domain(&settings.domain)
+            .map_err(|e| format!("{file}: domain `{}`: {e}", settings.domain))?;
+        if let Some(p) = settings.pool {
+            p.check(&file).map_err(|e| e.to_string())?;
+        }
+        Ok(settings)
+    }
+}
+
+/// What `/vlx/net` may not become with the VCs of `snap`: a cluster
+/// network over a VC's subnet. The error names both (bad input).
+pub fn check_settings(snap: &Snapshot, settings: &NetSettings, file: &str) -> Result<(), String> {
+    for (name, r) in &snap.vcs {
+        let Some(net) = r.net else { continue };
+        for n in &settings.cluster_nets {
+            if vc_net::model::overlaps(n.cidr, net.subnet) {
+                return Err(format!(
+                    "{file}: cluster network {} ({}) overlaps the subnet {} of VC {name}",
+                    n.name, n.cidr, net.subnet
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The input of the VC networks from a snapshot: the cluster's facts of
 /// `/vlx/net` and every VC that has a network, its VMs in index order on
 /// the blades the placement names. `None` when no network is set up.

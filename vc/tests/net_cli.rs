@@ -103,6 +103,52 @@ fn subnets_come_from_the_pool_and_stay_through_a_remap() {
     assert_eq!(created["net"]["subnet"], "10.200.0.0/24");
 }
 
+/// The `/etc/vlx/vc-net.toml` the installer renders on the first blade of
+/// `profiles/clusters/PROFILE`, written into `dir`.
+fn rendered_settings(dir: &Path, profile: &str) -> String {
+    let profiles = common::repo().join("profiles/clusters");
+    let plan = installer::prepare::plan_profile(&profiles.join(profile), Default::default())
+        .unwrap_or_else(|e| panic!("{profile}: {e}"))
+        .plan;
+    let overlays = installer::render::NodeOverlays::load(&plan, &profiles).expect("overlays");
+    let entries = overlays.render(&plan, &plan.nodes[0]).expect("rendering");
+    let e = entries
+        .iter()
+        .find(|e| e.path == Path::new("etc/vlx/vc-net.toml"))
+        .expect("no etc/vlx/vc-net.toml among the rendered files");
+    let templating::Kind::File(bytes) = &e.kind else {
+        panic!("etc/vlx/vc-net.toml is not a file");
+    };
+    let path = dir.join("vc-net.toml");
+    std::fs::write(&path, bytes).expect("writing vc-net.toml");
+    path.display().to_string()
+}
+
+/// The settings the installer renders from a cluster profile's `[vc]`
+/// table are what `set-net` records: VC subnets come from the profile's
+/// pool, and the cluster's network is refused to a VC.
+#[test]
+fn the_installers_rendering_of_the_profiles_vc_pool_is_what_set_net_reads() {
+    let e = EtcdServer::start();
+    e.demo_cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = rendered_settings(dir.path(), "rack-64.toml");
+    let set = json(&e.vlx_vc(&["set-net", &file, "--json"]));
+    assert_eq!(set["pool"]["subnet_pool"], "10.200.0.0/16", "{set}");
+    assert_eq!(set["domain"], "rack.vlx.test");
+    assert_eq!(set["storage"], "10.80.3.250");
+    assert_eq!(set["shared_dir"], "/vlx/shared");
+    assert_eq!(set["blades"].as_array().map(Vec::len), Some(64));
+    let created = json(&e.vlx_vc(&["create", "--vc", DEMO, "--json"]));
+    assert_eq!(created["net"]["subnet"], "10.200.0.0/24");
+    refused(
+        &e,
+        &["create", "--vc", CYC, "--subnet", "10.80.1.0/24"],
+        "cyc",
+        "subnet 10.80.1.0/24 of VC cyc overlaps the cluster network network.cidr (10.80.0.0/22)",
+    );
+}
+
 /// Runs a create that must be bad input, and checks it left no key.
 fn refused(e: &EtcdServer, args: &[&str], vc: &str, reason: &str) {
     let before = e.etcdctl(&["get", "--prefix", "/vlx/"]).stdout;
@@ -225,4 +271,37 @@ fn bad_settings_are_bad_input() {
         stderr(&o)
     );
     assert!(e.keys("/vlx/vc/").is_empty());
+}
+
+/// `vlx-vcd` reads its settings file before anything else: one that does
+/// not read is bad input (exit 2) naming the file and the key, and the
+/// agent never starts (nothing is registered).
+#[test]
+fn vlx_vcd_refuses_a_settings_file_that_does_not_read() {
+    let e = EtcdServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("vc-net.toml");
+    let text = std::fs::read_to_string(settings(dir.path(), "10.200.0.0/16"))
+        .expect("reading net.toml")
+        .replace("prefix = 24", "prefx = 24");
+    std::fs::write(&file, text).expect("writing vc-net.toml");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vlx-vcd"))
+        .args([
+            "--blade", "blade01", "--cores", "1", "--memory", "1GiB", "--etcd", &e.url,
+        ])
+        .arg("--shared")
+        .arg(dir.path())
+        .arg("--run")
+        .arg(dir.path().join("run"))
+        .arg("--net-settings")
+        .arg(&file)
+        .output()
+        .expect("running vlx-vcd");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(
+        said.contains(&file.display().to_string()) && said.contains("prefx"),
+        "{said}"
+    );
+    assert!(e.keys("/vlx/").is_empty(), "{:?}", e.keys("/vlx/"));
 }

@@ -122,6 +122,12 @@ fn a_vm_takes_its_address_by_dhcp_on_its_tap_and_answers_a_ping() {
             .arg(&run)
             .arg("--net-root")
             .arg(&root)
+            // Nothing of the host's: no settings file to record, no
+            // cluster dnsmasq to reload.
+            .arg("--net-settings")
+            .arg(root.join("no-vc-net.toml"))
+            .arg("--cluster-dnsmasq-pid")
+            .arg(root.join("no-dnsmasq.pid"))
             .args(["--etcd", &e.url])
             .stdout(Stdio::null())
             .stderr(f)

@@ -33,7 +33,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("keepalived", "VRRP for the cluster VIPs; config checks"),
     (
         "busybox-static",
-        "the shell and tools of the initramfs and tiny image; httpd in PXE tests; the node root of the follow test",
+        "the shell and tools of the initramfs and tiny image; httpd in PXE tests; the node root of the follow test; nslookup of VC names",
     ),
     ("dmsetup", "device-mapper snapshots on every node"),
     (
@@ -75,7 +75,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("vde2", "the rig's private L2 switch"),
     ("iproute2", "network namespaces for the rig"),
     ("openssh-client", "ssh-keygen makes per-node host keys"),
-    ("nfs-kernel-server", "NFS export of the shared volume"),
+    (
+        "nfs-kernel-server",
+        "NFS export of the shared volume; exportfs -r judges the VC export lines",
+    ),
     (
         "util-linux",
         "mkswap, blkid, losetup, partx; unshare, nsenter, setpriv for live tests",

@@ -44,6 +44,12 @@ pub struct Context {
     pub storage: Storage,
     pub etcd: Etcd,
     pub admin: Admin,
+    /// The profile's `[vc]` pool, if any (`subnet_pool`, `prefix`).
+    pub vc: Option<cluster::vcpool::VcPoolPlan>,
+    /// The prefix of VMs' taps (`contracts::names::vc::TAP_PREFIX`).
+    pub vc_tap_prefix: &'static str,
+    /// The file of every VM's name (`contracts::names::vc::HOSTS`).
+    pub vc_hosts: &'static str,
 }
 
 /// Who may log in: the profile's `[admin]`.
@@ -402,6 +408,9 @@ impl Context {
                 ssh_keys: plan.admin.ssh_keys.clone(),
             },
             etcd,
+            vc: plan.vc,
+            vc_tap_prefix: contracts::names::vc::TAP_PREFIX,
+            vc_hosts: contracts::names::vc::HOSTS,
         })
     }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -269,6 +270,7 @@ pub fn apply(ns: &Netns, plan: &NetPlan, blade: &BladeNet) -> Result<Report, App
 /// --conf-file=/etc/vlx/vc-dnsmasq.conf`), relative to the root.
 pub const DNSMASQ_CONF: &str = "etc/vlx/vc-dnsmasq.conf";
 /// Every VM's name, for the cluster dnsmasq's `addn-hosts=`.
+/// `contracts::names::vc::HOSTS`, relative to the root.
 pub const HOSTS: &str = "etc/vlx/vc-hosts";
 /// The VCs' NFS exports, read by `exportfs -r` on the blade that holds the
 /// shared volume.
@@ -305,10 +307,24 @@ pub fn write_files(
         }
         let tmp = path.with_extension("vlx-tmp");
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        // Read by daemons that dropped root (the cluster dnsmasq re-reads
+        // the hosts file as its own user), whatever the umask.
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io)?;
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         changed.push(path);
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hosts_file_is_where_the_cluster_dnsmasq_reads_it() {
+        assert_eq!(format!("/{HOSTS}"), contracts::names::vc::HOSTS);
+    }
 }

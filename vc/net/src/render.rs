@@ -18,8 +18,10 @@ pub const ROUTE_PROTO: u8 = 118;
 /// whole, atomically, by each apply.
 pub const NFT_TABLE: &str = "vlx_vc";
 
-/// Where a VC's directory lies under the shared volume's mount.
-pub const VC_DIR: &str = "vcs";
+/// Where a VC's shared directory lies under the shared volume's mount:
+/// apart from `vcs/`, where the VM executor keeps the VMs' disks, saved
+/// memory and consoles, which no VM may read over its share.
+pub const VC_DIR: &str = "vc-shares";
 
 /// Where every VM mounts its VC's shared directory.
 pub const GUEST_SHARED_MOUNT: &str = "/vc";
@@ -207,7 +209,8 @@ pub fn fqdn(plan: &NetPlan, vc: &str, vm: &str) -> String {
 /// local VMs (each VM's fixed address, its gateway as router and DNS
 /// server), and the names of every VM of every VC. It runs as its own
 /// dnsmasq instance, bound only to the taps (`bind-dynamic`, so taps may come
-/// and go), beside the cluster's.
+/// and go; not loopback, which dnsmasq would add and the cluster's holds),
+/// beside the cluster's.
 pub fn dnsmasq(plan: &NetPlan, b: &BladeNet) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -216,6 +219,9 @@ pub fn dnsmasq(plan: &NetPlan, b: &BladeNet) -> String {
         b.blade.name
     );
     let _ = writeln!(s, "interface={TAP_PREFIX}*");
+    // dnsmasq adds loopback to any `interface=` list; the cluster dnsmasq
+    // (also bind-dynamic) holds 127.0.0.1:53, and VMs never ask there.
+    s.push_str("except-interface=lo\n");
     s.push_str(
         "bind-dynamic\nno-resolv\nno-hosts\ndomain-needed\nbogus-priv\ndhcp-authoritative\n\
          dhcp-leasefile=/run/vlx/vc-dnsmasq.leases\npid-file=/run/vlx/vc-dnsmasq.pid\n",

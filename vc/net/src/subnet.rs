@@ -11,32 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::NetError;
 use crate::model::NamedNet;
 
-/// The private ranges of RFC 1918: a VC subnet must lie in one of them, so a
-/// VC never takes addresses that mean something outside the cluster.
-pub const PRIVATE: [(Ipv4Addr, u8); 3] = [
-    (Ipv4Addr::new(10, 0, 0, 0), 8),
-    (Ipv4Addr::new(172, 16, 0, 0), 12),
-    (Ipv4Addr::new(192, 168, 0, 0), 16),
-];
-
-/// The longest VC prefix: a /30 holds the gateway and one VM; a /31 or /32
-/// would hold no VM beside its gateway.
-pub const MAX_PREFIX: u8 = 30;
-
-/// The prefix of pool subnets when the profile does not say.
-pub const DEFAULT_PREFIX: u8 = 24;
-
-/// True when the two networks share at least one address.
-pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(b.network()) || b.contains(a.network())
-}
-
-/// True when `net` lies inside one of the [`PRIVATE`] ranges.
-pub fn is_private(net: Ipv4Net) -> bool {
-    PRIVATE.iter().any(|&(a, p)| {
-        Ipv4Net::new(a, p).is_some_and(|r| r.prefix() <= net.prefix() && r.contains(net.network()))
-    })
-}
+/// The rules every VC subnet follows, shared with the cluster profile's
+/// check of its `[vc]` pool (`cluster::vcpool`).
+pub use cluster::vcpool::{DEFAULT_PREFIX, MAX_PREFIX, PRIVATE, is_private, overlaps};
 
 /// The `[vc]` table of a cluster profile:
 ///
@@ -224,7 +201,7 @@ pub fn tap_name(mac: MacAddr) -> String {
 }
 
 /// The prefix of every tap name (and of nothing else the blade has).
-pub const TAP_PREFIX: &str = "vx";
+pub const TAP_PREFIX: &str = contracts::names::vc::TAP_PREFIX;
 
 /// True for names of the form [`tap_name`] makes.
 pub fn is_tap_name(s: &str) -> bool {

@@ -92,7 +92,7 @@ fn the_slurm_vc_renders_per_vm_and_slurmd_accepts_its_config() {
     assert!(text(&maps[0], "etc/hosts").contains("10.200.2.4\tvm3.slurm.demo.vlx.test\tvm3\n"));
     let mount = text(&maps[1], "etc/systemd/system/vc.mount");
     assert!(
-        mount.contains("What=10.77.0.250:/srv/vlx-shared/vcs/slurm\nWhere=/vc\n"),
+        mount.contains("What=10.77.0.250:/srv/vlx-shared/vc-shares/slurm\nWhere=/vc\n"),
         "{mount}"
     );
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::Parser;
 use cluster::{Bytes, NodeName};
 use vc::agent::Agent;
-use vc::etcd::{self, Etcd};
+use vc::etcd::{self, Compare, Etcd, Op};
 use vc::state::BladeRecord;
+use vc::state::{NET, NetSettings, Snapshot, VCS, check_settings};
 use vc::vm::{Accel, Host};
 
 /// Registers this blade's capacity under a lease, places VMs while it is
@@ -48,6 +49,93 @@ struct Args {
     /// VC hosts file, the NFS exports), as `/` is on a blade.
     #[arg(long, value_name = "DIR", default_value = "/")]
     net_root: PathBuf,
+    /// The cluster's side of the VC networks (rendered by the installer
+    /// from the cluster profile, `[vc]` pool included): recorded in etcd
+    /// (`/vlx/net`) at the start when nobody has yet, and again whenever
+    /// the file changes (unless it overlaps a VC); `vlx-vc set-net` sets
+    /// it by hand. No file: nothing is recorded.
+    #[arg(long, value_name = "FILE", default_value = vc::state::NET_SETTINGS_FILE)]
+    net_settings: PathBuf,
+    /// The cluster dnsmasq's pid file: sent SIGHUP when the VC names
+    /// (`/etc/vlx/vc-hosts`) change (default: /run/dnsmasq/dnsmasq.pid,
+    /// else /run/dnsmasq.pid).
+    #[arg(long, value_name = "FILE")]
+    cluster_dnsmasq_pid: Option<PathBuf>,
+}
+
+/// The settings file (`--net-settings`) and what this agent did with it:
+/// at the start it is recorded as `/vlx/net` unless the key exists; when
+/// its text changes later (the installer's rendering, updated by a change
+/// of the cluster), it replaces `/vlx/net`, unless a cluster network of it
+/// overlaps a VC's subnet.
+#[derive(Debug)]
+struct SettingsFile {
+    path: PathBuf,
+    /// The text last recorded (or found bad); `None` before the first.
+    seen: Option<Vec<u8>>,
+}
+
+impl SettingsFile {
+    /// The file's text when it differs from what was seen; `None` when it
+    /// is the same or absent.
+    fn changed(&self) -> Result<Option<Vec<u8>>, String> {
+        match std::fs::read(&self.path) {
+            Ok(t) if self.seen.as_ref() == Some(&t) => Ok(None),
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", self.path.display())),
+        }
+    }
+
+    /// Checks the file at the start: bad input stops the agent.
+    fn check(&self) -> Result<(), String> {
+        match self.changed()? {
+            Some(_) => NetSettings::read(&self.path).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the file when it changed; says what it did.
+    fn sync(&mut self, etcd: &Etcd) -> Result<Option<String>, String> {
+        let Some(text) = self.changed()? else {
+            return Ok(None);
+        };
+        let file = self.path.display().to_string();
+        let settings = match NetSettings::read(&self.path) {
+            Ok(s) => s,
+            Err(e) => {
+                // Said once; the file is read again when it changes.
+                self.seen = Some(text);
+                return Err(e);
+            }
+        };
+        let value = serde_json::to_vec(&settings).map_err(|e| format!("encoding {file}: {e}"))?;
+        let said = if self.seen.is_none() {
+            let put = etcd
+                .txn(&[Compare::Absent(NET.into())], &[Op::put(NET, value)])
+                .map_err(|e| format!("recording {file}: {e:#}"))?;
+            put.then(|| format!("recorded {file} as {NET}"))
+        } else {
+            let snap = Snapshot::read(etcd).map_err(|e| format!("reading /vlx/: {e:#}"))?;
+            if let Err(e) = check_settings(&snap, &settings, &file) {
+                self.seen = Some(text);
+                return Err(format!("{e}; {NET} is left as it was"));
+            }
+            let put = etcd
+                .txn(
+                    &[Compare::PrefixUnchangedSince(VCS.into(), snap.revision)],
+                    &[Op::put(NET, value)],
+                )
+                .map_err(|e| format!("recording {file}: {e:#}"))?;
+            if !put {
+                // A VC changed meanwhile: checked again next round.
+                return Ok(None);
+            }
+            Some(format!("{file} changed: recorded as {NET}"))
+        };
+        self.seen = Some(text);
+        Ok(said)
+    }
 }
 
 /// How often the agent reconciles: a third of the shortest sensible TTL,
@@ -67,6 +155,14 @@ fn main() -> ExitCode {
         eprintln!("vlx-vcd: --ttl {} is too short (at least 3 seconds)", a.ttl);
         return ExitCode::from(2);
     }
+    let mut settings = SettingsFile {
+        path: a.net_settings.clone(),
+        seen: None,
+    };
+    if let Err(e) = settings.check() {
+        eprintln!("vlx-vcd: {e}");
+        return ExitCode::from(2);
+    }
     let host = Host {
         shared: a.shared,
         run: a.run,
@@ -78,6 +174,9 @@ fn main() -> ExitCode {
     };
     let mut agent = Agent::new(a.blade, cap, eps, host, a.ttl);
     agent.net_root = a.net_root;
+    if let Some(p) = a.cluster_dnsmasq_pid {
+        agent.cluster_dnsmasq_pid = vec![p];
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
@@ -87,6 +186,11 @@ fn main() -> ExitCode {
     }
     eprintln!("vlx-vcd: blade {} up", agent.me);
     while !stop.load(Ordering::Relaxed) {
+        match settings.sync(&agent.etcd) {
+            Ok(Some(said)) => eprintln!("vlx-vcd: {said}"),
+            Ok(None) => {}
+            Err(e) => eprintln!("vlx-vcd: {e}"),
+        }
         match agent.tick() {
             Ok(errors) => {
                 for e in errors {

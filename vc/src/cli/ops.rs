@@ -432,27 +432,11 @@ pub(super) fn console(a: &ConsoleArgs) -> Result<String, Failure> {
 /// that overlaps the subnet of a VC that exists (named).
 pub(super) fn set_net(a: &SetNetArgs) -> Result<String, Failure> {
     let file = a.file.display().to_string();
-    let text = std::fs::read_to_string(&a.file).map_err(|e| bad(format!("reading {file}: {e}")))?;
-    let settings: NetSettings = toml::from_str(&text).map_err(|e| bad(format!("{file}: {e}")))?;
-    cluster::name::check_domain(&settings.domain)
-        .map_err(|e| bad(format!("{file}: domain `{}`: {e}", settings.domain)))?;
-    if let Some(p) = settings.pool {
-        p.check(&file).map_err(|e| bad(e.to_string()))?;
-    }
+    let settings = NetSettings::read(&a.file).map_err(bad)?;
     let value = serde_json::to_vec(&settings).map_err(|e| Failure::Failed(e.into()))?;
     let etcd = connect(&a.common)?;
     apply(&etcd, |snap| {
-        for (name, r) in &snap.vcs {
-            let Some(net) = r.net else { continue };
-            for n in &settings.cluster_nets {
-                if vc_net::model::overlaps(n.cidr, net.subnet) {
-                    return Err(bad(format!(
-                        "{file}: cluster network {} ({}) overlaps the subnet {} of VC {name}",
-                        n.name, n.cidr, net.subnet
-                    )));
-                }
-            }
-        }
+        crate::state::check_settings(snap, &settings, &file).map_err(bad)?;
         let change = Change {
             compare: vec![Compare::PrefixUnchangedSince(
                 crate::state::VCS.into(),

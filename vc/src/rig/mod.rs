@@ -3,12 +3,16 @@
 //! guest, and the checks of a virtual cluster's life: placement as planned,
 //! boots, refusals, private overlays, save and restore with a new policy,
 //! the loss of a blade, a VM never running twice, and destroy; and the VC
-//! networks: DHCP, `route <vm> via <blade>` after placement and after a
-//! remap, `vc ping` across blades, `vc isolation` between VCs and towards
-//! its blade's SSH port (a listener the rig starts), `vc dns`. Not here:
-//! `vc shared` (the host kernel has no NFS server), `vc outside` (the rig's
-//! namespaces have no way out), a blade's DHCP server port (no cluster
-//! dnsmasq runs in the rig's blades).
+//! networks: `vlx-vcd` recording the cluster's settings file in etcd, DHCP,
+//! `route <vm> via <blade>` after placement and after a remap, `vc ping`
+//! across blades, `vc isolation` between VCs and towards its blade's SSH
+//! port (a listener the rig starts) and its blade's DNS and DHCP server (a
+//! cluster dnsmasq on every blade, with the rendered config's VC lines),
+//! `vc dns`, VC names on every blade (that dnsmasq, reloaded by
+//! `vlx-vcd`), and `vc outside` (an "outside" namespace on the blades'
+//! segment, routed from every blade: the VC created with `--outside`
+//! reaches it masqueraded, the other is refused). Not here: `vc shared`
+//! (the host kernel has no NFS server).
 //!
 //! The report goes to `OUT` (default `target/rehearsal-vc/`): `checks.json`
 //! (each check with its step's start and end in seconds), `timeline.svg`,
@@ -181,6 +185,7 @@ impl Rig {
         let b = blades
             .get(i - 1)
             .with_context(|| format!("the blades file has no blade {i}"))?;
+        let dnsmasq = self.cluster_dnsmasq(i, &dir)?;
         let mut eps = vec![format!("http://{me}:2379")];
         eps.extend(
             (1..=self.n)
@@ -205,10 +210,56 @@ impl Rig {
             eps.join(","),
             "--net-root".into(),
             dir.join("root").display().to_string(),
+            "--net-settings".into(),
+            self.out.join("net.toml").display().to_string(),
+            "--cluster-dnsmasq-pid".into(),
+            dir.join("cluster-dnsmasq.pid").display().to_string(),
         ];
         let v = self.net.spawn(i, &vcd, &dir.join("vcd.log"))?;
-        self.procs.push(vec![e, v]);
+        self.procs.push(vec![e, dnsmasq, v]);
         Ok(())
+    }
+
+    /// Blade `i`'s cluster dnsmasq: the lines of the cluster's rendered
+    /// `dnsmasq.conf` (`overlays/node/etc/dnsmasq.conf.hbs`) that concern
+    /// VCs (off the taps, VC names from the file `vlx-vcd` keeps, DHCP of
+    /// the blades' network), with its files in the blade's folder. It runs
+    /// as root: the rig's folders are not the `dnsmasq` user's to read.
+    fn cluster_dnsmasq(&self, i: usize, dir: &Path) -> anyhow::Result<Child> {
+        let conf = dir.join("cluster-dnsmasq.conf");
+        let text = format!(
+            "# vlx VC rig: blade0{i}'s cluster dnsmasq
+             user=root
+             no-hosts
+no-resolv
+             bind-dynamic
+except-interface={tap}*
+             domain-needed
+bogus-priv
+             domain={RIG_DOMAIN}
+local=/{RIG_DOMAIN}/
+             host-record=blade0{i}.{RIG_DOMAIN},{me}
+             addn-hosts={hosts}
+             dhcp-range=10.250.0.0,static,255.255.255.0,1h
+             dhcp-authoritative
+log-dhcp
+             pid-file={pid}
+             dhcp-leasefile={leases}
+",
+            tap = vc_net::model::TAP_PREFIX,
+            me = ns::addr(i),
+            hosts = dir.join("root").join(vc_net::apply::HOSTS).display(),
+            pid = dir.join("cluster-dnsmasq.pid").display(),
+            leases = dir.join("cluster-dnsmasq.leases").display(),
+        );
+        std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
+        let cmd: Vec<String> = vec![
+            "dnsmasq".into(),
+            "--keep-in-foreground".into(),
+            "--log-facility=-".into(),
+            format!("--conf-file={}", conf.display()),
+        ];
+        self.net.spawn(i, &cmd, &dir.join("cluster-dnsmasq.log"))
     }
 
     /// VMs of `vc` as `(vm, blade, state)` from `show` on blade `i`.
@@ -606,23 +657,138 @@ fn vc_net_checks(rig: &mut Rig) {
         Ok(format!("{name} = {a2}"))
     })();
     rig.check("vc dns demo/vm1", r);
+
+    // Every blade's cluster dnsmasq answers the VMs' names (vlx-vcd wrote
+    // the file and sent it SIGHUP).
+    let r = (|| {
+        let (a2, _) = vm_net(rig, "demo", "vm2")?;
+        let name = format!("vm2.demo.{RIG_DOMAIN}");
+        let mut said = Vec::new();
+        for i in 1..=rig.n {
+            let server = ns::addr(i);
+            let got = rig.wait(&format!("{name} at blade0{i}'s cluster dnsmasq"), || {
+                let o = rig
+                    .net
+                    .run(i, &["busybox", "nslookup", &name, &server])
+                    .ok()?;
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                (o.status.success() && text.contains(&a2)).then_some(())
+            });
+            got?;
+            said.push(format!("blade0{i}"));
+        }
+        Ok(format!("{name} = {a2} at {}", said.join(", ")))
+    })();
+    rig.check("vc names on every blade", r);
+
+    // The blade's own DNS and DHCP server, which another blade reaches, are
+    // not a VM's: TCP and UDP 53 of its blade's address are refused to it,
+    // and the cluster dnsmasq never heard a VM's DHCP (its log would name
+    // the tap).
+    let r = (|| {
+        let (_, b1) = vm_net(rig, "demo", "vm1")?;
+        let n: usize = b1.trim_start_matches("blade").parse()?;
+        let other = if n == 1 { 2 } else { 1 };
+        let blade = ns::addr(n);
+        let probe = format!(
+            "busybox nc -w 5 {blade} 53 </dev/null >/dev/null 2>&1 && echo REACHED || echo BLOCKED"
+        );
+        let o = rig.net.run(other, &["sh", "-c", &probe])?;
+        if !String::from_utf8_lossy(&o.stdout).contains("REACHED") {
+            bail!("blade0{other} does not reach {b1}'s DNS ({blade}:53/tcp)");
+        }
+        let tcp = rig.in_vm(1, "demo", "vm1", &probe)?;
+        if !tcp.contains("BLOCKED") {
+            bail!("demo/vm1 reached {b1}'s DNS ({blade}:53/tcp): {tcp}");
+        }
+        let name = format!("blade0{n}.{RIG_DOMAIN}");
+        let udp = rig.in_vm(
+            1,
+            "demo",
+            "vm1",
+            &format!("nslookup {name} {blade} >/dev/null 2>&1 && echo ANSWERED || echo BLOCKED"),
+        )?;
+        if !udp.contains("BLOCKED") {
+            bail!("demo/vm1 got an answer from {b1}'s DNS ({blade}:53/udp): {udp}");
+        }
+        let mut heard = Vec::new();
+        for i in 1..=rig.n {
+            let log = rig
+                .out
+                .join(format!("blades/blade0{i}/cluster-dnsmasq.log"));
+            let text = std::fs::read_to_string(&log)
+                .with_context(|| format!("reading {}", log.display()))?;
+            let tap = format!("({}", vc_net::model::TAP_PREFIX);
+            heard.extend(
+                text.lines()
+                    .filter(|l| l.contains("DHCP") && l.contains(&tap))
+                    .map(|l| format!("blade0{i}: {l}")),
+            );
+        }
+        if !heard.is_empty() {
+            bail!(
+                "a cluster dnsmasq served DHCP on a tap: {}",
+                heard.join("; ")
+            );
+        }
+        Ok(format!(
+            "blade0{other} reaches {b1}:53; demo/vm1 on {b1} does not (tcp, udp); no cluster dnsmasq heard a tap"
+        ))
+    })();
+    rig.check(
+        "vc isolation demo/vm1 -/-> its blade's DNS and DHCP server",
+        r,
+    );
+
+    // The outside: cyc was created with --outside, demo was not.
+    let probe = format!(
+        "ping -c 2 -W 10 {} >/dev/null 2>&1 && echo REACHED || echo BLOCKED",
+        ns::OUTSIDE_ADDR
+    );
+    let r = (|| {
+        let (a, b) = vm_net(rig, "cyc", "vm1")?;
+        let out = rig.in_vm(1, "cyc", "vm1", &probe)?;
+        if !out.contains("REACHED") {
+            bail!("cyc/vm1 ({a} on {b}) -> {}: {out}", ns::OUTSIDE_ADDR);
+        }
+        Ok(format!(
+            "cyc/vm1 ({a} on {b}) reaches {} beyond the blades, masqueraded",
+            ns::OUTSIDE_ADDR
+        ))
+    })();
+    rig.check("vc outside cyc/vm1", r);
+    // Refused by its blade's rules (ICMP admin-prohibited: "No route to
+    // host" at once), not lost for want of a way back.
+    let r = (|| {
+        let (a, b) = vm_net(rig, "demo", "vm1")?;
+        let out = rig.in_vm(
+            1,
+            "demo",
+            "vm1",
+            &format!(
+                "busybox nc -w 10 {} 80 </dev/null 2>&1; echo END",
+                ns::OUTSIDE_ADDR
+            ),
+        )?;
+        if !out.contains("No route to host") {
+            bail!(
+                "demo/vm1 ({a} on {b}) -> {}:80 was not refused: {out}",
+                ns::OUTSIDE_ADDR
+            );
+        }
+        Ok(format!(
+            "demo/vm1 ({a} on {b}) -/-> {} (its VC stays inside)",
+            ns::OUTSIDE_ADDR
+        ))
+    })();
+    rig.check("vc outside demo/vm1 refused", r);
 }
 
 fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
-    for i in 1..=rig.n {
-        rig.start_blade(i)?;
-    }
-    let ok = rig.wait("etcd answers and 3 blades register", || {
-        let k = rig.etcd_keys(1, "/vlx/blades/").ok()?;
-        (k.len() == rig.n).then_some(k)
-    });
-    let ok = ok.map(|k| format!("{} members; blades {}", rig.n, k.join(" ")));
-    if !rig.check("etcd on 3 blades, 3 agents registered", ok) {
-        bail!("the blades did not come up");
-    }
-
-    // The cluster's side of the VC networks: the blades' network and
-    // addresses, and the pool VC subnets are taken from.
+    // The cluster's side of the VC networks, as the installer renders it
+    // on every blade (`/etc/vlx/vc-net.toml`): the blades' network and
+    // addresses, and the pool VC subnets are taken from. Every vlx-vcd is
+    // given it; the first up records it in etcd.
     let mut net = format!(
         "domain = \"{RIG_DOMAIN}\"\nstorage = \"10.250.0.250\"\nshared_dir = \"{}\"\n\
          cluster_nets = [{{ name = \"network.cidr\", cidr = \"10.250.0.0/24\" }}]\nblades = [\n",
@@ -637,7 +803,27 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
     net.push_str("]\n\n[pool]\nsubnet_pool = \"10.200.0.0/16\"\nprefix = 24\n");
     let net_file = rig.out.join("net.toml");
     std::fs::write(&net_file, net)?;
-    rig.vc_json(1, &["set-net", &net_file.display().to_string(), "--json"])?;
+    rig.net.add_outside()?;
+
+    for i in 1..=rig.n {
+        rig.start_blade(i)?;
+    }
+    let ok = rig.wait("etcd answers and 3 blades register", || {
+        let k = rig.etcd_keys(1, "/vlx/blades/").ok()?;
+        (k.len() == rig.n).then_some(k)
+    });
+    let ok = ok.map(|k| format!("{} members; blades {}", rig.n, k.join(" ")));
+    if !rig.check("etcd on 3 blades, 3 agents registered", ok) {
+        bail!("the blades did not come up");
+    }
+
+    let r = rig.wait("/vlx/net recorded", || {
+        let k = rig.etcd_keys(1, crate::state::NET).ok()?;
+        k.iter()
+            .any(|k| k == crate::state::NET)
+            .then(|| format!("{} from {}", crate::state::NET, net_file.display()))
+    });
+    rig.check("vlx-vcd records the VC network settings file", r);
 
     // The guest, imported once.
     let gdir = rig.out.join("guest");
@@ -726,7 +912,7 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
     std::fs::write(&free_file, free)?;
     let p_cyc = plan(rig, &cyclic, &free_file.display().to_string())?;
     let r = rig
-        .vc_json(2, &["create", "--vc", &cyclic, "--json"])
+        .vc_json(2, &["create", "--vc", &cyclic, "--outside", "--json"])
         .and_then(|c| {
             let (want, got) = (blades_of(&p_cyc), blades_of(&c));
             if want == got {

@@ -29,6 +29,8 @@ pub fn ip(args: &[&str]) -> anyhow::Result<()> {
 pub struct Net {
     pub switch: String,
     pub blades: Vec<String>,
+    /// The outside namespace, once [`Net::add_outside`] made it.
+    pub outside: Option<String>,
 }
 
 impl Net {
@@ -37,6 +39,7 @@ impl Net {
         let mut net = Net {
             switch: format!("{prefix}-sw"),
             blades: Vec::new(),
+            outside: None,
         };
         ip(&["netns", "add", &net.switch])?;
         ip(&["-n", &net.switch, "link", "add", "br0", "type", "bridge"])?;
@@ -110,9 +113,82 @@ impl Net {
     }
 }
 
+/// The outside network's address on the blades' segment (the blades'
+/// route to [`OUTSIDE_NET`] goes through it).
+pub const OUTSIDE_GW: &str = "10.250.0.254";
+/// A network beyond the blades, routed by the outside namespace.
+pub const OUTSIDE_NET: &str = "172.31.255.0/24";
+/// An address in it: what a VC that may go out reaches.
+pub const OUTSIDE_ADDR: &str = "172.31.255.1";
+
+impl Net {
+    /// The "outside": a namespace on the blades' segment at [`OUTSIDE_GW`]
+    /// holding [`OUTSIDE_ADDR`], and on every blade a route to
+    /// [`OUTSIDE_NET`] through it. It has no route back to any VC subnet,
+    /// so only a masqueraded VM gets an answer.
+    pub fn add_outside(&mut self) -> anyhow::Result<String> {
+        let ns = format!("{}-out", self.switch.trim_end_matches("-sw"));
+        ip(&["netns", "add", &ns])?;
+        self.outside = Some(ns.clone());
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "add",
+            "pout",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns,
+        ])?;
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            "pout",
+            "master",
+            "br0",
+            "up",
+        ])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{OUTSIDE_GW}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{OUTSIDE_ADDR}/32"),
+            "dev",
+            "lo",
+        ])?;
+        for b in &self.blades {
+            ip(&["-n", b, "route", "add", OUTSIDE_NET, "via", OUTSIDE_GW])?;
+        }
+        Ok(ns)
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
-        for ns in self.blades.iter().chain(std::iter::once(&self.switch)) {
+        for ns in self
+            .blades
+            .iter()
+            .chain(self.outside.iter())
+            .chain(std::iter::once(&self.switch))
+        {
             let _ = ip(&["netns", "del", ns]);
         }
     }

@@ -244,6 +244,9 @@ impl Vcd {
             .arg(shared)
             .arg("--run")
             .arg(run)
+            // Nothing of the host's: no settings file to record.
+            .arg("--net-settings")
+            .arg(run.join("no-vc-net.toml"))
             .args(["--etcd", etcd])
             .stdout(Stdio::null())
             .stderr(f)

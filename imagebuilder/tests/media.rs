@@ -1,7 +1,8 @@
 //! Image tier: install media from `vlx-image media`, judged by sgdisk,
 //! fsck.vfat, mtools, xorriso and sha256 of every payload file against the
-//! manifest; built twice for reproducibility; bad inputs refused at build
-//! time with nothing left behind.
+//! manifest; their license texts and source offer read off the ESP and the
+//! ISO; built twice for reproducibility; bad inputs refused at build time
+//! with nothing left behind.
 
 #![allow(clippy::unwrap_used)]
 
@@ -59,6 +60,99 @@ fn payload_matches(root: &Path, json: &[u8]) {
             f["sha256"].as_str().unwrap(),
             "{path:?}"
         );
+    }
+}
+
+/// The license texts and source offer of the media, as read off the ESP
+/// (mtools) and the ISO (xorriso): the same files in both; every GPL
+/// package of the image's SBOM, and the loaders, busybox and the kernel,
+/// has its copyright file, and the offer names its source package.
+fn licenses_are_shipped(esp: &Path, from_iso: &Path, dir: &Path) {
+    let from_esp = dir.join("esp-licenses");
+    run(Command::new("mcopy")
+        .args(["-s", "-n", "-i"])
+        .arg(esp)
+        .arg("::/LICENSES")
+        .arg(&from_esp));
+    let on_iso = from_iso.join("LICENSES");
+    let listing = |root: &Path| {
+        run(Command::new("find")
+            .arg(".")
+            .args(["-type", "f"])
+            .current_dir(root))
+        .lines()
+        .map(str::to_owned)
+        .collect::<std::collections::BTreeSet<_>>()
+    };
+    let files = listing(&on_iso);
+    assert_eq!(listing(&from_esp), files, "the ESP and the ISO differ");
+    for f in &files {
+        run(Command::new("cmp")
+            .arg(from_esp.join(f))
+            .arg(on_iso.join(f)));
+    }
+    let readme = std::fs::read_to_string(on_iso.join("README")).unwrap();
+    let offer = std::fs::read_to_string(on_iso.join("SOURCE-OFFER")).unwrap();
+    assert!(offer.contains("Written offer for source code"), "{offer}");
+    for host in ["deb.debian.org", "http://", "https://"] {
+        assert!(!offer.contains(host), "a host name in the offer: {offer}");
+        assert!(!readme.contains(host), "a host name in the index: {readme}");
+    }
+    let has = |package: &str| {
+        let copyright = on_iso.join(package).join("copyright");
+        assert!(
+            std::fs::metadata(&copyright).is_ok_and(|m| m.len() > 100),
+            "no copyright file of {package} on the media: {files:?}"
+        );
+        assert!(
+            readme
+                .lines()
+                .any(|l| l.starts_with(&format!("{package} "))),
+            "{package} not in the index:\n{readme}"
+        );
+    };
+    // The SBOM of the image on the media: every package under a GPL (or
+    // LGPL, AGPL) has its notice, and the offer names it at its version.
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(from_iso.join("image/sbom.spdx.json")).unwrap())
+            .unwrap();
+    let mut gpl = 0;
+    for p in sbom["packages"].as_array().unwrap() {
+        let license = p["licenseDeclared"].as_str().unwrap();
+        if p["SPDXID"] == "SPDXRef-Image" || !license.contains("GPL") {
+            continue;
+        }
+        gpl += 1;
+        let name = p["name"].as_str().unwrap();
+        has(name);
+        let line = format!("    {name} {}\n", p["versionInfo"].as_str().unwrap());
+        assert!(offer.contains(&line), "{line:?} not in the offer:\n{offer}");
+    }
+    assert!(gpl > 5, "only {gpl} GPL packages in the SBOM");
+    // What the media ship besides the image: busybox, the loaders, iPXE.
+    for package in [
+        "busybox-static",
+        "syslinux",
+        "syslinux-common",
+        "isolinux",
+        "systemd-boot-efi",
+        "ipxe",
+        "e2fsprogs",
+        "mtools",
+    ] {
+        has(package);
+    }
+    let kernel = files
+        .iter()
+        .find(|f| f.starts_with("./linux-image-"))
+        .unwrap_or_else(|| panic!("no kernel package: {files:?}"));
+    assert!(kernel.ends_with("/copyright"), "{kernel}");
+    assert!(offer.contains("\nlinux "), "{offer}");
+    // The texts the copyright files point at.
+    for text in ["GPL-2", "LGPL-2.1"] {
+        let f = on_iso.join("common-licenses").join(text);
+        let t = std::fs::read_to_string(&f).unwrap();
+        assert!(t.contains("GNU"), "{f:?}");
     }
 }
 
@@ -184,6 +278,7 @@ fn media_pass_their_checks_carry_their_manifest_and_reproduce() {
         .arg(&efi)
         .arg("::/loader/entries/install.conf"));
     assert!(entry.contains(&format!("vlx.media={sha} ")), "{entry}");
+    licenses_are_shipped(&esp, &from_iso, d.path());
     // The installer's initramfs holds what the install runs.
     let listing = run(Command::new("cpio")
         .args(["-t", "--quiet", "-F"])

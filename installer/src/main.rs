@@ -284,6 +284,7 @@ fn apply_on(args: &ApplyArgs, san: &Path, san_name: &str) -> anyhow::Result<()> 
             cluster: &args.cluster,
             image: &args.image,
             san,
+            test_image: args.test_image,
         },
         base,
     )?;
@@ -414,11 +415,16 @@ fn status_on(args: &StatusArgs, san: &Path, san_name: &str) -> anyhow::Result<()
         return emit(&format!("{}\n", serde_json::to_string_pretty(&st)?));
     }
     let mut out = format!(
-        "cluster {} ({}) on {}\nimage: {}\ninstall: {}\n",
+        "cluster {} ({}) on {}\nimage: {}{}\ninstall: {}\n",
         st.cluster,
         st.uuid,
         san_name,
         st.image.as_deref().unwrap_or("unknown"),
+        if st.test_image {
+            " (test image: a root shell without login on every blade's serial ports; for test rigs only)"
+        } else {
+            ""
+        },
         if st.complete {
             "complete"
         } else {

@@ -404,6 +404,11 @@ pub fn install(
             cluster,
             image: &image,
             san: target,
+            // Media of a test image exist only when their build
+            // acknowledged it (`vlx-image media --test-image`, or the
+            // media profile's `test_image`): that acknowledgement is this
+            // one.
+            test_image: true,
         },
         base,
     )?;

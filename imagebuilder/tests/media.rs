@@ -428,39 +428,52 @@ fn bad_inputs_are_refused_at_build_time() {
 }
 
 /// The shipped profile, as the README builds it: without `--image`, the
-/// host image its cluster profile names is built first.
+/// host image its cluster profile names is built first; its
+/// `test_image = true` acknowledges the tiny test image, which a copy
+/// without that key is refused for, before anything is built.
 #[test]
 fn the_shipped_profile_builds_its_image_first() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
-    let media_of = |more: &[&str]| {
+    let media_of = |profile: &Path| {
         let mut c = Command::new(media::vlx_image());
         c.args(["media", "--profile"])
-            .arg(workspace().join("isos/vlx-installer.toml"))
+            .arg(profile)
             .arg("--out")
             .arg(&out)
             .arg("--agent")
             .arg(agent())
             .arg("--installer")
             .arg(media::vlx_install())
-            .args(more)
             .env("SOURCE_DATE_EPOCH", EPOCH.to_string());
         c
     };
-    // Its cluster names the tiny test image: refused before anything is
-    // built, unless acknowledged.
-    let o = media_of(&[]).output().unwrap();
+    let shipped = workspace().join("isos/vlx-installer.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    assert!(text.contains("\ntest_image = true\n"), "{text}");
+    let demo = workspace().join("profiles/clusters/demo.toml");
+    let unacknowledged = d.path().join("unacknowledged.toml");
+    std::fs::write(
+        &unacknowledged,
+        text.replace("\ntest_image = true\n", "\n").replace(
+            "\"../profiles/clusters/demo.toml\"",
+            &format!("{:?}", demo.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let o = media_of(&unacknowledged).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("tiny.toml is a test image"), "{err}");
     assert!(!out.exists(), "{out:?} was made");
-    run(&mut media_of(&["--test-image"]));
+    run(&mut media_of(&shipped));
     let v = run(Command::new("sgdisk")
         .arg("-v")
         .arg(out.join("vlx-installer.img")));
     assert!(v.contains("No problems found"), "{v}");
     let m = contracts::image::verify_dir(&out.join("image")).unwrap();
     assert_eq!(m.name, "tiny");
+    assert!(m.test_image);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("vlx-installer.json")).unwrap()).unwrap();
     assert_eq!(json["image"]["name"], "tiny");

@@ -148,6 +148,13 @@ fn licenses_are_shipped(esp: &Path, from_iso: &Path, dir: &Path) {
         .unwrap_or_else(|| panic!("no kernel package: {files:?}"));
     assert!(kernel.ends_with("/copyright"), "{kernel}");
     assert!(offer.contains("\nlinux "), "{offer}");
+    // busybox-static has the C library inside: the offer names its source.
+    assert!(
+        offer
+            .lines()
+            .any(|l| l.starts_with("    busybox-static ") && l.ends_with(" (built with it)")),
+        "{offer}"
+    );
     // The texts the copyright files point at.
     for text in ["GPL-2", "LGPL-2.1"] {
         let f = on_iso.join("common-licenses").join(text);

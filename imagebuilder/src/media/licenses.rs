@@ -70,6 +70,10 @@ pub struct Shipped {
     /// The source package and its version: what the source offer names.
     pub source: String,
     pub source_version: String,
+    /// Further sources built into the package (its `Built-Using`: the C
+    /// library of a static busybox, ...), `(source, version)`: the offer
+    /// names them too.
+    pub built_using: Vec<(String, String)>,
     /// The declared license (SPDX), `None` when nothing declares one.
     pub license: Option<String>,
     /// The copyright file to copy.
@@ -187,11 +191,11 @@ fn sbom_packages(path: &Path) -> Result<Vec<Listed>> {
 
 /// Fields of installed packages by name, from `dpkg-query` (the build
 /// machine's database, or the one at `admindir`): version, architecture,
-/// source package, source version.
+/// source package, source version, `Built-Using`.
 fn dpkg_fields(
     admindir: Option<&Path>,
     names: &BTreeSet<String>,
-) -> Result<BTreeMap<String, [String; 4]>> {
+) -> Result<BTreeMap<String, [String; 5]>> {
     if names.is_empty() {
         return Ok(BTreeMap::new());
     }
@@ -202,7 +206,7 @@ fn dpkg_fields(
     cmd.args([
         "-W",
         "-f",
-        "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n",
+        "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\t${Built-Using}\n",
     ]);
     // dpkg-query exits 1 when a name is not installed: ask for all and
     // keep those wanted.
@@ -211,12 +215,12 @@ fn dpkg_fields(
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            let [n, v, a, s, sv] = f.as_slice() else {
+            let [n, v, a, s, sv, bu] = f.as_slice() else {
                 return None;
             };
             names
                 .contains(*n)
-                .then(|| ((*n).to_owned(), [v, a, s, sv].map(|x| (*x).to_owned())))
+                .then(|| ((*n).to_owned(), [v, a, s, sv, bu].map(|x| (*x).to_owned())))
         })
         .collect())
 }
@@ -273,8 +277,9 @@ pub fn shipped(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec
     let mut missing = Vec::new();
     for l in &listed {
         let fields = in_root.get(&l.name).or_else(|| on_host.get(&l.name));
+        let built_using = fields.map(|f| built_using(&f[4])).unwrap_or_default();
         let (source, source_version) = match fields {
-            Some([_, _, s, sv]) => (s.clone(), sv.clone()),
+            Some([_, _, s, sv, _]) => (s.clone(), sv.clone()),
             // A cached kernel package, which no database records: Debian
             // builds every linux-image package from the source `linux`
             // (the signed ones copy those binaries).
@@ -303,6 +308,7 @@ pub fn shipped(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec
                 arch: l.arch.clone(),
                 source,
                 source_version,
+                built_using,
                 license: l.license.clone(),
                 copyright,
                 parts: BTreeSet::from([Part::Image]),
@@ -321,7 +327,7 @@ pub fn shipped(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec
             s.parts.insert(part);
             continue;
         }
-        let Some([version, arch, source, source_version]) = on_host.get(&name) else {
+        let Some([version, arch, source, source_version, using]) = on_host.get(&name) else {
             return Err(Error::Other(format!(
                 "licenses: dpkg-query knows no version of package {name} (owner of {path})"
             )));
@@ -340,6 +346,7 @@ pub fn shipped(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec
                 arch: arch.clone(),
                 source: source.clone(),
                 source_version: source_version.clone(),
+                built_using: built_using(using),
                 license: sbom::copyright_license(&String::from_utf8_lossy(&text)),
                 copyright,
                 parts: BTreeSet::from([part]),
@@ -355,6 +362,18 @@ pub fn shipped(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec
         )));
     }
     Ok(out.into_values().collect())
+}
+
+/// `Built-Using: glibc (= 2.36-9), gcc-12 (= 12.2.0-14)` as pairs.
+pub fn built_using(field: &str) -> Vec<(String, String)> {
+    field
+        .split(',')
+        .filter_map(|t| {
+            let (name, rest) = t.trim().split_once(' ')?;
+            let version = rest.trim().strip_prefix("(=")?.strip_suffix(')')?.trim();
+            Some((name.to_owned(), version.to_owned()))
+        })
+        .collect()
 }
 
 /// The boot loaders: those of the media's images and those the installer
@@ -514,6 +533,12 @@ pub fn source_offer(shipped: &[Shipped]) -> String {
             .entry((p.source.clone(), p.source_version.clone()))
             .or_default()
             .insert(format!("{} {}", p.name, p.version));
+        for (s, v) in &p.built_using {
+            sources
+                .entry((s.clone(), v.clone()))
+                .or_default()
+                .insert(format!("{} {} (built with it)", p.name, p.version));
+        }
     }
     let mut s = String::from(
         "Written offer for source code\n\
@@ -535,7 +560,8 @@ pub fn source_offer(shipped: &[Shipped]) -> String {
          archive or from an archive of past Debian releases that keeps every version.\n\
          \n\
          source package and version, then the binary packages on these media built\n\
-         from it:\n\
+         from it (or with it: Debian's Built-Using, such as the C library inside a\n\
+         static program):\n\
          \n",
     );
     for ((src, ver), bins) in &sources {
@@ -570,6 +596,11 @@ mod tests {
             arch: "amd64".into(),
             source: source.into(),
             source_version: sv.into(),
+            built_using: built_using(if name == "busybox-static" {
+                "glibc (= 2.36-9+deb12u14)"
+            } else {
+                ""
+            }),
             license: Some("GPL-2.0-only".into()),
             copyright: PathBuf::from("/nonexistent"),
             parts: BTreeSet::from([Part::Installer]),
@@ -582,6 +613,10 @@ mod tests {
         let o = source_offer(&shipped);
         assert!(
             o.contains("busybox 1:1.35.0-4\n    busybox-static 1:1.35.0-4+b3\n"),
+            "{o}"
+        );
+        assert!(
+            o.contains("glibc 2.36-9+deb12u14\n    busybox-static 1:1.35.0-4+b3 (built with it)\n"),
             "{o}"
         );
         assert!(

@@ -273,7 +273,9 @@ pub fn shipped(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec
     }
     let on_host = dpkg_fields(None, &host_names)?;
 
-    let mut out: BTreeMap<String, Shipped> = BTreeMap::new();
+    // By name and version: the build machine's copy of a package may be
+    // another version than the image's (both are shipped, both offered).
+    let mut out: BTreeMap<(String, String), Shipped> = BTreeMap::new();
     let mut missing = Vec::new();
     for l in &listed {
         let fields = in_root.get(&l.name).or_else(|| on_host.get(&l.name));
@@ -301,7 +303,7 @@ pub fn shipped(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec
             continue;
         };
         out.insert(
-            l.name.clone(),
+            (l.name.clone(), l.version.clone()),
             Shipped {
                 name: l.name.clone(),
                 version: l.version.clone(),
@@ -323,15 +325,15 @@ pub fn shipped(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec
         } else {
             Part::Installer
         };
-        if let Some(s) = out.get_mut(&name) {
-            s.parts.insert(part);
-            continue;
-        }
         let Some([version, arch, source, source_version, using]) = on_host.get(&name) else {
             return Err(Error::Other(format!(
                 "licenses: dpkg-query knows no version of package {name} (owner of {path})"
             )));
         };
+        if let Some(s) = out.get_mut(&(name.clone(), version.clone())) {
+            s.parts.insert(part);
+            continue;
+        }
         let copyright = sbom::copyright_path(Path::new("/"), &name);
         if !copyright.is_file() {
             missing.push(format!("{name} {version} (build machine)"));
@@ -339,7 +341,7 @@ pub fn shipped(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec
         }
         let text = fs::read(&copyright).map_err(io(&copyright))?;
         out.insert(
-            name.clone(),
+            (name.clone(), version.clone()),
             Shipped {
                 name,
                 version: version.clone(),
@@ -424,9 +426,14 @@ pub fn files(image_dir: &Path, host: &[PathBuf], staging: &Path) -> Result<Vec<(
     let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut common = BTreeSet::new();
     for s in &shipped {
+        let at = format!("{DIR}/{}/copyright", s.name);
+        if out.contains_key(&at) {
+            // Another version of the same package: its notice is there.
+            continue;
+        }
         let text = fs::read(&s.copyright).map_err(io(&s.copyright))?;
         common.extend(common_licenses(&String::from_utf8_lossy(&text)));
-        out.insert(format!("{DIR}/{}/copyright", s.name), text);
+        out.insert(at, text);
     }
     // Some copyright files name a text Debian does not keep there (such
     // as GFDL-1.1); the README lists those.

@@ -360,13 +360,14 @@ fn confirm(inputs: &Inputs, checked: &device::Checked, wipe: bool) -> anyhow::Re
     eprintln!("Target: {}", device::describe(checked.facts()));
     eprintln!("  holds {now}");
     eprintln!(
-        "Summary: cluster {} ({}), {} nodes, {} partitions, image {} {} (the whole plan: vlx-install plan)",
+        "Summary: cluster {} ({}), {} nodes, {} partitions, image {} {}{} (the whole plan: vlx-install plan)",
         plan.cluster.name,
         plan.cluster.uuid,
         plan.nodes.len(),
         plan.disk.partitions.len(),
         inputs.image.manifest.name,
-        inputs.image.manifest.version
+        inputs.image.manifest.version,
+        prepare::test_image_note(&inputs.image.manifest),
     );
     ask_yes(&checked.facts().path, "install")
 }

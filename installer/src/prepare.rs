@@ -65,6 +65,16 @@ pub fn folder_of(profile: &Path) -> PathBuf {
     }
 }
 
+/// ` (a TEST image: ...)` after an image's name and version where it is
+/// one, so that whoever confirms an install sees it; empty otherwise.
+pub fn test_image_note(m: &contracts::image::Manifest) -> &'static str {
+    if m.test_image {
+        " (a TEST image: a root shell without login on every blade's serial ports; for test rigs only)"
+    } else {
+        ""
+    }
+}
+
 /// What an install is asked to do.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {

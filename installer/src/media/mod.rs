@@ -432,7 +432,7 @@ pub fn install(
         Contents::Foreign(what) => format!("{what} (to be erased)"),
     };
     say(format!(
-        "plan: cluster {} ({}), {} nodes, {} partitions on {} of {}, image {} {}; the target holds {holds}",
+        "plan: cluster {} ({}), {} nodes, {} partitions on {} of {}, image {} {}{}; the target holds {holds}",
         plan.cluster.name,
         plan.cluster.uuid,
         plan.nodes.len(),
@@ -441,6 +441,7 @@ pub fn install(
         plan.disk.size,
         inputs.image.manifest.name,
         inputs.image.manifest.version,
+        crate::prepare::test_image_note(&inputs.image.manifest),
     ));
     if !args.unattended
         && !ask.confirm(

@@ -583,7 +583,7 @@ step() {{
     echo "vlx-test: $name sessions=[$(iscsiadm -m session 2>/dev/null | tr '\n' ' ')]"
     echo "vlx-test: $name records=[$(ls /etc/iscsi/nodes 2>/dev/null | tr '\n' ' ')]"
 }}
-step apply vlx-install apply --yes --cluster /data/profiles/clusters/rig.toml --image /data/image --san iscsi://$P/$C/1 --chap /test/chap-mutual
+step apply vlx-install apply --yes --test-image --cluster /data/profiles/clusters/rig.toml --image /data/image --san iscsi://$P/$C/1 --chap /test/chap-mutual
 step verify vlx-install verify --san iscsi://$P/$C/1 --chap /test/chap-mutual
 "#
     )

@@ -300,6 +300,7 @@ pub fn curve() -> anyhow::Result<()> {
             cluster: &profile,
             image: &img,
             san: &san,
+            test_image: false,
         })?;
         let checked = prepared.check_target(false)?;
         let times = StepTimes::default();

@@ -93,7 +93,8 @@ pub enum Command {
         source_date_epoch: Option<u64>,
         /// Build media of a test image (`test_image = true` in its host
         /// profile, such as the tiny image), which is refused otherwise
-        /// (exit 3): its blades have a root shell without login.
+        /// (exit 3): its blades have a root shell without login. The media
+        /// profile's `test_image = true` says the same.
         #[arg(long)]
         test_image: bool,
     },

@@ -170,7 +170,7 @@ fn refuse_test_image(what: &str) -> anyhow::Error {
             "{what} is a test image, for test rigs only (a root shell without login on \
              every blade); nothing was written"
         ),
-        "pass --test-image to build media of it anyway",
+        "pass --test-image (or set test_image = true in the media profile's [media]) to build media of it anyway",
     ))
     .into()
 }
@@ -267,6 +267,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             test_image,
         } => {
             let p = imagebuilder::media::profile::MediaProfile::load(&profile)?;
+            // The flag and the profile's key say the same; either is enough.
+            let test_image = test_image || p.test_image;
             let image = match image {
                 Some(i) => i,
                 None => {

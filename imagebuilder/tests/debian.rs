@@ -68,6 +68,82 @@ fn require_sources(profile: &str) {
     }
 }
 
+/// The Debian host has no password-less login: `passwd -S -a` (shadow's
+/// own tool, in a copy of the root's /etc) says every account is locked
+/// (`L`; none without a password, `NP`), and neither sshd's configuration
+/// nor a getty of the root allows an empty password or logs in alone.
+fn no_password_less_login(origin: &std::path::Path, dir: &std::path::Path) {
+    let root = dir.join("etc-of-root");
+    std::fs::create_dir_all(&root).unwrap();
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump /etc {}", root.display()))
+        .arg(origin));
+    assert!(
+        root.join("etc/shadow").is_file(),
+        "no /etc/shadow in the root"
+    );
+    let status = run(Command::new("passwd")
+        .arg("-R")
+        .arg(&root)
+        .args(["-S", "-a"]));
+    let accounts: Vec<(&str, &str)> = status
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, w.next()?))
+        })
+        .collect();
+    assert!(
+        accounts.contains(&("root", "L")),
+        "root is not locked:\n{status}"
+    );
+    for (user, state) in &accounts {
+        assert_eq!(
+            *state, "L",
+            "account {user} can log in by password (or without one):\n{status}"
+        );
+    }
+    let mut configs = vec![root.join("etc/ssh/sshd_config")];
+    let drop_ins = root.join("etc/ssh/sshd_config.d");
+    if let Ok(rd) = std::fs::read_dir(&drop_ins) {
+        configs.extend(rd.map(|e| e.unwrap().path()));
+    }
+    for c in &configs {
+        let text = std::fs::read_to_string(c).unwrap();
+        for line in text.lines() {
+            let words: Vec<String> = line
+                .split_whitespace()
+                .map(str::to_ascii_lowercase)
+                .collect();
+            assert!(
+                !(words.first().is_some_and(|w| w == "permitemptypasswords")
+                    && words.get(1).is_some_and(|w| w == "yes")),
+                "{}: {line}",
+                c.display()
+            );
+        }
+    }
+    // systemd's units and drop-ins (a getty with --autologin).
+    let mut todo = vec![root.join("etc/systemd")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                todo.push(p);
+            } else if m.is_file() {
+                let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                assert!(
+                    !text.contains("autologin"),
+                    "{} logs in on its own",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
 fn vlx_image(args: &[&str], profile: &str, out: &std::path::Path) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vlx-image"));
     cmd.args(args)
@@ -100,6 +176,7 @@ fn debian_bookworm_host_and_guest_through_mmdebstrap() {
     );
     let origin = host.join("origin.ext4");
     run(Command::new("e2fsck").arg("-fn").arg(&origin));
+    no_password_less_login(&origin, d.path());
 
     // The SBOM lists every package dpkg-query shows in the root, at its
     // version; so does the manifest.

@@ -1,7 +1,8 @@
 //! Image tier: install media from `vlx-image media`, judged by sgdisk,
 //! fsck.vfat, mtools, xorriso and sha256 of every payload file against the
-//! manifest; built twice for reproducibility; bad inputs refused at build
-//! time with nothing left behind.
+//! manifest; their license texts and source offer read off the ESP and the
+//! ISO; built twice for reproducibility; bad inputs refused at build time
+//! with nothing left behind.
 
 #![allow(clippy::unwrap_used)]
 
@@ -59,6 +60,107 @@ fn payload_matches(root: &Path, json: &[u8]) {
             f["sha256"].as_str().unwrap(),
             "{path:?}"
         );
+    }
+}
+
+/// The license texts and source offer of the media, as read off the ESP
+/// (mtools) and the ISO (xorriso): the same files in both; every GPL
+/// package of the image's SBOM, and the loaders, busybox and the kernel,
+/// has its copyright file, and the offer names its source package.
+fn licenses_are_shipped(esp: &Path, from_iso: &Path, dir: &Path) {
+    let from_esp = dir.join("esp-licenses");
+    run(Command::new("mcopy")
+        .args(["-s", "-n", "-i"])
+        .arg(esp)
+        .arg("::/LICENSES")
+        .arg(&from_esp));
+    let on_iso = from_iso.join("LICENSES");
+    let listing = |root: &Path| {
+        run(Command::new("find")
+            .arg(".")
+            .args(["-type", "f"])
+            .current_dir(root))
+        .lines()
+        .map(str::to_owned)
+        .collect::<std::collections::BTreeSet<_>>()
+    };
+    let files = listing(&on_iso);
+    assert_eq!(listing(&from_esp), files, "the ESP and the ISO differ");
+    for f in &files {
+        run(Command::new("cmp")
+            .arg(from_esp.join(f))
+            .arg(on_iso.join(f)));
+    }
+    let readme = std::fs::read_to_string(on_iso.join("README")).unwrap();
+    let offer = std::fs::read_to_string(on_iso.join("SOURCE-OFFER")).unwrap();
+    assert!(offer.contains("Written offer for source code"), "{offer}");
+    // No address of anyone's: the offer names packages and versions.
+    for url in ["://", "www."] {
+        assert!(!offer.contains(url), "an address in the offer: {offer}");
+        assert!(!readme.contains(url), "an address in the index: {readme}");
+    }
+    let has = |package: &str| {
+        let copyright = on_iso.join(package).join("copyright");
+        assert!(
+            std::fs::metadata(&copyright).is_ok_and(|m| m.len() > 100),
+            "no copyright file of {package} on the media: {files:?}"
+        );
+        assert!(
+            readme
+                .lines()
+                .any(|l| l.starts_with(&format!("{package} "))),
+            "{package} not in the index:\n{readme}"
+        );
+    };
+    // The SBOM of the image on the media: every package under a GPL (or
+    // LGPL, AGPL) has its notice, and the offer names it at its version.
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(from_iso.join("image/sbom.spdx.json")).unwrap())
+            .unwrap();
+    let mut gpl = 0;
+    for p in sbom["packages"].as_array().unwrap() {
+        let license = p["licenseDeclared"].as_str().unwrap();
+        if p["SPDXID"] == "SPDXRef-Image" || !license.contains("GPL") {
+            continue;
+        }
+        gpl += 1;
+        let name = p["name"].as_str().unwrap();
+        has(name);
+        let line = format!("    {name} {}\n", p["versionInfo"].as_str().unwrap());
+        assert!(offer.contains(&line), "{line:?} not in the offer:\n{offer}");
+    }
+    assert!(gpl > 5, "only {gpl} GPL packages in the SBOM");
+    // What the media ship besides the image: busybox, the loaders, iPXE.
+    for package in [
+        "busybox-static",
+        "syslinux",
+        "syslinux-common",
+        "isolinux",
+        "systemd-boot-efi",
+        "ipxe",
+        "e2fsprogs",
+        "mtools",
+    ] {
+        has(package);
+    }
+    let kernel = files
+        .iter()
+        .find(|f| f.starts_with("./linux-image-"))
+        .unwrap_or_else(|| panic!("no kernel package: {files:?}"));
+    assert!(kernel.ends_with("/copyright"), "{kernel}");
+    assert!(offer.contains("\nlinux "), "{offer}");
+    // busybox-static has the C library inside: the offer names its source.
+    assert!(
+        offer
+            .lines()
+            .any(|l| l.starts_with("    busybox-static ") && l.ends_with(" (built with it)")),
+        "{offer}"
+    );
+    // The texts the copyright files point at.
+    for text in ["GPL-2", "LGPL-2.1"] {
+        let f = on_iso.join("common-licenses").join(text);
+        let t = std::fs::read_to_string(&f).unwrap();
+        assert!(t.contains("GNU"), "{f:?}");
     }
 }
 
@@ -184,6 +286,7 @@ fn media_pass_their_checks_carry_their_manifest_and_reproduce() {
         .arg(&efi)
         .arg("::/loader/entries/install.conf"));
     assert!(entry.contains(&format!("vlx.media={sha} ")), "{entry}");
+    licenses_are_shipped(&esp, &from_iso, d.path());
     // The installer's initramfs holds what the install runs.
     let listing = run(Command::new("cpio")
         .args(["-t", "--quiet", "-F"])
@@ -333,39 +436,52 @@ fn bad_inputs_are_refused_at_build_time() {
 }
 
 /// The shipped profile, as the README builds it: without `--image`, the
-/// host image its cluster profile names is built first.
+/// host image its cluster profile names is built first; its
+/// `test_image = true` acknowledges the tiny test image, which a copy
+/// without that key is refused for, before anything is built.
 #[test]
 fn the_shipped_profile_builds_its_image_first() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
-    let media_of = |more: &[&str]| {
+    let media_of = |profile: &Path| {
         let mut c = Command::new(media::vlx_image());
         c.args(["media", "--profile"])
-            .arg(workspace().join("isos/vlx-installer.toml"))
+            .arg(profile)
             .arg("--out")
             .arg(&out)
             .arg("--agent")
             .arg(agent())
             .arg("--installer")
             .arg(media::vlx_install())
-            .args(more)
             .env("SOURCE_DATE_EPOCH", EPOCH.to_string());
         c
     };
-    // Its cluster names the tiny test image: refused before anything is
-    // built, unless acknowledged.
-    let o = media_of(&[]).output().unwrap();
+    let shipped = workspace().join("isos/vlx-installer.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    assert!(text.contains("\ntest_image = true\n"), "{text}");
+    let demo = workspace().join("profiles/clusters/demo.toml");
+    let unacknowledged = d.path().join("unacknowledged.toml");
+    std::fs::write(
+        &unacknowledged,
+        text.replace("\ntest_image = true\n", "\n").replace(
+            "\"../profiles/clusters/demo.toml\"",
+            &format!("{:?}", demo.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let o = media_of(&unacknowledged).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("tiny.toml is a test image"), "{err}");
     assert!(!out.exists(), "{out:?} was made");
-    run(&mut media_of(&["--test-image"]));
+    run(&mut media_of(&shipped));
     let v = run(Command::new("sgdisk")
         .arg("-v")
         .arg(out.join("vlx-installer.img")));
     assert!(v.contains("No problems found"), "{v}");
     let m = contracts::image::verify_dir(&out.join("image")).unwrap();
     assert_eq!(m.name, "tiny");
+    assert!(m.test_image);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("vlx-installer.json")).unwrap()).unwrap();
     assert_eq!(json["image"]["name"], "tiny");

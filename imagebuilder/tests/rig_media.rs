@@ -4,7 +4,10 @@
 //! image with one flipped payload byte stops the install under OVMF before
 //! the SAN is touched. The unattended USB install under UEFI, followed by
 //! the cluster's boot, is `vlx-rig rehearse --from-media`'s test
-//! (qemu-tests/tests/rig_rehearsal.rs).
+//! (qemu-tests/tests/rig_rehearsal.rs). Media for metal (Debian's full
+//! kernel, the modules of isos/vlx-installer-metal.toml) boot from a USB
+//! stick under OVMF on a q35 machine, see an NVMe SAN and load every module
+//! the profile names.
 //!
 //! Needs root, QEMU, OVMF and `cargo build --workspace --bins` (the media
 //! carry the workspace's vlx-install).
@@ -21,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::media::{self, extract, partition};
-use common::run;
+use common::{agent, run, tiny_profile_text, workspace};
 
 /// Generous: TCG on a loaded two-core machine; the payload is hashed,
 /// the origin written and read back, all emulated.
@@ -81,10 +84,21 @@ impl Vm {
 
     /// Waits for `needle`; panics with the console when it does not come.
     fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for_unless(needle, None, timeout)
+    }
+
+    /// Waits for `needle`, as [`Vm::wait_for`]; a `stop` line seen before
+    /// it ends the wait at once (it will not come).
+    fn wait_for_unless(&mut self, needle: &str, stop: Option<&str>, timeout: Duration) {
         let start = Instant::now();
         loop {
-            if self.console().contains(needle) {
+            let console = self.console();
+            if console.contains(needle) {
                 return;
+            }
+            if let Some(stop) = stop.filter(|s| console.contains(s)) {
+                std::thread::sleep(Duration::from_secs(1));
+                panic!("{stop:?} before {needle:?}:\n{}", self.console());
             }
             if let Ok(Some(st)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(300));
@@ -297,4 +311,197 @@ fn rig_media_corrupted_payload_stops_before_the_san_is_touched() {
     let meta = std::fs::metadata(&san).unwrap();
     assert_eq!(meta.blocks(), 0, "the SAN was written to");
     assert_eq!(meta.len(), 8 << 30);
+}
+
+/// A TOML file's value at `table.key`.
+fn toml_value(path: &Path, table: &str, key: &str) -> toml::Value {
+    let v: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v[table][key].clone()
+}
+
+/// Media built as isos/vlx-installer-metal.toml says (its name, consoles
+/// and modules), carrying profiles/clusters/metal.toml, with the kernel
+/// package of profiles/hosts/debian-bookworm-metal.toml. The image is the
+/// tiny one with that kernel instead of the Debian metal root: built from
+/// the build machine's binaries in seconds, where mmdebstrap with the full
+/// kernel takes minutes (about ten on a loaded two-core machine); the
+/// installer environment, its kernel and its modules are the same. The
+/// profiles are staged under `dir` as in the repository (the media carry
+/// them at their relative paths).
+fn metal_media(dir: &Path) -> PathBuf {
+    let ws = workspace();
+    let kernel = toml_value(
+        &ws.join("profiles/hosts/debian-bookworm-metal.toml"),
+        "kernel",
+        "package",
+    );
+    let kernel = kernel.as_str().unwrap();
+    assert_ne!(kernel, "linux-image-cloud-amd64");
+    let stage = dir.join("stage");
+    for d in ["profiles/hosts", "profiles/clusters", "isos", "overlays"] {
+        std::fs::create_dir_all(stage.join(d)).unwrap();
+    }
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(ws.join("overlays/node"))
+        .arg(stage.join("overlays/node")));
+    let host = stage.join("profiles/hosts/tiny-metal.toml");
+    let text = tiny_profile_text(&[ws.join("overlays/tiny")], "")
+        .replace("name = \"tiny\"", "name = \"tiny-metal\"")
+        .replace(
+            "package = \"linux-image-cloud-amd64\"",
+            &format!("package = {kernel:?}"),
+        );
+    assert!(
+        text.contains("tiny-metal") && text.contains(kernel),
+        "{text}"
+    );
+    std::fs::write(&host, text).unwrap();
+    let image = dir.join("image");
+    run(Command::new(media::vlx_image())
+        .arg("build")
+        .arg("--profile")
+        .arg(&host)
+        .arg("--out")
+        .arg(&image)
+        .arg("--agent")
+        .arg(agent())
+        .env("SOURCE_DATE_EPOCH", common::EPOCH.to_string()));
+    let text = std::fs::read_to_string(ws.join("profiles/clusters/metal.toml")).unwrap();
+    let cluster_text = text.replace(
+        "\"../hosts/debian-bookworm-metal.toml\"",
+        "\"../hosts/tiny-metal.toml\"",
+    );
+    assert_ne!(cluster_text, text);
+    std::fs::write(stage.join("profiles/clusters/metal.toml"), cluster_text).unwrap();
+    let profile = stage.join("isos/vlx-installer-metal.toml");
+    std::fs::copy(ws.join("isos/vlx-installer-metal.toml"), &profile).unwrap();
+    let out = dir.join("out");
+    media::build(&profile, &image, &out);
+    out.join("vlx-installer-metal.img")
+}
+
+/// What the installer prints when it stops on an error.
+const ERROR: &str = "vlx-install: error:";
+
+#[test]
+fn rig_media_metal_usb_boots_uefi_with_its_modules() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let img = metal_media(dir);
+    let wanted: Vec<String> = toml_value(
+        &workspace().join("isos/vlx-installer-metal.toml"),
+        "media",
+        "modules",
+    )
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|m| m.as_str().unwrap().replace('-', "_"))
+    .collect();
+    for m in ["ahci", "nvme", "usb_storage", "xhci_pci", "e1000e"] {
+        assert!(wanted.iter().any(|w| w == m), "{m} not in {wanted:?}");
+    }
+    let release = release_of(&img, dir);
+    let _one = one_at_a_time();
+    let san = dir.join("san.img");
+    std::fs::File::create(&san)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let mut args = vec!["-machine".to_owned(), "q35".to_owned()];
+    args.extend(ovmf(dir));
+    // The stick on an xHCI controller, the SAN on NVMe, an Intel NIC on a
+    // user-mode network that reaches nothing (restrict=on).
+    for a in [
+        "-device",
+        "qemu-xhci,id=xhci",
+        "-drive",
+        &format!(
+            "file={},format=raw,if=none,id=media,readonly=on",
+            img.display()
+        ),
+        "-device",
+        "usb-storage,bus=xhci.0,drive=media,serial=MEDIA,bootindex=0",
+        "-drive",
+        &format!("file={},format=raw,if=none,id=san", san.display()),
+        "-device",
+        "nvme,drive=san,serial=SAN0",
+        "-netdev",
+        "user,id=n0,restrict=on",
+        "-device",
+        "e1000e,netdev=n0",
+    ] {
+        args.push(a.to_owned());
+    }
+    let mut vm = Vm::start(&args, &dir.join("console-metal.log"));
+    vm.wait_for_unless("vlx-install: payload checked", Some(ERROR), INSTALL_TIMEOUT);
+    vm.wait_for_unless("Target disk (the SAN) [1-1]:", Some(ERROR), INSTALL_TIMEOUT);
+    let console = vm.console();
+    assert!(
+        console.contains("vlx-install: payload vlx-installer-metal on sd"),
+        "the payload did not come from the USB disk:\n{console}"
+    );
+    assert!(
+        console.contains("/dev/nvme0n1 ") && console.contains("serial SAN0"),
+        "the NVMe SAN is not offered:\n{console}"
+    );
+    assert!(
+        console.contains(&format!("Linux version {release} ")),
+        "not the image's kernel:\n{console}"
+    );
+    // Up to the question, then no: nothing is written, a shell follows.
+    vm.type_line("1");
+    vm.wait_for_unless("Type yes to go on:", Some(ERROR), INSTALL_TIMEOUT);
+    vm.type_line("no");
+    vm.wait_for("the installer stopped", INSTALL_TIMEOUT);
+    // The marker is computed, so that the echo of the typed line is not it.
+    vm.type_line(
+        "cat /proc/modules; echo driver=$(basename $(readlink /sys/class/net/eth0/device/driver)); echo $((6*7))-listed",
+    );
+    vm.wait_for("42-listed\n", INSTALL_TIMEOUT);
+    let console = vm.console();
+    drop(vm);
+    let listed = console.rsplit("-listed\n").nth(1).unwrap_or_default();
+    let loaded: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.contains(" Live "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for m in &wanted {
+        assert!(
+            loaded.contains(&m.as_str()),
+            "module {m} is not loaded; /proc/modules:\n{listed}"
+        );
+    }
+    assert!(
+        listed.contains("\ndriver=e1000e\n"),
+        "the NIC has no driver:\n{listed}"
+    );
+    assert_eq!(
+        std::fs::metadata(&san).unwrap().blocks(),
+        0,
+        "the SAN was written to"
+    );
+}
+
+/// The kernel release the media's image names (`image/manifest.json` on
+/// the payload partition).
+fn release_of(img: &Path, dir: &Path) -> String {
+    let (at, len) = partition(img, 2);
+    let part = dir.join("payload.iso");
+    extract(img, at, len, &part);
+    let to = dir.join("payload-manifest");
+    std::fs::create_dir_all(&to).unwrap();
+    run(Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(&part)
+        .args(["-extract", "/image/manifest.json"])
+        .arg(to.join("manifest.json")));
+    std::fs::remove_file(&part).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(to.join("manifest.json")).unwrap()).unwrap();
+    let release = m["kernel_release"].as_str().unwrap().to_owned();
+    assert!(!release.contains("cloud"), "{release}");
+    release
 }

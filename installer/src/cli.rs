@@ -88,6 +88,11 @@ pub struct ApplyArgs {
     /// every node (their snapshot stores would no longer match).
     #[arg(long)]
     pub reset_all: bool,
+    /// Install a test image (`test_image` in its manifest, as the tiny
+    /// image: a root shell without login on every blade's serial ports),
+    /// which is refused otherwise. For test rigs only.
+    #[arg(long)]
+    pub test_image: bool,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,

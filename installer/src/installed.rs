@@ -239,6 +239,9 @@ pub struct Status {
     pub steps: Vec<StepState>,
     pub nodes: Vec<NodeStatus>,
     pub image: Option<String>,
+    /// The installed image is a test image (`test_image` in its manifest,
+    /// as the tiny image's): installed with `--test-image`.
+    pub test_image: bool,
     /// Whether the origin was re-hashed (`status --check-origin`; `verify`
     /// always does).
     pub origin_checked: bool,
@@ -316,6 +319,7 @@ impl Installed {
                 .manifest
                 .as_ref()
                 .map(|m| format!("{} {}", m.name, m.version)),
+            test_image: self.manifest.as_ref().is_some_and(|m| m.test_image),
             origin_checked: check_origin,
             origin_problem: if check_origin {
                 self.check_origin()?

@@ -284,6 +284,7 @@ fn apply_on(args: &ApplyArgs, san: &Path, san_name: &str) -> anyhow::Result<()> 
             cluster: &args.cluster,
             image: &args.image,
             san,
+            test_image: args.test_image,
         },
         base,
     )?;
@@ -359,13 +360,14 @@ fn confirm(inputs: &Inputs, checked: &device::Checked, wipe: bool) -> anyhow::Re
     eprintln!("Target: {}", device::describe(checked.facts()));
     eprintln!("  holds {now}");
     eprintln!(
-        "Summary: cluster {} ({}), {} nodes, {} partitions, image {} {} (the whole plan: vlx-install plan)",
+        "Summary: cluster {} ({}), {} nodes, {} partitions, image {} {}{} (the whole plan: vlx-install plan)",
         plan.cluster.name,
         plan.cluster.uuid,
         plan.nodes.len(),
         plan.disk.partitions.len(),
         inputs.image.manifest.name,
-        inputs.image.manifest.version
+        inputs.image.manifest.version,
+        prepare::test_image_note(&inputs.image.manifest),
     );
     ask_yes(&checked.facts().path, "install")
 }
@@ -414,11 +416,16 @@ fn status_on(args: &StatusArgs, san: &Path, san_name: &str) -> anyhow::Result<()
         return emit(&format!("{}\n", serde_json::to_string_pretty(&st)?));
     }
     let mut out = format!(
-        "cluster {} ({}) on {}\nimage: {}\ninstall: {}\n",
+        "cluster {} ({}) on {}\nimage: {}{}\ninstall: {}\n",
         st.cluster,
         st.uuid,
         san_name,
         st.image.as_deref().unwrap_or("unknown"),
+        if st.test_image {
+            " (test image: a root shell without login on every blade's serial ports; for test rigs only)"
+        } else {
+            ""
+        },
         if st.complete {
             "complete"
         } else {

@@ -65,6 +65,16 @@ pub fn folder_of(profile: &Path) -> PathBuf {
     }
 }
 
+/// ` (a TEST image: ...)` after an image's name and version where it is
+/// one, so that whoever confirms an install sees it; empty otherwise.
+pub fn test_image_note(m: &contracts::image::Manifest) -> &'static str {
+    if m.test_image {
+        " (a TEST image: a root shell without login on every blade's serial ports; for test rigs only)"
+    } else {
+        ""
+    }
+}
+
 /// What an install is asked to do.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -74,6 +84,10 @@ pub struct Request<'a> {
     pub image: &'a Path,
     /// The SAN: a block device or an image file.
     pub san: &'a Path,
+    /// The acknowledgement that the image may be a test image (`test_image`
+    /// in its manifest, as the tiny image's: root shells without login on
+    /// every blade's serial ports); without it such an image is refused.
+    pub test_image: bool,
 }
 
 /// An install that passed every check but the target's contents, which
@@ -130,6 +144,11 @@ pub enum PrepareError {
         #[source]
         source: crate::installed::InstalledError,
     },
+    /// A test image without the acknowledgement ([`Request::test_image`]).
+    #[error(
+        "image {dir} is `{name}`, a test image (test_image in its manifest.json: a root shell without login on every blade's serial ports), for test rigs only; install it with --test-image, or build a host image meant for real clusters (profiles/hosts/debian-bookworm.toml)"
+    )]
+    TestImage { dir: PathBuf, name: String },
     /// The image error's own text already names its cause, so it is not
     /// chained again as a source.
     #[error("checking image {dir}: {error}")]
@@ -151,6 +170,7 @@ impl PrepareError {
             | PrepareError::DoesNotFit(_)
             | PrepareError::Device(_)
             | PrepareError::Image { .. }
+            | PrepareError::TestImage { .. }
             | PrepareError::Change { .. }
             | PrepareError::NoInstall { .. } => EXIT_REFUSED,
             _ => 1,
@@ -296,6 +316,12 @@ pub fn prepare_onto(req: Request<'_>, base: Base) -> Result<Prepared, PrepareErr
         error,
     };
     let image = HostImage::open(req.image).map_err(image_err)?;
+    if image.manifest.test_image && !req.test_image {
+        return Err(PrepareError::TestImage {
+            dir: req.image.to_owned(),
+            name: image.manifest.name.clone(),
+        });
+    }
     let mut inputs = Inputs::new(req.cluster, text, plan, image);
     inputs.installed = installed;
     image::check_host(&inputs.profile_dir, &inputs.plan, &inputs.image).map_err(image_err)?;

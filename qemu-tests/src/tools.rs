@@ -162,12 +162,15 @@ pub fn build_image(host_profile: &Path, out: &Path, log: &Path) -> Result<String
     )
 }
 
-/// `vlx-install apply --cluster PROFILE --image DIR --san SAN --yes`.
+/// `vlx-install apply --test-image --cluster PROFILE --image DIR --san SAN
+/// --yes` (rigs rehearse with test images such as the tiny one; the flag
+/// only allows one).
 pub fn apply(profile: &Path, image: &Path, san: &Path, log: &Path) -> Result<String, ToolError> {
     run(
         VLX_INSTALL,
         &[
             "apply".as_ref(),
+            "--test-image".as_ref(),
             "--cluster".as_ref(),
             profile.as_os_str(),
             "--image".as_ref(),

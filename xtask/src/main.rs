@@ -92,6 +92,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     ]))?;
     deps::run(cargo().args(["build", "--workspace", "--bins"]))?;
     warm_kernel_cache("target/debug")?;
+    // Debian's full kernel too, which the metal media's rig test boots
+    // (imagebuilder/tests/rig_media.rs).
+    deps::run(Command::new("target/debug/vlx-image").args(["fetch-kernel", "linux-image-amd64"]))?;
     if has_nextest() {
         let mut cmd = cargo();
         cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);

@@ -473,9 +473,10 @@ pub fn dpkg_status(text: &str) -> Vec<(String, String, String)> {
     out
 }
 
-/// Reads `dir/copyright` (following a folder link inside `root` the way
-/// Debian links the doc folders of a source's binary packages).
-fn doc_license(root: &Path, package: &str) -> Result<Option<String>> {
+/// Where `usr/share/doc/<package>/copyright` of the root at `root` is,
+/// following a folder link inside `root` the way Debian links the doc
+/// folders of a source's binary packages (the file need not exist).
+pub fn copyright_path(root: &Path, package: &str) -> PathBuf {
     let mut dir = root.join("usr/share/doc").join(package);
     for _ in 0..8 {
         match fs::read_link(&dir) {
@@ -484,7 +485,12 @@ fn doc_license(root: &Path, package: &str) -> Result<Option<String>> {
             Err(_) => break,
         }
     }
-    let path = dir.join("copyright");
+    dir.join("copyright")
+}
+
+/// The declared license of `package`'s copyright file in `root`.
+fn doc_license(root: &Path, package: &str) -> Result<Option<String>> {
+    let path = copyright_path(root, package);
     match fs::read(&path) {
         Ok(b) => Ok(copyright_license(&String::from_utf8_lossy(&b))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -539,7 +545,7 @@ pub fn elf_files(root: &Path) -> Result<Vec<String>> {
 /// The owners of `paths` on the build machine by `dpkg -S`, trying each
 /// path's merged-/usr twin too (`/usr/lib/x` is registered as `/lib/x` by
 /// many bookworm packages). Paths no package owns are absent.
-fn dpkg_owners(paths: &[String]) -> Result<BTreeMap<String, String>> {
+pub fn dpkg_owners(paths: &[String]) -> Result<BTreeMap<String, String>> {
     let twin = |p: &str| match p.strip_prefix("/usr") {
         Some(rest) => rest.to_owned(),
         None => format!("/usr{p}"),

@@ -16,8 +16,9 @@
 //! `vlx.unattended=1 vlx.profile=... vlx.target=...` to the default entry
 //! (and keep a guided entry).
 //!
-//! Steps: payload (read, and check what can be checked cheaply) →
-//! installer environment → boot files → both images. From the payload
+//! Steps: installer environment → payload (read, and check what can be
+//! checked cheaply; with `LICENSES/`, [`licenses`], which names the
+//! environment's packages too) → boot files → both images. From the payload
 //! step on, another thread hashes the image and the guest tarballs against
 //! their manifests; a mismatch fails the build and leaves no output. The
 //! big images are not synced: the installer checks every payload byte
@@ -25,6 +26,7 @@
 //! caught where it matters, and a sync would double the build time.
 
 pub mod env;
+pub mod licenses;
 pub mod payload;
 pub mod profile;
 pub mod usb;
@@ -212,9 +214,55 @@ pub fn build(profile: &MediaProfile, b: &MediaBuild, progress: &dyn Progress) ->
         index: 0,
     };
     let [img_name, iso_name, json_name] = outputs(&profile.name);
+    let mtime32 = u32::try_from(epoch).map_err(|_| {
+        Error::Other(format!(
+            "SOURCE_DATE_EPOCH {epoch} does not fit a cpio header"
+        ))
+    })?;
+    let image = contracts::image::Manifest::read(&b.image)?;
+    let mut out = Output::new(&b.out)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".media-")
+        .tempdir_in(&b.out)
+        .map_err(io(&b.out))?;
+
+    steps.next("installer environment");
+    let kernel = kernel_of(&image, &b.image, staging.path())?;
+    let index = ModuleIndex::load(&kernel)?;
+    let (modules, skipped) = env::modules(&index, &profile.modules)?;
+    let resolver = Resolver::host();
+    let tree = env::plan(&b.installer, &kernel, &index, &modules, &resolver)?;
+    let initrd = staging.path().join(INITRD_NAME);
+    write_initramfs(&tree, &initrd, mtime32)?;
+    steps.info(&format!(
+        "{INITRD_NAME}: {} paths, {} modules, {} KiB{}",
+        tree.len(),
+        modules.len(),
+        fs::metadata(&initrd).map_err(io(&initrd))?.len() >> 10,
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; kernel {} lacks {}", kernel.release, skipped.join(" "))
+        }
+    ));
 
     steps.next("payload");
-    let payload = payload::collect(profile, &b.image, &b.guests, epoch)?;
+    let mut host = licenses::host_files(&tree, &kernel.modules, &b.installer);
+    host.extend(licenses::boot_loader_paths());
+    host.sort();
+    host.dedup();
+    let license_files = licenses::files(&b.image, &host, staging.path())?;
+    steps.info(&format!(
+        "{}: {} files, {} KiB",
+        licenses::DIR,
+        license_files.len(),
+        license_files
+            .iter()
+            .map(|(_, b)| b.len() as u64)
+            .sum::<u64>()
+            >> 10
+    ));
+    let payload = payload::collect(profile, &b.image, &b.guests, epoch, &license_files)?;
     steps.info(&format!(
         "{} files, {} MiB; image {} {}, clusters {}, guests {}",
         payload.manifest.files.len(),
@@ -225,7 +273,6 @@ pub fn build(profile: &MediaProfile, b: &MediaBuild, progress: &dyn Progress) ->
         manifest::names(&payload.manifest.guests),
     ));
     let sha = payload.manifest_sha256.clone();
-    let mut out = Output::new(&b.out)?;
     let img_tmp = out.temp(&img_name);
     let iso_tmp = out.temp(&iso_name);
 
@@ -239,7 +286,16 @@ pub fn build(profile: &MediaProfile, b: &MediaBuild, progress: &dyn Progress) ->
             payload::verify(&payload.checks)?;
             Ok(started.elapsed())
         });
-        let written = write_media(profile, b, &payload, &mut steps, &img_tmp, &iso_tmp);
+        let written = write_media(
+            profile,
+            b,
+            &payload,
+            &license_files,
+            &initrd,
+            &mut steps,
+            &img_tmp,
+            &iso_tmp,
+        );
         let verified: Result<std::time::Duration> = verifier
             .join()
             .unwrap_or_else(|_| Err(Error::Other("the payload check panicked".into())));
@@ -249,6 +305,7 @@ pub fn build(profile: &MediaProfile, b: &MediaBuild, progress: &dyn Progress) ->
     // matters, whatever the writers did.
     let verify_time = verified?;
     let write_time = written?.elapsed();
+    drop(staging);
     steps.info(&format!(
         "{} MiB of image and guests checked against their manifests in {:.1} s; images written in {:.1} s",
         payload.checks.iter().map(|c| c.size).sum::<u64>() >> 20,
@@ -269,22 +326,22 @@ pub fn build(profile: &MediaProfile, b: &MediaBuild, progress: &dyn Progress) ->
     })
 }
 
-/// Steps 2 to 4: the installer environment, the boot files, both images
-/// (at `img_tmp` and `iso_tmp`). Returns when the writing began.
+/// Steps 3 and 4: the boot files and both images (at `img_tmp` and
+/// `iso_tmp`), with the installer's initramfs at `initrd`; `licenses` go
+/// onto the USB image's ESP too (a stick shows that volume to any
+/// computer). Returns when the writing began.
+#[allow(clippy::too_many_arguments)]
 fn write_media(
     profile: &MediaProfile,
     b: &MediaBuild,
     payload: &payload::Payload,
+    licenses: &[(String, Vec<u8>)],
+    initrd: &Path,
     steps: &mut Steps<'_>,
     img_tmp: &Path,
     iso_tmp: &Path,
 ) -> Result<std::time::Instant> {
     let epoch = b.source_date_epoch;
-    let mtime32 = u32::try_from(epoch).map_err(|_| {
-        Error::Other(format!(
-            "SOURCE_DATE_EPOCH {epoch} does not fit a cpio header"
-        ))
-    })?;
     let sha = &payload.manifest_sha256;
     let out_dir = img_tmp.parent().unwrap_or(Path::new("."));
     let staging = tempfile::Builder::new()
@@ -292,34 +349,17 @@ fn write_media(
         .tempdir_in(out_dir)
         .map_err(io(out_dir))?;
 
-    steps.next("installer environment");
-    let kernel = kernel_of(payload, &b.image, staging.path())?;
-    let index = ModuleIndex::load(&kernel)?;
-    let (modules, skipped) = env::modules(&index, &profile.modules)?;
-    let resolver = Resolver::host();
-    let tree = env::plan(&b.installer, &kernel, &index, &modules, &resolver)?;
-    let initrd = staging.path().join(INITRD_NAME);
-    write_initramfs(&tree, &initrd, mtime32)?;
-    steps.info(&format!(
-        "{INITRD_NAME}: {} paths, {} modules, {} KiB{}",
-        tree.len(),
-        modules.len(),
-        fs::metadata(&initrd).map_err(io(&initrd))?.len() >> 10,
-        if skipped.is_empty() {
-            String::new()
-        } else {
-            format!("; kernel {} lacks {}", kernel.release, skipped.join(" "))
-        }
-    ));
-
     steps.next("boot files");
+    let license_bytes: u64 = licenses.iter().map(|(_, b)| b.len() as u64).sum();
     let boot_bytes = fs::metadata(&payload.vmlinuz)
         .map_err(io(&payload.vmlinuz))?
         .len()
-        + fs::metadata(&initrd).map_err(io(&initrd))?.len()
+        + fs::metadata(initrd).map_err(io(initrd))?.len()
         + (1 << 20);
-    let entries = entries(profile, sha, &payload.vmlinuz, &initrd);
-    let esp_size = fat_size(boot_bytes);
+    let entries = entries(profile, sha, &payload.vmlinuz, initrd);
+    // Room for the licenses on the USB image's ESP (the ISO's EFI image,
+    // of the same size, does without them), a cluster's slack per file.
+    let esp_size = fat_size(boot_bytes + license_bytes + 4096 * licenses.len() as u64);
     let esp_spec = |firmware, size: Bytes, lba: Lba, what: &str| EspSpec {
         firmware,
         sector_size: SectorSize::B512,
@@ -358,17 +398,16 @@ fn write_media(
     let disk = usb::layout(esp_size, Bytes(payload_iso.size()), profile.size, seed)?;
     let esp_part = &disk.partitions[0];
     let payload_part = &disk.partitions[1];
-    let usb_esp = esp::plan(&esp_spec(
-        Firmware::Both,
-        esp_part.size,
-        esp_part.first_lba,
-        "usb",
-    ))
-    .map_err(boot_err)?;
+    let mut usb_spec = esp_spec(Firmware::Both, esp_part.size, esp_part.first_lba, "usb");
+    usb_spec.extra = licenses
+        .iter()
+        .map(|(p, b)| (p.clone(), bootfs::fat::Source::Bytes(b.clone())))
+        .collect();
+    let usb_esp = esp::plan(&usb_spec).map_err(boot_err)?;
 
     let mut full = payload.tree.clone();
     full.add(ISO_KERNEL, Source::file(&payload.vmlinuz)?)?;
-    full.add(ISO_INITRD, Source::file(&initrd)?)?;
+    full.add(ISO_INITRD, Source::file(initrd)?)?;
     full.add(ISO_EFI, Source::file(&efi_img)?)?;
     full.add(
         &format!("{ISOLINUX_DIR}/isolinux.bin"),
@@ -457,8 +496,13 @@ fn boot_err(e: impl std::fmt::Display) -> Error {
 /// The image's kernel with its modules: from the kernel cache when it
 /// holds that release, else out of the image's root (`/usr/lib/modules`
 /// or `/lib/modules` in `origin.ext4`, read with debugfs).
-fn kernel_of(payload: &payload::Payload, image_dir: &Path, staging: &Path) -> Result<Kernel> {
-    let release = &payload.image.kernel_release;
+fn kernel_of(
+    image: &contracts::image::Manifest,
+    image_dir: &Path,
+    staging: &Path,
+) -> Result<Kernel> {
+    let release = &image.kernel_release;
+    let vmlinuz = image_dir.join("vmlinuz");
     let cache = kernel::cache_root().join("kernels");
     if let Ok(rd) = fs::read_dir(&cache) {
         let mut dirs: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
@@ -469,7 +513,7 @@ fn kernel_of(payload: &payload::Payload, image_dir: &Path, staging: &Path) -> Re
                 if modules.join("modules.dep").is_file() {
                     return Ok(Kernel {
                         release: release.clone(),
-                        vmlinuz: payload.vmlinuz.clone(),
+                        vmlinuz: vmlinuz.clone(),
                         modules,
                     });
                 }
@@ -492,7 +536,7 @@ fn kernel_of(payload: &payload::Payload, image_dir: &Path, staging: &Path) -> Re
         if modules.join("modules.dep").is_file() {
             return Ok(Kernel {
                 release: release.clone(),
-                vmlinuz: payload.vmlinuz.clone(),
+                vmlinuz: vmlinuz.clone(),
                 modules,
             });
         }

@@ -8,6 +8,7 @@
 //! | `image/` | the image directory: `origin.ext4`, `vmlinuz`, `initramfs.img`, `manifest.json` |
 //! | `guests/<name>/` | `guest.toml` and its tarball |
 //! | `config/...` | the cluster profiles, the host profiles they name and their overlay folders, at their paths relative to the folder that holds them all, so that the profiles' relative paths still hold |
+//! | `LICENSES/...` | the license texts and the source offer ([`super::licenses`]) |
 //!
 //! Collecting reads the big files' sizes and trusts the sha256 their own
 //! manifests record; [`verify`] hashes them (the build runs it while the
@@ -55,12 +56,13 @@ pub struct Payload {
 }
 
 /// Collects the payload of `profile` from the image directory and guest
-/// folders.
+/// folders, with `more` files (by payload path) besides.
 pub fn collect(
     profile: &MediaProfile,
     image_dir: &Path,
     guest_dirs: &[PathBuf],
     epoch: u64,
+    more: &[(String, Vec<u8>)],
 ) -> Result<Payload> {
     let mut files: BTreeMap<String, (Source, u64, String)> = BTreeMap::new();
     let mut checks = Vec::new();
@@ -172,6 +174,10 @@ pub fn collect(
             name: name.clone(),
             path: format!("config/{rel}"),
         });
+    }
+
+    for (path, bytes) in more {
+        add_bytes(&mut files, path.clone(), bytes.clone());
     }
 
     let list: Vec<PayloadFile> = files

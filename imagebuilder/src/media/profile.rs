@@ -37,6 +37,9 @@ pub struct MediaProfile {
     pub modules: Vec<String>,
     /// The USB image's size, the stick it is for; `None`: what it holds.
     pub size: Option<Bytes>,
+    /// `media.test_image`: the media may carry a test image (as
+    /// `vlx-image media --test-image` says; either is enough).
+    pub test_image: bool,
     pub unattended: Option<Unattended>,
 }
 
@@ -73,6 +76,8 @@ struct RawMedia {
     #[serde(default)]
     modules: Vec<String>,
     size: Option<String>,
+    #[serde(default)]
+    test_image: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +263,7 @@ impl MediaProfile {
             kernel_args: m.kernel_args,
             modules: m.modules,
             size,
+            test_image: m.test_image,
             unattended,
         })
     }

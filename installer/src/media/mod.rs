@@ -404,6 +404,11 @@ pub fn install(
             cluster,
             image: &image,
             san: target,
+            // Media of a test image exist only when their build
+            // acknowledged it (`vlx-image media --test-image`, or the
+            // media profile's `test_image`): that acknowledgement is this
+            // one.
+            test_image: true,
         },
         base,
     )?;
@@ -427,7 +432,7 @@ pub fn install(
         Contents::Foreign(what) => format!("{what} (to be erased)"),
     };
     say(format!(
-        "plan: cluster {} ({}), {} nodes, {} partitions on {} of {}, image {} {}; the target holds {holds}",
+        "plan: cluster {} ({}), {} nodes, {} partitions on {} of {}, image {} {}{}; the target holds {holds}",
         plan.cluster.name,
         plan.cluster.uuid,
         plan.nodes.len(),
@@ -436,6 +441,7 @@ pub fn install(
         plan.disk.size,
         inputs.image.manifest.name,
         inputs.image.manifest.version,
+        crate::prepare::test_image_note(&inputs.image.manifest),
     ));
     if !args.unattended
         && !ask.confirm(

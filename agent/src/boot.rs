@@ -10,6 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cluster::slots::{Decision, Slot, SlotTable};
 use cluster::{Locate, MacAddr, NodePlan, Plan, SectorSize};
 use uuid::Uuid;
 
@@ -152,7 +153,8 @@ fn boot() -> Result<Infallible, Failure> {
     let (node, mac) = find_node(&plan)?;
     say(format!("this blade is {} (MAC {mac})", node.name));
 
-    assemble_root(&plan, &san, node)?;
+    let slot = choose_slot(&plan, &san, node, meta)?;
+    assemble_root(&plan, &san, node, slot)?;
     swap_on(&plan, &san, node);
 
     let name = node.name.as_str();
@@ -404,10 +406,78 @@ fn dm_create(name: &str, table: &str) -> Result<(), Failure> {
     run(command("dmsetup").args(["mknodes", name])).map(|_| ())
 }
 
+/// The origin slot this boot builds the root on: slot A in a one-slot
+/// layout; else the cluster's current slot, after the node's store was
+/// reset if it was started on another slot or image (`slot::settle`).
+fn choose_slot(plan: &Plan, san: &SanDisk, node: &NodePlan, meta: &Path) -> Result<Slot, Failure> {
+    if !plan.disk.has_slots() {
+        return Ok(Slot::A);
+    }
+    let name = node.name.to_string();
+    let failed = |source| Failure::Slot {
+        node: name.clone(),
+        source,
+    };
+    let text = read(&meta.join(contracts::names::meta::SLOTS))?;
+    let table = SlotTable::from_json(&text)
+        .map_err(|e| failed(crate::slot::SlotError::Table(e.to_string())))?;
+    let (dev, store) =
+        dm::volume(plan, san, &cluster::locate::cow(&name)).map_err(Failure::Layout)?;
+    let (_, record) =
+        dm::volume(plan, san, &cluster::locate::record(&name)).map_err(Failure::Layout)?;
+    wait_for(Path::new(&dev))?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+        .map_err(|source| Failure::Read {
+            path: dev.clone().into(),
+            source,
+        })?;
+    let sector = plan.disk.sector_size;
+    let settled = crate::slot::settle(
+        &file,
+        store.within(sector).get(),
+        record.within(sector).get(),
+        &table,
+        &name,
+    )
+    .map_err(failed)?;
+    file.sync_all()
+        .map_err(|e| failed(crate::slot::SlotError::Io("syncing the store", e)))?;
+    let image = table
+        .current_image()
+        .map_err(|e| failed(crate::slot::SlotError::Table(e.to_string())))?;
+    match &settled.decision {
+        Decision::Keep => say(format!(
+            "origin slot {} ({image}); store kept",
+            settled.slot
+        )),
+        Decision::Start => say(format!(
+            "origin slot {} ({image}); a fresh store, recorded on slot {}",
+            settled.slot, settled.slot
+        )),
+        Decision::Reset { was } => say(format!(
+            "origin slot {} ({image}): STORE OF {} RESET, everything written to its root is gone (it was started on {}); keep what must survive on the shared volume",
+            settled.slot,
+            name,
+            match was {
+                Some(r) => format!(
+                    "slot {} with image {}",
+                    r.slot,
+                    &r.image_sha256[..r.image_sha256.len().min(12)]
+                ),
+                None => "an unknown slot".into(),
+            }
+        )),
+    }
+    Ok(settled.slot)
+}
+
 /// `dmsetup create vlx-root` (after the linear mapping of the store, in the
-/// pool layout) and the mount of it on [`NEWROOT`].
-fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Failure> {
-    let (linear, table) = dm::root(plan, san, node).map_err(Failure::Layout)?;
+/// pool and two-slot layouts) and the mount of it on [`NEWROOT`].
+fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan, slot: Slot) -> Result<(), Failure> {
+    let (linear, table) = dm::root(plan, san, node, slot).map_err(Failure::Layout)?;
     wait_for(Path::new(&table.origin))?;
     let snapshot = |source| Failure::Snapshot {
         node: node.name.to_string(),
@@ -425,8 +495,13 @@ fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Fail
     wait_for(Path::new(&table.cow))?;
     dm_create(ROOT_DM_NAME, &table.to_string()).map_err(snapshot)?;
     say(format!(
-        "root is a snapshot of vlx-origin ({}) with {} ({}): {table}",
-        table.origin, node.cow, table.cow
+        "root is a snapshot of {} ({}) with {} ({}): {table}",
+        plan.volumes()
+            .find(&slot.role())
+            .map_or_else(|| "vlx-origin".to_owned(), |v| v.label),
+        table.origin,
+        node.cow,
+        table.cow
     ));
     let dev = PathBuf::from("/dev/mapper").join(ROOT_DM_NAME);
     wait_for(&dev)?;

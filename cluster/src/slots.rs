@@ -31,6 +31,12 @@ pub const RECORD_SIZE: Bytes = Bytes(MIB);
 pub const RECORD_BYTES: usize = 4096;
 /// First line of a record, so that stray data is never read as one.
 const RECORD_MAGIC: &[u8] = b"VLX-NODE-RECORD 1\n";
+/// Bytes zeroed at the start of a store to reset it: dm-snapshot keeps its
+/// header in chunk 0 and starts a new store when the header's magic is
+/// zero (drivers/md/dm-snap-persistent.c, `read_header`); 64 KiB covers
+/// chunk sizes up to 128 sectors. The installer's reset and the agent's
+/// reset at a slot change zero the same.
+pub const STORE_HEADER_BYTES: u64 = 64 << 10;
 /// Version of `slots.json`.
 pub const TABLE_FORMAT: u32 = 1;
 

@@ -37,6 +37,15 @@ pub enum Command {
     /// image, everything they wrote is lost. Stop the nodes first. Asks
     /// unless --yes.
     ResetNode(ResetArgs),
+    /// Write a new host image to the origin slot the cluster does not boot,
+    /// while it runs, and make that slot current. Each node moves to it at
+    /// its next reboot, and ITS SNAPSHOT STORE IS RESET THEN: keep what
+    /// must survive on the shared volume. Needs storage.slots = 2.
+    Upgrade(UpgradeArgs),
+    /// Make the previous origin slot current again (after an upgrade).
+    /// Nodes move back at their next reboot; a node that ran the other
+    /// slot has its snapshot store reset then.
+    Rollback(RollbackArgs),
     /// Print a shell completion script (bash, zsh, fish) on standard output.
     Completions(voice::Completions),
     /// The install media's installer environment (run by its /init): find
@@ -93,6 +102,30 @@ pub struct ApplyArgs {
     pub yes: bool,
     /// Report progress as one JSON object per line on standard error, the
     /// result as JSON on standard output, and errors as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The host image directory made by `vlx-image build` (a newer build
+    /// of the host image the cluster runs).
+    #[arg(long, value_name = "DIR")]
+    pub image: PathBuf,
+    #[command(flatten)]
+    pub san: SanOpt,
+    /// Report progress as JSON lines on standard error and the result as
+    /// JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub san: SanOpt,
+    /// Report progress as JSON lines on standard error and the result as
+    /// JSON on standard output.
     #[arg(long)]
     pub json: bool,
 }

@@ -24,6 +24,7 @@ pub mod prepare;
 pub mod render;
 pub mod report;
 pub mod reset;
+pub mod slots;
 pub mod stage;
 pub mod steps;
 pub mod store;

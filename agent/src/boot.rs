@@ -486,11 +486,12 @@ fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan, slot: Slot) -> Res
     if let Some(l) = &linear {
         wait_for(Path::new(&l.device))?;
         dm_create(&l.name, &l.to_string()).map_err(snapshot)?;
-        say(format!(
-            "{} is an extent of vlx-pool ({}): {l}",
-            node.cow,
-            l.path()
-        ));
+        let what = if plan.disk.pool.is_some() {
+            "an extent of vlx-pool"
+        } else {
+            "its partition but for the slot record at its end"
+        };
+        say(format!("{} is {what} ({}): {l}", node.cow, l.path()));
     }
     wait_for(Path::new(&table.cow))?;
     dm_create(ROOT_DM_NAME, &table.to_string()).map_err(snapshot)?;

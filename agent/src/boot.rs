@@ -153,7 +153,7 @@ fn boot() -> Result<Infallible, Failure> {
     let (node, mac) = find_node(&plan)?;
     say(format!("this blade is {} (MAC {mac})", node.name));
 
-    let slot = choose_slot(&plan, &san, node, meta)?;
+    let (slot, record_env) = choose_slot(&plan, &san, node, meta)?;
     assemble_root(&plan, &san, node, slot)?;
     swap_on(&plan, &san, node);
 
@@ -164,6 +164,10 @@ fn boot() -> Result<Infallible, Failure> {
     say(format!(
         "applied {count} files from nodes/{name}/root on {META_LABEL}"
     ));
+    if let Some(env) = record_env {
+        write_record_env(newroot, &env)?;
+        say(format!("{RECORD_ENV}: {}", env.trim().replace('\n', " ")));
+    }
 
     let meta_in_root = newroot.join(META_IN_ROOT);
     mkdir(&meta_in_root)?;
@@ -406,12 +410,42 @@ fn dm_create(name: &str, table: &str) -> Result<(), Failure> {
     run(command("dmsetup").args(["mknodes", name])).map(|_| ())
 }
 
+/// Where the node's root learns the device and 4 KiB block it publishes
+/// its live status to (`/usr/lib/vlx/publish`); two-slot layouts only.
+const RECORD_ENV: &str = "/etc/vlx/record.env";
+
+/// Writes [`RECORD_ENV`] into the new root, never through a link.
+fn write_record_env(newroot: &Path, env: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = newroot.join(RECORD_ENV.trim_start_matches('/'));
+    let err = |source| Failure::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(env.as_bytes()).map_err(err)
+}
+
 /// The origin slot this boot builds the root on: slot A in a one-slot
 /// layout; else the cluster's current slot, after the node's store was
 /// reset if it was started on another slot or image (`slot::settle`).
-fn choose_slot(plan: &Plan, san: &SanDisk, node: &NodePlan, meta: &Path) -> Result<Slot, Failure> {
+/// With two slots also the text of [`RECORD_ENV`].
+fn choose_slot(
+    plan: &Plan,
+    san: &SanDisk,
+    node: &NodePlan,
+    meta: &Path,
+) -> Result<(Slot, Option<String>), Failure> {
     if !plan.disk.has_slots() {
-        return Ok(Slot::A);
+        return Ok((Slot::A, None));
     }
     let name = node.name.to_string();
     let failed = |source| Failure::Slot {
@@ -471,7 +505,11 @@ fn choose_slot(plan: &Plan, san: &SanDisk, node: &NodePlan, meta: &Path) -> Resu
             }
         )),
     }
-    Ok(settled.slot)
+    let env = format!(
+        "VLX_RECORD_DEV='{dev}'\nVLX_RECORD_BLOCK='{}'\n",
+        (record.within(sector).get() + cluster::slots::LIVE_OFFSET) / 4096
+    );
+    Ok((settled.slot, Some(env)))
 }
 
 /// `dmsetup create vlx-root` (after the linear mapping of the store, in the

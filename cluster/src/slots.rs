@@ -267,6 +267,52 @@ impl NodeRecord {
     }
 }
 
+/// Where, inside a node's record area, the node publishes its live status
+/// ([`NodeLive`]): the 4 KiB block after its record.
+pub const LIVE_OFFSET: u64 = RECORD_BYTES as u64;
+/// First line of a live status block.
+const LIVE_MAGIC: &[u8] = b"VLX-NODE-LIVE 1\n";
+
+/// What a running node publishes about itself every few seconds
+/// (`/usr/lib/vlx/publish`), in its record area on the SAN, for
+/// `vlx-install status --live` on any blade to read: no node gathers the
+/// others' state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLive {
+    pub node: String,
+    /// Seconds since the epoch when it was written (the node's clock,
+    /// which chrony keeps with the others').
+    pub at: u64,
+    /// The IPv4 addresses on the cluster interface besides the node's own:
+    /// the VIPs it holds.
+    #[serde(default)]
+    pub addresses: Vec<std::net::Ipv4Addr>,
+    /// Whether the shared volume is mounted on it.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+impl NodeLive {
+    /// `None` for a block never written (all zeros).
+    pub fn decode(block: &[u8]) -> Result<Option<NodeLive>, RecordError> {
+        let block = &block[..block.len().min(RECORD_BYTES)];
+        if block.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        let Some(rest) = block.strip_prefix(LIVE_MAGIC) else {
+            return Err(RecordError::Foreign);
+        };
+        let end = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| RecordError::Damaged("no end of line".into()))?;
+        serde_json::from_slice(&rest[..end])
+            .map(Some)
+            .map_err(|e| RecordError::Damaged(e.to_string()))
+    }
+}
+
 /// What the agent does with its store at boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

@@ -150,6 +150,12 @@ pub struct StatusArgs {
     /// it; `verify` does this and checks the layout too).
     #[arg(long)]
     pub check_origin: bool,
+    /// The running cluster: every node up or down, who holds each VIP and
+    /// the shared volume, each node's slot and store fill, from the status
+    /// block each running node writes on the SAN every 10 s (two-slot
+    /// installs).
+    #[arg(long, conflicts_with = "check_origin")]
+    pub live: bool,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ pub mod image;
 pub mod installed;
 pub mod iscsi;
 pub mod journal;
+pub mod live;
 pub mod lock;
 pub mod media;
 pub mod prepare;

@@ -437,6 +437,27 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 fn status_on(args: &StatusArgs, san: &Path, san_name: &str) -> anyhow::Result<()> {
     let inst = Installed::open(san)?;
+    if args.live {
+        if !inst.plan.disk.has_slots() {
+            return Err(installer::slots::SlotsError::Refused(voice::Hinted::new(
+                format!(
+                    "{san_name}: cluster {} has one origin slot, so its nodes have no record area to publish their status in",
+                    inst.plan.cluster.name
+                ),
+                "status --live needs storage.slots = 2 (a reinstall); plain status reads the stores",
+            ))
+            .into());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let live = installer::live::read(&inst, now);
+        return emit(&if args.json {
+            format!("{}\n", serde_json::to_string_pretty(&live)?)
+        } else {
+            live.to_string()
+        });
+    }
     let st = inst.status(args.check_origin)?;
     if args.json {
         return emit(&format!("{}\n", serde_json::to_string_pretty(&st)?));

@@ -122,6 +122,35 @@ pub fn stage(stage: &Staging, s: &SlotState) -> Result<(), StageError> {
     Ok(())
 }
 
+/// Makes the current slot's kernel and initramfs under `slots/` hard links
+/// of the PXE tree's copies when they are the same bytes (they are, once
+/// the tree is staged), so that the meta volume holds each file once:
+/// `mke2fs -d` keeps hard links.
+pub fn link_current(stage: &Staging, s: &SlotState) -> Result<(), StageError> {
+    use contracts::names::meta::{SLOT_DIRS, TFTP};
+    for f in [image::KERNEL, image::INITRAMFS] {
+        let pxe = stage.path().join(TFTP).join(f);
+        let kept = stage
+            .path()
+            .join(SLOT_DIRS)
+            .join(s.table.current.name())
+            .join(f);
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StageError { path, source }
+        };
+        let same = match (std::fs::read(&pxe), std::fs::read(&kept)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same {
+            std::fs::remove_file(&kept).map_err(err(&kept))?;
+            std::fs::hard_link(&pxe, &kept).map_err(err(&kept))?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads `slots.json` of the meta volume at `offset`; `None` when it has
 /// none (a one-slot install).
 pub fn read_table(san: &Path, offset: Bytes) -> Result<Option<SlotTable>, InstalledError> {

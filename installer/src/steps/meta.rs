@@ -84,6 +84,9 @@ pub fn write_with(ctx: &Ctx<'_>, journal: &Journal, content: Content) -> Result<
     if content == Content::Render {
         super::content::stage(&stage, inputs)?;
     }
+    if let (Some(slots), true) = (&inputs.slots, content != Content::None) {
+        crate::slots::link_current(&stage, slots)?;
+    }
     if content != Content::None {
         stage.file(
             Path::new(CONTENT_STAMP),

@@ -345,6 +345,44 @@ fn an_upgrade_cut_short_is_finished_by_a_rerun() {
     outside_tools_agree(&san, &plan);
     let st = status(&san);
     assert_eq!(st["slots"]["b"]["image_sha256"], manifest_sha(&v3));
+
+    // A change of the profile (a fourth node, on a grown LUN) keeps the
+    // slot table and both slots' boot files.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&san)
+        .unwrap()
+        .set_len(SAN + 64 * MIB)
+        .unwrap();
+    let four = d.path().join("small-4.toml");
+    std::fs::write(
+        &four,
+        std::fs::read_to_string(&prof)
+            .unwrap()
+            .replace("name = \"s[1-3]\"", "name = \"s[1-4]\""),
+    )
+    .unwrap();
+    ok(apply(&four, &v3, &san, &[]));
+    let plan4 = self::plan(&four, &san);
+    assert_eq!(plan4.nodes.len(), 4);
+    outside_tools_agree(&san, &plan4);
+    let st = status(&san);
+    assert_eq!(
+        (
+            st["slots"]["current"].as_str(),
+            st["slots"]["previous"].as_str()
+        ),
+        (Some("b"), Some("a")),
+        "{st:#}"
+    );
+    assert_eq!(
+        meta_file(&san, &plan4, "/slots/a/manifest.json"),
+        std::fs::read(v1.join("manifest.json")).unwrap()
+    );
+    assert!(slot_holds(&san, &plan4, Slot::A, &v1));
+    assert!(slot_holds(&san, &plan4, Slot::B, &v3));
+    ok(run(&["rollback"], &san));
+    assert_eq!(status(&san)["slots"]["current"], "a");
     assert!(
         !meta_file(&san, &plan, "/journal.json")
             .windows(11)

@@ -215,13 +215,20 @@ pub enum SlotsError {
 }
 
 impl SlotsError {
-    /// 3 for a refusal (the SAN was left as it was), else 1.
+    /// 3 for a refusal (the SAN was left as it was: a target of the wrong
+    /// type, one that holds no install of a cluster or an unfinished one,
+    /// an image that does not check, or the change refused), else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
-            SlotsError::Refusal(_) | SlotsError::Image { .. } | SlotsError::Refused(_) => {
-                voice::exit::REFUSED
-            }
-            SlotsError::Apply(ApplyError::Refused(_)) => voice::exit::REFUSED,
+            SlotsError::Refusal(_)
+            | SlotsError::Image { .. }
+            | SlotsError::Refused(_)
+            | SlotsError::Apply(ApplyError::Refused(_))
+            | SlotsError::Installed(
+                InstalledError::Device(_)
+                | InstalledError::NotInstalled { .. }
+                | InstalledError::Interrupted { .. },
+            ) => voice::exit::REFUSED,
             _ => voice::exit::FAILED,
         }
     }

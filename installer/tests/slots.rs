@@ -414,4 +414,8 @@ fn one_slot_installs_are_refused_saying_what_to_do() {
     refused(run(&["rollback"], &san2), "no previous slot");
     // A profile cannot add the second slot to an installed SAN.
     refused(apply(&prof2, &v1, &san, &[]), "storage.slots");
+    // A SAN that holds no cluster has nothing to upgrade.
+    let blank = d.path().join("blank.img");
+    std::fs::File::create(&blank).unwrap().set_len(SAN).unwrap();
+    refused(upgrade(&v2, &blank), "holds no vlx cluster");
 }

@@ -424,6 +424,36 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_has_one_or_two_slots() {
+        let text = |slots: &str| {
+            format!(
+                "[cluster]\nname = \"t\"\nuuid = \"6f1c0a4e-3b8e-4d3a-9d2a-1f0e5c7b9a10\"\ndomain = \"t.test\"\n\
+                 [network]\ncidr = \"10.0.0.0/24\"\nvips = [\"10.0.0.250\"]\n\
+                 [[nodes]]\nname = \"n1\"\nmac = \"52:54:00:00:00:01\"\nip = \"10.0.0.1\"\n\
+                 [san]\nsize = \"8GiB\"\n[storage]\n{slots}\n[image]\nhost = \"h.toml\"\n"
+            )
+        };
+        let load = |t: &str| {
+            crate::load(
+                &crate::Source::new("t.toml", t),
+                &crate::Trusting,
+                crate::SanFacts::default(),
+            )
+        };
+        let (_, one) = load(&text("")).unwrap();
+        assert!(!one.disk.has_slots(), "one slot by default");
+        let (_, two) = load(&text("slots = 2")).unwrap();
+        assert!(two.disk.has_slots());
+        for bad in ["slots = 3", "slots = 0", "slots = \"2\""] {
+            let d = load(&text(bad)).unwrap_err().to_string();
+            assert!(
+                d.contains("t.toml:") && d.contains("storage.slots"),
+                "{bad}: {d}"
+            );
+        }
+    }
+
+    #[test]
     fn records_round_trip_and_refuse_what_is_not_one() {
         let r = rec(Slot::B, "7");
         let bytes = r.encode();

@@ -59,7 +59,7 @@ fn second_image(image: &Path, dir: &Path) -> PathBuf {
 /// Boots node `name`, asks its root whether it carries [`MARKER`] and
 /// whether an earlier boot left its counter, and powers it off; returns the
 /// console and the answers.
-#[allow(clippy::too_many_arguments)] // a test helper: each is one fact of the boot
+#[allow(clippy::too_many_arguments)] // each is one fact of the boot
 fn boot(
     image: &Path,
     san: &Path,

@@ -2,8 +2,8 @@
 //! cluster does not boot and makes it current, nothing else of the SAN
 //! moves; a rollback returns to the previous slot with the boot files kept
 //! for it; a slot a node still runs over is refused; an upgrade cut short
-//! (the process aborted half-way through writing the slot, or after the
-//! meta volume was made again) is finished by a rerun; a one-slot install
+//! (the process killed with SIGKILL half-way through writing the slot, or
+//! aborted after the meta volume was made again) is finished by a rerun; a one-slot install
 //! is refused with what to do. Judged by sgdisk -v, e2fsck -fn, `vlx-install
 //! verify` and the bytes of each volume.
 
@@ -320,13 +320,15 @@ fn an_upgrade_cut_short_is_finished_by_a_rerun() {
     ok(apply(&prof, &v1, &san, &[]));
     let plan = plan(&prof, &san);
 
-    // Aborted half-way through writing slot b.
-    let o = upgrade_faulted(&v2, &san, "during:origin");
-    assert!(
-        !o.status.success() && text(&o).contains("fault injected"),
+    // Killed (SIGKILL) half-way through writing slot b.
+    let o = upgrade_faulted(&v2, &san, "kill:during:origin");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(libc::SIGKILL),
         "{}",
         text(&o)
     );
+    assert!(text(&o).contains("SIGKILL injected"), "{}", text(&o));
     assert_eq!(status(&san)["slots"]["current"], "a", "not switched yet");
     refused(upgrade(&v3, &san), "cut short");
     refused(apply(&prof, &v1, &san, &[]), "unfinished upgrade");

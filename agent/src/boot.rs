@@ -10,6 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cluster::slots::{Decision, Slot, SlotTable};
 use cluster::{Locate, MacAddr, NodePlan, Plan, SectorSize};
 use uuid::Uuid;
 
@@ -152,7 +153,8 @@ fn boot() -> Result<Infallible, Failure> {
     let (node, mac) = find_node(&plan)?;
     say(format!("this blade is {} (MAC {mac})", node.name));
 
-    assemble_root(&plan, &san, node)?;
+    let (slot, record_env) = choose_slot(&plan, &san, node, meta)?;
+    assemble_root(&plan, &san, node, slot)?;
     swap_on(&plan, &san, node);
 
     let name = node.name.as_str();
@@ -162,6 +164,10 @@ fn boot() -> Result<Infallible, Failure> {
     say(format!(
         "applied {count} files from nodes/{name}/root on {META_LABEL}"
     ));
+    if let Some(env) = record_env {
+        write_record_env(newroot, &env)?;
+        say(format!("{RECORD_ENV}: {}", env.trim().replace('\n', " ")));
+    }
 
     let meta_in_root = newroot.join(META_IN_ROOT);
     mkdir(&meta_in_root)?;
@@ -404,10 +410,112 @@ fn dm_create(name: &str, table: &str) -> Result<(), Failure> {
     run(command("dmsetup").args(["mknodes", name])).map(|_| ())
 }
 
+/// Where the node's root learns the device and 4 KiB block it publishes
+/// its live status to (`/usr/lib/vlx/publish`); two-slot layouts only.
+const RECORD_ENV: &str = "/etc/vlx/record.env";
+
+/// Writes [`RECORD_ENV`] into the new root, never through a link.
+fn write_record_env(newroot: &Path, env: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = newroot.join(RECORD_ENV.trim_start_matches('/'));
+    let err = |source| Failure::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(env.as_bytes()).map_err(err)
+}
+
+/// The origin slot this boot builds the root on: slot A in a one-slot
+/// layout; else the cluster's current slot, after the node's store was
+/// reset if it was started on another slot or image (`slot::settle`).
+/// With two slots also the text of [`RECORD_ENV`].
+fn choose_slot(
+    plan: &Plan,
+    san: &SanDisk,
+    node: &NodePlan,
+    meta: &Path,
+) -> Result<(Slot, Option<String>), Failure> {
+    if !plan.disk.has_slots() {
+        return Ok((Slot::A, None));
+    }
+    let name = node.name.to_string();
+    let failed = |source| Failure::Slot {
+        node: name.clone(),
+        source,
+    };
+    let text = read(&meta.join(contracts::names::meta::SLOTS))?;
+    let table = SlotTable::from_json(&text)
+        .map_err(|e| failed(crate::slot::SlotError::Table(e.to_string())))?;
+    let (dev, store) =
+        dm::volume(plan, san, &cluster::locate::cow(&name)).map_err(Failure::Layout)?;
+    let (_, record) =
+        dm::volume(plan, san, &cluster::locate::record(&name)).map_err(Failure::Layout)?;
+    wait_for(Path::new(&dev))?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+        .map_err(|source| Failure::Read {
+            path: dev.clone().into(),
+            source,
+        })?;
+    let sector = plan.disk.sector_size;
+    let settled = crate::slot::settle(
+        &file,
+        store.within(sector).get(),
+        record.within(sector).get(),
+        &table,
+        &name,
+    )
+    .map_err(failed)?;
+    file.sync_all()
+        .map_err(|e| failed(crate::slot::SlotError::Io("syncing the store", e)))?;
+    let image = table
+        .current_image()
+        .map_err(|e| failed(crate::slot::SlotError::Table(e.to_string())))?;
+    match &settled.decision {
+        Decision::Keep => say(format!(
+            "origin slot {} ({image}); store kept",
+            settled.slot
+        )),
+        Decision::Start => say(format!(
+            "origin slot {} ({image}); a fresh store, recorded on slot {}",
+            settled.slot, settled.slot
+        )),
+        Decision::Reset { was } => say(format!(
+            "origin slot {} ({image}): STORE OF {} RESET, everything written to its root is gone (it was started on {}); keep what must survive on the shared volume",
+            settled.slot,
+            name,
+            match was {
+                Some(r) => format!(
+                    "slot {} with image {}",
+                    r.slot,
+                    &r.image_sha256[..r.image_sha256.len().min(12)]
+                ),
+                None => "an unknown slot".into(),
+            }
+        )),
+    }
+    let env = format!(
+        "VLX_RECORD_DEV='{dev}'\nVLX_RECORD_BLOCK='{}'\n",
+        (record.within(sector).get() + cluster::slots::LIVE_OFFSET) / 4096
+    );
+    Ok((settled.slot, Some(env)))
+}
+
 /// `dmsetup create vlx-root` (after the linear mapping of the store, in the
-/// pool layout) and the mount of it on [`NEWROOT`].
-fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Failure> {
-    let (linear, table) = dm::root(plan, san, node).map_err(Failure::Layout)?;
+/// pool and two-slot layouts) and the mount of it on [`NEWROOT`].
+fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan, slot: Slot) -> Result<(), Failure> {
+    let (linear, table) = dm::root(plan, san, node, slot).map_err(Failure::Layout)?;
     wait_for(Path::new(&table.origin))?;
     let snapshot = |source| Failure::Snapshot {
         node: node.name.to_string(),
@@ -416,17 +524,23 @@ fn assemble_root(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<(), Fail
     if let Some(l) = &linear {
         wait_for(Path::new(&l.device))?;
         dm_create(&l.name, &l.to_string()).map_err(snapshot)?;
-        say(format!(
-            "{} is an extent of vlx-pool ({}): {l}",
-            node.cow,
-            l.path()
-        ));
+        let what = if plan.disk.pool.is_some() {
+            "an extent of vlx-pool"
+        } else {
+            "its partition but for the slot record at its end"
+        };
+        say(format!("{} is {what} ({}): {l}", node.cow, l.path()));
     }
     wait_for(Path::new(&table.cow))?;
     dm_create(ROOT_DM_NAME, &table.to_string()).map_err(snapshot)?;
     say(format!(
-        "root is a snapshot of vlx-origin ({}) with {} ({}): {table}",
-        table.origin, node.cow, table.cow
+        "root is a snapshot of {} ({}) with {} ({}): {table}",
+        plan.volumes()
+            .find(&slot.role())
+            .map_or_else(|| "vlx-origin".to_owned(), |v| v.label),
+        table.origin,
+        node.cow,
+        table.cow
     ));
     let dev = PathBuf::from("/dev/mapper").join(ROOT_DM_NAME);
     wait_for(&dev)?;

@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use cluster::slots::Slot;
 use cluster::{Locate, Located, NodePlan, Plan, Role, locate};
 
 use crate::san::{SanDisk, partition_device};
@@ -190,19 +191,22 @@ pub fn volume(plan: &Plan, san: &SanDisk, role: &Role) -> Result<(String, Locate
     Ok((format!("/dev/{}", partition_device(&san.disk, p.number)), v))
 }
 
-/// The snapshot table of `node`'s root.
+/// The snapshot table of `node`'s root over the origin of a one-slot
+/// layout (slot A).
 pub fn snapshot(plan: &Plan, san: &SanDisk, node: &NodePlan) -> Result<SnapshotTable, LayoutError> {
-    root(plan, san, node).map(|(_, t)| t)
+    root(plan, san, node, Slot::A).map(|(_, t)| t)
 }
 
-/// The tables of `node`'s root, in the order they are created: the
-/// store's linear mapping (pool layout only), then the snapshot.
+/// The tables of `node`'s root over origin `slot`, in the order they are
+/// created: the store's linear mapping (pool layout, and every store of a
+/// two-slot layout, which ends in the node's record), then the snapshot.
 pub fn root(
     plan: &Plan,
     san: &SanDisk,
     node: &NodePlan,
+    slot: Slot,
 ) -> Result<(Option<LinearTable>, SnapshotTable), LayoutError> {
-    let (origin, o) = volume(plan, san, &Role::Origin)?;
+    let (origin, o) = volume(plan, san, &slot.role())?;
     let cow = device(
         plan,
         san,
@@ -280,7 +284,7 @@ mod tests {
         for (sector, disk, pool) in cases {
             let plan = crate::testing::plan_in(sector, "pool");
             let n = plan.node("n2").unwrap();
-            let (linear, table) = root(&plan, &san(&plan, disk), n).unwrap();
+            let (linear, table) = root(&plan, &san(&plan, disk), n, Slot::A).unwrap();
             let linear = linear.expect("a pool store needs a linear table");
             assert_eq!(linear.to_string(), format!("0 32768 linear {pool} 49152"));
             assert_eq!(linear.path(), "/dev/mapper/vlx-cow");
@@ -300,7 +304,8 @@ mod tests {
         }
         // The GPT layout needs no linear table.
         let plan = plan(512);
-        let (linear, _) = root(&plan, &san(&plan, "vda"), plan.node("n2").unwrap()).unwrap();
+        let (linear, _) =
+            root(&plan, &san(&plan, "vda"), plan.node("n2").unwrap(), Slot::A).unwrap();
         assert_eq!(linear, None);
     }
 

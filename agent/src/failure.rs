@@ -54,6 +54,12 @@ pub enum Failure {
     },
     #[error("storage interface {sif}: {detail}")]
     Network { sif: String, detail: String },
+    #[error("choosing the origin slot of {node}: {source}")]
+    Slot {
+        node: String,
+        #[source]
+        source: crate::slot::SlotError,
+    },
     #[error("applying the node's files: {0}")]
     Copy(#[source] CopyError),
     #[error("the node's root has no {0}")]
@@ -113,6 +119,9 @@ impl Failure {
             ),
             Failure::Network { .. } => "look at ip addr, ip link and dmesg, at the DHCP server \
                 or vlx.sifip=, and at the iSCSI target's access list for this initiator"
+                .into(),
+            Failure::Slot { .. } => "look at /run/vlx/meta/slots.json and at vlx-install status \
+                (each node's slot); vlx-install rollback points the cluster at its previous slot"
                 .into(),
             Failure::Copy(_) => "look at the node's tree under /run/vlx/meta/nodes/ and at \
                 /newroot; vlx-install renders it again"

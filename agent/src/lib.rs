@@ -25,6 +25,7 @@ pub mod ibft;
 pub mod iscsi;
 pub mod node;
 pub mod san;
+pub mod slot;
 pub mod tools;
 pub mod watch;
 

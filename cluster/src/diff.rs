@@ -98,6 +98,7 @@ pub fn rebase(profile: &Profile, fresh: Plan, installed: &Plan) -> Result<Plan, 
         Role::Esp => "storage.esp",
         Role::Meta => "storage.meta",
         Role::Origin => "storage.origin",
+        Role::OriginB => "storage.slots",
         Role::Cow { .. } => "storage.cow",
         Role::Swap { .. } => "storage.swap",
         Role::Shared => "storage.shared",
@@ -817,6 +818,17 @@ mod tests {
 
         let r = change(&t, 3 * GIB, &installed).unwrap_err();
         assert_eq!(keys(&r), ["san.size"]);
+
+        // A second origin slot cannot be added to a one-slot install, nor
+        // taken from a two-slot one.
+        let two = t.replace("[storage]\n", "[storage]\nslots = 2\n");
+        let r = change(&two, 4 * GIB, &installed).unwrap_err();
+        assert_eq!(keys(&r), ["storage.slots"]);
+        assert!(r[0].message.contains("vlx-origin-b"), "{}", r[0]);
+        let (_, slotted) = load(&two, 4 * GIB);
+        let r = change(&t, 4 * GIB, &slotted).unwrap_err();
+        assert_eq!(keys(&r), ["storage.slots"]);
+        assert!(change(&two, 4 * GIB, &slotted).is_ok());
     }
 
     #[test]

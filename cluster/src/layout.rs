@@ -39,7 +39,11 @@ pub const ATTR_LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
 pub enum Role {
     Esp,
     Meta,
+    /// The origin; with two slots, slot A.
     Origin,
+    /// Origin slot B (`storage.slots = 2`).
+    #[serde(rename = "origin-b")]
+    OriginB,
     Cow {
         node: String,
     },
@@ -53,6 +57,12 @@ pub enum Role {
     /// Install media only: the partition holding the payload. No SAN has
     /// one.
     Payload,
+    /// With two origin slots: the tail of node `node`'s store volume that
+    /// holds its slot record ([`crate::slots::NodeRecord`]). Never a
+    /// partition of its own: found through [`crate::Locate`].
+    Record {
+        node: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +169,12 @@ impl DiskLayout {
 
     pub fn by_role(&self, role: &Role) -> Option<&Partition> {
         self.partitions.iter().find(|p| p.role == *role)
+    }
+
+    /// Whether the layout carries two origin slots (`storage.slots = 2`):
+    /// then every node's store volume ends in its slot record.
+    pub fn has_slots(&self) -> bool {
+        self.by_role(&Role::OriginB).is_some()
     }
 
     /// Sectors one copy of the partition entry array takes.

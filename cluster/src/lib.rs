@@ -20,6 +20,7 @@ pub mod plan;
 pub mod profile;
 mod read;
 mod show;
+pub mod slots;
 pub mod typed;
 pub mod units;
 pub mod validate;

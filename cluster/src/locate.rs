@@ -80,6 +80,8 @@ pub fn describe(role: &Role) -> String {
         Role::Esp => "ESP (vlx-esp)".into(),
         Role::Meta => format!("meta volume ({META_LABEL})"),
         Role::Origin => "origin (vlx-origin)".into(),
+        Role::OriginB => "origin slot b (vlx-origin-b)".into(),
+        Role::Record { node } => format!("slot record of node {node}"),
         Role::Shared => "shared volume (vlx-shared)".into(),
         Role::Cow { node } => format!("snapshot store of node {node}"),
         Role::Swap { node } => format!("swap of node {node}"),
@@ -92,6 +94,41 @@ pub fn describe(role: &Role) -> String {
 pub fn cow(node: &str) -> Role {
     Role::Cow {
         node: node.to_owned(),
+    }
+}
+
+/// The role of node `node`'s slot record (two-slot layouts).
+pub fn record(node: &str) -> Role {
+    Role::Record {
+        node: node.to_owned(),
+    }
+}
+
+/// In a two-slot layout every store volume ends in its node's slot record
+/// ([`crate::slots::RECORD_SIZE`]): the store is what comes before it, and
+/// the record is the tail. `store` finds the whole store volume.
+fn with_record(
+    disk: &DiskLayout,
+    role: &Role,
+    store: impl Fn(&Role) -> Option<Located>,
+) -> Option<Located> {
+    let tail = crate::slots::RECORD_SIZE.get();
+    match role {
+        Role::Cow { .. } if disk.has_slots() => {
+            let mut v = store(role)?;
+            v.size = Bytes(v.size.get().checked_sub(tail)?);
+            Some(v)
+        }
+        Role::Record { node } if disk.has_slots() => {
+            let mut v = store(&cow(node))?;
+            let size = v.size.get().checked_sub(tail)?;
+            v.offset = Bytes(v.offset.get() + size);
+            v.size = Bytes(tail);
+            v.label = format!("{} (slot record)", v.label);
+            Some(v)
+        }
+        Role::Record { .. } => None,
+        _ => store(role),
     }
 }
 
@@ -116,12 +153,14 @@ impl<'a> GptVolumes<'a> {
 
 impl Locate for GptVolumes<'_> {
     fn find(&self, role: &Role) -> Option<Located> {
-        let p = self.disk.partitions.iter().find(|p| p.role == *role)?;
-        Some(Located {
-            label: p.label.clone(),
-            offset: p.offset(self.disk.sector_size),
-            size: p.size,
-            partition: p.clone(),
+        with_record(self.disk, role, |role| {
+            let p = self.disk.partitions.iter().find(|p| p.role == *role)?;
+            Some(Located {
+                label: p.label.clone(),
+                offset: p.offset(self.disk.sector_size),
+                size: p.size,
+                partition: p.clone(),
+            })
         })
     }
 }
@@ -143,17 +182,22 @@ impl<'a> PoolVolumes<'a> {
 
 impl Locate for PoolVolumes<'_> {
     fn find(&self, role: &Role) -> Option<Located> {
-        if !matches!(role, Role::Cow { .. } | Role::Swap { .. }) {
+        if !matches!(
+            role,
+            Role::Cow { .. } | Role::Swap { .. } | Role::Record { .. }
+        ) {
             return GptVolumes::new(self.disk).find(role);
         }
-        let e = self.pool.extents.iter().find(|e| e.role == *role)?;
-        let p = self.disk.by_role(&Role::Pool)?;
-        let start = p.offset(self.disk.sector_size);
-        Some(Located {
-            label: e.name.clone(),
-            offset: Bytes(start.get() + e.start.get()),
-            size: e.size,
-            partition: p.clone(),
+        with_record(self.disk, role, |role| {
+            let e = self.pool.extents.iter().find(|e| e.role == *role)?;
+            let p = self.disk.by_role(&Role::Pool)?;
+            let start = p.offset(self.disk.sector_size);
+            Some(Located {
+                label: e.name.clone(),
+                offset: Bytes(start.get() + e.start.get()),
+                size: e.size,
+                partition: p.clone(),
+            })
         })
     }
 }
@@ -216,10 +260,52 @@ mod tests {
             v.locate(&cow(n.name.as_str())).map(|l| l.partition.label),
             Ok(n.cow.clone())
         );
+        assert_eq!(
+            v.find(&record(n.name.as_str())),
+            None,
+            "one slot: no record"
+        );
         let err = v.locate(&cow("nobody")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the plan has no snapshot store of node nobody"
         );
+    }
+
+    #[test]
+    fn with_two_slots_each_store_ends_in_its_node_record() {
+        let text = PROFILE.replace("swap = \"8MiB\"", "swap = \"8MiB\"\nslots = 2");
+        for layout in ["gpt", "pool"] {
+            let text = text.replace("[san]\n", &format!("[san]\nlayout = \"{layout}\"\n"));
+            let source = Source::new("t.toml", &text);
+            let (_, plan) = crate::load(&source, &Trusting, SanFacts::default())
+                .unwrap_or_else(|d| panic!("{d}"));
+            assert!(plan.disk.has_slots());
+            let a = plan.disk.by_role(&Role::Origin).unwrap();
+            let b = plan.disk.by_role(&Role::OriginB).unwrap();
+            assert_eq!(
+                (a.label.as_str(), b.label.as_str()),
+                ("vlx-origin", "vlx-origin-b")
+            );
+            assert_eq!(a.size, b.size);
+            let v = plan.volumes();
+            for n in ["n1", "n2"] {
+                let store = v.locate(&cow(n)).unwrap();
+                let rec = v.locate(&record(n)).unwrap();
+                assert_eq!(rec.size, crate::slots::RECORD_SIZE);
+                assert_eq!(
+                    rec.offset.get(),
+                    store.offset.get() + store.size.get(),
+                    "{layout}"
+                );
+                assert!(!store.is_whole_partition(), "mapped linear past the record");
+                // The record is the tail of the store's partition or extent.
+                let whole = match &plan.disk.pool {
+                    Some(pool) => pool.extents.iter().find(|e| e.role == cow(n)).unwrap().size,
+                    None => store.partition.size,
+                };
+                assert_eq!(store.size.get() + rec.size.get(), whole.get());
+            }
+        }
     }
 }

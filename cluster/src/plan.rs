@@ -358,6 +358,16 @@ fn build(p: &Profile, source: &Source, san: SanFacts, rep: &mut Report<'_>) -> O
             0,
         ),
     ];
+    if p.storage.slots.value == 2 {
+        // Slot B beside slot A, the same size: an upgrade writes either.
+        wants.push(fixed(
+            label::ORIGIN_B,
+            Role::OriginB,
+            types::LINUX_FS,
+            p.storage.origin.value,
+            0,
+        ));
+    }
     let mut pool = None;
     match p.san.layout.value {
         Layout::Gpt => {

@@ -148,6 +148,9 @@ pub struct Storage {
     pub swap: At<Bytes>,
     pub shared: At<SharedSize>,
     pub shared_fs: At<SharedFs>,
+    /// Origin slots, 1 or 2: with 2 the SAN carries `vlx-origin-b` too, and
+    /// `vlx-install upgrade` writes a new image beside the running one.
+    pub slots: At<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1130,6 +1133,7 @@ fn parse_storage(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Storage> {
                 "swap",
                 "shared",
                 "shared_fs",
+                "slots",
             ],
         );
     }
@@ -1165,6 +1169,21 @@ fn parse_storage(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Storage> {
             "storage.shared_fs",
         )),
     };
+    let slots = t.filter(|t| t.has("slots")).and_then(|t| {
+        let n = t.integer(rep, "slots")?;
+        match n.value {
+            1 | 2 => Some(n.with(n.value as u8)),
+            v => {
+                rep.error(
+                    &n.span,
+                    &n.key,
+                    format!("{v} origin slots: there are 1 or 2"),
+                    Some("slots = 2 for image upgrades with a way back, 1 for one origin".into()),
+                );
+                None
+            }
+        }
+    });
     // Bad values were reported; defaults stand in so that checks go on.
     let here = t.map_or(top.clone(), |t| t.span());
     let or = |v: Option<At<Bytes>>, key: &str, d: Bytes| {
@@ -1179,6 +1198,7 @@ fn parse_storage(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Storage> {
         shared: shared.unwrap_or_else(|| At::new(SharedSize::Rest, here.clone(), "storage.shared")),
         shared_fs: shared_fs
             .unwrap_or_else(|| At::new(SharedFs::Ext4, here.clone(), "storage.shared_fs")),
+        slots: slots.unwrap_or_else(|| At::new(1, here.clone(), "storage.slots")),
     })
 }
 

@@ -37,11 +37,13 @@ fn role_name(r: &Role) -> &'static str {
         Role::Esp => "esp",
         Role::Meta => "meta",
         Role::Origin => "origin",
+        Role::OriginB => "origin-b",
         Role::Cow { .. } => "cow",
         Role::Swap { .. } => "swap",
         Role::Shared => "shared",
         Role::Pool => "pool",
         Role::Payload => "payload",
+        Role::Record { .. } => "record",
     }
 }
 

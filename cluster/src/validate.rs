@@ -478,7 +478,7 @@ pub(crate) fn a_size_is_too_small(p: &Profile) -> bool {
 
 /// How many GPT partitions the profile needs.
 pub fn partition_count(p: &Profile) -> usize {
-    let fixed = 3 + usize::from(p.services.shared);
+    let fixed = 3 + usize::from(p.storage.slots.value == 2) + usize::from(p.services.shared);
     match p.san.layout.value {
         Layout::Gpt => {
             fixed
@@ -496,7 +496,7 @@ fn check_partition_count(p: &Profile, rep: &mut Report<'_>) {
     if need <= MAX_GPT_PARTITIONS {
         return;
     }
-    let fixed = 3 + usize::from(p.services.shared);
+    let fixed = 3 + usize::from(p.storage.slots.value == 2) + usize::from(p.services.shared);
     // Point at the first node that does not fit.
     let mut used = fixed;
     let n = p

@@ -11,8 +11,12 @@ pub mod label {
     pub const ESP: &str = "vlx-esp";
     /// The meta volume: the cluster table, rendered files, boot tree, journal.
     pub const META: &str = "vlx-meta";
-    /// The golden root, never written after the install.
+    /// The golden root, never written after the install; with two origin
+    /// slots (`storage.slots = 2`) it is slot A.
     pub const ORIGIN: &str = "vlx-origin";
+    /// Origin slot B (`storage.slots = 2`): the slot an upgrade writes
+    /// while the cluster runs on slot A, and the other way round.
+    pub const ORIGIN_B: &str = "vlx-origin-b";
     /// The cluster-wide shared volume.
     pub const SHARED: &str = "vlx-shared";
     /// The pool layout's one partition, holding every node's store and
@@ -55,6 +59,13 @@ pub mod meta {
     pub const TFTP: &str = "tftp";
     /// The per-node folders: [`node_root`].
     pub const NODES: &str = "nodes";
+    /// With two origin slots: which slot the cluster boots, the previous
+    /// one, and the image of each (`cluster::slots::SlotTable`).
+    pub const SLOTS: &str = "slots.json";
+    /// With two origin slots: `slots/<a|b>/` holds each filled slot's
+    /// `manifest.json`, `vmlinuz` and `initramfs.img`, so that a rollback
+    /// boots the previous slot's kernel without its image directory.
+    pub const SLOT_DIRS: &str = "slots";
 
     /// The files rendered for node `node`, laid over its root at boot.
     pub fn node_root(node: &str) -> PathBuf {

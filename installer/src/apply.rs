@@ -58,7 +58,20 @@ pub fn apply(
         rep,
     };
     let journal = match found {
+        Some(j) if j.slot_change.is_some() => {
+            return Err(ApplyError::Refused(format!(
+                "{} holds an unfinished upgrade or rollback of this cluster's image; finish it first by running it again (vlx-install upgrade with the same image, or vlx-install rollback)",
+                target.path().display()
+            )));
+        }
         Some(j) if j.plan_sha256 != inputs.plan_sha256 => start_change(&ctx, j)?,
+        Some(j) if j.image_sha256 != inputs.image.sha256 && plan.disk.has_slots() => {
+            return Err(ApplyError::Refused(format!(
+                "{} holds this cluster with two origin slots and another host image ({} is installed); a new image goes to the other slot with `vlx-install upgrade --image DIR` (each node moves to it at its next reboot), not with apply",
+                target.path().display(),
+                j.image_sha256
+            )));
+        }
         Some(mut j) if j.image_sha256 != inputs.image.sha256 => {
             if !opts.reset_all {
                 return Err(ApplyError::Refused(format!(

@@ -37,6 +37,15 @@ pub enum Command {
     /// image, everything they wrote is lost. Stop the nodes first. Asks
     /// unless --yes.
     ResetNode(ResetArgs),
+    /// Write a new host image to the origin slot the cluster does not boot,
+    /// while it runs, and make that slot current. Each node moves to it at
+    /// its next reboot, and ITS SNAPSHOT STORE IS RESET THEN: keep what
+    /// must survive on the shared volume. Needs storage.slots = 2.
+    Upgrade(UpgradeArgs),
+    /// Make the previous origin slot current again (after an upgrade).
+    /// Nodes move back at their next reboot; a node that ran the other
+    /// slot has its snapshot store reset then.
+    Rollback(RollbackArgs),
     /// Print a shell completion script (bash, zsh, fish) on standard output.
     Completions(voice::Completions),
     /// The install media's installer environment (run by its /init): find
@@ -103,6 +112,30 @@ pub struct ApplyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The host image directory made by `vlx-image build` (a newer build
+    /// of the host image the cluster runs).
+    #[arg(long, value_name = "DIR")]
+    pub image: PathBuf,
+    #[command(flatten)]
+    pub san: SanOpt,
+    /// Report progress as JSON lines on standard error and the result as
+    /// JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub san: SanOpt,
+    /// Report progress as JSON lines on standard error and the result as
+    /// JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub san: SanOpt,
@@ -122,6 +155,12 @@ pub struct StatusArgs {
     /// it; `verify` does this and checks the layout too).
     #[arg(long)]
     pub check_origin: bool,
+    /// The running cluster: every node up or down, who holds each VIP and
+    /// the shared volume, each node's slot and store fill, from the status
+    /// block each running node writes on the SAN every 10 s (two-slot
+    /// installs).
+    #[arg(long, conflicts_with = "check_origin")]
+    pub live: bool,
 }
 
 #[derive(Debug, Args)]

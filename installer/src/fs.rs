@@ -88,6 +88,26 @@ pub fn read_file(target: &Path, offset: Bytes, path: &str) -> Result<Option<Vec<
     }
 }
 
+/// Copies folder `path` of an ext4 file system, with owners, modes and
+/// links, into folder `dest` (debugfs `rdump`: `dest/<name of path>`).
+/// debugfs reports a missing folder only on its output, so the copy is
+/// looked for.
+pub fn dump_tree(target: &Path, offset: Bytes, path: &str, dest: &Path) -> Result<(), ToolError> {
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump {path} {}", dest.display()))
+        .arg(at_offset(target, offset)))?;
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if !dest.join(name).is_dir() {
+        return Err(ToolError::Failed {
+            command: format!("debugfs rdump {path} on {}", target.display()),
+            status: "nothing copied".into(),
+            stderr: format!("{path} is not a folder of the file system"),
+        });
+    }
+    Ok(())
+}
+
 /// Replaces one top-level file of an ext4 file system (debugfs `rm` and
 /// `write`), then reads it back: debugfs reports failed commands only on
 /// its output, so the read-back is the check.

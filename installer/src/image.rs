@@ -63,6 +63,44 @@ impl HostImage {
         })
     }
 
+    /// The boot files of an origin slot kept on the meta volume
+    /// (`slots/<slot>/`: the manifest, the kernel and the initramfs, no
+    /// origin): the two files are checked against the manifest.
+    pub fn open_boot(dir: &Path) -> Result<HostImage, ImageError> {
+        let mut manifest = contracts::image::Manifest::read(dir)?;
+        let path = dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(|source| ImageError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let full = manifest.clone();
+        for name in [KERNEL, INITRAMFS] {
+            if manifest.artifact(name).is_none() {
+                return Err(ImageError::Missing { path, name });
+            }
+        }
+        manifest
+            .artifacts
+            .retain(|a| a.file == KERNEL || a.file == INITRAMFS);
+        contracts::image::verify(dir, &manifest)?;
+        Ok(HostImage {
+            dir: dir.to_owned(),
+            sha256: cluster::plan::hex(&Sha256::digest(&bytes)),
+            manifest: full,
+            manifest_bytes: bytes,
+        })
+    }
+
+    /// What the slot table records of this image.
+    pub fn slot_image(&self) -> cluster::slots::SlotImage {
+        cluster::slots::SlotImage {
+            image_sha256: self.sha256.clone(),
+            name: self.manifest.name.clone(),
+            version: self.manifest.version.clone(),
+            kernel_release: self.manifest.kernel_release.clone(),
+        }
+    }
+
     pub fn artifact(&self, name: &'static str) -> Result<&Artifact, ImageError> {
         self.manifest
             .artifact(name)

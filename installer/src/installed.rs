@@ -46,6 +46,8 @@ pub struct Installed {
     pub journal: Option<Journal>,
     pub manifest: Option<crate::image::Manifest>,
     pub meta_offset: Bytes,
+    /// The slot table of a two-slot install (`slots.json`).
+    pub slots: Option<cluster::slots::SlotTable>,
 }
 
 impl Installed {
@@ -108,6 +110,7 @@ impl Installed {
             .and_then(|b| Journal::parse(&b));
         let manifest = fs::read_file(path, meta_offset, "/manifest.json")?
             .and_then(|b| serde_json::from_slice(&b).ok());
+        let slots = crate::slots::read_table(path, meta_offset)?;
         Ok(Installed {
             facts,
             file,
@@ -117,6 +120,7 @@ impl Installed {
             journal,
             manifest,
             meta_offset,
+            slots,
         })
     }
 
@@ -152,15 +156,24 @@ impl Installed {
         let Some(a) = m.artifacts.iter().find(|a| a.file == crate::image::ORIGIN) else {
             return Ok(Some("the manifest lists no origin.ext4".into()));
         };
-        let Some(origin) = self.volumes().find(&Role::Origin) else {
-            return Ok(Some("the plan has no vlx-origin".into()));
+        // The origin the cluster boots: with two slots, the current one
+        // (whose manifest is the installed one).
+        let role = self
+            .slots
+            .as_ref()
+            .map_or(Role::Origin, |t| t.current.role());
+        let Some(origin) = self.volumes().find(&role) else {
+            return Ok(Some(format!(
+                "the plan has no {}",
+                cluster::locate::describe(&role)
+            )));
         };
         let got =
             stream::hash_file_range(&self.file, &self.facts.path, origin.offset.get(), a.size)?;
         Ok((got != a.sha256).then(|| {
             format!(
-                "vlx-origin hashes to {got}, but the image's origin.ext4 is {}",
-                a.sha256
+                "{} hashes to {got}, but the image's origin.ext4 is {}",
+                origin.label, a.sha256
             )
         }))
     }
@@ -247,6 +260,10 @@ pub struct Status {
     pub origin_checked: bool,
     /// `None` when the origin verifies or was not checked, else why not.
     pub origin_problem: Option<String>,
+    /// Two-slot installs: the slot every blade boots, the previous one and
+    /// the image of each (absent for one slot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<cluster::slots::SlotTable>,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,6 +282,25 @@ pub struct NodeStatus {
     /// not be read (`store_problem` says why).
     pub store: Option<crate::store::StoreFill>,
     pub store_problem: Option<String>,
+    /// Two-slot installs: the slot the node's store was started on, from
+    /// the node's own record on its store (`None`: not booted since its
+    /// store was made; absent for one slot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotOfNode>,
+}
+
+/// A node's slot as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct SlotOfNode {
+    /// The slot its store runs over; `None` before its first boot.
+    pub slot: Option<cluster::slots::Slot>,
+    /// sha256 of the manifest of the image it was started on.
+    pub image_sha256: Option<String>,
+    /// Whether it boots onto another slot at its next reboot (its store is
+    /// reset then).
+    pub moves_at_reboot: bool,
+    /// Why the record could not be read.
+    pub problem: Option<String>,
 }
 
 impl Installed {
@@ -305,7 +341,31 @@ impl Installed {
                         Ok(f) => (Some(f), None),
                         Err(e) => (None, Some(e)),
                     };
+                    let slot = self.slots.as_ref().map(|t| {
+                        match crate::slots::node_slot(self, n.name.as_str()) {
+                            Ok(s) => {
+                                let r = s.record.filter(|_| !s.fresh);
+                                let cur = t.current_image().ok();
+                                SlotOfNode {
+                                    moves_at_reboot: r.as_ref().is_some_and(|r| {
+                                        r.slot != t.current
+                                            || cur.is_none_or(|i| i.image_sha256 != r.image_sha256)
+                                    }),
+                                    slot: r.as_ref().map(|r| r.slot),
+                                    image_sha256: r.map(|r| r.image_sha256),
+                                    problem: None,
+                                }
+                            }
+                            Err(e) => SlotOfNode {
+                                slot: None,
+                                image_sha256: None,
+                                moves_at_reboot: false,
+                                problem: Some(e),
+                            },
+                        }
+                    });
                     NodeStatus {
+                        slot,
                         name: n.name.to_string(),
                         ip: n.ip.to_string(),
                         macs: n.macs.iter().map(ToString::to_string).collect(),
@@ -320,6 +380,7 @@ impl Installed {
                 .as_ref()
                 .map(|m| format!("{} {}", m.name, m.version)),
             test_image: self.manifest.as_ref().is_some_and(|m| m.test_image),
+            slots: self.slots.clone(),
             origin_checked: check_origin,
             origin_problem: if check_origin {
                 self.check_origin()?

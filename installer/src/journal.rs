@@ -80,6 +80,29 @@ pub struct Journal {
     /// adds). `None` for an install, where they write every node's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_nodes: Option<Vec<String>>,
+    /// An upgrade or rollback of a two-slot install under way: saved
+    /// before its first write, cleared after its last, so that a rerun
+    /// finishes it ([`crate::slots`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_change: Option<SlotChange>,
+}
+
+/// What an upgrade or rollback is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotChange {
+    pub kind: SlotChangeKind,
+    /// The slot the cluster is moved to.
+    pub to: cluster::slots::Slot,
+    /// sha256 of the manifest of the image that slot holds (or will).
+    pub image_sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotChangeKind {
+    Upgrade,
+    Rollback,
 }
 
 impl Journal {
@@ -91,6 +114,7 @@ impl Journal {
             image_sha256,
             done: Vec::new(),
             only_nodes: None,
+            slot_change: None,
         }
     }
 

@@ -30,6 +30,8 @@ fn main() -> ExitCode {
         Command::Status(a) => a.json,
         Command::Verify(a) => a.json,
         Command::ResetNode(a) => a.json,
+        Command::Upgrade(a) => a.json,
+        Command::Rollback(a) => a.json,
         Command::Completions(_) | Command::MediaEnv => false,
     };
     let result = match cli.command {
@@ -38,6 +40,12 @@ fn main() -> ExitCode {
         Command::Status(a) => status(a),
         Command::Verify(a) => verify(a),
         Command::ResetNode(a) => reset_node(a),
+        Command::Upgrade(a) => on_san(&a.san, |san, _| {
+            slot_change(a.json, |rep| installer::slots::upgrade(san, &a.image, rep))
+        }),
+        Command::Rollback(a) => on_san(&a.san, |san, _| {
+            slot_change(a.json, |rep| installer::slots::rollback(san, rep))
+        }),
         Command::Completions(c) => c.print(installer::cli::command()),
         Command::MediaEnv => return installer::media::main(),
     };
@@ -83,6 +91,9 @@ fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(p) = e.downcast_ref::<PrepareError>() {
         return p.exit_code();
+    }
+    if let Some(s) = e.downcast_ref::<installer::slots::SlotsError>() {
+        return s.exit_code();
     }
     if let Some(i) = e.downcast_ref::<installer::iscsi::IscsiError>() {
         return i.exit_code();
@@ -213,6 +224,23 @@ fn reset_on(a: &ResetArgs, san: &Path, san_name: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::json!({"san": san_name, "reset": done}));
     }
     Ok(())
+}
+
+/// Runs an upgrade or rollback with progress on standard error and prints
+/// its outcome.
+fn slot_change(
+    json: bool,
+    f: impl FnOnce(&dyn Reporter) -> Result<installer::slots::Outcome, installer::slots::SlotsError>,
+) -> anyhow::Result<()> {
+    let console = Console::new();
+    let lines = JsonLines::default();
+    let rep: &dyn Reporter = if json { &lines } else { &console };
+    let outcome = f(rep)?;
+    if json {
+        emit(&format!("{}\n", serde_json::to_string(&outcome)?))
+    } else {
+        emit(&format!("{}\n", outcome.message))
+    }
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
@@ -411,6 +439,27 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 fn status_on(args: &StatusArgs, san: &Path, san_name: &str) -> anyhow::Result<()> {
     let inst = Installed::open(san)?;
+    if args.live {
+        if !inst.plan.disk.has_slots() {
+            return Err(installer::slots::SlotsError::Refused(voice::Hinted::new(
+                format!(
+                    "{san_name}: cluster {} has one origin slot, so its nodes have no record area to publish their status in",
+                    inst.plan.cluster.name
+                ),
+                "status --live needs storage.slots = 2 (a reinstall); plain status reads the stores",
+            ))
+            .into());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let live = installer::live::read(&inst, now);
+        return emit(&if args.json {
+            format!("{}\n", serde_json::to_string_pretty(&live)?)
+        } else {
+            live.to_string()
+        });
+    }
     let st = inst.status(args.check_origin)?;
     if args.json {
         return emit(&format!("{}\n", serde_json::to_string_pretty(&st)?));
@@ -447,7 +496,23 @@ fn status_on(args: &StatusArgs, san: &Path, san_name: &str) -> anyhow::Result<()
         (None, true) => "verifies",
         (None, false) => "not checked (status --check-origin or verify re-hash it)",
     };
-    out.push_str(&format!("origin: {origin}\nnodes ({}):\n", st.nodes.len()));
+    out.push_str(&format!("origin: {origin}\n"));
+    if let Some(t) = &st.slots {
+        for s in cluster::slots::Slot::ALL {
+            let what = if s == t.current {
+                "current: every blade boots it"
+            } else if Some(s) == t.previous {
+                "previous: vlx-install rollback returns to it"
+            } else {
+                "empty"
+            };
+            let image = t
+                .image(s)
+                .map_or_else(|| "no image".to_owned(), ToString::to_string);
+            out.push_str(&format!("slot {s}: {image}, {what}\n"));
+        }
+    }
+    out.push_str(&format!("nodes ({}):\n", st.nodes.len()));
     let mut warned = Vec::new();
     for n in &st.nodes {
         let store = match (&n.store, &n.store_problem) {
@@ -460,8 +525,19 @@ fn status_on(args: &StatusArgs, san: &Path, san_name: &str) -> anyhow::Result<()
             (None, Some(p)) => format!("store unreadable: {p}"),
             (None, None) => "store unknown".into(),
         };
+        let slot = match &n.slot {
+            None => String::new(),
+            Some(s) => match (&s.problem, s.slot) {
+                (Some(p), _) => format!("  slot record unreadable: {p}"),
+                (None, None) => "  slot -, not booted since its store was made".into(),
+                (None, Some(slot)) if s.moves_at_reboot => {
+                    format!("  slot {slot}, MOVES at its next reboot (store reset then)")
+                }
+                (None, Some(slot)) => format!("  slot {slot}"),
+            },
+        };
         out.push_str(&format!(
-            "  {:<12} {:<15} {:<18} {store}\n",
+            "  {:<12} {:<15} {:<18} {store}{slot}\n",
             n.name,
             n.ip,
             n.macs.join(",")

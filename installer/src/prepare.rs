@@ -33,12 +33,20 @@ pub struct Inputs {
     /// The plan installed on the target when `plan` was rebased onto it
     /// (a change of an installed cluster); `None` for a new install.
     pub installed: Option<Plan>,
+    /// With two origin slots: the slot table the meta volume gets and the
+    /// slot the origin step writes (slot A for a new install; the slots
+    /// as installed for a change).
+    pub slots: Option<crate::slots::SlotState>,
 }
 
 impl Inputs {
     pub fn new(profile_path: &Path, profile_text: String, plan: Plan, image: HostImage) -> Inputs {
         let plan_json = plan.to_json();
         let plan_sha256 = cluster::plan::hex(&Sha256::digest(plan_json.as_bytes()));
+        let slots = plan
+            .disk
+            .has_slots()
+            .then(|| crate::slots::SlotState::install(&image));
         Inputs {
             profile_path: profile_path.to_owned(),
             profile_dir: folder_of(profile_path),
@@ -46,6 +54,7 @@ impl Inputs {
             plan,
             plan_json,
             plan_sha256,
+            slots,
             image,
             installed: None,
         }
@@ -324,6 +333,18 @@ pub fn prepare_onto(req: Request<'_>, base: Base) -> Result<Prepared, PrepareErr
     }
     let mut inputs = Inputs::new(req.cluster, text, plan, image);
     inputs.installed = installed;
+    if inputs.installed.is_some() && inputs.plan.disk.has_slots() {
+        if let Some(s) =
+            crate::slots::SlotState::installed(req.san, &inputs.image).map_err(|source| {
+                PrepareError::Installed {
+                    san: req.san.to_owned(),
+                    source,
+                }
+            })?
+        {
+            inputs.slots = Some(s);
+        }
+    }
     image::check_host(&inputs.profile_dir, &inputs.plan, &inputs.image).map_err(image_err)?;
     Ok(Prepared { inputs, facts })
 }

@@ -13,6 +13,12 @@ pub const TFTP: &str = "tftp";
 
 /// Stages the content into `stage`.
 pub fn stage(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
+    stage_pxe(stage, inputs)?;
+    stage_nodes(stage, inputs)
+}
+
+/// Stages the PXE tree of the image being installed.
+pub fn stage_pxe(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
     let spec = bootfs::pxe::PxeSpec::for_plan(
         &inputs.plan,
         inputs.image.path(image::KERNEL),
@@ -25,6 +31,11 @@ pub fn stage(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
             step: crate::journal::Step::Content,
             message: format!("building the PXE tree: {e}"),
         })?;
+    Ok(())
+}
+
+/// Stages every node's rendered configuration.
+pub fn stage_nodes(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
     stage.dir(Path::new("nodes"), 0o755, 0, 0)?;
     let render_err = |e: crate::render::RenderError| ApplyError::Step {
         step: crate::journal::Step::Content,

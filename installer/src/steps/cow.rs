@@ -25,6 +25,11 @@ pub fn write(ctx: &Ctx<'_>, writes: &dyn Fn(&str) -> bool) -> Result<String, App
         let v = ctx.locate(&locate::cow(n.name.as_str()))?;
         ctx.target
             .zero(v.offset.get(), COW_HEADER_BYTES.min(v.size.get()))?;
+        // Two slots: no record left from an earlier install either, so
+        // that the node's first boot records the slot it starts on.
+        if let Some(r) = ctx.find(&locate::record(n.name.as_str())) {
+            ctx.target.zero(r.offset.get(), r.size.get())?;
+        }
     }
     ctx.target.sync()?;
     Ok(format!("{count} snapshot stores reset"))

@@ -81,10 +81,22 @@ impl Ctx<'_> {
 }
 
 /// Aborts the process at a named point when `VLX_INSTALL_FAULT` names it: a
-/// test switch for the crash tests (`after:<step>` or `during:origin`).
+/// test switch for the crash tests (`after:<step>` or `during:origin`);
+/// `kill:<point>` ends it with SIGKILL there instead, as a power cut or
+/// the OOM killer would.
 pub fn fault(point: &str) {
-    if std::env::var("VLX_INSTALL_FAULT").is_ok_and(|v| v == point) {
+    let Ok(v) = std::env::var("VLX_INSTALL_FAULT") else {
+        return;
+    };
+    if v == point {
         eprintln!("vlx-install: fault injected at {point}");
         std::process::abort();
+    }
+    if v.strip_prefix("kill:") == Some(point) {
+        eprintln!("vlx-install: SIGKILL injected at {point}");
+        // SAFETY: kill(2) on our own pid has no memory effects.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
     }
 }

@@ -19,9 +19,37 @@ const LABEL: &str = cluster::locate::META_LABEL;
 /// Names what the content step laid down, so that a rerun can tell.
 const CONTENT_STAMP: &str = "content.json";
 
+/// What the meta volume gets besides the plan, manifest and journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// Nothing more (the meta step).
+    None,
+    /// The PXE tree and every node's configuration rendered from the
+    /// profile's overlays (the content step).
+    Render,
+    /// The PXE tree of the image, and the nodes' configurations as the
+    /// volume holds them now (an upgrade or rollback, which has no
+    /// profile folder to render from and keeps the nodes' host keys).
+    Kept,
+}
+
 /// Makes the meta volume holding `journal`; with `content` also the nodes'
 /// configurations and the PXE tree.
 pub fn write(ctx: &Ctx<'_>, journal: &Journal, content: bool) -> Result<(), ApplyError> {
+    write_with(
+        ctx,
+        journal,
+        if content {
+            Content::Render
+        } else {
+            Content::None
+        },
+    )
+}
+
+/// Makes the meta volume holding `journal` and `content`; with two origin
+/// slots also the slot table and each filled slot's boot files.
+pub fn write_with(ctx: &Ctx<'_>, journal: &Journal, content: Content) -> Result<(), ApplyError> {
     let inputs = ctx.inputs;
     let stage = Staging::new(inputs.epoch())?;
     let journal_json = journal.to_json();
@@ -34,8 +62,32 @@ pub fn write(ctx: &Ctx<'_>, journal: &Journal, content: bool) -> Result<(), Appl
     for (name, bytes) in files {
         stage.file(Path::new(name), bytes, 0o644, 0, 0)?;
     }
-    if content {
+    match (&inputs.slots, inputs.plan.disk.has_slots()) {
+        (Some(slots), true) => crate::slots::stage(&stage, slots)?,
+        (None, false) => {}
+        (Some(_), false) | (None, true) => {
+            return Err(ApplyError::Refused(
+                "the plan's origin slots and the install's slot table disagree".into(),
+            ));
+        }
+    }
+    if content == Content::Kept {
+        let v = ctx.locate(&Role::Meta)?;
+        fs::dump_tree(
+            ctx.target.path(),
+            v.offset,
+            &format!("/{}", contracts::names::meta::NODES),
+            stage.path(),
+        )?;
+        super::content::stage_pxe(&stage, inputs)?;
+    }
+    if content == Content::Render {
         super::content::stage(&stage, inputs)?;
+    }
+    if let (Some(slots), true) = (&inputs.slots, content != Content::None) {
+        crate::slots::link_current(&stage, slots)?;
+    }
+    if content != Content::None {
         stage.file(
             Path::new(CONTENT_STAMP),
             content_stamp(inputs).as_bytes(),
@@ -110,10 +162,18 @@ pub fn save_journal(ctx: &Ctx<'_>, journal: &Journal) -> Result<(), ApplyError> 
 /// reads of the superblock (`/usr/lib/vlx/follow`), past their stale page
 /// cache of the read-only mount.
 pub fn generation(inputs: &Inputs) -> uuid::Uuid {
-    cluster::layout::derived_guid(
-        inputs.plan.cluster.uuid,
-        &format!("fs:{LABEL}:{}:{}", inputs.plan_sha256, inputs.image.sha256),
-    )
+    let mut name = format!("fs:{LABEL}:{}:{}", inputs.plan_sha256, inputs.image.sha256);
+    // With two slots the same plan and image come back after an upgrade
+    // and a rollback: the slot table is part of what changed.
+    if let Some(s) = &inputs.slots {
+        name.push_str(&format!(
+            ":{}",
+            cluster::plan::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+                s.table.to_json().as_bytes()
+            ))
+        ));
+    }
+    cluster::layout::derived_guid(inputs.plan.cluster.uuid, &name)
 }
 
 fn content_stamp(inputs: &Inputs) -> String {

@@ -8,8 +8,17 @@ use crate::image;
 use crate::journal::Step;
 use crate::stream;
 
+/// The origin volume the step writes: the one origin, or with two slots
+/// the slot the install or upgrade writes.
+fn role(ctx: &Ctx<'_>) -> Role {
+    ctx.inputs
+        .slots
+        .as_ref()
+        .map_or(Role::Origin, |s| s.write.role())
+}
+
 pub fn write(ctx: &Ctx<'_>) -> Result<String, ApplyError> {
-    let v = ctx.locate(&Role::Origin)?;
+    let v = ctx.locate(&role(ctx))?;
     let a = ctx.inputs.image.artifact(image::ORIGIN)?;
     let total = a.size;
     let rep = ctx.rep;
@@ -42,9 +51,9 @@ pub fn write(ctx: &Ctx<'_>) -> Result<String, ApplyError> {
 }
 
 pub fn verify(ctx: &Ctx<'_>) -> Result<Option<String>, ApplyError> {
-    let v = ctx.locate(&Role::Origin)?;
+    let v = ctx.locate(&role(ctx))?;
     let a = ctx.inputs.image.artifact(image::ORIGIN)?;
     let got = stream::hash_range(ctx.target, v.offset.get(), a.size)?;
     Ok((got != a.sha256)
-        .then(|| format!("the origin hashes to {got}, not the image's {}", a.sha256)))
+        .then(|| format!("{} hashes to {got}, not the image's {}", v.label, a.sha256)))
 }

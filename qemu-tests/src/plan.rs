@@ -277,6 +277,9 @@ pub enum Step {
     AwaitRefusal { blades: Vec<String> },
     /// 5: the checks over the blades' check shells.
     Checks,
+    /// 5, iSCSI: tgtd is killed and started again while the blades run;
+    /// every blade logs in again, keeps its root and answers.
+    TargetRestart,
     /// 6: kill the VIP holder and the first DHCP server; the VIP moves; the
     /// late blade PXE-boots from the survivors.
     LoseBlades { late: String },
@@ -298,7 +301,7 @@ impl Step {
             | Step::InstallFromMedia { .. } => 1,
             Step::PowerOn { .. } => 3,
             Step::AwaitReady { .. } | Step::AwaitRefusal { .. } => 4,
-            Step::Checks => 5,
+            Step::Checks | Step::TargetRestart => 5,
             Step::LoseBlades { .. } => 6,
             Step::FactoryReset => 7,
             Step::Shutdown | Step::Report { .. } => 8,
@@ -318,6 +321,7 @@ impl Step {
             Step::AwaitReady { blades } => format!("{} ready", blades.join(", ")),
             Step::AwaitRefusal { blades } => format!("{} refused", blades.join(", ")),
             Step::Checks => "checks of the running cluster".into(),
+            Step::TargetRestart => "the iSCSI target restarts".into(),
             Step::LoseBlades { late } => format!("lose two blades, PXE-boot {late}"),
             Step::FactoryReset => "factory reset".into(),
             Step::Shutdown => "shutdown".into(),
@@ -379,6 +383,9 @@ impl fmt::Display for Step {
             Step::Checks => f.write_str(
                 "check hostnames, addresses, DHCP and DNS from several blades, the VIP, chrony peers, private roots",
             ),
+            Step::TargetRestart => f.write_str(
+                "kill tgtd and start it again while the blades run: every blade logs in again, keeps its root and answers",
+            ),
             Step::LoseBlades { late } => write!(
                 f,
                 "kill the VIP holder and the first DHCP server; the VIP moves within {} s; {late} PXE-boots from the survivors",
@@ -410,6 +417,9 @@ pub struct Rehearsal {
     pub san_size: Bytes,
     /// The `vde_switch` socket directory: the private segment.
     pub switch: PathBuf,
+    /// The storage network and target when the SAN is reached over iSCSI
+    /// (the blades then have no SAN disk).
+    pub iscsi: Option<crate::iscsi::IscsiRig>,
     pub blades: Vec<Blade>,
     pub steps: Vec<Step>,
     pub timeouts: Timeouts,
@@ -451,17 +461,25 @@ pub enum PlanError {
     StrangerKnown(MacAddr, String),
     #[error("node {0} has no MAC address in the cluster table")]
     NoMac(String),
+    #[error(transparent)]
+    Iscsi(#[from] crate::iscsi::IscsiPlanError),
     #[error(
-        "the profile's SAN transport is iSCSI; the rig attaches the SAN as a shared disk (san.transport = \"disk\")"
+        "the iSCSI rehearsal cold-starts every blade from the target and stops after step 5 \
+         (losing blades and the factory reset are rehearsed on a shared disk); pass --stop-after 5"
     )]
-    Iscsi,
+    IscsiStops,
+    #[error(
+        "the iSCSI rehearsal boots blades from iPXE under BIOS (ipxe.lkrn); the profile's or \
+         --firmware's {0} does not"
+    )]
+    IscsiFirmware(Firmware),
+    #[error("strangers have no place on the storage network of the iSCSI rehearsal")]
+    IscsiStrangers,
 }
 
 /// Plans a rehearsal of `cluster` (the installer's plan of the profile).
 pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, PlanError> {
-    if !matches!(cluster.san.transport, cluster::profile::Transport::Disk) {
-        return Err(PlanError::Iscsi);
-    }
+    let iscsi = crate::iscsi::plan(cluster, &host.run_dir)?;
     let have = cluster.nodes.len();
     let count = opts.nodes.unwrap_or(have);
     if count == 0 || count > have {
@@ -503,6 +521,17 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         Firmware::Uefi => Some(host.ovmf.as_ref().ok_or(PlanError::NoOvmf)?),
         Firmware::Bios => None,
     };
+    if iscsi.is_some() {
+        if opts.scheme != Scheme::Cold || stop > 5 {
+            return Err(PlanError::IscsiStops);
+        }
+        if firmware != Firmware::Bios {
+            return Err(PlanError::IscsiFirmware(firmware));
+        }
+        if !opts.strangers.is_empty() {
+            return Err(PlanError::IscsiStrangers);
+        }
+    }
 
     let run = &host.run_dir;
     let san = run.join("san.img");
@@ -524,6 +553,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
                 path: san.clone(),
                 shared: true,
             }],
+            storage: None,
             boot,
             sockets: Sockets::in_dir(&dir),
         }
@@ -546,13 +576,31 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
             Part::ColdStart | Part::Stranger => BootFrom::Disk,
             Part::Chained | Part::Late => BootFrom::Network,
         };
+        let mut m = machine(n.name.as_str(), mac, boot);
+        if let Some(rig) = &iscsi {
+            let addr = crate::iscsi::storage_address(cluster, rig, n)?;
+            let smac = crate::iscsi::storage_mac(mac);
+            m.disks.clear();
+            m.storage = Some(crate::qemu::StorageNic {
+                switch: rig.switch.clone(),
+                mac: smac,
+            });
+            m.boot = BootFrom::Sanboot {
+                rom: rig.rom.clone(),
+                script: crate::iscsi::sanboot_script(
+                    rig,
+                    addr,
+                    &crate::iscsi::initiator_name(cluster, smac),
+                ),
+            };
+        }
         blades.push(Blade {
             name: n.name.to_string(),
             mac,
             ip: Some(n.ip),
             fqdn: Some(n.fqdn.clone()),
             part,
-            machine: machine(n.name.as_str(), mac, boot),
+            machine: m,
         });
     }
     for (i, mac) in opts.strangers.iter().enumerate() {
@@ -642,7 +690,12 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         first.extend(names(Part::Stranger));
         steps.push(Step::PowerOn {
             blades: first,
-            from: "the SAN's ESP, no network service anywhere".into(),
+            from: if iscsi.is_some() {
+                "the iSCSI target by each blade's boot ROM (iPXE sanboot, an iBFT), no DHCP anywhere"
+                    .into()
+            } else {
+                "the SAN's ESP, no network service anywhere".into()
+            },
         });
     }
     if stop >= 4 {
@@ -664,6 +717,9 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
     }
     if stop >= 5 {
         steps.push(Step::Checks);
+        if iscsi.is_some() {
+            steps.push(Step::TargetRestart);
+        }
     }
     if let (true, Some(late)) = (stop >= 6, late) {
         steps.push(Step::LoseBlades {
@@ -692,6 +748,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         san,
         san_size: cluster.disk.size,
         switch,
+        iscsi,
         blades,
         steps,
         timeouts: opts.timeouts,
@@ -716,6 +773,17 @@ impl fmt::Display for Rehearsal {
             self.san_size,
             self.switch.display()
         )?;
+        if let Some(i) = &self.iscsi {
+            writeln!(
+                f,
+                "iSCSI target {} LUN {} at {}:{} (tgt) on the storage network {}",
+                i.target,
+                i.lun,
+                i.portal,
+                i.port,
+                i.switch.display()
+            )?;
+        }
         writeln!(f, "\nBlades:")?;
         let mut rows = vec![["BLADE", "MAC", "IP", "PART", "FIRST BOOT"].map(String::from)];
         for b in &self.blades {

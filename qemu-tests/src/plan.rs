@@ -269,6 +269,15 @@ pub enum Step {
         size: Bytes,
         installer: Box<Machine>,
     },
+    /// 1, iSCSI: a sparse SAN image that tgt serves on the storage
+    /// network; `installer` (the first blade, booting an installer
+    /// environment) runs `vlx-install apply --san iscsi://...` through its
+    /// storage NIC and powers off; `vlx-install verify` accepts the SAN.
+    InstallThroughIscsi {
+        san: PathBuf,
+        size: Bytes,
+        installer: Box<Machine>,
+    },
     /// 2, 3: power on blades.
     PowerOn { blades: Vec<String>, from: String },
     /// 4: wait for `vlx-node: ready` and `vlx: services ready`.
@@ -298,7 +307,8 @@ impl Step {
             Step::Image { .. }
             | Step::Install { .. }
             | Step::Media { .. }
-            | Step::InstallFromMedia { .. } => 1,
+            | Step::InstallFromMedia { .. }
+            | Step::InstallThroughIscsi { .. } => 1,
             Step::PowerOn { .. } => 3,
             Step::AwaitReady { .. } | Step::AwaitRefusal { .. } => 4,
             Step::Checks | Step::TargetRestart => 5,
@@ -317,6 +327,7 @@ impl Step {
             Step::Install { .. } => "install onto the SAN".into(),
             Step::Media { .. } => "install media".into(),
             Step::InstallFromMedia { .. } => "install from the media".into(),
+            Step::InstallThroughIscsi { .. } => "install through iSCSI".into(),
             Step::PowerOn { blades, .. } => format!("power on {}", blades.join(", ")),
             Step::AwaitReady { blades } => format!("{} ready", blades.join(", ")),
             Step::AwaitRefusal { blades } => format!("{} refused", blades.join(", ")),
@@ -366,6 +377,17 @@ impl fmt::Display for Step {
                 installer.name,
                 installer.mac,
                 installer.boot
+            ),
+            Step::InstallThroughIscsi {
+                san,
+                size,
+                installer,
+            } => write!(
+                f,
+                "make a sparse {size} SAN {} served by tgt on the storage network; {} ({}) boots an installer environment, runs vlx-install apply through iSCSI and powers off; vlx-install verify accepts the SAN",
+                san.display(),
+                installer.name,
+                installer.mac,
             ),
             Step::PowerOn { blades, from } => {
                 write!(f, "power on {} (boot from {from})", blades.join(", "))
@@ -475,6 +497,11 @@ pub enum PlanError {
     IscsiFirmware(Firmware),
     #[error("strangers have no place on the storage network of the iSCSI rehearsal")]
     IscsiStrangers,
+    #[error(
+        "the iSCSI rehearsal installs through the first blade's iSCSI login, not from media \
+         (the installer environment of the media does not log in to a target yet)"
+    )]
+    IscsiMedia,
 }
 
 /// Plans a rehearsal of `cluster` (the installer's plan of the profile).
@@ -485,7 +512,9 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
     if count == 0 || count > have {
         return Err(PlanError::Nodes { asked: count, have });
     }
+    // The iSCSI rehearsal ends with step 5 (and the target's restart).
     let max_step = match opts.scheme {
+        Scheme::Cold if iscsi.is_some() => 5,
         Scheme::Cold => LAST_STEP,
         Scheme::PxeOnly => 5,
     };
@@ -530,6 +559,9 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         }
         if !opts.strangers.is_empty() {
             return Err(PlanError::IscsiStrangers);
+        }
+        if opts.from_media.is_some() {
+            return Err(PlanError::IscsiMedia);
         }
     }
 
@@ -636,6 +668,31 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         source: image.clone(),
     }];
     match opts.from_media {
+        None if iscsi.is_some() => {
+            let first = blades.first().ok_or(PlanError::Nodes { asked: 0, have })?;
+            let name = format!("{}-installer", first.name);
+            let guest = run.join(&name).join("guest");
+            let installer = Machine {
+                name,
+                memory_mib: opts.memory_mib.max(INSTALLER_MEMORY_MIB),
+                disks: vec![Disk {
+                    path: guest.join("data.ext4"),
+                    shared: false,
+                }],
+                boot: BootFrom::Kernel {
+                    kernel: guest.join("vmlinuz"),
+                    initrd: guest.join("initramfs.img"),
+                    append: "console=ttyS0,115200 panic=10".into(),
+                },
+                sockets: Sockets::in_dir(&run.join(format!("{}-installer", first.name))),
+                ..first.machine.clone()
+            };
+            steps.push(Step::InstallThroughIscsi {
+                san: san.clone(),
+                size: cluster.disk.size,
+                installer: Box::new(installer),
+            });
+        }
         None => steps.push(Step::Install {
             san: san.clone(),
             size: cluster.disk.size,
@@ -845,6 +902,103 @@ mod tests {
                 code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
                 vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
             }),
+        }
+    }
+
+    fn eurotech() -> Plan {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/clusters/eurotech-4u.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let source = cluster::Source::new("eurotech-4u.toml", text);
+        cluster::load(&source, &cluster::Trusting, cluster::SanFacts::default())
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn an_iscsi_cluster_cold_starts_from_the_target_on_a_storage_network() {
+        let opts = Options {
+            nodes: Some(3),
+            ..Options::default()
+        };
+        let r = plan(&eurotech(), &opts, &host()).unwrap();
+        let rig = r.iscsi.clone().unwrap();
+        assert_eq!(
+            (
+                rig.portal,
+                rig.port,
+                rig.prefix,
+                rig.lun,
+                rig.target.as_str()
+            ),
+            (
+                Ipv4Addr::new(10, 10, 0, 250),
+                3260,
+                24,
+                1,
+                "iqn.2007-01.it.unipi.di:virtualinux.san0"
+            )
+        );
+        assert_eq!(rig.switch, Path::new("/tmp/r/storage"));
+        // Steps 1 to 5 (the target restarts in 5), then the shutdown.
+        let numbers: Vec<u8> = r.steps.iter().map(Step::number).collect();
+        assert_eq!(numbers, [1, 1, 3, 4, 5, 5, 8, 8]);
+        assert!(r.steps.contains(&Step::TargetRestart));
+        let b = &r.blades[2].machine;
+        assert!(
+            b.disks.is_empty(),
+            "a blade of an iSCSI SAN has no SAN disk"
+        );
+        assert_eq!(
+            b.storage.as_ref().map(|s| s.mac.to_string()),
+            Some("52:54:5a:7a:10:03".into())
+        );
+        let BootFrom::Sanboot { rom, script } = &b.boot else {
+            panic!("node3 boots {}", b.boot);
+        };
+        assert_eq!(rom, Path::new(crate::iscsi::IPXE_LKRN));
+        assert_eq!(
+            script,
+            "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn \
+             iqn.2007-01.org.vlx:3d0f5e8a7c214b6e9f430a5d2c8e1b77.52545a7a1003 && ifopen net1 \
+             && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
+        );
+        let argv = b.argv();
+        assert!(
+            argv.windows(2)
+                .any(|w| w[0] == "-append" && w[1] == *script)
+        );
+        assert!(argv.iter().any(|a| a == "vde,id=net1,sock=/tmp/r/storage"));
+        // What the iSCSI rehearsal does not do.
+        for (o, want) in [
+            (
+                Options {
+                    stop_after: Some(6),
+                    ..Options::default()
+                },
+                PlanError::IscsiStops,
+            ),
+            (
+                Options {
+                    firmware: Some(Firmware::Uefi),
+                    ..Options::default()
+                },
+                PlanError::Firmware {
+                    profile: "bios".into(),
+                    asked: Firmware::Uefi,
+                },
+            ),
+            (
+                Options {
+                    scheme: Scheme::PxeOnly,
+                    ..Options::default()
+                },
+                PlanError::IscsiStops,
+            ),
+        ] {
+            assert_eq!(plan(&eurotech(), &o, &host()), Err(want));
         }
     }
 

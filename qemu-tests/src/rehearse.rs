@@ -437,6 +437,11 @@ impl Exec<'_> {
                 size,
                 installer,
             } => self.install_from_media(san, *size, installer),
+            Step::InstallThroughIscsi {
+                san,
+                size,
+                installer,
+            } => self.install_through_iscsi(san, *size, installer),
             Step::PowerOn { blades, .. } => {
                 for (i, name) in blades.iter().enumerate() {
                     if i > 0 {

@@ -286,8 +286,9 @@ pub enum Step {
     AwaitRefusal { blades: Vec<String> },
     /// 5: the checks over the blades' check shells.
     Checks,
-    /// 5, iSCSI: tgtd is killed and started again while the blades run;
-    /// every blade logs in again, keeps its root and answers.
+    /// 5, iSCSI: tgtd is killed and started again while the blades run,
+    /// then the storage path is cut for 10 s; every blade logs in again,
+    /// keeps its root and answers.
     TargetRestart,
     /// 6: kill the VIP holder and the first DHCP server; the VIP moves; the
     /// late blade PXE-boots from the survivors.
@@ -406,7 +407,7 @@ impl fmt::Display for Step {
                 "check hostnames, addresses, DHCP and DNS from several blades, the VIP, chrony peers, private roots",
             ),
             Step::TargetRestart => f.write_str(
-                "kill tgtd and start it again while the blades run: every blade logs in again, keeps its root and answers",
+                "kill tgtd and start it again while the blades run, then cut the storage path for 10 s: every blade logs in again, keeps its root and answers",
             ),
             Step::LoseBlades { late } => write!(
                 f,

@@ -223,6 +223,30 @@ impl Storage {
         Ok(start.elapsed())
     }
 
+    /// Cuts the storage path for `outage`: the portal's link in the
+    /// target's namespace goes down and comes back up, as a pulled cable
+    /// or a switch port's failure would; tgtd runs on.
+    pub fn cut(&self, outage: Duration) -> Result<(), String> {
+        let link = |state: &str| -> Result<(), String> {
+            let o = Command::new("nsenter")
+                .arg(format!("--net={}", self.netns.display()))
+                .args(["ip", "link", "set", TAP, state])
+                .output()
+                .map_err(|e| format!("nsenter ip link set {TAP} {state}: {e}"))?;
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip link set {TAP} {state} in the target's namespace failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+        };
+        link("down")?;
+        std::thread::sleep(outage);
+        link("up")
+    }
+
     /// The initiators logged in now, by name (tgtadm's `Initiator:` lines).
     pub fn initiators(&self) -> Result<Vec<String>, String> {
         let show = self.tgtadm(&["--op", "show", "--mode", "target"])?;

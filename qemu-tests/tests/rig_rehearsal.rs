@@ -229,8 +229,9 @@ fn rig_rehearse_from_iso_media() {
 /// environment and installs the cluster through its iSCSI login; three of
 /// the four blades cold-start from the target through their boot ROM (iPXE
 /// `sanboot` from stored settings: no DHCP anywhere) and log in from its
-/// iBFT; the disk rehearsal's checks of the running cluster pass, and tgtd
-/// is killed and started again while they run. Three blades: the iSCSI
+/// iBFT; the disk rehearsal's checks of the running cluster pass, tgtd is
+/// killed and started again while they run, and then the storage path is
+/// cut for 10 s: every blade keeps its root. Three blades: the iSCSI
 /// rehearsal stops after step 5, and a fourth would only add its boot.
 #[test]
 fn rig_rehearse_eurotech_over_iscsi() {
@@ -261,6 +262,7 @@ fn rig_rehearse_eurotech_over_iscsi() {
         "root of node3 is its own",
         "tgtd restarted",
         "every blade logged in again",
+        "storage path cut for 10 s",
         "node1 kept its root",
         "node3 kept its root",
         "origin unchanged",

@@ -17,6 +17,13 @@ use crate::{blade, checks, iscsi_install, san, tools};
 /// TCG on a loaded host is slow.
 const RELOGIN_LIMIT: Duration = Duration::from_secs(120);
 
+/// How long the storage path is cut (the issue's 10 s).
+const PATH_CUT: Duration = Duration::from_secs(10);
+
+/// How long a blade's session may take to be logged in again after the
+/// path comes back, in seconds (within the check shell's limit).
+const RECOVERY_SECS: u32 = 20;
+
 /// The file each blade writes to its root after the target restarted.
 const AFTER_RESTART: &str = "/vlx-rig-after-target-restart";
 
@@ -242,9 +249,10 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// Kills tgtd and starts it again while the blades run; every blade
-    /// must log in again, keep its root (write and sync a file on it) and
-    /// answer on the cluster network.
+    /// Kills tgtd and starts it again while the blades run, then cuts the
+    /// storage path for 10 s; every blade must log in again after each,
+    /// keep its root (write and sync a file on it) and answer on the
+    /// cluster network.
     pub(super) fn target_restart(&mut self) -> Result<(), Fail> {
         let limit = self.r.timeouts.command;
         let storage = self
@@ -298,12 +306,35 @@ impl Exec<'_> {
                 restarted.elapsed().as_secs_f64()
             ),
         );
+        // Then the path: the portal's link down for 10 s. One path, so it
+        // is open-iscsi's own recovery that must carry the blades over
+        // (their I/O waits, up to the session's replacement timeout of
+        // 120 s, instead of failing).
+        if let Some(st) = self.storage.as_ref() {
+            match st.cut(PATH_CUT) {
+                Ok(()) => self.checks.pass(
+                    5,
+                    "storage path cut for 10 s",
+                    format!(
+                        "the portal's link was down {} s, then up",
+                        PATH_CUT.as_secs()
+                    ),
+                ),
+                Err(e) => self.checks.fail(5, "storage path cut for 10 s", e),
+            }
+        }
         let mut checks = std::mem::take(&mut self.checks);
         let nodes = self.nodes();
         for (k, n) in nodes.iter().enumerate() {
             let name = format!("{} kept its root", n.name);
+            // The target keeps a dead connection listed for a while, so
+            // the blade's own view counts: its sessions LOGGED_IN again
+            // (open-iscsi retries every few seconds), then a write that
+            // reaches the LUN.
             let cmd = format!(
-                "echo {0} > {AFTER_RESTART} && sync -f / && cat {AFTER_RESTART} && \
+                "i=0; while grep -qv LOGGED_IN /sys/class/iscsi_session/session*/state && \
+                 [ $i -lt {RECOVERY_SECS} ]; do sleep 1; i=$((i+1)); done; \
+                 echo {0} > {AFTER_RESTART} && sync -f / && cat {AFTER_RESTART} && \
                  cat /sys/class/iscsi_session/session*/state",
                 n.name
             );

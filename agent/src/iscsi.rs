@@ -15,10 +15,13 @@
 //! never carries them (the parser refuses them) and this agent never reads
 //! them ([`crate::ibft`]).
 //!
-//! Tested: the arguments below by unit tests, and whole boots against a
-//! real target (tgt in a network namespace, `agent/tests/rig_boot.rs`) with
-//! a fixed address and with DHCP. Not tested: InfiniBand (IPoIB) storage
-//! interfaces, a boot from a real iBFT, several portals. The image builder
+//! Tested: the arguments below by unit tests, whole boots against a real
+//! target (tgt in a network namespace, `agent/tests/rig_boot.rs`) with a
+//! fixed address and with DHCP, and boots from the iBFT that iPXE's
+//! `sanboot` publishes, with the target restarted and the path cut under
+//! the running blades (the iSCSI rehearsal, `qemu-tests`). Not tested:
+//! InfiniBand (IPoIB) storage interfaces, CHAP from a real iBFT, several
+//! portals. The image builder
 //! must put `iscsistart` with its libraries and the iSCSI modules into the
 //! initramfs for this path (and `iscsi_ibft` for the firmware's table:
 //! the host profile's `initramfs.modules`).

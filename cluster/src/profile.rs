@@ -1056,13 +1056,26 @@ fn parse_iscsi(rep: &mut Report<'_>, t: &Tbl<'_, '_>) -> Option<Iscsi> {
         )
         .and_then(|s| iface_ok(rep, s));
     let sifip = match t.string(rep, "sifip") {
-        Some(s) if *s == "dhcp" || s.parse::<Ipv4Addr>().is_ok() => Some(s.value),
+        Some(s)
+            if *s == "dhcp"
+                || *s == contracts::cmdline::iscsi::SIFIP_IBFT
+                || s.parse::<Ipv4Addr>().is_ok() =>
+        {
+            Some(s.value)
+        }
         Some(s) => {
             rep.error(
                 &s.span,
                 &s.key,
-                format!("`{}` is neither \"dhcp\" nor an IPv4 address", s.value),
-                None,
+                format!(
+                    "`{}` is neither \"dhcp\", \"ibft\" nor an IPv4 address",
+                    s.value
+                ),
+                Some(
+                    "\"ibft\": each blade's boot ROM stores its address and the target \
+                     (the cold start from the target)"
+                        .into(),
+                ),
             );
             None
         }

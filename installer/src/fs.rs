@@ -6,6 +6,7 @@
 //! are derived from the cluster, and `E2FSPROGS_FAKE_TIME` pins the times
 //! mke2fs writes.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -171,11 +172,14 @@ pub fn swap_header(size: Bytes, label: &str, uuid: Uuid) -> Result<Vec<u8>, Tool
         .args(["-q", "-L", label, "-U"])
         .arg(uuid.to_string())
         .arg(&img))?;
+    // Only the first page: the scratch file is as large as the swap area
+    // (sparse), and reading it whole needs that much memory, which an
+    // installer environment in RAM does not have for a swap of gigabytes.
     let page = page_size();
-    let mut head = std::fs::read(&img).map_err(io).map(|mut b| {
-        b.truncate(page);
-        b
-    })?;
+    let mut head = Vec::with_capacity(page);
+    std::fs::File::open(&img)
+        .and_then(|f| f.take(page as u64).read_to_end(&mut head))
+        .map_err(io)?;
     head.resize(page, 0);
     Ok(head)
 }

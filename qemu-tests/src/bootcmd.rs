@@ -83,6 +83,7 @@ pub fn boot(opts: &BootOptions) -> Result<(), BootError> {
             mac,
             switch: switch.sock().to_owned(),
             disks: Vec::new(),
+            storage: None,
             boot: BootFrom::Kernel {
                 kernel: opts.kernel.clone(),
                 initrd: opts.initrd.clone(),

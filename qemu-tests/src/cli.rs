@@ -113,11 +113,12 @@ pub struct RehearseArgs {
     #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1, default_missing_value = "usb")]
     pub from_media: Option<MediaArg>,
     /// A host image profile instead of the cluster profile's `image.host`
-    /// (`tiny` and `debian` name profiles/hosts/tiny.toml and
-    /// debian-bookworm.toml). The rig installs a copy of the cluster
-    /// profile that names it. An image that is not a test image has no
-    /// shell on ttyS1: the rig checks its blades over SSH with a key of its
-    /// own, which the copy lists in `[admin] ssh_keys`.
+    /// (`tiny`, `tiny-iscsi` and `debian` name profiles/hosts/tiny.toml,
+    /// tiny-iscsi.toml and debian-bookworm.toml; an iSCSI cluster is
+    /// rehearsed on `tiny-iscsi` without it). The rig installs a copy of
+    /// the cluster profile that names it. An image that is not a test
+    /// image has no shell on ttyS1: the rig checks its blades over SSH with
+    /// a key of its own, which the copy lists in `[admin] ssh_keys`.
     #[arg(long, value_name = "PROFILE")]
     pub host: Option<String>,
     /// Seconds a blade may take from power on to `vlx: services ready`

@@ -12,6 +12,9 @@
 //!   [`blade`] (a powered blade with its consoles and QMP), [`console`]
 //!   (timestamped console lines and waiting for markers), [`shell`] (the
 //!   check channel on ttyS1), [`rehearse`] (the steps).
+//! - [`iscsi`] plans and [`storage`] runs the storage network of an iSCSI
+//!   rehearsal (tgt in a network namespace of its own); [`iscsi_install`]
+//!   is its installer, in a guest on that network.
 //! - [`report`]: timelines (JSON and SVG), consoles and the checks table.
 //! - [`testkit`]: small kernels and initramfs images to test the rig itself.
 
@@ -23,6 +26,8 @@ pub mod checks;
 pub mod cli;
 pub mod console;
 pub mod firmware;
+pub mod iscsi;
+pub mod iscsi_install;
 pub mod outside;
 pub mod plan;
 pub mod qemu;
@@ -33,6 +38,7 @@ pub mod run;
 pub mod san;
 pub mod shell;
 pub mod ssh;
+pub mod storage;
 pub mod switch;
 pub mod testkit;
 pub mod tools;

@@ -45,6 +45,7 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
     }
     let json = a.json;
     let debian = a.host.as_deref() == Some("debian");
+    let host_given = a.host.is_some();
     let memory = a.memory.unwrap_or(if debian {
         DEBIAN_MEMORY_MIB
     } else {
@@ -68,11 +69,15 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         stop_after: a.stop_after,
         strangers: a.stranger,
         from_media: a.from_media.map(MediaKind::from),
-        host: a.host.map(|h| match h.as_str() {
-            "tiny" => PathBuf::from("profiles/hosts/tiny.toml"),
-            "debian" => PathBuf::from("profiles/hosts/debian-bookworm.toml"),
-            _ => PathBuf::from(h),
-        }),
+        host: a
+            .host
+            .map(|h| match h.as_str() {
+                "tiny" => PathBuf::from("profiles/hosts/tiny.toml"),
+                TINY_ISCSI => PathBuf::from(TINY_ISCSI_PROFILE),
+                "debian" => PathBuf::from("profiles/hosts/debian-bookworm.toml"),
+                _ => PathBuf::from(h),
+            })
+            .or_else(|| iscsi_host(&a.cluster)),
         timeouts: Timeouts {
             ready: Duration::from_secs(ready_timeout),
             power_gap: Duration::try_from_secs_f64(a.stagger)
@@ -80,6 +85,13 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
             ..Timeouts::default()
         },
     };
+    if let (false, Some(h)) = (host_given, &options.host) {
+        eprintln!(
+            "an iSCSI cluster: rehearsed on {} (its initramfs logs in from the iBFT, its root runs \
+             iscsid); --host names another image",
+            h.display()
+        );
+    }
     let req = Request {
         profile: a.cluster,
         options,
@@ -195,4 +207,18 @@ fn main() -> ExitCode {
             voice::fail(PROGRAM, json, &e, code)
         }
     }
+}
+
+/// The host image an iSCSI cluster is rehearsed on without `--host`.
+const TINY_ISCSI: &str = "tiny-iscsi";
+const TINY_ISCSI_PROFILE: &str = "profiles/hosts/tiny-iscsi.toml";
+
+/// [`TINY_ISCSI_PROFILE`] when the cluster profile at `profile` has an
+/// iSCSI SAN: an image with the iSCSI transport, the iBFT's module and
+/// iscsid, which the iSCSI rehearsal needs (a profile the rig cannot read
+/// is reported by the rehearsal itself).
+fn iscsi_host(profile: &std::path::Path) -> Option<PathBuf> {
+    let plan = rehearse::load_profile(profile).ok()?;
+    matches!(plan.san.transport, cluster::profile::Transport::Iscsi(_))
+        .then(|| PathBuf::from(TINY_ISCSI_PROFILE))
 }

@@ -269,6 +269,15 @@ pub enum Step {
         size: Bytes,
         installer: Box<Machine>,
     },
+    /// 1, iSCSI: a sparse SAN image that tgt serves on the storage
+    /// network; `installer` (the first blade, booting an installer
+    /// environment) runs `vlx-install apply --san iscsi://...` through its
+    /// storage NIC and powers off; `vlx-install verify` accepts the SAN.
+    InstallThroughIscsi {
+        san: PathBuf,
+        size: Bytes,
+        installer: Box<Machine>,
+    },
     /// 2, 3: power on blades.
     PowerOn { blades: Vec<String>, from: String },
     /// 4: wait for `vlx-node: ready` and `vlx: services ready`.
@@ -277,6 +286,10 @@ pub enum Step {
     AwaitRefusal { blades: Vec<String> },
     /// 5: the checks over the blades' check shells.
     Checks,
+    /// 5, iSCSI: tgtd is killed and started again while the blades run,
+    /// then the storage path is cut for 10 s; every blade logs in again,
+    /// keeps its root and answers.
+    TargetRestart,
     /// 6: kill the VIP holder and the first DHCP server; the VIP moves; the
     /// late blade PXE-boots from the survivors.
     LoseBlades { late: String },
@@ -295,10 +308,11 @@ impl Step {
             Step::Image { .. }
             | Step::Install { .. }
             | Step::Media { .. }
-            | Step::InstallFromMedia { .. } => 1,
+            | Step::InstallFromMedia { .. }
+            | Step::InstallThroughIscsi { .. } => 1,
             Step::PowerOn { .. } => 3,
             Step::AwaitReady { .. } | Step::AwaitRefusal { .. } => 4,
-            Step::Checks => 5,
+            Step::Checks | Step::TargetRestart => 5,
             Step::LoseBlades { .. } => 6,
             Step::FactoryReset => 7,
             Step::Shutdown | Step::Report { .. } => 8,
@@ -314,10 +328,12 @@ impl Step {
             Step::Install { .. } => "install onto the SAN".into(),
             Step::Media { .. } => "install media".into(),
             Step::InstallFromMedia { .. } => "install from the media".into(),
+            Step::InstallThroughIscsi { .. } => "install through iSCSI".into(),
             Step::PowerOn { blades, .. } => format!("power on {}", blades.join(", ")),
             Step::AwaitReady { blades } => format!("{} ready", blades.join(", ")),
             Step::AwaitRefusal { blades } => format!("{} refused", blades.join(", ")),
             Step::Checks => "checks of the running cluster".into(),
+            Step::TargetRestart => "the iSCSI target restarts".into(),
             Step::LoseBlades { late } => format!("lose two blades, PXE-boot {late}"),
             Step::FactoryReset => "factory reset".into(),
             Step::Shutdown => "shutdown".into(),
@@ -363,6 +379,17 @@ impl fmt::Display for Step {
                 installer.mac,
                 installer.boot
             ),
+            Step::InstallThroughIscsi {
+                san,
+                size,
+                installer,
+            } => write!(
+                f,
+                "make a sparse {size} SAN {} served by tgt on the storage network; {} ({}) boots an installer environment, runs vlx-install apply through iSCSI and powers off; vlx-install verify accepts the SAN",
+                san.display(),
+                installer.name,
+                installer.mac,
+            ),
             Step::PowerOn { blades, from } => {
                 write!(f, "power on {} (boot from {from})", blades.join(", "))
             }
@@ -378,6 +405,9 @@ impl fmt::Display for Step {
             ),
             Step::Checks => f.write_str(
                 "check hostnames, addresses, DHCP and DNS from several blades, the VIP, chrony peers, private roots",
+            ),
+            Step::TargetRestart => f.write_str(
+                "kill tgtd and start it again while the blades run, then cut the storage path for 10 s: every blade logs in again, keeps its root and answers",
             ),
             Step::LoseBlades { late } => write!(
                 f,
@@ -410,6 +440,9 @@ pub struct Rehearsal {
     pub san_size: Bytes,
     /// The `vde_switch` socket directory: the private segment.
     pub switch: PathBuf,
+    /// The storage network and target when the SAN is reached over iSCSI
+    /// (the blades then have no SAN disk).
+    pub iscsi: Option<crate::iscsi::IscsiRig>,
     pub blades: Vec<Blade>,
     pub steps: Vec<Step>,
     pub timeouts: Timeouts,
@@ -451,23 +484,38 @@ pub enum PlanError {
     StrangerKnown(MacAddr, String),
     #[error("node {0} has no MAC address in the cluster table")]
     NoMac(String),
+    #[error(transparent)]
+    Iscsi(#[from] crate::iscsi::IscsiPlanError),
     #[error(
-        "the profile's SAN transport is iSCSI; the rig attaches the SAN as a shared disk (san.transport = \"disk\")"
+        "the iSCSI rehearsal cold-starts every blade from the target and stops after step 5 \
+         (losing blades and the factory reset are rehearsed on a shared disk); pass --stop-after 5"
     )]
-    Iscsi,
+    IscsiStops,
+    #[error(
+        "the iSCSI rehearsal boots blades from iPXE under BIOS (ipxe.lkrn); the profile's or \
+         --firmware's {0} does not"
+    )]
+    IscsiFirmware(Firmware),
+    #[error("strangers have no place on the storage network of the iSCSI rehearsal")]
+    IscsiStrangers,
+    #[error(
+        "the iSCSI rehearsal installs through the first blade's iSCSI login, not from media \
+         (the installer environment of the media does not log in to a target yet)"
+    )]
+    IscsiMedia,
 }
 
 /// Plans a rehearsal of `cluster` (the installer's plan of the profile).
 pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, PlanError> {
-    if !matches!(cluster.san.transport, cluster::profile::Transport::Disk) {
-        return Err(PlanError::Iscsi);
-    }
+    let iscsi = crate::iscsi::plan(cluster, &host.run_dir)?;
     let have = cluster.nodes.len();
     let count = opts.nodes.unwrap_or(have);
     if count == 0 || count > have {
         return Err(PlanError::Nodes { asked: count, have });
     }
+    // The iSCSI rehearsal ends with step 5 (and the target's restart).
     let max_step = match opts.scheme {
+        Scheme::Cold if iscsi.is_some() => 5,
         Scheme::Cold => LAST_STEP,
         Scheme::PxeOnly => 5,
     };
@@ -503,6 +551,20 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         Firmware::Uefi => Some(host.ovmf.as_ref().ok_or(PlanError::NoOvmf)?),
         Firmware::Bios => None,
     };
+    if iscsi.is_some() {
+        if opts.scheme != Scheme::Cold || stop > 5 {
+            return Err(PlanError::IscsiStops);
+        }
+        if firmware != Firmware::Bios {
+            return Err(PlanError::IscsiFirmware(firmware));
+        }
+        if !opts.strangers.is_empty() {
+            return Err(PlanError::IscsiStrangers);
+        }
+        if opts.from_media.is_some() {
+            return Err(PlanError::IscsiMedia);
+        }
+    }
 
     let run = &host.run_dir;
     let san = run.join("san.img");
@@ -524,6 +586,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
                 path: san.clone(),
                 shared: true,
             }],
+            storage: None,
             boot,
             sockets: Sockets::in_dir(&dir),
         }
@@ -546,13 +609,31 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
             Part::ColdStart | Part::Stranger => BootFrom::Disk,
             Part::Chained | Part::Late => BootFrom::Network,
         };
+        let mut m = machine(n.name.as_str(), mac, boot);
+        if let Some(rig) = &iscsi {
+            let addr = crate::iscsi::storage_address(cluster, rig, n)?;
+            let smac = crate::iscsi::storage_mac(mac);
+            m.disks.clear();
+            m.storage = Some(crate::qemu::StorageNic {
+                switch: rig.switch.clone(),
+                mac: smac,
+            });
+            m.boot = BootFrom::Sanboot {
+                rom: rig.rom.clone(),
+                script: crate::iscsi::sanboot_script(
+                    rig,
+                    addr,
+                    &crate::iscsi::initiator_name(cluster, smac),
+                ),
+            };
+        }
         blades.push(Blade {
             name: n.name.to_string(),
             mac,
             ip: Some(n.ip),
             fqdn: Some(n.fqdn.clone()),
             part,
-            machine: machine(n.name.as_str(), mac, boot),
+            machine: m,
         });
     }
     for (i, mac) in opts.strangers.iter().enumerate() {
@@ -588,6 +669,31 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         source: image.clone(),
     }];
     match opts.from_media {
+        None if iscsi.is_some() => {
+            let first = blades.first().ok_or(PlanError::Nodes { asked: 0, have })?;
+            let name = format!("{}-installer", first.name);
+            let guest = run.join(&name).join("guest");
+            let installer = Machine {
+                name,
+                memory_mib: opts.memory_mib.max(INSTALLER_MEMORY_MIB),
+                disks: vec![Disk {
+                    path: guest.join("data.ext4"),
+                    shared: false,
+                }],
+                boot: BootFrom::Kernel {
+                    kernel: guest.join("vmlinuz"),
+                    initrd: guest.join("initramfs.img"),
+                    append: "console=ttyS0,115200 panic=10".into(),
+                },
+                sockets: Sockets::in_dir(&run.join(format!("{}-installer", first.name))),
+                ..first.machine.clone()
+            };
+            steps.push(Step::InstallThroughIscsi {
+                san: san.clone(),
+                size: cluster.disk.size,
+                installer: Box::new(installer),
+            });
+        }
         None => steps.push(Step::Install {
             san: san.clone(),
             size: cluster.disk.size,
@@ -642,7 +748,12 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         first.extend(names(Part::Stranger));
         steps.push(Step::PowerOn {
             blades: first,
-            from: "the SAN's ESP, no network service anywhere".into(),
+            from: if iscsi.is_some() {
+                "the iSCSI target by each blade's boot ROM (iPXE sanboot, an iBFT), no DHCP anywhere"
+                    .into()
+            } else {
+                "the SAN's ESP, no network service anywhere".into()
+            },
         });
     }
     if stop >= 4 {
@@ -664,6 +775,9 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
     }
     if stop >= 5 {
         steps.push(Step::Checks);
+        if iscsi.is_some() {
+            steps.push(Step::TargetRestart);
+        }
     }
     if let (true, Some(late)) = (stop >= 6, late) {
         steps.push(Step::LoseBlades {
@@ -692,6 +806,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         san,
         san_size: cluster.disk.size,
         switch,
+        iscsi,
         blades,
         steps,
         timeouts: opts.timeouts,
@@ -716,6 +831,17 @@ impl fmt::Display for Rehearsal {
             self.san_size,
             self.switch.display()
         )?;
+        if let Some(i) = &self.iscsi {
+            writeln!(
+                f,
+                "iSCSI target {} LUN {} at {}:{} (tgt) on the storage network {}",
+                i.target,
+                i.lun,
+                i.portal,
+                i.port,
+                i.switch.display()
+            )?;
+        }
         writeln!(f, "\nBlades:")?;
         let mut rows = vec![["BLADE", "MAC", "IP", "PART", "FIRST BOOT"].map(String::from)];
         for b in &self.blades {
@@ -777,6 +903,103 @@ mod tests {
                 code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
                 vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
             }),
+        }
+    }
+
+    fn eurotech() -> Plan {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../profiles/clusters/eurotech-4u.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let source = cluster::Source::new("eurotech-4u.toml", text);
+        cluster::load(&source, &cluster::Trusting, cluster::SanFacts::default())
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn an_iscsi_cluster_cold_starts_from_the_target_on_a_storage_network() {
+        let opts = Options {
+            nodes: Some(3),
+            ..Options::default()
+        };
+        let r = plan(&eurotech(), &opts, &host()).unwrap();
+        let rig = r.iscsi.clone().unwrap();
+        assert_eq!(
+            (
+                rig.portal,
+                rig.port,
+                rig.prefix,
+                rig.lun,
+                rig.target.as_str()
+            ),
+            (
+                Ipv4Addr::new(10, 10, 0, 250),
+                3260,
+                24,
+                1,
+                "iqn.2007-01.it.unipi.di:virtualinux.san0"
+            )
+        );
+        assert_eq!(rig.switch, Path::new("/tmp/r/storage"));
+        // Steps 1 to 5 (the target restarts in 5), then the shutdown.
+        let numbers: Vec<u8> = r.steps.iter().map(Step::number).collect();
+        assert_eq!(numbers, [1, 1, 3, 4, 5, 5, 8, 8]);
+        assert!(r.steps.contains(&Step::TargetRestart));
+        let b = &r.blades[2].machine;
+        assert!(
+            b.disks.is_empty(),
+            "a blade of an iSCSI SAN has no SAN disk"
+        );
+        assert_eq!(
+            b.storage.as_ref().map(|s| s.mac.to_string()),
+            Some("52:54:5a:7a:10:03".into())
+        );
+        let BootFrom::Sanboot { rom, script } = &b.boot else {
+            panic!("node3 boots {}", b.boot);
+        };
+        assert_eq!(rom, Path::new(crate::iscsi::IPXE_LKRN));
+        assert_eq!(
+            script,
+            "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn \
+             iqn.2007-01.org.vlx:3d0f5e8a7c214b6e9f430a5d2c8e1b77.52545a7a1003 && ifopen net1 \
+             && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
+        );
+        let argv = b.argv();
+        assert!(
+            argv.windows(2)
+                .any(|w| w[0] == "-append" && w[1] == *script)
+        );
+        assert!(argv.iter().any(|a| a == "vde,id=net1,sock=/tmp/r/storage"));
+        // What the iSCSI rehearsal does not do.
+        for (o, want) in [
+            (
+                Options {
+                    stop_after: Some(6),
+                    ..Options::default()
+                },
+                PlanError::IscsiStops,
+            ),
+            (
+                Options {
+                    firmware: Some(Firmware::Uefi),
+                    ..Options::default()
+                },
+                PlanError::Firmware {
+                    profile: "bios".into(),
+                    asked: Firmware::Uefi,
+                },
+            ),
+            (
+                Options {
+                    scheme: Scheme::PxeOnly,
+                    ..Options::default()
+                },
+                PlanError::IscsiStops,
+            ),
+        ] {
+            assert_eq!(plan(&eurotech(), &o, &host()), Err(want));
         }
     }
 

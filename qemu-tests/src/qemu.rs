@@ -69,6 +69,12 @@ pub enum BootFrom {
     /// stays attached, with the serial number [`SAN_SERIAL`] so that the
     /// installer can be told which disk it is.
     Media(Media),
+    /// A NIC boot ROM with stored settings, as an iSCSI-booting blade has:
+    /// iPXE (`rom`, the Linux-loadable `ipxe.lkrn`, given to the firmware
+    /// with `-kernel`) runs `script` (its command line, which it executes
+    /// as a script): a fixed address on the storage NIC and `sanboot` of
+    /// the target, which publishes an iBFT and boots the LUN's MBR.
+    Sanboot { rom: PathBuf, script: String },
 }
 
 /// Install media in a blade.
@@ -93,6 +99,7 @@ impl fmt::Display for BootFrom {
             BootFrom::Kernel { kernel, .. } => write!(f, "kernel {}", kernel.display()),
             BootFrom::Media(Media::Usb(p)) => write!(f, "the USB image {}", p.display()),
             BootFrom::Media(Media::Cd(p)) => write!(f, "the ISO {} in a CD drive", p.display()),
+            BootFrom::Sanboot { .. } => f.write_str("the iSCSI target (iPXE sanboot)"),
         }
     }
 }
@@ -105,6 +112,15 @@ pub struct Disk {
     /// can be shared; the guests coordinate (each writes only its own
     /// volumes), as on a real SAN.
     pub shared: bool,
+}
+
+/// A second NIC on the storage network (its own `vde_switch`), for a SAN
+/// reached over iSCSI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageNic {
+    /// The storage network's `vde_switch` socket directory.
+    pub switch: PathBuf,
+    pub mac: MacAddr,
 }
 
 /// The UNIX sockets a blade's QEMU connects to; the rig listens on them.
@@ -152,6 +168,10 @@ pub struct Machine {
     /// The `vde_switch` socket directory of the private segment.
     pub switch: PathBuf,
     pub disks: Vec<Disk>,
+    /// The storage NIC of a blade that reaches its SAN over iSCSI; it
+    /// comes after the cluster NIC on the bus (iPXE's `net1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageNic>,
     pub boot: BootFrom,
     pub sockets: Sockets,
 }
@@ -261,11 +281,28 @@ impl Machine {
         match self.boot {
             BootFrom::Network => nic.push_str(",bootindex=1"),
             // No option ROM: iPXE would otherwise spend seconds probing.
-            BootFrom::Disk | BootFrom::Kernel { .. } | BootFrom::Media(_) => {
-                nic.push_str(",romfile=")
-            }
+            BootFrom::Disk
+            | BootFrom::Kernel { .. }
+            | BootFrom::Media(_)
+            | BootFrom::Sanboot { .. } => nic.push_str(",romfile="),
         }
         push(&["-device", &nic]);
+        if let Some(st) = &self.storage {
+            push(&[
+                "-netdev",
+                &format!("vde,id=net1,sock={}", st.switch.display()),
+            ]);
+            // No option ROM either: the iPXE that boots the blade brings
+            // its own driver.
+            push(&[
+                "-device",
+                &format!("virtio-net-pci,netdev=net1,mac={},romfile=", st.mac),
+            ]);
+        }
+        if let BootFrom::Sanboot { rom, script } = &self.boot {
+            push(&["-kernel", &rom.to_string_lossy()]);
+            push(&["-append", script]);
+        }
 
         if let BootFrom::Kernel {
             kernel,
@@ -321,6 +358,7 @@ mod tests {
                 path: "/r/san.img".into(),
                 shared: true,
             }],
+            storage: None,
             boot,
             sockets: Sockets::in_dir(Path::new("/r/blade01")),
         }

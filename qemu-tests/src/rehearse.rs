@@ -16,6 +16,8 @@ use crate::run::{self, Run};
 use crate::switch::Switch;
 use crate::{accel, san, ssh, tools};
 
+mod target;
+
 /// What `vlx-rig rehearse` asks for.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -117,13 +119,14 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
     } else {
         Some(ssh::RigKey::make(run.dir()).map_err(RehearseError::Setup)?)
     };
-    let profile = if req.options.host.is_some() || rig_key.is_some() {
+    let iscsi = matches!(cluster.san.transport, cluster::profile::Transport::Iscsi(_));
+    let profile = if req.options.host.is_some() || rig_key.is_some() || iscsi {
         let copy = run.dir().join("cluster").join(
             req.profile
                 .file_name()
                 .unwrap_or(std::ffi::OsStr::new("cluster.toml")),
         );
-        write_profile_copy(&req.profile, &host_profile, rig_key.as_ref(), &copy)
+        write_profile_copy(&req.profile, &host_profile, rig_key.as_ref(), iscsi, &copy)
             .map_err(RehearseError::Setup)?;
         say(&format!(
             "installing {} (a copy of {} naming host image {}{})",
@@ -174,6 +177,7 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
         switch: None,
         rig_key,
         host_side: None,
+        storage: None,
         live: Vec::new(),
         timeline: Timeline {
             cluster: rehearsal.cluster.clone(),
@@ -213,11 +217,13 @@ fn free_address(net: cluster::Ipv4Net, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
 
 /// Writes a copy of the cluster profile at `original` to `copy`, naming
 /// `host` (absolute) as its host image, its overlays as absolute paths, and
-/// with the rig's public key added to `[admin] ssh_keys`.
+/// with the rig's public key added to `[admin] ssh_keys`, and an iSCSI
+/// cluster fitted to QEMU's blades ([`target::adapt_profile`]).
 fn write_profile_copy(
     original: &Path,
     host: &Path,
     key: Option<&ssh::RigKey>,
+    iscsi: bool,
     copy: &Path,
 ) -> Result<(), String> {
     let text =
@@ -270,6 +276,9 @@ fn write_profile_copy(
             .as_array_mut()
             .ok_or_else(|| format!("{}: admin.ssh_keys is not a list", original.display()))?;
         keys.push(toml::Value::String(k.public.clone()));
+    }
+    if iscsi {
+        target::adapt_profile(&mut t);
     }
     let out = toml::to_string(&t).map_err(|e| format!("{}: {e}", copy.display()))?;
     if let Some(d) = copy.parent() {
@@ -347,6 +356,8 @@ struct Exec<'a> {
     rig_key: Option<ssh::RigKey>,
     /// The rig's end of the private segment, for SSH.
     host_side: Option<ssh::HostSide>,
+    /// The storage network and target of an iSCSI rehearsal.
+    storage: Option<crate::storage::Storage>,
     /// Blades with power, in the order they were powered on.
     live: Vec<Powered>,
     timeline: Timeline,
@@ -426,6 +437,11 @@ impl Exec<'_> {
                 size,
                 installer,
             } => self.install_from_media(san, *size, installer),
+            Step::InstallThroughIscsi {
+                san,
+                size,
+                installer,
+            } => self.install_through_iscsi(san, *size, installer),
             Step::PowerOn { blades, .. } => {
                 for (i, name) in blades.iter().enumerate() {
                     if i > 0 {
@@ -453,6 +469,7 @@ impl Exec<'_> {
                 self.cluster_checks();
                 Ok(())
             }
+            Step::TargetRestart => self.target_restart(),
             Step::LoseBlades { late } => self.lose_blades(late),
             Step::FactoryReset => self.factory_reset(),
             Step::Shutdown => {
@@ -505,7 +522,7 @@ impl Exec<'_> {
         let switch = Switch::start(self.run, &self.r.switch, self.r.blades.len() + 4)
             .map_err(|e| fail("private segment up", e))?;
         self.switch = Some(switch);
-        Ok(())
+        self.storage_up()
     }
 
     fn media(&mut self, profile: &Path, out: &Path) -> Result<(), Fail> {
@@ -604,6 +621,7 @@ impl Exec<'_> {
                 .map_err(|e| fail("private segment up", e))?;
             self.switch = Some(switch);
         }
+        self.storage_up()?;
         let b = blade::power_on(self.run, machine, &self.logs)
             .map_err(|e| fail(format!("{name} powered on"), e))?;
         self.live.push(b);
@@ -1030,6 +1048,7 @@ impl Exec<'_> {
             self.power_off(&n);
         }
         self.switch = None;
+        self.storage = None;
         if let Some(before) = self.facts.origin_before.clone() {
             match san::origin_sha256(&self.r.san, &self.cluster.disk) {
                 Ok(after) => {

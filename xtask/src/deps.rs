@@ -24,7 +24,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("ovmf", "UEFI firmware for the rig's blades"),
     ("seabios", "BIOS firmware for the rig's blades"),
     ("ipxe-qemu", "network boot ROMs for QEMU's NICs"),
-    ("ipxe", "iPXE loaders for the PXE boot tree"),
+    (
+        "ipxe",
+        "iPXE loaders for the PXE boot tree; ipxe.lkrn, the boot ROM of the iSCSI rehearsal's blades",
+    ),
     (
         "dnsmasq-base",
         "DHCP, TFTP and DNS on every node; config checks",
@@ -65,11 +68,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     (
         "open-iscsi",
         "iscsistart: the node agent's iSCSI login in the initramfs; iscsiadm and iscsid: \
-         vlx-install --san iscsi:// and its test guest",
+         vlx-install --san iscsi:// and its test guest, the tiny-iscsi image's recovery",
     ),
     (
         "tgt",
-        "an iSCSI target for the node agent's boot and the installer's login tests",
+        "an iSCSI target for the node agent's boot, the installer's login tests and the iSCSI rehearsal",
     ),
     ("kmod", "depmod and modinfo for kernel modules"),
     ("vde2", "the rig's private L2 switch"),

@@ -42,13 +42,31 @@ pub struct Iscsi {
     pub storage_port: u16,
     /// Storage interface, e.g. `eth0` or `ib0`.
     pub sif: String,
-    /// `dhcp`, or one fixed address (a single-blade setup).
+    /// `dhcp`, one fixed address (a single-blade setup), or [`SIFIP_IBFT`]:
+    /// each blade's boot ROM stores its own address and the target and
+    /// publishes them in the iBFT (the cold start from the target).
     pub sifip: String,
     pub sifnm: Option<Ipv4Addr>,
     /// Modules the storage interface needs, loaded before it is brought up.
     pub sifm: Vec<String>,
     /// Target name (IQN).
     pub ivid: String,
+}
+
+/// `sifip` of a cluster whose blades boot from their boot ROM's stored
+/// settings (iPXE `sanboot`, an HBA): the line then says
+/// `rd.iscsi.firmware=1` and names no target, address or interface, which
+/// the iBFT gives per blade.
+pub const SIFIP_IBFT: &str = "ibft";
+
+/// The word that takes the target, the address and CHAP from the iBFT.
+pub const FIRMWARE_WORD: &str = "rd.iscsi.firmware=1";
+
+impl Iscsi {
+    /// Whether the blades take address, target and CHAP from the iBFT.
+    pub fn from_firmware(&self) -> bool {
+        self.sifip == SIFIP_IBFT
+    }
 }
 
 /// The iSCSI port without `vlx.storage_port=` (IANA's).
@@ -130,6 +148,16 @@ impl From<&Iscsi> for IscsiBoot {
     /// The seed's parameters as the profile holds them: what the `vlx.*`
     /// words the installer writes read back as.
     fn from(i: &Iscsi) -> IscsiBoot {
+        if i.from_firmware() {
+            return IscsiBoot {
+                net: Net {
+                    iface: None,
+                    address: Address::Firmware,
+                },
+                nic_modules: i.sifm.clone(),
+                login: Login::Firmware,
+            };
+        }
         let address = match i.sifip.parse::<Ipv4Addr>() {
             Ok(addr) => Address::Static {
                 addr,

@@ -8,6 +8,7 @@
 //! | `vlx.san=disk\|iscsi` | the SAN transport (required) |
 //! | `vlx.storage_ip`, `vlx.storage_port` | iSCSI: the portal (port 3260 without it) |
 //! | `vlx.sif`, `vlx.sifip`, `vlx.sifnm`, `vlx.sifm` | iSCSI: the storage interface, `dhcp` or its address, netmask, modules |
+//! | `rd.iscsi.firmware=1` | iSCSI: written instead of the target and interface words when the profile's `sifip` is `ibft` (the boot ROM's iBFT says them per blade) |
 //! | `vlx.ivid` | iSCSI: the target name |
 //! | `vlx.san_wait=SECONDS` | the admin's: how long to wait for the SAN (1 to 3600) |
 //!
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use super::error::CmdlineError;
-pub use super::iscsi::{DEFAULT_ISCSI_PORT, Iscsi};
+pub use super::iscsi::{DEFAULT_ISCSI_PORT, FIRMWARE_WORD, Iscsi, SIFIP_IBFT};
 use super::iscsi::{IscsiBoot, Scan, VLX_KEYS};
 use super::{PREFIX, word, words};
 
@@ -103,6 +104,15 @@ pub fn write(cluster: Uuid, transport: &Transport) -> Vec<String> {
     let mut words = vec![word("cluster", cluster)];
     match transport {
         Transport::Disk => words.push(word("san", "disk")),
+        Transport::Iscsi(i) if i.from_firmware() => {
+            // The iBFT names target, address and interface per blade; a
+            // target on the line too would be refused by the parser.
+            words.push(word("san", "iscsi"));
+            words.push(FIRMWARE_WORD.to_owned());
+            if !i.sifm.is_empty() {
+                words.push(word("sifm", i.sifm.join(",")));
+            }
+        }
         Transport::Iscsi(i) => {
             words.push(word("san", "iscsi"));
             words.push(word("storage_ip", i.storage_ip));
@@ -350,7 +360,11 @@ mod tests {
             i.sifm = vec!["mlx4_core".into(), "ib_ipoib".into()];
             i.sifip = "10.10.0.7".into();
         });
-        for t in [Transport::Disk, iscsi(|_| {}), full] {
+        let firmware = iscsi(|i| {
+            i.sifip = SIFIP_IBFT.into();
+            i.sifm = vec!["virtio_net".into()];
+        });
+        for t in [Transport::Disk, iscsi(|_| {}), full, firmware.clone()] {
             let line = format!("quiet {} console=ttyS0", write(uuid(), &t).join(" "));
             let back = parse(&line).unwrap();
             assert_eq!(back.san, SanBoot::from(&t), "{line}");
@@ -359,6 +373,16 @@ mod tests {
         assert_eq!(
             write(uuid(), &Transport::Disk),
             [format!("vlx.cluster={U}"), "vlx.san=disk".into()]
+        );
+        // From the firmware: no target, address or interface on the line.
+        assert_eq!(
+            write(uuid(), &firmware),
+            [
+                format!("vlx.cluster={U}"),
+                "vlx.san=iscsi".into(),
+                "rd.iscsi.firmware=1".into(),
+                "vlx.sifm=virtio_net".into()
+            ]
         );
     }
 }

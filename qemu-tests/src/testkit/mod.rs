@@ -174,6 +174,7 @@ pub fn machine(
         mac,
         switch: switch.to_owned(),
         disks,
+        storage: None,
         boot,
         sockets: crate::qemu::Sockets::in_dir(&dir.join(name)),
     }

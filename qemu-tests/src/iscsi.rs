@@ -1,0 +1,175 @@
+//! The iSCSI rehearsal's plan: the SAN is a target (tgt) on a storage
+//! network of its own, and every blade cold-starts from it as a NIC boot
+//! ROM does. Pure: the executor is [`crate::storage`].
+//!
+//! The storage network is the profile's extra network whose CIDR holds
+//! `san.iscsi.storage_ip`; the target listens there, and each blade's
+//! storage NIC has the node's address on that network (`extra_ips`). The
+//! boot ROM is iPXE (`ipxe.lkrn`, handed to SeaBIOS by QEMU as a kernel)
+//! with its stored settings as its command line: the fixed address on
+//! the storage NIC, the initiator name and `sanboot` of the target's LUN.
+//! `sanboot` publishes an iBFT with all of it and boots the LUN's MBR
+//! (syslinux on the ESP), so no DHCP or TFTP server is needed anywhere;
+//! the profile's `sifip = "ibft"` makes the command line on the ESP say
+//! `rd.iscsi.firmware=1`, and the node agent logs in from the iBFT.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use cluster::{MacAddr, Plan};
+use serde::Serialize;
+
+/// Debian's iPXE built to be loaded as a Linux kernel (package `ipxe`).
+pub const IPXE_LKRN: &str = "/usr/lib/ipxe/ipxe.lkrn";
+
+/// The LUN of the SAN on the target: tgt's LUN 0 is its controller.
+pub const LUN: u16 = 1;
+
+/// The storage network of an iSCSI rehearsal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IscsiRig {
+    /// The storage network's `vde_switch` socket directory.
+    pub switch: PathBuf,
+    /// The target's portal, on the storage network.
+    pub portal: Ipv4Addr,
+    pub port: u16,
+    pub prefix: u8,
+    /// The target's name (IQN), from `san.iscsi.ivid`.
+    pub target: String,
+    pub lun: u16,
+    /// The boot ROM every blade runs.
+    pub rom: PathBuf,
+}
+
+/// Why an iSCSI rehearsal cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IscsiPlanError {
+    #[error(
+        "no extra network of the profile holds the iSCSI target {0}: the rig puts the target on \
+         the storage network ([[network.extra]] whose cidr holds san.iscsi.storage_ip)"
+    )]
+    NoStorageNetwork(Ipv4Addr),
+    #[error("node {node} has no address on the storage network {network} (extra_ips)")]
+    NoStorageAddress { node: String, network: String },
+    #[error(
+        "the iSCSI rehearsal cold-starts blades from their boot ROM's iBFT: the profile needs \
+         san.iscsi.sifip = \"ibft\", not {0:?}"
+    )]
+    NotFirmware(String),
+}
+
+/// The storage side of the rehearsal of `cluster`, or `None` for a SAN
+/// that is a shared disk.
+pub fn plan(cluster: &Plan, run: &std::path::Path) -> Result<Option<IscsiRig>, IscsiPlanError> {
+    let cluster::profile::Transport::Iscsi(i) = &cluster.san.transport else {
+        return Ok(None);
+    };
+    if !i.from_firmware() {
+        return Err(IscsiPlanError::NotFirmware(i.sifip.clone()));
+    }
+    let net = storage_network(cluster, i.storage_ip)?;
+    Ok(Some(IscsiRig {
+        switch: run.join("storage"),
+        portal: i.storage_ip,
+        port: i.storage_port,
+        prefix: net.cidr.prefix(),
+        target: i.ivid.clone(),
+        lun: LUN,
+        rom: PathBuf::from(IPXE_LKRN),
+    }))
+}
+
+fn storage_network(
+    cluster: &Plan,
+    portal: Ipv4Addr,
+) -> Result<&cluster::plan::ExtraNetPlan, IscsiPlanError> {
+    cluster
+        .network
+        .extra
+        .iter()
+        .find(|n| n.cidr.contains(portal))
+        .ok_or(IscsiPlanError::NoStorageNetwork(portal))
+}
+
+/// A blade's address on the storage network.
+pub fn storage_address(
+    cluster: &Plan,
+    rig: &IscsiRig,
+    node: &cluster::plan::NodePlan,
+) -> Result<Ipv4Addr, IscsiPlanError> {
+    let net = storage_network(cluster, rig.portal)?;
+    node.extra_ips
+        .iter()
+        .find(|e| e.network == net.name)
+        .map(|e| e.ip)
+        .ok_or_else(|| IscsiPlanError::NoStorageAddress {
+            node: node.name.to_string(),
+            network: net.name.clone(),
+        })
+}
+
+/// The MAC of a blade's storage NIC: the cluster NIC's last three bytes
+/// under a locally administered prefix, so that no node's MAC in the
+/// cluster table is a storage NIC's.
+pub fn storage_mac(cluster_mac: MacAddr) -> MacAddr {
+    let b = cluster_mac.0;
+    MacAddr([0x52, 0x54, 0x5a, b[3], b[4], b[5]])
+}
+
+/// The initiator name a blade's boot ROM stores: the node agent's own
+/// convention (`agent::iscsi::initiator_name`): the cluster's uuid and the
+/// storage NIC's MAC.
+pub fn initiator_name(cluster: &Plan, mac: MacAddr) -> String {
+    let m: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
+    format!("iqn.2007-01.org.vlx:{}.{m}", cluster.cluster.uuid.simple())
+}
+
+/// The netmask of a prefix length.
+fn netmask(prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0))
+}
+
+/// The settings a blade's boot ROM stores, as the iPXE script it runs:
+/// the storage NIC (`net1`, after the cluster NIC) with a fixed address,
+/// the initiator name, and `sanboot` of the SAN's LUN. No DHCP: nothing on
+/// either network serves one at a cold start. (The root path's LUN is
+/// hexadecimal, RFC 4173.)
+pub fn sanboot_script(rig: &IscsiRig, addr: Ipv4Addr, initiator: &str) -> String {
+    format!(
+        "set net1/ip {addr} && set net1/netmask {} && set initiator-iqn {initiator} && \
+         ifopen net1 && sanboot iscsi:{}::{}:{:x}:{}",
+        netmask(rig.prefix),
+        rig.portal,
+        rig.port,
+        rig.lun,
+        rig.target
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_boot_rom_script_names_address_initiator_and_lun() {
+        let rig = IscsiRig {
+            switch: "/r/storage".into(),
+            portal: Ipv4Addr::new(10, 10, 0, 250),
+            port: 3260,
+            prefix: 24,
+            target: "iqn.2007-01.it.unipi.di:virtualinux.san0".into(),
+            lun: 1,
+            rom: IPXE_LKRN.into(),
+        };
+        assert_eq!(
+            sanboot_script(&rig, Ipv4Addr::new(10, 10, 0, 3), "iqn.x:y"),
+            "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn iqn.x:y \
+             && ifopen net1 && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
+        );
+        assert_eq!(netmask(16), Ipv4Addr::new(255, 255, 0, 0));
+        assert_eq!(
+            storage_mac("00:30:48:7a:10:03".parse().unwrap()).to_string(),
+            "52:54:5a:7a:10:03"
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! The steps of the iSCSI rehearsal beyond the disk rehearsal's: the
+//! storage network with its target up before any blade, the target
+//! restarted while the blades run, and the rig's copy of the profile
+//! fitted to QEMU's hardware.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{Exec, Fail, fail};
+use crate::qemu::{BootFrom, Machine};
+use crate::storage::Storage;
+use crate::switch::Switch;
+use crate::{blade, checks, iscsi_install, san, tools};
+
+/// How long the blades get to log in again after the target restarts:
+/// open-iscsi's iscsid retries a lost connection every few seconds, and
+/// TCG on a loaded host is slow.
+const RELOGIN_LIMIT: Duration = Duration::from_secs(120);
+
+/// How long the storage path is cut (the issue's 10 s).
+const PATH_CUT: Duration = Duration::from_secs(10);
+
+/// How long a blade's session may take to be logged in again after the
+/// path comes back, in seconds (within the check shell's limit).
+const RECOVERY_SECS: u32 = 20;
+
+/// The file each blade writes to its root after the target restarted.
+const AFTER_RESTART: &str = "/vlx-rig-after-target-restart";
+
+/// The kernel argument that skips the IO-APIC timer check.
+const NO_TIMER_CHECK: &str = "no_timer_check";
+
+/// The origin partition of the rig's copy of an iSCSI profile, at most.
+pub(super) const ORIGIN_CAP: &str = "2GiB";
+
+/// Fits the rig's copy of an iSCSI cluster profile to QEMU's blades: their
+/// storage NIC is virtio-net, whose driver every initramfs has, so the
+/// profile's storage NIC modules (the seed's InfiniBand drivers) go; and an
+/// origin partition larger than [`ORIGIN_CAP`] (the seed's 8 GiB) shrinks
+/// to it: the rehearsal hashes the whole origin after the install and at
+/// the end, which for 8 GiB took minutes on a loaded two-core machine,
+/// while the tiny image fills 375 MiB of it. The blades' kernel gets
+/// `no_timer_check`, as VM images have it: TCG on a loaded host can miss
+/// the IO-APIC timer check, and the kernel then panics ("IO-APIC + timer
+/// doesn't work"), as a blade of this rehearsal did.
+pub(super) fn adapt_profile(t: &mut toml::Table) {
+    if let Some(i) = t
+        .get_mut("san")
+        .and_then(|s| s.as_table_mut())
+        .and_then(|s| s.get_mut("iscsi"))
+        .and_then(|i| i.as_table_mut())
+    {
+        i.insert("sifm".into(), toml::Value::Array(Vec::new()));
+    }
+    if let Some(boot) = t.get_mut("boot").and_then(|b| b.as_table_mut()) {
+        let args = boot
+            .entry("kernel_args")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        if let Some(a) = args.as_array_mut()
+            && !a.iter().any(|v| v.as_str() == Some(NO_TIMER_CHECK))
+        {
+            a.push(toml::Value::String(NO_TIMER_CHECK.into()));
+        }
+    }
+    let cap: Option<cluster::Bytes> = ORIGIN_CAP.parse().ok();
+    if let Some(st) = t.get_mut("storage").and_then(|s| s.as_table_mut()) {
+        let origin = st
+            .get("origin")
+            .and_then(|o| o.as_str())
+            .and_then(|o| o.parse::<cluster::Bytes>().ok());
+        if let (Some(o), Some(c)) = (origin, cap)
+            && o.0 > c.0
+        {
+            st.insert("origin".into(), toml::Value::String(ORIGIN_CAP.into()));
+        }
+    }
+}
+
+impl Exec<'_> {
+    /// Step 1 of the iSCSI rehearsal: a sparse SAN file that tgt serves on
+    /// the storage network, and the first blade booting an installer
+    /// environment that installs the cluster onto it through iSCSI
+    /// ([`iscsi_install`]) and powers off; then `vlx-install verify` and
+    /// outside tools judge the SAN, and the origin is fingerprinted.
+    pub(super) fn install_through_iscsi(
+        &mut self,
+        san_path: &Path,
+        size: cluster::Bytes,
+        installer: &Machine,
+    ) -> Result<(), Fail> {
+        let rig = self
+            .r
+            .iscsi
+            .clone()
+            .ok_or_else(|| fail("install through iSCSI", "the plan has no iSCSI target"))?;
+        san::create(san_path, size).map_err(|e| fail("SAN created", e))?;
+        if self.switch.is_none() {
+            let switch = Switch::start(self.run, &self.r.switch, self.r.blades.len() + 4)
+                .map_err(|e| fail("private segment up", e))?;
+            self.switch = Some(switch);
+        }
+        self.storage_up()?;
+        let name = installer.name.clone();
+        let check = format!("{name} installed through iSCSI");
+        let BootFrom::Kernel { kernel, .. } = &installer.boot else {
+            return Err(fail(check, "the installer does not boot a kernel"));
+        };
+        let dir = kernel
+            .parent()
+            .map(Path::to_owned)
+            .ok_or_else(|| fail(check.clone(), "no folder for the installer guest"))?;
+        let storage = installer
+            .storage
+            .as_ref()
+            .ok_or_else(|| fail(check.clone(), "the installer has no storage NIC"))?;
+        let first = self
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.macs.first() == Some(&installer.mac))
+            .ok_or_else(|| fail(check.clone(), "the installer is no node's blade"))?;
+        let addr = crate::iscsi::storage_address(self.cluster, &rig, first)
+            .map_err(|e| fail(check.clone(), e))?;
+        // What the installer reads, at the paths the rig's profile names.
+        let base = self.r.profile.parent().unwrap_or(Path::new("/"));
+        let abs = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let image = std::path::absolute(self.r.image.dir()).map_err(|e| {
+            fail(
+                check.clone(),
+                format!("{}: {e}", self.r.image.dir().display()),
+            )
+        })?;
+        let profile = std::path::absolute(&self.r.profile)
+            .map_err(|e| fail(check.clone(), format!("{}: {e}", self.r.profile.display())))?;
+        let mut carry = vec![
+            image.clone(),
+            profile.clone(),
+            abs(&self.cluster.image.host),
+        ];
+        carry.extend(self.cluster.image.overlays.iter().map(|o| abs(o)));
+        let guest = iscsi_install::build(&dir, &rig, storage.mac, addr, &profile, &image, &carry)
+            .map_err(|e| fail(format!("{name} built"), e))?;
+        self.say(&format!(
+            "{name} installs through {} from {addr} (data disk {})",
+            iscsi_install::url(&rig),
+            guest.data.display()
+        ));
+        let mut b = blade::power_on(self.run, installer, &self.logs)
+            .map_err(|e| fail(format!("{name} powered on"), e))?;
+        let done = b.wait(iscsi_install::SESSIONS_LEFT, self.r.timeouts.install);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while done.is_ok() && b.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let lines: Vec<String> = b.console().lines().into_iter().map(|l| l.text).collect();
+        let boot = b.power_off();
+        self.timeline.add_boot(&name, boot);
+        done.map_err(|e| fail(check.clone(), e))?;
+        let find = |prefix: &str| {
+            lines.iter().find_map(|l| {
+                l.find(prefix)
+                    .map(|i| l[i + prefix.len()..].trim().to_string())
+            })
+        };
+        let rc = find(iscsi_install::INSTALL_RC).unwrap_or_default();
+        let installed = lines
+            .iter()
+            .rev()
+            .find(|l| l.contains("installed on iscsi://"))
+            .map(|l| l.trim().to_string());
+        match (rc.as_str(), installed) {
+            ("0", Some(said)) => self.checks.pass(1, check, said),
+            _ => {
+                let tail: Vec<&str> = lines.iter().rev().take(15).map(String::as_str).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(fail(
+                    check,
+                    format!("vlx-install exited with {rc:?}:\n{}", tail.join("\n")),
+                ));
+            }
+        }
+        let left = find(iscsi_install::SESSIONS_LEFT).unwrap_or_default();
+        self.checks.expect(
+            1,
+            "no iSCSI session left by the installer",
+            left == "[]",
+            format!("iscsiadm -m session after the install: {left}"),
+        );
+        let log = self.logs.dir.join("vlx-install-verify.log");
+        let out = tools::verify(san_path, &log).map_err(|e| fail("vlx-install verify", e))?;
+        self.checks.pass(
+            1,
+            "vlx-install verify",
+            out.lines().last().unwrap_or("verifies").trim().to_string(),
+        );
+        let said =
+            crate::outside::check_san(san_path, self.cluster.disk.sector_size.bytes() as u32)
+                .map_err(|e| fail("outside tools accept the SAN", e))?;
+        self.checks.pass(1, "outside tools accept the SAN", said);
+        let sha = san::origin_sha256(san_path, &self.cluster.disk)
+            .map_err(|e| fail("origin fingerprinted", e))?;
+        self.facts.origin_before = Some(sha);
+        Ok(())
+    }
+
+    /// Starts the storage network and the target serving the SAN, for an
+    /// iSCSI rehearsal (once; nothing for a shared disk).
+    pub(super) fn storage_up(&mut self) -> Result<(), Fail> {
+        let Some(rig) = &self.r.iscsi else {
+            return Ok(());
+        };
+        if self.storage.is_some() {
+            return Ok(());
+        }
+        if !rig.rom.is_file() {
+            return Err(fail(
+                "iSCSI target up",
+                format!(
+                    "the blades' boot ROM {} is missing (Debian package ipxe; cargo xtask deps \
+                     installs it)",
+                    rig.rom.display()
+                ),
+            ));
+        }
+        let s = Storage::start(
+            self.run,
+            rig,
+            &self.r.san,
+            self.r.blades.len(),
+            &self.logs.dir,
+        )
+        .map_err(|e| fail("iSCSI target up", e))?;
+        self.checks.pass(
+            1,
+            "iSCSI target up",
+            format!(
+                "tgt serves {} LUN {} at {}:{} on the storage network",
+                rig.target, rig.lun, rig.portal, rig.port
+            ),
+        );
+        self.storage = Some(s);
+        Ok(())
+    }
+
+    /// Kills tgtd and starts it again while the blades run, then cuts the
+    /// storage path for 10 s; every blade must log in again after each,
+    /// keep its root (write and sync a file on it) and answer on the
+    /// cluster network.
+    pub(super) fn target_restart(&mut self) -> Result<(), Fail> {
+        let limit = self.r.timeouts.command;
+        let storage = self
+            .storage
+            .as_mut()
+            .ok_or_else(|| fail("tgtd restarted", "the target is not running"))?;
+        let before = storage
+            .initiators()
+            .map_err(|e| fail("tgtd restarted", e))?;
+        let away = storage
+            .restart(self.run)
+            .map_err(|e| fail("tgtd restarted", e))?;
+        let restarted = Instant::now();
+        self.say(&format!(
+            "tgtd killed and started again ({:.1} s); {} initiator(s) were logged in",
+            away.as_secs_f64(),
+            before.len()
+        ));
+        self.checks.pass(
+            5,
+            "tgtd restarted",
+            format!(
+                "killed and started again in {:.1} s with {} initiator(s) logged in",
+                away.as_secs_f64(),
+                before.len()
+            ),
+        );
+        let mut now = Vec::new();
+        while restarted.elapsed() < RELOGIN_LIMIT {
+            now = self
+                .storage
+                .as_ref()
+                .map(|s| s.initiators())
+                .transpose()
+                .map_err(|e| fail("every blade logged in again", e))?
+                .unwrap_or_default();
+            if before.iter().all(|i| now.contains(i)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let back = before.iter().all(|i| now.contains(i));
+        self.checks.expect(
+            5,
+            "every blade logged in again",
+            back && !before.is_empty(),
+            format!(
+                "{} of {} initiator(s) back {:.1} s after the restart",
+                before.iter().filter(|i| now.contains(i)).count(),
+                before.len(),
+                restarted.elapsed().as_secs_f64()
+            ),
+        );
+        // Then the path: the portal's link down for 10 s. One path, so it
+        // is open-iscsi's own recovery that must carry the blades over
+        // (their I/O waits, up to the session's replacement timeout of
+        // 120 s, instead of failing).
+        if let Some(st) = self.storage.as_ref() {
+            match st.cut(PATH_CUT) {
+                Ok(()) => self.checks.pass(
+                    5,
+                    "storage path cut for 10 s",
+                    format!(
+                        "the portal's link was down {} s, then up",
+                        PATH_CUT.as_secs()
+                    ),
+                ),
+                Err(e) => self.checks.fail(5, "storage path cut for 10 s", e),
+            }
+        }
+        let mut checks = std::mem::take(&mut self.checks);
+        let nodes = self.nodes();
+        for (k, n) in nodes.iter().enumerate() {
+            let name = format!("{} kept its root", n.name);
+            // The target keeps a dead connection listed for a while, so
+            // the blade's own view counts: its sessions LOGGED_IN again
+            // (open-iscsi retries every few seconds), then a write that
+            // reaches the LUN.
+            let cmd = format!(
+                "i=0; while grep -qv LOGGED_IN /sys/class/iscsi_session/session*/state && \
+                 [ $i -lt {RECOVERY_SECS} ]; do sleep 1; i=$((i+1)); done; \
+                 echo {0} > {AFTER_RESTART} && sync -f / && cat {AFTER_RESTART} && \
+                 cat /sys/class/iscsi_session/session*/state",
+                n.name
+            );
+            match checks::sh(n, &cmd, limit) {
+                Ok(o) => {
+                    let ok = o.success()
+                        && o.lines.first().is_some_and(|l| l.trim() == n.name)
+                        && o.lines.iter().skip(1).all(|l| l.trim() == "LOGGED_IN");
+                    checks.expect(5, name, ok, o.lines.join(" | "));
+                }
+                Err(e) => checks.fail(5, name, e.to_string()),
+            }
+            // Answers on the cluster network: a ping to the next blade.
+            if let Some(other) = nodes
+                .get((k + 1) % nodes.len())
+                .filter(|o| o.name != n.name)
+            {
+                let name = format!("{} answers {} after the restart", other.name, n.name);
+                match checks::sh(n, &format!("ping -c 1 -W 3 {}", other.ip), limit) {
+                    Ok(o) => {
+                        checks.expect(5, name, o.success(), o.lines.join(" | "));
+                    }
+                    Err(e) => checks.fail(5, name, e.to_string()),
+                }
+            }
+        }
+        drop(nodes);
+        self.checks = checks;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_drops_the_nic_modules_and_caps_the_origin() {
+        let mut t: toml::Table = toml::from_str(
+            "[san.iscsi]\nsifm = [\"mlx4_core\"]\nivid = \"iqn.x:y\"\n[storage]\norigin = \"8GiB\"\ncow = \"16GiB\"\n[boot]\nfirmware = \"bios\"\n",
+        )
+        .unwrap();
+        adapt_profile(&mut t);
+        assert_eq!(t["san"]["iscsi"]["sifm"].as_array().map(Vec::len), Some(0));
+        assert_eq!(t["san"]["iscsi"]["ivid"].as_str(), Some("iqn.x:y"));
+        assert_eq!(t["storage"]["origin"].as_str(), Some(ORIGIN_CAP));
+        assert_eq!(t["storage"]["cow"].as_str(), Some("16GiB"));
+        assert_eq!(
+            t["boot"]["kernel_args"].as_array().cloned(),
+            Some(vec![toml::Value::String(NO_TIMER_CHECK.into())])
+        );
+        let mut small: toml::Table = toml::from_str("[storage]\norigin = \"1GiB\"\n").unwrap();
+        adapt_profile(&mut small);
+        assert_eq!(small["storage"]["origin"].as_str(), Some("1GiB"));
+    }
+}

@@ -32,8 +32,9 @@ pub fn stage(stage: &Staging, inputs: &Inputs) -> Result<(), ApplyError> {
     };
     let overlays =
         crate::render::NodeOverlays::load(&inputs.plan, &inputs.profile_dir).map_err(render_err)?;
+    let mut overlays = overlays.for_plan(&inputs.plan).map_err(render_err)?;
     for node in &inputs.plan.nodes {
-        let mut files = overlays.render(&inputs.plan, node).map_err(render_err)?;
+        let mut files = overlays.render(node).map_err(render_err)?;
         crate::render::merge(
             &mut files,
             crate::render::host_keys(node).map_err(render_err)?,

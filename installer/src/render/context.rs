@@ -345,7 +345,11 @@ impl PlanContext {
             plan.nodes.iter().map(|n| n.name.as_str()).collect();
         let mut vips = Vec::with_capacity(net.vips.len());
         // As a node's own VIPs: none when the cluster runs no VRRP.
-        let planned = if plan.services.vip { &net.vips[..] } else { &[] };
+        let planned = if plan.services.vip {
+            &net.vips[..]
+        } else {
+            &[]
+        };
         for (k, v) in planned.iter().enumerate() {
             let name = vip_name(k);
             if names.contains(name.as_str()) {

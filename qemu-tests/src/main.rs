@@ -73,6 +73,7 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
             "debian" => PathBuf::from("profiles/hosts/debian-bookworm.toml"),
             _ => PathBuf::from(h),
         }),
+        fill_store: false,
         timeouts: Timeouts {
             ready: Duration::from_secs(ready_timeout),
             power_gap: Duration::try_from_secs_f64(a.stagger)

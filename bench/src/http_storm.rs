@@ -4,8 +4,8 @@
 //! `${next-server}`).
 //!
 //! Every client is a thread in the client's network namespace; all start
-//! together behind a barrier and speak plain HTTP/1.0 (what busybox httpd
-//! serves). A fetch counts only when the status is 200 and the body is
+//! together behind a barrier and speak plain HTTP/1.0 (what the blades'
+//! mini_httpd serves). A fetch counts only when the status is 200 and the body is
 //! exactly the expected length. Each connection has a timeout, so a storm
 //! ends by itself.
 

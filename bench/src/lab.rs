@@ -1,7 +1,7 @@
 //! A private L2 segment for boot storms: a bridge in a network namespace of
 //! its own, one namespace per host with an `eth0` on the bridge, and blades
 //! that run their rendered boot services there (the node's own `net-up`,
-//! then dnsmasq and busybox httpd exactly as the tiny image's rcS starts
+//! then dnsmasq and mini_httpd exactly as the tiny image's rcS starts
 //! them) in a chroot of their rendered files, in private mount and PID
 //! namespaces. Nothing touches the host's own network: every address is
 //! inside the namespaces. Everything is torn down on drop, also when a
@@ -19,8 +19,9 @@ use cluster::MacAddr;
 
 /// Programs a blade's root gets from the build machine, where the tiny
 /// image has them.
-const PROGRAMS: [(&str, &str); 2] = [
+const PROGRAMS: [(&str, &str); 3] = [
     ("/usr/sbin/dnsmasq", "usr/sbin/dnsmasq"),
+    ("/usr/sbin/mini_httpd", "usr/sbin/mini_httpd"),
     ("/bin/busybox", "bin/busybox"),
 ];
 
@@ -138,7 +139,7 @@ exec chroot "$R" /bin/sh -c '
     . /etc/vlx/node.env
     /usr/lib/vlx/net-up
     dnsmasq --keep-in-foreground -C /etc/dnsmasq.conf < /dev/null &
-    httpd -f -p "$VLX_HTTP_PORT" -h "$VLX_HTTP_ROOT" -u nobody:nogroup < /dev/null &
+    mini_httpd -D -p "$VLX_HTTP_PORT" -d "$VLX_HTTP_ROOT" -u nobody < /dev/null &
     wait'
 "#,
             root = root.display()

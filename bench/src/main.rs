@@ -19,6 +19,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("plan", plan::run),
     ("install", install::run),
     ("install-curve", install::curve),
+    ("install-row", install::row),
     ("image", image::run),
     ("media", media::run),
     ("rig", rig::run),

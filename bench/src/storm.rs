@@ -6,7 +6,7 @@
 //! The cluster is generated (`bench::storm_setup`): 1,000 blades that boot
 //! and the 4 blades at the end of the row that are up and serve them,
 //! planned and rendered as the installer does. Each serving blade runs its
-//! rendered `net-up`, dnsmasq and busybox httpd in a network namespace on
+//! rendered `net-up`, dnsmasq and mini_httpd in a network namespace on
 //! one bridge, its HTTP root the PXE tree of the tiny host image (its real
 //! kernel and initramfs).
 //!
@@ -157,7 +157,7 @@ fn print_http(label: &str, r: &Round) {
     }
     if r.listen_overflows > 0 {
         println!(
-            "    the serving kernels dropped {} connections from a full accept queue (busybox httpd listens with a backlog of 9)",
+            "    the serving kernels dropped {} connections from a full accept queue (a listen backlog too small for the storm)",
             r.listen_overflows
         );
     }

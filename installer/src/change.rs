@@ -37,18 +37,19 @@ impl Shown {
         let plan = cluster::diff::diff(installed, new);
         let before = NodeOverlays::load(installed, profile_dir)?;
         let after = NodeOverlays::load(new, profile_dir)?;
+        let (mut before, mut after) = (before.for_plan(installed)?, after.for_plan(new)?);
         let mut configs = Vec::new();
         for n in &new.nodes {
             let Some(o) = installed.node(n.name.as_str()) else {
                 continue;
             };
             let old: BTreeMap<PathBuf, _> = before
-                .render(installed, o)?
+                .render(o)?
                 .into_iter()
                 .map(|e| (e.path.clone(), e))
                 .collect();
             let mut now: BTreeMap<PathBuf, _> = after
-                .render(new, n)?
+                .render(n)?
                 .into_iter()
                 .map(|e| (e.path.clone(), e))
                 .collect();

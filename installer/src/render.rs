@@ -24,7 +24,10 @@ use cluster::plan::{NodePlan, Plan};
 use serde::Serialize;
 use templating::{Entry, Kind, Overlay, OverlayError};
 
-pub use context::{Context, PREEMPT_DELAY, ULA_PREFIX_LEN, ula_address, ula_prefix};
+pub use context::{
+    Common, Context, DNSMASQ_LEASE_MAX, PREEMPT_DELAY, PlanContext, ULA_PREFIX_LEN, lease_max,
+    ula_address, ula_prefix,
+};
 pub use keys::{KEY_TYPE, host_keys};
 
 /// Where the node agent leaves the meta volume on a node's root.
@@ -141,18 +144,66 @@ impl NodeOverlays {
         Ok(NodeOverlays { overlays })
     }
 
-    /// `node`'s files: every overlay rendered with [`Context::new`], later
-    /// overlays replacing earlier ones path by path. Pure.
+    /// `node`'s files: every overlay rendered with its [`Context`], later
+    /// overlays replacing earlier ones path by path. Pure. For many nodes
+    /// of one plan, [`NodeOverlays::for_plan`] costs less.
     pub fn render(&self, plan: &Plan, node: &NodePlan) -> Result<Vec<Entry>, RenderError> {
-        let context = Context::new(plan, node)?;
-        let value = serde_json::to_value(&context)
+        self.for_plan(plan)?.render(node)
+    }
+
+    /// The overlays ready to render `plan`'s nodes: the cluster-wide
+    /// context ([`Common`]) made and handed to the templates once, the
+    /// templates parsed once, and `{{#cluster_wide}}` blocks rendered once.
+    pub fn for_plan<'a>(&'a self, plan: &'a Plan) -> Result<PlanOverlays<'a>, RenderError> {
+        let context = PlanContext::new(plan)?;
+        let shared = serde_json::to_value(&context.common)
             .unwrap_or_else(|e| unreachable!("a context always serializes: {e}"));
+        let renderers = self
+            .overlays
+            .iter()
+            .map(|o| {
+                o.renderer(shared.clone())
+                    .map_err(|source| RenderError::Load {
+                        path: o.root().to_owned(),
+                        source,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PlanOverlays {
+            plan,
+            context,
+            renderers,
+        })
+    }
+}
+
+/// A plan's node overlays, ready to render node after node
+/// ([`NodeOverlays::for_plan`]).
+#[derive(Debug)]
+pub struct PlanOverlays<'a> {
+    plan: &'a Plan,
+    context: PlanContext,
+    renderers: Vec<templating::Renderer<'a>>,
+}
+
+impl PlanOverlays<'_> {
+    /// `node`'s files (a node of the plan): every overlay rendered with its
+    /// [`Context`] laid over the shared one, later overlays replacing
+    /// earlier ones path by path. Pure.
+    pub fn render(&mut self, node: &NodePlan) -> Result<Vec<Entry>, RenderError> {
+        let context = self.context.node(self.plan, node)?;
+        let own = match serde_json::to_value(&context) {
+            Ok(serde_json::Value::Object(map)) => map,
+            other => unreachable!("a node's context is an object: {other:?}"),
+        };
         let mut out = Vec::new();
-        for o in &self.overlays {
-            let entries = o.render(&value).map_err(|source| RenderError::Render {
-                node: node.name.to_string(),
-                source,
-            })?;
+        for r in &mut self.renderers {
+            let entries = r
+                .render(own.clone())
+                .map_err(|source| RenderError::Render {
+                    node: node.name.to_string(),
+                    source,
+                })?;
             merge(&mut out, entries)?;
         }
         Ok(out)

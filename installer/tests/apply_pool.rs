@@ -1,6 +1,7 @@
 //! The pool layout at the scale it is for: the 1,000-blade row profile
-//! installed onto a sparse 4 TiB SAN file, judged by sgdisk and by the
-//! installer's own verify, status and reset-node working through the pool.
+//! installed onto a sparse 4 TiB SAN file with every node's rendered
+//! files, judged by sgdisk, debugfs and dnsmasq, and by the installer's own
+//! verify, status and reset-node working through the pool.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,22 +16,113 @@ use common::*;
 const TIB: u64 = 1 << 40;
 
 /// `profiles/clusters/row-1000.toml` with the tiny host image (what
-/// [`image_dir`] stands in for) and without the node overlay: rendering
-/// it for 1,000 nodes takes minutes (every node's dnsmasq and hosts files
-/// list every node) and is the render tests' business, not the layout's.
+/// [`image_dir`] stands in for) and the node overlay of this checkout.
 fn row_profile(dir: &Path) -> PathBuf {
     let repo = repo().canonicalize().unwrap();
     let text = std::fs::read_to_string(repo.join("profiles/clusters/row-1000.toml")).unwrap();
+    let overlay = repo.join("overlays/node");
     let text = text
         .replace(
             "../hosts/debian-bookworm.toml",
             &repo.join("profiles/hosts/tiny.toml").display().to_string(),
         )
-        .replace("overlays = [\"../../overlays/node\"]", "overlays = []");
-    assert!(text.contains("overlays = []"), "{text}");
+        .replace("../../overlays/node", &overlay.display().to_string());
+    assert!(text.contains(&*overlay.to_string_lossy()), "{text}");
     let p = dir.join("row-1000.toml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// A file of the meta volume, read by debugfs.
+fn meta_file(san: &Path, plan: &cluster::Plan, path: &str) -> String {
+    let meta = plan.volumes().locate(&cluster::Role::Meta).unwrap();
+    let o = Command::new("debugfs")
+        .args(["-R", &format!("cat {path}")])
+        .arg(format!("{}?offset={}", san.display(), meta.offset.get()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{path}: {}", text(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Every node's rendered files are on the meta volume; a sample of them
+/// (the first, a middle and the last node) is read back and judged line by
+/// line against the plan, and dnsmasq itself checks one.
+fn check_node_files(san: &Path, plan: &cluster::Plan, dir: &Path) {
+    let ls = Command::new("debugfs")
+        .args(["-R", "ls -p /nodes"])
+        .arg(format!(
+            "{}?offset={}",
+            san.display(),
+            plan.volumes()
+                .locate(&cluster::Role::Meta)
+                .unwrap()
+                .offset
+                .get()
+        ))
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&ls.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split('/')
+                .nth(5)
+                .filter(|n| !n.is_empty() && !n.starts_with('.'))
+        })
+        .count();
+    assert_eq!(names, 1000, "{}", text(&ls));
+    let mut hosts_seen = None;
+    for name in ["svc01", "c0500", "c0960"] {
+        let node = plan.node(name).unwrap();
+        let root = format!("/nodes/{name}/root");
+        let hosts = meta_file(san, plan, &format!("{root}/etc/hosts"));
+        let conf = meta_file(san, plan, &format!("{root}/etc/dnsmasq.conf"));
+        for n in &plan.nodes {
+            let line = format!("{}\t{} {}", n.ip, n.fqdn, n.name);
+            assert!(hosts.lines().any(|l| l == line), "{name}: no `{line}`");
+            let mac = n.macs[0];
+            let line = format!("dhcp-host={mac},{},{}", n.ip, n.name);
+            assert!(conf.lines().any(|l| l == line), "{name}: no `{line}`");
+            let line = format!("host-record={},{},{}", n.fqdn, n.name, n.ip);
+            assert!(conf.lines().any(|l| l == line), "{name}: no `{line}`");
+        }
+        let count = |prefix: &str| conf.lines().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(count("dhcp-host="), 1000, "{name}");
+        // Two MACs' worth of leases per node: past dnsmasq's default 1,000.
+        assert!(conf.lines().any(|l| l == "dhcp-lease-max=2000"), "{name}");
+        // The node's own lines: its name and its address as the boot server.
+        assert!(
+            conf.contains(&format!("dnsmasq on {}", node.fqdn)),
+            "{name}"
+        );
+        assert!(
+            conf.contains(&format!("dhcp-boot=tag:ipxe,http://{}/", node.ip)),
+            "{name}"
+        );
+        let env = meta_file(san, plan, &format!("{root}/etc/vlx/node.env"));
+        assert!(env.contains(&format!("VLX_NODE='{name}'")), "{env}");
+        // /etc/hosts is the same on every node.
+        match &hosts_seen {
+            None => hosts_seen = Some(hosts),
+            Some(h) => assert_eq!(h, &hosts, "{name}"),
+        }
+        if name == "c0500" {
+            // dnsmasq checks the whole config, tables included.
+            let f = dir.join("dnsmasq.conf");
+            std::fs::write(&f, &conf).unwrap();
+            let o = Command::new("dnsmasq")
+                .arg("--test")
+                .arg("-C")
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success() && text(&o).contains("syntax check OK"),
+                "{}",
+                text(&o)
+            );
+        }
+    }
 }
 
 fn plan(profile: &Path, san: &Path) -> cluster::Plan {
@@ -64,6 +156,7 @@ fn a_thousand_blades_install_in_the_pool_on_a_sparse_4tib_san() {
     assert!(o.status.success(), "{}", text(&o));
     let plan = plan(&prof, &san);
     assert_eq!(plan.nodes.len(), 1000);
+    check_node_files(&san, &plan, d.path());
 
     // sgdisk reads the file as a 512-byte-sector disk.
     let v = Command::new("sgdisk").arg("-v").arg(&san).output().unwrap();

@@ -617,3 +617,23 @@ fn etcd_files_make_the_plans_voters_members_and_every_node_a_client() {
         assert_eq!(voters.len(), if plan.nodes.len() >= 16 { 5 } else { 3 });
     }
 }
+
+#[test]
+fn dhcp_lease_max_is_twice_the_macs_and_never_below_dnsmasqs_default() {
+    for profile in PROFILES {
+        let plan = plan(profile);
+        let macs: usize = plan.nodes.iter().map(|n| n.macs.len()).sum();
+        let want = (2 * macs).max(installer::render::DNSMASQ_LEASE_MAX);
+        for (name, entries) in render_all(&plan) {
+            let conf = text(&entries, "etc/dnsmasq.conf");
+            let line = format!("dhcp-lease-max={want}");
+            assert!(
+                conf.lines().any(|l| l == line),
+                "{profile} {name}: no `{line}`"
+            );
+        }
+    }
+    // Past 500 blades the default would turn nodes away: the row is 1,000.
+    let row = installer::render::lease_max(&plan("row-1000.toml"));
+    assert_eq!(row, 2000);
+}

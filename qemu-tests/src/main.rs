@@ -78,6 +78,7 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
                 _ => PathBuf::from(h),
             })
             .or_else(|| iscsi_host(&a.cluster)),
+        fill_store: false,
         timeouts: Timeouts {
             ready: Duration::from_secs(ready_timeout),
             power_gap: Duration::try_from_secs_f64(a.stagger)

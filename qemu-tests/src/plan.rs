@@ -53,6 +53,10 @@ pub struct Options {
     /// A host image profile that replaces the cluster profile's
     /// `image.host` (the rig installs a copy of the cluster profile).
     pub host: Option<PathBuf>,
+    /// After the blades are ready, fill the first one's snapshot store past
+    /// 80 % with a file on its root and wait for its store watcher's
+    /// warning (the store must be smaller than the root's free space).
+    pub fill_store: bool,
     pub timeouts: Timeouts,
 }
 
@@ -109,6 +113,7 @@ impl Default for Options {
             strangers: Vec::new(),
             from_media: None,
             host: None,
+            fill_store: false,
             timeouts: Timeouts::default(),
         }
     }
@@ -445,6 +450,8 @@ pub struct Rehearsal {
     pub iscsi: Option<crate::iscsi::IscsiRig>,
     pub blades: Vec<Blade>,
     pub steps: Vec<Step>,
+    /// [`Options::fill_store`].
+    pub fill_store: bool,
     pub timeouts: Timeouts,
 }
 
@@ -809,6 +816,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         iscsi,
         blades,
         steps,
+        fill_store: opts.fill_store,
         timeouts: opts.timeouts,
     })
 }

@@ -18,6 +18,13 @@ use crate::{accel, san, ssh, tools};
 
 mod target;
 
+/// How long filling a blade's store may take (`dd` under TCG on a busy
+/// host).
+const FILL_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a blade's store watcher may take to warn (it polls every
+/// 10 s).
+const WATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What `vlx-rig rehearse` asks for.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -457,7 +464,10 @@ impl Exec<'_> {
                 for name in blades {
                     self.await_ready(step.number(), name)?;
                 }
-                Ok(())
+                match blades.first() {
+                    Some(first) if self.r.fill_store => self.fill_store(step.number(), first),
+                    _ => Ok(()),
+                }
             }
             Step::AwaitRefusal { blades } => {
                 for name in blades {
@@ -676,6 +686,75 @@ impl Exec<'_> {
                 "services ready {took:.1} s after power on (from {})",
                 boot.from
             ),
+        );
+        Ok(())
+    }
+
+    /// Fills `name`'s snapshot store to 83 % with a file on its root (the
+    /// kernel's status gives the store's size and use) and waits for the
+    /// node's store watcher to warn on the console and in its fill file,
+    /// with the store still valid.
+    fn fill_store(&mut self, step: u8, name: &str) -> Result<(), Fail> {
+        let limit = self.r.timeouts.command;
+        let check = format!("{name} warns at 80 % of its snapshot store");
+        let b = self
+            .live_mut(name)
+            .ok_or_else(|| fail(check.clone(), "it has no power"))?;
+        // dmsetup status: `0 <len> snapshot <allocated>/<total> <meta>`, in
+        // 512-byte sectors; dd writes the MiB that are missing to 83 %.
+        let fill = "set -- $(dmsetup status vlx-root) && a=${4%/*} && t=${4#*/} && \
+                    n=$(( (t * 83 / 100 - a) / 2048 + 1 )) && \
+                    dd if=/dev/zero of=/vlx-rig-fill bs=1M count=$n conv=fsync 2>&1 | tail -n 1 && \
+                    dmsetup status vlx-root";
+        // dd under TCG writes a few MiB/s on a busy host.
+        let o = b
+            .shell()
+            .run(fill, FILL_LIMIT)
+            .map_err(|e| fail(check.clone(), format!("filling the store: {e}")))?;
+        if !o.success() {
+            return Err(fail(
+                check,
+                format!("filling the store: {}", o.lines.join(" | ")),
+            ));
+        }
+        let filled = o.lines.join(" | ");
+        self.say(&format!("{name}: store filled: {filled}"));
+        let b = self
+            .live_mut(name)
+            .ok_or_else(|| fail(check.clone(), "it has no power"))?;
+        // store-watch reads the status every 10 s.
+        let line = b
+            .wait(
+                &format!("vlx: warning: the snapshot store of {name} is"),
+                WATCH_LIMIT,
+            )
+            .map_err(|e| fail(check.clone(), e))?;
+        let o = b
+            .shell()
+            .run(
+                "cat /var/lib/vlx/store-fill; dmsetup status vlx-root",
+                limit,
+            )
+            .map_err(|e| fail(check.clone(), e))?;
+        let said = o.lines.join(" | ");
+        let in_file = o.lines.iter().any(|l| {
+            l.starts_with(&format!("warning: the snapshot store of {name} is 8"))
+                && l.contains("% full")
+        });
+        let valid = o
+            .lines
+            .iter()
+            .any(|l| l.contains(" snapshot ") && !l.contains("Invalid") && l.contains('/'));
+        if !(in_file && valid) {
+            return Err(fail(
+                check,
+                format!("console: `{}`; fill file and status: {said}", line.text),
+            ));
+        }
+        self.checks.pass(
+            step,
+            check,
+            format!("console: `{}`; the store still valid ({filled})", line.text),
         );
         Ok(())
     }

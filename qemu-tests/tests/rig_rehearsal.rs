@@ -156,6 +156,64 @@ fn rig_unknown_mac_gets_no_root() {
     assert!(passed(&o, "stranger1 never got a root"));
 }
 
+/// The demo profile with snapshot stores small enough to fill from the
+/// root's free space (the tiny image has 256 MiB of it), and absolute
+/// paths to this checkout's image profile and overlay.
+fn small_store_profile(dir: &std::path::Path) -> PathBuf {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("the checkout");
+    let text = std::fs::read_to_string(demo()).expect("demo.toml");
+    let want = [
+        "cow = \"1GiB\"",
+        "\"../hosts/tiny.toml\"",
+        "\"../../overlays/node\"",
+    ];
+    for w in want {
+        assert!(text.contains(w), "demo.toml has no {w}");
+    }
+    let text = text
+        .replace("cow = \"1GiB\"", "cow = \"160MiB\"")
+        .replace(
+            "\"../hosts/tiny.toml\"",
+            &format!("\"{}\"", repo.join("profiles/hosts/tiny.toml").display()),
+        )
+        .replace(
+            "\"../../overlays/node\"",
+            &format!("\"{}\"", repo.join("overlays/node").display()),
+        );
+    let p = dir.join("demo-small-stores.toml");
+    std::fs::write(&p, text).expect("writing the profile");
+    p
+}
+
+/// A blade whose snapshot store fills: a file written to its root takes
+/// the store to 83 %, and the node's store watcher warns on the console
+/// and in `/var/lib/vlx/store-fill` while the store is still valid.
+#[test]
+fn rig_store_watch_warns_before_the_store_fills() {
+    let report = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = rehearse_profile(
+        small_store_profile(dir.path()),
+        Options {
+            nodes: Some(1),
+            stop_after: Some(4),
+            fill_store: true,
+            ..Options::default()
+        },
+        report.path(),
+    );
+    assert_all_passed(&o);
+    assert!(passed(&o, "blade01 warns at 80 % of its snapshot store"));
+    let console = std::fs::read_to_string(o.files.consoles().join("blade01.ttyS0.log")).unwrap();
+    assert!(
+        !console.contains("overflowed and is invalid"),
+        "the store failed: {console}"
+    );
+}
+
 /// Install media (issue 6): blade01 boots the USB image under OVMF with the
 /// SAN attached, installs unattended and powers off; `vlx-install verify`
 /// accepts the SAN; then three blades boot the cluster to ready and the

@@ -19,11 +19,17 @@
 //! ```
 //!
 //! Keys of `paths` are output paths (without `.hbs`), and must exist.
+//!
+//! Rendering many contexts that share most of their data (a cluster's
+//! nodes) goes through one [`Renderer`]: files are read and templates parsed
+//! once, and a `{{#cluster_wide}}...{{/cluster_wide}}` block is rendered
+//! once, from the shared data alone, and reused ([`CLUSTER_WIDE`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use handlebars::{Handlebars, RenderErrorReason};
 use serde::Deserialize;
@@ -188,43 +194,212 @@ impl Overlay {
     }
 
     /// Renders every template with `context` and returns the entries in path
-    /// order (parents before children).
+    /// order (parents before children). `{{#cluster_wide}}` blocks see the
+    /// same `context`.
     pub fn render(&self, context: &serde_json::Value) -> Result<Vec<Entry>, OverlayError> {
+        self.renderer(context.clone())?
+            .render(serde_json::Map::new())
+    }
+
+    /// A renderer for many contexts that share `shared` (a JSON object):
+    /// the overlay's files are read and its templates parsed once, and
+    /// each `{{#cluster_wide}}` block is rendered once, with `shared` alone
+    /// as its context, and reused by every [`Renderer::render`].
+    pub fn renderer(&self, shared: serde_json::Value) -> Result<Renderer<'_>, OverlayError> {
+        if !shared.is_object() {
+            return Err(OverlayError::Render {
+                path: self.root.clone(),
+                message: "the template context is not a JSON object".into(),
+            });
+        }
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
-        let mut out = Vec::with_capacity(self.sources.len());
+        hb.register_helper(
+            CLUSTER_WIDE,
+            Box::new(ClusterWide {
+                context: handlebars::Context::from(shared.clone()),
+                cache: Mutex::new(HashMap::new()),
+            }),
+        );
+        let mut sources = Vec::with_capacity(self.sources.len());
         for s in &self.sources {
             let (kind, default_mode) = match &s.kind {
-                SourceKind::Dir => (Kind::Dir, 0o755),
+                SourceKind::Dir => (Prepared::Dir, 0o755),
                 SourceKind::File { executable } => (
-                    Kind::File(fs::read(&s.from).map_err(io(&s.from))?),
+                    Prepared::File(fs::read(&s.from).map_err(io(&s.from))?),
                     if *executable { 0o755 } else { 0o644 },
                 ),
                 SourceKind::Template => {
                     let text = fs::read_to_string(&s.from).map_err(io(&s.from))?;
-                    let rendered = hb.render_template_with_context(
-                        &text,
-                        &handlebars::Context::wraps(context).map_err(|e| OverlayError::Render {
-                            path: s.from.clone(),
-                            message: e.to_string(),
-                        })?,
-                    );
-                    let rendered = rendered.map_err(|e| template_error(&s.from, &e))?;
-                    (Kind::File(rendered.into_bytes()), 0o644)
+                    let name = s.from.display().to_string();
+                    let t = handlebars::Template::compile_with_name(&text, name.clone())
+                        .map_err(|e| parse_error(&s.from, &e))?;
+                    hb.register_template(&name, t);
+                    (Prepared::Template(name), 0o644)
                 }
-                SourceKind::Symlink(t) => (Kind::Symlink(t.clone()), 0o777),
+                SourceKind::Symlink(t) => (Prepared::Symlink(t.clone()), 0o777),
             };
             let Attrs { mode, uid, gid } = self.meta.get(&s.path).copied().unwrap_or_default();
+            sources.push((
+                s,
+                kind,
+                Attrs {
+                    mode: Some(mode.unwrap_or(default_mode)),
+                    uid: Some(uid.unwrap_or(0)),
+                    gid: Some(gid.unwrap_or(0)),
+                },
+            ));
+        }
+        Ok(Renderer {
+            sources,
+            hb,
+            context: handlebars::Context::from(shared),
+        })
+    }
+}
+
+/// The block helper whose body is the same for every context of a
+/// [`Renderer`]: `{{#cluster_wide}}...{{/cluster_wide}}`. It is rendered
+/// once, with the renderer's shared context only (so that a reference to
+/// anything else is a strict-mode error, not a stale value), and its text
+/// reused. This is what keeps a cluster's tables (every node's DHCP and DNS
+/// entries in every node's files) from costing nodes x nodes.
+pub const CLUSTER_WIDE: &str = "cluster_wide";
+
+struct ClusterWide {
+    context: handlebars::Context,
+    /// Rendered text by block: the address of the block's template, which
+    /// the registry holding this helper owns and never moves.
+    cache: Mutex<HashMap<usize, String>>,
+}
+
+impl handlebars::HelperDef for ClusterWide {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        _: &'rc handlebars::Context,
+        _: &mut handlebars::RenderContext<'reg, 'rc>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        use handlebars::Renderable;
+        let poisoned = || RenderErrorReason::Other("a cluster_wide block panicked".into());
+        let t = h.template().ok_or_else(|| {
+            RenderErrorReason::Other(format!(
+                "{CLUSTER_WIDE} is a block: {{{{#{CLUSTER_WIDE}}}}}...{{{{/{CLUSTER_WIDE}}}}}"
+            ))
+        })?;
+        let key = std::ptr::from_ref(t) as usize;
+        if let Some(text) = self.cache.lock().map_err(|_| poisoned())?.get(&key) {
+            out.write(text)?;
+            return Ok(());
+        }
+        // Not under the lock: a block may hold another.
+        let mut rc = handlebars::RenderContext::new(None);
+        let mut s = handlebars::StringOutput::new();
+        t.render(r, &self.context, &mut rc, &mut s)?;
+        let text = s
+            .into_string()
+            .map_err(|e| RenderErrorReason::Other(e.to_string()))?;
+        out.write(&text)?;
+        self.cache.lock().map_err(|_| poisoned())?.insert(key, text);
+        Ok(())
+    }
+}
+
+/// A source ready to render: files read, templates parsed and registered.
+#[derive(Debug)]
+enum Prepared {
+    Dir,
+    File(Vec<u8>),
+    /// The template's name in the registry.
+    Template(String),
+    Symlink(PathBuf),
+}
+
+/// Renders one overlay for many contexts that share most of their data;
+/// made by [`Overlay::renderer`].
+pub struct Renderer<'a> {
+    /// Every source with its prepared form and final mode and owner.
+    sources: Vec<(&'a Source, Prepared, Attrs)>,
+    hb: Handlebars<'static>,
+    /// The shared context; [`Renderer::render`] lays its keys over it for
+    /// one render and takes them off again.
+    context: handlebars::Context,
+}
+
+impl std::fmt::Debug for Renderer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer")
+            .field("sources", &self.sources.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Renderer<'_> {
+    /// Renders every template with the shared context plus `own` (its keys
+    /// replace the shared ones of the same name for this render only) and
+    /// returns the entries in path order (parents before children). Costs
+    /// what `own` and the templates' output cost, not what the shared
+    /// context holds: nothing of it is copied.
+    pub fn render(
+        &mut self,
+        own: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<Entry>, OverlayError> {
+        let mut displaced = Vec::with_capacity(own.len());
+        if let Some(data) = self.context.data_mut().as_object_mut() {
+            for (k, v) in own {
+                let old = data.insert(k.clone(), v);
+                displaced.push((k, old));
+            }
+        }
+        let out = self.render_all();
+        if let Some(data) = self.context.data_mut().as_object_mut() {
+            for (k, old) in displaced.into_iter().rev() {
+                match old {
+                    Some(v) => data.insert(k, v),
+                    None => data.remove(&k),
+                };
+            }
+        }
+        out
+    }
+
+    fn render_all(&self) -> Result<Vec<Entry>, OverlayError> {
+        let mut out = Vec::with_capacity(self.sources.len());
+        for (s, prepared, attrs) in &self.sources {
+            let kind = match prepared {
+                Prepared::Dir => Kind::Dir,
+                Prepared::File(bytes) => Kind::File(bytes.clone()),
+                Prepared::Template(name) => {
+                    let text = self
+                        .hb
+                        .render_with_context(name, &self.context)
+                        .map_err(|e| template_error(&s.from, &e))?;
+                    Kind::File(text.into_bytes())
+                }
+                Prepared::Symlink(t) => Kind::Symlink(t.clone()),
+            };
             out.push(Entry {
                 path: s.path.clone(),
                 kind,
-                mode: mode.unwrap_or(default_mode),
-                uid: uid.unwrap_or(0),
-                gid: gid.unwrap_or(0),
+                mode: attrs.mode.unwrap_or(0o644),
+                uid: attrs.uid.unwrap_or(0),
+                gid: attrs.gid.unwrap_or(0),
             });
         }
         Ok(out)
+    }
+}
+
+fn parse_error(path: &Path, e: &handlebars::TemplateError) -> OverlayError {
+    let (line, column) = e.pos().unwrap_or((0, 0));
+    OverlayError::Template {
+        path: path.to_owned(),
+        line,
+        column,
+        message: format!("template does not parse: {}", e.reason()),
     }
 }
 
@@ -401,5 +576,67 @@ mod tests {
         fs::write(d.path().join(META_FILE), "[paths.x]\nmod = \"0600\"\n").unwrap();
         let err = Overlay::load(d.path()).unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn cluster_wide_blocks_see_the_shared_context_only() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(
+            d.path().join("hosts.hbs"),
+            "# {{node.name}}\n{{#cluster_wide}}\n{{#each nodes}}\n{{this}}\n{{/each}}\n{{/cluster_wide}}\n",
+        )
+        .unwrap();
+        let o = Overlay::load(d.path()).unwrap();
+        let mut r = o
+            .renderer(serde_json::json!({"nodes": ["a", "b"]}))
+            .unwrap();
+        let own = |name: &str| {
+            serde_json::json!({"node": {"name": name}})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let a = r.render(own("a")).unwrap();
+        let b = r.render(own("b")).unwrap();
+        assert_eq!(a[0].kind, Kind::File(b"# a\na\nb\n".to_vec()));
+        assert_eq!(b[0].kind, Kind::File(b"# b\na\nb\n".to_vec()));
+
+        // A node's own key is not there inside the block: strict mode says
+        // so, instead of reusing the first node's value for every node.
+        fs::write(
+            d.path().join("hosts.hbs"),
+            "{{#cluster_wide}}\n{{node.name}}\n{{/cluster_wide}}\n",
+        )
+        .unwrap();
+        let o = Overlay::load(d.path()).unwrap();
+        let mut r = o.renderer(serde_json::json!({"nodes": []})).unwrap();
+        let err = r.render(own("a")).unwrap_err().to_string();
+        assert!(err.contains("hosts.hbs:2:"), "{err}");
+        assert!(err.contains("node.name"), "{err}");
+    }
+
+    #[test]
+    fn own_keys_replace_shared_ones_for_one_render_only() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("x.hbs"), "{{x}}").unwrap();
+        let o = Overlay::load(d.path()).unwrap();
+        let mut r = o.renderer(serde_json::json!({"x": "shared"})).unwrap();
+        let own = serde_json::json!({"x": "own"}).as_object().unwrap().clone();
+        assert_eq!(r.render(own).unwrap()[0].kind, Kind::File(b"own".to_vec()));
+        assert_eq!(
+            r.render(serde_json::Map::new()).unwrap()[0].kind,
+            Kind::File(b"shared".to_vec())
+        );
+        // A template that does not parse is named when the renderer is made.
+        fs::write(d.path().join("x.hbs"), "a\n{{#if}}\n").unwrap();
+        let err = Overlay::load(d.path())
+            .unwrap()
+            .renderer(serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.hbs:") && err.contains("does not parse"),
+            "{err}"
+        );
     }
 }

@@ -40,6 +40,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("dmsetup", "device-mapper snapshots on every node"),
     (
+        "mini-httpd",
+        "the tiny image's boot HTTP server (a listen backlog of 1,024; busybox httpd's 9 drops clients in a boot storm); bench storm",
+    ),
+    (
         "open-iscsi",
         "iscsistart in initramfs images for the iscsi transport",
     ),

@@ -22,18 +22,37 @@ use super::{
 /// services to settle after a boot.
 pub const PREEMPT_DELAY: u32 = 30;
 
-/// Everything a node's templates see.
+/// What every node's templates share: the cluster-wide part of the
+/// context, made and serialized once per plan ([`PlanContext`]).
+/// `{{#cluster_wide}}` blocks see only this.
 #[derive(Debug, Clone, Serialize)]
-pub struct Context {
+pub struct Common {
     pub cluster: Cluster,
-    /// The node the files are for.
-    pub node: Node,
-    /// Every node of the cluster, this one included, in plan order.
+    /// Every node of the cluster, in plan order.
     pub nodes: Vec<Host>,
-    /// Every node but this one, in plan order.
-    pub peers: Vec<Host>,
     pub network: Network,
     pub ipv6: Ipv6,
+    /// Every cluster address of the plan (a node's own `vips` replace
+    /// these outside `cluster_wide` blocks).
+    pub vips: Vec<ClusterVip>,
+    pub services: ServiceFlags,
+    pub dns: CommonDns,
+    pub dhcp: Dhcp,
+    pub admin: Admin,
+    /// The profile's `[vc]` pool, if any (`subnet_pool`, `prefix`).
+    pub vc: Option<cluster::vcpool::VcPoolPlan>,
+    /// The prefix of VMs' taps (`contracts::names::vc::TAP_PREFIX`).
+    pub vc_tap_prefix: &'static str,
+    /// The file of every VM's name (`contracts::names::vc::HOSTS`).
+    pub vc_hosts: &'static str,
+}
+
+/// What only one node's templates see, laid over [`Common`] key by key:
+/// together they are the context `overlays/README.md` documents.
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
+    /// The node the files are for.
+    pub node: Node,
     /// The cluster addresses this node takes part in (empty when
     /// `services.vip` is off).
     pub vips: Vec<Vip>,
@@ -43,13 +62,43 @@ pub struct Context {
     pub boot: Boot,
     pub storage: Storage,
     pub etcd: Etcd,
-    pub admin: Admin,
-    /// The profile's `[vc]` pool, if any (`subnet_pool`, `prefix`).
-    pub vc: Option<cluster::vcpool::VcPoolPlan>,
-    /// The prefix of VMs' taps (`contracts::names::vc::TAP_PREFIX`).
-    pub vc_tap_prefix: &'static str,
-    /// The file of every VM's name (`contracts::names::vc::HOSTS`).
-    pub vc_hosts: &'static str,
+}
+
+/// A cluster address as every node names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterVip {
+    /// `vip1`, `vip2`, ... in profile order.
+    pub name: String,
+    pub fqdn: String,
+    pub address: Ipv4Addr,
+    pub vrid: u8,
+    /// The VIP whose holder mounts and exports the shared volume.
+    pub shared: bool,
+}
+
+/// DHCP settings that follow from the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dhcp {
+    /// dnsmasq `dhcp-lease-max`: see [`lease_max`].
+    pub lease_max: usize,
+}
+
+/// The cluster's resolvers outside its own names.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommonDns {
+    pub upstream: Vec<Ipv4Addr>,
+}
+
+/// dnsmasq's own `dhcp-lease-max` when none is given (dnsmasq(8)); a
+/// cluster of more nodes than that would see the rest refused.
+pub const DNSMASQ_LEASE_MAX: usize = 1000;
+
+/// Leases a node's dnsmasq may hold: twice the MAC addresses of the plan
+/// (a replaced board's old lease stays until it expires, and a blade may
+/// ask from each of its NICs), and never below dnsmasq's default.
+pub fn lease_max(plan: &Plan) -> usize {
+    let macs: usize = plan.nodes.iter().map(|n| n.macs.len().max(1)).sum();
+    (2 * macs).max(DNSMASQ_LEASE_MAX)
 }
 
 /// Who may log in: the profile's `[admin]`.
@@ -189,8 +238,9 @@ pub struct Vip {
     pub shared: bool,
 }
 
+/// Which services the cluster runs.
 #[derive(Debug, Clone, Serialize)]
-pub struct Services {
+pub struct ServiceFlags {
     pub dhcp: bool,
     /// TFTP and HTTP network boot.
     pub boot: bool,
@@ -200,7 +250,13 @@ pub struct Services {
     pub ntp: bool,
     pub vip: bool,
     pub shared: bool,
-    /// The plan's service names, space-separated: `dhcp tftp http dns ntp
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Services {
+    #[serde(flatten)]
+    pub flags: ServiceFlags,
+    /// The node's service names, space-separated: `dhcp tftp http dns ntp
     /// vrrp nfs`.
     pub list: String,
 }
@@ -272,38 +328,149 @@ pub struct Shared {
     pub vip: Ipv4Addr,
 }
 
-impl Context {
-    /// The context of `node`'s templates. Pure: the same plan and node give
-    /// the same context.
-    pub fn new(plan: &Plan, node: &NodePlan) -> Result<Context, RenderError> {
-        let name = node.name.to_string();
+/// The context of a plan's nodes: [`Common`] made once, and what it takes
+/// to make each node's [`Context`] without going over every node again
+/// (so that rendering a cluster costs in proportion to its nodes).
+#[derive(Debug, Clone)]
+pub struct PlanContext {
+    pub common: Common,
+    /// Indices (in plan order) of the time core; see [`ntp`].
+    ntp_core: Vec<usize>,
+}
+
+impl PlanContext {
+    /// Pure: the same plan gives the same context. A node named like a VIP
+    /// (`vip1`, ...) would make two different answers for one name:
+    /// refused.
+    pub fn new(plan: &Plan) -> Result<PlanContext, RenderError> {
         let net = &plan.network;
         let domain = &plan.cluster.domain;
         let ula = ula_prefix(plan.cluster.uuid);
-        let host = |n: &NodePlan| to_host(plan, ula, n);
+        let nodes: Vec<Host> = plan.nodes.iter().map(|n| to_host(plan, ula, n)).collect();
+        let names: std::collections::HashSet<&str> =
+            plan.nodes.iter().map(|n| n.name.as_str()).collect();
+        let mut vips = Vec::with_capacity(net.vips.len());
+        // As a node's own VIPs: none when the cluster runs no VRRP.
+        let planned = if plan.services.vip {
+            &net.vips[..]
+        } else {
+            &[]
+        };
+        for (k, v) in planned.iter().enumerate() {
+            let name = vip_name(k);
+            if names.contains(name.as_str()) {
+                return Err(RenderError::NameClash {
+                    node: name.clone(),
+                    name,
+                    vip: v.address,
+                });
+            }
+            vips.push(ClusterVip {
+                fqdn: format!("{name}.{domain}"),
+                name,
+                address: v.address,
+                vrid: v.vrid,
+                shared: plan.services.shared && k == 0,
+            });
+        }
+        let s = &plan.services;
+        let mut by_ip: Vec<usize> = (0..plan.nodes.len()).collect();
+        by_ip.sort_by_key(|i| plan.nodes[*i].ip);
+        by_ip.truncate(NTP_CORE);
+        by_ip.sort_unstable();
+        Ok(PlanContext {
+            common: Common {
+                cluster: Cluster {
+                    name: plan.cluster.name.clone(),
+                    uuid: plan.cluster.uuid,
+                    domain: domain.clone(),
+                },
+                nodes,
+                network: Network {
+                    cidr: net.cidr.to_string(),
+                    address: net.cidr.network(),
+                    prefix: net.cidr.prefix(),
+                    netmask: net.netmask,
+                    broadcast: net.cidr.broadcast(),
+                    gateway: net.gateway,
+                    interface: CLUSTER_IFACE,
+                    upstream_dns: net.upstream_dns.clone(),
+                    extra: net
+                        .extra
+                        .iter()
+                        .map(|e| ExtraNet {
+                            name: e.name.clone(),
+                            kind: e.kind,
+                            cidr: e.cidr.to_string(),
+                            prefix: e.cidr.prefix(),
+                            netmask: e.netmask,
+                            interface: e.interface.clone(),
+                        })
+                        .collect(),
+                },
+                ipv6: Ipv6 {
+                    prefix: ula,
+                    prefix_len: ULA_PREFIX_LEN,
+                    cidr: format!("{ula}/{ULA_PREFIX_LEN}"),
+                },
+                vips,
+                services: ServiceFlags {
+                    dhcp: s.dhcp,
+                    boot: s.boot,
+                    tftp: s.boot,
+                    http: s.boot,
+                    dns: s.dns,
+                    ntp: s.ntp,
+                    vip: s.vip,
+                    shared: s.shared,
+                },
+                dns: CommonDns {
+                    upstream: net.upstream_dns.clone(),
+                },
+                dhcp: Dhcp {
+                    lease_max: lease_max(plan),
+                },
+                admin: Admin {
+                    ssh_keys: plan.admin.ssh_keys.clone(),
+                },
+                vc: plan.vc,
+                vc_tap_prefix: contracts::names::vc::TAP_PREFIX,
+                vc_hosts: contracts::names::vc::HOSTS,
+            },
+            ntp_core: by_ip,
+        })
+    }
+
+    /// The context of `node`'s templates, which must be a node of `plan`
+    /// (the plan this was made from). Pure, and costs the same whatever
+    /// the cluster's size.
+    pub fn node(&self, plan: &Plan, node: &NodePlan) -> Result<Context, RenderError> {
+        let name = node.name.to_string();
+        let net = &plan.network;
         let mac = *node
             .macs
             .first()
             .ok_or_else(|| RenderError::NoMac { node: name.clone() })?;
-        let nodes: Vec<Host> = plan.nodes.iter().map(host).collect();
-        let peers: Vec<Host> = plan
+        // The node's position in the plan: its index, unless the plan was
+        // put together otherwise.
+        let at = if plan
             .nodes
-            .iter()
-            .filter(|n| n.name != node.name)
-            .map(host)
-            .collect();
+            .get(node.index)
+            .is_some_and(|n| n.name == node.name)
+        {
+            Some(node.index)
+        } else {
+            plan.nodes.iter().position(|n| n.name == node.name)
+        };
+        let host = match at {
+            Some(i) => self.common.nodes[i].clone(),
+            None => to_host(plan, self.common.ipv6.prefix, node),
+        };
 
         let s = &plan.services;
-        let vips = vips(plan, node)?;
+        let vips = vips(node, &self.common.vips)?;
         let services = Services {
-            dhcp: s.dhcp,
-            boot: s.boot,
-            tftp: s.boot,
-            http: s.boot,
-            dns: s.dns,
-            ntp: s.ntp,
-            vip: s.vip,
-            shared: s.shared,
+            flags: self.common.services.clone(),
             list: node
                 .services
                 .iter()
@@ -314,7 +481,6 @@ impl Context {
 
         let resolvers = if s.dns {
             let count = plan.nodes.len();
-            let at = plan.nodes.iter().position(|n| n.name == node.name);
             let start = at.unwrap_or(0);
             (0..count.min(RESOLVERS))
                 .map(|k| plan.nodes[(start + k) % count].ip)
@@ -344,49 +510,15 @@ impl Context {
             endpoints: e.endpoints(),
         };
         Ok(Context {
-            cluster: Cluster {
-                name: plan.cluster.name.clone(),
-                uuid: plan.cluster.uuid,
-                domain: domain.clone(),
-            },
             node: Node {
-                host: host(node),
+                host,
                 mac,
                 interface: CLUSTER_IFACE,
                 prefix: net.cidr.prefix(),
                 netmask: net.netmask,
                 number: node.index + 1,
             },
-            ntp: ntp(plan, node, &host),
-            nodes,
-            peers,
-            network: Network {
-                cidr: net.cidr.to_string(),
-                address: net.cidr.network(),
-                prefix: net.cidr.prefix(),
-                netmask: net.netmask,
-                broadcast: net.cidr.broadcast(),
-                gateway: net.gateway,
-                interface: CLUSTER_IFACE,
-                upstream_dns: net.upstream_dns.clone(),
-                extra: net
-                    .extra
-                    .iter()
-                    .map(|e| ExtraNet {
-                        name: e.name.clone(),
-                        kind: e.kind,
-                        cidr: e.cidr.to_string(),
-                        prefix: e.cidr.prefix(),
-                        netmask: e.netmask,
-                        interface: e.interface.clone(),
-                    })
-                    .collect(),
-            },
-            ipv6: Ipv6 {
-                prefix: ula,
-                prefix_len: ULA_PREFIX_LEN,
-                cidr: format!("{ula}/{ULA_PREFIX_LEN}"),
-            },
+            ntp: self.ntp(plan, node),
             vips,
             services,
             dns: Dns {
@@ -404,15 +536,47 @@ impl Context {
                 files: PXE,
             },
             storage,
-            admin: Admin {
-                ssh_keys: plan.admin.ssh_keys.clone(),
-            },
             etcd,
-            vc: plan.vc,
-            vc_tap_prefix: contracts::names::vc::TAP_PREFIX,
-            vc_hosts: contracts::names::vc::HOSTS,
         })
     }
+
+    /// Time sources of `node`. Up to [`NTP_CORE`] nodes, every node peers
+    /// with every other in orphan mode (chrony's orphan mode needs each
+    /// server to poll all the others). Past that, the core is the
+    /// [`NTP_CORE`] nodes with the lowest addresses (chrony's orphan leader
+    /// is the one with the smallest reference ID, derived from the address,
+    /// so the leader is always in the core); they peer with each other and
+    /// every other node polls all of them as a client. That bounds each
+    /// node's sources at [`NTP_CORE`] instead of the cluster's size.
+    fn ntp(&self, plan: &Plan, node: &NodePlan) -> Ntp {
+        let in_core = self
+            .ntp_core
+            .iter()
+            .any(|i| plan.nodes[*i].name == node.name);
+        let hosts: Vec<Host> = self
+            .ntp_core
+            .iter()
+            .filter(|i| plan.nodes[**i].name != node.name)
+            .map(|i| self.common.nodes[*i].clone())
+            .collect();
+        if in_core {
+            Ntp {
+                peers: hosts,
+                servers: Vec::new(),
+                core: true,
+            }
+        } else {
+            Ntp {
+                peers: Vec::new(),
+                servers: hosts,
+                core: false,
+            }
+        }
+    }
+}
+
+fn vip_name(k: usize) -> String {
+    format!("vip{}", k + 1)
 }
 
 /// `n` as every node sees it.
@@ -446,77 +610,30 @@ fn to_host(plan: &Plan, ula: Ipv6Addr, n: &NodePlan) -> Host {
     }
 }
 
-/// The VIPs `node` takes part in, named `vip1`, `vip2`, ... A node named
-/// like a VIP would make two different answers for one name: refused.
-fn vips(plan: &Plan, node: &NodePlan) -> Result<Vec<Vip>, RenderError> {
-    let domain = &plan.cluster.domain;
+/// The VIPs `node` takes part in, named as in [`Common::vips`].
+fn vips(node: &NodePlan, all: &[ClusterVip]) -> Result<Vec<Vip>, RenderError> {
     let mut out = Vec::with_capacity(node.vrrp.len());
     for role in &node.vrrp {
-        let k = plan
-            .network
-            .vips
+        let v = all
             .iter()
-            .position(|v| v.address == role.vip && v.vrid == role.vrid)
+            .find(|v| v.address == role.vip && v.vrid == role.vrid)
             .ok_or_else(|| RenderError::UnknownVip {
                 node: node.name.to_string(),
                 vip: role.vip,
             })?;
-        let name = format!("vip{}", k + 1);
-        if let Some(clash) = plan.nodes.iter().find(|n| n.name.as_str() == name) {
-            return Err(RenderError::NameClash {
-                name,
-                node: clash.name.to_string(),
-                vip: role.vip,
-            });
-        }
-        let shared = plan.services.shared && k == 0;
         out.push(Vip {
-            fqdn: format!("{name}.{domain}"),
-            name,
+            fqdn: v.fqdn.clone(),
+            name: v.name.clone(),
             address: role.vip,
             vrid: role.vrid,
             priority: role.priority,
             master: role.master,
-            preempt: !shared,
+            preempt: !v.shared,
             preempt_delay: PREEMPT_DELAY,
-            shared,
+            shared: v.shared,
         });
     }
     Ok(out)
-}
-
-/// Time sources of `node`. Up to [`NTP_CORE`] nodes, every node peers with
-/// every other in orphan mode (chrony's orphan mode needs each server to
-/// poll all the others). Past that, the core is the [`NTP_CORE`] nodes with
-/// the lowest addresses (chrony's orphan leader is the one with the smallest
-/// reference ID, derived from the address, so the leader is always in the
-/// core); they peer with each other and every other node polls all of them
-/// as a client. That bounds each node's sources at [`NTP_CORE`] instead of
-/// the cluster's size.
-fn ntp(plan: &Plan, node: &NodePlan, host: &dyn Fn(&NodePlan) -> Host) -> Ntp {
-    let mut by_ip: Vec<&NodePlan> = plan.nodes.iter().collect();
-    by_ip.sort_by_key(|n| n.ip);
-    let core: Vec<&NodePlan> = by_ip.into_iter().take(NTP_CORE).collect();
-    let in_core = core.iter().any(|n| n.name == node.name);
-    let hosts: Vec<Host> = plan
-        .nodes
-        .iter()
-        .filter(|n| n.name != node.name && core.iter().any(|c| c.name == n.name))
-        .map(host)
-        .collect();
-    if in_core {
-        Ntp {
-            peers: hosts,
-            servers: Vec::new(),
-            core: true,
-        }
-    } else {
-        Ntp {
-            peers: Vec::new(),
-            servers: hosts,
-            core: false,
-        }
-    }
 }
 
 fn storage(plan: &Plan, node: &NodePlan, vips: &[Vip]) -> Storage {

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use super::run_ok;
 
 /// Daemons copied into a container root, where the tiny image has them.
-const DAEMONS: [&str; 3] = [
+const DAEMONS: [&str; 4] = [
     "/usr/sbin/dnsmasq",
+    "/usr/sbin/mini_httpd",
     "/usr/sbin/keepalived",
     "/usr/sbin/chronyd",
 ];

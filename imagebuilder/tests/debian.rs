@@ -230,6 +230,13 @@ fn debian_bookworm_host_and_guest_through_mmdebstrap() {
         "/usr/sbin/chronyd",
         "/usr/sbin/keepalived",
         "/sbin/init",
+        // etcd on the voters, QEMU (and its firmware) for VMs, the NFS
+        // client of the shared volume.
+        "/usr/bin/etcd",
+        "/usr/bin/etcdctl",
+        "/usr/bin/qemu-system-x86_64",
+        "/usr/share/seabios/bios-256k.bin",
+        "/usr/sbin/mount.nfs",
     ] {
         let s = run(Command::new("debugfs")
             .arg("-R")
@@ -240,6 +247,7 @@ fn debian_bookworm_host_and_guest_through_mmdebstrap() {
             "{path} is not in the Debian root: {s}"
         );
     }
+    units_verify_in_the_root(&origin, d.path());
     let list = run(Command::new("sh").arg("-c").arg(format!(
         "gzip -dc {} | cpio -t --quiet",
         host.join("initramfs.img").display()
@@ -450,5 +458,57 @@ fn debian_host_builds_offline_from_a_file_mirror() {
             mirror.display()
         ),
         "{sources}"
+    );
+}
+
+/// The image's own systemd judges its etcd and VC agent units in a chroot of
+/// the root, with the node overlay's scripts where the node agent puts them:
+/// Debian's etcd unit extended by the vlx drop-in (systemd-delta), both
+/// enabled, and `systemd-analyze verify` content with them.
+fn units_verify_in_the_root(origin: &std::path::Path, tmp: &std::path::Path) {
+    let root = tmp.join("root");
+    std::fs::create_dir(&root).unwrap();
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", root.display()))
+        .arg(origin));
+    let scripts = workspace().join("overlays/node/usr/lib/vlx");
+    for e in std::fs::read_dir(&scripts).unwrap() {
+        let e = e.unwrap();
+        let to = root.join("usr/lib/vlx").join(e.file_name());
+        std::fs::copy(e.path(), &to).unwrap();
+    }
+    let chroot = |args: &[&str]| {
+        let out = Command::new("chroot")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), said)
+    };
+    let (code, said) = chroot(&["systemd-delta", "--type=extended"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("etcd.service → /etc/systemd/system/etcd.service.d/vlx.conf"),
+        "{said}"
+    );
+    let (code, said) = chroot(&["systemctl", "is-enabled", "etcd.service", "vlx-vcd.service"]);
+    assert_eq!(code, Some(0), "{said}");
+    let (code, said) = chroot(&[
+        "systemd-analyze",
+        "verify",
+        "--man=no",
+        "etcd.service",
+        "vlx-vcd.service",
+    ]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        !said.contains("etcd") && !said.contains("vlx-"),
+        "systemd-analyze verify: {said}"
     );
 }

@@ -24,6 +24,10 @@ use nodes::{plan, write_all};
 
 /// Generous: members elect a leader within a few election timeouts.
 const READY: Duration = Duration::from_secs(60);
+/// How long every node's `etcd-follow` may take: a new member joins, then
+/// the former ones are removed (it gives up by itself after about 150
+/// rounds of a second and an `etcdctl` call).
+const FOLLOW: Duration = Duration::from_secs(600);
 
 /// A member as `etcdctl member list -w json` prints it.
 #[derive(Debug, serde::Deserialize)]
@@ -53,15 +57,39 @@ struct Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
+        let ours: Vec<String> = self
+            .running
+            .iter()
+            .map(|(_, c)| c.id().to_string())
+            .collect();
         for (_, c) in &mut self.running {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Members that etcd-follow started, by the pid files it wrote (and
+        // only while that pid is still an etcd).
+        for n in &self.plan.nodes {
+            let file = self.run_dir(n.name.as_str()).join("etcd.pid");
+            let Ok(pid) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            let pid = pid.trim();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let etcd = cmdline.windows(4).any(|w| w == b"etcd");
+            if !ours.iter().any(|o| o == pid) && etcd {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
         }
     }
 }
 
 impl Etcd {
-    fn new() -> Etcd {
+    /// The demo cluster; `tag` keeps concurrent tests' namespaces apart.
+    fn new(tag: &str) -> Etcd {
+        Etcd::with(plan("demo.toml"), tag)
+    }
+
+    fn with(plan: Plan, tag: &str) -> Etcd {
         for tool in ["etcd", "etcdctl"] {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
@@ -73,25 +101,48 @@ impl Etcd {
                 "{tool} is missing: install etcd-server and etcd-client (cargo xtask deps)"
             );
         }
-        let plan = plan("demo.toml");
-        let mut lab = Lab::new("etcd");
+        let lab = Lab::new(tag);
         let roots = write_all(&plan, &lab.dir.path().join("roots"));
-        let prefix = plan.network.cidr.prefix();
-        for n in &plan.nodes {
+        let mut e = Etcd {
+            lab,
+            plan,
+            roots,
+            running: Vec::new(),
+        };
+        e.add_hosts();
+        e
+    }
+
+    /// A namespace with its planned address for every node of the plan
+    /// that has none yet.
+    fn add_hosts(&mut self) {
+        let prefix = self.plan.network.cidr.prefix();
+        for n in &self.plan.nodes {
             let name = n.name.as_str();
-            let ns = lab.add_host(name, &n.macs[0].to_string());
+            if self.lab.has_host(name) {
+                continue;
+            }
+            let ns = self.lab.add_host(name, &n.macs[0].to_string());
             let addr = format!("{}/{prefix}", n.ip);
             nodes::run_ok(
                 Command::new("ip").args(["-n", &ns, "addr", "add", &addr, "dev", "eth0"]),
             );
             nodes::run_ok(Command::new("ip").args(["-n", &ns, "link", "set", "eth0", "up"]));
         }
-        Etcd {
-            lab,
-            plan,
-            roots,
-            running: Vec::new(),
-        }
+    }
+
+    /// The cluster changes to `plan` (a day-2 apply): every node's rendered
+    /// files become the new plan's, as `follow` places them; new nodes get
+    /// their namespaces. Running members keep running.
+    fn change(&mut self, plan: Plan) {
+        let dir = self
+            .lab
+            .dir
+            .path()
+            .join(format!("roots-{}", plan.nodes.len()));
+        self.roots = write_all(&plan, &dir);
+        self.plan = plan;
+        self.add_hosts();
     }
 
     fn root(&self, name: &str) -> &Path {
@@ -127,7 +178,66 @@ impl Etcd {
             .stdout(file.try_clone().unwrap())
             .stderr(file);
         let child = cmd.spawn().unwrap();
+        // Where the tiny image's rcS keeps it (`ip netns exec`, `sh` and
+        // `etcd-start` each exec the next: the pid is etcd's).
+        let run = self.run_dir(name);
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("etcd.pid"), child.id().to_string()).unwrap();
         self.running.push((name.to_owned(), child));
+    }
+
+    /// `name`'s `/run/vlx` (`VLX_RUN`): etcd's pid file.
+    fn run_dir(&self, name: &str) -> PathBuf {
+        self.lab.dir.path().join("run").join(name)
+    }
+
+    /// Runs every node's rendered `etcd-follow` at once in its namespace
+    /// (its rendered defaults and data directory bound as in `start`), as
+    /// `follow` does on every blade after a change of the cluster, and
+    /// waits for all of them; returns each node's exit code and what it
+    /// said. A member it starts is left running (and killed on drop).
+    fn follow_all(&mut self) -> Vec<(String, Option<i32>, String)> {
+        let mut children = Vec::new();
+        for n in &self.plan.nodes {
+            let name = n.name.to_string();
+            let root = self.root(&name).to_owned();
+            let data = self.data(&name);
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::create_dir_all(self.run_dir(&name)).unwrap();
+            let script = format!(
+                "mount --bind '{defaults}' /etc/default/etcd && mount --bind '{data}' /var/lib/etcd && exec '{follow}'",
+                defaults = root.join("etc/default/etcd").display(),
+                data = data.display(),
+                follow = root.join("usr/lib/vlx/etcd-follow").display(),
+            );
+            // A file, not a pipe: a member it starts keeps its output open.
+            let log = self.lab.dir.path().join(format!("follow-{name}.log"));
+            let file = std::fs::File::create(&log).unwrap();
+            let mut cmd = self.lab.cmd(&name, "sh");
+            cmd.args(["-c", &script])
+                .env("VLX_RUN", self.run_dir(&name))
+                .env("VLX_INIT", "busybox")
+                .env("VLX_ETCD_FOLLOW_PAUSE", "1")
+                .stdin(Stdio::null())
+                .stdout(file.try_clone().unwrap())
+                .stderr(file);
+            children.push((name, cmd.spawn().unwrap(), log));
+        }
+        let mut done = Vec::new();
+        for (name, mut child, log) in children {
+            let status = wait_until(FOLLOW, || child.try_wait().unwrap().is_some());
+            if status.is_none() {
+                let _ = child.kill();
+            }
+            let code = child.wait().unwrap().code();
+            let said = std::fs::read_to_string(&log).unwrap();
+            assert!(
+                status.is_some(),
+                "etcd-follow on {name} did not end within {FOLLOW:?}:\n{said}"
+            );
+            done.push((name, code, said));
+        }
+        done
     }
 
     /// Kills `name`'s member (SIGKILL: a blade that dies).
@@ -136,6 +246,7 @@ impl Etcd {
         let (_, mut child) = self.running.remove(at);
         child.kill().unwrap();
         child.wait().unwrap();
+        let _ = std::fs::remove_file(self.run_dir(name).join("etcd.pid"));
     }
 
     fn log(&self, name: &str) -> String {
@@ -215,7 +326,7 @@ impl Etcd {
 
 #[test]
 fn live_etcd_voters_form_one_cluster_and_a_reset_voter_rejoins() {
-    let mut e = Etcd::new();
+    let mut e = Etcd::new("etcd");
     let voters: Vec<String> = e
         .plan
         .etcd
@@ -308,4 +419,92 @@ fn live_etcd_voters_form_one_cluster_and_a_reset_voter_rejoins() {
     // It caught up with what was written before it was lost.
     assert_eq!(e.get(&client, &urls[1], "/vlx/test/k"), "from-blade01");
     assert!(data.join("member").is_dir());
+}
+
+/// The demo cluster with a fifth blade: what `vlx-install change` would
+/// apply (the plan of a copy of `demo.toml`, its relative paths made
+/// absolute).
+fn demo_with_five_blades(dir: &Path) -> Plan {
+    let profiles = nodes::profiles_dir().canonicalize().unwrap();
+    let text = std::fs::read_to_string(profiles.join("demo.toml")).unwrap();
+    let range = "name = \"blade[01-04]\"";
+    assert!(text.contains(range), "demo.toml's blades changed");
+    let text = text
+        .replace(range, "name = \"blade[01-05]\"")
+        .replace(
+            "\"../hosts/tiny.toml\"",
+            &format!("{:?}", profiles.join("../hosts/tiny.toml")),
+        )
+        .replace(
+            "\"../../overlays/node\"",
+            &format!("{:?}", profiles.join("../../overlays/node")),
+        );
+    let path = dir.join("demo-5.toml");
+    std::fs::write(&path, text).unwrap();
+    installer::prepare::plan_profile(&path, cluster::SanFacts::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .plan
+}
+
+/// A change that moves the voters (a fifth blade: blade01, blade02 and
+/// blade04 vote instead of blade01 to blade03): every node's `etcd-follow`
+/// starts the new voter's member, which joins; the voters then remove the
+/// former one, which stops its member and empties its data. etcd's own
+/// member list must be the new plan's voters and nothing else, and what was
+/// written before is read through the new voter.
+#[test]
+fn live_etcd_a_change_of_voters_adds_the_new_and_removes_the_former() {
+    let mut e = Etcd::new("etcdmv");
+    let names =
+        |p: &Plan| -> Vec<String> { p.etcd.voters.iter().map(|v| v.name.to_string()).collect() };
+    let before = names(&e.plan);
+    assert_eq!(before, ["blade01", "blade02", "blade03"]);
+    for v in &before {
+        e.start(v);
+    }
+    assert!(
+        wait_until(READY, || e.whole("blade04")).is_some(),
+        "no cluster of {before:?}; members: {:?}\n{}",
+        e.members("blade04"),
+        before.iter().map(|v| e.log(v)).collect::<String>()
+    );
+    let old_urls = e.plan.etcd.endpoints();
+    e.put("blade04", &old_urls[0], "/vlx/test/k", "before-the-change");
+
+    let next = demo_with_five_blades(e.lab.dir.path());
+    assert_eq!(names(&next), ["blade01", "blade02", "blade04"]);
+    e.change(next);
+    let followed = e.follow_all();
+    let said: String = followed
+        .iter()
+        .map(|(n, c, s)| format!("--- etcd-follow on {n} ({c:?})\n{s}"))
+        .collect();
+    for (name, code, _) in &followed {
+        assert_eq!(*code, Some(0), "etcd-follow on {name}:\n{said}");
+    }
+    // whole(): exactly the new voters, each started at its planned URLs.
+    assert!(
+        e.whole("blade05"),
+        "members after the change: {:?}\n{said}\n{}",
+        e.members("blade05"),
+        e.log("blade04")
+    );
+    let urls = e.plan.etcd.endpoints();
+    assert!(
+        e.healthy("blade05", &urls),
+        "{urls:?} do not all answer\n{said}"
+    );
+    assert_eq!(
+        e.get("blade05", &urls[2], "/vlx/test/k"),
+        "before-the-change"
+    );
+    assert!(
+        said.contains("removing member") && said.contains("its member was removed"),
+        "{said}"
+    );
+    // The former voter's member is stopped and its data gone.
+    assert!(!e.data("blade03").join("member").exists(), "{said}");
+    let at = e.running.iter().position(|(n, _)| n == "blade03").unwrap();
+    let stopped = wait_until(READY, || e.running[at].1.try_wait().unwrap().is_some());
+    assert!(stopped.is_some(), "blade03's etcd still runs\n{said}");
 }

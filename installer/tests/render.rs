@@ -567,6 +567,18 @@ fn debian_units_pass_systemd_analyze_verify() {
         said.contains("chrony.service: Command /usr/lib/vlx/has-service"),
         "{said}"
     );
+    // Debian's etcd unit (etcd-server) runs etcd-start instead of etcd, and
+    // the VC agent's unit is judged too.
+    assert!(
+        Path::new("/lib/systemd/system/etcd.service").exists(),
+        "etcd-server is missing (cargo xtask deps)"
+    );
+    for line in [
+        "etcd.service: Command /usr/lib/vlx/etcd-start",
+        "vlx-vcd.service: Command /usr/lib/vlx/vcd-start",
+    ] {
+        assert!(said.contains(line), "{said}");
+    }
 }
 
 /// `/etc/default/etcd` is shell that makes exactly the plan's voters

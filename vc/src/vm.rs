@@ -267,9 +267,12 @@ impl Host {
         )?;
         let deadline = Instant::now() + SAVE_WAIT;
         loop {
-            match q.migration()?.as_deref() {
-                Some("completed") => break,
-                Some("failed" | "cancelled") => bail!("{vc}/{vm}: saving its state failed"),
+            match q.migration_status()? {
+                (Some(s), _) if s == "completed" => break,
+                (Some(s), why) if s == "failed" || s == "cancelled" => bail!(
+                    "{vc}/{vm}: saving its state {s}: {}",
+                    why.as_deref().unwrap_or("QEMU gave no reason")
+                ),
                 _ => {}
             }
             if Instant::now() > deadline {

@@ -66,6 +66,11 @@ impl Lab {
         ns
     }
 
+    /// Whether `host` has its namespace already.
+    pub fn has_host(&self, host: &str) -> bool {
+        self.namespaces.contains(&self.ns(host))
+    }
+
     /// A host namespace with `eth0` (MAC `mac`, down) on the bridge.
     pub fn add_host(&mut self, host: &str, mac: &str) -> String {
         let ns = self.add_ns(host);

@@ -194,6 +194,15 @@ fn every_vip_starts_on_exactly_one_node_and_each_node_backs_the_one_before() {
                 let shared = k == 0 && plan.services.shared;
                 assert_eq!(block.contains("nopreempt"), shared, "{profile} {name}");
                 assert_eq!(block.contains("notify "), shared, "{profile} {name}");
+                // Every instance notes when this node takes it (the rig
+                // times a VIP's move on the blade that took it).
+                assert!(
+                    block.contains(&format!(
+                        "notify_master \"/usr/lib/vlx/vrrp-master vip{}\"",
+                        k + 1
+                    )),
+                    "{profile} {name}: {block}"
+                );
                 let prio: u8 = block
                     .lines()
                     .find_map(|l| l.trim().strip_prefix("priority "))

@@ -212,8 +212,9 @@ fn free_address(net: cluster::Ipv4Net, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
 }
 
 /// Writes a copy of the cluster profile at `original` to `copy`, naming
-/// `host` (absolute) as its host image, its overlays as absolute paths, and
-/// with the rig's public key added to `[admin] ssh_keys`.
+/// `host` (absolute) as its host image, its overlays as absolute paths,
+/// with `no_timer_check` among its kernel arguments, and with the rig's
+/// public key added to `[admin] ssh_keys`.
 fn write_profile_copy(
     original: &Path,
     host: &Path,
@@ -257,6 +258,23 @@ fn write_profile_copy(
             out.push(toml::Value::String(abs(Path::new(o))?));
         }
         image.insert("overlays".into(), toml::Value::Array(out));
+    }
+    // The blades are QEMU guests: on a loaded host a TCG guest's kernel
+    // can fail its IO-APIC timer check and panic at once ("IO-APIC + timer
+    // doesn't work!", seen in the Debian rehearsal); cloud images skip
+    // the check with no_timer_check, and so does this copy.
+    let boot = t
+        .entry("boot")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| format!("{}: boot is not a table", original.display()))?;
+    let args = boot
+        .entry("kernel_args")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or_else(|| format!("{}: boot.kernel_args is not a list", original.display()))?;
+    if !args.iter().any(|a| a.as_str() == Some(NO_TIMER_CHECK)) {
+        args.push(toml::Value::String(NO_TIMER_CHECK.into()));
     }
     if let Some(k) = key {
         let admin = t
@@ -1113,6 +1131,10 @@ impl Exec<'_> {
         }
     }
 }
+
+/// The kernel argument that skips the IO-APIC timer check (see
+/// `write_profile_copy`).
+const NO_TIMER_CHECK: &str = "no_timer_check";
 
 /// keepalived's instance of the first VIP, as the node overlay names it
 /// (`vip1`, `vip2`, ... in the order of the profile's VIPs; the installer's

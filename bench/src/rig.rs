@@ -238,14 +238,14 @@ fn rehearsal_on(
             stop_after: Some(5),
             host: host.map(Path::to_owned),
             memory_mib: if debian {
-                512
+                qemu_tests::plan::DEBIAN_MEMORY_MIB
             } else {
                 qemu_tests::plan::DEFAULT_MEMORY_MIB
             },
             timeouts: Timeouts {
                 power_gap: gap,
                 ready: if debian {
-                    Duration::from_secs(900)
+                    qemu_tests::plan::DEBIAN_READY
                 } else {
                     Timeouts::default().ready
                 },

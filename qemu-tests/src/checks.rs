@@ -245,6 +245,110 @@ pub fn await_vip(
     })
 }
 
+/// Where every node's `vrrp-master` (keepalived's `notify_master`, in the
+/// node overlay) notes each VIP it takes: `INSTANCE UPTIME` lines.
+pub const VRRP_MASTER_LOG: &str = "/run/vlx/vrrp-master";
+
+/// Where a survivor notes, on its own clock, the last time the VIP's
+/// holder answered it (see [`watch_alive`]).
+pub const ALIVE_FILE: &str = "/tmp/vlx-rig-alive";
+
+/// Starts, in the background on `node`, a watch of `holder`: while it
+/// answers pings, `node` writes its own uptime (`/proc/uptime`) to
+/// [`ALIVE_FILE`] every fifth of a second or so. Once the holder is
+/// killed the file holds the last instant it was seen alive, on `node`'s
+/// clock, so the kill is timed on the blade and not by the host, however
+/// slowly the host's commands reach the blades. Waits (up to `limit`)
+/// until the first note is there.
+pub fn watch_alive(node: &Node<'_>, holder: Ipv4Addr, limit: Duration) -> Result<(), String> {
+    // Bounded, in case the kill never comes: about ten minutes.
+    let watch = format!(
+        "rm -f {ALIVE_FILE}; (i=0; while [ $i -lt 3000 ] && ping -c 1 -W 2 {holder} >/dev/null 2>&1; do \
+         read -r up _ < /proc/uptime; echo \"$up\" > {ALIVE_FILE}.new && mv {ALIVE_FILE}.new {ALIVE_FILE}; \
+         i=$((i + 1)); sleep 0.2; done) </dev/null >/dev/null 2>&1 &"
+    );
+    let o = sh(node, &watch, limit).map_err(|e| e.to_string())?;
+    if !o.success() {
+        return Err(format!(
+            "{}: the watch of {holder} did not start (exit {}): {}",
+            node.name,
+            o.status,
+            o.text()
+        ));
+    }
+    let start = Instant::now();
+    loop {
+        let o = sh(node, &format!("test -s {ALIVE_FILE}"), limit).map_err(|e| e.to_string())?;
+        if o.success() {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(format!(
+                "{}: {holder} never answered its pings within {} s",
+                node.name,
+                limit.as_secs()
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The last instant `node` saw the holder alive, in seconds of its uptime
+/// (see [`watch_alive`]).
+pub fn last_alive(node: &Node<'_>, limit: Duration) -> Result<f64, String> {
+    let o = sh(node, &format!("cat {ALIVE_FILE}"), limit).map_err(|e| e.to_string())?;
+    let text = o.text();
+    match text.trim().parse::<f64>() {
+        Ok(up) if o.success() => Ok(up),
+        _ => Err(format!(
+            "{}: {ALIVE_FILE} holds {text:?} (exit {})",
+            node.name, o.status
+        )),
+    }
+}
+
+/// The first time, in seconds of uptime after `after`, that a node's
+/// [`VRRP_MASTER_LOG`] says it took `instance`.
+pub fn master_since(lines: &[String], instance: &str, after: f64) -> Option<f64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (name, up) = l.trim().split_once(' ')?;
+            (name == instance).then_some(())?;
+            up.trim().parse::<f64>().ok()
+        })
+        .filter(|up| *up >= after)
+        .reduce(f64::min)
+}
+
+/// How long `node` took to enter MASTER for `instance` after `before`
+/// (the last instant it saw the old holder alive), on its own clock: the
+/// interval the VIP had no holder, at most.
+pub fn vip_move_time(
+    node: &Node<'_>,
+    instance: &str,
+    before: f64,
+    limit: Duration,
+) -> Result<Duration, String> {
+    let o = sh(node, &format!("cat {VRRP_MASTER_LOG}"), limit).map_err(|e| e.to_string())?;
+    if !o.success() {
+        return Err(format!(
+            "{}: no {VRRP_MASTER_LOG} (exit {}): {}",
+            node.name,
+            o.status,
+            o.text()
+        ));
+    }
+    let at = master_since(&o.lines, instance, before).ok_or_else(|| {
+        format!(
+            "{} holds the VIP, but its {VRRP_MASTER_LOG} notes no {instance} taken after {before:.2} s of uptime: {}",
+            node.name,
+            o.lines.join(" | ")
+        )
+    })?;
+    Duration::try_from_secs_f64(at - before).map_err(|e| format!("{}: {e}", node.name))
+}
+
 /// The VIP is held by exactly one node and answers a ping from every node.
 /// Returns the holder.
 pub fn vip(
@@ -514,16 +618,22 @@ pub fn boot_servers(lines: &[String]) -> BTreeSet<Ipv4Addr> {
     found
 }
 
+/// How long systemd may still be starting units after the blade said its
+/// services are ready (timers, gettys): `is-system-running --wait` waits
+/// for the end of the boot.
+const BOOT_END_LIMIT: Duration = Duration::from_secs(180);
+
 /// On a systemd image checked over SSH: `systemctl is-system-running` is
-/// `running`, or the check names every failed unit; the journal is kept
-/// on the node's own root (`/var/log/journal/<machine id>/`); and the NFS
-/// server runs only where the shared volume is mounted.
+/// `running` once the boot has ended, or the check names every failed
+/// unit; the journal is kept on the node's own root
+/// (`/var/log/journal/<machine id>/`); and the NFS server runs only where
+/// the shared volume is mounted.
 pub fn systemd(checks: &mut Checks, step: u8, node: &Node<'_>, limit: Duration) {
     let name = node.name;
     match sh(
         node,
-        "systemctl is-system-running; systemctl list-units --failed --plain --no-legend",
-        limit,
+        "systemctl is-system-running --wait; systemctl list-units --failed --plain --no-legend",
+        limit.max(BOOT_END_LIMIT),
     ) {
         Ok(o) => {
             let state = o.lines.first().cloned().unwrap_or_default();
@@ -642,6 +752,24 @@ mod tests {
             .filter_map(|l| reached_peer(l, &peers))
             .collect();
         assert_eq!(got, ["10.77.0.13 (reach 377)"]);
+    }
+
+    #[test]
+    fn a_vip_is_taken_at_its_first_note_after_the_kill() {
+        let lines: Vec<String> = [
+            "vip1 12.50",
+            "vip2 13.00",
+            "vip1 80.25",
+            "vip1 95.00",
+            "junk",
+        ]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+        assert_eq!(master_since(&lines, "vip1", 70.0), Some(80.25));
+        assert_eq!(master_since(&lines, "vip2", 70.0), None);
+        assert_eq!(master_since(&lines, "vip1", 96.0), None);
+        assert_eq!(master_since(&lines, "vip", 0.0), None);
     }
 
     #[test]

@@ -89,8 +89,8 @@ pub struct RehearseArgs {
     /// carry it, else UEFI).
     #[arg(long, value_enum)]
     pub firmware: Option<FirmwareArg>,
-    /// Memory of each blade, in MiB [default: 384; 512 with `--host
-    /// debian`, whose systemd and daemons need more].
+    /// Memory of each blade, in MiB [default: 384, the Debian host
+    /// image's too: it uses about 65 MiB once booted].
     #[arg(long)]
     pub memory: Option<u32>,
     /// Stop after this step (1 to 8); the blades are powered off and the

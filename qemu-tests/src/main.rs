@@ -22,9 +22,7 @@ struct BadInput(#[source] voice::Hinted);
 
 /// `--ready-timeout` by default.
 const READY_SECS: u64 = 300;
-/// `--memory` and `--ready-timeout` with `--host debian` (see their help).
-const DEBIAN_MEMORY_MIB: u32 = 512;
-const DEBIAN_READY_SECS: u64 = 900;
+use qemu_tests::plan::{DEBIAN_MEMORY_MIB, DEBIAN_READY};
 
 fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
     if !a.cluster.is_file() {
@@ -52,7 +50,7 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         qemu_tests::plan::DEFAULT_MEMORY_MIB
     });
     let ready_timeout = a.ready_timeout.unwrap_or(if debian {
-        DEBIAN_READY_SECS
+        DEBIAN_READY.as_secs()
     } else {
         READY_SECS
     });

@@ -161,6 +161,27 @@ impl Run {
     /// that owns the run: the kernel kills the child when the thread that
     /// started it ends (`PR_SET_PDEATHSIG` follows the thread).
     pub fn spawn(&self, cmd: &mut Command, what: &str) -> Result<Child, RunError> {
+        self.spawner().spawn(cmd, what)
+    }
+
+    /// A handle that starts processes in the run's group later, for what
+    /// starts them on demand (an SSH connection reopened after a reboot).
+    pub fn spawner(&self) -> Spawner {
+        Spawner { pgid: self.pgid }
+    }
+}
+
+/// Starts processes in a run's process group (see [`Run::spawn`]); once
+/// the run has ended, starting one fails, as the group is gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Spawner {
+    pgid: i32,
+}
+
+impl Spawner {
+    /// As [`Run::spawn`], with the same rule: call it from the thread that
+    /// owns the run.
+    pub fn spawn(&self, cmd: &mut Command, what: &str) -> Result<Child, RunError> {
         cmd.process_group(self.pgid);
         die_with_parent(cmd);
         cmd.spawn().map_err(|source| RunError::Spawn {

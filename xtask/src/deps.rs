@@ -81,7 +81,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("kmod", "depmod and modinfo for kernel modules"),
     ("vde2", "the rig's private L2 switch"),
     ("iproute2", "network namespaces for the rig"),
-    ("openssh-client", "ssh-keygen makes per-node host keys"),
+    (
+        "openssh-client",
+        "ssh-keygen makes per-node host keys; ssh: the rig checks the Debian host's blades over one kept connection each",
+    ),
     (
         "nfs-kernel-server",
         "NFS export of the shared volume; exportfs -r judges the VC export lines",

@@ -61,8 +61,7 @@ const DHCP_TIMEOUT: &str = "3";
 /// The initiator name of a blade: cluster uuid and the storage interface's
 /// MAC, so that a target can list the cluster's blades in its access list.
 pub fn initiator_name(cluster: Uuid, mac: MacAddr) -> String {
-    let m: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
-    format!("iqn.2007-01.org.vlx:{}.{m}", cluster.simple())
+    contracts::names::iscsi::initiator_name(cluster, mac.0)
 }
 
 /// The modules an iSCSI boot loads besides the initramfs's list: the

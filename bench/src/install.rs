@@ -349,7 +349,7 @@ pub fn curve() -> anyhow::Result<()> {
 
 /// CPU seconds (user + system) of this process and of its waited-for
 /// children (mke2fs, ssh-keygen) so far: on a shared machine the wall
-/// clock also counts other people's work, the CPU time only ours.
+/// clock also counts every other process's work, the CPU time only this one's.
 fn cpu_seconds() -> f64 {
     let mut total = 0.0;
     for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {

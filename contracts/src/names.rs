@@ -102,6 +102,18 @@ pub mod vc {
     pub const NET_SETTINGS: &str = "/etc/vlx/vc-net.toml";
 }
 
+/// iSCSI names both sides of a boot agree on.
+pub mod iscsi {
+    /// The initiator name of a blade: the cluster's uuid and the storage
+    /// NIC's MAC (its six bytes), so that a target's access list can name
+    /// the cluster's blades. The node agent logs in with it; a boot ROM's
+    /// stored settings carry the same.
+    pub fn initiator_name(cluster: uuid::Uuid, mac: [u8; 6]) -> String {
+        let m: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        format!("iqn.2007-01.org.vlx:{}.{m}", cluster.simple())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

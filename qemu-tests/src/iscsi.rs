@@ -117,11 +117,10 @@ pub fn storage_mac(cluster_mac: MacAddr) -> MacAddr {
 }
 
 /// The initiator name a blade's boot ROM stores: the node agent's own
-/// convention (`agent::iscsi::initiator_name`): the cluster's uuid and the
-/// storage NIC's MAC.
+/// convention (`contracts::names::iscsi::initiator_name`): the cluster's
+/// uuid and the storage NIC's MAC.
 pub fn initiator_name(cluster: &Plan, mac: MacAddr) -> String {
-    let m: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
-    format!("iqn.2007-01.org.vlx:{}.{m}", cluster.cluster.uuid.simple())
+    contracts::names::iscsi::initiator_name(cluster.cluster.uuid, mac.0)
 }
 
 /// The netmask of a prefix length.

@@ -148,11 +148,12 @@ fn assert_lines(text: &str, wanted: &[String]) {
     }
 }
 
-/// The iSCSI fixture is the tiny profile but for its name and transports,
-/// so that the iSCSI boots test the same root as the others.
+/// The iSCSI image is the tiny profile but for its name, its transports
+/// and open-iscsi's daemon and the iBFT module on its root, so that the
+/// iSCSI boots test the same root as the others.
 #[test]
 fn the_iscsi_fixture_is_the_tiny_profile_with_iscsi() {
-    use imagebuilder::profile::{HostProfile, Transport};
+    use imagebuilder::profile::{HostProfile, RootSource, Transport};
     let load = |san: San| {
         let mut p = HostProfile::load(&san.host_profile()).unwrap();
         p.overlays = p
@@ -171,6 +172,25 @@ fn the_iscsi_fixture_is_the_tiny_profile_with_iscsi() {
     iscsi.transports = tiny.transports.clone();
     iscsi.path = tiny.path.clone();
     iscsi.sha256 = tiny.sha256.clone();
+    assert_eq!(iscsi.modules, ["iscsi_ibft"]);
+    iscsi.modules = tiny.modules.clone();
+    let RootSource::Host(root) = &mut iscsi.rootfs else {
+        panic!("the iSCSI profile's root is not built from the host");
+    };
+    let only = |list: &mut Vec<String>, extra: &[&str]| {
+        for e in extra {
+            let at = list.iter().position(|x| x == e);
+            assert!(at.is_some(), "{e} missing from {list:?}");
+            list.retain(|x| x != e);
+        }
+    };
+    only(&mut root.binaries, &["iscsid", "iscsiadm"]);
+    let mut files: Vec<String> = root.files.iter().map(|p| p.display().to_string()).collect();
+    only(&mut files, &["/etc/iscsi/iscsid.conf"]);
+    root.files = files.into_iter().map(Into::into).collect();
+    let mut dirs: Vec<String> = root.dirs.iter().map(|p| p.display().to_string()).collect();
+    only(&mut dirs, &["/etc/iscsi", "/var/lib/iscsi"]);
+    root.dirs = dirs.into_iter().map(Into::into).collect();
     assert_eq!(iscsi, tiny);
 }
 

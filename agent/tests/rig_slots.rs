@@ -166,6 +166,7 @@ fn rig_a_blade_moves_to_the_upgraded_slot_at_its_reboot_and_back() {
     fixture::vlx_install(&[
         "apply",
         "--yes",
+        "--test-image",
         "--cluster",
         profile.to_str().unwrap(),
         "--image",

@@ -241,17 +241,19 @@ fn a_node_added_on_a_grown_lun_gets_a_store_and_its_entries_and_nothing_else_mov
     assert!(lines[5].starts_with("disk: 600MiB -> 700MiB"), "{shown}");
     // Every kept node's tables name the new node; s2 and s3 also get it
     // as a resolver (a node's resolvers are itself and the next two, in
-    // a ring). Nothing else of theirs changes.
+    // a ring), and the VC network settings list every blade's address.
+    // Nothing else of theirs changes.
     assert_eq!(lines[6], "configs:", "{shown}");
     let tables = "etc/chrony/chrony.conf, etc/dnsmasq.conf, etc/hosts";
+    let vc = "etc/vlx/vc-net.toml";
     assert_eq!(lines[7].split_whitespace().nth(1), Some("s1"), "{shown}");
     assert!(
-        lines[7].ends_with(&format!("s1           {tables}")),
+        lines[7].ends_with(&format!("s1           {tables}, {vc}")),
         "{shown}"
     );
     for (line, node) in lines[8..].iter().zip(["s2", "s3"]) {
         assert!(
-            line.ends_with(&format!("{node}           {tables}, etc/resolv.conf")),
+            line.ends_with(&format!("{node}           {tables}, etc/resolv.conf, {vc}")),
             "{shown}"
         );
     }

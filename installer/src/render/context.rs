@@ -468,7 +468,13 @@ impl PlanContext {
         };
 
         let s = &plan.services;
-        let vips = vips(node, &self.common.vips)?;
+        // A cluster without VRRP gives no node a VIP, whatever roles its
+        // plan still lists.
+        let vips = if s.vip {
+            vips(node, &self.common.vips)?
+        } else {
+            Vec::new()
+        };
         let services = Services {
             flags: self.common.services.clone(),
             list: node

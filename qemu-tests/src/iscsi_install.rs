@@ -98,7 +98,9 @@ pub fn url(rig: &IscsiRig) -> String {
 /// the plan names them): its kernel and initramfs, and the data disk
 /// carrying `carry` (absolute paths of files and folders). The guest logs
 /// in through the NIC with `mac` at `addr` and runs
-/// `vlx-install apply --yes --cluster PROFILE --image IMAGE --san URL`.
+/// `vlx-install apply --yes --test-image --cluster PROFILE --image IMAGE
+/// --san URL` (rigs rehearse with test images such as tiny-iscsi; the flag
+/// only allows one).
 pub fn build(
     dir: &Path,
     rig: &IscsiRig,
@@ -174,7 +176,7 @@ pub fn build(
         );
     }
     let apply = format!(
-        "vlx-install apply --yes --cluster '{}' --image '{}' --san '{}'",
+        "vlx-install apply --yes --test-image --cluster '{}' --image '{}' --san '{}'",
         profile.display(),
         image.display(),
         url(rig)

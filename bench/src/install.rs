@@ -296,45 +296,12 @@ pub fn curve() -> anyhow::Result<()> {
         let san = dir.path().join("san.img");
         let _ = std::fs::remove_file(&san);
         std::fs::File::create(&san)?.set_len(size)?;
-        let prepared = installer::prepare::prepare(installer::prepare::Request {
-            cluster: &profile,
-            image: &img,
-            san: &san,
-            test_image: false,
-        })?;
-        let checked = prepared.check_target(false)?;
-        let times = StepTimes::default();
-        let t = std::time::Instant::now();
-        installer::apply::apply(
-            &prepared.inputs,
-            checked,
-            installer::apply::Options::default(),
-            &times,
-        )?;
-        let total = t.elapsed().as_secs_f64();
-        let steps = times
-            .0
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .steps
-            .clone();
-        let origin: f64 = steps
-            .iter()
-            .filter(|(s, _)| *s == installer::journal::Step::Origin)
-            .map(|(_, t)| t)
-            .sum();
-        let mut slow = steps.clone();
-        slow.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let slow: Vec<String> = slow
-            .iter()
-            .take(3)
-            .map(|(s, t)| format!("{s} {t:.2}s"))
-            .collect();
-        let without = total - origin;
+        let timed = timed_apply(&profile, &img, &san)?;
+        let (origin, without) = (timed.origin, timed.total - timed.origin);
         println!(
             "{n:>6} {without:>10.2} {:>12.1} {origin:>12.2}   {}",
             1000.0 * without / n as f64,
-            slow.join(", ")
+            timed.slowest
         );
         if n == 64 {
             println!(
@@ -345,6 +312,57 @@ pub fn curve() -> anyhow::Result<()> {
         std::fs::remove_file(&san)?;
     }
     Ok(())
+}
+
+/// One timed `apply` of the bench's install: wall seconds in all and in
+/// the origin copy, and the three slowest steps as `STEP 1.23s, ...`.
+struct TimedApply {
+    total: f64,
+    origin: f64,
+    slowest: String,
+}
+
+/// `apply` of `profile` with `img` onto the empty `san`, through the same
+/// front door as `vlx-install apply`, timed step by step.
+fn timed_apply(profile: &Path, img: &Path, san: &Path) -> anyhow::Result<TimedApply> {
+    let prepared = installer::prepare::prepare(installer::prepare::Request {
+        cluster: profile,
+        image: img,
+        san,
+        test_image: false,
+    })?;
+    let checked = prepared.check_target(false)?;
+    let times = StepTimes::default();
+    let t = std::time::Instant::now();
+    installer::apply::apply(
+        &prepared.inputs,
+        checked,
+        installer::apply::Options::default(),
+        &times,
+    )?;
+    let total = t.elapsed().as_secs_f64();
+    let mut steps = times
+        .0
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .steps
+        .clone();
+    let origin: f64 = steps
+        .iter()
+        .filter(|(s, _)| *s == installer::journal::Step::Origin)
+        .map(|(_, t)| t)
+        .sum();
+    steps.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let slowest: Vec<String> = steps
+        .iter()
+        .take(3)
+        .map(|(s, t)| format!("{s} {t:.2}s"))
+        .collect();
+    Ok(TimedApply {
+        total,
+        origin,
+        slowest: slowest.join(", "),
+    })
 }
 
 /// CPU seconds (user + system) of this process and of its waited-for
@@ -408,46 +426,15 @@ pub fn row() -> anyhow::Result<()> {
         let san = dir.path().join("san.img");
         let _ = std::fs::remove_file(&san);
         std::fs::File::create(&san)?.set_len((2 << 30) + (n as u64) * (80 << 20))?;
-        let prepared = installer::prepare::prepare(installer::prepare::Request {
-            cluster: &profile,
-            image: &img,
-            san: &san,
-            test_image: false,
-        })?;
-        let checked = prepared.check_target(false)?;
-        let times = StepTimes::default();
-        let (t, cpu) = (std::time::Instant::now(), cpu_seconds());
-        installer::apply::apply(
-            &prepared.inputs,
-            checked,
-            installer::apply::Options::default(),
-            &times,
-        )?;
-        let (total, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-        let steps = times
-            .0
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .steps
-            .clone();
-        let origin: f64 = steps
-            .iter()
-            .filter(|(s, _)| *s == installer::journal::Step::Origin)
-            .map(|(_, t)| t)
-            .sum();
-        let mut slow = steps.clone();
-        slow.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let slow: Vec<String> = slow
-            .iter()
-            .take(3)
-            .map(|(s, t)| format!("{s} {t:.2}s"))
-            .collect();
-        let without = total - origin;
+        let cpu = cpu_seconds();
+        let timed = timed_apply(&profile, &img, &san)?;
+        let cpu = cpu_seconds() - cpu;
+        let without = timed.total - timed.origin;
         println!(
             "{n:>6} {without:>9.2} {cpu:>9.2} {:>12.2} {:>12.2}   {}",
             1000.0 * without / n as f64,
             1000.0 * cpu / n as f64,
-            slow.join(", ")
+            timed.slowest
         );
         if n == 1000 {
             println!(

@@ -17,37 +17,14 @@ const SAN: u64 = 600 * MIB;
 /// The small profile at `sector` bytes, written into `dir` with absolute
 /// paths to the repository's host profile and overlays.
 fn profile(dir: &Path, sector: u32) -> PathBuf {
-    let text = std::fs::read_to_string(fixture("small.toml")).unwrap();
-    let repo = repo().canonicalize().unwrap();
-    let mut text = text
-        .replace(
-            "../../../profiles/hosts/tiny.toml",
-            &repo.join("profiles/hosts/tiny.toml").display().to_string(),
-        )
-        .replace(
-            "../../../overlays/node",
-            &repo.join("overlays/node").display().to_string(),
-        )
-        .replace("[san]\n", &format!("[san]\nsector_size = {sector}\n"));
+    let mut text =
+        small_profile_text().replace("[san]\n", &format!("[san]\nsector_size = {sector}\n"));
     if sector == 4096 {
         text.push_str("\n[boot]\nfirmware = \"uefi\"\n");
     }
     let p = dir.join(format!("small-{sector}.toml"));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn plan(profile: &Path, san: &Path) -> cluster::Plan {
-    let o = vlx_install(&[
-        "plan",
-        "--cluster",
-        profile.to_str().unwrap(),
-        "--san",
-        san.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    cluster::Plan::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap()
 }
 
 fn offset(plan: &cluster::Plan, label: &str) -> u64 {

@@ -21,24 +21,14 @@ const SAN: u64 = 600 * MIB;
 /// written into `dir` as `name`, with absolute paths to the repository's
 /// host profile and overlays.
 fn profile(dir: &Path, name: &str, nodes: &[(&str, &str, &str)], extra: &str) -> PathBuf {
-    let text = std::fs::read_to_string(fixture("small.toml")).unwrap();
-    let repo = repo().canonicalize().unwrap();
+    let text = small_profile_text();
     let block = "[[nodes]]\nname = \"s[1-3]\"\nmac = \"52:54:00:66:00:01\"\nip = \"10.66.0.11\"\n";
     assert!(text.contains(block), "the fixture's nodes changed");
     let nodes: String = nodes
         .iter()
         .map(|(n, m, i)| format!("[[nodes]]\nname = \"{n}\"\nmac = \"{m}\"\nip = \"{i}\"\n"))
         .collect();
-    let text = text
-        .replace(block, &nodes)
-        .replace(
-            "../../../profiles/hosts/tiny.toml",
-            &repo.join("profiles/hosts/tiny.toml").display().to_string(),
-        )
-        .replace(
-            "../../../overlays/node",
-            &repo.join("overlays/node").display().to_string(),
-        );
+    let text = text.replace(block, &nodes);
     let p = dir.join(name);
     std::fs::write(&p, format!("{text}{extra}")).unwrap();
     p
@@ -48,19 +38,6 @@ const S1: (&str, &str, &str) = ("s1", "52:54:00:66:00:01", "10.66.0.11");
 const S2: (&str, &str, &str) = ("s2", "52:54:00:66:00:02", "10.66.0.12");
 const S3: (&str, &str, &str) = ("s3", "52:54:00:66:00:03", "10.66.0.13");
 const S4: (&str, &str, &str) = ("s4", "52:54:00:66:00:04", "10.66.0.14");
-
-fn plan(profile: &Path, san: &Path) -> cluster::Plan {
-    let o = vlx_install(&[
-        "plan",
-        "--cluster",
-        profile.to_str().unwrap(),
-        "--san",
-        san.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    cluster::Plan::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap()
-}
 
 fn diff(profile: &Path, san: &Path, json: bool) -> std::process::Output {
     let mut args = vec![

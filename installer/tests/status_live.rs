@@ -19,35 +19,12 @@ use common::*;
 const SAN: u64 = 700 * (1 << 20);
 
 fn profile(dir: &Path, slots: u8) -> PathBuf {
-    let repo = repo().canonicalize().unwrap();
-    let text = std::fs::read_to_string(fixture("small.toml"))
-        .unwrap()
+    let text = small_profile_text()
         .replace("size = \"600MiB\"", "size = \"700MiB\"")
-        .replace("[storage]\n", &format!("[storage]\nslots = {slots}\n"))
-        .replace(
-            "../../../profiles/hosts/tiny.toml",
-            &repo.join("profiles/hosts/tiny.toml").display().to_string(),
-        )
-        .replace(
-            "../../../overlays/node",
-            &repo.join("overlays/node").display().to_string(),
-        );
+        .replace("[storage]\n", &format!("[storage]\nslots = {slots}\n"));
     let p = dir.join(format!("small-{slots}.toml"));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn plan(profile: &Path, san: &Path) -> cluster::Plan {
-    let o = vlx_install(&[
-        "plan",
-        "--cluster",
-        profile.to_str().unwrap(),
-        "--san",
-        san.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    cluster::Plan::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap()
 }
 
 fn now() -> u64 {

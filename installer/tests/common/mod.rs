@@ -19,6 +19,37 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The `small.toml` fixture's text with its repository paths (the tiny
+/// host profile, the node overlay) made absolute, so that a changed copy
+/// written anywhere still finds them.
+pub fn small_profile_text() -> String {
+    let repo = repo().canonicalize().unwrap();
+    std::fs::read_to_string(fixture("small.toml"))
+        .unwrap()
+        .replace(
+            "../../../profiles/hosts/tiny.toml",
+            &repo.join("profiles/hosts/tiny.toml").display().to_string(),
+        )
+        .replace(
+            "../../../overlays/node",
+            &repo.join("overlays/node").display().to_string(),
+        )
+}
+
+/// The plan `vlx-install plan --json` prints for `profile` on `san`.
+pub fn plan(profile: &Path, san: &Path) -> cluster::Plan {
+    let o = vlx_install(&[
+        "plan",
+        "--cluster",
+        profile.to_str().unwrap(),
+        "--san",
+        san.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    cluster::Plan::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap()
+}
+
 pub fn sha256_file(path: &Path) -> String {
     let mut f = std::fs::File::open(path).unwrap();
     let mut h = Sha256::new();

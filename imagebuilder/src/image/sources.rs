@@ -378,7 +378,7 @@ Components: main\n\
 \n\
 Types: deb\n\
 Enabled: no\n\
-URIs: http://127.0.0.2/debian\n\
+URIs: http://127.0.0.2/mirror\n\
 Suites: bookworm\n\
 \n\
 Types: deb\n\
@@ -409,8 +409,8 @@ Signed-By:\n\
     #[test]
     fn one_line_entries() {
         let text = "# comment\n\
-deb-src http://127.0.0.4/debian bookworm main\n\
-deb [arch=amd64 signed-by=/k.gpg] http://127.0.0.5/debian bookworm main # tail\n\
+deb-src http://127.0.0.4/mirror bookworm main\n\
+deb [arch=amd64 signed-by=/k.gpg] http://127.0.0.5/mirror bookworm main # tail\n\
 deb [trusted=yes] file:///srv/mirror bookworm-security main\n";
         let e = parse_one_line(Path::new("s.list"), text).unwrap();
         assert_eq!(e.len(), 2);
@@ -508,12 +508,12 @@ deb [trusted=yes] file:///srv/mirror bookworm-security main\n";
         std::fs::write(list.join("b.sources"), DEB822).unwrap();
         std::fs::write(
             list.join("a.list"),
-            "deb http://127.0.0.7/debian bookworm main\n",
+            "deb http://127.0.0.7/mirror bookworm main\n",
         )
         .unwrap();
         std::fs::write(
             list.join("c.list.disabled"),
-            "deb http://127.0.0.8/debian bookworm main\n",
+            "deb http://127.0.0.8/mirror bookworm main\n",
         )
         .unwrap();
         let e = read_dir(d.path()).unwrap();
@@ -521,7 +521,7 @@ deb [trusted=yes] file:///srv/mirror bookworm-security main\n";
         assert_eq!(
             uris,
             [
-                "http://127.0.0.7/debian",
+                "http://127.0.0.7/mirror",
                 "http://127.0.0.1:3142/debian",
                 "http://127.0.0.1:3142/debian-security",
                 "http://127.0.0.3/x"

@@ -303,6 +303,28 @@ fn save(ctx: &Ctx<'_>, j: &Journal) -> Result<(), SlotsError> {
     meta::save_journal(ctx, j).map_err(SlotsError::from)
 }
 
+/// What a change of slot works with: the target, opened once the installed
+/// disk checked again; the steps' inputs; and the journal recording the
+/// change (`kind`, to the slot `state` writes, with `image`).
+fn begin_change(
+    inst: &Installed,
+    journal: &Journal,
+    image: HostImage,
+    state: SlotState,
+    kind: SlotChangeKind,
+) -> Result<(Target, Inputs, Journal), SlotsError> {
+    let checked = device::check_installed(inst.facts.clone(), &inst.plan)?;
+    let target = Target::open(checked).map_err(ApplyError::from)?;
+    let mut j = journal.clone();
+    j.slot_change = Some(SlotChange {
+        kind,
+        to: state.write,
+        image_sha256: image.sha256.clone(),
+    });
+    let inputs = inputs(inst, journal, image, state)?;
+    Ok((target, inputs, j))
+}
+
 /// The inputs of the meta and boot steps for the installed plan with
 /// `image` and `slots`; the plan must be the one the journal names.
 fn inputs(
@@ -468,8 +490,6 @@ pub fn upgrade(san: &Path, image_dir: &Path, rep: &dyn Reporter) -> Result<Outco
             ));
         }
     }
-    let checked = device::check_installed(inst.facts.clone(), &inst.plan)?;
-    let target = Target::open(checked).map_err(ApplyError::from)?;
     let copies = Arc::new(temp_dir()?);
     let mut boot = vec![(to, image.dir.clone())];
     for s in Slot::ALL.into_iter().filter(|s| *s != to) {
@@ -483,13 +503,8 @@ pub fn upgrade(san: &Path, image_dir: &Path, rep: &dyn Reporter) -> Result<Outco
         boot,
         _copies: Some(copies),
     };
-    let mut j = journal.clone();
-    j.slot_change = Some(SlotChange {
-        kind: SlotChangeKind::Upgrade,
-        to,
-        image_sha256: image.sha256.clone(),
-    });
-    let inputs = inputs(&inst, &journal, image, state)?;
+    let (target, inputs, mut j) =
+        begin_change(&inst, &journal, image, state, SlotChangeKind::Upgrade)?;
     let ctx = Ctx {
         inputs: &inputs,
         target: &target,
@@ -603,21 +618,14 @@ pub fn rollback(san: &Path, rep: &dyn Reporter) -> Result<Outcome, SlotsError> {
             "upgrade with an image directory instead (vlx-install upgrade --image DIR)",
         ));
     }
-    let checked = device::check_installed(inst.facts.clone(), &inst.plan)?;
-    let target = Target::open(checked).map_err(ApplyError::from)?;
     let state = SlotState {
         table: new.clone(),
         write: to,
         boot,
         _copies: Some(copies),
     };
-    let mut j = journal.clone();
-    j.slot_change = Some(SlotChange {
-        kind: SlotChangeKind::Rollback,
-        to,
-        image_sha256: image.sha256.clone(),
-    });
-    let inputs = inputs(&inst, &journal, image, state)?;
+    let (target, inputs, mut j) =
+        begin_change(&inst, &journal, image, state, SlotChangeKind::Rollback)?;
     let ctx = Ctx {
         inputs: &inputs,
         target: &target,

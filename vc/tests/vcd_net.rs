@@ -7,64 +7,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{EtcdServer, in_ns, json, stderr, wait_for};
+use common::{EtcdServer, Ns, in_ns, json, stderr, wait_for};
 
 /// A tiny guest's boot under TCG on a loaded 2-core machine, and its DHCP.
 const BOOT_WAIT: Duration = Duration::from_secs(600);
-
-/// A network namespace, deleted on drop with every process inside it.
-struct Ns(String);
-
-impl Ns {
-    fn create() -> Ns {
-        let name = format!("vcnet-t{}", std::process::id());
-        let o = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("running ip (Debian iproute2)");
-        assert!(
-            o.status.success(),
-            "ip netns add {name} (this test needs root): {}",
-            stderr(&o)
-        );
-        let ns = Ns(name);
-        ns.ip(&["link", "set", "lo", "up"]);
-        // The blade's address on the cluster network (no dummy links in
-        // this kernel: on loopback).
-        ns.ip(&["addr", "add", "10.0.1.1/32", "dev", "lo"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let o = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args)
-            .output()
-            .expect("running ip");
-        assert!(
-            o.status.success(),
-            "ip -n {} {}: {}",
-            self.0,
-            args.join(" "),
-            stderr(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 /// A child process, killed and reaped on drop.
 struct Reaped(Child);
@@ -97,7 +46,7 @@ prefix = 24
 
 #[test]
 fn a_vm_takes_its_address_by_dhcp_on_its_tap_and_answers_a_ping() {
-    let ns = Ns::create();
+    let ns = Ns::create("vcnet");
     let e = EtcdServer::start_in(Some(&ns.0));
     let dir = tempfile::tempdir().expect("tempdir");
     let _reaper = common::Reaper(dir.path().to_owned());

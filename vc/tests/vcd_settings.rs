@@ -9,56 +9,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{EtcdServer, in_ns, json, stderr, wait_for};
+use common::{EtcdServer, Ns, in_ns, json, wait_for};
 
 /// Etcd and the agent's first rounds on a loaded machine (a wait, not a
 /// speed check).
 const WAIT: Duration = Duration::from_secs(120);
-
-/// A network namespace, deleted on drop with every process inside it.
-struct Ns(String);
-
-impl Ns {
-    fn create() -> Ns {
-        let name = format!("vcset-t{}", std::process::id());
-        let o = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("running ip (Debian iproute2)");
-        assert!(
-            o.status.success(),
-            "ip netns add {name} (this test needs root): {}",
-            stderr(&o)
-        );
-        let ns = Ns(name);
-        for args in [
-            ["link", "set", "lo", "up"].as_slice(),
-            ["addr", "add", "10.0.1.1/32", "dev", "lo"].as_slice(),
-        ] {
-            let o = Command::new("ip")
-                .args(["-n", &ns.0])
-                .args(args)
-                .output()
-                .expect("running ip");
-            assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
-        }
-        ns
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 /// A child process, killed and reaped on drop.
 struct Reaped(Child);
@@ -99,7 +57,7 @@ fn recorded(e: &EtcdServer) -> Option<serde_json::Value> {
 
 #[test]
 fn vlx_vcd_records_its_settings_file_when_absent_and_again_when_it_changes() {
-    let ns = Ns::create();
+    let ns = Ns::create("vcset");
     let e = EtcdServer::start_in(Some(&ns.0));
     let dir = tempfile::tempdir().expect("tempdir");
 

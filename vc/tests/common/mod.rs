@@ -327,3 +327,55 @@ impl Drop for Reaper {
         walk(&self.0);
     }
 }
+
+/// A network namespace for one test (`PREFIX-t<pid>`) with loopback up and
+/// the blade's cluster address 10.0.1.1/32 on it (this kernel has no dummy
+/// links); deleted on drop with every process inside it.
+pub struct Ns(pub String);
+
+impl Ns {
+    pub fn create(prefix: &str) -> Ns {
+        let name = format!("{prefix}-t{}", std::process::id());
+        let o = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("running ip (Debian iproute2)");
+        assert!(
+            o.status.success(),
+            "ip netns add {name} (this test needs root): {}",
+            stderr(&o)
+        );
+        let ns = Ns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["addr", "add", "10.0.1.1/32", "dev", "lo"]);
+        ns
+    }
+
+    /// `ip -n NS ARGS...`, which must succeed; its standard output.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let o = Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .output()
+            .expect("running ip");
+        assert!(
+            o.status.success(),
+            "ip -n {} {}: {}",
+            self.0,
+            args.join(" "),
+            stderr(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}

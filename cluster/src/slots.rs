@@ -250,21 +250,30 @@ impl NodeRecord {
     /// `None` for a blank area (a node that never booted since its store
     /// was made, or a layout installed before records).
     pub fn decode(area: &[u8]) -> Result<Option<NodeRecord>, RecordError> {
-        let area = &area[..area.len().min(RECORD_BYTES)];
-        if area.iter().all(|b| *b == 0) {
-            return Ok(None);
-        }
-        let Some(rest) = area.strip_prefix(RECORD_MAGIC) else {
-            return Err(RecordError::Foreign);
-        };
-        let end = rest
-            .iter()
-            .position(|b| *b == b'\n')
-            .ok_or_else(|| RecordError::Damaged("no end of line".into()))?;
-        serde_json::from_slice(&rest[..end])
-            .map(Some)
-            .map_err(|e| RecordError::Damaged(e.to_string()))
+        decode_block(area, RECORD_MAGIC)
     }
+}
+
+/// A block of the record area: `None` when blank (all zeros), else its
+/// `magic` line and one line of JSON, read within [`RECORD_BYTES`].
+fn decode_block<T: serde::de::DeserializeOwned>(
+    block: &[u8],
+    magic: &[u8],
+) -> Result<Option<T>, RecordError> {
+    let block = &block[..block.len().min(RECORD_BYTES)];
+    if block.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    let Some(rest) = block.strip_prefix(magic) else {
+        return Err(RecordError::Foreign);
+    };
+    let end = rest
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| RecordError::Damaged("no end of line".into()))?;
+    serde_json::from_slice(&rest[..end])
+        .map(Some)
+        .map_err(|e| RecordError::Damaged(e.to_string()))
 }
 
 /// Where, inside a node's record area, the node publishes its live status
@@ -296,20 +305,7 @@ pub struct NodeLive {
 impl NodeLive {
     /// `None` for a block never written (all zeros).
     pub fn decode(block: &[u8]) -> Result<Option<NodeLive>, RecordError> {
-        let block = &block[..block.len().min(RECORD_BYTES)];
-        if block.iter().all(|b| *b == 0) {
-            return Ok(None);
-        }
-        let Some(rest) = block.strip_prefix(LIVE_MAGIC) else {
-            return Err(RecordError::Foreign);
-        };
-        let end = rest
-            .iter()
-            .position(|b| *b == b'\n')
-            .ok_or_else(|| RecordError::Damaged("no end of line".into()))?;
-        serde_json::from_slice(&rest[..end])
-            .map(Some)
-            .map_err(|e| RecordError::Damaged(e.to_string()))
+        decode_block(block, LIVE_MAGIC)
     }
 }
 

@@ -74,6 +74,10 @@ pub struct HostProfile {
     /// `image.test_image`: an image for test rigs only (the tiny image);
     /// media and installs of it need an explicit acknowledgement.
     pub test_image: bool,
+    /// `image.tools`: vlx executables the root carries in `/usr/sbin`
+    /// (such as `vlx-vcd`), taken from the folder of the build's node
+    /// agent.
+    pub tools: Vec<String>,
     pub rootfs: RootSource,
     /// Free space left in `origin.ext4` beyond the content.
     pub headroom: Bytes,
@@ -124,6 +128,8 @@ struct RawImage {
     overlays: Vec<PathBuf>,
     #[serde(default)]
     test_image: bool,
+    #[serde(default)]
+    tools: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -404,6 +410,24 @@ fn check_name(at: &Located<'_>, key: &str, name: &str) -> Result<(), Diagnostic>
     }
 }
 
+/// An `image.tools` entry: the file name of a vlx executable.
+fn check_tool(at: &Located<'_>, name: &str) -> Result<(), Diagnostic> {
+    let rest = name.strip_prefix("vlx-").unwrap_or_default();
+    if !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(at.error(
+            "image.tools",
+            format!("`{name}` is not the name of a vlx executable"),
+            Some("names such as \"vlx-vcd\" or \"vlx-vc\": `vlx-` and lower-case letters, digits or `-`".into()),
+        ))
+    }
+}
+
 impl HostProfile {
     pub fn load(path: &Path) -> Result<HostProfile> {
         let (text, sha256) = read(path)?;
@@ -417,6 +441,9 @@ impl HostProfile {
         let (raw, at): (RawHost, _) = typed::parse(&source)?;
         let mut found = Vec::new();
         keep(&mut found, check_name(&at, "image.name", &raw.image.name));
+        for t in &raw.image.tools {
+            keep(&mut found, check_tool(&at, t));
+        }
         let headroom = match &raw.rootfs.headroom {
             Some(s) => keep(&mut found, size(&at, "rootfs.headroom", s)),
             None => Some(DEFAULT_HEADROOM),
@@ -459,6 +486,7 @@ impl HostProfile {
             version: raw.image.version,
             overlays: raw.image.overlays.iter().map(|o| dir.join(o)).collect(),
             test_image: raw.image.test_image,
+            tools: raw.image.tools,
             rootfs,
             headroom,
             kernel_package: raw.kernel.package,

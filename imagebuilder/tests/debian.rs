@@ -511,4 +511,12 @@ fn units_verify_in_the_root(origin: &std::path::Path, tmp: &std::path::Path) {
         !said.contains("etcd") && !said.contains("vlx-"),
         "systemd-analyze verify: {said}"
     );
+    // The profile's tools run inside the root, with the root's own loader
+    // and libraries (what vlx-vcd.service's ConditionFileIsExecutable=
+    // and a blade's admin need).
+    for tool in ["vlx-vcd", "vlx-vc"] {
+        let (code, said) = chroot(&[&format!("/usr/sbin/{tool}"), "--version"]);
+        assert_eq!(code, Some(0), "{tool} in the root: {said}");
+        assert!(said.starts_with(tool), "{tool} --version: {said}");
+    }
 }

@@ -114,7 +114,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "libtirpc-common",
         "/etc/netconfig for the tiny image's NFS tools",
     ),
-    ("binutils", "readelf checks of copied binaries"),
+    (
+        "binutils",
+        "readelf checks of copied binaries; strip makes the vlx tools a host image carries",
+    ),
     (
         "nftables",
         "nft -c checks VC rulesets; the VC network executor loads them",

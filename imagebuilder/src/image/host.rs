@@ -13,7 +13,7 @@ use crate::formats::ext4;
 use crate::image::initramfs::{self, Programs};
 use crate::image::kernel::{self, Kernel, ModuleIndex};
 use crate::image::libs::Resolver;
-use crate::image::{overlays, rootfs, sbom, sources};
+use crate::image::{overlays, rootfs, sbom, sources, tools};
 use crate::output::Output;
 use crate::profile::{HostProfile, RootSource};
 use crate::progress::{Progress, Steps};
@@ -67,6 +67,7 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
     let context = overlays::host_context(profile, epoch);
     let rendered = overlays::render_all(&profile.overlays, &context)?;
     let programs = Programs::find(&b.agent, &profile.transports)?;
+    let found_tools = tools::find(profile, &b.agent)?;
     let resolver = Resolver::host();
     let mut out = Output::new(&b.out)?;
 
@@ -90,9 +91,11 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
         .tempdir_in(out.dir())
         .map_err(io(out.dir()))?;
     let root = staging.path().join("root");
+    let tools = tools::stripped(&found_tools, &staging.path().join("tools"))?;
     let kernel: Kernel = match &profile.rootfs {
         RootSource::Host(spec) => {
-            let tree = rootfs::plan_host(spec, &resolver, progress)?;
+            let mut tree = rootfs::plan_host(spec, &resolver, progress)?;
+            tools::add_to_tree(&mut tree, &tools, &resolver)?;
             fs::create_dir(&root).map_err(io(&root))?;
             tree.write_to(&root, epoch_i)?;
             steps.info(&format!("{} paths from the build machine", tree.len()));
@@ -127,6 +130,17 @@ pub fn build(profile: &HostProfile, b: &HostBuild, progress: &dyn Progress) -> R
             });
         }
     };
+
+    if !matches!(profile.rootfs, RootSource::Host(_)) {
+        tools::install(&root, &tools)?;
+    }
+    for t in &found_tools {
+        steps.info(&format!(
+            "tool /{} from {}",
+            t.in_root().display(),
+            t.from.display()
+        ));
+    }
 
     if !matches!(profile.rootfs, RootSource::Mmdebstrap(_)) {
         let n = kernel::install_in_root(&root, &kernel, &profile.root_modules)?;

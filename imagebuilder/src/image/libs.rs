@@ -114,6 +114,41 @@ impl Resolver {
     }
 }
 
+/// Checks that `binary` can be loaded inside the root file system at
+/// `root` (a Debian root, whose own libraries come from its packages): its
+/// interpreter and each library it names are there, in the loader's
+/// default folders. The first one missing is the error.
+pub fn check_in_root(root: &Path, binary: &Path) -> Result<()> {
+    let dynamic = elf::read(binary)?;
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    if let Some(interp) = &dynamic.interpreter {
+        if !inside(interp).exists() {
+            return Err(Error::MissingLibrary {
+                binary: binary.to_owned(),
+                library: interp.display().to_string(),
+                searched: format!("its PT_INTERP path in {}", root.display()),
+            });
+        }
+    }
+    for name in &dynamic.needed {
+        let found = DEFAULT_DIRS
+            .iter()
+            .any(|d| is_elf64(&inside(Path::new(d)).join(name)));
+        if !found {
+            return Err(Error::MissingLibrary {
+                binary: binary.to_owned(),
+                library: name.clone(),
+                searched: DEFAULT_DIRS
+                    .iter()
+                    .map(|d| inside(Path::new(d)).display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A candidate must be a 64-bit ELF: a folder may also hold 32-bit builds.
 fn is_elf64(p: &Path) -> bool {
     use std::io::Read;

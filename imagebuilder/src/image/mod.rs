@@ -12,4 +12,5 @@ pub mod overlays;
 pub mod rootfs;
 pub mod sbom;
 pub mod sources;
+pub mod tools;
 pub mod tree;

@@ -27,6 +27,8 @@ pub enum ShellError {
         command: String,
         message: String,
     },
+    #[error("{console}: files are sent over SSH only, and this blade's shell is its console")]
+    NoFiles { console: String },
 }
 
 /// What a command printed, and its exit status.

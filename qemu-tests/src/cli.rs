@@ -89,8 +89,9 @@ pub struct RehearseArgs {
     /// carry it, else UEFI).
     #[arg(long, value_enum)]
     pub firmware: Option<FirmwareArg>,
-    /// Memory of each blade, in MiB [default: 384, the Debian host
-    /// image's too: it uses about 65 MiB once booted].
+    /// Memory of each blade, in MiB [default: 384; 512 for the Debian host
+    /// image, which uses about 65 MiB once booted and runs the step-5
+    /// virtual cluster's VMs].
     #[arg(long)]
     pub memory: Option<u32>,
     /// Stop after this step (1 to 8); the blades are powered off and the

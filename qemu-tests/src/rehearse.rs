@@ -17,6 +17,7 @@ use crate::switch::Switch;
 use crate::{accel, san, ssh, tools};
 
 mod target;
+mod vcs;
 
 /// How long filling a blade's store may take (`dd` under TCG on a busy
 /// host).
@@ -941,6 +942,8 @@ impl Exec<'_> {
                 .map(|b| b.name.clone())
         });
         drop(nodes);
+        // A virtual cluster on the blades, where the image carries vlx-vcd.
+        self.virtual_cluster(&mut checks);
         self.checks = checks;
         self.facts.wrote = wrote;
         self.facts.vip_holder = holder;

@@ -69,6 +69,22 @@ impl Shell {
         }
     }
 
+    /// Copies a local file onto the blade, over SSH only (a console
+    /// shell carries lines, not files).
+    pub fn send(
+        &self,
+        from: &std::path::Path,
+        to: &str,
+        limit: Duration,
+    ) -> Result<(), ShellError> {
+        match &self.ssh {
+            Some(t) => t.send(from, to, limit),
+            None => Err(ShellError::NoFiles {
+                console: self.console.name().to_string(),
+            }),
+        }
+    }
+
     /// Runs `command` (one line of POSIX shell) and returns its output and
     /// exit status.
     pub fn run(&self, command: &str, limit: Duration) -> Result<Output, ShellError> {

@@ -363,6 +363,48 @@ impl SshTarget {
         Ok(Output { lines, status })
     }
 
+    /// Writes the local file `from` to `to` on the blade (mode 0644, its
+    /// folder made), through the kept connection: `cat` reads it from
+    /// ssh's standard input.
+    pub fn send(
+        &self,
+        from: &std::path::Path,
+        to: &str,
+        limit: Duration,
+    ) -> Result<(), ShellError> {
+        let what = format!("sending {} to {to}", from.display());
+        let file = std::fs::File::open(from).map_err(|e| self.error(&what, e.to_string()))?;
+        let start = Instant::now();
+        self.connect(&what, limit)?;
+        let secs = limit.saturating_sub(start.elapsed()).as_secs().max(1);
+        let q = shell_quote(to);
+        let mut ssh = self.ssh();
+        ssh.args(["-o", "ControlMaster=no"])
+            .arg(format!("root@{}", self.ip))
+            .arg(format!(
+                "mkdir -p \"$(dirname {q})\" && cat > {q}.part && chmod 0644 {q}.part && mv {q}.part {q}"
+            ));
+        let o = Command::new("timeout")
+            .args(["-k", "5", &secs.to_string()])
+            .arg(ssh.get_program())
+            .args(ssh.get_args())
+            .stdin(file)
+            .output()
+            .map_err(|e| self.error(&what, format!("cannot run ssh: {e}")))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(self.error(
+                &what,
+                format!(
+                    "{}: {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            ))
+        }
+    }
+
     /// Waits until a login works (sshd starts late in a boot).
     pub fn ready(&self, limit: Duration) -> Result<(), ShellError> {
         let deadline = Instant::now() + limit;

@@ -116,6 +116,13 @@ fn rig_rehearse_debian_host() {
         "reset wiped ",
         "vlx-install reset-node ",
         "origin unchanged",
+        // A virtual cluster on the blades: the image carries vlx-vcd.
+        "vlx-vcd registered on every blade",
+        "guest tiny imported from ",
+        "VC of 2 VMs placed Cyclic on 2 blades",
+        "VM rig/vm1 ready on ",
+        "VM rig/vm2 ready on ",
+        "VC rig destroyed, no QEMU left",
     ] {
         assert!(passed(&o, name), "{name} is missing from the checks");
     }

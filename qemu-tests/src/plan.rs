@@ -314,8 +314,10 @@ pub enum Step {
     /// keeps its root and answers.
     TargetRestart,
     /// 6: kill the VIP holder and the first DHCP server; the VIP moves; the
-    /// late blade PXE-boots from the survivors.
-    LoseBlades { late: String },
+    /// late blade boots as its first machine says (`from` in words): from
+    /// the network, served by the survivors, on a shared disk; from the
+    /// target by its boot ROM on an iSCSI SAN (see `rehearse::target`).
+    LoseBlades { late: String, from: String },
     /// 7: stop a blade, reset its snapshot, boot it again.
     FactoryReset,
     /// Power every blade off, then compare the origin's sha256.
@@ -357,7 +359,7 @@ impl Step {
             Step::AwaitRefusal { blades } => format!("{} refused", blades.join(", ")),
             Step::Checks => "checks of the running cluster".into(),
             Step::TargetRestart => "the iSCSI target restarts".into(),
-            Step::LoseBlades { late } => format!("lose two blades, PXE-boot {late}"),
+            Step::LoseBlades { late, .. } => format!("lose two blades, boot {late}"),
             Step::FactoryReset => "factory reset".into(),
             Step::Shutdown => "shutdown".into(),
             Step::Report { .. } => "report".into(),
@@ -432,9 +434,9 @@ impl fmt::Display for Step {
             Step::TargetRestart => f.write_str(
                 "kill tgtd and start it again while the blades run, then cut the storage path for 10 s: every blade logs in again, keeps its root and answers",
             ),
-            Step::LoseBlades { late } => write!(
+            Step::LoseBlades { late, from } => write!(
                 f,
-                "kill the VIP holder and the first DHCP server; the VIP moves within {} s; {late} PXE-boots from the survivors",
+                "kill the VIP holder and the first DHCP server; the VIP moves within {} s; {late} boots from {from}",
                 VIP_MOVE_LIMIT.as_secs()
             ),
             Step::FactoryReset => f.write_str(
@@ -512,10 +514,10 @@ pub enum PlanError {
     #[error(transparent)]
     Iscsi(#[from] crate::iscsi::IscsiPlanError),
     #[error(
-        "the iSCSI rehearsal cold-starts every blade from the target and stops after step 5 \
-         (losing blades and the factory reset are rehearsed on a shared disk); pass --stop-after 5"
+        "the iSCSI rehearsal cold-starts every blade from the target, as their boot ROMs do \
+         (the PXE-only scheme is for a shared disk)"
     )]
-    IscsiStops,
+    IscsiScheme,
     #[error(
         "the iSCSI rehearsal boots blades from iPXE under BIOS (ipxe.lkrn); the profile's or \
          --firmware's {0} does not"
@@ -538,9 +540,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
     if count == 0 || count > have {
         return Err(PlanError::Nodes { asked: count, have });
     }
-    // The iSCSI rehearsal ends with step 5 (and the target's restart).
     let max_step = match opts.scheme {
-        Scheme::Cold if iscsi.is_some() => 5,
         Scheme::Cold => LAST_STEP,
         Scheme::PxeOnly => 5,
     };
@@ -577,8 +577,8 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         Firmware::Bios => None,
     };
     if iscsi.is_some() {
-        if opts.scheme != Scheme::Cold || stop > 5 {
-            return Err(PlanError::IscsiStops);
+        if opts.scheme != Scheme::Cold {
+            return Err(PlanError::IscsiScheme);
         }
         if firmware != Firmware::Bios {
             return Err(PlanError::IscsiFirmware(firmware));
@@ -807,6 +807,13 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
     if let (true, Some(late)) = (stop >= 6, late) {
         steps.push(Step::LoseBlades {
             late: blades[late].name.clone(),
+            from: if iscsi.is_some() {
+                "the iSCSI target by its boot ROM (iPXE sanboot), as every blade of an iSCSI SAN \
+                 boots, while the lost blades stay dead"
+                    .into()
+            } else {
+                "the network, served by the survivors".into()
+            },
         });
     }
     if stop >= 7 {
@@ -946,11 +953,7 @@ mod tests {
 
     #[test]
     fn an_iscsi_cluster_cold_starts_from_the_target_on_a_storage_network() {
-        let opts = Options {
-            nodes: Some(3),
-            ..Options::default()
-        };
-        let r = plan(&eurotech(), &opts, &host()).unwrap();
+        let r = plan(&eurotech(), &Options::default(), &host()).unwrap();
         let rig = r.iscsi.clone().unwrap();
         assert_eq!(
             (
@@ -969,10 +972,16 @@ mod tests {
             )
         );
         assert_eq!(rig.switch, Path::new("/tmp/r/storage"));
-        // Steps 1 to 5 (the target restarts in 5), then the shutdown.
+        // Every step of the disk rehearsal; the target restarts in 5.
         let numbers: Vec<u8> = r.steps.iter().map(Step::number).collect();
-        assert_eq!(numbers, [1, 1, 3, 4, 5, 5, 8, 8]);
+        assert_eq!(numbers, [1, 1, 3, 4, 5, 5, 6, 7, 8, 8]);
         assert!(r.steps.contains(&Step::TargetRestart));
+        // The late blade boots from the target as the others do.
+        assert_eq!(r.blades[3].part, Part::Late);
+        assert!(matches!(r.blades[3].machine.boot, BootFrom::Sanboot { .. }));
+        assert!(r.steps.iter().any(
+            |s| matches!(s, Step::LoseBlades { late, from } if late == "node4" && from.starts_with("the iSCSI target"))
+        ));
         let b = &r.blades[2].machine;
         assert!(
             b.disks.is_empty(),
@@ -1002,13 +1011,6 @@ mod tests {
         for (o, want) in [
             (
                 Options {
-                    stop_after: Some(6),
-                    ..Options::default()
-                },
-                PlanError::IscsiStops,
-            ),
-            (
-                Options {
                     firmware: Some(Firmware::Uefi),
                     ..Options::default()
                 },
@@ -1022,7 +1024,7 @@ mod tests {
                     scheme: Scheme::PxeOnly,
                     ..Options::default()
                 },
-                PlanError::IscsiStops,
+                PlanError::IscsiScheme,
             ),
         ] {
             assert_eq!(plan(&eurotech(), &o, &host()), Err(want));

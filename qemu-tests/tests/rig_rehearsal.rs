@@ -351,15 +351,18 @@ fn rig_rehearse_from_iso_media() {
 /// `sanboot` from stored settings: no DHCP anywhere) and log in from its
 /// iBFT; the disk rehearsal's checks of the running cluster pass, tgtd is
 /// killed and started again while they run, and then the storage path is
-/// cut for 10 s: every blade keeps its root. Three blades: the iSCSI
-/// rehearsal stops after step 5, and a fourth would only add its boot.
+/// cut for 10 s: every blade keeps its root. Then the disk rehearsal's
+/// steps 6 and 7: the VIP holder and the first DHCP server die, the VIP
+/// moves, the fourth blade cold-starts from the target as the others did
+/// (its boot ROM, not the survivors, is its boot path: see
+/// `rehearse::target::late_from_target`), and a blade is reset through
+/// the installer environment's iSCSI login and comes back with a fresh
+/// store.
 #[test]
 fn rig_rehearse_eurotech_over_iscsi() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let report = tempfile::tempdir().unwrap();
     let options = Options {
-        nodes: Some(3),
-        stop_after: Some(5),
         host: Some(repo.join("profiles/hosts/tiny-iscsi.toml")),
         ..Options::default()
     };
@@ -385,6 +388,10 @@ fn rig_rehearse_eurotech_over_iscsi() {
         "storage path cut for 10 s",
         "node1 kept its root",
         "node3 kept its root",
+        "vip moves within 10 s",
+        "node4 cold-started from the target with two blades lost",
+        "vlx-install reset-node ",
+        "reset wiped ",
         "origin unchanged",
     ] {
         assert!(passed(&o, name), "{name} is missing from the checks");
@@ -397,7 +404,7 @@ fn rig_rehearse_eurotech_over_iscsi() {
         ),
         "the installer's console says no install through iSCSI"
     );
-    for (i, b) in ["node1", "node2", "node3"].iter().enumerate() {
+    for (i, b) in ["node1", "node2", "node3", "node4"].iter().enumerate() {
         let console =
             std::fs::read_to_string(o.files.consoles().join(format!("{b}.ttyS0.log"))).unwrap();
         for want in [

@@ -55,6 +55,10 @@ impl Action<'_> {
     }
 }
 
+/// What the guest prints after trying the SAN without CHAP, before the
+/// install with it: `rc=N` follows (the target must refuse the login).
+pub const WITHOUT_CHAP_RC: &str = "vlx-rig: without CHAP rc=";
+
 /// What the guest prints when the installer has ended: `rc=N` follows.
 pub const INSTALL_RC: &str = "vlx-rig: install rc=";
 /// What it prints next: the iSCSI sessions still open.
@@ -205,7 +209,15 @@ pub fn build(
             "mkdir -p \"$(dirname '{p}')\" && ln -sfn '/data{p}' '{p}'"
         );
     }
-    let apply = action.command(&url(rig), chap);
+    let mut apply = action.command(&url(rig), chap);
+    // Before the install, the same login without CHAP: the target must
+    // refuse it (and the installer leave no session).
+    if let (Some(_), Action::Apply { .. }) = (chap, action) {
+        apply = format!(
+            "vlx-install status --san '{}'\necho \"{WITHOUT_CHAP_RC}$?\"\n{apply}",
+            url(rig)
+        );
+    }
     let init = INIT
         .replace("@MAC@", &mac.to_string())
         .replace("@ADDR@", &addr.to_string())
@@ -307,6 +319,7 @@ mod tests {
             target: "iqn.2007-01.it.unipi.di:virtualinux.san0".into(),
             lun: 1,
             rom: crate::iscsi::IPXE_LKRN.into(),
+            chap: None,
         };
         assert_eq!(
             url(&rig),

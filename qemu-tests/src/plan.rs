@@ -307,6 +307,10 @@ pub enum Step {
     AwaitReady { blades: Vec<String> },
     /// 4: wait for strangers to say why they get no root.
     AwaitRefusal { blades: Vec<String> },
+    /// 4, iSCSI with CHAP: the late blade, its boot ROM's stored CHAP
+    /// secret wrong, is powered on while it is held back: the target
+    /// refuses its login, it says so on its console and gets no root.
+    WrongChap { machine: Box<Machine> },
     /// 5: the checks over the blades' check shells.
     Checks,
     /// 5, iSCSI: tgtd is killed and started again while the blades run,
@@ -336,7 +340,7 @@ impl Step {
             | Step::InstallFromMedia { .. }
             | Step::InstallThroughIscsi { .. } => 1,
             Step::PowerOn { .. } => 3,
-            Step::AwaitReady { .. } | Step::AwaitRefusal { .. } => 4,
+            Step::AwaitReady { .. } | Step::AwaitRefusal { .. } | Step::WrongChap { .. } => 4,
             Step::Checks | Step::TargetRestart => 5,
             Step::LoseBlades { .. } => 6,
             Step::FactoryReset => 7,
@@ -357,6 +361,7 @@ impl Step {
             Step::PowerOn { blades, .. } => format!("power on {}", blades.join(", ")),
             Step::AwaitReady { blades } => format!("{} ready", blades.join(", ")),
             Step::AwaitRefusal { blades } => format!("{} refused", blades.join(", ")),
+            Step::WrongChap { machine } => format!("{} refused", machine.name),
             Step::Checks => "checks of the running cluster".into(),
             Step::TargetRestart => "the iSCSI target restarts".into(),
             Step::LoseBlades { late, .. } => format!("lose two blades, boot {late}"),
@@ -427,6 +432,12 @@ impl fmt::Display for Step {
                 f,
                 "wait for {} to say on its console why it gets no root",
                 blades.join(", ")
+            ),
+            Step::WrongChap { machine } => write!(
+                f,
+                "power on {} ({}) with a wrong CHAP secret in its boot ROM's settings: the target \
+                 refuses it, it says so on its console and gets no root",
+                machine.name, machine.mac
             ),
             Step::Checks => f.write_str(
                 "check hostnames, addresses, DHCP and DNS from several blades, the VIP, chrony peers, private roots",
@@ -789,6 +800,40 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         if !strangers.is_empty() {
             steps.push(Step::AwaitRefusal { blades: strangers });
         }
+        // Only a blade held back can take the wrong secret: a running
+        // blade's twin would share its MACs and initiator name.
+        if let (Some(rig), Some(late)) = (&iscsi, late)
+            && let Some(chap) = &rig.chap
+        {
+            let b = &blades[late];
+            let name = format!("{}-wrong-chap", b.name);
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.name.as_str() == b.name)
+                .ok_or_else(|| PlanError::NoMac(b.name.clone()))?;
+            let addr = crate::iscsi::storage_address(cluster, rig, node)?;
+            let wrong = crate::iscsi::IscsiRig {
+                chap: Some(chap.wrong()),
+                ..rig.clone()
+            };
+            let smac = crate::iscsi::storage_mac(b.mac);
+            steps.push(Step::WrongChap {
+                machine: Box::new(Machine {
+                    boot: BootFrom::Sanboot {
+                        rom: rig.rom.clone(),
+                        script: crate::iscsi::sanboot_script(
+                            &wrong,
+                            addr,
+                            &crate::iscsi::initiator_name(cluster, smac),
+                        ),
+                    },
+                    sockets: Sockets::in_dir(&run.join(&name)),
+                    name,
+                    ..b.machine.clone()
+                }),
+            });
+        }
         let chained = names(Part::Chained);
         if !chained.is_empty() {
             steps.push(Step::PowerOn {
@@ -974,7 +1019,7 @@ mod tests {
         assert_eq!(rig.switch, Path::new("/tmp/r/storage"));
         // Every step of the disk rehearsal; the target restarts in 5.
         let numbers: Vec<u8> = r.steps.iter().map(Step::number).collect();
-        assert_eq!(numbers, [1, 1, 3, 4, 5, 5, 6, 7, 8, 8]);
+        assert_eq!(numbers, [1, 1, 3, 4, 4, 5, 5, 6, 7, 8, 8]);
         assert!(r.steps.contains(&Step::TargetRestart));
         // The late blade boots from the target as the others do.
         assert_eq!(r.blades[3].part, Part::Late);
@@ -998,9 +1043,27 @@ mod tests {
         assert_eq!(
             script,
             "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn \
-             iqn.2007-01.org.vlx:3d0f5e8a7c214b6e9f430a5d2c8e1b77.52545a7a1003 && ifopen net1 \
+             iqn.2007-01.org.vlx:3d0f5e8a7c214b6e9f430a5d2c8e1b77.52545a7a1003 && set username \
+             vlx-blade && set password Rig-Blade-0413 && set reverse-username vlx-san && set \
+             reverse-password Rig-Target-0731 && ifopen net1 \
              && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
         );
+        // The late blade, held back, is tried first with a wrong secret.
+        let wrong = r
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::WrongChap { machine } => Some(machine),
+                _ => None,
+            })
+            .expect("a step with a wrong CHAP secret");
+        assert_eq!(wrong.name, "node4-wrong-chap");
+        assert_eq!(wrong.mac, r.blades[3].mac);
+        let BootFrom::Sanboot { script: w, .. } = &wrong.boot else {
+            panic!("the wrong-secret blade boots {}", wrong.boot);
+        };
+        assert!(w.contains("set password Wrong-Secret-99 && "));
+        assert!(!w.contains("Rig-Blade-0413"));
         let argv = b.argv();
         assert!(
             argv.windows(2)

@@ -504,6 +504,7 @@ impl Exec<'_> {
                 Ok(())
             }
             Step::TargetRestart => self.target_restart(),
+            Step::WrongChap { machine } => self.wrong_chap(machine),
             Step::LoseBlades { late, .. } => self.lose_blades(late),
             Step::FactoryReset => self.factory_reset(),
             Step::Shutdown => {

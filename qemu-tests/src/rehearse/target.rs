@@ -3,6 +3,8 @@
 //! restarted while the blades run, and the rig's copy of the profile
 //! fitted to QEMU's hardware.
 
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,14 @@ const RECOVERY_SECS: u32 = 20;
 
 /// The file each blade writes to its root after the target restarted.
 const AFTER_RESTART: &str = "/vlx-rig-after-target-restart";
+
+/// iPXE's words when the target refuses its login (the CHAP secret it
+/// sent is wrong: the target answers with an authentication failure,
+/// which iPXE reports as `EPERM`).
+const LOGIN_REFUSED: &str = "Could not open SAN device: Operation not permitted";
+
+/// SeaBIOS's words when no boot device is left: the blade went no further.
+const NO_BOOT_DEVICE: &str = "No bootable device";
 
 /// The kernel argument that skips the IO-APIC timer check.
 const NO_TIMER_CHECK: &str = "no_timer_check";
@@ -126,6 +136,9 @@ impl Exec<'_> {
             image: &image,
         };
         let lines = self.installer_guest(1, installer, action, carry, &check)?;
+        if self.r.iscsi.as_ref().is_some_and(|r| r.chap.is_some()) {
+            self.refused_without_chap(&lines);
+        }
         match lines
             .iter()
             .rev()
@@ -277,9 +290,26 @@ impl Exec<'_> {
             .ok_or_else(|| fail(check, "vlx-install exited with 0 but said no `is reset:`"))
     }
 
-    /// The installer's CHAP file, when the target asks for CHAP.
+    /// The installer's CHAP file (`--chap`), when the target asks for
+    /// CHAP: in the run's folder, readable by its owner only, as the
+    /// installer demands; it reaches the installer guest on its data disk
+    /// and never the SAN.
     fn installer_chap(&self) -> Result<Option<PathBuf>, String> {
-        Ok(None)
+        let Some(chap) = self.r.iscsi.as_ref().and_then(|r| r.chap.as_ref()) else {
+            return Ok(None);
+        };
+        let path = self.run.dir().join("installer-chap");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(chap.installer_file().as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Some(path))
     }
 
     /// Checks that the late blade of step 6 came up the way every blade of
@@ -324,6 +354,71 @@ impl Exec<'_> {
                 "{}; {}",
                 said(hooked, "`Registered SAN device 0x80` (iPXE sanboot)"),
                 said(ibft, "iBFT login")
+            ),
+        );
+    }
+
+    /// Step 4 of the iSCSI rehearsal with CHAP: the held-back blade,
+    /// its boot ROM's stored secret wrong, is powered on; the target must
+    /// refuse its login, iPXE say so on the console, and the blade boot
+    /// nothing (SeaBIOS finds no other boot device), so it never gets a
+    /// root. It is powered off again before it boots rightly in step 6.
+    pub(super) fn wrong_chap(&mut self, machine: &Machine) -> Result<(), Fail> {
+        let name = machine.name.clone();
+        let check = format!("{name} refused by the target, no root");
+        self.storage_up()?;
+        let b = blade::power_on(self.run, machine, &self.logs)
+            .map_err(|e| fail(format!("{name} powered on"), e))?;
+        let refused = b.wait(LOGIN_REFUSED, self.r.timeouts.ready);
+        let stopped = match &refused {
+            Ok(_) => b.wait(NO_BOOT_DEVICE, self.r.timeouts.command).is_ok(),
+            Err(_) => false,
+        };
+        let lines: Vec<String> = b.console().lines().into_iter().map(|l| l.text).collect();
+        let boot = b.power_off();
+        self.timeline.add_boot(&name, boot);
+        let line = refused.map_err(|e| fail(check.clone(), e))?;
+        let rooted = lines.iter().any(|l| l.contains(blade::AGENT_READY));
+        self.checks.expect(
+            4,
+            check,
+            stopped && !rooted,
+            format!(
+                "`{}`, then {}",
+                line.text.trim(),
+                match (stopped, rooted) {
+                    (_, true) => "`vlx-node: ready` on its console",
+                    (false, false) => "no `No bootable device` from its firmware",
+                    (true, false) => "`No bootable device`: no root",
+                }
+            ),
+        );
+        Ok(())
+    }
+
+    /// Records whether the target refused the installer guest's login
+    /// without CHAP (`vlx-install status` without `--chap`, before the
+    /// install): exit 1, a login failure, as the installer reports one.
+    fn refused_without_chap(&mut self, lines: &[String]) {
+        let rc = lines.iter().find_map(|l| {
+            l.find(iscsi_install::WITHOUT_CHAP_RC).map(|i| {
+                l[i + iscsi_install::WITHOUT_CHAP_RC.len()..]
+                    .trim()
+                    .to_string()
+            })
+        });
+        let said = lines
+            .iter()
+            .find(|l| l.contains("or wrong CHAP"))
+            .map(|l| l.trim().to_string());
+        self.checks.expect(
+            1,
+            "the target refuses a login without CHAP",
+            rc.as_deref() == Some("1") && said.is_some(),
+            format!(
+                "vlx-install status without --chap exited with {}: {}",
+                rc.as_deref().unwrap_or("(nothing)"),
+                said.as_deref().unwrap_or("no login failure on the console")
             ),
         );
     }

@@ -229,7 +229,8 @@ pub enum Part {
     ColdStart,
     /// Boots from the network once other blades run (PXE-only scheme).
     Chained,
-    /// Never booted until step 6, when it PXE-boots from the survivors.
+    /// Never booted until step 6, when it PXE-boots from the survivors (on
+    /// a shared disk) or cold-starts from the target (over iSCSI).
     Late,
     /// Not in the cluster table: must be refused.
     Stranger,

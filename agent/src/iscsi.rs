@@ -19,9 +19,10 @@
 //! target (tgt in a network namespace, `agent/tests/rig_boot.rs`) with a
 //! fixed address and with DHCP, and boots from the iBFT that iPXE's
 //! `sanboot` publishes, with the target restarted and the path cut under
-//! the running blades (the iSCSI rehearsal, `qemu-tests`). Not tested:
-//! InfiniBand (IPoIB) storage interfaces, CHAP from a real iBFT, several
-//! portals. The image builder
+//! the running blades (the iSCSI rehearsal, `qemu-tests`), whose target
+//! asks for mutual CHAP that iPXE publishes in the iBFT (and refuses a
+//! blade whose stored secret is wrong). Not tested: InfiniBand (IPoIB)
+//! storage interfaces, several portals. The image builder
 //! must put `iscsistart` with its libraries and the iSCSI modules into the
 //! initramfs for this path (and `iscsi_ibft` for the firmware's table:
 //! the host profile's `initramfs.modules`).

@@ -12,6 +12,15 @@
 //! (syslinux on the ESP), so no DHCP or TFTP server is needed anywhere;
 //! the profile's `sifip = "ibft"` makes the command line on the ESP say
 //! `rd.iscsi.firmware=1`, and the node agent logs in from the iBFT.
+//!
+//! CHAP: the target asks every initiator for mutual CHAP ([`RigChap`]).
+//! Each blade's stored settings carry the blade's name and secret and the
+//! target's (iPXE's `username`, `password`, `reverse-username`,
+//! `reverse-password`), as an HBA keeps them in its NVRAM, set up once
+//! per blade by an administrator; iPXE publishes them in the iBFT and
+//! `iscsistart -b` logs in with them. They are never on the blades' kernel
+//! command line nor in the SAN's boot tree. (In the rig the stored settings
+//! are iPXE's command line on the host, as an HBA's NVRAM is on the blade.)
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -39,6 +48,51 @@ pub struct IscsiRig {
     pub lun: u16,
     /// The boot ROM every blade runs.
     pub rom: PathBuf,
+    /// The CHAP the target asks for (none: any initiator may log in).
+    pub chap: Option<RigChap>,
+}
+
+/// Mutual CHAP between the blades and the target: the blades' name and
+/// secret (the target checks them), and the target's (the blades check
+/// them). One pair for every blade, as tgt binds an account to a target.
+/// The rig's own test values: a real cluster's live in its HBAs' NVRAM
+/// and the target's configuration, nowhere in this repository's profiles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RigChap {
+    pub username: String,
+    pub password: String,
+    pub reverse_username: String,
+    pub reverse_password: String,
+}
+
+impl RigChap {
+    /// The rehearsal's CHAP (secrets of 12 to 16 characters, the length
+    /// RFC 3720 initiators such as Windows' insist on).
+    pub fn rig() -> RigChap {
+        RigChap {
+            username: "vlx-blade".into(),
+            password: "Rig-Blade-0413".into(),
+            reverse_username: "vlx-san".into(),
+            reverse_password: "Rig-Target-0731".into(),
+        }
+    }
+
+    /// The same names with a wrong blade secret: what a blade whose
+    /// NVRAM was set up wrong sends.
+    pub fn wrong(&self) -> RigChap {
+        RigChap {
+            password: "Wrong-Secret-99".into(),
+            ..self.clone()
+        }
+    }
+
+    /// The installer's `--chap FILE` text (mutual: `_in` is the target's).
+    pub fn installer_file(&self) -> String {
+        format!(
+            "username={}\npassword={}\nusername_in={}\npassword_in={}\n",
+            self.username, self.password, self.reverse_username, self.reverse_password
+        )
+    }
 }
 
 /// Why an iSCSI rehearsal cannot be planned.
@@ -76,6 +130,7 @@ pub fn plan(cluster: &Plan, run: &std::path::Path) -> Result<Option<IscsiRig>, I
         target: i.ivid.clone(),
         lun: LUN,
         rom: PathBuf::from(IPXE_LKRN),
+        chap: Some(RigChap::rig()),
     }))
 }
 
@@ -130,13 +185,24 @@ fn netmask(prefix: u8) -> Ipv4Addr {
 
 /// The settings a blade's boot ROM stores, as the iPXE script it runs:
 /// the storage NIC (`net1`, after the cluster NIC) with a fixed address,
-/// the initiator name, and `sanboot` of the SAN's LUN. No DHCP: nothing on
-/// either network serves one at a cold start. (The root path's LUN is
-/// hexadecimal, RFC 4173.)
+/// the initiator name, CHAP when the target asks for it, and `sanboot` of
+/// the SAN's LUN. No DHCP: nothing on either network serves one at a cold
+/// start. (The root path's LUN is hexadecimal, RFC 4173.)
 pub fn sanboot_script(rig: &IscsiRig, addr: Ipv4Addr, initiator: &str) -> String {
+    let chap = rig
+        .chap
+        .as_ref()
+        .map(|c| {
+            format!(
+                "set username {} && set password {} && set reverse-username {} && \
+                 set reverse-password {} && ",
+                c.username, c.password, c.reverse_username, c.reverse_password
+            )
+        })
+        .unwrap_or_default();
     format!(
         "set net1/ip {addr} && set net1/netmask {} && set initiator-iqn {initiator} && \
-         ifopen net1 && sanboot iscsi:{}::{}:{:x}:{}",
+         {chap}ifopen net1 && sanboot iscsi:{}::{}:{:x}:{}",
         netmask(rig.prefix),
         rig.portal,
         rig.port,
@@ -159,12 +225,30 @@ mod tests {
             target: "iqn.2007-01.it.unipi.di:virtualinux.san0".into(),
             lun: 1,
             rom: IPXE_LKRN.into(),
+            chap: None,
         };
         assert_eq!(
             sanboot_script(&rig, Ipv4Addr::new(10, 10, 0, 3), "iqn.x:y"),
             "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn iqn.x:y \
              && ifopen net1 && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
         );
+        let chap = IscsiRig {
+            chap: Some(RigChap::rig()),
+            ..rig
+        };
+        assert_eq!(
+            sanboot_script(&chap, Ipv4Addr::new(10, 10, 0, 3), "iqn.x:y"),
+            "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn iqn.x:y \
+             && set username vlx-blade && set password Rig-Blade-0413 && set reverse-username \
+             vlx-san && set reverse-password Rig-Target-0731 && ifopen net1 && sanboot \
+             iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
+        );
+        assert_eq!(
+            RigChap::rig().installer_file(),
+            "username=vlx-blade\npassword=Rig-Blade-0413\nusername_in=vlx-san\n\
+             password_in=Rig-Target-0731\n"
+        );
+        assert_ne!(RigChap::rig().wrong().password, RigChap::rig().password);
         assert_eq!(netmask(16), Ipv4Addr::new(255, 255, 0, 0));
         assert_eq!(
             storage_mac("00:30:48:7a:10:03".parse().unwrap()).to_string(),

@@ -1,9 +1,10 @@
-//! The install of an iSCSI rehearsal: the first blade boots an installer
-//! environment (the install media's, `imagebuilder::media::env`, with
-//! open-iscsi's `iscsid` and `iscsiadm` and the iSCSI modules) and runs
-//! `vlx-install apply --san iscsi://PORTAL:PORT/IQN/LUN` through its
-//! storage NIC, as an administrator on the first blade would. The host
-//! cannot do it itself: its kernel is no iSCSI initiator (no `iscsi_tcp`).
+//! The installer commands of an iSCSI rehearsal: the first blade boots an
+//! installer environment (the install media's, `imagebuilder::media::env`,
+//! with open-iscsi's `iscsid` and `iscsiadm` and the iSCSI modules) and
+//! runs `vlx-install apply --san iscsi://PORTAL:PORT/IQN/LUN` (step 1) or
+//! `vlx-install reset-node --san iscsi://...` (step 7) through its storage
+//! NIC, as an administrator on the first blade would. The host cannot do
+//! it itself: its kernel is no iSCSI initiator (no `iscsi_tcp`).
 //!
 //! What the installer reads (the image directory, the rig's copy of the
 //! cluster profile and the host profile and overlays it names) goes on a
@@ -22,6 +23,41 @@ use imagebuilder::image::libs::Resolver;
 use imagebuilder::image::tree::{Content, Entry};
 
 use crate::iscsi::IscsiRig;
+
+/// What the installer guest runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    /// `vlx-install apply --yes --test-image --cluster PROFILE --image
+    /// IMAGE` (rigs rehearse with test images such as tiny-iscsi; the flag
+    /// only allows one).
+    Apply { profile: &'a Path, image: &'a Path },
+    /// `vlx-install reset-node --yes NODE`.
+    ResetNode { node: &'a str },
+}
+
+impl Action<'_> {
+    /// The command line, onto the SAN at `url`, with `--chap FILE` when
+    /// the target asks for CHAP.
+    fn command(&self, url: &str, chap: Option<&Path>) -> String {
+        let chap = chap
+            .map(|c| format!(" --chap '{}'", c.display()))
+            .unwrap_or_default();
+        match self {
+            Action::Apply { profile, image } => format!(
+                "vlx-install apply --yes --test-image --cluster '{}' --image '{}' --san '{url}'{chap}",
+                profile.display(),
+                image.display(),
+            ),
+            Action::ResetNode { node } => {
+                format!("vlx-install reset-node --yes --san '{url}'{chap} '{node}'")
+            }
+        }
+    }
+}
+
+/// What the guest prints after trying the SAN without CHAP, before the
+/// install with it: `rc=N` follows (the target must refuse the login).
+pub const WITHOUT_CHAP_RC: &str = "vlx-rig: without CHAP rc=";
 
 /// What the guest prints when the installer has ended: `rc=N` follows.
 pub const INSTALL_RC: &str = "vlx-rig: install rc=";
@@ -69,7 +105,7 @@ mount -t ext4 -o ro /dev/vda /data || echo "vlx-rig: cannot mount the data disk"
 @LINKS@
 iscsid -f &
 sleep 1
-echo "vlx-rig: installing through iSCSI from $nic (@ADDR@)"
+echo "vlx-rig: running vlx-install through iSCSI from $nic (@ADDR@)"
 @APPLY@
 echo "vlx-rig: install rc=$?"
 echo "vlx-rig: sessions left=[$(iscsiadm -m session 2>/dev/null | tr '\n' ' ')]"
@@ -95,19 +131,17 @@ pub fn url(rig: &IscsiRig) -> String {
 }
 
 /// Builds the guest in `dir` (`vmlinuz`, `initramfs.img`, `data.ext4`, as
-/// the plan names them): its kernel and initramfs, and the data disk
-/// carrying `carry` (absolute paths of files and folders). The guest logs
-/// in through the NIC with `mac` at `addr` and runs
-/// `vlx-install apply --yes --test-image --cluster PROFILE --image IMAGE
-/// --san URL` (rigs rehearse with test images such as tiny-iscsi; the flag
-/// only allows one).
+/// the plan names them; a guest built before is replaced): its kernel and
+/// initramfs, and the data disk carrying `carry` (absolute paths of files
+/// and folders). The guest logs in through the NIC with `mac` at `addr`
+/// and runs `action` on the SAN, with `--chap FILE` when `chap` names
+/// the installer's CHAP file (which `carry` must hold).
 pub fn build(
     dir: &Path,
     rig: &IscsiRig,
-    mac: MacAddr,
-    addr: Ipv4Addr,
-    profile: &Path,
-    image: &Path,
+    (mac, addr): (MacAddr, Ipv4Addr),
+    action: Action<'_>,
+    chap: Option<&Path>,
     carry: &[PathBuf],
 ) -> Result<Guest, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -175,12 +209,15 @@ pub fn build(
             "mkdir -p \"$(dirname '{p}')\" && ln -sfn '/data{p}' '{p}'"
         );
     }
-    let apply = format!(
-        "vlx-install apply --yes --test-image --cluster '{}' --image '{}' --san '{}'",
-        profile.display(),
-        image.display(),
-        url(rig)
-    );
+    let mut apply = action.command(&url(rig), chap);
+    // Before the install, the same login without CHAP: the target must
+    // refuse it (and the installer leave no session).
+    if let (Some(_), Action::Apply { .. }) = (chap, action) {
+        apply = format!(
+            "vlx-install status --san '{}'\necho \"{WITHOUT_CHAP_RC}$?\"\n{apply}",
+            url(rig)
+        );
+    }
     let init = INIT
         .replace("@MAC@", &mac.to_string())
         .replace("@ADDR@", &addr.to_string())
@@ -205,6 +242,14 @@ pub fn build(
 /// An ext4 image holding every path of `carry` at its absolute path.
 fn data_disk(dir: &Path, carry: &[PathBuf]) -> Result<PathBuf, String> {
     let stage = dir.join("data");
+    // A guest built before (step 1's, when step 7 builds its own).
+    match std::fs::remove_dir_all(&stage) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: {e}", stage.display()));
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
     let mut bytes = 0u64;
     for p in carry {
         let rel = p.strip_prefix("/").unwrap_or(p);
@@ -216,6 +261,12 @@ fn data_disk(dir: &Path, carry: &[PathBuf]) -> Result<PathBuf, String> {
         bytes += size_of_tree(&to);
     }
     let disk = dir.join("data.ext4");
+    match std::fs::remove_file(&disk) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: {e}", disk.display()));
+        }
+        _ => {}
+    }
     let size = (bytes + bytes / 4 + DATA_SLACK) >> 20;
     run(Command::new("mke2fs")
         .args(["-q", "-F", "-t", "ext4", "-d"])
@@ -268,10 +319,24 @@ mod tests {
             target: "iqn.2007-01.it.unipi.di:virtualinux.san0".into(),
             lun: 1,
             rom: crate::iscsi::IPXE_LKRN.into(),
+            chap: None,
         };
         assert_eq!(
             url(&rig),
             "iscsi://10.10.0.250:3260/iqn.2007-01.it.unipi.di:virtualinux.san0/1"
+        );
+        let apply = Action::Apply {
+            profile: Path::new("/p/c.toml"),
+            image: Path::new("/i"),
+        };
+        assert_eq!(
+            apply.command(&url(&rig), None),
+            "vlx-install apply --yes --test-image --cluster '/p/c.toml' --image '/i' --san \
+             'iscsi://10.10.0.250:3260/iqn.2007-01.it.unipi.di:virtualinux.san0/1'"
+        );
+        assert_eq!(
+            Action::ResetNode { node: "node3" }.command("iscsi://a/b", Some(Path::new("/c"))),
+            "vlx-install reset-node --yes --san 'iscsi://a/b' --chap '/c' 'node3'"
         );
     }
 }

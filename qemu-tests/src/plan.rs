@@ -231,7 +231,8 @@ pub enum Part {
     ColdStart,
     /// Boots from the network once other blades run (PXE-only scheme).
     Chained,
-    /// Never booted until step 6, when it PXE-boots from the survivors.
+    /// Never booted until step 6, when it PXE-boots from the survivors (on
+    /// a shared disk) or cold-starts from the target (over iSCSI).
     Late,
     /// Not in the cluster table: must be refused.
     Stranger,
@@ -309,6 +310,10 @@ pub enum Step {
     AwaitReady { blades: Vec<String> },
     /// 4: wait for strangers to say why they get no root.
     AwaitRefusal { blades: Vec<String> },
+    /// 4, iSCSI with CHAP: the late blade, its boot ROM's stored CHAP
+    /// secret wrong, is powered on while it is held back: the target
+    /// refuses its login, it says so on its console and gets no root.
+    WrongChap { machine: Box<Machine> },
     /// 5: the checks over the blades' check shells.
     Checks,
     /// 5, iSCSI: tgtd is killed and started again while the blades run,
@@ -316,8 +321,10 @@ pub enum Step {
     /// keeps its root and answers.
     TargetRestart,
     /// 6: kill the VIP holder and the first DHCP server; the VIP moves; the
-    /// late blade PXE-boots from the survivors.
-    LoseBlades { late: String },
+    /// late blade boots as its first machine says (`from` in words): from
+    /// the network, served by the survivors, on a shared disk; from the
+    /// target by its boot ROM on an iSCSI SAN (see `rehearse::target`).
+    LoseBlades { late: String, from: String },
     /// 7: stop a blade, reset its snapshot, boot it again.
     FactoryReset,
     /// Power every blade off, then compare the origin's sha256.
@@ -336,7 +343,7 @@ impl Step {
             | Step::InstallFromMedia { .. }
             | Step::InstallThroughIscsi { .. } => 1,
             Step::PowerOn { .. } => 3,
-            Step::AwaitReady { .. } | Step::AwaitRefusal { .. } => 4,
+            Step::AwaitReady { .. } | Step::AwaitRefusal { .. } | Step::WrongChap { .. } => 4,
             Step::Checks | Step::TargetRestart => 5,
             Step::LoseBlades { .. } => 6,
             Step::FactoryReset => 7,
@@ -357,9 +364,10 @@ impl Step {
             Step::PowerOn { blades, .. } => format!("power on {}", blades.join(", ")),
             Step::AwaitReady { blades } => format!("{} ready", blades.join(", ")),
             Step::AwaitRefusal { blades } => format!("{} refused", blades.join(", ")),
+            Step::WrongChap { machine } => format!("{} refused", machine.name),
             Step::Checks => "checks of the running cluster".into(),
             Step::TargetRestart => "the iSCSI target restarts".into(),
-            Step::LoseBlades { late } => format!("lose two blades, PXE-boot {late}"),
+            Step::LoseBlades { late, .. } => format!("lose two blades, boot {late}"),
             Step::FactoryReset => "factory reset".into(),
             Step::Shutdown => "shutdown".into(),
             Step::Report { .. } => "report".into(),
@@ -428,15 +436,21 @@ impl fmt::Display for Step {
                 "wait for {} to say on its console why it gets no root",
                 blades.join(", ")
             ),
+            Step::WrongChap { machine } => write!(
+                f,
+                "power on {} ({}) with a wrong CHAP secret in its boot ROM's settings: the target \
+                 refuses it, it says so on its console and gets no root",
+                machine.name, machine.mac
+            ),
             Step::Checks => f.write_str(
                 "check hostnames, addresses, DHCP and DNS from several blades, the VIP, chrony peers, private roots",
             ),
             Step::TargetRestart => f.write_str(
                 "kill tgtd and start it again while the blades run, then cut the storage path for 10 s: every blade logs in again, keeps its root and answers",
             ),
-            Step::LoseBlades { late } => write!(
+            Step::LoseBlades { late, from } => write!(
                 f,
-                "kill the VIP holder and the first DHCP server; the VIP moves within {} s; {late} PXE-boots from the survivors",
+                "kill the VIP holder and the first DHCP server; the VIP moves within {} s; {late} boots from {from}",
                 VIP_MOVE_LIMIT.as_secs()
             ),
             Step::FactoryReset => f.write_str(
@@ -514,10 +528,10 @@ pub enum PlanError {
     #[error(transparent)]
     Iscsi(#[from] crate::iscsi::IscsiPlanError),
     #[error(
-        "the iSCSI rehearsal cold-starts every blade from the target and stops after step 5 \
-         (losing blades and the factory reset are rehearsed on a shared disk); pass --stop-after 5"
+        "the iSCSI rehearsal cold-starts every blade from the target, as their boot ROMs do \
+         (the PXE-only scheme is for a shared disk)"
     )]
-    IscsiStops,
+    IscsiScheme,
     #[error(
         "the iSCSI rehearsal boots blades from iPXE under BIOS (ipxe.lkrn); the profile's or \
          --firmware's {0} does not"
@@ -540,9 +554,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
     if count == 0 || count > have {
         return Err(PlanError::Nodes { asked: count, have });
     }
-    // The iSCSI rehearsal ends with step 5 (and the target's restart).
     let max_step = match opts.scheme {
-        Scheme::Cold if iscsi.is_some() => 5,
         Scheme::Cold => LAST_STEP,
         Scheme::PxeOnly => 5,
     };
@@ -579,8 +591,8 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         Firmware::Bios => None,
     };
     if iscsi.is_some() {
-        if opts.scheme != Scheme::Cold || stop > 5 {
-            return Err(PlanError::IscsiStops);
+        if opts.scheme != Scheme::Cold {
+            return Err(PlanError::IscsiScheme);
         }
         if firmware != Firmware::Bios {
             return Err(PlanError::IscsiFirmware(firmware));
@@ -791,6 +803,40 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         if !strangers.is_empty() {
             steps.push(Step::AwaitRefusal { blades: strangers });
         }
+        // Only a blade held back can take the wrong secret: a running
+        // blade's twin would share its MACs and initiator name.
+        if let (Some(rig), Some(late)) = (&iscsi, late)
+            && let Some(chap) = &rig.chap
+        {
+            let b = &blades[late];
+            let name = format!("{}-wrong-chap", b.name);
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.name.as_str() == b.name)
+                .ok_or_else(|| PlanError::NoMac(b.name.clone()))?;
+            let addr = crate::iscsi::storage_address(cluster, rig, node)?;
+            let wrong = crate::iscsi::IscsiRig {
+                chap: Some(chap.wrong()),
+                ..rig.clone()
+            };
+            let smac = crate::iscsi::storage_mac(b.mac);
+            steps.push(Step::WrongChap {
+                machine: Box::new(Machine {
+                    boot: BootFrom::Sanboot {
+                        rom: rig.rom.clone(),
+                        script: crate::iscsi::sanboot_script(
+                            &wrong,
+                            addr,
+                            &crate::iscsi::initiator_name(cluster, smac),
+                        ),
+                    },
+                    sockets: Sockets::in_dir(&run.join(&name)),
+                    name,
+                    ..b.machine.clone()
+                }),
+            });
+        }
         let chained = names(Part::Chained);
         if !chained.is_empty() {
             steps.push(Step::PowerOn {
@@ -809,6 +855,13 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
     if let (true, Some(late)) = (stop >= 6, late) {
         steps.push(Step::LoseBlades {
             late: blades[late].name.clone(),
+            from: if iscsi.is_some() {
+                "the iSCSI target by its boot ROM (iPXE sanboot), as every blade of an iSCSI SAN \
+                 boots, while the lost blades stay dead"
+                    .into()
+            } else {
+                "the network, served by the survivors".into()
+            },
         });
     }
     if stop >= 7 {
@@ -948,11 +1001,7 @@ mod tests {
 
     #[test]
     fn an_iscsi_cluster_cold_starts_from_the_target_on_a_storage_network() {
-        let opts = Options {
-            nodes: Some(3),
-            ..Options::default()
-        };
-        let r = plan(&eurotech(), &opts, &host()).unwrap();
+        let r = plan(&eurotech(), &Options::default(), &host()).unwrap();
         let rig = r.iscsi.clone().unwrap();
         assert_eq!(
             (
@@ -971,10 +1020,16 @@ mod tests {
             )
         );
         assert_eq!(rig.switch, Path::new("/tmp/r/storage"));
-        // Steps 1 to 5 (the target restarts in 5), then the shutdown.
+        // Every step of the disk rehearsal; the target restarts in 5.
         let numbers: Vec<u8> = r.steps.iter().map(Step::number).collect();
-        assert_eq!(numbers, [1, 1, 3, 4, 5, 5, 8, 8]);
+        assert_eq!(numbers, [1, 1, 3, 4, 4, 5, 5, 6, 7, 8, 8]);
         assert!(r.steps.contains(&Step::TargetRestart));
+        // The late blade boots from the target as the others do.
+        assert_eq!(r.blades[3].part, Part::Late);
+        assert!(matches!(r.blades[3].machine.boot, BootFrom::Sanboot { .. }));
+        assert!(r.steps.iter().any(
+            |s| matches!(s, Step::LoseBlades { late, from } if late == "node4" && from.starts_with("the iSCSI target"))
+        ));
         let b = &r.blades[2].machine;
         assert!(
             b.disks.is_empty(),
@@ -991,9 +1046,27 @@ mod tests {
         assert_eq!(
             script,
             "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn \
-             iqn.2007-01.org.vlx:3d0f5e8a7c214b6e9f430a5d2c8e1b77.52545a7a1003 && ifopen net1 \
+             iqn.2007-01.org.vlx:3d0f5e8a7c214b6e9f430a5d2c8e1b77.52545a7a1003 && set username \
+             vlx-blade && set password Rig-Blade-0413 && set reverse-username vlx-san && set \
+             reverse-password Rig-Target-0731 && ifopen net1 \
              && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
         );
+        // The late blade, held back, is tried first with a wrong secret.
+        let wrong = r
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::WrongChap { machine } => Some(machine),
+                _ => None,
+            })
+            .expect("a step with a wrong CHAP secret");
+        assert_eq!(wrong.name, "node4-wrong-chap");
+        assert_eq!(wrong.mac, r.blades[3].mac);
+        let BootFrom::Sanboot { script: w, .. } = &wrong.boot else {
+            panic!("the wrong-secret blade boots {}", wrong.boot);
+        };
+        assert!(w.contains("set password Wrong-Secret-99 && "));
+        assert!(!w.contains("Rig-Blade-0413"));
         let argv = b.argv();
         assert!(
             argv.windows(2)
@@ -1002,13 +1075,6 @@ mod tests {
         assert!(argv.iter().any(|a| a == "vde,id=net1,sock=/tmp/r/storage"));
         // What the iSCSI rehearsal does not do.
         for (o, want) in [
-            (
-                Options {
-                    stop_after: Some(6),
-                    ..Options::default()
-                },
-                PlanError::IscsiStops,
-            ),
             (
                 Options {
                     firmware: Some(Firmware::Uefi),
@@ -1024,7 +1090,7 @@ mod tests {
                     scheme: Scheme::PxeOnly,
                     ..Options::default()
                 },
-                PlanError::IscsiStops,
+                PlanError::IscsiScheme,
             ),
         ] {
             assert_eq!(plan(&eurotech(), &o, &host()), Err(want));

@@ -505,7 +505,8 @@ impl Exec<'_> {
                 Ok(())
             }
             Step::TargetRestart => self.target_restart(),
-            Step::LoseBlades { late } => self.lose_blades(late),
+            Step::WrongChap { machine } => self.wrong_chap(machine),
+            Step::LoseBlades { late, .. } => self.lose_blades(late),
             Step::FactoryReset => self.factory_reset(),
             Step::Shutdown => {
                 self.shutdown();
@@ -1040,9 +1041,39 @@ impl Exec<'_> {
             }
         };
 
-        let machine = self.blade(late)?.machine(BootFrom::Network);
+        // The late blade's first machine: from the network on a shared
+        // disk, from the target by its boot ROM over iSCSI.
+        let machine = self.blade(late)?.machine.clone();
         self.power_on(late, &machine)?;
         self.await_ready(6, late)?;
+        if self.r.iscsi.is_some() {
+            self.late_from_target(late);
+        } else {
+            self.late_from_survivors(late);
+        }
+        let mut checks = std::mem::take(&mut self.checks);
+        let nodes = self.nodes();
+        let prefix = self.cluster.network.cidr.prefix();
+        let mut wrote = None;
+        if let Some(n) = nodes.iter().find(|n| n.name == late) {
+            checks::identity(&mut checks, 6, n, prefix, limit);
+            checks::ping(&mut checks, 6, n, vip, limit);
+            if self.rig_key.is_some() {
+                checks::systemd(&mut checks, 6, n, limit);
+            }
+            match checks::write_marker(n, limit) {
+                Ok(()) => wrote = Some(late.to_string()),
+                Err(e) => checks.fail(6, format!("{late} wrote its file"), e),
+            }
+        }
+        drop(nodes);
+        self.checks = checks;
+        self.facts.wrote.extend(wrote);
+        Ok(())
+    }
+
+    /// Checks that `late` network-booted from the blades still up.
+    fn late_from_survivors(&mut self, late: &str) {
         let survivors: Vec<(String, Ipv4Addr)> = self
             .nodes()
             .iter()
@@ -1072,25 +1103,6 @@ impl Exec<'_> {
                     .join(", ")
             ),
         );
-        let mut checks = std::mem::take(&mut self.checks);
-        let nodes = self.nodes();
-        let prefix = self.cluster.network.cidr.prefix();
-        let mut wrote = None;
-        if let Some(n) = nodes.iter().find(|n| n.name == late) {
-            checks::identity(&mut checks, 6, n, prefix, limit);
-            checks::ping(&mut checks, 6, n, vip, limit);
-            if self.rig_key.is_some() {
-                checks::systemd(&mut checks, 6, n, limit);
-            }
-            match checks::write_marker(n, limit) {
-                Ok(()) => wrote = Some(late.to_string()),
-                Err(e) => checks.fail(6, format!("{late} wrote its file"), e),
-            }
-        }
-        drop(nodes);
-        self.checks = checks;
-        self.facts.wrote.extend(wrote);
-        Ok(())
     }
 
     fn factory_reset(&mut self) -> Result<(), Fail> {
@@ -1123,13 +1135,22 @@ impl Exec<'_> {
             self.power_off(name);
         }
         let log = self.logs.dir.join("vlx-install-reset.log");
-        tools::reset_node(&reset, &self.r.san, &log)
-            .map_err(|e| fail(format!("vlx-install reset-node {reset}"), e))?;
+        let said = if self.r.iscsi.is_some() {
+            self.reset_through_iscsi(&reset)?
+        } else {
+            tools::reset_node(&reset, &self.r.san, &log)
+                .map_err(|e| fail(format!("vlx-install reset-node {reset}"), e))?;
+            "done".into()
+        };
         self.mark(&reset, MarkKind::Reset);
         self.checks
-            .pass(7, format!("vlx-install reset-node {reset}"), "done");
+            .pass(7, format!("vlx-install reset-node {reset}"), said);
         for name in [&reset, &other] {
-            let m = self.blade(name)?.machine(BootFrom::Disk);
+            // Over iSCSI every blade's machine boots from the target.
+            let m = match self.r.iscsi {
+                Some(_) => self.blade(name)?.machine.clone(),
+                None => self.blade(name)?.machine(BootFrom::Disk),
+            };
             self.power_on(name, &m)?;
         }
         for name in [&reset, &other] {

@@ -35,6 +35,8 @@ pub struct Storage {
     san: PathBuf,
     target: String,
     lun: u16,
+    /// The CHAP the target asks every initiator for.
+    chap: Option<crate::iscsi::RigChap>,
     log: PathBuf,
     _switch: Switch,
 }
@@ -78,6 +80,7 @@ impl Storage {
             san: san.to_owned(),
             target: rig.target.clone(),
             lun: rig.lun,
+            chap: rig.chap.clone(),
             log: logs.join("tgtd.log"),
             _switch: switch,
         };
@@ -139,7 +142,9 @@ impl Storage {
     }
 
     /// Starts tgtd in the namespace and gives it the target and its LUN,
-    /// open to every initiator.
+    /// open to every initiator that logs in with the rig's CHAP when it
+    /// has one (tgt then refuses a login without it): the blades' account
+    /// (incoming) and the target's own (outgoing, for mutual CHAP).
     fn start_tgtd(&mut self, run: &Run) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -200,6 +205,35 @@ impl Storage {
         self.tgtadm(&[
             "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
         ])?;
+        if let Some(c) = self.chap.clone() {
+            for (user, secret, way) in [
+                (&c.username, &c.password, None),
+                (&c.reverse_username, &c.reverse_password, Some("--outgoing")),
+            ] {
+                self.tgtadm(&[
+                    "--op",
+                    "new",
+                    "--mode",
+                    "account",
+                    "--user",
+                    user,
+                    "--password",
+                    secret,
+                ])
+                .map_err(|e| {
+                    format!(
+                        "CHAP account {user}: {}",
+                        e.replace(secret.as_str(), "(secret)")
+                    )
+                })?;
+                let mut bind = vec![
+                    "--op", "bind", "--mode", "account", "--tid", "1", "--user", user,
+                ];
+                bind.extend(way);
+                self.tgtadm(&bind)
+                    .map_err(|e| format!("binding CHAP account {user}: {e}"))?;
+            }
+        }
         Ok(())
     }
 

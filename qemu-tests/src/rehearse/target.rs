@@ -3,10 +3,13 @@
 //! restarted while the blades run, and the rig's copy of the profile
 //! fitted to QEMU's hardware.
 
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Exec, Fail, fail};
+use crate::plan::Step;
 use crate::qemu::{BootFrom, Machine};
 use crate::storage::Storage;
 use crate::switch::Switch;
@@ -26,6 +29,14 @@ const RECOVERY_SECS: u32 = 20;
 
 /// The file each blade writes to its root after the target restarted.
 const AFTER_RESTART: &str = "/vlx-rig-after-target-restart";
+
+/// iPXE's words when the target refuses its login (the CHAP secret it
+/// sent is wrong: the target answers with an authentication failure,
+/// which iPXE reports as `EPERM`).
+const LOGIN_REFUSED: &str = "Could not open SAN device: Operation not permitted";
+
+/// SeaBIOS's words when no boot device is left: the blade went no further.
+const NO_BOOT_DEVICE: &str = "No bootable device";
 
 /// The kernel argument that skips the IO-APIC timer check.
 const NO_TIMER_CHECK: &str = "no_timer_check";
@@ -88,11 +99,6 @@ impl Exec<'_> {
         size: cluster::Bytes,
         installer: &Machine,
     ) -> Result<(), Fail> {
-        let rig = self
-            .r
-            .iscsi
-            .clone()
-            .ok_or_else(|| fail("install through iSCSI", "the plan has no iSCSI target"))?;
         san::create(san_path, size).map_err(|e| fail("SAN created", e))?;
         if self.switch.is_none() {
             let switch = Switch::start(self.run, &self.r.switch, self.r.blades.len() + 4)
@@ -100,27 +106,7 @@ impl Exec<'_> {
             self.switch = Some(switch);
         }
         self.storage_up()?;
-        let name = installer.name.clone();
-        let check = format!("{name} installed through iSCSI");
-        let BootFrom::Kernel { kernel, .. } = &installer.boot else {
-            return Err(fail(check, "the installer does not boot a kernel"));
-        };
-        let dir = kernel
-            .parent()
-            .map(Path::to_owned)
-            .ok_or_else(|| fail(check.clone(), "no folder for the installer guest"))?;
-        let storage = installer
-            .storage
-            .as_ref()
-            .ok_or_else(|| fail(check.clone(), "the installer has no storage NIC"))?;
-        let first = self
-            .cluster
-            .nodes
-            .iter()
-            .find(|n| n.macs.first() == Some(&installer.mac))
-            .ok_or_else(|| fail(check.clone(), "the installer is no node's blade"))?;
-        let addr = crate::iscsi::storage_address(self.cluster, &rig, first)
-            .map_err(|e| fail(check.clone(), e))?;
+        let check = format!("{} installed through iSCSI", installer.name);
         // What the installer reads, at the paths the rig's profile names.
         let base = self.r.profile.parent().unwrap_or(Path::new("/"));
         let abs = |p: &str| -> PathBuf {
@@ -145,54 +131,27 @@ impl Exec<'_> {
             abs(&self.cluster.image.host),
         ];
         carry.extend(self.cluster.image.overlays.iter().map(|o| abs(o)));
-        let guest = iscsi_install::build(&dir, &rig, storage.mac, addr, &profile, &image, &carry)
-            .map_err(|e| fail(format!("{name} built"), e))?;
-        self.say(&format!(
-            "{name} installs through {} from {addr} (data disk {})",
-            iscsi_install::url(&rig),
-            guest.data.display()
-        ));
-        let mut b = blade::power_on(self.run, installer, &self.logs)
-            .map_err(|e| fail(format!("{name} powered on"), e))?;
-        let done = b.wait(iscsi_install::SESSIONS_LEFT, self.r.timeouts.install);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while done.is_ok() && b.is_running() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let lines: Vec<String> = b.console().lines().into_iter().map(|l| l.text).collect();
-        let boot = b.power_off();
-        self.timeline.add_boot(&name, boot);
-        done.map_err(|e| fail(check.clone(), e))?;
-        let find = |prefix: &str| {
-            lines.iter().find_map(|l| {
-                l.find(prefix)
-                    .map(|i| l[i + prefix.len()..].trim().to_string())
-            })
+        let action = iscsi_install::Action::Apply {
+            profile: &profile,
+            image: &image,
         };
-        let rc = find(iscsi_install::INSTALL_RC).unwrap_or_default();
-        let installed = lines
+        let lines = self.installer_guest(1, installer, action, carry, &check)?;
+        if self.r.iscsi.as_ref().is_some_and(|r| r.chap.is_some()) {
+            self.refused_without_chap(&lines);
+        }
+        match lines
             .iter()
             .rev()
             .find(|l| l.contains("installed on iscsi://"))
-            .map(|l| l.trim().to_string());
-        match (rc.as_str(), installed) {
-            ("0", Some(said)) => self.checks.pass(1, check, said),
-            _ => {
-                let tail: Vec<&str> = lines.iter().rev().take(15).map(String::as_str).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
+        {
+            Some(said) => self.checks.pass(1, check, said.trim()),
+            None => {
                 return Err(fail(
                     check,
-                    format!("vlx-install exited with {rc:?}:\n{}", tail.join("\n")),
+                    "vlx-install exited with 0 but said no `installed on`",
                 ));
             }
         }
-        let left = find(iscsi_install::SESSIONS_LEFT).unwrap_or_default();
-        self.checks.expect(
-            1,
-            "no iSCSI session left by the installer",
-            left == "[]",
-            format!("iscsiadm -m session after the install: {left}"),
-        );
         let log = self.logs.dir.join("vlx-install-verify.log");
         let out = tools::verify(san_path, &log).map_err(|e| fail("vlx-install verify", e))?;
         self.checks.pass(
@@ -208,6 +167,260 @@ impl Exec<'_> {
             .map_err(|e| fail("origin fingerprinted", e))?;
         self.facts.origin_before = Some(sha);
         Ok(())
+    }
+
+    /// Boots `installer` (the first blade, as an installer environment) to
+    /// run `action` through iSCSI with `carry` on its data disk, waits for
+    /// it to power off, and returns its console's lines. Fails `check`
+    /// unless vlx-install exited with 0; records in `step` whether the
+    /// installer left an iSCSI session behind.
+    fn installer_guest(
+        &mut self,
+        step: u8,
+        installer: &Machine,
+        action: iscsi_install::Action<'_>,
+        mut carry: Vec<PathBuf>,
+        check: &str,
+    ) -> Result<Vec<String>, Fail> {
+        let rig = self
+            .r
+            .iscsi
+            .clone()
+            .ok_or_else(|| fail(check, "the plan has no iSCSI target"))?;
+        let name = installer.name.clone();
+        let BootFrom::Kernel { kernel, .. } = &installer.boot else {
+            return Err(fail(check, "the installer does not boot a kernel"));
+        };
+        let dir = kernel
+            .parent()
+            .map(Path::to_owned)
+            .ok_or_else(|| fail(check, "no folder for the installer guest"))?;
+        let storage = installer
+            .storage
+            .as_ref()
+            .ok_or_else(|| fail(check, "the installer has no storage NIC"))?;
+        let first = self
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.macs.first() == Some(&installer.mac))
+            .ok_or_else(|| fail(check, "the installer is no node's blade"))?;
+        let addr =
+            crate::iscsi::storage_address(self.cluster, &rig, first).map_err(|e| fail(check, e))?;
+        let chap = self.installer_chap().map_err(|e| fail(check, e))?;
+        carry.extend(chap.clone());
+        let guest = iscsi_install::build(
+            &dir,
+            &rig,
+            (storage.mac, addr),
+            action,
+            chap.as_deref(),
+            &carry,
+        )
+        .map_err(|e| fail(format!("{name} built"), e))?;
+        self.say(&format!(
+            "{name} runs vlx-install through {} from {addr} (data disk {})",
+            iscsi_install::url(&rig),
+            guest.data.display()
+        ));
+        let mut b = blade::power_on(self.run, installer, &self.logs)
+            .map_err(|e| fail(format!("{name} powered on"), e))?;
+        let done = b.wait(iscsi_install::SESSIONS_LEFT, self.r.timeouts.install);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while done.is_ok() && b.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let lines: Vec<String> = b.console().lines().into_iter().map(|l| l.text).collect();
+        let boot = b.power_off();
+        self.timeline.add_boot(&name, boot);
+        done.map_err(|e| fail(check, e))?;
+        let find = |prefix: &str| {
+            lines.iter().find_map(|l| {
+                l.find(prefix)
+                    .map(|i| l[i + prefix.len()..].trim().to_string())
+            })
+        };
+        let rc = find(iscsi_install::INSTALL_RC).unwrap_or_default();
+        if rc != "0" {
+            let tail: Vec<&str> = lines.iter().rev().take(15).map(String::as_str).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(fail(
+                check,
+                format!("vlx-install exited with {rc:?}:\n{}", tail.join("\n")),
+            ));
+        }
+        let left = find(iscsi_install::SESSIONS_LEFT).unwrap_or_default();
+        self.checks.expect(
+            step,
+            "no iSCSI session left by the installer",
+            left == "[]",
+            format!("iscsiadm -m session after vlx-install: {left}"),
+        );
+        Ok(lines)
+    }
+
+    /// Step 7 of the iSCSI rehearsal: `vlx-install reset-node NODE --san
+    /// iscsi://...` run where the rehearsal runs its installer commands
+    /// over iSCSI, on the first blade booted as an installer environment
+    /// (step 1's machine); the host has no iSCSI initiator. Returns what
+    /// the installer said.
+    pub(super) fn reset_through_iscsi(&mut self, node: &str) -> Result<String, Fail> {
+        let check = format!("vlx-install reset-node {node}");
+        let installer = self
+            .r
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::InstallThroughIscsi { installer, .. } => Some(installer.as_ref().clone()),
+                _ => None,
+            })
+            .ok_or_else(|| fail(check.clone(), "the plan has no installer environment"))?;
+        let lines = self.installer_guest(
+            7,
+            &installer,
+            iscsi_install::Action::ResetNode { node },
+            Vec::new(),
+            &check,
+        )?;
+        lines
+            .iter()
+            .rev()
+            .find(|l| l.contains(" is reset: "))
+            .map(|l| l.trim().to_string())
+            .ok_or_else(|| fail(check, "vlx-install exited with 0 but said no `is reset:`"))
+    }
+
+    /// The installer's CHAP file (`--chap`), when the target asks for
+    /// CHAP: in the run's folder, readable by its owner only, as the
+    /// installer demands; it reaches the installer guest on its data disk
+    /// and never the SAN.
+    fn installer_chap(&self) -> Result<Option<PathBuf>, String> {
+        let Some(chap) = self.r.iscsi.as_ref().and_then(|r| r.chap.as_ref()) else {
+            return Ok(None);
+        };
+        let path = self.run.dir().join("installer-chap");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(chap.installer_file().as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Some(path))
+    }
+
+    /// Checks that the late blade of step 6 came up the way every blade of
+    /// an iSCSI SAN boots: its boot ROM (iPXE with its stored settings)
+    /// hooked the target's LUN and published an iBFT, and the node agent
+    /// logged in from it.
+    ///
+    /// Why not from the survivors: on a shared disk a late or replaced
+    /// blade PXE-boots because its firmware has no SAN disk to boot, and
+    /// the blades already up serve its boot tree. A blade of an iSCSI SAN
+    /// carries its boot path in its own boot ROM (an HBA's NVRAM, here
+    /// iPXE's stored settings): the target serves its ESP, as it does
+    /// for every other blade, so the issue's "late blade from the
+    /// survivors" means here that it comes up with two blades dead,
+    /// needing none of them (no DHCP, no boot server), and joins the
+    /// survivors: its identity, the VIP they moved, its own root are the
+    /// checks that follow in step 6. A PXE boot would also lose the iBFT
+    /// (only `sanboot` publishes one), and with it the CHAP secrets the
+    /// agent logs in with.
+    pub(super) fn late_from_target(&mut self, late: &str) {
+        let console: Vec<String> = self
+            .live(late)
+            .map(|b| b.console().lines().into_iter().map(|l| l.text).collect())
+            .unwrap_or_default();
+        let rig = self.r.iscsi.as_ref();
+        let target = rig.map(|r| r.target.as_str()).unwrap_or_default();
+        let hooked = console
+            .iter()
+            .find(|l| l.contains("Registered SAN device 0x80"));
+        let ibft = console
+            .iter()
+            .find(|l| l.contains("vlx-node: the firmware's iBFT names") && l.contains(target));
+        let said = |l: Option<&String>, what: &str| {
+            l.map(|l| l.trim().to_string())
+                .unwrap_or_else(|| format!("no {what} on its console"))
+        };
+        self.checks.expect(
+            6,
+            format!("{late} cold-started from the target with two blades lost"),
+            hooked.is_some() && ibft.is_some(),
+            format!(
+                "{}; {}",
+                said(hooked, "`Registered SAN device 0x80` (iPXE sanboot)"),
+                said(ibft, "iBFT login")
+            ),
+        );
+    }
+
+    /// Step 4 of the iSCSI rehearsal with CHAP: the held-back blade,
+    /// its boot ROM's stored secret wrong, is powered on; the target must
+    /// refuse its login, iPXE say so on the console, and the blade boot
+    /// nothing (SeaBIOS finds no other boot device), so it never gets a
+    /// root. It is powered off again before it boots rightly in step 6.
+    pub(super) fn wrong_chap(&mut self, machine: &Machine) -> Result<(), Fail> {
+        let name = machine.name.clone();
+        let check = format!("{name} refused by the target, no root");
+        self.storage_up()?;
+        let b = blade::power_on(self.run, machine, &self.logs)
+            .map_err(|e| fail(format!("{name} powered on"), e))?;
+        let refused = b.wait(LOGIN_REFUSED, self.r.timeouts.ready);
+        let stopped = match &refused {
+            Ok(_) => b.wait(NO_BOOT_DEVICE, self.r.timeouts.command).is_ok(),
+            Err(_) => false,
+        };
+        let lines: Vec<String> = b.console().lines().into_iter().map(|l| l.text).collect();
+        let boot = b.power_off();
+        self.timeline.add_boot(&name, boot);
+        let line = refused.map_err(|e| fail(check.clone(), e))?;
+        let rooted = lines.iter().any(|l| l.contains(blade::AGENT_READY));
+        self.checks.expect(
+            4,
+            check,
+            stopped && !rooted,
+            format!(
+                "`{}`, then {}",
+                line.text.trim(),
+                match (stopped, rooted) {
+                    (_, true) => "`vlx-node: ready` on its console",
+                    (false, false) => "no `No bootable device` from its firmware",
+                    (true, false) => "`No bootable device`: no root",
+                }
+            ),
+        );
+        Ok(())
+    }
+
+    /// Records whether the target refused the installer guest's login
+    /// without CHAP (`vlx-install status` without `--chap`, before the
+    /// install): exit 1, a login failure, as the installer reports one.
+    fn refused_without_chap(&mut self, lines: &[String]) {
+        let rc = lines.iter().find_map(|l| {
+            l.find(iscsi_install::WITHOUT_CHAP_RC).map(|i| {
+                l[i + iscsi_install::WITHOUT_CHAP_RC.len()..]
+                    .trim()
+                    .to_string()
+            })
+        });
+        let said = lines
+            .iter()
+            .find(|l| l.contains("or wrong CHAP"))
+            .map(|l| l.trim().to_string());
+        self.checks.expect(
+            1,
+            "the target refuses a login without CHAP",
+            rc.as_deref() == Some("1") && said.is_some(),
+            format!(
+                "vlx-install status without --chap exited with {}: {}",
+                rc.as_deref().unwrap_or("(nothing)"),
+                said.as_deref().unwrap_or("no login failure on the console")
+            ),
+        );
     }
 
     /// Starts the storage network and the target serving the SAN, for an

@@ -83,14 +83,20 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// Asks every running blade's own DNS server for `fqdn` until each
+    /// Asks the DNS server of each blade of `names` for `fqdn` until each
     /// answers as `want` says: with `ip` (`Some`), or that the name does
     /// not exist (`None`; the same server must answer for the blade's own
     /// name then, so a server that is down or restarting does not pass).
     /// One check row per blade, with how long it took after `since`.
-    fn await_dns(&mut self, step: u8, fqdn: &str, want: Option<Ipv4Addr>, since: Instant) {
+    fn await_dns(
+        &mut self,
+        step: u8,
+        names: &[String],
+        fqdn: &str,
+        want: Option<Ipv4Addr>,
+        since: Instant,
+    ) {
         let limit = self.r.timeouts.command;
-        let names = self.running();
         let mut rows = Vec::new();
         for name in names {
             let check = match want {
@@ -232,14 +238,16 @@ impl Exec<'_> {
             (Some(f), Some(i)) => (f.clone(), i),
             _ => return Err(fail(format!("{blade} in the plan"), "no name or address")),
         };
-        self.await_dns(9, &fqdn, Some(ip), since);
-        // The nodes later steps need that step 6 lost boot beside it.
+        // The nodes later steps need that step 6 lost boot from the SAN
+        // meanwhile (they need no running blade).
+        let running = self.running();
         let wake = self.needed_later();
-        self.power_on(blade, &b.machine)?;
         for name in &wake {
             let m = self.machine_now(name, BootFrom::Disk)?;
             self.power_on(name, &m)?;
         }
+        self.await_dns(9, &running, &fqdn, Some(ip), since);
+        self.power_on(blade, &b.machine)?;
         self.await_ready(9, blade)?;
         for name in &wake {
             self.await_ready(9, name)?;
@@ -358,7 +366,8 @@ impl Exec<'_> {
             .fqdn
             .clone()
             .ok_or_else(|| fail(format!("{node} in the plan"), "no name"))?;
-        self.await_dns(11, &fqdn, None, since);
+        let running = self.running();
+        self.await_dns(11, &running, &fqdn, None, since);
         let check = format!("vlx-install status no longer lists {node}");
         let st = self.status(11).map_err(|e| fail(check.clone(), e))?;
         let listed = status_nodes(&st);

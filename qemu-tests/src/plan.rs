@@ -550,8 +550,6 @@ pub struct Rehearsal {
     pub steps: Vec<Step>,
     /// [`Options::fill_store`].
     pub fill_store: bool,
-    /// [`Options::day2`]: step 6 has a client of the shared volume too.
-    pub day2: bool,
     pub timeouts: Timeouts,
 }
 
@@ -971,7 +969,6 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         blades,
         steps,
         fill_store: opts.fill_store,
-        day2: opts.day2,
         timeouts: opts.timeouts,
     })
 }

@@ -17,7 +17,6 @@ use crate::switch::Switch;
 use crate::{accel, san, ssh, tools};
 
 mod day2;
-mod nfs;
 mod target;
 
 /// How long filling a blade's store may take (`dd` under TCG on a busy
@@ -1025,11 +1024,6 @@ impl Exec<'_> {
                 watching.push((n.name.to_string(), checks::watch_alive(n, ip, limit)));
             }
         }
-        // With --day2, a survivor is a client of the shared volume too.
-        let nfs_client = match self.r.day2 {
-            true => Some(self.nfs_client(&victims)?),
-            false => None,
-        };
         self.say(&format!(
             "killing {} (VIP holder {holder}, first DHCP server {dhcp})",
             victims.join(" and ")
@@ -1084,12 +1078,9 @@ impl Exec<'_> {
                 false
             }
         };
+
         let machine = self.blade(late)?.machine(BootFrom::Network);
         self.power_on(late, &machine)?;
-        // The shared volume's client waits while the late blade boots.
-        if let Some(client) = nfs_client {
-            self.nfs_resumed(&client, &holder);
-        }
         self.await_ready(6, late)?;
         let survivors: Vec<(String, Ipv4Addr)> = self
             .nodes()

@@ -96,12 +96,6 @@ fn rig_rehearse_demo_cluster() {
     ] {
         assert!(passed(&o, name), "{name} is missing from the checks");
     }
-    assert!(
-        o.checks.0.iter().any(|c| c.step == 6
-            && c.name.contains("'s hard NFS mount resumes after ")
-            && c.outcome == Result_::Passed),
-        "no NFS client checked in step 6"
-    );
     // Every running blade served each change, and the slots moved.
     for (step, name, at_least) in [
         (9, " resolves blade05.demo.vlx.test", 2),

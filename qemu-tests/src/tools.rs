@@ -255,6 +255,23 @@ pub fn upgrade(image: &Path, san: &Path, log: &Path) -> Result<String, ToolError
     )
 }
 
+/// `vlx-install plan --cluster PROFILE --san SAN --diff [--json]`: its
+/// standard output.
+pub fn plan_diff(profile: &Path, san: &Path, json: bool, log: &Path) -> Result<String, ToolError> {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "plan".as_ref(),
+        "--cluster".as_ref(),
+        profile.as_os_str(),
+        "--san".as_ref(),
+        san.as_os_str(),
+        "--diff".as_ref(),
+    ];
+    if json {
+        args.push("--json".as_ref());
+    }
+    run_out(VLX_INSTALL, &args, log).map(|(stdout, _)| stdout)
+}
+
 /// `vlx-install rollback --san SAN`.
 pub fn rollback(san: &Path, log: &Path) -> Result<String, ToolError> {
     run(

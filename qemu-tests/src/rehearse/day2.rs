@@ -51,7 +51,13 @@ impl Exec<'_> {
         nodes: &[Entry],
         what: &str,
     ) -> Result<(), Fail> {
-        let check = format!("vlx-install apply {what}");
+        self.write_profile(step, path, nodes)?;
+        self.apply_profile(step, path, what)
+    }
+
+    /// Writes the installed profile with `nodes` to `path`.
+    fn write_profile(&self, step: u8, path: &Path, nodes: &[Entry]) -> Result<(), Fail> {
+        let check = format!("day-2 profile of step {step} written");
         let installed = &self.r.profile;
         let text = std::fs::read_to_string(installed)
             .map_err(|e| fail(check.clone(), format!("{}: {e}", installed.display())))?;
@@ -68,7 +74,13 @@ impl Exec<'_> {
                 installed.display()
             ),
         )
-        .map_err(|e| fail(check.clone(), format!("{}: {e}", path.display())))?;
+        .map_err(|e| fail(check.clone(), format!("{}: {e}", path.display())))
+    }
+
+    /// `vlx-install apply` of the profile at `path` onto the running
+    /// cluster's SAN.
+    fn apply_profile(&mut self, step: u8, path: &Path, what: &str) -> Result<(), Fail> {
+        let check = format!("vlx-install apply {what}");
         let log = self
             .logs
             .dir
@@ -231,7 +243,42 @@ impl Exec<'_> {
             "SAN grown",
             format!("{} is {grow_to} now", san.display()),
         );
-        self.apply_change(9, profile, nodes, &format!("adds {blade}"))?;
+        self.write_profile(9, profile, nodes)?;
+        // What apply will change, first: the new node's store and the
+        // kept nodes' tables, nothing else.
+        let check = format!("vlx-install plan --diff shows {blade} and nothing else");
+        let log = self.logs.dir.join("vlx-install-diff-step9.log");
+        let kept: Vec<String> = self
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| n.name.to_string())
+            .collect();
+        match tools::plan_diff(profile, &self.r.san, true, &log)
+            .map_err(|e| e.to_string())
+            .and_then(|out| adds_only(&out, blade, &kept))
+        {
+            Ok(said) => self.checks.pass(9, check, said),
+            Err(e) => self.checks.fail(9, check, e),
+        }
+        self.apply_profile(9, profile, &format!("adds {blade}"))?;
+        let check = "vlx-install plan --diff after the apply shows nothing";
+        let log = self.logs.dir.join("vlx-install-diff-step9-after.log");
+        match tools::plan_diff(profile, &self.r.san, false, &log) {
+            Ok(out) => {
+                self.checks.expect(
+                    9,
+                    check,
+                    out.trim().is_empty(),
+                    if out.trim().is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        out.lines().collect::<Vec<_>>().join(" | ")
+                    },
+                );
+            }
+            Err(e) => self.checks.fail(9, check, e.to_string()),
+        }
         let since = Instant::now();
         let b = self.blade(blade)?.clone();
         let (fqdn, ip) = match (&b.fqdn, b.ip) {
@@ -527,6 +574,80 @@ impl Exec<'_> {
     }
 }
 
+/// Settings that follow from the node list itself: etcd's voters are
+/// spread over the blade list, so a fifth blade moves one.
+const DERIVED_SETTINGS: &[&str] = &["etcd.voters"];
+
+/// Judges `plan --diff --json` of a profile that adds `added` to the
+/// nodes `kept`: that node added and no other, only its volumes added,
+/// no cluster-wide setting changed but those the node list derives
+/// ([`DERIVED_SETTINGS`]), and only kept nodes' files changed.
+fn adds_only(json: &str, added: &str, kept: &[String]) -> Result<String, String> {
+    let d: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("plan --diff --json: {e}: {json}"))?;
+    let list = |key: &str| d[key].as_array().cloned().unwrap_or_default();
+    let nodes = list("nodes");
+    let parts = list("partitions");
+    let settings = list("settings");
+    let configs = list("configs");
+    let node_ok = nodes.len() == 1 && nodes[0]["change"] == "added" && nodes[0]["name"] == added;
+    let suffix = format!("-{added}");
+    let parts_ok = !parts.is_empty()
+        && parts.iter().all(|p| {
+            p["change"] == "added" && p["label"].as_str().is_some_and(|l| l.ends_with(&suffix))
+        });
+    let settings_ok = settings.iter().all(|c| {
+        c["key"]
+            .as_str()
+            .is_some_and(|k| DERIVED_SETTINGS.contains(&k))
+    });
+    let configs_ok = configs.iter().all(|c| {
+        c["node"]
+            .as_str()
+            .is_some_and(|n| kept.iter().any(|k| k == n))
+    });
+    let names = |v: &[serde_json::Value], key: &str| {
+        v.iter()
+            .map(|x| {
+                format!(
+                    "{} {}",
+                    x["change"].as_str().unwrap_or("?"),
+                    x[key].as_str().unwrap_or("?")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let said = format!(
+        "nodes: {}; partitions: {}; settings: {}; files changed on {}",
+        names(&nodes, "name"),
+        names(&parts, "label"),
+        match settings.is_empty() {
+            true => "none changed".to_string(),
+            false => settings
+                .iter()
+                .map(|c| {
+                    let text = |k: &str| {
+                        c[k].as_str()
+                            .map_or_else(|| c[k].to_string(), str::to_string)
+                    };
+                    format!("{} {} -> {}", text("key"), text("from"), text("to"))
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+        configs
+            .iter()
+            .map(|c| c["node"].as_str().unwrap_or("?").to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    match node_ok && parts_ok && settings_ok && configs_ok {
+        true => Ok(said),
+        false => Err(said),
+    }
+}
+
 /// Each node `status --json` lists: its name, slot and whether it moves
 /// at its next reboot.
 fn status_nodes(st: &serde_json::Value) -> Vec<(String, Option<String>, bool)> {
@@ -596,4 +717,34 @@ fn upgraded_image(from: &Path, out: &Path) -> Result<String, String> {
     let path = out.join(contracts::image::FILE);
     std::fs::write(&path, m2.to_json()).map_err(at(&path))?;
     Ok(m2.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diff_that_adds_one_node_and_its_volumes_passes_and_others_do_not() {
+        let kept = vec!["blade01".to_string(), "blade02".to_string()];
+        let good = r#"{"nodes":[{"change":"added","name":"blade05"}],
+            "partitions":[{"change":"added","label":"vlx-cow-blade05"},{"change":"added","label":"vlx-swap-blade05"}],
+            "settings":[],"configs":[{"node":"blade01","files":["etc/hosts"]}]}"#;
+        assert!(adds_only(good, "blade05", &kept).is_ok());
+        let voters = good.replace(
+            r#""settings":[]"#,
+            r#""settings":[{"key":"etcd.voters","from":["blade03"],"to":["blade04"]}]"#,
+        );
+        assert!(adds_only(&voters, "blade05", &kept).is_ok());
+        for bad in [
+            good.replace(
+                r#""label":"vlx-swap-blade05""#,
+                r#""label":"vlx-swap-blade02""#,
+            ),
+            good.replace(r#""settings":[]"#, r#""settings":[{"key":"network.vips"}]"#),
+            good.replace(r#"{"node":"blade01""#, r#"{"node":"blade09""#),
+            good.replace(r#""change":"added","name""#, r#""change":"changed","name""#),
+        ] {
+            assert!(adds_only(&bad, "blade05", &kept).is_err(), "{bad}");
+        }
+    }
 }

@@ -77,6 +77,7 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
             })
             .or_else(|| iscsi_host(&a.cluster)),
         fill_store: false,
+        day2: a.day2,
         timeouts: Timeouts {
             ready: Duration::from_secs(ready_timeout),
             power_gap: Duration::try_from_secs_f64(a.stagger)
@@ -103,6 +104,14 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         Err(RehearseError::Invalid(d)) => {
             let f = voice::Failure::diagnostics(PROGRAM, &d, exit::BAD_INPUT);
             return Ok(voice::report(&f, json));
+        }
+        // Options that do not fit the profile or each other.
+        Err(RehearseError::Plan(e)) => {
+            return Err(BadInput(voice::Hinted::new(
+                e.to_string(),
+                "vlx-rig rehearse --help lists the options",
+            ))
+            .into());
         }
         Err(e) => return Err(e.into()),
     };

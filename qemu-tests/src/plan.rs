@@ -14,6 +14,8 @@ use crate::qemu::{
     Accel, BootFrom, Disk, Firmware, Machine, Media, SAN_SERIAL, Sockets, UefiFiles,
 };
 
+pub mod day2;
+
 /// How the blades come up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -57,6 +59,10 @@ pub struct Options {
     /// 80 % with a file on its root and wait for its store watcher's
     /// warning (the store must be smaller than the root's free space).
     pub fill_store: bool,
+    /// After step 7, change the running cluster (`--day2`, steps 9 to
+    /// 12): add a blade, replace a board, remove a blade, upgrade the
+    /// image and roll it back ([`day2`]).
+    pub day2: bool,
     pub timeouts: Timeouts,
 }
 
@@ -114,6 +120,7 @@ impl Default for Options {
             from_media: None,
             host: None,
             fill_store: false,
+            day2: false,
             timeouts: Timeouts::default(),
         }
     }
@@ -236,6 +243,8 @@ pub enum Part {
     Late,
     /// Not in the cluster table: must be refused.
     Stranger,
+    /// Added to the running cluster by a day-2 step (9) and PXE-booted.
+    Added,
 }
 
 impl fmt::Display for Part {
@@ -245,6 +254,7 @@ impl fmt::Display for Part {
             Part::Chained => "chained",
             Part::Late => "late",
             Part::Stranger => "stranger",
+            Part::Added => "added",
         })
     }
 }
@@ -327,6 +337,36 @@ pub enum Step {
     LoseBlades { late: String, from: String },
     /// 7: stop a blade, reset its snapshot, boot it again.
     FactoryReset,
+    /// 9 (`--day2`): the SAN grows to `grow_to`, `vlx-install apply` of
+    /// `profile` (the installed one with `nodes`) adds `blade` while the
+    /// cluster runs; the running blades resolve its name; it PXE-boots.
+    AddBlade {
+        blade: String,
+        profile: PathBuf,
+        nodes: Vec<day2::Entry>,
+        grow_to: Bytes,
+    },
+    /// 10: `node` writes a file and is powered off; `profile` gives it the
+    /// MAC of a new board, which boots as `node` with the file.
+    ReplaceBoard {
+        node: String,
+        mac: MacAddr,
+        profile: PathBuf,
+        nodes: Vec<day2::Entry>,
+    },
+    /// 11: `node` is powered off and `profile` leaves it out: the running
+    /// blades no longer resolve it, `vlx-install status` no longer lists
+    /// it.
+    RemoveBlade {
+        node: String,
+        profile: PathBuf,
+        nodes: Vec<day2::Entry>,
+    },
+    /// 12: `vlx-install upgrade` with `image` (the host image again, its
+    /// origin carrying [`day2::UPGRADE_MARKER`]); two blades reboot onto
+    /// the new slot, one stays on the old; `vlx-install rollback`, and a
+    /// reboot brings one back to the first slot.
+    Upgrade { image: PathBuf },
     /// Power every blade off, then compare the origin's sha256.
     Shutdown,
     /// 8: timelines, consoles and the checks table.
@@ -348,6 +388,10 @@ impl Step {
             Step::LoseBlades { .. } => 6,
             Step::FactoryReset => 7,
             Step::Shutdown | Step::Report { .. } => 8,
+            Step::AddBlade { .. } => 9,
+            Step::ReplaceBoard { .. } => 10,
+            Step::RemoveBlade { .. } => 11,
+            Step::Upgrade { .. } => 12,
         }
     }
 }
@@ -369,6 +413,10 @@ impl Step {
             Step::TargetRestart => "the iSCSI target restarts".into(),
             Step::LoseBlades { late, .. } => format!("lose two blades, boot {late}"),
             Step::FactoryReset => "factory reset".into(),
+            Step::AddBlade { blade, .. } => format!("add {blade} to the running cluster"),
+            Step::ReplaceBoard { node, .. } => format!("replace {node}'s board"),
+            Step::RemoveBlade { node, .. } => format!("remove {node}"),
+            Step::Upgrade { .. } => "upgrade the image, roll it back".into(),
             Step::Shutdown => "shutdown".into(),
             Step::Report { .. } => "report".into(),
         }
@@ -456,6 +504,38 @@ impl fmt::Display for Step {
             Step::FactoryReset => f.write_str(
                 "stop a blade, vlx-install reset-node it, boot it and another again: its file is gone, the other's is not",
             ),
+            Step::AddBlade {
+                blade,
+                profile,
+                grow_to,
+                ..
+            } => write!(
+                f,
+                "grow the SAN to {grow_to}; vlx-install apply {} (adds {blade}) while the blades run; \
+                 the running blades resolve {blade}; it PXE-boots to ready",
+                profile.display()
+            ),
+            Step::ReplaceBoard {
+                node, mac, profile, ..
+            } => write!(
+                f,
+                "{node} writes a file and is powered off; vlx-install apply {} ({node} at {mac}); \
+                 a new board with {mac} boots as {node}, the file still there",
+                profile.display()
+            ),
+            Step::RemoveBlade { node, profile, .. } => write!(
+                f,
+                "power {node} off; vlx-install apply {} (without {node}); the running blades no \
+                 longer resolve it, vlx-install status no longer lists it",
+                profile.display()
+            ),
+            Step::Upgrade { image } => write!(
+                f,
+                "vlx-install upgrade --image {}; two blades reboot onto the new slot, one stays on \
+                 the old (status shows each node's slot); vlx-install rollback; a reboot brings a \
+                 blade back to the first slot",
+                image.display()
+            ),
             Step::Shutdown => {
                 f.write_str("power every blade off; the origin's sha256 is unchanged")
             }
@@ -527,6 +607,8 @@ pub enum PlanError {
     NoMac(String),
     #[error(transparent)]
     Iscsi(#[from] crate::iscsi::IscsiPlanError),
+    #[error("--day2: {0}")]
+    Day2(#[from] day2::Day2Error),
     #[error(
         "the iSCSI rehearsal cold-starts every blade from the target, as their boot ROMs do \
          (the PXE-only scheme is for a shared disk)"
@@ -646,7 +728,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         };
         let boot = match part {
             Part::ColdStart | Part::Stranger => BootFrom::Disk,
-            Part::Chained | Part::Late => BootFrom::Network,
+            Part::Chained | Part::Late | Part::Added => BootFrom::Network,
         };
         let mut m = machine(n.name.as_str(), mac, boot);
         if let Some(rig) = &iscsi {
@@ -689,6 +771,36 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
             part: Part::Stranger,
         });
     }
+
+    let day2 = if opts.day2 {
+        if opts.scheme != Scheme::Cold
+            || iscsi.is_some()
+            || stop != LAST_STEP
+            || opts.from_media.is_some()
+        {
+            return Err(day2::Day2Error::Steps.into());
+        }
+        if count != have {
+            return Err(day2::Day2Error::TooFew(count).into());
+        }
+        let d = day2::plan(cluster)?;
+        let mac = *d
+            .added
+            .macs
+            .first()
+            .ok_or_else(|| PlanError::NoMac(d.added.name.clone()))?;
+        blades.push(Blade {
+            machine: machine(&d.added.name, mac, BootFrom::Network),
+            name: d.added.name.clone(),
+            mac,
+            ip: Some(d.added.ip),
+            fqdn: Some(d.added_fqdn.clone()),
+            part: Part::Added,
+        });
+        Some(d)
+    } else {
+        None
+    };
 
     let names = |part: Part| -> Vec<String> {
         blades
@@ -866,6 +978,28 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
     }
     if stop >= 7 {
         steps.push(Step::FactoryReset);
+    }
+    if let Some(d) = day2 {
+        steps.push(Step::AddBlade {
+            blade: d.added.name.clone(),
+            profile: day2::profile_path(run, 9),
+            nodes: d.with_added,
+            grow_to: d.grow_to,
+        });
+        steps.push(Step::ReplaceBoard {
+            node: d.swapped,
+            mac: d.new_mac,
+            profile: day2::profile_path(run, 10),
+            nodes: d.with_new_board,
+        });
+        steps.push(Step::RemoveBlade {
+            node: d.removed,
+            profile: day2::profile_path(run, 11),
+            nodes: d.without_removed,
+        });
+        steps.push(Step::Upgrade {
+            image: run.join("image-upgraded"),
+        });
     }
     if stop >= 3 {
         steps.push(Step::Shutdown);
@@ -1336,5 +1470,58 @@ mod tests {
                 .unwrap()
                 .to_string()
         );
+    }
+
+    #[test]
+    fn day_two_changes_the_running_cluster_after_step_7_and_before_the_shutdown() {
+        let opts = Options {
+            day2: true,
+            ..Options::default()
+        };
+        let r = plan(&demo(), &opts, &host()).unwrap();
+        let numbers: Vec<u8> = r.steps.iter().map(Step::number).collect();
+        assert_eq!(numbers, [1, 1, 3, 4, 5, 6, 7, 9, 10, 11, 12, 8, 8]);
+        let added = r.blade("blade05").unwrap();
+        assert_eq!(added.part, Part::Added);
+        assert_eq!(added.machine.boot, BootFrom::Network);
+        assert_eq!(added.ip, Some(Ipv4Addr::new(10, 77, 0, 15)));
+        // The added blade is no cold-start blade and is not powered on in
+        // step 3.
+        assert!(r.steps.iter().all(|s| match s {
+            Step::PowerOn { blades, .. } => !blades.iter().any(|b| b == "blade05"),
+            _ => true,
+        }));
+        let text = r.to_string();
+        assert!(text.contains("blade05  52:54:00:77:00:05  10.77.0.15  added"));
+        assert!(text.contains("  10. blade02 writes a file and is powered off"));
+        assert!(text.contains("/tmp/r/cluster/day2-step11.toml (without blade04)"));
+    }
+
+    #[test]
+    fn day_two_needs_the_whole_cold_start_rehearsal() {
+        let day2 = |o: Options| Options { day2: true, ..o };
+        for opts in [
+            day2(Options {
+                stop_after: Some(7),
+                ..Options::default()
+            }),
+            day2(Options {
+                scheme: Scheme::PxeOnly,
+                stop_after: Some(5),
+                ..Options::default()
+            }),
+        ] {
+            assert_eq!(
+                plan(&demo(), &opts, &host()),
+                Err(PlanError::Day2(day2::Day2Error::Steps)),
+                "{opts:?}"
+            );
+        }
+        let three = day2(Options {
+            nodes: Some(3),
+            stop_after: Some(8),
+            ..Options::default()
+        });
+        assert!(plan(&demo(), &three, &host()).is_err());
     }
 }

@@ -16,6 +16,7 @@ use crate::run::{self, Run};
 use crate::switch::Switch;
 use crate::{accel, san, ssh, tools};
 
+mod day2;
 mod target;
 mod vcs;
 
@@ -128,14 +129,21 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
         Some(ssh::RigKey::make(run.dir()).map_err(RehearseError::Setup)?)
     };
     let iscsi = matches!(cluster.san.transport, cluster::profile::Transport::Iscsi(_));
-    let profile = if req.options.host.is_some() || rig_key.is_some() || iscsi {
+    let day2 = req.options.day2;
+    let profile = if req.options.host.is_some() || rig_key.is_some() || iscsi || day2 {
         let copy = run.dir().join("cluster").join(
             req.profile
                 .file_name()
                 .unwrap_or(std::ffi::OsStr::new("cluster.toml")),
         );
-        write_profile_copy(&req.profile, &host_profile, rig_key.as_ref(), iscsi, &copy)
-            .map_err(RehearseError::Setup)?;
+        write_profile_copy(
+            &req.profile,
+            &host_profile,
+            rig_key.as_ref(),
+            Adapt { iscsi, day2 },
+            &copy,
+        )
+        .map_err(RehearseError::Setup)?;
         say(&format!(
             "installing {} (a copy of {} naming host image {}{})",
             copy.display(),
@@ -147,6 +155,9 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
                 ""
             }
         ));
+        if day2 {
+            say("the copy has two origin slots (storage.slots = 2) for the day-2 upgrade");
+        }
         copy
     } else {
         req.profile.clone()
@@ -223,16 +234,24 @@ fn free_address(net: cluster::Ipv4Net, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
         .find(|a| !taken.contains(a))
 }
 
+/// What else the profile copy changes.
+#[derive(Debug, Clone, Copy)]
+struct Adapt {
+    /// Fit an iSCSI cluster to QEMU's blades ([`target::adapt_profile`]).
+    iscsi: bool,
+    /// Two origin slots, for the day-2 upgrade ([`plan::day2::two_slots`]).
+    day2: bool,
+}
+
 /// Writes a copy of the cluster profile at `original` to `copy`, naming
 /// `host` (absolute) as its host image, its overlays as absolute paths,
 /// with `no_timer_check` among its kernel arguments, with the rig's public
-/// key added to `[admin] ssh_keys`, and an iSCSI cluster fitted to QEMU's
-/// blades ([`target::adapt_profile`]).
+/// key added to `[admin] ssh_keys`, and fitted as `adapt` says.
 fn write_profile_copy(
     original: &Path,
     host: &Path,
     key: Option<&ssh::RigKey>,
-    iscsi: bool,
+    adapt: Adapt,
     copy: &Path,
 ) -> Result<(), String> {
     let text =
@@ -303,8 +322,11 @@ fn write_profile_copy(
             .ok_or_else(|| format!("{}: admin.ssh_keys is not a list", original.display()))?;
         keys.push(toml::Value::String(k.public.clone()));
     }
-    if iscsi {
+    if adapt.iscsi {
         target::adapt_profile(&mut t);
+    }
+    if adapt.day2 {
+        plan::day2::two_slots(&mut t).map_err(|e| format!("{}: {e}", original.display()))?;
     }
     let out = toml::to_string(&t).map_err(|e| format!("{}: {e}", copy.display()))?;
     if let Some(d) = copy.parent() {
@@ -373,6 +395,8 @@ struct Facts {
     /// Whether the host image carries etcd (its manifest lists
     /// [`ETCD_PACKAGE`]).
     image_has_etcd: bool,
+    /// Nodes whose board a day-2 step replaced, with the new board's MAC.
+    boards: Vec<(String, cluster::MacAddr)>,
 }
 
 /// The Debian package of etcd's server, as an image's manifest lists it.
@@ -508,6 +532,24 @@ impl Exec<'_> {
             Step::WrongChap { machine } => self.wrong_chap(machine),
             Step::LoseBlades { late, .. } => self.lose_blades(late),
             Step::FactoryReset => self.factory_reset(),
+            Step::AddBlade {
+                blade,
+                profile,
+                nodes,
+                grow_to,
+            } => self.add_blade(blade, profile, nodes, *grow_to),
+            Step::ReplaceBoard {
+                node,
+                mac,
+                profile,
+                nodes,
+            } => self.replace_board(node, *mac, profile, nodes),
+            Step::RemoveBlade {
+                node,
+                profile,
+                nodes,
+            } => self.remove_blade(node, profile, nodes),
+            Step::Upgrade { image } => self.upgrade(image),
             Step::Shutdown => {
                 self.shutdown();
                 Ok(())

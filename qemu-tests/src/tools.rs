@@ -106,6 +106,15 @@ fn program(name: &str) -> Result<PathBuf, ToolError> {
 /// the error. A clap "unrecognized subcommand" or a "not built yet" from a
 /// stub becomes [`ToolError::NotAvailable`].
 fn run(name: &str, args: &[&std::ffi::OsStr], log: &Path) -> Result<String, ToolError> {
+    run_out(name, args, log).map(|(_, text)| text)
+}
+
+/// [`run`], returning standard output alone as well (for `--json`).
+fn run_out(
+    name: &str,
+    args: &[&std::ffi::OsStr],
+    log: &Path,
+) -> Result<(String, String), ToolError> {
     let path = program(name)?;
     let command = std::iter::once(name.to_string())
         .chain(
@@ -128,7 +137,7 @@ fn run(name: &str, args: &[&std::ffi::OsStr], log: &Path) -> Result<String, Tool
     );
     let _ = std::fs::write(log, format!("$ {command}\n{text}"));
     if out.status.success() {
-        return Ok(text);
+        return Ok((String::from_utf8_lossy(&out.stdout).into_owned(), text));
     }
     let lower = text.to_lowercase();
     if lower.contains("unrecognized subcommand")
@@ -229,6 +238,62 @@ pub fn reset_node(node: &str, san: &Path, log: &Path) -> Result<String, ToolErro
         ],
         log,
     )
+}
+
+/// `vlx-install upgrade --image DIR --san SAN`.
+pub fn upgrade(image: &Path, san: &Path, log: &Path) -> Result<String, ToolError> {
+    run(
+        VLX_INSTALL,
+        &[
+            "upgrade".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--san".as_ref(),
+            san.as_os_str(),
+        ],
+        log,
+    )
+}
+
+/// `vlx-install plan --cluster PROFILE --san SAN --diff [--json]`: its
+/// standard output.
+pub fn plan_diff(profile: &Path, san: &Path, json: bool, log: &Path) -> Result<String, ToolError> {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "plan".as_ref(),
+        "--cluster".as_ref(),
+        profile.as_os_str(),
+        "--san".as_ref(),
+        san.as_os_str(),
+        "--diff".as_ref(),
+    ];
+    if json {
+        args.push("--json".as_ref());
+    }
+    run_out(VLX_INSTALL, &args, log).map(|(stdout, _)| stdout)
+}
+
+/// `vlx-install rollback --san SAN`.
+pub fn rollback(san: &Path, log: &Path) -> Result<String, ToolError> {
+    run(
+        VLX_INSTALL,
+        &["rollback".as_ref(), "--san".as_ref(), san.as_os_str()],
+        log,
+    )
+}
+
+/// `vlx-install status --json --san SAN`: its standard output.
+pub fn status_json(san: &Path, log: &Path) -> Result<String, ToolError> {
+    run_out(
+        VLX_INSTALL,
+        &[
+            "status".as_ref(),
+            "--json".as_ref(),
+            "--san".as_ref(),
+            san.as_os_str(),
+        ],
+        log,
+    )
+    .map(|(stdout, _)| stdout)
 }
 
 /// The files an image directory holds (docs/contracts.md).

@@ -59,11 +59,21 @@ fn assert_all_passed(o: &Outcome) {
 
 /// Steps 1 to 8 on the four blades of the demo profile: cold start of
 /// three, checks, losing the VIP holder and the first DHCP server, the
-/// fourth PXE-booting from the survivors, a factory reset.
+/// fourth PXE-booting from the survivors, a factory reset; and before the
+/// shutdown the day-2 steps on the running cluster (`--day2`, two origin
+/// slots): blade05 added and PXE-booted, blade02's board replaced,
+/// blade04 removed, the image upgraded onto the second slot and rolled
+/// back.
 #[test]
 fn rig_rehearse_demo_cluster() {
     let report = tempfile::tempdir().unwrap();
-    let o = rehearse(Options::default(), report.path());
+    let o = rehearse(
+        Options {
+            day2: true,
+            ..Options::default()
+        },
+        report.path(),
+    );
     assert_all_passed(&o);
     for name in [
         "dhcp from several blades",
@@ -74,8 +84,35 @@ fn rig_rehearse_demo_cluster() {
         "reset wiped ",
         "vlx-install reset-node ",
         "origin unchanged",
+        "vlx-install plan --diff shows blade05 and nothing else",
+        "vlx-install apply adds blade05",
+        "vlx-install plan --diff after the apply shows nothing",
+        "blade05 network-booted from running blades",
+        "vlx-install apply gives blade02 the board 52:54:00:78:00:02",
+        "blade02 runs on the board 52:54:00:78:00:02",
+        "blade02's file survived the board swap",
+        "vlx-install apply removes blade04",
+        "vlx-install status no longer lists blade04",
+        "vlx-install upgrade",
+        "vlx-install rollback",
     ] {
         assert!(passed(&o, name), "{name} is missing from the checks");
+    }
+    // Every running blade served each change, and the slots moved.
+    for (step, name, at_least) in [
+        (9, " resolves blade05.demo.vlx.test", 2),
+        (11, " no longer resolves blade04.demo.vlx.test", 3),
+        (12, " on slot b after the upgrade and its reboot", 2),
+        (12, " on slot a after the upgrade and its reboot", 1),
+        (12, " on slot a after the rollback", 2),
+    ] {
+        let n = o
+            .checks
+            .0
+            .iter()
+            .filter(|c| c.step == step && c.name.contains(name) && c.outcome == Result_::Passed)
+            .count();
+        assert!(n >= at_least, "{n} checks `{name}`, not {at_least}");
     }
     let svg = std::fs::read_to_string(&o.files.timeline_svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains(">blade04</text>"));

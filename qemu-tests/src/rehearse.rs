@@ -683,6 +683,13 @@ impl Exec<'_> {
         }
         self.checks
             .pass(1, check, installed.unwrap_or_else(|| "powered off".into()));
+        self.judge_installed_san(san_path)
+    }
+
+    /// Step 1's checks of a SAN an installer wrote: `vlx-install verify`,
+    /// then tools nobody here wrote (not our verify alone); the origin's
+    /// fingerprint is kept for step 8.
+    fn judge_installed_san(&mut self, san_path: &Path) -> Result<(), Fail> {
         let log = self.logs.dir.join("vlx-install-verify.log");
         let out = tools::verify(san_path, &log).map_err(|e| fail("vlx-install verify", e))?;
         self.checks.pass(
@@ -690,7 +697,6 @@ impl Exec<'_> {
             "vlx-install verify",
             out.lines().last().unwrap_or("verifies").trim().to_string(),
         );
-        // Judged by tools nobody here wrote too, not by our verify alone.
         let said =
             crate::outside::check_san(san_path, self.cluster.disk.sector_size.bytes() as u32)
                 .map_err(|e| fail("outside tools accept the SAN", e))?;

@@ -13,7 +13,7 @@ use crate::plan::Step;
 use crate::qemu::{BootFrom, Machine};
 use crate::storage::Storage;
 use crate::switch::Switch;
-use crate::{blade, checks, iscsi_install, san, tools};
+use crate::{blade, checks, iscsi_install, san};
 
 /// How long the blades get to log in again after the target restarts:
 /// open-iscsi's iscsid retries a lost connection every few seconds, and
@@ -152,21 +152,7 @@ impl Exec<'_> {
                 ));
             }
         }
-        let log = self.logs.dir.join("vlx-install-verify.log");
-        let out = tools::verify(san_path, &log).map_err(|e| fail("vlx-install verify", e))?;
-        self.checks.pass(
-            1,
-            "vlx-install verify",
-            out.lines().last().unwrap_or("verifies").trim().to_string(),
-        );
-        let said =
-            crate::outside::check_san(san_path, self.cluster.disk.sector_size.bytes() as u32)
-                .map_err(|e| fail("outside tools accept the SAN", e))?;
-        self.checks.pass(1, "outside tools accept the SAN", said);
-        let sha = san::origin_sha256(san_path, &self.cluster.disk)
-            .map_err(|e| fail("origin fingerprinted", e))?;
-        self.facts.origin_before = Some(sha);
-        Ok(())
+        self.judge_installed_san(san_path)
     }
 
     /// Boots `installer` (the first blade, as an installer environment) to

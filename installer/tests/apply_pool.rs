@@ -125,19 +125,6 @@ fn check_node_files(san: &Path, plan: &cluster::Plan, dir: &Path) {
     }
 }
 
-fn plan(profile: &Path, san: &Path) -> cluster::Plan {
-    let o = vlx_install(&[
-        "plan",
-        "--cluster",
-        profile.to_str().unwrap(),
-        "--san",
-        san.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    cluster::Plan::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap()
-}
-
 fn store_offset(plan: &cluster::Plan, node: &str) -> u64 {
     plan.volumes()
         .locate(&cluster::locate::cow(node))

@@ -158,16 +158,7 @@ fn a_running_node_reloads_its_files_and_services_when_the_meta_generation_change
     assert!(st.success());
     let o = apply(&after, &img, &copy, &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = vlx_install(&[
-        "plan",
-        "--cluster",
-        before.to_str().unwrap(),
-        "--san",
-        san.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let plan = cluster::Plan::from_json(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let plan = plan(&before, &san);
     let meta = plan.disk.by_label("vlx-meta").unwrap();
     let (at, size) = (meta.offset(plan.disk.sector_size).get(), meta.size.get());
 

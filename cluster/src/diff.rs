@@ -224,7 +224,10 @@ pub fn rebase(profile: &Profile, fresh: Plan, installed: &Plan) -> Result<Plan, 
         });
     }
     partitions.sort_by_key(|p| p.number);
+    let blades: Vec<_> = fresh.nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
+    let etcd = fresh.etcd.clone().keeping(&installed.etcd, &blades);
     Ok(Plan {
+        etcd,
         // The GPT's geometry (sector size, disk GUID, entries, first
         // usable LBA) stays as installed; its end follows the SAN.
         disk: DiskLayout {

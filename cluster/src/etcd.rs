@@ -112,15 +112,7 @@ impl EtcdPlan {
     ) -> EtcdPlan {
         let voters = voter_indices(nodes.len())
             .into_iter()
-            .map(|i| {
-                let (name, ip) = &nodes[i];
-                Voter {
-                    index: i,
-                    name: name.clone(),
-                    peer_url: format!("http://{ip}:{PEER_PORT}"),
-                    client_url: format!("http://{ip}:{CLIENT_PORT}"),
-                }
-            })
+            .map(|i| voter(i, &nodes[i]))
             .collect();
         EtcdPlan {
             token: format!("vlx-{cluster}"),
@@ -128,6 +120,43 @@ impl EtcdPlan {
             election,
             data_dir: DATA_DIR.to_owned(),
             voters,
+        }
+    }
+
+    /// This plan's voters made to keep `installed`'s: a change of an
+    /// installed cluster moves no voter that is still a blade (a move is
+    /// a membership change of the running etcd, and adding a blade at the
+    /// end of the list would otherwise shift the evenly spaced picks).
+    /// Voters kept are those of `installed` still among `nodes` (plan
+    /// order, addresses `ips`), at most as many as [`voter_count`] asks;
+    /// missing ones are taken from this plan's even spread, then from the
+    /// first blades that do not vote yet. An install planned before etcd
+    /// (no voters) keeps this plan's.
+    pub fn keeping(self, installed: &EtcdPlan, nodes: &[(NodeName, Ipv4Addr)]) -> EtcdPlan {
+        if installed.voters.is_empty() {
+            return self;
+        }
+        let count = voter_count(nodes.len());
+        let at = |name: &NodeName| nodes.iter().position(|(n, _)| n == name);
+        let mut picked: Vec<usize> = installed
+            .voters
+            .iter()
+            .filter_map(|v| at(&v.name))
+            .take(count)
+            .collect();
+        let spread = self.voters.iter().map(|v| v.index);
+        for i in spread.chain(0..nodes.len()) {
+            if picked.len() >= count {
+                break;
+            }
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        picked.sort_unstable();
+        EtcdPlan {
+            voters: picked.into_iter().map(|i| voter(i, &nodes[i])).collect(),
+            ..self
         }
     }
 
@@ -148,6 +177,16 @@ impl EtcdPlan {
 
     pub fn voter(&self, index: usize) -> Option<&Voter> {
         self.voters.iter().find(|v| v.index == index)
+    }
+}
+
+/// Blade `index` (`name`, `ip`) as a voter.
+fn voter(index: usize, (name, ip): &(NodeName, Ipv4Addr)) -> Voter {
+    Voter {
+        index,
+        name: name.clone(),
+        peer_url: format!("http://{ip}:{PEER_PORT}"),
+        client_url: format!("http://{ip}:{CLIENT_PORT}"),
     }
 }
 
@@ -212,6 +251,50 @@ mod tests {
         assert_eq!(voter_indices(15), vec![0, 5, 10]);
         assert_eq!(voter_indices(16), vec![0, 3, 6, 9, 12]);
         assert_eq!(voter_indices(64), vec![0, 12, 25, 38, 51]);
+    }
+
+    fn names(p: &EtcdPlan) -> Vec<String> {
+        p.voters.iter().map(|v| v.name.to_string()).collect()
+    }
+
+    fn planned(nodes: &[(NodeName, Ipv4Addr)]) -> EtcdPlan {
+        EtcdPlan::new(Uuid::nil(), nodes, Millis(250), Millis(2500))
+    }
+
+    #[test]
+    fn a_change_keeps_the_installed_voters_that_are_still_blades() {
+        let four = nodes(4);
+        let installed = planned(&four);
+        assert_eq!(names(&installed), ["n1", "n2", "n3"]);
+        // A fifth blade: the even spread alone would move n3's vote to n4.
+        let five = nodes(5);
+        assert_eq!(names(&planned(&five)), ["n1", "n2", "n4"]);
+        let kept = planned(&five).keeping(&installed, &five);
+        assert_eq!(names(&kept), ["n1", "n2", "n3"]);
+        assert_eq!(kept.voter(2).unwrap().client_url, "http://10.0.0.3:2379");
+        // n2 removed: n1 and n3 keep voting, one more comes from the spread.
+        let without: Vec<_> = four
+            .iter()
+            .filter(|(n, _)| n.as_str() != "n2")
+            .cloned()
+            .collect();
+        let kept = planned(&without).keeping(&installed, &without);
+        assert_eq!(names(&kept), ["n1", "n3", "n4"]);
+        assert_eq!(
+            kept.voters.iter().map(|v| v.index).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        // Growing to 16 blades calls for 5 voters: the 3 stay.
+        let sixteen = nodes(16);
+        let kept = planned(&sixteen).keeping(&installed, &sixteen);
+        assert_eq!(names(&kept), ["n1", "n2", "n3", "n4", "n7"]);
+        // Shrinking to 15 calls for 3: the first 3 installed voters stay.
+        let fifteen = nodes(15);
+        let back = planned(&fifteen).keeping(&kept, &fifteen);
+        assert_eq!(names(&back), ["n1", "n2", "n3"]);
+        // An install planned before etcd: the fresh plan's voters.
+        let fresh = planned(&five);
+        assert_eq!(fresh.clone().keeping(&EtcdPlan::default(), &five), fresh);
     }
 
     #[test]

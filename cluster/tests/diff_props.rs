@@ -126,6 +126,16 @@ proptest! {
                     prop_assert!(new.disk.by_role(&p.role).is_none());
                 }
             }
+            // No voter that is still a blade moves, while as many vote;
+            // the voters are always as many as the blades call for.
+            let voters = |p: &Plan| p.etcd.voters.iter().map(|v| v.name.to_string()).collect::<Vec<_>>();
+            let (was, now) = (voters(&installed), voters(&new));
+            prop_assert_eq!(now.len(), cluster::etcd::voter_count(new.nodes.len()));
+            if now.len() >= was.len() {
+                for v in was.iter().filter(|v| new.node(v).is_some()) {
+                    prop_assert!(now.contains(v), "voter {} moved: {:?} -> {:?}", v, was, now);
+                }
+            }
             prop_assert_eq!(&rebase(&profile, fresh, &new), &Ok(new.clone()));
             let d = diff(&installed, &new);
             let added: Vec<String> = new.nodes.iter().filter(|n| installed.node(n.name.as_str()).is_none()).map(|n| n.name.to_string()).collect();

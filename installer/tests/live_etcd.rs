@@ -446,8 +446,10 @@ fn demo_with_five_blades(dir: &Path) -> Plan {
         .plan
 }
 
-/// A change that moves the voters (a fifth blade: blade01, blade02 and
-/// blade04 vote instead of blade01 to blade03): every node's `etcd-follow`
+/// A change of the voters (the fresh plan of five blades: blade01, blade02
+/// and blade04 vote instead of blade01 to blade03, as when blade03 is
+/// removed and replaced, or the cluster is planned anew): every node's
+/// `etcd-follow`
 /// starts the new voter's member, which joins; the voters then remove the
 /// former one, which stops its member and empties its data. etcd's own
 /// member list must be the new plan's voters and nothing else, and what was

@@ -27,7 +27,6 @@ pub mod node;
 pub mod san;
 pub mod slot;
 pub mod tools;
-pub mod watch;
 
 /// The system calls and the module loader, shared with the installer
 /// environment.

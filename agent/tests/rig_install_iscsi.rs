@@ -120,7 +120,6 @@ done < /lib/modules/order
 ip link set lo up
 ip link set eth0 up
 ip addr add GUEST_IP/24 dev eth0
-MOUNT_DATA
 iscsid -f &
 sleep 1
 echo "vlx-test: started"
@@ -168,61 +167,31 @@ const MODULES: &[&str] = &[
 
 /// A kernel and an initramfs that run [`INIT`], in an image-like folder
 /// (`vmlinuz`, `initramfs.img`) for [`Machine`].
-///
-/// With `writer`, the tree starts as the install media's installer
-/// environment (`imagebuilder::media::env`: every program an install runs,
-/// and the boot loaders it lays down), so that `apply` can write; the
-/// guest then mounts its virtio disk (`/dev/vda`, ext4) on `/data`.
-fn guest_image(dir: &Path, writer: bool, steps: &str) -> PathBuf {
+fn guest_image(dir: &Path, steps: &str) -> PathBuf {
     let kernel = kernels::cached_or_fetch(kernels::DEFAULT_PACKAGE).unwrap();
     let out = dir.join("guest");
     fs::create_dir_all(&out).unwrap();
     fs::copy(&kernel.vmlinuz, out.join("vmlinuz")).unwrap();
     let installer = fixture::workspace_bin("vlx-install");
-    let mut t = if writer {
-        let index = ModuleIndex::load(&kernel).unwrap();
-        imagebuilder::media::env::plan(&installer, &kernel, &index, &[], &Resolver::host()).unwrap()
-    } else {
-        let mut t = Tree::new();
-        t.mkdir_p(Path::new("bin")).unwrap();
-        t.insert(
-            Path::new("bin/busybox"),
-            Entry::file(Content::Host("/bin/busybox".into()), 0o755),
-        )
-        .unwrap();
-        t.insert(
-            Path::new("usr/sbin/vlx-install"),
-            Entry::file(Content::Host(installer.clone()), 0o755),
-        )
-        .unwrap();
-        t
-    };
-    for d in [
-        "dev",
-        "proc",
-        "sys",
-        "etc/iscsi",
-        "tmp",
-        "run",
-        "test",
-        "data",
-    ] {
+    let mut t = Tree::new();
+    t.mkdir_p(Path::new("bin")).unwrap();
+    t.insert(
+        Path::new("bin/busybox"),
+        Entry::file(Content::Host("/bin/busybox".into()), 0o755),
+    )
+    .unwrap();
+    t.insert(
+        Path::new("usr/sbin/vlx-install"),
+        Entry::file(Content::Host(installer.clone()), 0o755),
+    )
+    .unwrap();
+    for d in ["dev", "proc", "sys", "etc/iscsi", "tmp", "run", "test"] {
         t.mkdir_p(Path::new(d)).unwrap();
     }
     let file = |bytes: Vec<u8>, mode| Entry::file(Content::Bytes(bytes), mode);
-    let mount = if writer {
-        "mount -t ext4 -o ro /dev/vda /data"
-    } else {
-        ""
-    };
     t.insert(
         Path::new("init"),
-        file(
-            INIT.replace("GUEST_IP", GUEST_IP)
-                .replace("MOUNT_DATA", mount)
-                .into(),
-            0o755,
-        ),
+        file(INIT.replace("GUEST_IP", GUEST_IP).into(), 0o755),
     )
     .unwrap();
     let tools: Vec<PathBuf> = [
@@ -353,7 +322,7 @@ fn rig_installer_logs_in_and_out_of_iscsi_around_refusals() {
         fixture::sha256(&fs::read(&big).unwrap()),
         fixture::sha256(&fs::read(&small).unwrap()),
     );
-    let image = guest_image(dir, false, &steps());
+    let image = guest_image(dir, &steps());
     let target = IscsiTarget::start(&big, false, dir);
     target.add_lun(2, &small);
     let chap_lun = dir.join("lun3.img");
@@ -564,135 +533,5 @@ fn chap_target(target: &IscsiTarget, file: &Path) {
         ],
     ] {
         target.tgtadm(args);
-    }
-}
-
-/// What the writing guest runs: an install of the test cluster onto the
-/// CHAP target's LUN, through iSCSI with mutual CHAP, then its verify.
-fn write_steps() -> String {
-    format!(
-        r#"
-P={ISCSI_PORTAL}
-C={CHAP_TARGET}
-step() {{
-    name=$1; shift
-    "$@" >/tmp/out 2>&1
-    rc=$?
-    sed "s/^/vlx-test: $name: /" /tmp/out
-    echo "vlx-test: $name rc=$rc"
-    echo "vlx-test: $name sessions=[$(iscsiadm -m session 2>/dev/null | tr '\n' ' ')]"
-    echo "vlx-test: $name records=[$(ls /etc/iscsi/nodes 2>/dev/null | tr '\n' ' ')]"
-}}
-step apply vlx-install apply --yes --test-image --cluster /data/profiles/clusters/rig.toml --image /data/image --san iscsi://$P/$C/1 --chap /test/chap-mutual
-step verify vlx-install verify --san iscsi://$P/$C/1 --chap /test/chap-mutual
-"#
-    )
-}
-
-/// The data disk of the writing guest: the host image, the cluster profile
-/// and what it names, at their relative paths, as ext4.
-fn data_disk(dir: &Path, host_image: &Path) -> PathBuf {
-    let stage = dir.join("data");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cp = |from: &Path, to: &Path| {
-        fs::create_dir_all(to.parent().unwrap()).unwrap();
-        let st = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(to)
-            .status()
-            .unwrap();
-        assert!(st.success(), "cp -a {} {}", from.display(), to.display());
-    };
-    cp(host_image, &stage.join("image"));
-    cp(&repo.join("overlays/node"), &stage.join("overlays/node"));
-    cp(
-        &fixture::San::Disk.host_profile(),
-        &stage.join("profiles/hosts/tiny.toml"),
-    );
-    let text = fixture::profile(512, fixture::San::Disk, Path::new("../hosts/tiny.toml")).replace(
-        &repo.join("overlays/node").display().to_string(),
-        "../../overlays/node",
-    );
-    fs::create_dir_all(stage.join("profiles/clusters")).unwrap();
-    fs::write(stage.join("profiles/clusters/rig.toml"), text).unwrap();
-    let disk = dir.join("data.ext4");
-    let st = std::process::Command::new("mke2fs")
-        .args(["-q", "-t", "ext4", "-d"])
-        .arg(&stage)
-        .arg(&disk)
-        .arg("400M")
-        .status()
-        .unwrap();
-    assert!(st.success(), "mke2fs -d {}", stage.display());
-    disk
-}
-
-/// The installer writes a whole cluster through an iSCSI login with mutual
-/// CHAP, verifies it through another, and leaves no session; on the host
-/// the LUN then verifies too, and holds none of the CHAP secrets (the
-/// credentials file is the installer's, never the SAN's: not in the boot
-/// tree, not on the command line).
-#[test]
-fn rig_installer_writes_through_iscsi_with_chap() {
-    let _one = fixture::one_guest_at_a_time();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let host = fixture::host_image(&fixture::San::Disk.host_profile());
-    let data = data_disk(dir, &host);
-    let lun = dir.join("lun.img");
-    File::create(&lun)
-        .unwrap()
-        .set_len(fixture::SAN_SIZE)
-        .unwrap();
-    let image = guest_image(dir, true, &write_steps());
-    let unused = dir.join("unused.img");
-    File::create(&unused).unwrap().set_len(1 << 20).unwrap();
-    let target = IscsiTarget::start(&unused, false, dir);
-    chap_target(&target, &lun);
-    let m = Machine {
-        image: &image,
-        cmdline: "console=ttyS0,115200 panic=10",
-        disk: Some((&data, 512)),
-        mac: "52:54:00:99:00:78",
-        storage: Some(fixture::StorageNic {
-            mac: fixture::STORAGE_MAC,
-            netns: &target.netns,
-            tap: IscsiTarget::TAP,
-        }),
-    };
-    let mut g = Guest::start(&m, dir, "write-iscsi.log");
-    g.wait_for("vlx-test: done\n", BOOT_TIMEOUT);
-    let console = g.console();
-    eprintln!("--- guest ---\n{console}");
-    let url = format!("iscsi://{ISCSI_PORTAL}:3260/{CHAP_TARGET}/1");
-    assert_case(
-        &console,
-        "apply",
-        0,
-        &[&format!(
-            "cluster rig (3 nodes) installed on {url} (/dev/sd"
-        )],
-    );
-    assert_case(&console, "verify", 0, &["cluster rig verifies"]);
-    g.wait_exit(BOOT_TIMEOUT);
-    drop(target);
-    let out = std::process::Command::new(fixture::workspace_bin("vlx-install"))
-        .arg("verify")
-        .arg("--san")
-        .arg(&lun)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the LUN does not verify on the host: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bytes = fs::read(&lun).unwrap();
-    for secret in [CHAP_SECRET, CHAP_TARGET_SECRET] {
-        assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "a CHAP secret is on the SAN"
-        );
     }
 }

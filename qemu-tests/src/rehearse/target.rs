@@ -152,7 +152,33 @@ impl Exec<'_> {
                 ));
             }
         }
-        self.judge_installed_san(san_path)
+        self.judge_installed_san(san_path)?;
+        self.no_secret_on_the_san(san_path);
+        Ok(())
+    }
+
+    /// Records whether any CHAP secret reached the SAN the installer
+    /// wrote: the installer's `--chap` file is its own, and the blades'
+    /// secrets live in their boot ROMs, never in the cluster's files.
+    fn no_secret_on_the_san(&mut self, san_path: &Path) {
+        let Some(chap) = self.r.iscsi.as_ref().and_then(|r| r.chap.as_ref()) else {
+            return;
+        };
+        let secrets = [chap.password.as_bytes(), chap.reverse_password.as_bytes()];
+        let (ok, detail) = match san::find_any(san_path, &secrets) {
+            Ok(None) => (true, format!("neither secret in {}", san_path.display())),
+            Ok(Some((i, at))) => (
+                false,
+                format!(
+                    "the {} secret at byte {at} of {}",
+                    ["blades'", "target's"][i],
+                    san_path.display()
+                ),
+            ),
+            Err(e) => (false, e.to_string()),
+        };
+        self.checks
+            .expect(1, "no CHAP secret on the SAN", ok, detail);
     }
 
     /// Boots `installer` (the first blade, as an installer environment) to

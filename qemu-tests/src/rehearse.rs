@@ -739,7 +739,11 @@ impl Exec<'_> {
 
     fn await_ready(&mut self, step: u8, name: &str) -> Result<(), Fail> {
         let limit = self.r.timeouts.ready;
-        let shell_limit = self.r.timeouts.command;
+        // The first contact with a blade's shell: over SSH, its login and
+        // key exchange under TCG on a loaded host took over 20 s of a
+        // Debian blade still starting its NFS server (a wait, not a
+        // speed check).
+        let shell_limit = self.r.timeouts.command.saturating_mul(3);
         let check = format!("{name} ready");
         let b = self
             .live_mut(name)

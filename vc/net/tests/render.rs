@@ -84,6 +84,7 @@ fn every_blades_text_matches_its_golden_file_and_passes_the_tools() {
         assert!(out.contains("syntax check OK"), "{out}");
     }
     golden("exports", &render::exports(&plan));
+    golden("ganesha.exports.conf", &render::ganesha_exports(&plan));
     golden("hosts", &render::hosts(&plan));
     golden("a.fstab", &render::guest_fstab(&plan, "a"));
 }
@@ -180,7 +181,7 @@ proptest::proptest! {
 
 #[test]
 fn the_blades_files_are_written_once_and_again_only_when_they_change() {
-    use vc_net::apply::{DNSMASQ_CONF, EXPORTS, HOSTS, write_files};
+    use vc_net::apply::{DNSMASQ_CONF, EXPORTS, GANESHA_EXPORTS, HOSTS, write_files};
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut input = common::demo();
@@ -192,7 +193,8 @@ fn the_blades_files_are_written_once_and_again_only_when_they_change() {
         [
             root.join(DNSMASQ_CONF),
             root.join(HOSTS),
-            root.join(EXPORTS)
+            root.join(EXPORTS),
+            root.join(GANESHA_EXPORTS)
         ]
     );
     assert_eq!(

@@ -2,8 +2,10 @@
 //! image builder's cache, a busybox initramfs that mounts the VM's disk as
 //! root, and a busybox root tarball whose init prints
 //! `vlx-guest: ready <vc>/<vm>`, asks for its address by DHCP when it has
-//! a NIC (reporting `vlx-guest: address <vm> <addr>`) and keeps a shell on
-//! the console.
+//! a NIC (reporting `vlx-guest: address <vm> <addr>`), mounts its VC's
+//! share at `/vc` over NFSv4 when the command line names one
+//! (`vlx.share=ADDR:PATH`; `vlx-guest: shared mounted ...`) and keeps a
+//! shell on the console.
 //!
 //! Built with the image builder's kernel cache and initramfs writer (as the
 //! rig's test blades are).
@@ -27,7 +29,12 @@ pub struct TinyGuest {
 const INITRAMFS_INIT: &str = include_str!("../guest/tiny/initramfs-init.sh");
 const ROOT_INIT: &str = include_str!("../guest/tiny/root-init.sh");
 const UDHCPC_SCRIPT: &str = include_str!("../guest/tiny/udhcpc.script");
-const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
+const SHARE_SCRIPT: &str = include_str!("../guest/tiny/share.sh");
+/// Loaded by the initramfs (they stay loaded after `switch_root`): the
+/// disk, the NIC, and the NFSv4 client for the VC's share (the cloud
+/// kernel has them all as modules; the closure adds sunrpc, nfs and the
+/// rest they need).
+const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "nfsv4"];
 
 /// Builds the tiny guest in `dir`.
 pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
@@ -46,7 +53,12 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
     t.insert(Path::new("init"), file(INITRAMFS_INIT.into(), 0o755))?;
     let wanted: Vec<(String, String)> = MODULES
         .iter()
-        .map(|m| ((*m).to_owned(), "the tiny guest's disk and NIC".to_owned()))
+        .map(|m| {
+            (
+                (*m).to_owned(),
+                "the tiny guest's disk, NIC and NFS client".to_owned(),
+            )
+        })
         .collect();
     let mut order = String::new();
     let index = ModuleIndex::load(&kernel)?;
@@ -65,7 +77,7 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
 
     let root = dir.join("root");
     for d in [
-        "bin", "sbin", "dev", "proc", "sys", "etc", "tmp", "var", "root",
+        "bin", "sbin", "dev", "proc", "sys", "etc", "tmp", "var", "root", "vc",
     ] {
         let p = root.join(d);
         std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
@@ -76,8 +88,10 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
     let script = root.join("etc/udhcpc.script");
     std::fs::write(&script, UDHCPC_SCRIPT)
         .with_context(|| format!("writing {}", script.display()))?;
+    let share = root.join("etc/vlx-share");
+    std::fs::write(&share, SHARE_SCRIPT).with_context(|| format!("writing {}", share.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    for f in [&init, &script] {
+    for f in [&init, &script, &share] {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod {}", f.display()))?;
     }

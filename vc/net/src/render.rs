@@ -260,7 +260,18 @@ pub fn dnsmasq(plan: &NetPlan, b: &BladeNet) -> String {
 
 /// A VC's directory on the shared volume (on the blade that holds it).
 pub fn vc_dir(plan: &NetPlan, vc: &str) -> String {
-    format!("{}/{VC_DIR}/{vc}", plan.shared_dir.trim_end_matches('/'))
+    vc_dir_in(&plan.shared_dir, vc)
+}
+
+/// A VC's directory under the shared volume's mount `shared_dir`.
+pub fn vc_dir_in(shared_dir: &str, vc: &str) -> String {
+    format!("{}/{VC_DIR}/{vc}", shared_dir.trim_end_matches('/'))
+}
+
+/// What a VM of `vc` mounts: `STORAGE:DIR` (its fstab's source, the
+/// tiny guest's `vlx.share=`). The same path on either NFS server.
+pub fn share_source(storage: Ipv4Addr, shared_dir: &str, vc: &str) -> String {
+    format!("{storage}:{}", vc_dir_in(shared_dir, vc))
 }
 
 /// The `fsid` of a VC's export: derived from its name, the same on every
@@ -367,9 +378,8 @@ pub fn ganesha_conf(exports_file: &str, recovery: &str) -> String {
 /// The `/etc/fstab` line a VM of `vc` mounts its shared directory with.
 pub fn guest_fstab(plan: &NetPlan, vc: &str) -> String {
     format!(
-        "{}:{}\t{GUEST_SHARED_MOUNT}\tnfs4\trw,hard,_netdev\t0\t0\n",
-        plan.storage,
-        vc_dir(plan, vc)
+        "{}\t{GUEST_SHARED_MOUNT}\tnfs4\trw,hard,_netdev\t0\t0\n",
+        share_source(plan.storage, &plan.shared_dir, vc)
     )
 }
 

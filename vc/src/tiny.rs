@@ -30,11 +30,13 @@ const INITRAMFS_INIT: &str = include_str!("../guest/tiny/initramfs-init.sh");
 const ROOT_INIT: &str = include_str!("../guest/tiny/root-init.sh");
 const UDHCPC_SCRIPT: &str = include_str!("../guest/tiny/udhcpc.script");
 const SHARE_SCRIPT: &str = include_str!("../guest/tiny/share.sh");
-/// Loaded by the initramfs (they stay loaded after `switch_root`): the
-/// disk, the NIC, and the NFSv4 client for the VC's share (the cloud
-/// kernel has them all as modules; the closure adds sunrpc, nfs and the
-/// rest they need).
-const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "nfsv4"];
+/// Loaded by the initramfs: the disk and the NIC.
+const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
+/// The NFSv4 client for the VC's share (the cloud kernel has it as a
+/// module; its closure adds sunrpc, nfs and the rest), in the root's
+/// `/lib/modules/nfs/` and loaded by `/etc/vlx-share` only when the VM has
+/// a share: a guest without one does not pay for them at boot.
+const NFS_MODULES: &[&str] = &["nfsv4"];
 
 /// Builds the tiny guest in `dir`.
 pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
@@ -51,26 +53,15 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
     )
     .context("busybox (Debian busybox-static)")?;
     t.insert(Path::new("init"), file(INITRAMFS_INIT.into(), 0o755))?;
-    let wanted: Vec<(String, String)> = MODULES
-        .iter()
-        .map(|m| {
-            (
-                (*m).to_owned(),
-                "the tiny guest's disk, NIC and NFS client".to_owned(),
-            )
-        })
-        .collect();
-    let mut order = String::new();
     let index = ModuleIndex::load(&kernel)?;
-    for m in index.closure(&wanted)? {
-        let plain = m.plain_path();
-        let base = plain.rsplit('/').next().unwrap_or(&plain).to_owned();
-        let bytes = kernels::module_bytes(&kernel, &m)?;
+    let boot = modules(&kernel, &index, MODULES, "the tiny guest's disk and NIC")?;
+    t.insert(
+        Path::new("lib/modules/order"),
+        file(order(&boot).into(), 0o644),
+    )?;
+    for (base, bytes) in boot {
         t.insert(&Path::new("lib/modules").join(&base), file(bytes, 0o644))?;
-        order.push_str(&base);
-        order.push('\n');
     }
-    t.insert(Path::new("lib/modules/order"), file(order.into(), 0o644))?;
     let initrd = dir.join("initrd.img");
     imagebuilder::image::initramfs::write(&t, &initrd, 0)
         .with_context(|| format!("writing {}", initrd.display()))?;
@@ -88,6 +79,15 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
     let script = root.join("etc/udhcpc.script");
     std::fs::write(&script, UDHCPC_SCRIPT)
         .with_context(|| format!("writing {}", script.display()))?;
+    let nfs = root.join("lib/modules/nfs");
+    std::fs::create_dir_all(&nfs).with_context(|| format!("creating {}", nfs.display()))?;
+    let client = modules(&kernel, &index, NFS_MODULES, "the tiny guest's NFS client")?;
+    let p = nfs.join("order");
+    std::fs::write(&p, order(&client)).with_context(|| format!("writing {}", p.display()))?;
+    for (base, bytes) in client {
+        let p = nfs.join(&base);
+        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+    }
     let share = root.join("etc/vlx-share");
     std::fs::write(&share, SHARE_SCRIPT).with_context(|| format!("writing {}", share.display()))?;
     use std::os::unix::fs::PermissionsExt;
@@ -112,4 +112,33 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
         initrd,
         tarball,
     })
+}
+
+/// The file name and bytes of every module of `wanted`'s closure, in load
+/// order (dependencies first).
+fn modules(
+    kernel: &kernels::Kernel,
+    index: &ModuleIndex,
+    wanted: &[&str],
+    why: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let wanted: Vec<(String, String)> = wanted
+        .iter()
+        .map(|m| ((*m).to_owned(), why.to_owned()))
+        .collect();
+    let mut out = Vec::new();
+    for m in index.closure(&wanted)? {
+        let plain = m.plain_path();
+        let base = plain.rsplit('/').next().unwrap_or(&plain).to_owned();
+        out.push((base, kernels::module_bytes(kernel, &m)?));
+    }
+    Ok(out)
+}
+
+/// The `order` file of `modules`: one file name a line, in load order.
+fn order(modules: &[(String, Vec<u8>)]) -> String {
+    modules
+        .iter()
+        .map(|(base, _)| format!("{base}\n"))
+        .collect()
 }

@@ -2,10 +2,10 @@
 # /etc/vlx-share of the tiny guest: mounts its VC's share (the kernel
 # argument vlx.share=ADDR:PATH, given as $1) at /vc over NFSv4.2, once the
 # VM has its address, after loading the NFS client. Busybox has no NFS
-# mount code of its own, but for
-# type nfs4 it hands the option string to mount(2) and the kernel parses
-# it (addr= spares a name lookup). Tries again while the storage holder
-# is not yet exporting the VC's folder; says on the console how it went.
+# mount code of its own, but for type nfs4 it hands the option string to
+# mount(2) and the kernel parses it (addr= spares a name lookup). Tries
+# again while the storage holder is not yet exporting the VC's folder;
+# says on the console how it went.
 share="$1"
 addr="${share%%:*}"
 # The NFS client, kept out of the initramfs (a VM without a share does

@@ -7,12 +7,18 @@
 //! `route <vm> via <blade>` after placement and after a remap, `vc ping`
 //! across blades, `vc isolation` between VCs and towards its blade's SSH
 //! port (a listener the rig starts) and its blade's DNS and DHCP server (a
-//! cluster dnsmasq on every blade, with the rendered config's VC lines),
+//! cluster dnsmasq on every blade, the node template
+//! `overlays/node/etc/dnsmasq.conf.hbs` rendered for the rig's blades),
 //! `vc dns`, VC names on every blade (that dnsmasq, reloaded by
-//! `vlx-vcd`), and `vc outside` (an "outside" namespace on the blades'
+//! `vlx-vcd`), `vc outside` (an "outside" namespace on the blades'
 //! segment, routed from every blade: the VC created with `--outside`
-//! reaches it masqueraded, the other is refused). Not here: `vc shared`
-//! (the host kernel has no NFS server).
+//! reaches it masqueraded, the other is refused), and `vc shared`: blade01
+//! holds the storage address and runs nfs-ganesha (the host kernel has no
+//! nfsd) on the exports its `vlx-vcd` renders and reloads by SIGHUP, the
+//! shares on a small ext4 volume the rig mounts (loop) under `OUT`; every
+//! VM mounts its VC's share at `/vc` (`vlx.share=` on its command line), a
+//! file one VM writes is read by a VM of its VC on another blade, and a VM
+//! of another VC is refused the share by the export's client list.
 //!
 //! The report goes to `OUT` (default `target/rehearsal-vc/`): `checks.json`
 //! (each check with its step's start and end in seconds), `timeline.svg`,

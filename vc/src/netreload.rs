@@ -196,3 +196,39 @@ fn make_shares(plan: &vc_net::NetPlan) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn each_server_reads_its_own_exports_file() {
+        assert_eq!(NfsServer::Kernel.exports_file(), vc_net::apply::EXPORTS);
+        let g = NfsServer::Ganesha { pidfiles: vec![] };
+        assert_eq!(g.exports_file(), vc_net::apply::GANESHA_EXPORTS);
+    }
+
+    #[test]
+    fn a_reload_signals_only_the_named_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let none = tmp.path().join("none.pid");
+        assert_eq!(
+            hup(std::slice::from_ref(&none), "ganesha.nfsd").unwrap(),
+            None
+        );
+        // This test's own pid: not a ganesha, so no signal and an error
+        // naming the file.
+        let file = tmp.path().join("ganesha.pid");
+        std::fs::write(&file, format!("{}\n", std::process::id())).unwrap();
+        let e = format!(
+            "{:#}",
+            hup(&[none, file.clone()], "ganesha.nfsd").unwrap_err()
+        );
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert!(e.contains("is not a ganesha.nfsd"), "{e}");
+        std::fs::write(&file, "x\n").unwrap();
+        let e = format!("{:#}", hup(&[file], "ganesha.nfsd").unwrap_err());
+        assert!(e.contains("is not a pid"), "{e}");
+    }
+}

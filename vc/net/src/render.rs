@@ -308,14 +308,18 @@ pub fn exports(plan: &NetPlan) -> String {
 /// VC's [`export_fsid`], so that it is the same on every blade and, like
 /// the fsid, survives a move of the storage address (ganesha's file
 /// handles carry it). Two VCs whose names give the same number: the later
-/// in the plan's order takes the next free one.
+/// in the plan's order takes the next free one. Ganesha has 65535 ids: past
+/// that many VCs, ids repeat (and ganesha refuses the repeated exports).
 pub fn export_ids(plan: &NetPlan) -> Vec<(&str, u16)> {
     let mut taken = std::collections::BTreeSet::new();
     let mut ids = Vec::new();
     for vc in &plan.vcs {
         let b = export_fsid(&vc.name).into_bytes();
         let mut id = u16::from_be_bytes([b[0], b[1]]).max(1);
-        while !taken.insert(id) {
+        for _ in 0..u16::MAX {
+            if taken.insert(id) {
+                break;
+            }
             id = id.checked_add(1).unwrap_or(1);
         }
         ids.push((vc.name.as_str(), id));

@@ -85,6 +85,13 @@ fn every_blades_text_matches_its_golden_file_and_passes_the_tools() {
     }
     golden("exports", &render::exports(&plan));
     golden("ganesha.exports.conf", &render::ganesha_exports(&plan));
+    golden(
+        "ganesha.conf",
+        &render::ganesha_conf(
+            &format!("/{}", vc_net::apply::GANESHA_EXPORTS),
+            render::GANESHA_RECOVERY,
+        ),
+    );
     golden("hosts", &render::hosts(&plan));
     golden("a.fstab", &render::guest_fstab(&plan, "a"));
 }

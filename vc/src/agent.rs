@@ -238,6 +238,9 @@ pub struct Agent {
     /// The cluster dnsmasq's pid files, the first that exists wins: it is
     /// sent SIGHUP when the VC names change.
     pub cluster_dnsmasq_pid: Vec<PathBuf>,
+    /// The server of the VC shares when this blade holds the storage
+    /// address.
+    pub nfs_server: crate::netreload::NfsServer,
     lease: Option<i64>,
     /// When the lease was last renewed.
     renewed: Option<Instant>,
@@ -260,6 +263,7 @@ impl Agent {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
+            nfs_server: crate::netreload::NfsServer::detect(),
             lease: None,
             renewed: None,
             net_applied: None,
@@ -312,11 +316,12 @@ impl Agent {
                 None => eprintln!("vlx-vcd: VC names: no cluster dnsmasq runs here"),
             }
         }
-        let exports = self.net_root.join(apply::EXPORTS);
+        let exports = self.net_root.join(self.nfs_server.exports_file());
         if changed.contains(&exports)
-            && crate::netreload::reexport(&plan, &exports).context("exporting VC shares")?
+            && let Some(said) = crate::netreload::reexport(&plan, &self.nfs_server, &exports)
+                .context("exporting VC shares")?
         {
-            eprintln!("vlx-vcd: VC shares: exportfs -r");
+            eprintln!("vlx-vcd: VC shares: {said}");
         }
         if !report.taps_added.is_empty()
             || !report.taps_removed.is_empty()
@@ -498,7 +503,18 @@ impl Agent {
                     .find(|v| v.vm == *vm)
                     .context("the VM vanished from the snapshot")?;
                 self.report(vc, *vm, "starting", None)?;
-                self.host.start_net(&r.spec, rec, r.net.as_ref(), *incoming)
+                // A VC with a network mounts its share from the storage
+                // address (the tiny guest by `vlx.share=`).
+                let share = match (&r.net, &snap.net) {
+                    (Some(_), Some(n)) => Some(vc_net::render::share_source(
+                        n.storage,
+                        &n.shared_dir,
+                        vc.as_str(),
+                    )),
+                    _ => None,
+                };
+                self.host
+                    .start_net(&r.spec, rec, r.net.as_ref(), share.as_deref(), *incoming)
             }
             Step::Resume { vc, vm } => match self.host.adopt(vc, *vm) {
                 Some(mut q) => q.execute("cont", serde_json::json!({})).map(|_| ()),

@@ -1,7 +1,8 @@
 //! What the blade's other daemons do when `vlx-vcd` rewrites a VC network
 //! file (`vc_net::apply::write_files`): the cluster dnsmasq re-reads the VC
-//! names on SIGHUP; the holder of the shared volume re-exports on
-//! `exportfs -r`. Executors only: what changed comes from the caller.
+//! names on SIGHUP; the holder of the shared volume re-exports, with
+//! `exportfs -r` (the kernel's nfsd) or by SIGHUP to nfs-ganesha (where the
+//! kernel has no nfsd). Executors only: what changed comes from the caller.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,12 @@ pub const CLUSTER_DNSMASQ_PIDS: [&str; 2] = ["/run/dnsmasq/dnsmasq.pid", "/run/d
 /// pid signalled; `None` when no pid file exists (no cluster dnsmasq runs
 /// here). A pid that is not a dnsmasq is an error naming the file.
 pub fn hup_cluster_dnsmasq(pidfiles: &[PathBuf]) -> anyhow::Result<Option<u32>> {
+    hup(pidfiles, "dnsmasq")
+}
+
+/// Sends SIGHUP to the process named `comm` whose pid the first existing
+/// file of `pidfiles` holds; `None` when no pid file exists.
+fn hup(pidfiles: &[PathBuf], comm_want: &str) -> anyhow::Result<Option<u32>> {
     let Some(file) = pidfiles.iter().find(|f| f.exists()) else {
         return Ok(None);
     };
@@ -35,9 +42,9 @@ pub fn hup_cluster_dnsmasq(pidfiles: &[PathBuf]) -> anyhow::Result<Option<u32>> 
         .parse()
         .with_context(|| format!("{}: `{}` is not a pid", file.display(), text.trim()))?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.trim() != "dnsmasq" {
+    if comm.trim() != comm_want {
         bail!(
-            "{}: process {pid} is not a dnsmasq (a stale pid file?)",
+            "{}: process {pid} is not a {comm_want} (a stale pid file?)",
             file.display()
         );
     }
@@ -87,43 +94,141 @@ fn is_mount_point(dir: &Path) -> anyhow::Result<bool> {
     Ok(dev(dir)? != dev(parent)?)
 }
 
-/// Runs `exportfs -r` (every file of `/etc/exports` and `/etc/exports.d/`
-/// again) when this blade holds the plan's storage address, after making
-/// each VC's shared folder (`vc_net::render::vc_dir`) on the shared volume
-/// when it is mounted (if it is not, the exports' `mountpoint=` keeps them
-/// unexported, and nothing is made on the blade's root). `false` when this
-/// blade does not hold the address (the holder's own agent, or the VIP's
-/// takeover, exports).
-pub fn reexport(plan: &vc_net::NetPlan, exports: &Path) -> anyhow::Result<bool> {
-    if !holds(plan.storage)? {
-        return Ok(false);
-    }
-    let shared = Path::new(&plan.shared_dir);
-    if shared.is_dir() && is_mount_point(shared)? {
-        for vc in &plan.vcs {
-            let dir = PathBuf::from(vc_net::render::vc_dir(plan, &vc.name));
-            if dir.exists() {
-                continue;
+/// Where Debian's nfs-ganesha keeps its pid (`ganesha.nfsd -p`'s default,
+/// `/var/run` being `/run`).
+pub const GANESHA_PIDS: [&str; 1] = ["/run/ganesha/ganesha.pid"];
+
+/// The NFS server that serves the VC shares on the blade holding the
+/// storage address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NfsServer {
+    /// The kernel's nfsd: `exportfs -r` reads `/etc/exports.d/`.
+    Kernel,
+    /// nfs-ganesha, its config including `vc_net::apply::GANESHA_EXPORTS`:
+    /// SIGHUP to the pid of the first existing file.
+    Ganesha { pidfiles: Vec<PathBuf> },
+}
+
+impl NfsServer {
+    /// The kernel's nfsd where this kernel has one (loaded or built in:
+    /// `/proc/fs/nfsd` or `/sys/module/nfsd`), nfs-ganesha otherwise.
+    pub fn detect() -> NfsServer {
+        if Path::new("/proc/fs/nfsd").exists() || Path::new("/sys/module/nfsd").exists() {
+            NfsServer::Kernel
+        } else {
+            NfsServer::Ganesha {
+                pidfiles: GANESHA_PIDS.iter().map(PathBuf::from).collect(),
             }
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating VC {}'s share {}", vc.name, dir.display()))?;
-            // The VMs' root is squashed to nobody and their users have
-            // their own uids: like /tmp, everyone writes, and only a
-            // file's owner removes it.
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(SHARE_MODE))
-                .with_context(|| format!("chmod {SHARE_MODE:o} {}", dir.display()))?;
         }
     }
-    let out = Command::new("exportfs")
-        .arg("-r")
-        .output()
-        .context("running exportfs -r (Debian nfs-kernel-server)")?;
-    if !out.status.success() {
-        bail!(
-            "exportfs -r after {} changed: {}",
-            exports.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+
+    /// The exports file (relative to the blade's root) this server reads.
+    pub fn exports_file(&self) -> &'static str {
+        match self {
+            NfsServer::Kernel => vc_net::apply::EXPORTS,
+            NfsServer::Ganesha { .. } => vc_net::apply::GANESHA_EXPORTS,
+        }
     }
-    Ok(true)
+}
+
+/// Makes each VC's shared folder (`vc_net::render::vc_dir`) on the shared
+/// volume and has the server read its exports again, when this blade holds
+/// the plan's storage address: `exportfs -r`, or SIGHUP to nfs-ganesha
+/// (none running: it reads them when it starts). The folders are made only
+/// when the shared volume is mounted (for the kernel's server, the exports'
+/// `mountpoint=` keeps them unexported otherwise; nothing is made on the
+/// blade's root). Says what it did; `None` when this blade does not hold
+/// the address (the holder's own agent, or the VIP's takeover, exports).
+pub fn reexport(
+    plan: &vc_net::NetPlan,
+    server: &NfsServer,
+    exports: &Path,
+) -> anyhow::Result<Option<String>> {
+    if !holds(plan.storage)? {
+        return Ok(None);
+    }
+    make_shares(plan)?;
+    match server {
+        NfsServer::Kernel => {
+            let out = Command::new("exportfs")
+                .arg("-r")
+                .output()
+                .context("running exportfs -r (Debian nfs-kernel-server)")?;
+            if !out.status.success() {
+                bail!(
+                    "exportfs -r after {} changed: {}",
+                    exports.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(Some("exportfs -r".into()))
+        }
+        NfsServer::Ganesha { pidfiles } => Ok(Some(
+            match hup(pidfiles, "ganesha.nfsd")
+                .with_context(|| format!("reloading nfs-ganesha after {}", exports.display()))?
+            {
+                Some(pid) => format!("nfs-ganesha {pid} reloaded"),
+                None => "no nfs-ganesha runs here (it reads the exports when it starts)".into(),
+            },
+        )),
+    }
+}
+
+/// Each VC's shared folder, mode [`SHARE_MODE`], when the shared volume is
+/// mounted.
+fn make_shares(plan: &vc_net::NetPlan) -> anyhow::Result<()> {
+    let shared = Path::new(&plan.shared_dir);
+    if !(shared.is_dir() && is_mount_point(shared)?) {
+        return Ok(());
+    }
+    for vc in &plan.vcs {
+        let dir = PathBuf::from(vc_net::render::vc_dir(plan, &vc.name));
+        if dir.exists() {
+            continue;
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating VC {}'s share {}", vc.name, dir.display()))?;
+        // The VMs' root is squashed to nobody and their users have
+        // their own uids: like /tmp, everyone writes, and only a
+        // file's owner removes it.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(SHARE_MODE))
+            .with_context(|| format!("chmod {SHARE_MODE:o} {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn each_server_reads_its_own_exports_file() {
+        assert_eq!(NfsServer::Kernel.exports_file(), vc_net::apply::EXPORTS);
+        let g = NfsServer::Ganesha { pidfiles: vec![] };
+        assert_eq!(g.exports_file(), vc_net::apply::GANESHA_EXPORTS);
+    }
+
+    #[test]
+    fn a_reload_signals_only_the_named_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let none = tmp.path().join("none.pid");
+        assert_eq!(
+            hup(std::slice::from_ref(&none), "ganesha.nfsd").unwrap(),
+            None
+        );
+        // This test's own pid: not a ganesha, so no signal and an error
+        // naming the file.
+        let file = tmp.path().join("ganesha.pid");
+        std::fs::write(&file, format!("{}\n", std::process::id())).unwrap();
+        let e = format!(
+            "{:#}",
+            hup(&[none, file.clone()], "ganesha.nfsd").unwrap_err()
+        );
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert!(e.contains("is not a ganesha.nfsd"), "{e}");
+        std::fs::write(&file, "x\n").unwrap();
+        let e = format!("{:#}", hup(&[file], "ganesha.nfsd").unwrap_err());
+        assert!(e.contains("is not a pid"), "{e}");
+    }
 }

@@ -2,8 +2,10 @@
 //! image builder's cache, a busybox initramfs that mounts the VM's disk as
 //! root, and a busybox root tarball whose init prints
 //! `vlx-guest: ready <vc>/<vm>`, asks for its address by DHCP when it has
-//! a NIC (reporting `vlx-guest: address <vm> <addr>`) and keeps a shell on
-//! the console.
+//! a NIC (reporting `vlx-guest: address <vm> <addr>`), mounts its VC's
+//! share at `/vc` over NFSv4 when the command line names one
+//! (`vlx.share=ADDR:PATH`; `vlx-guest: shared mounted ...`) and keeps a
+//! shell on the console.
 //!
 //! Built with the image builder's kernel cache and initramfs writer (as the
 //! rig's test blades are).
@@ -27,7 +29,14 @@ pub struct TinyGuest {
 const INITRAMFS_INIT: &str = include_str!("../guest/tiny/initramfs-init.sh");
 const ROOT_INIT: &str = include_str!("../guest/tiny/root-init.sh");
 const UDHCPC_SCRIPT: &str = include_str!("../guest/tiny/udhcpc.script");
+const SHARE_SCRIPT: &str = include_str!("../guest/tiny/share.sh");
+/// Loaded by the initramfs: the disk and the NIC.
 const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
+/// The NFSv4 client for the VC's share (the cloud kernel has it as a
+/// module; its closure adds sunrpc, nfs and the rest), in the root's
+/// `/lib/modules/nfs/` and loaded by `/etc/vlx-share` only when the VM has
+/// a share: a guest without one does not pay for them at boot.
+const NFS_MODULES: &[&str] = &["nfsv4"];
 
 /// Builds the tiny guest in `dir`.
 pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
@@ -44,28 +53,22 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
     )
     .context("busybox (Debian busybox-static)")?;
     t.insert(Path::new("init"), file(INITRAMFS_INIT.into(), 0o755))?;
-    let wanted: Vec<(String, String)> = MODULES
-        .iter()
-        .map(|m| ((*m).to_owned(), "the tiny guest's disk and NIC".to_owned()))
-        .collect();
-    let mut order = String::new();
     let index = ModuleIndex::load(&kernel)?;
-    for m in index.closure(&wanted)? {
-        let plain = m.plain_path();
-        let base = plain.rsplit('/').next().unwrap_or(&plain).to_owned();
-        let bytes = kernels::module_bytes(&kernel, &m)?;
+    let boot = modules(&kernel, &index, MODULES, "the tiny guest's disk and NIC")?;
+    t.insert(
+        Path::new("lib/modules/order"),
+        file(order(&boot).into(), 0o644),
+    )?;
+    for (base, bytes) in boot {
         t.insert(&Path::new("lib/modules").join(&base), file(bytes, 0o644))?;
-        order.push_str(&base);
-        order.push('\n');
     }
-    t.insert(Path::new("lib/modules/order"), file(order.into(), 0o644))?;
     let initrd = dir.join("initrd.img");
     imagebuilder::image::initramfs::write(&t, &initrd, 0)
         .with_context(|| format!("writing {}", initrd.display()))?;
 
     let root = dir.join("root");
     for d in [
-        "bin", "sbin", "dev", "proc", "sys", "etc", "tmp", "var", "root",
+        "bin", "sbin", "dev", "proc", "sys", "etc", "tmp", "var", "root", "vc",
     ] {
         let p = root.join(d);
         std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
@@ -76,8 +79,19 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
     let script = root.join("etc/udhcpc.script");
     std::fs::write(&script, UDHCPC_SCRIPT)
         .with_context(|| format!("writing {}", script.display()))?;
+    let nfs = root.join("lib/modules/nfs");
+    std::fs::create_dir_all(&nfs).with_context(|| format!("creating {}", nfs.display()))?;
+    let client = modules(&kernel, &index, NFS_MODULES, "the tiny guest's NFS client")?;
+    let p = nfs.join("order");
+    std::fs::write(&p, order(&client)).with_context(|| format!("writing {}", p.display()))?;
+    for (base, bytes) in client {
+        let p = nfs.join(&base);
+        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let share = root.join("etc/vlx-share");
+    std::fs::write(&share, SHARE_SCRIPT).with_context(|| format!("writing {}", share.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    for f in [&init, &script] {
+    for f in [&init, &script, &share] {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod {}", f.display()))?;
     }
@@ -98,4 +112,33 @@ pub fn build(dir: &Path) -> anyhow::Result<TinyGuest> {
         initrd,
         tarball,
     })
+}
+
+/// The file name and bytes of every module of `wanted`'s closure, in load
+/// order (dependencies first).
+fn modules(
+    kernel: &kernels::Kernel,
+    index: &ModuleIndex,
+    wanted: &[&str],
+    why: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let wanted: Vec<(String, String)> = wanted
+        .iter()
+        .map(|m| ((*m).to_owned(), why.to_owned()))
+        .collect();
+    let mut out = Vec::new();
+    for m in index.closure(&wanted)? {
+        let plain = m.plain_path();
+        let base = plain.rsplit('/').next().unwrap_or(&plain).to_owned();
+        out.push((base, kernels::module_bytes(kernel, &m)?));
+    }
+    Ok(out)
+}
+
+/// The `order` file of `modules`: one file name a line, in load order.
+fn order(modules: &[(String, Vec<u8>)]) -> String {
+    modules
+        .iter()
+        .map(|(base, _)| format!("{base}\n"))
+        .collect()
 }

@@ -56,6 +56,11 @@ pub struct Host {
     pub accel: Accel,
 }
 
+/// The kernel argument that tells a guest where its VC's share is
+/// (`STORAGE:DIR`, `vc_net::render::share_source`): the tiny guest mounts
+/// it at `/vc` (`vc_net::render::GUEST_SHARED_MOUNT`).
+pub const SHARE_ARG: &str = "vlx.share";
+
 /// The QEMU arguments of a VM's network: a virtio NIC with the VM's MAC on
 /// its tap (`vx` + the MAC's hex, made by the blade's agent before QEMU
 /// starts, `vc_net::apply`), when its VC has a network; no NIC otherwise.
@@ -151,19 +156,28 @@ impl Host {
     /// Starts the VM's QEMU, daemonized; from its saved state when
     /// `incoming`, else booting from its overlay.
     pub fn start(&self, spec: &VcSpec, rec: &VmRecord, incoming: bool) -> anyhow::Result<()> {
-        self.start_net(spec, rec, None, incoming)
+        self.start_net(spec, rec, None, None, incoming)
     }
 
     /// [`Host::start`] with the VM's NIC on its tap when its VC has a
-    /// network ([`nic_args`]).
+    /// network ([`nic_args`]), and its VC's share on the command line
+    /// (`vlx.share=STORAGE:DIR`, [`SHARE_ARG`]) when one is given.
     pub fn start_net(
         &self,
         spec: &VcSpec,
         rec: &VmRecord,
         net: Option<&VcNetRecord>,
+        share: Option<&str>,
         incoming: bool,
     ) -> anyhow::Result<()> {
         let vc = &spec.name;
+        let mut append = format!("console=ttyS0,115200 vlx.vm={vc}/{} quiet", rec.vm);
+        if let Some(share) = share {
+            if share.chars().any(char::is_whitespace) {
+                bail!("{vc}'s share `{share}` has white space: it cannot be a kernel argument");
+            }
+            append.push_str(&format!(" {SHARE_ARG}={share}"));
+        }
         let disk = self.ensure_overlay(spec, rec.vm)?;
         let g = self.guest_dir(&spec.guest);
         let run_dir = self.run_dir(vc, rec.vm);
@@ -188,10 +202,7 @@ impl Host {
             .arg(g.join("vmlinuz"))
             .arg("-initrd")
             .arg(g.join("initrd.img"))
-            .args([
-                "-append",
-                &format!("console=ttyS0,115200 vlx.vm={vc}/{} quiet", rec.vm),
-            ])
+            .args(["-append", &append])
             .arg("-drive")
             .arg(format!("file={},format=qcow2,if=virtio", disk.display()))
             .arg("-chardev")

@@ -90,6 +90,18 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "NFS export of the shared volume; exportfs -r judges the VC export lines",
     ),
     (
+        "nfs-ganesha",
+        "user-space NFSv4 server of VC shares where the kernel has no nfsd (the VC rig, the ganesha test)",
+    ),
+    (
+        "nfs-ganesha-vfs",
+        "ganesha's VFS back end: VC shares on the shared volume's ext4",
+    ),
+    (
+        "libnfs-utils",
+        "nfs-ls, nfs-cp: a user-space NFSv4 client judges the ganesha exports",
+    ),
+    (
         "util-linux",
         "mkswap, blkid, losetup, partx; unshare, nsenter, setpriv for live tests",
     ),

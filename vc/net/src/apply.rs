@@ -275,11 +275,16 @@ pub const HOSTS: &str = "etc/vlx/vc-hosts";
 /// The VCs' NFS exports, read by `exportfs -r` on the blade that holds the
 /// shared volume.
 pub const EXPORTS: &str = "etc/exports.d/vlx-vc.exports";
+/// The same exports for nfs-ganesha ([`render::ganesha_exports`]), which
+/// the blade's ganesha config includes (`%include`) and re-reads on
+/// SIGHUP where the storage holder's kernel has no nfsd.
+pub const GANESHA_EXPORTS: &str = "etc/ganesha/vlx-vc.exports.conf";
 
 /// Writes the blade's VC files under `root` ([`DNSMASQ_CONF`], [`HOSTS`],
-/// [`EXPORTS`]), each replaced by a rename only when its text changed, and
-/// returns the ones that changed: the caller reloads dnsmasq (SIGHUP for the
-/// hosts file, a restart for its config) or runs `exportfs -r` for those.
+/// [`EXPORTS`], [`GANESHA_EXPORTS`]), each replaced by a rename only when
+/// its text changed, and returns the ones that changed: the caller reloads
+/// dnsmasq (SIGHUP for the hosts file, a restart for its config), runs
+/// `exportfs -r` or sends nfs-ganesha SIGHUP for those.
 pub fn write_files(
     root: &Path,
     plan: &NetPlan,
@@ -290,6 +295,7 @@ pub fn write_files(
         (DNSMASQ_CONF, render::dnsmasq(plan, blade)),
         (HOSTS, render::hosts(plan)),
         (EXPORTS, render::exports(plan)),
+        (GANESHA_EXPORTS, render::ganesha_exports(plan)),
     ] {
         let path = root.join(rel);
         let io = |source| ApplyError::Io {

@@ -260,7 +260,18 @@ pub fn dnsmasq(plan: &NetPlan, b: &BladeNet) -> String {
 
 /// A VC's directory on the shared volume (on the blade that holds it).
 pub fn vc_dir(plan: &NetPlan, vc: &str) -> String {
-    format!("{}/{VC_DIR}/{vc}", plan.shared_dir.trim_end_matches('/'))
+    vc_dir_in(&plan.shared_dir, vc)
+}
+
+/// A VC's directory under the shared volume's mount `shared_dir`.
+pub fn vc_dir_in(shared_dir: &str, vc: &str) -> String {
+    format!("{}/{VC_DIR}/{vc}", shared_dir.trim_end_matches('/'))
+}
+
+/// What a VM of `vc` mounts: `STORAGE:DIR` (its fstab's source, the
+/// tiny guest's `vlx.share=`). The same path on either NFS server.
+pub fn share_source(storage: Ipv4Addr, shared_dir: &str, vc: &str) -> String {
+    format!("{storage}:{}", vc_dir_in(shared_dir, vc))
 }
 
 /// The `fsid` of a VC's export: derived from its name, the same on every
@@ -292,12 +303,87 @@ pub fn exports(plan: &NetPlan) -> String {
     s
 }
 
+/// The `Export_Id` of a VC's export on nfs-ganesha (1..=65535; 0 is the
+/// pseudo root), for every VC of the plan in its order: taken from the
+/// VC's [`export_fsid`], so that it is the same on every blade and, like
+/// the fsid, survives a move of the storage address (ganesha's file
+/// handles carry it). Two VCs whose names give the same number: the later
+/// in the plan's order takes the next free one. Ganesha has 65535 ids: past
+/// that many VCs, ids repeat (and ganesha refuses the repeated exports).
+pub fn export_ids(plan: &NetPlan) -> Vec<(&str, u16)> {
+    let mut taken = std::collections::BTreeSet::new();
+    let mut ids = Vec::new();
+    for vc in &plan.vcs {
+        let b = export_fsid(&vc.name).into_bytes();
+        let mut id = u16::from_be_bytes([b[0], b[1]]).max(1);
+        for _ in 0..u16::MAX {
+            if taken.insert(id) {
+                break;
+            }
+            id = id.checked_add(1).unwrap_or(1);
+        }
+        ids.push((vc.name.as_str(), id));
+    }
+    ids
+}
+
+/// The nfs-ganesha `EXPORT` blocks of every VC (the user-space server a
+/// blade runs where its kernel has no nfsd), the same exports as
+/// [`exports`]: the VC's directory at the same path (its NFSv4 pseudo path
+/// is its real path, so a guest mounts the same `ADDR:PATH` from either
+/// server), read-write to its subnet only and to nobody else, NFSv4 only,
+/// root squashed to nobody (65534, as the kernel's server), and a
+/// `Filesystem_id` from its [`export_fsid`].
+pub fn ganesha_exports(plan: &NetPlan) -> String {
+    let mut s = String::from(
+        "# vlx: VC shared directories for nfs-ganesha (rendered from the VC state; do not edit)\n",
+    );
+    for (vc, (name, id)) in plan.vcs.iter().zip(export_ids(plan)) {
+        let dir = vc_dir(plan, name);
+        let b = export_fsid(name).into_bytes();
+        let major = u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let minor = u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        let _ = write!(
+            s,
+            "\n# VC {name} ({subnet})\nEXPORT {{\n\tExport_Id = {id};\n\tPath = \"{dir}\";\n\tPseudo = \"{dir}\";\n\
+             \tProtocols = 4;\n\tTransports = TCP;\n\tSecType = sys;\n\tSquash = root_squash;\n\
+             \tAnonymous_Uid = 65534;\n\tAnonymous_Gid = 65534;\n\tFilesystem_id = {major}.{minor};\n\
+             \t# Nobody but the VC's subnet.\n\tAccess_Type = None;\n\tFSAL {{\n\t\tName = VFS;\n\t}}\n\
+             \tCLIENT {{\n\t\tClients = {subnet};\n\t\tAccess_Type = RW;\n\t\tProtocols = 4;\n\t}}\n}}\n",
+            subnet = vc.subnet,
+        );
+    }
+    s
+}
+
+/// Where a blade's nfs-ganesha keeps the NFSv4 client records it needs for
+/// its grace period after a restart.
+pub const GANESHA_RECOVERY: &str = "/var/lib/nfs/ganesha";
+
+/// nfs-ganesha's main config for VC shares: NFSv4 over TCP only (no
+/// rpcbind, no NLM, no rquota: NFSv4 needs none of them), its recovery
+/// records under `recovery`, and the VCs' exports from `exports_file` (the
+/// blade's copy of [`ganesha_exports`], re-read on SIGHUP). The lease is
+/// 15 s and the grace period 20 s (ganesha's defaults are 60 s and 90 s):
+/// after the storage address moves, the VMs' clients reclaim their state
+/// within those, and new opens wait at most that long.
+pub fn ganesha_conf(exports_file: &str, recovery: &str) -> String {
+    format!(
+        "# vlx: nfs-ganesha for VC shared directories (rendered; do not edit)\n\
+         NFS_CORE_PARAM {{\n\tProtocols = 4;\n\tNFS_Port = {NFS_PORT};\n\tEnable_NLM = false;\n\
+         \tEnable_RQUOTA = false;\n\tEnable_UDP = false;\n}}\n\
+         NFSV4 {{\n\tLease_Lifetime = 15;\n\tGrace_Period = 20;\n\tRecoveryBackend = fs;\n\
+         \tRecoveryRoot = \"{recovery}\";\n}}\n\
+         NFS_KRB5 {{\n\tActive_krb5 = false;\n}}\n\
+         %include \"{exports_file}\"\n"
+    )
+}
+
 /// The `/etc/fstab` line a VM of `vc` mounts its shared directory with.
 pub fn guest_fstab(plan: &NetPlan, vc: &str) -> String {
     format!(
-        "{}:{}\t{GUEST_SHARED_MOUNT}\tnfs4\trw,hard,_netdev\t0\t0\n",
-        plan.storage,
-        vc_dir(plan, vc)
+        "{}\t{GUEST_SHARED_MOUNT}\tnfs4\trw,hard,_netdev\t0\t0\n",
+        share_source(plan.storage, &plan.shared_dir, vc)
     )
 }
 

@@ -84,6 +84,14 @@ fn every_blades_text_matches_its_golden_file_and_passes_the_tools() {
         assert!(out.contains("syntax check OK"), "{out}");
     }
     golden("exports", &render::exports(&plan));
+    golden("ganesha.exports.conf", &render::ganesha_exports(&plan));
+    golden(
+        "ganesha.conf",
+        &render::ganesha_conf(
+            &format!("/{}", vc_net::apply::GANESHA_EXPORTS),
+            render::GANESHA_RECOVERY,
+        ),
+    );
     golden("hosts", &render::hosts(&plan));
     golden("a.fstab", &render::guest_fstab(&plan, "a"));
 }
@@ -180,7 +188,7 @@ proptest::proptest! {
 
 #[test]
 fn the_blades_files_are_written_once_and_again_only_when_they_change() {
-    use vc_net::apply::{DNSMASQ_CONF, EXPORTS, HOSTS, write_files};
+    use vc_net::apply::{DNSMASQ_CONF, EXPORTS, GANESHA_EXPORTS, HOSTS, write_files};
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut input = common::demo();
@@ -192,7 +200,8 @@ fn the_blades_files_are_written_once_and_again_only_when_they_change() {
         [
             root.join(DNSMASQ_CONF),
             root.join(HOSTS),
-            root.join(EXPORTS)
+            root.join(EXPORTS),
+            root.join(GANESHA_EXPORTS)
         ]
     );
     assert_eq!(
@@ -205,4 +214,49 @@ fn the_blades_files_are_written_once_and_again_only_when_they_change() {
     let moved = NetPlan::new(&input).unwrap();
     let changed = write_files(root, &moved, &moved.blade("b1").unwrap()).unwrap();
     assert_eq!(changed, [root.join(DNSMASQ_CONF)]);
+}
+
+/// Ganesha's `Export_Id`s: one per VC, none 0 (the pseudo root's), none
+/// twice, even among 2000 VCs where some names give the same
+/// number; a VC's id does not depend on the blade, and one whose number
+/// nobody else takes keeps it whatever the other VCs are.
+#[test]
+fn every_vc_gets_its_own_stable_ganesha_export_id() {
+    let mut input = common::demo();
+    input.vcs = (0..2000usize)
+        .map(|v| vc_net::VcInput {
+            name: format!("vc{v}"),
+            subnet: format!("10.{}.{}.0/24", 100 + v / 256, v % 256)
+                .parse()
+                .unwrap(),
+            outside: false,
+            vms: Vec::new(),
+        })
+        .collect();
+    let plan = NetPlan::new(&input).unwrap();
+    let ids = render::export_ids(&plan);
+    assert_eq!(ids.len(), plan.vcs.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (vc, id) in &ids {
+        assert_ne!(*id, 0, "{vc}");
+        assert!(seen.insert(*id), "{vc}: Export_Id {id} twice");
+    }
+    let alone = |name: &str| {
+        let mut one = common::demo();
+        one.vcs.retain(|v| v.name == "a");
+        one.vcs[0].name = name.into();
+        one.vcs[0].vms.clear();
+        render::export_ids(&NetPlan::new(&one).unwrap())[0].1
+    };
+    let kept = ids.iter().filter(|(vc, id)| alone(vc) == *id).count();
+    // With 2000 names over 65535 numbers some collide; most keep theirs.
+    assert!(
+        kept > ids.len() * 9 / 10,
+        "{kept} of {} kept their own id",
+        ids.len()
+    );
+    assert!(
+        kept < ids.len(),
+        "no collision among 2000 names: the probing is untested"
+    );
 }

@@ -10,6 +10,7 @@ use clap::Parser;
 use cluster::{Bytes, NodeName};
 use vc::agent::Agent;
 use vc::etcd::{self, Compare, Etcd, Op};
+use vc::netreload::{GANESHA_PIDS, NfsServer};
 use vc::state::BladeRecord;
 use vc::state::{NET, NetSettings, Snapshot, VCS, check_settings};
 use vc::vm::{Accel, Host};
@@ -61,6 +62,23 @@ struct Args {
     /// else /run/dnsmasq.pid).
     #[arg(long, value_name = "FILE")]
     cluster_dnsmasq_pid: Option<PathBuf>,
+    /// The server of the VC shares while this blade holds the storage
+    /// address: `kernel` (`exportfs -r` of /etc/exports.d/vlx-vc.exports),
+    /// `ganesha` (SIGHUP to nfs-ganesha, whose config includes
+    /// /etc/ganesha/vlx-vc.exports.conf), or `auto`: the kernel's where it
+    /// has nfsd (/proc/fs/nfsd or /sys/module/nfsd), else ganesha.
+    #[arg(long, value_enum, default_value_t = NfsServerArg::Auto)]
+    nfs_server: NfsServerArg,
+    /// nfs-ganesha's pid file (default: /run/ganesha/ganesha.pid).
+    #[arg(long, value_name = "FILE")]
+    ganesha_pid: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum NfsServerArg {
+    Auto,
+    Kernel,
+    Ganesha,
 }
 
 /// The settings file (`--net-settings`) and what this agent did with it:
@@ -177,6 +195,20 @@ fn main() -> ExitCode {
     if let Some(p) = a.cluster_dnsmasq_pid {
         agent.cluster_dnsmasq_pid = vec![p];
     }
+    let ganesha = NfsServer::Ganesha {
+        pidfiles: match a.ganesha_pid {
+            Some(p) => vec![p],
+            None => GANESHA_PIDS.iter().map(PathBuf::from).collect(),
+        },
+    };
+    agent.nfs_server = match a.nfs_server {
+        NfsServerArg::Auto => match NfsServer::detect() {
+            NfsServer::Kernel => NfsServer::Kernel,
+            NfsServer::Ganesha { .. } => ganesha,
+        },
+        NfsServerArg::Kernel => NfsServer::Kernel,
+        NfsServerArg::Ganesha => ganesha,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {

@@ -7,12 +7,18 @@
 //! `route <vm> via <blade>` after placement and after a remap, `vc ping`
 //! across blades, `vc isolation` between VCs and towards its blade's SSH
 //! port (a listener the rig starts) and its blade's DNS and DHCP server (a
-//! cluster dnsmasq on every blade, with the rendered config's VC lines),
+//! cluster dnsmasq on every blade, the node template
+//! `overlays/node/etc/dnsmasq.conf.hbs` rendered for the rig's blades),
 //! `vc dns`, VC names on every blade (that dnsmasq, reloaded by
-//! `vlx-vcd`), and `vc outside` (an "outside" namespace on the blades'
+//! `vlx-vcd`), `vc outside` (an "outside" namespace on the blades'
 //! segment, routed from every blade: the VC created with `--outside`
-//! reaches it masqueraded, the other is refused). Not here: `vc shared`
-//! (the host kernel has no NFS server).
+//! reaches it masqueraded, the other is refused), and `vc shared`: blade01
+//! holds the storage address and runs nfs-ganesha (the host kernel has no
+//! nfsd) on the exports its `vlx-vcd` renders and reloads by SIGHUP, the
+//! shares on a small ext4 volume the rig mounts (loop) under `OUT`; every
+//! VM mounts its VC's share at `/vc` (`vlx.share=` on its command line), a
+//! file one VM writes is read by a VM of its VC on another blade, and a VM
+//! of another VC is refused the share by the export's client list.
 //!
 //! The report goes to `OUT` (default `target/rehearsal-vc/`): `checks.json`
 //! (each check with its step's start and end in seconds), `timeline.svg`,
@@ -186,6 +192,10 @@ impl Rig {
             .get(i - 1)
             .with_context(|| format!("the blades file has no blade {i}"))?;
         let dnsmasq = self.cluster_dnsmasq(i, &dir)?;
+        let mut procs = vec![e, dnsmasq];
+        if i == STORAGE_BLADE {
+            procs.push(self.ganesha(i, &dir)?);
+        }
         let mut eps = vec![format!("http://{me}:2379")];
         eps.extend(
             (1..=self.n)
@@ -214,49 +224,86 @@ impl Rig {
             self.out.join("net.toml").display().to_string(),
             "--cluster-dnsmasq-pid".into(),
             dir.join("cluster-dnsmasq.pid").display().to_string(),
+            "--nfs-server".into(),
+            "ganesha".into(),
+            "--ganesha-pid".into(),
+            dir.join("ganesha.pid").display().to_string(),
         ];
-        let v = self.net.spawn(i, &vcd, &dir.join("vcd.log"))?;
-        self.procs.push(vec![e, dnsmasq, v]);
+        procs.push(self.net.spawn(i, &vcd, &dir.join("vcd.log"))?);
+        self.procs.push(procs);
         Ok(())
     }
 
-    /// Blade `i`'s cluster dnsmasq: the lines of the cluster's rendered
-    /// `dnsmasq.conf` (`overlays/node/etc/dnsmasq.conf.hbs`) that concern
-    /// VCs (off the taps, VC names from the file `vlx-vcd` keeps, DHCP of
-    /// the blades' network), with its files in the blade's folder. It runs
-    /// as root: the rig's folders are not the `dnsmasq` user's to read.
+    /// The VC shares' NFS server on the blade that holds the storage
+    /// address: nfs-ganesha (this host's kernel has no nfsd) on its rendered
+    /// config (`vc_net::render::ganesha_conf`), including the exports file
+    /// `vlx-vcd` writes under the blade's root and reloads by SIGHUP. Until
+    /// `vlx-vcd` writes it, that file says there is no VC; the wait for
+    /// ganesha to serve keeps a SIGHUP from coming before its pid file.
+    fn ganesha(&self, i: usize, dir: &Path) -> anyhow::Result<Child> {
+        let exports = dir.join("root").join(vc_net::apply::GANESHA_EXPORTS);
+        let recovery = dir.join("ganesha-recovery");
+        for d in [exports.parent().unwrap_or(dir), recovery.as_path()] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::write(&exports, "# no VC yet\n")
+            .with_context(|| format!("writing {}", exports.display()))?;
+        let conf = dir.join("ganesha.conf");
+        std::fs::write(
+            &conf,
+            vc_net::render::ganesha_conf(
+                &exports.display().to_string(),
+                &recovery.display().to_string(),
+            ),
+        )
+        .with_context(|| format!("writing {}", conf.display()))?;
+        let log = dir.join("ganesha.log");
+        let cmd: Vec<String> = vec![
+            "ganesha.nfsd".into(),
+            "-F".into(),
+            "-f".into(),
+            conf.display().to_string(),
+            "-L".into(),
+            log.display().to_string(),
+            "-p".into(),
+            dir.join("ganesha.pid").display().to_string(),
+        ];
+        let child = self.net.spawn(i, &cmd, &dir.join("ganesha.out"))?;
+        self.wait("nfs-ganesha serves", || {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .contains("NFS SERVER INITIALIZED")
+                .then_some(())
+        })
+        .with_context(|| format!("see {}", log.display()))?;
+        Ok(child)
+    }
+
+    /// Blade `i`'s cluster dnsmasq: the cluster's own template
+    /// (`overlays/node/etc/dnsmasq.conf.hbs`, built into the rig) rendered
+    /// for the rig's blades (DNS and static DHCP of the blades' network, no
+    /// network boot), so that its VC lines (off the taps, VC names from the
+    /// file `vlx-vcd` keeps) are what a blade runs; then the rig's own lines:
+    /// root (the rig's folders are not the `dnsmasq` user's to read), its
+    /// files in the blade's folder, DHCP logged (a check reads it).
+    /// (`--user=root`, as the file's `user=` may not be said twice.)
     fn cluster_dnsmasq(&self, i: usize, dir: &Path) -> anyhow::Result<Child> {
         let conf = dir.join("cluster-dnsmasq.conf");
-        let text = format!(
-            "# vlx VC rig: blade0{i}'s cluster dnsmasq
-             user=root
-             no-hosts
-no-resolv
-             bind-dynamic
-except-interface={tap}*
-             domain-needed
-bogus-priv
-             domain={RIG_DOMAIN}
-local=/{RIG_DOMAIN}/
-             host-record=blade0{i}.{RIG_DOMAIN},{me}
-             addn-hosts={hosts}
-             dhcp-range=10.250.0.0,static,255.255.255.0,1h
-             dhcp-authoritative
-log-dhcp
-             pid-file={pid}
-             dhcp-leasefile={leases}
-",
-            tap = vc_net::model::TAP_PREFIX,
-            me = ns::addr(i),
-            hosts = dir.join("root").join(vc_net::apply::HOSTS).display(),
+        let hosts = dir.join("root").join(vc_net::apply::HOSTS);
+        let mut text = render_cluster_dnsmasq(&dir.join("overlay"), i, self.n, &hosts)?;
+        text.push_str(&format!(
+            "\n# The VC rig's own.\npid-file={pid}\ndhcp-leasefile={leases}\nlog-dhcp\n",
             pid = dir.join("cluster-dnsmasq.pid").display(),
             leases = dir.join("cluster-dnsmasq.leases").display(),
-        );
+        ));
         std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
         let cmd: Vec<String> = vec![
             "dnsmasq".into(),
             "--keep-in-foreground".into(),
             "--log-facility=-".into(),
+            // Beats the template's `user=dnsmasq`: a flag wins over the
+            // file, where a second `user=` would be refused.
+            "--user=root".into(),
             format!("--conf-file={}", conf.display()),
         ];
         self.net.spawn(i, &cmd, &dir.join("cluster-dnsmasq.log"))
@@ -405,10 +452,13 @@ pub fn rehearse(profile_path: &Path, out: &Path, bin: &Path) -> anyhow::Result<V
         toml::from_str(&text).with_context(|| format!("reading {}", profile_path.display()))?;
     let profile_dir = profile_path.parent().unwrap_or(Path::new(".")).to_owned();
     if out.exists() {
+        // A volume left mounted by a rig that was killed.
+        VcVolume::unmount(&out.join(VC_VOLUME));
         std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
     }
     let shared = out.join("shared");
     std::fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
+    let volume = VcVolume::mount(out)?;
     let n = 3;
     let net = ns::Net::create(&format!("vlxvc{}", std::process::id()), n)?;
     let mut rig = Rig {
@@ -431,6 +481,7 @@ pub fn rehearse(profile_path: &Path, out: &Path, bin: &Path) -> anyhow::Result<V
         let _ = p.wait();
     }
     kill_qemus(&rig);
+    drop(volume);
     if let Err(e) = r {
         rig.check("the rig ran to its end", Err(e));
     }
@@ -439,6 +490,67 @@ pub fn rehearse(profile_path: &Path, out: &Path, bin: &Path) -> anyhow::Result<V
     std::fs::write(out.join("timeline.svg"), timeline(&rig.checks))
         .context("writing timeline.svg")?;
     Ok(rig.checks)
+}
+
+/// The blade that holds the storage address and runs the NFS server.
+const STORAGE_BLADE: usize = 1;
+/// The storage address (the VIP of the shared volume's holder).
+const STORAGE_ADDR: &str = "10.250.0.250";
+/// The shared volume of the VC shares, under `OUT`: its own small ext4 (a
+/// loop mount), since `vlx-vcd` makes the VCs' folders only on a mounted
+/// volume.
+const VC_VOLUME: &str = "vc-volume";
+
+/// The VC shares' ext4 volume, mounted at `OUT/vc-volume` for the rig's
+/// run; unmounted on drop.
+struct VcVolume {
+    mount: PathBuf,
+}
+
+impl VcVolume {
+    fn mount(out: &Path) -> anyhow::Result<VcVolume> {
+        let img = out.join("vc-volume.img");
+        let mount = out.join(VC_VOLUME);
+        std::fs::create_dir_all(&mount).with_context(|| format!("creating {}", mount.display()))?;
+        let f =
+            std::fs::File::create(&img).with_context(|| format!("creating {}", img.display()))?;
+        f.set_len(64 << 20)
+            .with_context(|| format!("sizing {}", img.display()))?;
+        for (what, cmd) in [
+            (
+                "mkfs.ext4 (Debian e2fsprogs)",
+                vec!["mkfs.ext4", "-q", "-F"],
+            ),
+            ("mount -o loop", vec!["mount", "-o", "loop"]),
+        ] {
+            let mut c = Command::new(cmd[0]);
+            c.args(&cmd[1..]).arg(&img);
+            if cmd[0] == "mount" {
+                c.arg(&mount);
+            }
+            let o = c.output().with_context(|| format!("running {what}"))?;
+            if !o.status.success() {
+                bail!(
+                    "{what} of {}: {}",
+                    img.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+            }
+        }
+        Ok(VcVolume { mount })
+    }
+
+    /// Unmounts `mount` if it is mounted (lazily: a server killed a moment
+    /// ago may still hold it).
+    fn unmount(mount: &Path) {
+        let _ = Command::new("umount").arg("-l").arg(mount).output();
+    }
+}
+
+impl Drop for VcVolume {
+    fn drop(&mut self) {
+        VcVolume::unmount(&self.mount);
+    }
 }
 
 fn xml(s: &str) -> String {
@@ -535,6 +647,64 @@ fn qemu_pids(rig: &Rig) -> Vec<i32> {
 fn kill_qemus(rig: &Rig) {
     for p in qemu_pids(rig) {
         let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+    }
+}
+
+/// The cluster's dnsmasq template, as the installer renders it on every
+/// blade.
+const CLUSTER_DNSMASQ_HBS: &str = include_str!("../../../overlays/node/etc/dnsmasq.conf.hbs");
+
+/// [`CLUSTER_DNSMASQ_HBS`] rendered (in an overlay folder `scratch`) for
+/// blade `i` of `n`, with the template context's keys as the installer
+/// names them (`overlays/README.md`): the blades' network, DNS and DHCP on,
+/// network boot off, VC names from `hosts`.
+pub fn render_cluster_dnsmasq(
+    scratch: &Path,
+    i: usize,
+    n: usize,
+    hosts: &Path,
+) -> anyhow::Result<String> {
+    let rel = Path::new("etc/dnsmasq.conf.hbs");
+    let file = scratch.join(rel);
+    if let Some(d) = file.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    std::fs::write(&file, CLUSTER_DNSMASQ_HBS)
+        .with_context(|| format!("writing {}", file.display()))?;
+    let node = |j: usize| {
+        serde_json::json!({
+            "name": format!("blade0{j}"),
+            "fqdn": format!("blade0{j}.{RIG_DOMAIN}"),
+            "ip": ns::addr(j),
+            "macs": [format!("02:76:ff:00:00:0{j}")],
+            "extra_ips": [],
+        })
+    };
+    let ctx = serde_json::json!({
+        "cluster": {
+            "name": "vcrig",
+            "uuid": "00000000-0000-4000-8000-000000000001",
+            "domain": RIG_DOMAIN,
+        },
+        "node": node(i),
+        "nodes": (1..=n).map(node).collect::<Vec<_>>(),
+        "vips": [],
+        "services": { "dns": true, "dhcp": true, "boot": false, "ntp": false },
+        "dns": { "upstream": [], "resolvers": [] },
+        "network": { "address": "10.250.0.0", "netmask": "255.255.255.0", "gateway": null },
+        "dhcp": { "lease_max": n },
+        "ipv6": { "prefix": "fd76:7263::", "prefix_len": 64 },
+        "vc_tap_prefix": vc_net::model::TAP_PREFIX,
+        "vc_hosts": hosts.display().to_string(),
+    });
+    let entries = templating::Overlay::load(scratch)?.render(&ctx)?;
+    let e = entries
+        .iter()
+        .find(|e| e.path == Path::new("etc/dnsmasq.conf"))
+        .with_context(|| format!("{} rendered no etc/dnsmasq.conf", scratch.display()))?;
+    match &e.kind {
+        templating::Kind::File(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+        other => bail!("etc/dnsmasq.conf rendered as {other:?}"),
     }
 }
 
@@ -784,15 +954,117 @@ fn vc_net_checks(rig: &mut Rig) {
     rig.check("vc outside demo/vm1 refused", r);
 }
 
+/// The console lines of `vc/vm` that say how its share went.
+fn share_said(rig: &Rig, vc: &str, vm: &str) -> Option<String> {
+    let log = std::fs::read_to_string(rig.shared.join("vcs").join(vc).join(vm).join("console.log"))
+        .ok()?;
+    log.lines()
+        .rev()
+        .find(|l| l.contains("vlx-guest: shared "))
+        .map(|l| l.trim().to_owned())
+}
+
+/// `vc shared`: every VM mounts its VC's share at boot (from the storage
+/// blade's nfs-ganesha, `vlx.share=` on its command line); a file one VM
+/// writes there is read by another VM of its VC on another blade, and
+/// lands on the shared volume owned by nobody (root squashed). A VM of
+/// another VC is refused that share by the export's client list.
+fn vc_shared_checks(rig: &mut Rig) {
+    let r = (|| {
+        let (a1, b1) = vm_net(rig, "demo", "vm1")?;
+        let (a3, b3) = vm_net(rig, "demo", "vm3")?;
+        if b1 == b3 {
+            bail!("demo/vm1 and demo/vm3 share {b1}");
+        }
+        for vm in ["vm1", "vm3"] {
+            let said = rig.wait(&format!("demo/{vm} mounts its share"), || {
+                share_said(rig, "demo", vm)
+            })?;
+            if !said.contains("vlx-guest: shared mounted") {
+                bail!("demo/{vm}: {said}");
+            }
+        }
+        let token = format!(
+            "rig-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let file = format!("{}/from-vm1", vc_net::render::GUEST_SHARED_MOUNT);
+        let wrote = rig.in_vm(
+            1,
+            "demo",
+            "vm1",
+            &format!("echo {token} > {file} && sync && echo WROTE"),
+        )?;
+        if !wrote.contains("WROTE") {
+            bail!("demo/vm1 ({a1} on {b1}) could not write {file}: {wrote}");
+        }
+        let read = rig.in_vm(1, "demo", "vm3", &format!("cat {file}"))?;
+        if !read.contains(&token) {
+            bail!("demo/vm3 ({a3} on {b3}) reads `{read}` in {file}, not {token}");
+        }
+        let landed = rig
+            .out
+            .join(VC_VOLUME)
+            .join(vc_net::render::VC_DIR)
+            .join("demo")
+            .join("from-vm1");
+        use std::os::unix::fs::MetadataExt as _;
+        let uid = std::fs::metadata(&landed)
+            .with_context(|| format!("the file on the shared volume, {}", landed.display()))?
+            .uid();
+        if uid != 65534 {
+            bail!(
+                "{} is owned by uid {uid}, not nobody (65534): root not squashed",
+                landed.display()
+            );
+        }
+        Ok(format!(
+            "demo/vm1 on {b1} wrote {file}, demo/vm3 on {b3} read it; on the volume it is nobody's"
+        ))
+    })();
+    rig.check("vc shared demo", r);
+
+    let r = (|| {
+        let (c1, cb) = vm_net(rig, "cyc", "vm1")?;
+        let own = rig.wait("cyc/vm1 mounts its share", || share_said(rig, "cyc", "vm1"))?;
+        if !own.contains("vlx-guest: shared mounted") {
+            bail!("cyc/vm1 did not mount its own share: {own}");
+        }
+        let demo =
+            vc_net::render::vc_dir_in(&rig.out.join(VC_VOLUME).display().to_string(), "demo");
+        let out = rig.in_vm(
+            1,
+            "cyc",
+            "vm1",
+            &format!(
+                "mkdir -p /mnt/other; mount -t nfs4 {STORAGE_ADDR}:{demo} /mnt/other \
+                 -o vers=4.2,addr={STORAGE_ADDR} 2>&1 && echo MOUNTED || echo REFUSED"
+            ),
+        )?;
+        if !out.contains("REFUSED") || !out.contains("No such file or directory") {
+            bail!("cyc/vm1 ({c1} on {cb}) mounting demo's share: {out}");
+        }
+        Ok(format!(
+            "cyc/vm1 ({c1} on {cb}) has its own share; demo's is not exported to it ({})",
+            out.lines().next().unwrap_or("").trim()
+        ))
+    })();
+    rig.check("vc shared isolation cyc -/-> demo's share", r);
+}
+
 fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
     // The cluster's side of the VC networks, as the installer renders it
     // on every blade (`/etc/vlx/vc-net.toml`): the blades' network and
     // addresses, and the pool VC subnets are taken from. Every vlx-vcd is
     // given it; the first up records it in etcd.
     let mut net = format!(
-        "domain = \"{RIG_DOMAIN}\"\nstorage = \"10.250.0.250\"\nshared_dir = \"{}\"\n\
+        "domain = \"{RIG_DOMAIN}\"\nstorage = \"{STORAGE_ADDR}\"\nshared_dir = \"{}\"\n\
          cluster_nets = [{{ name = \"network.cidr\", cidr = \"10.250.0.0/24\" }}]\nblades = [\n",
-        rig.shared.display()
+        rig.out.join(VC_VOLUME).display()
     );
     for i in 1..=rig.n {
         net.push_str(&format!(
@@ -804,6 +1076,16 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
     let net_file = rig.out.join("net.toml");
     std::fs::write(&net_file, net)?;
     rig.net.add_outside()?;
+    // The storage blade holds the storage address, as the VIP's holder does.
+    ns::ip(&[
+        "-n",
+        &rig.net.blades[STORAGE_BLADE - 1],
+        "addr",
+        "add",
+        &format!("{STORAGE_ADDR}/24"),
+        "dev",
+        "eth0",
+    ])?;
 
     for i in 1..=rig.n {
         rig.start_blade(i)?;
@@ -933,6 +1215,7 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
     rig.check("every VM reaches ready", r);
     rig.check_routes("demo", "after placement");
     vc_net_checks(rig);
+    vc_shared_checks(rig);
 
     // Strict refuses what does not fit; nothing of it remains.
     let o = rig.vc_on(
@@ -1138,4 +1421,39 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
         r,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The rig's cluster dnsmasq is the cluster's template, rendered: its VC
+    /// lines are there, and dnsmasq accepts the whole (with the rig's own
+    /// lines and flag, as the rig runs it).
+    #[test]
+    fn the_rigs_cluster_dnsmasq_is_the_rendered_template_and_dnsmasq_accepts_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hosts = tmp.path().join("vc-hosts");
+        std::fs::write(&hosts, "10.200.0.2\tvm1.demo.rig.test\n").unwrap();
+        let text = render_cluster_dnsmasq(&tmp.path().join("overlay"), 2, 3, &hosts).unwrap();
+        for line in [
+            "bind-dynamic".to_owned(),
+            format!("except-interface={}*", vc_net::model::TAP_PREFIX),
+            format!("addn-hosts={}", hosts.display()),
+            "host-record=blade03.rig.test,blade03,10.250.0.3".to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        let conf = tmp.path().join("dnsmasq.conf");
+        std::fs::write(&conf, format!("{text}\nlog-dhcp\n")).unwrap();
+        let o = Command::new("dnsmasq")
+            .args(["--test", "--user=root"])
+            .arg(format!("--conf-file={}", conf.display()))
+            .output()
+            .expect("running dnsmasq (Debian dnsmasq-base)");
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{said}\n{text}");
+        assert!(said.contains("syntax check OK"), "{said}");
+    }
 }

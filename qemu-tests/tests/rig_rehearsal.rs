@@ -106,6 +106,10 @@ fn rig_rehearse_demo_cluster() {
             && c.outcome == Result_::Passed),
         "no NFS client of the shared volume checked in step 13"
     );
+    // The measured times, whole (the table cuts long details).
+    for c in o.checks.0.iter().filter(|c| c.step == 13) {
+        eprintln!("step 13: {}: {}", c.name, c.detail);
+    }
     // Every running blade served each change, and the slots moved.
     for (step, name, at_least) in [
         (9, " resolves blade05.demo.vlx.test", 2),

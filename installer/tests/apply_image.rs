@@ -168,6 +168,15 @@ fn installs_at_both_sector_sizes_and_outside_tools_agree() {
             dump.contains("mmp"),
             "vlx-shared lacks multiple-mount protection:\n{dump}"
         );
+        let interval = format!(
+            "MMP update interval:      {}\n",
+            installer::fs::MMP_UPDATE_INTERVAL_S
+        );
+        assert!(
+            dump.contains(&interval),
+            "vlx-shared's MMP update interval is not {}:\n{dump}",
+            installer::fs::MMP_UPDATE_INTERVAL_S
+        );
         drop(lp);
 
         // The meta volume: every node's files, host keys 0600, and no

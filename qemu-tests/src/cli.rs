@@ -132,10 +132,11 @@ pub struct RehearseArgs {
     /// sequencing; 0 powers them all on at once).
     #[arg(long, value_name = "SECONDS", default_value_t = crate::plan::DEFAULT_POWER_GAP.as_secs_f64())]
     pub stagger: f64,
-    /// After step 7, change the running cluster (steps 9 to 12, before the
+    /// After step 7, change the running cluster (steps 9 to 13, before the
     /// shutdown): add a blade and PXE-boot it, replace a blade's board
     /// (a new MAC), remove a blade, upgrade the image onto the second
-    /// origin slot and roll it back. The rig installs a copy of the
+    /// origin slot and roll it back, kill the shared volume's holder under
+    /// a blade's NFS mount of it. The rig installs a copy of the
     /// profile with `storage.slots = 2`.
     #[arg(long)]
     pub day2: bool,

@@ -60,8 +60,9 @@ pub struct Options {
     /// warning (the store must be smaller than the root's free space).
     pub fill_store: bool,
     /// After step 7, change the running cluster (`--day2`, steps 9 to
-    /// 12): add a blade, replace a board, remove a blade, upgrade the
-    /// image and roll it back ([`day2`]).
+    /// 13): add a blade, replace a board, remove a blade, upgrade the
+    /// image and roll it back ([`day2`]), kill the shared volume's holder
+    /// under a client.
     pub day2: bool,
     pub timeouts: Timeouts,
 }
@@ -367,6 +368,12 @@ pub enum Step {
     /// the new slot, one stays on the old; `vlx-install rollback`, and a
     /// reboot brings one back to the first slot.
     Upgrade { image: PathBuf },
+    /// 13: the holder of the shared volume's VIP dies while a running
+    /// blade that will not take the VIP (the lowest VRRP priority of the
+    /// others) has the volume mounted over NFS, hard, and writes to it;
+    /// the VIP moves and the client's writes go on, its file read back,
+    /// within [`crate::rehearse::NFS_RESUME_LIMIT`] on its own clock.
+    SharedFailover,
     /// Power every blade off, then compare the origin's sha256.
     Shutdown,
     /// 8: timelines, consoles and the checks table.
@@ -392,6 +399,7 @@ impl Step {
             Step::ReplaceBoard { .. } => 10,
             Step::RemoveBlade { .. } => 11,
             Step::Upgrade { .. } => 12,
+            Step::SharedFailover => 13,
         }
     }
 }
@@ -417,6 +425,7 @@ impl Step {
             Step::ReplaceBoard { node, .. } => format!("replace {node}'s board"),
             Step::RemoveBlade { node, .. } => format!("remove {node}"),
             Step::Upgrade { .. } => "upgrade the image, roll it back".into(),
+            Step::SharedFailover => "the shared volume's holder dies".into(),
             Step::Shutdown => "shutdown".into(),
             Step::Report { .. } => "report".into(),
         }
@@ -535,6 +544,11 @@ impl fmt::Display for Step {
                  the old (status shows each node's slot); vlx-install rollback; a reboot brings a \
                  blade back to the first slot",
                 image.display()
+            ),
+            Step::SharedFailover => f.write_str(
+                "a running blade that does not take the shared volume's VIP mounts the volume \
+                 over NFS (hard) and writes in a loop; the VIP holder is killed; the client's \
+                 writes go on and its file reads back",
             ),
             Step::Shutdown => {
                 f.write_str("power every blade off; the origin's sha256 is unchanged")
@@ -1000,6 +1014,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         steps.push(Step::Upgrade {
             image: run.join("image-upgraded"),
         });
+        steps.push(Step::SharedFailover);
     }
     if stop >= 3 {
         steps.push(Step::Shutdown);
@@ -1480,7 +1495,7 @@ mod tests {
         };
         let r = plan(&demo(), &opts, &host()).unwrap();
         let numbers: Vec<u8> = r.steps.iter().map(Step::number).collect();
-        assert_eq!(numbers, [1, 1, 3, 4, 5, 6, 7, 9, 10, 11, 12, 8, 8]);
+        assert_eq!(numbers, [1, 1, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 8, 8]);
         let added = r.blade("blade05").unwrap();
         assert_eq!(added.part, Part::Added);
         assert_eq!(added.machine.boot, BootFrom::Network);

@@ -17,8 +17,11 @@ use crate::switch::Switch;
 use crate::{accel, san, ssh, tools};
 
 mod day2;
+mod nfs;
 mod target;
 mod vcs;
+
+pub use nfs::NFS_RESUME_LIMIT;
 
 /// How long filling a blade's store may take (`dd` under TCG on a busy
 /// host).
@@ -550,6 +553,7 @@ impl Exec<'_> {
                 nodes,
             } => self.remove_blade(node, profile, nodes),
             Step::Upgrade { image } => self.upgrade(image),
+            Step::SharedFailover => self.shared_failover(),
             Step::Shutdown => {
                 self.shutdown();
                 Ok(())

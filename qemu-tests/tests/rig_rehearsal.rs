@@ -63,7 +63,8 @@ fn assert_all_passed(o: &Outcome) {
 /// shutdown the day-2 steps on the running cluster (`--day2`, two origin
 /// slots): blade05 added and PXE-booted, blade02's board replaced,
 /// blade04 removed, the image upgraded onto the second slot and rolled
-/// back.
+/// back, and the shared volume's holder killed under a blade's hard NFS
+/// mount of it.
 #[test]
 fn rig_rehearse_demo_cluster() {
     let report = tempfile::tempdir().unwrap();
@@ -97,6 +98,17 @@ fn rig_rehearse_demo_cluster() {
         "vlx-install rollback",
     ] {
         assert!(passed(&o, name), "{name} is missing from the checks");
+    }
+    // A client's hard NFS mount of the shared volume outlived its holder.
+    assert!(
+        o.checks.0.iter().any(|c| c.step == 13
+            && c.name.contains("'s hard NFS mount resumes after ")
+            && c.outcome == Result_::Passed),
+        "no NFS client of the shared volume checked in step 13"
+    );
+    // The measured times, whole (the table cuts long details).
+    for c in o.checks.0.iter().filter(|c| c.step == 13) {
+        eprintln!("step 13: {}: {}", c.name, c.detail);
     }
     // Every running blade served each change, and the slots moved.
     for (step, name, at_least) in [

@@ -1,4 +1,4 @@
-//! The day-2 steps (`--day2`, steps 9 to 12) on the running cluster: the
+//! The day-2 steps (`--day2`, steps 9 to 12; 13 is in `nfs`) on the running cluster: the
 //! executor of [`crate::plan::day2`]. Every change is `vlx-install` run on
 //! the SAN file while QEMU blades have it open, as the installer on a
 //! blade writes a shared LUN; the blades are asked what an admin would ask

@@ -1,0 +1,304 @@
+//! Step 13 (`--day2`): the shared volume's holder dies under a client.
+//!
+//! A running blade that will not take the shared volume's VIP (of the
+//! blades that do not hold it, the one with the lowest VRRP priority for
+//! it, read from its own keepalived config, so that another one takes
+//! it) mounts the volume over NFS from the VIP the way blades do (NFSv4,
+//! `hard`, [`OPTIONS`]), writes its file there and then writes in a loop,
+//! noting its own uptime after each write that went through. The VIP
+//! holder is killed; once the VIP has moved, the client's file must read
+//! back through the mount and its writes go on. The longest time a write
+//! blocked, on the client's own clock, must stay within
+//! [`NFS_RESUME_LIMIT`], and is reported with the time the new holder's
+//! mount of the volume took (its `shared-volume` log line).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::{Exec, Fail, fail};
+use crate::checks::{self, Node};
+use crate::report::MarkKind;
+
+/// The step's number (see [`crate::plan::Step::number`]).
+const STEP: u8 = 13;
+/// How long the client's writes may block when the holder dies, on its
+/// own clock: generous for TCG on a loaded two-core machine. On real
+/// disks the move takes about 30 s by the sum of its parts (README, "The
+/// shared volume").
+pub const NFS_RESUME_LIMIT: Duration = Duration::from_secs(120);
+/// How long the host waits for the read through the hard mount once the
+/// VIP has moved: its own deadline, past [`NFS_RESUME_LIMIT`].
+const RESUME_WATCH: Duration = Duration::from_secs(180);
+/// How long the host waits for the client's mount: the holder may still
+/// be taking the volume over from step 12's reboots (its multiple-mount
+/// protection wait), and `mount.nfs` retries meanwhile (for two minutes).
+const MOUNT_WATCH: Duration = Duration::from_secs(180);
+/// The blades' own NFS mount options for the shared volume (as
+/// `overlays/debian/usr/lib/vlx/vcd-start` mounts it): NFSv4 over TCP,
+/// hard, first retry after 1 s and each one 1 s later than the one before,
+/// the connection given up and made anew after 3 retries.
+const OPTIONS: &str = "vers=4,proto=tcp,hard,timeo=10,retrans=3";
+/// Where the client mounts the shared volume.
+const MOUNT: &str = "/mnt/vlx-rig-nfs";
+/// The client's own record: its uptime after each write that went
+/// through.
+const WROTE: &str = "/run/vlx-rig-nfs-wrote";
+const PID: &str = "/run/vlx-rig-nfs.pid";
+
+fn file(client: &str) -> String {
+    format!("{MOUNT}/vlx-rig-nfs-{client}")
+}
+
+impl Exec<'_> {
+    /// Step 13.
+    pub(super) fn shared_failover(&mut self) -> Result<(), Fail> {
+        let limit = self.r.timeouts.command;
+        let (vip, holder, client) = {
+            let nodes = self.nodes();
+            let first = nodes
+                .first()
+                .ok_or_else(|| fail("shared volume's VIP", "no blade runs"))?;
+            let vip = shared_vip(first, limit).map_err(|e| fail("shared volume's VIP", e))?;
+            let holders = checks::vip_holders(&nodes, vip, limit)
+                .map_err(|e| fail(format!("{vip} held by one blade"), e.to_string()))?;
+            let holder = match holders.as_slice() {
+                [one] => one.clone(),
+                _ => {
+                    return Err(fail(
+                        format!("{vip} held by one blade"),
+                        format!("held by [{}]", holders.join(", ")),
+                    ));
+                }
+            };
+            let mut others = Vec::new();
+            for n in nodes.iter().filter(|n| n.name != holder) {
+                let p = shared_priority(n, limit)
+                    .map_err(|e| fail("VRRP priorities for the shared volume", e))?;
+                others.push((p, n.name.to_string()));
+            }
+            if others.len() < 2 {
+                return Err(fail(
+                    "a client that does not take the VIP",
+                    format!(
+                        "besides {holder} only [{}] run: the client and the new holder must be \
+                         two blades",
+                        others
+                            .iter()
+                            .map(|(_, n)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            others.sort();
+            let client = others[0].1.clone();
+            let n = nodes
+                .iter()
+                .find(|n| n.name == client)
+                .ok_or_else(|| fail("NFS client", format!("{client} is not running")))?;
+            start(n, limit)
+                .map_err(|e| fail(format!("{client} mounts the shared volume over NFS"), e))?;
+            (vip, holder, client)
+        };
+        self.checks.pass(
+            STEP,
+            format!("{client} mounts the shared volume over NFS"),
+            format!(
+                "from {vip} ({OPTIONS}), held by {holder}; {client} has the lowest VRRP priority \
+                 for it of the other blades; its writes go through"
+            ),
+        );
+        self.say(&format!(
+            "killing {holder} (holder of {vip} and the shared volume)"
+        ));
+        self.mark(&holder, MarkKind::Killed);
+        self.power_off(&holder);
+        let check = format!("{vip} moves after {holder} dies");
+        let (new_holder, seen) = {
+            let nodes = self.nodes();
+            checks::await_vip(&nodes, vip, self.r.timeouts.vip_watch, limit)
+                .map_err(|e| fail(check.clone(), e))?
+        };
+        self.mark(&new_holder, MarkKind::VipTaken);
+        self.checks.expect(
+            STEP,
+            check,
+            new_holder != client,
+            format!(
+                "{new_holder} holds it {:.1} s after the kill, as the rig saw it{}",
+                seen.as_secs_f64(),
+                if new_holder == client {
+                    " (the client itself: the check needs a client that does not take it)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        let check = format!("{client}'s hard NFS mount resumes after {holder} dies");
+        let result = {
+            let nodes = self.nodes();
+            match nodes.iter().find(|n| n.name == client) {
+                Some(n) => resumed(n, limit),
+                None => Err(format!("{client} has no power")),
+            }
+        };
+        let mounted = {
+            let nodes = self.nodes();
+            nodes
+                .iter()
+                .find(|n| n.name == new_holder)
+                .map(|n| mount_took(n, limit))
+                .unwrap_or_else(|| "not running".into())
+        };
+        match result {
+            Ok(gap) => {
+                let detail = format!(
+                    "its file read back through the mount; its writes blocked at most {gap:.1} s \
+                     on {client}'s own clock (limit {} s); {new_holder}'s mount of the volume: \
+                     {mounted}",
+                    NFS_RESUME_LIMIT.as_secs()
+                );
+                self.checks
+                    .expect(STEP, check, gap <= NFS_RESUME_LIMIT.as_secs_f64(), detail);
+            }
+            Err(e) => self.checks.fail(
+                STEP,
+                check,
+                format!("{e}; {new_holder}'s mount of the volume: {mounted}"),
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// The shared volume's VIP, from `n`'s own `node.env`.
+fn shared_vip(n: &Node<'_>, limit: Duration) -> Result<Ipv4Addr, String> {
+    let o = checks::sh(n, ". /etc/vlx/node.env && echo \"$VLX_SHARED_VIP\"", limit)
+        .map_err(|e| format!("{}: reading /etc/vlx/node.env: {e}", n.name))?;
+    let text = o.text();
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{}: VLX_SHARED_VIP in /etc/vlx/node.env is {text:?}, not an address",
+            n.name
+        )
+    })
+}
+
+/// `n`'s VRRP priority for the instance whose notify script is the
+/// shared volume's, from its own keepalived config.
+fn shared_priority(n: &Node<'_>, limit: Duration) -> Result<u8, String> {
+    let conf = "/etc/keepalived/keepalived.conf";
+    let o = checks::sh(
+        n,
+        &format!(
+            "awk '/^vrrp_instance/ {{ p = \"\" }} $1 == \"priority\" {{ p = $2 }} \
+             /shared-volume/ {{ print p }}' {conf}"
+        ),
+        limit,
+    )
+    .map_err(|e| format!("{}: reading {conf}: {e}", n.name))?;
+    let text = o.text();
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{}: {conf} gives the shared volume's instance the priority {text:?}",
+            n.name
+        )
+    })
+}
+
+/// Mounts the shared volume on `n` from the VIP (read from the node's own
+/// `node.env`), writes its file there, and starts the write loop
+/// (bounded: about ten minutes); waits until the first write is recorded.
+fn start(n: &Node<'_>, limit: Duration) -> Result<(), String> {
+    let f = file(n.name);
+    let cmd = format!(
+        ". /etc/vlx/node.env && mkdir -p {MOUNT} && \
+         mount.nfs \"$VLX_SHARED_VIP:$VLX_SHARED_MOUNT\" {MOUNT} -o {OPTIONS} && \
+         echo {name} > {f} && rm -f {WROTE} && \
+         (i=0; while [ $i -lt 3000 ]; do echo $i >> {f}.beat && \
+         read -r up _ < /proc/uptime && echo \"$up\" >> {WROTE}; i=$((i + 1)); sleep 0.2; done) \
+         </dev/null >/dev/null 2>&1 & echo $! > {PID}",
+        name = n.name
+    );
+    let o = checks::sh(n, &cmd, MOUNT_WATCH).map_err(|e| e.to_string())?;
+    if !o.success() {
+        return Err(format!(
+            "{}: mounting the shared volume over NFS (exit {}): {}",
+            n.name,
+            o.status,
+            o.lines.join(" | ")
+        ));
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let o = checks::sh(n, &format!("test -s {WROTE}"), limit).map_err(|e| e.to_string())?;
+        if o.success() {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(format!("{}: no write to {f}.beat went through", n.name));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// After the holder's death: reads the client's file back through the
+/// mount (blocking until the volume is served again, up to
+/// [`RESUME_WATCH`]), waits for a write after that, stops the loop,
+/// unmounts, and returns the longest time a write blocked, in seconds of
+/// the client's uptime.
+fn resumed(n: &Node<'_>, limit: Duration) -> Result<f64, String> {
+    let f = file(n.name);
+    let o = checks::sh(n, &format!("cat {f}"), RESUME_WATCH).map_err(|e| {
+        format!(
+            "{}: reading {f} back through the hard mount, within {} s: {e}",
+            n.name,
+            RESUME_WATCH.as_secs()
+        )
+    })?;
+    if !(o.success() && o.text() == n.name) {
+        return Err(format!("{}: {f} reads back {:?}", n.name, o.text()));
+    }
+    // One more write after the read, so the loop is past its blocked one.
+    let o = checks::sh(
+        n,
+        &format!(
+            "n=$(wc -l < {WROTE}); while [ $(wc -l < {WROTE}) -le $n ]; do sleep 0.2; done; \
+             kill $(cat {PID}); cat {WROTE}"
+        ),
+        limit,
+    )
+    .map_err(|e| format!("{}: waiting for a write after the read: {e}", n.name))?;
+    let ups: Vec<f64> = o
+        .lines
+        .iter()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .collect();
+    if ups.len() < 2 {
+        return Err(format!("{}: {WROTE} records {} writes", n.name, ups.len()));
+    }
+    let gap = ups.windows(2).map(|w| w[1] - w[0]).fold(0.0_f64, f64::max);
+    // Nothing else uses the mount: gone before the blades power off.
+    let o = checks::sh(n, &format!("umount {MOUNT}"), limit)
+        .map_err(|e| format!("{}: umount {MOUNT}: {e}", n.name))?;
+    if !o.success() {
+        return Err(format!(
+            "{}: umount {MOUNT} (exit {}): {}",
+            n.name,
+            o.status,
+            o.lines.join(" | ")
+        ));
+    }
+    Ok(gap)
+}
+
+/// What the new holder's `shared-volume` said of its mount (its syslog).
+fn mount_took(n: &Node<'_>, limit: Duration) -> String {
+    let cmd = "{ logread 2>/dev/null || journalctl -q -t vlx-shared 2>/dev/null; } \
+               | grep 'vlx-shared.*mounted' | tail -n 1 | sed 's/.*vlx-shared[^:]*: //'";
+    match checks::sh(n, cmd, limit) {
+        Ok(o) if !o.text().trim().is_empty() => o.text().trim().to_string(),
+        Ok(_) => "no `mounted` line in its log".into(),
+        Err(e) => format!("its log unread: {e}"),
+    }
+}

@@ -16,6 +16,8 @@
 
 mod common;
 
+use common::{ok, sh};
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -25,22 +27,6 @@ use vc_net::{NetPlan, apply, render};
 /// How long ganesha may take to start or to re-read its exports on a
 /// loaded machine: a wait, not an assertion on speed.
 const WAIT: Duration = Duration::from_secs(120);
-
-fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (`cargo xtask deps` installs it)"))
-}
-
-fn ok(args: &[&str]) {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// A server namespace (`<p>s`, the storage address on `v0`) and a client
 /// namespace (`<p>c`, on the other end of the veth); ganesha in the
@@ -57,7 +43,7 @@ impl Drop for Lab {
             let _ = g.wait();
         }
         for ns in &self.ns {
-            let _ = run(&["ip", "netns", "del", ns]);
+            let _ = sh(&["ip", "netns", "del", ns]);
         }
     }
 }
@@ -131,7 +117,7 @@ impl Lab {
     fn client(&self, args: &[&str]) -> Output {
         let mut cmd = vec!["ip", "netns", "exec", &self.ns[1], "timeout", "60"];
         cmd.extend(args);
-        run(&cmd)
+        sh(&cmd)
     }
 }
 

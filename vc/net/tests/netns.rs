@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::{ok, sh};
+
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -23,22 +25,6 @@ use vc_net::{NetInput, NetPlan};
 /// How long a probe waits for an answer: a tool's timeout, not an assertion
 /// on speed (every check below looks at what came back, not when).
 const PROBE: Duration = Duration::from_secs(5);
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (`cargo xtask deps` installs it)"))
-}
-
-fn ok(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The namespaces of one test; deleted on drop (which removes their links).
 struct Lab {

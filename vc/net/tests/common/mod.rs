@@ -4,7 +4,27 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // test helpers panic on bad fixtures by design
 
+use std::process::{Command, Output};
+
 use vc_net::{Blade, NamedNet, NetInput, VcInput, VmInput};
+
+/// Runs `args` (a program and its arguments) and returns what it did.
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (`cargo xtask deps` installs it)"))
+}
+
+/// Runs `args`, which must succeed.
+pub fn ok(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 pub fn vm(name: &str, mac: &str, blade: &str) -> VmInput {
     VmInput {

@@ -40,8 +40,10 @@ struct Args {
     #[arg(long, value_name = "URLS")]
     etcd: Option<String>,
     /// Seconds the blade's registration outlives a silent agent; its VMs
-    /// count as lost after that.
-    #[arg(long, default_value_t = 10)]
+    /// count as lost after that. Longer than the shared volume's NFS lease
+    /// (10 s), so that a fenced blade's image locks are free before its
+    /// VMs start elsewhere.
+    #[arg(long, default_value_t = 15)]
     ttl: i64,
     /// Use KVM (only where a boot proved that it works; TCG otherwise).
     #[arg(long)]

@@ -478,10 +478,14 @@ fn watch_signals() {
         };
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
-                for url in live {
+                // The list stays locked from here to the exit: the main
+                // thread, whose reads fail once the session is gone, blocks
+                // in its own logout (`forget`) instead of logging out a
+                // second time and exiting first with its read error.
+                let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+                for url in live.iter() {
                     eprintln!("vlx-install: interrupted: logging out of {url}");
-                    for c in logout_commands(&url) {
+                    for c in logout_commands(url) {
                         if let Err(e) = iscsiadm_undo(&c) {
                             eprintln!("vlx-install: {url}: {e}");
                         }
@@ -520,10 +524,11 @@ impl Session {
     }
 }
 
+/// Takes `url` off the sessions to log out on a signal. Blocks while the
+/// signal's thread logs them out, which then ends the process.
 fn forget(url: &IscsiUrl) {
-    if let Ok(mut l) = LIVE.lock() {
-        l.retain(|u| u != url);
-    }
+    let mut l = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    l.retain(|u| u != url);
 }
 
 fn end(url: &IscsiUrl) -> Result<(), IscsiError> {

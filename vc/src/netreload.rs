@@ -110,10 +110,13 @@ pub enum NfsServer {
 }
 
 impl NfsServer {
-    /// The kernel's nfsd where this kernel has one (loaded or built in:
-    /// `/proc/fs/nfsd` or `/sys/module/nfsd`), nfs-ganesha otherwise.
+    /// The kernel's nfsd where this kernel has one, nfs-ganesha otherwise
+    /// ([`kernel_has_nfsd`] on `/`). Decided once, when `vlx-vcd` starts:
+    /// on a blade that does not hold the storage address yet, nfsd is
+    /// usually not loaded, and its module is what tells.
     pub fn detect() -> NfsServer {
-        if Path::new("/proc/fs/nfsd").exists() || Path::new("/sys/module/nfsd").exists() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        if kernel_has_nfsd(Path::new("/"), release.trim()) {
             NfsServer::Kernel
         } else {
             NfsServer::Ganesha {
@@ -129,6 +132,25 @@ impl NfsServer {
             NfsServer::Ganesha { .. } => vc_net::apply::GANESHA_EXPORTS,
         }
     }
+}
+
+/// Whether the kernel `release` under `root` has an nfsd: loaded or built
+/// in (`proc/fs/nfsd`, `sys/module/nfsd`), or as a module it can load
+/// (`lib/modules/RELEASE/kernel/fs/nfsd/nfsd.ko`, compressed or not).
+pub fn kernel_has_nfsd(root: &Path, release: &str) -> bool {
+    if root.join("proc/fs/nfsd").exists() || root.join("sys/module/nfsd").exists() {
+        return true;
+    }
+    if release.is_empty() || release.contains('/') {
+        return false;
+    }
+    let dir = root
+        .join("lib/modules")
+        .join(release)
+        .join("kernel/fs/nfsd");
+    ["nfsd.ko", "nfsd.ko.xz", "nfsd.ko.zst", "nfsd.ko.gz"]
+        .iter()
+        .any(|f| dir.join(f).exists())
 }
 
 /// Makes each VC's shared folder (`vc_net::render::vc_dir`) on the shared
@@ -201,6 +223,27 @@ fn make_shares(plan: &vc_net::NetPlan) -> anyhow::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_kernel_has_nfsd_when_loaded_or_as_a_module_it_can_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        assert!(!kernel_has_nfsd(root, "6.1.0-57-cloud-amd64"));
+        let dir = root.join("lib/modules/6.1.0-57-cloud-amd64/kernel/fs/nfsd");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(!kernel_has_nfsd(root, "6.1.0-57-cloud-amd64"));
+        std::fs::write(dir.join("nfsd.ko.xz"), b"").unwrap();
+        assert!(kernel_has_nfsd(root, "6.1.0-57-cloud-amd64"));
+        // Another kernel's module does not count; nor does an odd release.
+        assert!(!kernel_has_nfsd(root, "6.18.44"));
+        assert!(!kernel_has_nfsd(root, ""));
+        assert!(!kernel_has_nfsd(
+            root,
+            "../../lib/modules/6.1.0-57-cloud-amd64"
+        ));
+        std::fs::create_dir_all(root.join("sys/module/nfsd")).unwrap();
+        assert!(kernel_has_nfsd(root, "6.18.44"));
+    }
 
     #[test]
     fn each_server_reads_its_own_exports_file() {

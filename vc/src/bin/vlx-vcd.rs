@@ -68,7 +68,8 @@ struct Args {
     /// address: `kernel` (`exportfs -r` of /etc/exports.d/vlx-vc.exports),
     /// `ganesha` (SIGHUP to nfs-ganesha, whose config includes
     /// /etc/ganesha/vlx-vc.exports.conf), or `auto`: the kernel's where it
-    /// has nfsd (/proc/fs/nfsd or /sys/module/nfsd), else ganesha.
+    /// has nfsd (loaded, built in, or its module in
+    /// /lib/modules/RELEASE/kernel/fs/nfsd), else ganesha.
     #[arg(long, value_enum, default_value_t = NfsServerArg::Auto)]
     nfs_server: NfsServerArg,
     /// nfs-ganesha's pid file (default: /run/ganesha/ganesha.pid).

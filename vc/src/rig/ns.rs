@@ -189,6 +189,18 @@ impl Drop for Net {
             .chain(self.outside.iter())
             .chain(std::iter::once(&self.switch))
         {
+            // What a blade's daemons left behind (a VC dnsmasq whose
+            // vlx-vcd was killed) would outlive its namespace.
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                let pids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter(|p| p.parse::<u32>().is_ok_and(|p| p > 1))
+                    .map(str::to_owned)
+                    .collect();
+                if !pids.is_empty() {
+                    let _ = Command::new("kill").arg("-9").args(&pids).output();
+                }
+            }
             let _ = ip(&["netns", "del", ns]);
         }
     }

@@ -302,3 +302,35 @@ fn mount_took(n: &Node<'_>, limit: Duration) -> String {
         Err(e) => format!("its log unread: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The client mounts as the blades do: every option of vcd-start's
+    /// NFSv4 mount is in [`OPTIONS`], and nothing else but the version.
+    #[test]
+    fn the_rig_client_mounts_with_the_blades_own_options() {
+        let script = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../overlays/debian/usr/lib/vlx/vcd-start"),
+        )
+        .unwrap();
+        let line = script
+            .lines()
+            .find(|l| l.trim_start().starts_with("mount -t nfs4 -o "))
+            .expect("vcd-start mounts the shared volume with -t nfs4 -o");
+        let theirs = line
+            .trim_start()
+            .trim_start_matches("mount -t nfs4 -o ")
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let mut theirs: Vec<&str> = theirs.split(',').collect();
+        let mut ours: Vec<&str> = OPTIONS.split(',').filter(|o| *o != "vers=4").collect();
+        theirs.sort_unstable();
+        ours.sort_unstable();
+        assert_eq!(ours, theirs);
+    }
+}

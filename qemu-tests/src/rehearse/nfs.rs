@@ -214,7 +214,7 @@ fn start(n: &Node<'_>, limit: Duration) -> Result<(), String> {
     let cmd = format!(
         ". /etc/vlx/node.env && mkdir -p {MOUNT} && \
          mount.nfs \"$VLX_SHARED_VIP:$VLX_SHARED_MOUNT\" {MOUNT} -o {OPTIONS} && \
-         echo {name} > {f} && rm -f {WROTE} && \
+         echo {name} > {f} && rm -f {WROTE} || exit 1; \
          (i=0; while [ $i -lt 3000 ]; do echo $i >> {f}.beat && \
          read -r up _ < /proc/uptime && echo \"$up\" >> {WROTE}; i=$((i + 1)); sleep 0.2; done) \
          </dev/null >/dev/null 2>&1 & echo $! > {PID}",
@@ -229,6 +229,8 @@ fn start(n: &Node<'_>, limit: Duration) -> Result<(), String> {
             o.lines.join(" | ")
         ));
     }
+    // The mount and the first write are done (in the foreground, above):
+    // the loop's first write follows within a command's time.
     let start = std::time::Instant::now();
     loop {
         let o = checks::sh(n, &format!("test -s {WROTE}"), limit).map_err(|e| e.to_string())?;

@@ -21,7 +21,9 @@
 //! whose time includes its `conv=fsync` as the installer's includes its
 //! sync. Both are MB/s of 10^6 bytes. The installer writes an all-zero
 //! block as zeros without `O_DIRECT` (see `installer::stream`); dd writes
-//! every block direct: what each really does.
+//! every block direct: what each really does. For context the guest then
+//! times busybox's `sha256sum` of the same image (page cache dropped): the
+//! installer hashes every byte it writes, and the guest has one CPU.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,10 @@ const DD_RC: &str = "vlx-rig: dd rc=";
 const DD_END: &str = "vlx-rig: dd ended";
 /// What it prints after dd: `bytes=N start=S end=E` (`/proc/uptime`).
 const DD_TIMES: &str = "vlx-rig: dd bytes=";
+/// What it prints after timing busybox's sha256 of the image (read from
+/// the data disk, page cache dropped, nothing written): `start=S end=E
+/// rc=N`.
+const HASH_TIMES: &str = "vlx-rig: sha256 ";
 /// The installer's line as its origin step starts (after `step N/M`).
 const ORIGIN_START: &str = ": origin ...";
 /// The installer's line of the origin step.
@@ -188,6 +194,9 @@ struct Measured {
     bytes: u64,
     /// dd's time, seconds.
     dd_secs: f64,
+    /// busybox's sha256 of the image, seconds: the hashing the installer
+    /// does beside its copy, on the guest's one CPU.
+    hash_secs: f64,
 }
 
 impl Measured {
@@ -234,29 +243,25 @@ impl Measured {
             bail!("dd exited with {rc:?}:\n{}", tail.join("\n"));
         }
         let times = after(DD_TIMES).context("the guest printed no dd times")?;
-        let field = |key: &str| {
-            times
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .and_then(|v| v.parse::<f64>().ok())
-                .with_context(|| format!("no `{key}` in `{times}`"))
-        };
         let bytes: u64 = times
             .split_whitespace()
             .next()
             .unwrap_or_default()
             .parse()
             .with_context(|| format!("no byte count in `{times}`"))?;
-        let (start, end) = (field("start=")?, field("end=")?);
-        if end <= start {
-            bail!("dd took no time by /proc/uptime: `{times}`");
+        let dd_secs = span(&times)?;
+        let hash = after(HASH_TIMES).context("the guest printed no sha256 times")?;
+        if !hash.split_whitespace().any(|w| w == "rc=0") {
+            bail!("busybox sha256sum failed in the guest: `{hash}`");
         }
+        let hash_secs = span(&hash)?;
         Ok(Measured {
             installer_said: said,
             installer_own,
             installer_secs,
             bytes,
-            dd_secs: end - start,
+            dd_secs,
+            hash_secs,
         })
     }
 
@@ -267,6 +272,26 @@ impl Measured {
     fn dd(&self) -> f64 {
         self.bytes as f64 / self.dd_secs / 1e6
     }
+
+    fn hash(&self) -> f64 {
+        self.bytes as f64 / self.hash_secs / 1e6
+    }
+}
+
+/// The seconds between `start=S` and `end=E` (`/proc/uptime`) of a line.
+fn span(times: &str) -> anyhow::Result<f64> {
+    let field = |key: &str| {
+        times
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("no `{key}` in `{times}`"))
+    };
+    let (start, end) = (field("start=")?, field("end=")?);
+    if end <= start {
+        bail!("no time passed by /proc/uptime: `{times}`");
+    }
+    Ok(end - start)
 }
 
 fn print(m: &Measured) {
@@ -284,6 +309,12 @@ fn print(m: &Measured) {
         "  installer / dd: {ratio:.2}x ({} the {GOAL:.1}x goal; by the installer's own whole MB/s: {:.2}x)",
         if ratio >= GOAL { "meets" } else { "BELOW" },
         m.installer_own / dd
+    );
+    println!(
+        "  context: busybox sha256sum of the same bytes in the guest: {:.1} MB/s ({:.2} s); the installer \
+         also hashes every byte, on the guest's one CPU",
+        m.hash(),
+        m.hash_secs
     );
 }
 
@@ -311,6 +342,12 @@ if iscsiadm -m discovery -t sendtargets -p '{portal}' >/dev/null && iscsiadm -m 
         dd_rc=$?
         t1=$(cut -d' ' -f1 /proc/uptime)
         echo "{DD_TIMES}$bytes start=$t0 end=$t1"
+        sync; echo 3 > /proc/sys/vm/drop_caches
+        h0=$(cut -d' ' -f1 /proc/uptime)
+        sha256sum '{origin}' >/dev/null
+        h_rc=$?
+        h1=$(cut -d' ' -f1 /proc/uptime)
+        echo "{HASH_TIMES}start=$h0 end=$h1 rc=$h_rc"
     else
         echo "vlx-rig: no vlx-origin partition on the LUN"
     fi
@@ -369,6 +406,7 @@ mod tests {
              vlx-install: origin: done, 375 MiB written at 42 MB/s and read back in 2.0 s, sha256 ab\n\
              vlx-rig: install rc=0\n\
              vlx-rig: dd bytes=400000000 start=100.50 end=110.50\n\
+             vlx-rig: sha256 start=111.00 end=116.00 rc=0\n\
              vlx-rig: dd rc=0\n",
         ))
         .unwrap();
@@ -378,6 +416,7 @@ mod tests {
         assert!((m.installer_secs - 4.0).abs() < 1e-9, "{m:?}");
         assert!((m.installer() - 100.0).abs() < 1e-9);
         assert!((m.dd() - 40.0).abs() < 1e-9);
+        assert!((m.hash() - 80.0).abs() < 1e-9);
         let failed = Measured::read(&lines("vlx-rig: install rc=2\n")).unwrap_err();
         assert!(failed.to_string().contains("\"2\""), "{failed}");
         let no_dd = Measured::read(&lines(
@@ -387,6 +426,19 @@ mod tests {
         ))
         .unwrap_err();
         assert!(no_dd.to_string().contains("\"255\""), "{no_dd}");
+        let no_hash = Measured::read(&lines(
+            "vlx-install: step 3/8: origin ...\n\
+             vlx-install: origin: done, 1 MiB written at 4 MB/s and read back in 0.1 s\n\
+             vlx-rig: install rc=0\n\
+             vlx-rig: dd bytes=1048576 start=1.0 end=2.0\n\
+             vlx-rig: sha256 start=2.0 end=3.0 rc=1\n\
+             vlx-rig: dd rc=0\n",
+        ))
+        .unwrap_err();
+        assert!(
+            no_hash.to_string().contains("sha256sum failed"),
+            "{no_hash}"
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@
 //! every block direct: what each really does. For context the guest then
 //! times busybox's `sha256sum` of the same image (page cache dropped): the
 //! installer hashes every byte it writes, and the guest has one CPU.
+//!
+//! The two copies run about a minute apart, so other load on the host
+//! moves the ratio: the bench prints the host's load average around the
+//! guest's run; judge the ratio on an idle machine.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -164,6 +168,7 @@ pub fn run() -> anyhow::Result<()> {
         cluster.cluster.name,
         iscsi_install::url(&rig)
     );
+    let load_before = load_average()?;
     let t = Instant::now();
     let b = blade::power_on(&run, &m, &logs)?;
     let done = b.wait(DD_END, LIMIT);
@@ -172,12 +177,23 @@ pub fn run() -> anyhow::Result<()> {
     let console = logs.console(&m.name);
     done.with_context(|| format!("the installer guest (console {})", console.display()))?;
     println!(
-        "guest powered on to dd's end: {:.1} s",
-        t.elapsed().as_secs_f64()
+        "guest powered on to dd's end: {:.1} s; the host's 1-minute load average {load_before:.1} \
+         before, {:.1} after (other load on the host's two cores slows either side)",
+        t.elapsed().as_secs_f64(),
+        load_average()?
     );
     let m = Measured::read(&lines).with_context(|| format!("console {}", console.display()))?;
     print(&m);
     Ok(())
+}
+
+/// The host's 1-minute load average.
+fn load_average() -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").context("/proc/loadavg")?;
+    text.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("/proc/loadavg: no load average in `{}`", text.trim()))
 }
 
 /// What the guest's console said.

@@ -5,6 +5,7 @@
 
 mod image;
 mod install;
+mod iscsi;
 mod media;
 mod plan;
 mod rig;
@@ -20,6 +21,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("install", install::run),
     ("install-curve", install::curve),
     ("install-row", install::row),
+    ("install-iscsi", iscsi::run),
     ("image", image::run),
     ("media", media::run),
     ("rig", rig::run),

@@ -78,7 +78,7 @@ const MODULES: &[&str] = &[
 const DATA_SLACK: u64 = 64 << 20;
 
 /// The guest's `/init`. Placeholders: `@MAC@`, `@ADDR@`, `@PREFIX@`,
-/// `@LINKS@`, `@APPLY@`.
+/// `@LINKS@`, `@APPLY@`, `@AFTER@`.
 const INIT: &str = r#"#!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
@@ -109,6 +109,7 @@ echo "vlx-rig: running vlx-install through iSCSI from $nic (@ADDR@)"
 @APPLY@
 echo "vlx-rig: install rc=$?"
 echo "vlx-rig: sessions left=[$(iscsiadm -m session 2>/dev/null | tr '\n' ' ')]"
+@AFTER@
 sync
 poweroff -f
 "#;
@@ -139,10 +140,25 @@ pub fn url(rig: &IscsiRig) -> String {
 pub fn build(
     dir: &Path,
     rig: &IscsiRig,
+    nic: (MacAddr, Ipv4Addr),
+    action: Action<'_>,
+    chap: Option<&Path>,
+    carry: &[PathBuf],
+) -> Result<Guest, String> {
+    build_then(dir, rig, nic, action, chap, carry, "")
+}
+
+/// [`build`], with `after` (shell lines) run once the installer has ended
+/// and its sessions are listed, before the guest powers off: how the
+/// benchmark measures `dd` to the same LUN in the same guest.
+pub fn build_then(
+    dir: &Path,
+    rig: &IscsiRig,
     (mac, addr): (MacAddr, Ipv4Addr),
     action: Action<'_>,
     chap: Option<&Path>,
     carry: &[PathBuf],
+    after: &str,
 ) -> Result<Guest, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let kernel = kernels::cached_or_fetch(kernels::DEFAULT_PACKAGE).map_err(|e| e.to_string())?;
@@ -223,7 +239,8 @@ pub fn build(
         .replace("@ADDR@", &addr.to_string())
         .replace("@PREFIX@", &rig.prefix.to_string())
         .replace("@LINKS@", links.trim_end())
-        .replace("@APPLY@", &apply);
+        .replace("@APPLY@", &apply)
+        .replace("@AFTER@", after.trim_end());
     t.insert(Path::new("init"), file(init.into(), 0o755))
         .map_err(err)?;
     let vmlinuz = dir.join("vmlinuz");

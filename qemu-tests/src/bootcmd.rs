@@ -80,6 +80,7 @@ pub fn boot(opts: &BootOptions) -> Result<(), BootError> {
                 vars: dir.join("vars.fd"),
             }),
             memory_mib: opts.memory_mib,
+            cpus: 1,
             mac,
             switch: switch.sock().to_owned(),
             disks: Vec::new(),

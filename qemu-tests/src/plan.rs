@@ -715,6 +715,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
                 vars: dir.join("vars.fd"),
             }),
             memory_mib: opts.memory_mib,
+            cpus: 1,
             mac,
             switch: switch.clone(),
             disks: vec![Disk {

@@ -164,6 +164,9 @@ pub struct Machine {
     /// Present when `firmware` is UEFI.
     pub uefi: Option<UefiFiles>,
     pub memory_mib: u32,
+    /// Virtual CPUs (`-smp`): 1 for blades; more where a guest's work
+    /// runs on several threads at once (the iSCSI bench's installer).
+    pub cpus: u32,
     pub mac: MacAddr,
     /// The `vde_switch` socket directory of the private segment.
     pub switch: PathBuf,
@@ -189,7 +192,8 @@ impl Machine {
             Firmware::Uefi => "q35,graphics=off",
         };
         push(&["-machine", machine, "-accel", &self.accel.to_string()]);
-        push(&["-m", &self.memory_mib.to_string(), "-smp", "1"]);
+        push(&["-m", &self.memory_mib.to_string()]);
+        push(&["-smp", &self.cpus.max(1).to_string()]);
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
         push(&["-vga", "none"]);
         // A guest that reboots or panics powers off, so the rig sees it
@@ -352,6 +356,7 @@ mod tests {
                 vars: "/r/blade01/vars.fd".into(),
             }),
             memory_mib: 384,
+            cpus: 1,
             mac: "52:54:00:77:00:01".parse().unwrap(),
             switch: "/r/switch".into(),
             disks: vec![Disk {

@@ -171,6 +171,7 @@ pub fn machine(
         firmware: crate::qemu::Firmware::Bios,
         uefi: None,
         memory_mib: 256,
+        cpus: 1,
         mac,
         switch: switch.to_owned(),
         disks,

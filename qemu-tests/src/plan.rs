@@ -1465,7 +1465,7 @@ mod tests {
         assert_eq!(m.name, MEDIA_NAME);
         let u = m.unattended.unwrap();
         assert_eq!(
-            (u.profile.as_str(), u.target.as_str()),
+            (u.profile.as_str(), u.target.to_string().as_str()),
             ("demo", "serial:vlx-san")
         );
         assert_eq!(m.console, ["ttyS0,115200"]);

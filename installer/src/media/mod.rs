@@ -127,8 +127,11 @@ impl MediaError {
 }
 
 impl MediaError {
-    /// The exit code, as `vlx-install apply` gives it: 2 for an invalid
-    /// profile, 3 for a refused target (left as it was), 1 otherwise.
+    /// The exit code, as `vlx-install apply` gives it: 2 for bad input (an
+    /// invalid profile, a `vlx.*` argument, a NIC or CHAP file the
+    /// arguments name that is not there or not right), 3 for a refused
+    /// target (left as it was, or an iSCSI session that was there before),
+    /// 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             MediaError::Prepare(e) => e.exit_code(),
@@ -139,6 +142,7 @@ impl MediaError {
                 crate::iscsi::LoginError::Iscsi(e) => e.exit_code(),
             },
             MediaError::Net(e) => e.exit_code(),
+            MediaError::Cmdline(_) => 2,
             MediaError::Chap { .. } => 2,
             _ => 1,
         }
@@ -580,4 +584,38 @@ pub fn install(
         ),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "7eb47bfda9775cb92283a31c25fbd6054649e9ccf95fa89e8fc93bca138d2f24";
+
+    /// Bad `vlx.*` input stops with its argument named and exit code 2,
+    /// as a bad flag of `vlx-install` does.
+    #[test]
+    fn bad_arguments_are_bad_input_naming_them() {
+        for (line, want) in [
+            (
+                format!("vlx.media={SHA} vlx.target=iscsi://san.example/iqn.x"),
+                "vlx.target=iscsi://san.example/iqn.x: ",
+            ),
+            (
+                format!("vlx.media={SHA} vlx.target=iscsi://10.0.0.1/iqn.x vlx.sifip=dhcp"),
+                "needs vlx.sif=",
+            ),
+        ] {
+            let e = MediaError::from(cmdline::parse(&line).expect_err(&line));
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(e.to_string().contains(want), "{line}: {e}");
+        }
+        let nic = MediaError::from(iscsi::NetError::NoNic {
+            nic: cmdline::Nic::Name("eth7".into()),
+            secs: 15,
+            have: "eth0 52:54:00:00:00:01".into(),
+        });
+        assert_eq!(nic.exit_code(), 2);
+        assert!(nic.hint().contains("vlx.sif"), "{}", nic.hint());
+    }
 }

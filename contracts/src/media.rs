@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 /// The manifest's path at the payload's root.
 pub const FILE: &str = "vlx-media.json";
+/// Where unattended media for an iSCSI target carry the CHAP file of the
+/// installer's login (`vlx-install --chap` format; media profile
+/// `unattended.chap`). The installer environment logs in with it when the
+/// payload has it; the secrets never go on the kernel command line.
+pub const CHAP_FILE: &str = "iscsi-chap";
 /// Bumped when a field changes meaning.
 pub const FORMAT: u32 = 1;
 

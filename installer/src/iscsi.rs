@@ -31,15 +31,13 @@
 //!   written to the SAN, and so never reaches the blades' boot tree.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use contracts::cmdline::iscsi::Portal;
-use contracts::cmdline::node::DEFAULT_ISCSI_PORT;
+pub use contracts::cmdline::san_url::{IscsiUrl, SCHEME};
 
 /// What `--san` names: a block device or image file, or an iSCSI LUN.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,82 +65,6 @@ impl fmt::Display for San {
             San::Path(p) => write!(f, "{}", p.display()),
             San::Iscsi(u) => write!(f, "{u}"),
         }
-    }
-}
-
-/// `iscsi://PORTAL[:PORT]/IQN[/LUN]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IscsiUrl {
-    pub portal: Portal,
-    pub target: String,
-    pub lun: Option<u32>,
-}
-
-pub const SCHEME: &str = "iscsi://";
-
-impl fmt::Display for IscsiUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME}{}/{}", self.portal, self.target)?;
-        if let Some(l) = self.lun {
-            write!(f, "/{l}")?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for IscsiUrl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<IscsiUrl, String> {
-        let form = "write iscsi://PORTAL[:PORT]/IQN[/LUN]";
-        let rest = s
-            .strip_prefix(SCHEME)
-            .ok_or_else(|| format!("{s}: {form}"))?;
-        let (portal, path) = rest
-            .split_once('/')
-            .ok_or_else(|| format!("{s}: no target name: {form}"))?;
-        let (addr, port) = if let Some(v6) = portal.strip_prefix('[') {
-            let (a, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{s}: an IPv6 portal needs its closing ]"))?;
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| format!("{s}: {form}"))?),
-            };
-            (a, port)
-        } else {
-            match portal.split_once(':') {
-                Some((a, p)) => (a, Some(p)),
-                None => (portal, None),
-            }
-        };
-        let addr = addr
-            .parse::<IpAddr>()
-            .map_err(|_| format!("{s}: portal {addr} is not an IP address (IPv6 in brackets)"))?;
-        let port = match port {
-            None => DEFAULT_ISCSI_PORT,
-            Some(p) => match p.parse::<u16>() {
-                Ok(n) if n > 0 => n,
-                _ => return Err(format!("{s}: {p} is not a port (1 to 65535)")),
-            },
-        };
-        let (target, lun) = match path.rsplit_once('/') {
-            Some((t, l)) => (
-                t,
-                Some(
-                    l.parse::<u32>()
-                        .map_err(|_| format!("{s}: LUN {l} is not a decimal number"))?,
-                ),
-            ),
-            None => (path, None),
-        };
-        if target.is_empty() || target.contains(|c: char| c.is_whitespace() || c == '/') {
-            return Err(format!("{s}: no target name: {form}"));
-        }
-        Ok(IscsiUrl {
-            portal: Portal { addr, port },
-            target: target.to_owned(),
-            lun,
-        })
     }
 }
 
@@ -751,6 +673,8 @@ pub fn open(san: &San, chap: Option<&Chap>) -> Result<Opened, LoginError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contracts::cmdline::iscsi::Portal;
+    use std::net::IpAddr;
 
     const IQN: &str = "iqn.2026-01.org.vlx.test:san";
 

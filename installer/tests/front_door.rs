@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use installer::media::cmdline::MediaArgs;
+use installer::media::cmdline::{MediaArgs, Target};
 use installer::media::prompt::Prompt;
 
 const MIB: u64 = 1 << 20;
@@ -49,7 +49,8 @@ fn a_san_size_larger_than_the_disk_is_refused_by_apply_and_the_media_alike() {
     let args = MediaArgs {
         media: "0".repeat(64),
         profile: Some("small".into()),
-        target: Some(san.display().to_string()),
+        target: Some(Target::Disk(san.display().to_string())),
+        storage: None,
         unattended: true,
         wipe: false,
     };
@@ -95,7 +96,8 @@ fn an_invalid_profile_is_bad_input_to_apply_and_the_media_alike() {
     let args = MediaArgs {
         media: "0".repeat(64),
         profile: Some("small".into()),
-        target: Some(san.display().to_string()),
+        target: Some(Target::Disk(san.display().to_string())),
+        storage: None,
         unattended: true,
         wipe: false,
     };

@@ -1,6 +1,7 @@
 //! The installer commands of an iSCSI rehearsal: the first blade boots an
 //! installer environment (the install media's, `imagebuilder::media::env`,
-//! with open-iscsi's `iscsid` and `iscsiadm` and the iSCSI modules) and
+//! which carries open-iscsi's `iscsid` and `iscsiadm` and the iSCSI and
+//! NIC modules) and
 //! runs `vlx-install apply --san iscsi://PORTAL:PORT/IQN/LUN` (step 1) or
 //! `vlx-install reset-node --san iscsi://...` (step 7) through its storage
 //! NIC, as an administrator on the first blade would. The host cannot do
@@ -21,6 +22,7 @@ use cluster::MacAddr;
 use imagebuilder::image::kernel::{self as kernels, ModuleIndex};
 use imagebuilder::image::libs::Resolver;
 use imagebuilder::image::tree::{Content, Entry};
+use imagebuilder::media::env;
 
 use crate::iscsi::IscsiRig;
 
@@ -64,16 +66,6 @@ pub const INSTALL_RC: &str = "vlx-rig: install rc=";
 /// What it prints next: the iSCSI sessions still open.
 pub const SESSIONS_LEFT: &str = "vlx-rig: sessions left=";
 
-/// Modules the guest loads (with their dependencies): virtio, the storage
-/// NIC, the data disk, the iSCSI initiator and the SCSI disk of the LUN.
-const MODULES: &[&str] = &[
-    "virtio_pci",
-    "virtio_net",
-    "virtio_blk",
-    "iscsi_tcp",
-    "sd_mod",
-];
-
 /// Room on the data disk beyond its files (ext4's own metadata).
 const DATA_SLACK: u64 = 64 << 20;
 
@@ -87,7 +79,7 @@ mount -t devtmpfs dev /dev
 exec </dev/console >/dev/console 2>&1
 mkdir -p /run/lock/iscsi /var/lib/iscsi /etc/iscsi/nodes /tmp /data
 while read -r m; do
-    insmod "/lib/rig-modules/$m" || echo "vlx-rig: cannot load $m"
+    insmod "$m" || echo "vlx-rig: cannot load $m"
 done < /lib/rig-modules/order
 ip link set lo up
 nic=
@@ -164,54 +156,20 @@ pub fn build_then(
     let kernel = kernels::cached_or_fetch(kernels::DEFAULT_PACKAGE).map_err(|e| e.to_string())?;
     let installer = crate::tools::bin_dir().join(crate::tools::VLX_INSTALL);
     let index = ModuleIndex::load(&kernel).map_err(|e| e.to_string())?;
-    let mut t = imagebuilder::media::env::plan(&installer, &kernel, &index, &[], &Resolver::host())
+    let err = |e: imagebuilder::Error| e.to_string();
+    // The install media's environment, iSCSI initiator and modules
+    // included; the rig's /init loads the modules itself.
+    let (modules, _) = env::modules(&index, &[]).map_err(err)?;
+    let mut t = env::plan(&installer, &kernel, &index, &modules, &Resolver::host())
         .map_err(|e| format!("the installer environment: {e}"))?;
     let file = |bytes: Vec<u8>, mode| Entry::file(Content::Bytes(bytes), mode);
-    let err = |e: imagebuilder::Error| e.to_string();
-    for d in ["etc/iscsi", "data", "lib/rig-modules"] {
+    for d in ["data", "lib/rig-modules"] {
         t.mkdir_p(Path::new(d)).map_err(err)?;
     }
-    let tools = [
-        PathBuf::from("/usr/sbin/iscsid"),
-        PathBuf::from("/usr/sbin/iscsiadm"),
-    ];
-    for tool in &tools {
-        t.add_host_path(tool).map_err(err)?;
-    }
-    for lib in Resolver::host().closure(&tools).map_err(err)? {
-        t.add_host_path(&lib).map_err(err)?;
-    }
-    // open-iscsi wants an initiator name; the installer's own.
-    t.insert(
-        Path::new("etc/iscsi/initiatorname.iscsi"),
-        file(
-            b"InitiatorName=iqn.2007-01.org.vlx:rig-installer\n".to_vec(),
-            0o600,
-        ),
-    )
-    .map_err(err)?;
-    t.insert(
-        Path::new("etc/iscsi/iscsid.conf"),
-        file(b"node.startup = manual\n".to_vec(), 0o600),
-    )
-    .map_err(err)?;
-    let wanted: Vec<(String, String)> = MODULES
+    let order: String = modules
         .iter()
-        .map(|m| ((*m).to_owned(), "the rig's installer guest".to_owned()))
+        .map(|m| format!("/lib/modules/{}/{}\n", kernel.release, m.plain_path()))
         .collect();
-    let mut order = String::new();
-    for m in index.closure(&wanted).map_err(err)? {
-        let plain = m.plain_path();
-        let base = plain.rsplit('/').next().unwrap_or(&plain).to_owned();
-        let bytes = kernels::module_bytes(&kernel, &m).map_err(err)?;
-        t.insert(
-            &Path::new("lib/rig-modules").join(&base),
-            file(bytes, 0o644),
-        )
-        .map_err(err)?;
-        order.push_str(&base);
-        order.push('\n');
-    }
     t.insert(
         Path::new("lib/rig-modules/order"),
         file(order.into(), 0o644),

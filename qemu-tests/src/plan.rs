@@ -94,16 +94,34 @@ pub const MEDIA_NAME: &str = "vlx-rig";
 pub const INSTALLER_MEMORY_MIB: u32 = 768;
 
 /// The media profile the rig builds: the cluster profile, unattended onto
-/// the SAN (named by its serial), questions and reports on ttyS0.
-pub fn media_profile(cluster_profile: &Path) -> String {
+/// the SAN (named by its serial), questions and reports on ttyS0. With
+/// `iscsi`, onto the target's LUN through the storage NIC, logging in with
+/// the CHAP file `chap` when the target asks for CHAP.
+pub fn media_profile(
+    cluster_profile: &Path,
+    iscsi: Option<&MediaIscsi>,
+    chap: Option<&Path>,
+) -> String {
     let stem = cluster_profile
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let target = match iscsi {
+        None => format!("target = \"serial:{SAN_SERIAL}\"\n"),
+        Some(i) => format!(
+            "target = {:?}\nsif = {:?}\nsifip = \"{}\"\nsifnm = \"{}\"\n{}",
+            i.url,
+            i.mac,
+            i.addr,
+            i.netmask,
+            chap.map(|c| format!("chap = {:?}\n", c.display().to_string()))
+                .unwrap_or_default()
+        ),
+    };
     format!(
         "# Written by vlx-rig for --from-media.\n\
          [media]\nname = \"{MEDIA_NAME}\"\nclusters = [{:?}]\nconsole = [\"ttyS0,115200\"]\n\n\
-         [unattended]\nprofile = {stem:?}\ntarget = \"serial:{SAN_SERIAL}\"\n",
+         [unattended]\nprofile = {stem:?}\n{target}",
         cluster_profile.display().to_string()
     )
 }
@@ -287,6 +305,17 @@ impl Blade {
     }
 }
 
+/// What the media of an iSCSI rehearsal install onto: the target's LUN
+/// (`vlx.target=`) through the first blade's storage NIC (`vlx.sif`, by
+/// MAC, `vlx.sifip`, `vlx.sifnm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaIscsi {
+    pub url: String,
+    pub mac: String,
+    pub addr: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+}
+
 /// One step of the rehearsal, numbered as in issue 5.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "step", rename_all = "kebab-case")]
@@ -297,7 +326,13 @@ pub enum Step {
     Install { san: PathBuf, size: Bytes },
     /// 1: install media (`vlx-image media`) carrying the cluster profile,
     /// unattended onto the SAN: `profile` is the media profile written.
-    Media { profile: PathBuf, out: PathBuf },
+    /// With `iscsi`, unattended onto the target's LUN through the first
+    /// blade's storage NIC.
+    Media {
+        profile: PathBuf,
+        out: PathBuf,
+        iscsi: Option<MediaIscsi>,
+    },
     /// 1: a sparse SAN image; `installer` (the first blade) boots the
     /// media, installs unattended and powers off; `vlx-install verify`
     /// accepts the SAN.
@@ -451,11 +486,15 @@ impl fmt::Display for Step {
                 "make a sparse {size} SAN {} and run vlx-install apply onto it",
                 san.display()
             ),
-            Step::Media { profile, out } => write!(
+            Step::Media { profile, out, iscsi } => write!(
                 f,
-                "build install media from {} into {} (vlx-image media)",
+                "build install media from {} into {} (vlx-image media){}",
                 profile.display(),
-                out.display()
+                out.display(),
+                iscsi
+                    .as_ref()
+                    .map(|i| format!(", unattended onto {} through {} ({})", i.url, i.mac, i.addr))
+                    .unwrap_or_default()
             ),
             Step::InstallFromMedia {
                 san,
@@ -576,6 +615,10 @@ pub struct Rehearsal {
     /// The storage network and target when the SAN is reached over iSCSI
     /// (the blades then have no SAN disk).
     pub iscsi: Option<crate::iscsi::IscsiRig>,
+    /// iSCSI: the first blade booted as an installer environment (the
+    /// rig's guest, `iscsi_install`): step 1 without media, and step 7's
+    /// `reset-node` through iSCSI.
+    pub iscsi_installer: Option<Box<Machine>>,
     pub blades: Vec<Blade>,
     pub steps: Vec<Step>,
     /// [`Options::fill_store`].
@@ -635,11 +678,6 @@ pub enum PlanError {
     IscsiFirmware(Firmware),
     #[error("strangers have no place on the storage network of the iSCSI rehearsal")]
     IscsiStrangers,
-    #[error(
-        "the iSCSI rehearsal installs through the first blade's iSCSI login, not from media \
-         (the installer environment of the media does not log in to a target yet)"
-    )]
-    IscsiMedia,
 }
 
 /// Plans a rehearsal of `cluster` (the installer's plan of the profile).
@@ -695,9 +733,6 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         }
         if !opts.strangers.is_empty() {
             return Err(PlanError::IscsiStrangers);
-        }
-        if opts.from_media.is_some() {
-            return Err(PlanError::IscsiMedia);
         }
     }
 
@@ -834,12 +869,12 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
     let mut steps = vec![Step::Image {
         source: image.clone(),
     }];
-    match opts.from_media {
-        None if iscsi.is_some() => {
+    let iscsi_installer = match &iscsi {
+        Some(_) => {
             let first = blades.first().ok_or(PlanError::Nodes { asked: 0, have })?;
             let name = format!("{}-installer", first.name);
             let guest = run.join(&name).join("guest");
-            let installer = Machine {
+            Some(Box::new(Machine {
                 name,
                 memory_mib: opts.memory_mib.max(INSTALLER_MEMORY_MIB),
                 disks: vec![Disk {
@@ -853,11 +888,19 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
                 },
                 sockets: Sockets::in_dir(&run.join(format!("{}-installer", first.name))),
                 ..first.machine.clone()
-            };
+            }))
+        }
+        None => None,
+    };
+    match opts.from_media {
+        None if iscsi.is_some() => {
+            let installer = iscsi_installer
+                .clone()
+                .ok_or(PlanError::Nodes { asked: 0, have })?;
             steps.push(Step::InstallThroughIscsi {
                 san: san.clone(),
                 size: cluster.disk.size,
-                installer: Box::new(installer),
+                installer,
             });
         }
         None => steps.push(Step::Install {
@@ -898,9 +941,31 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
                 sockets: Sockets::in_dir(&dir),
                 ..first.machine.clone()
             };
+            let media_iscsi = match &iscsi {
+                Some(rig) => {
+                    let node = cluster
+                        .nodes
+                        .iter()
+                        .find(|n| n.name.as_str() == first.name)
+                        .ok_or(PlanError::Nodes { asked: 0, have })?;
+                    let netmask = Ipv4Addr::from(
+                        u32::MAX
+                            .checked_shl(32 - u32::from(rig.prefix))
+                            .unwrap_or(0),
+                    );
+                    Some(MediaIscsi {
+                        url: crate::iscsi_install::url(rig),
+                        mac: crate::iscsi::storage_mac(first.mac).to_string(),
+                        addr: crate::iscsi::storage_address(cluster, rig, node)?,
+                        netmask,
+                    })
+                }
+                None => None,
+            };
             steps.push(Step::Media {
                 profile: run.join("media.toml"),
                 out,
+                iscsi: media_iscsi,
             });
             steps.push(Step::InstallFromMedia {
                 san: san.clone(),
@@ -1037,6 +1102,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         san_size: cluster.disk.size,
         switch,
         iscsi,
+        iscsi_installer,
         blades,
         steps,
         fill_store: opts.fill_store,
@@ -1247,6 +1313,85 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_iscsi_cluster_installs_from_media_through_the_storage_nic() {
+        let o = Options {
+            from_media: Some(MediaKind::Iso),
+            ..Options::default()
+        };
+        let r = plan(&eurotech(), &o, &host()).unwrap();
+        let Some(Step::Media {
+            iscsi: Some(m),
+            profile,
+            ..
+        }) = r.steps.iter().find(|s| matches!(s, Step::Media { .. }))
+        else {
+            panic!("no media step onto the target: {:?}", r.steps)
+        };
+        assert_eq!(
+            m.url,
+            "iscsi://10.10.0.250:3260/iqn.2007-01.it.unipi.di:virtualinux.san0/1"
+        );
+        assert_eq!(
+            (m.mac.as_str(), m.addr, m.netmask),
+            (
+                "52:54:5a:7a:10:01",
+                Ipv4Addr::new(10, 10, 0, 1),
+                Ipv4Addr::new(255, 255, 255, 0)
+            )
+        );
+        assert_eq!(profile, Path::new("/tmp/r/media.toml"));
+        let Some(Step::InstallFromMedia { installer, .. }) = r
+            .steps
+            .iter()
+            .find(|s| matches!(s, Step::InstallFromMedia { .. }))
+        else {
+            panic!("no install from the media: {:?}", r.steps)
+        };
+        assert!(installer.disks.is_empty(), "{:?}", installer.disks);
+        assert_eq!(
+            installer.storage.as_ref().map(|s| s.mac.to_string()),
+            Some(m.mac.clone())
+        );
+        assert_eq!(installer.firmware, Firmware::Bios);
+        // Step 7 resets a node through the rig's installer guest.
+        assert!(r.iscsi_installer.is_some());
+        assert!(
+            !r.steps
+                .iter()
+                .any(|s| matches!(s, Step::InstallThroughIscsi { .. }))
+        );
+
+        // The media profile is one the image builder takes as it is.
+        let d = tempfile::tempdir().unwrap();
+        let cluster =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/clusters/eurotech-4u.toml");
+        let chap = d.path().join("chap");
+        std::fs::write(&chap, "username=a\npassword=b\n").unwrap();
+        let path = d.path().join("media.toml");
+        std::fs::write(&path, media_profile(&cluster, Some(m), Some(&chap))).unwrap();
+        let u = imagebuilder::media::profile::MediaProfile::load(&path)
+            .unwrap()
+            .unattended
+            .unwrap();
+        assert_eq!(u.target.to_string(), m.url);
+        assert_eq!(u.chap.as_deref(), Some(chap.as_path()));
+        let words = contracts::cmdline::media::write(&contracts::cmdline::media::MediaArgs {
+            media: "0".repeat(64),
+            target: Some(u.target),
+            storage: u.storage,
+            ..Default::default()
+        });
+        assert_eq!(
+            words[2..],
+            [
+                "vlx.sif=52:54:5a:7a:10:01",
+                "vlx.sifip=10.10.0.1",
+                "vlx.sifnm=255.255.255.0"
+            ]
+        );
+    }
+
     fn parts(r: &Rehearsal) -> Vec<(String, Part, String)> {
         r.blades
             .iter()
@@ -1414,7 +1559,11 @@ mod tests {
         let installer = match &r.steps[..3] {
             [
                 Step::Image { .. },
-                Step::Media { profile, out },
+                Step::Media {
+                    profile,
+                    out,
+                    iscsi: None,
+                },
                 Step::InstallFromMedia { installer, san, .. },
             ] => {
                 assert_eq!(profile, Path::new("/tmp/r/media.toml"));
@@ -1461,12 +1610,12 @@ mod tests {
         let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/clusters/demo.toml");
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("media.toml");
-        std::fs::write(&path, media_profile(&demo)).unwrap();
+        std::fs::write(&path, media_profile(&demo, None, None)).unwrap();
         let m = imagebuilder::media::profile::MediaProfile::load(&path).unwrap();
         assert_eq!(m.name, MEDIA_NAME);
         let u = m.unattended.unwrap();
         assert_eq!(
-            (u.profile.as_str(), u.target.as_str()),
+            (u.profile.as_str(), u.target.to_string().as_str()),
             ("demo", "serial:vlx-san")
         );
         assert_eq!(m.console, ["ttyS0,115200"]);

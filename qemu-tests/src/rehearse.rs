@@ -143,7 +143,11 @@ pub fn rehearse(req: &Request, say: &dyn Fn(&str)) -> Result<Outcome, RehearseEr
             &req.profile,
             &host_profile,
             rig_key.as_ref(),
-            Adapt { iscsi, day2 },
+            Adapt {
+                iscsi,
+                day2,
+                media: req.options.from_media.is_some(),
+            },
             &copy,
         )
         .map_err(RehearseError::Setup)?;
@@ -244,10 +248,30 @@ struct Adapt {
     iscsi: bool,
     /// Two origin slots, for the day-2 upgrade ([`plan::day2::two_slots`]).
     day2: bool,
+    /// Name the host profile and overlays relative to the copy's folder:
+    /// install media carry the copy and what it names in their payload,
+    /// where absolute paths of this machine do not hold.
+    media: bool,
+}
+
+/// `path` relative to the folder `base` (both absolute, without `..`).
+fn relative_to(base: &Path, path: &Path) -> PathBuf {
+    let b: Vec<_> = base.components().collect();
+    let p: Vec<_> = path.components().collect();
+    let common = b.iter().zip(&p).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c);
+    }
+    out
 }
 
 /// Writes a copy of the cluster profile at `original` to `copy`, naming
-/// `host` (absolute) as its host image, its overlays as absolute paths,
+/// `host` (absolute) as its host image, its overlays as absolute paths
+/// (both relative to the copy's folder for media: `adapt.media`),
 /// with `no_timer_check` among its kernel arguments, with the rig's public
 /// key added to `[admin] ssh_keys`, and fitted as `adapt` says.
 fn write_profile_copy(
@@ -277,21 +301,31 @@ fn write_profile_copy(
     } else {
         host.to_owned()
     };
+    let copy_dir = match copy.parent() {
+        Some(d) if adapt.media => {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            Some(std::fs::canonicalize(d).map_err(|e| format!("{}: {e}", d.display()))?)
+        }
+        _ => None,
+    };
+    let named = |p: &Path| -> String {
+        match &copy_dir {
+            Some(d) if p.is_absolute() => relative_to(d, p).display().to_string(),
+            _ => p.display().to_string(),
+        }
+    };
     let image = t
         .get_mut("image")
         .and_then(|i| i.as_table_mut())
         .ok_or_else(|| format!("{}: no [image] table", original.display()))?;
-    image.insert(
-        "host".into(),
-        toml::Value::String(host.display().to_string()),
-    );
+    image.insert("host".into(), toml::Value::String(named(&host)));
     if let Some(list) = image.get("overlays").and_then(|o| o.as_array()).cloned() {
         let mut out = Vec::new();
         for o in list {
             let o = o.as_str().ok_or_else(|| {
                 format!("{}: image.overlays holds a non-string", original.display())
             })?;
-            out.push(toml::Value::String(abs(Path::new(o))?));
+            out.push(toml::Value::String(named(Path::new(&abs(Path::new(o))?))));
         }
         image.insert("overlays".into(), toml::Value::Array(out));
     }
@@ -490,7 +524,11 @@ impl Exec<'_> {
         match step {
             Step::Image { source } => self.image(source),
             Step::Install { san, size } => self.install(san, *size),
-            Step::Media { profile, out } => self.media(profile, out),
+            Step::Media {
+                profile,
+                out,
+                iscsi,
+            } => self.media(profile, out, iscsi.as_ref()),
             Step::InstallFromMedia {
                 san,
                 size,
@@ -615,7 +653,12 @@ impl Exec<'_> {
         self.storage_up()
     }
 
-    fn media(&mut self, profile: &Path, out: &Path) -> Result<(), Fail> {
+    fn media(
+        &mut self,
+        profile: &Path,
+        out: &Path,
+        iscsi: Option<&plan::MediaIscsi>,
+    ) -> Result<(), Fail> {
         // The media profile sits elsewhere: it names the cluster profile
         // by its absolute path.
         let cluster = std::path::absolute(&self.r.profile).map_err(|e| {
@@ -624,7 +667,16 @@ impl Exec<'_> {
                 format!("{}: {e}", self.r.profile.display()),
             )
         })?;
-        std::fs::write(profile, plan::media_profile(&cluster)).map_err(|e| {
+        // The installer's CHAP file goes into the media's payload (never
+        // onto a command line); the SAN is checked for its secrets after.
+        let chap = match iscsi {
+            Some(_) => self
+                .installer_chap()
+                .map_err(|e| fail("media profile written", e))?,
+            None => None,
+        };
+        let text = plan::media_profile(&cluster, iscsi, chap.as_deref());
+        std::fs::write(profile, text).map_err(|e| {
             fail(
                 "media profile written",
                 format!("{}: {e}", profile.display()),
@@ -658,6 +710,10 @@ impl Exec<'_> {
         let switch = Switch::start(self.run, &self.r.switch, self.r.blades.len() + 4)
             .map_err(|e| fail("private segment up", e))?;
         self.switch = Some(switch);
+        if self.r.iscsi.is_some() {
+            // The target serves the SAN image before the media log in.
+            self.storage_up()?;
+        }
         let name = installer.name.clone();
         let check = format!("{name} installed from {}", installer.boot);
         let mut b = blade::power_on(self.run, installer, &self.logs)
@@ -669,13 +725,12 @@ impl Exec<'_> {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         let stopped = !b.is_running();
-        let installed = b
-            .console()
-            .lines()
-            .into_iter()
+        let b_lines: Vec<String> = b.console().lines().into_iter().map(|l| l.text).collect();
+        let installed = b_lines
+            .iter()
             .rev()
-            .find(|l| l.text.contains("vlx-install: installed cluster"))
-            .map(|l| l.text.trim().to_string());
+            .find(|l| l.contains("vlx-install: installed cluster"))
+            .map(|l| l.trim().to_string());
         let boot = b.power_off();
         self.timeline.add_boot(&name, boot);
         done.map_err(|e| fail(check.clone(), e))?;
@@ -687,7 +742,25 @@ impl Exec<'_> {
         }
         self.checks
             .pass(1, check, installed.unwrap_or_else(|| "powered off".into()));
-        self.judge_installed_san(san_path)
+        if self.r.iscsi.is_some() {
+            let out = b_lines
+                .iter()
+                .rev()
+                .find(|l| l.contains("vlx-install: logged out of iscsi://"));
+            self.checks.expect(
+                1,
+                "the media logged out of the target",
+                out.is_some(),
+                out.map_or("no `logged out of` line on the console".into(), |l| {
+                    l.trim().to_string()
+                }),
+            );
+        }
+        self.judge_installed_san(san_path)?;
+        if self.r.iscsi.is_some() {
+            self.no_secret_on_the_san(san_path);
+        }
+        Ok(())
     }
 
     /// Step 1's checks of a SAN an installer wrote: `vlx-install verify`,
@@ -1330,4 +1403,24 @@ fn join_ips<'a>(ips: impl Iterator<Item = &'a Ipv4Addr>) -> String {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_relative_to_the_copy() {
+        assert_eq!(
+            relative_to(
+                Path::new("/tmp/vlx-rig.x/cluster"),
+                Path::new("/work/vlx/profiles/hosts/tiny-iscsi.toml")
+            ),
+            Path::new("../../../work/vlx/profiles/hosts/tiny-iscsi.toml")
+        );
+        assert_eq!(
+            relative_to(Path::new("/a/b"), Path::new("/a/b/c/d")),
+            Path::new("c/d")
+        );
+    }
 }

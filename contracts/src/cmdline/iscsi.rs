@@ -331,7 +331,7 @@ fn check_name(what: &str, v: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_iface(v: &str) -> Result<(), String> {
+pub(crate) fn check_iface(v: &str) -> Result<(), String> {
     // IFNAMSIZ is 16 with the terminating NUL.
     if v.is_empty() || v.len() > 15 || v.contains(['/', ':']) || v.chars().any(char::is_whitespace)
     {
@@ -348,7 +348,7 @@ fn parse_bool(v: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_modules(v: &str) -> Result<Vec<String>, String> {
+pub(crate) fn parse_modules(v: &str) -> Result<Vec<String>, String> {
     let names: Vec<String> = v.split(',').map(str::to_owned).collect();
     if names
         .iter()

@@ -6,6 +6,8 @@
 //!   by `cluster`, read by the node agent);
 //! - [`media`]: what the install media's boot entries carry (written by
 //!   `vlx-image media`, read by the installer environment);
+//! - [`san_url`]: `iscsi://PORTAL[:PORT]/IQN[/LUN]`, the SAN as an iSCSI
+//!   LUN for `vlx-install --san` and the media's `vlx.target=`;
 //! - [`iscsi`]: an iSCSI root in the spellings of dracut, Debian
 //!   initramfs-tools, RFC 4173 and the iBFT, read by [`node::parse`]
 //!   besides the `vlx.*` names.
@@ -21,6 +23,7 @@ mod error;
 pub mod iscsi;
 pub mod media;
 pub mod node;
+pub mod san_url;
 
 /// What every key of ours starts with.
 pub const PREFIX: &str = "vlx.";

@@ -10,7 +10,11 @@
 //! and e2fsck, blkid, dmsetup for an administrator at the shell), with
 //! their libraries; the boot loaders the install lays on the SAN (bootfs's
 //! assets, at the paths bootfs looks for them); busybox; the kernel modules to see disks (those the
-//! kernel has of [`DISK_MODULES`]) and to read the payload ([`REQUIRED`]).
+//! kernel has of [`DISK_MODULES`]) and to read the payload ([`REQUIRED`]);
+//! and an iSCSI initiator for `vlx.target=iscsi://...`:
+//! open-iscsi's `iscsid` and `iscsiadm` with their libraries and
+//! configuration, and the modules of [`ISCSI_MODULES`] and
+//! [`NIC_MODULES`] the kernel has.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -67,6 +71,24 @@ pub const DISK_MODULES: &[&str] = &[
     "dm_snapshot",
 ];
 
+/// The iSCSI initiator's modules (with their closure: libiscsi,
+/// scsi_transport_iscsi), taken as far as the kernel has them; `sd_mod`
+/// gives the LUN its disk.
+pub const ISCSI_MODULES: &[&str] = &["iscsi_tcp", "sd_mod"];
+
+/// NIC drivers for the storage network, taken as far as the kernel has
+/// them (the cloud kernel has only virtio_net). Others go in the media
+/// profile's `media.modules`.
+pub const NIC_MODULES: &[&str] = &["virtio_net", "e1000", "e1000e", "igb", "ixgbe"];
+
+/// open-iscsi's programs: the daemon that holds sessions and the tool that
+/// makes them (`vlx-install`'s iSCSI login runs `iscsiadm`).
+pub const ISCSI_PROGRAMS: &[&str] = &["iscsid", "iscsiadm"];
+
+/// The initiator name the environment carries; `vlx-install media-env`
+/// writes one of the storage NIC's own before it starts `iscsid`.
+pub const INITIATOR_NAME: &str = "iqn.2007-01.org.vlx:installer";
+
 /// What `/init` runs. Busybox's shell stays as process 1 so that a failed
 /// install leaves a shell on the console rather than a kernel panic.
 pub const INIT: &str = r#"#!/bin/sh
@@ -93,7 +115,8 @@ pub const GCONV: &str = "/usr/lib/x86_64-linux-gnu/gconv";
 pub const INSTALLER: &str = "usr/sbin/vlx-install";
 
 /// The modules of the environment, in load order: [`REQUIRED`], those of
-/// [`DISK_MODULES`] the kernel has, and `extra` (which must exist).
+/// [`DISK_MODULES`], [`ISCSI_MODULES`] and [`NIC_MODULES`] the kernel
+/// has, and `extra` (which must exist).
 /// Returns them and the names skipped.
 pub fn modules(index: &ModuleIndex, extra: &[String]) -> Result<(Vec<Module>, Vec<String>)> {
     let mut wanted: Vec<(String, String)> = REQUIRED
@@ -106,11 +129,17 @@ pub fn modules(index: &ModuleIndex, extra: &[String]) -> Result<(Vec<Module>, Ve
         })
         .collect();
     let mut skipped = Vec::new();
-    for m in DISK_MODULES {
-        if index.has(m) {
-            wanted.push(((*m).to_owned(), "the installer environment (disks)".into()));
-        } else {
-            skipped.push((*m).to_owned());
+    for (list, why) in [
+        (DISK_MODULES, "the installer environment (disks)"),
+        (ISCSI_MODULES, "the installer environment (iSCSI)"),
+        (NIC_MODULES, "the installer environment (storage NIC)"),
+    ] {
+        for m in list {
+            if index.has(m) {
+                wanted.push(((*m).to_owned(), why.to_owned()));
+            } else if !skipped.iter().any(|s| s == m) {
+                skipped.push((*m).to_owned());
+            }
         }
     }
     wanted.extend(
@@ -152,6 +181,9 @@ pub fn plan(
         ("tmp", 0o1777),
         ("root", 0o700),
         ("etc/vlx", 0o755),
+        ("etc/iscsi", 0o755),
+        ("var/lib/iscsi", 0o700),
+        ("etc/iscsi/nodes", 0o700),
         ("usr/bin", 0o755),
         ("usr/sbin", 0o755),
     ] {
@@ -170,7 +202,7 @@ pub fn plan(
     t.add_host_path(&busybox)?;
     let mut elves = vec![installer.to_owned(), busybox.clone()];
     let mut seen = BTreeSet::new();
-    for name in PROGRAMS {
+    for name in PROGRAMS.iter().chain(ISCSI_PROGRAMS) {
         let p = find_program(name)?;
         t.add_host_path(&p)?;
         // mcopy and friends are links to one mtools binary.
@@ -236,18 +268,31 @@ pub fn plan(
         Path::new("etc/group"),
         Entry::file(Content::Bytes(b"root:x:0:\n".to_vec()), 0o644),
     )?;
+    iscsi_config(&mut t)?;
     crate::image::initramfs::add_modules(&mut t, kernel, index, modules)?;
     Ok(t)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn init_runs_the_installer_and_keeps_a_shell() {
-        assert!(INIT.starts_with("#!/bin/sh\n"));
-        assert!(INIT.contains("\nvlx-install media-env\n"));
-        assert!(INIT.contains("exec </dev/console >/dev/console 2>&1"));
+/// open-iscsi's configuration: `/etc/iscsi/initiatorname.iscsi`
+/// ([`INITIATOR_NAME`]) and an `iscsid.conf` that starts no session by
+/// itself (the installer logs in to the one target it names, and out
+/// again). The programs ([`ISCSI_PROGRAMS`]) and their libraries go in
+/// with the others, the modules are [`modules`]'s.
+fn iscsi_config(t: &mut Tree) -> Result<()> {
+    for (path, text) in [
+        (
+            "etc/iscsi/initiatorname.iscsi",
+            format!("InitiatorName={INITIATOR_NAME}\n"),
+        ),
+        (
+            "etc/iscsi/iscsid.conf",
+            "node.startup = manual\n".to_owned(),
+        ),
+    ] {
+        t.insert(
+            Path::new(path),
+            Entry::file(Content::Bytes(text.into_bytes()), 0o600),
+        )?;
     }
+    Ok(())
 }

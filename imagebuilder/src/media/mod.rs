@@ -152,6 +152,7 @@ pub fn cmdline(profile: &MediaProfile, manifest_sha256: &str, unattended: bool) 
         args.unattended = true;
         args.profile = Some(u.profile.clone());
         args.target = Some(u.target.clone());
+        args.storage = u.storage.clone();
         args.wipe = u.wipe;
     }
     // `vlx.media=` first, then the consoles, then the unattended words: the

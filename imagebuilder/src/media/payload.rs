@@ -9,6 +9,7 @@
 //! | `guests/<name>/` | `guest.toml` and its tarball |
 //! | `config/...` | the cluster profiles, the host profiles they name and their overlay folders, at their paths relative to the folder that holds them all, so that the profiles' relative paths still hold |
 //! | `LICENSES/...` | the license texts and the source offer ([`super::licenses`]) |
+//! | `iscsi-chap` | unattended media for an iSCSI target whose profile names `unattended.chap`: the installer's CHAP file (`contracts::media::CHAP_FILE`) |
 //!
 //! Collecting reads the big files' sizes and trusts the sha256 their own
 //! manifests record; [`verify`] hashes them (the build runs it while the
@@ -174,6 +175,13 @@ pub fn collect(
             name: name.clone(),
             path: format!("config/{rel}"),
         });
+    }
+
+    // The installer's CHAP for an unattended iSCSI install: a file of the
+    // payload, never a word of the command line.
+    if let Some(c) = profile.unattended.as_ref().and_then(|u| u.chap.as_ref()) {
+        let bytes = std::fs::read(c).map_err(io(c))?;
+        add_bytes(&mut files, manifest::CHAP_FILE.to_owned(), bytes);
     }
 
     for (path, bytes) in more {

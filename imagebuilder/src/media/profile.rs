@@ -12,6 +12,7 @@ use cluster::{Bytes, Diagnostic, Diagnostics, Source};
 use serde::Deserialize;
 
 use crate::error::{Error, Result, io};
+use contracts::cmdline::media::{StorageNic, Target};
 use contracts::hash;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +49,15 @@ pub struct MediaProfile {
 pub struct Unattended {
     /// A carried cluster profile, by its file stem (`demo`).
     pub profile: String,
-    /// The SAN: `/dev/NAME`, `NAME`, or `serial:SERIAL`.
-    pub target: String,
+    /// The SAN: a disk (`/dev/NAME`, `NAME`, `serial:SERIAL`, ...) or an
+    /// iSCSI LUN (`iscsi://PORTAL[:PORT]/IQN[/LUN]`).
+    pub target: Target,
+    /// The storage NIC of an iSCSI target (`sif`, `sifip`, `sifnm`,
+    /// `sifm`).
+    pub storage: Option<StorageNic>,
+    /// A CHAP file for the iSCSI login (the `vlx-install --chap` format),
+    /// carried in the payload as [`contracts::media::CHAP_FILE`].
+    pub chap: Option<PathBuf>,
     /// Overwrite a target that holds something else.
     pub wipe: bool,
 }
@@ -85,6 +93,12 @@ struct RawMedia {
 struct RawUnattended {
     profile: String,
     target: String,
+    sif: Option<String>,
+    sifip: Option<String>,
+    sifnm: Option<String>,
+    #[serde(default)]
+    sifm: Vec<String>,
+    chap: Option<PathBuf>,
     #[serde(default)]
     wipe: bool,
 }
@@ -233,16 +247,64 @@ impl MediaProfile {
                     ),
                 );
             }
-            if !line_ok(&u.target) {
-                err(
-                    "unattended.target",
-                    format!("`{}` is not a disk", u.target),
-                    "/dev/NAME, NAME or serial:SERIAL",
-                );
+            // The words the boot entry will carry, read by the installer
+            // environment's own parser: what it refuses is refused here.
+            let mut words = vec![format!("vlx.media={}", "0".repeat(64))];
+            let mut push = |key: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    words.push(format!("vlx.{key}={v}"));
+                }
+            };
+            push("target", &Some(u.target.clone()));
+            push("sif", &u.sif);
+            push("sifip", &u.sifip);
+            push("sifnm", &u.sifnm);
+            push("sifm", &(!u.sifm.is_empty()).then(|| u.sifm.join(",")));
+            let line_ok_all = words.iter().all(|w| line_ok(w));
+            let parsed = contracts::cmdline::media::parse(&words.join(" "));
+            let (target, storage) = match parsed {
+                Ok(a) if line_ok_all => (a.target, a.storage),
+                Ok(_) => {
+                    err(
+                        "unattended.target",
+                        "a value has spaces".into(),
+                        "no spaces in target, sif, sifip, sifnm, sifm",
+                    );
+                    (None, None)
+                }
+                Err(e) => {
+                    err(
+                        "unattended.target",
+                        e.to_string(),
+                        "a disk (/dev/NAME, NAME, serial:SERIAL, wwn:WWN, by-id:ID), or \
+                         iscsi://PORTAL[:PORT]/IQN[/LUN] with sif, sifip (an address with sifnm, \
+                         or dhcp) and sifm",
+                    );
+                    (None, None)
+                }
+            };
+            let chap = u.chap.map(|c| base.join(c));
+            if let Some(c) = &chap {
+                if storage.is_none() {
+                    err(
+                        "unattended.chap",
+                        "CHAP is for an iSCSI target".into(),
+                        "drop it, or name an iscsi:// target",
+                    );
+                } else if !c.is_file() {
+                    err(
+                        "unattended.chap",
+                        format!("{} is not a file", c.display()),
+                        "a CHAP file (username=, password=, username_in=, password_in=), \
+                         relative to this file's folder",
+                    );
+                }
             }
             Unattended {
                 profile: u.profile,
-                target: u.target,
+                target: target.unwrap_or(Target::Disk(u.target)),
+                storage,
+                chap,
                 wipe: u.wipe,
             }
         });
@@ -300,10 +362,36 @@ mod tests {
             p.unattended,
             Some(Unattended {
                 profile: "demo".into(),
-                target: "/dev/vdb".into(),
+                target: Target::Disk("/dev/vdb".into()),
+                storage: None,
+                chap: None,
                 wipe: false
             })
         );
+    }
+
+    #[test]
+    fn unattended_through_iscsi() {
+        let p = load(
+            "[media]\nname = \"m\"\nclusters = [\"demo.toml\"]\n\
+             [unattended]\nprofile = \"demo\"\ntarget = \"iscsi://10.10.0.250/iqn.2007-01.x:san0/1\"\n\
+             sif = \"52:54:00:AA:00:01\"\nsifip = \"10.10.0.1\"\nsifnm = \"255.255.255.0\"\n\
+             sifm = [\"virtio_net\"]\nchap = \"demo.toml\"\n",
+        )
+        .unwrap();
+        let u = p.unattended.unwrap();
+        assert!(
+            matches!(&u.target, Target::Iscsi(url) if url.lun == Some(1)),
+            "{:?}",
+            u.target
+        );
+        let s = u.storage.unwrap();
+        assert_eq!(s.modules, ["virtio_net"]);
+        assert_eq!(
+            s.nic,
+            contracts::cmdline::media::Nic::Mac("52:54:00:aa:00:01".into())
+        );
+        assert!(u.chap.unwrap().ends_with("demo.toml"));
     }
 
     #[test]
@@ -329,6 +417,27 @@ mod tests {
             (
                 "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\nbogus = 1\n",
                 "bogus",
+            ),
+            (
+                "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\n[unattended]\nprofile = \"demo\"\n\
+                 target = \"iscsi://10.0.0.1/iqn.x\"\nsif = \"eth1\"\n",
+                "unattended.target: vlx.target=iscsi://10.0.0.1:3260/iqn.x is an iSCSI LUN: the kernel \
+                 command line needs vlx.sifip=<address or dhcp> too",
+            ),
+            (
+                "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\n[unattended]\nprofile = \"demo\"\n\
+                 target = \"vdb\"\nsif = \"eth1\"\n",
+                "unattended.target: vlx.sif is for an iSCSI target",
+            ),
+            (
+                "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\n[unattended]\nprofile = \"demo\"\n\
+                 target = \"vdb\"\nchap = \"demo.toml\"\n",
+                "unattended.chap",
+            ),
+            (
+                "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\n[unattended]\nprofile = \"demo\"\n\
+                 target = \"\"\n",
+                "unattended.target",
             ),
             (
                 "[media]\nname = \"a\"\nclusters = [\"demo.toml\"]\nsize = \"lots\"\n",

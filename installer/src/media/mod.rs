@@ -13,6 +13,7 @@
 
 pub use contracts::cmdline::media as cmdline;
 pub mod disks;
+pub mod iscsi;
 pub mod payload;
 pub mod prompt;
 
@@ -23,7 +24,7 @@ use crate::apply::{self, ApplyError, Options, Outcome};
 use crate::device::{self, Contents, Refusal};
 use crate::prepare::{self, PrepareError, Request};
 use crate::report::Console;
-use cmdline::{CmdlineError, MediaArgs};
+use cmdline::{CmdlineError, MediaArgs, Target};
 use disks::{Disk, PickError};
 use payload::{MediaManifest, PayloadError};
 use prompt::{Prompt, PromptError};
@@ -91,6 +92,15 @@ pub enum MediaError {
     NotConfirmed,
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Net(#[from] iscsi::NetError),
+    /// The error names the URL, portal, target and LUN.
+    #[error("vlx.target: {0}")]
+    Login(Box<crate::iscsi::LoginError>),
+    #[error("vlx.target: {0}")]
+    Logout(Box<crate::iscsi::IscsiError>),
+    #[error("the payload's CHAP file {path}: {detail}")]
+    Chap { path: PathBuf, detail: String },
 }
 
 impl MediaError {
@@ -103,6 +113,9 @@ impl MediaError {
             MediaError::Modules(_) | MediaError::Mount { .. } => "the installer's initramfs lacks a driver: add it to media.modules and build the media again".into(),
             MediaError::NoProfile { .. } | MediaError::NoProfiles => "pick a profile at the prompt (boot the guided entry), or build media that carry it".into(),
             MediaError::Pick(_) | MediaError::NoDisks => "check that the SAN is attached and seen by this blade (the list above shows every disk)".into(),
+            MediaError::Net(_) => "check vlx.sif (a NIC name or MAC of this blade), vlx.sifip, vlx.sifnm and vlx.sifm at the boot loader; the SAN was not touched".into(),
+            MediaError::Login(_) => "check the portal, the target name and the LUN of vlx.target, the storage network, and the media's CHAP file; no session is left logged in and the SAN was not touched".into(),
+            MediaError::Chap { .. } => "build the media again with a CHAP file of username=, password= (and username_in=, password_in=) lines".into(),
             MediaError::Unattended(_) => "unattended media need vlx.profile and vlx.target; edit them at the boot loader or boot the guided entry".into(),
             MediaError::Refused(Refusal::NotBlank { .. }) => "the target was left as it was; pass vlx.wipe=1 (or answer erase in the guided install) to overwrite it".into(),
             MediaError::Prepare(PrepareError::Change { .. }) => "the SAN holds this cluster with a layout the media's profile cannot change in place (the keys are named above); the target was left as it was; pass vlx.wipe=1 to lay it out afresh (every node's store is lost)".into(),
@@ -114,13 +127,23 @@ impl MediaError {
 }
 
 impl MediaError {
-    /// The exit code, as `vlx-install apply` gives it: 2 for an invalid
-    /// profile, 3 for a refused target (left as it was), 1 otherwise.
+    /// The exit code, as `vlx-install apply` gives it: 2 for bad input (an
+    /// invalid profile, a `vlx.*` argument, a NIC or CHAP file the
+    /// arguments name that is not there or not right), 3 for a refused
+    /// target (left as it was, or an iSCSI session that was there before),
+    /// 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             MediaError::Prepare(e) => e.exit_code(),
             MediaError::Refused(_) | MediaError::NotConfirmed => prepare::EXIT_REFUSED,
             MediaError::Apply(ApplyError::Refused(_)) => prepare::EXIT_REFUSED,
+            MediaError::Login(e) => match e.as_ref() {
+                crate::iscsi::LoginError::Busy(_) => prepare::EXIT_REFUSED,
+                crate::iscsi::LoginError::Iscsi(e) => e.exit_code(),
+            },
+            MediaError::Net(e) => e.exit_code(),
+            MediaError::Cmdline(_) => 2,
+            MediaError::Chap { .. } => 2,
             _ => 1,
         }
     }
@@ -204,7 +227,11 @@ pub fn run() -> Result<(), MediaError> {
     for d in &found {
         println!("  {}", d.describe());
     }
-    if found.is_empty() {
+    let iscsi = match (&args.target, &args.storage) {
+        (Some(Target::Iscsi(url)), Some(nic)) => Some((url.clone(), nic.clone())),
+        _ => None,
+    };
+    if found.is_empty() && iscsi.is_none() {
         return Err(MediaError::NoDisks);
     }
 
@@ -213,26 +240,103 @@ pub fn run() -> Result<(), MediaError> {
     let mut out = std::io::stdout();
     let mut ask = Prompt::new(&mut input, &mut out);
     let cluster = choose_profile(&args, &manifest, &mut ask)?;
-    let disk = choose_disk(&args, &found, &mut ask)?;
-    install(&args, root, &cluster, &disk.path, &mut ask)
+    match iscsi {
+        Some((url, nic)) => install_iscsi(&args, root, &manifest, &cluster, &url, &nic, &mut ask),
+        None => {
+            let disk = choose_disk(&args, &found, &mut ask)?;
+            install(&args, root, &cluster, &disk.path, &mut ask)
+        }
+    }
+}
+
+/// The install onto an iSCSI LUN: the storage NIC up, `iscsid` started,
+/// the installer's own login (with the payload's CHAP file when the media
+/// carry one), the same [`install`] onto the LUN's disk, and the logout,
+/// which the session guard also does when the install fails.
+fn install_iscsi(
+    args: &MediaArgs,
+    root: &Path,
+    manifest: &MediaManifest,
+    cluster: &Path,
+    url: &crate::iscsi::IscsiUrl,
+    nic: &cmdline::StorageNic,
+    ask: &mut Prompt<'_>,
+) -> Result<(), MediaError> {
+    let (iface, mac) = iscsi::bring_up(nic, &|names| load_named(names))?;
+    say(format!(
+        "storage NIC {iface} ({mac}) is up ({})",
+        match &nic.address {
+            contracts::cmdline::iscsi::Address::Static { addr, .. } => addr.to_string(),
+            _ => "DHCP".into(),
+        }
+    ));
+    let _iscsid = iscsi::start_iscsid(&mac)?;
+    let chap = match iscsi::chap_file(root, manifest) {
+        Some(path) => {
+            let text = read(&path)?;
+            let c = crate::iscsi::Chap::parse(&text).map_err(|detail| MediaError::Chap {
+                path: path.clone(),
+                detail,
+            })?;
+            say(format!(
+                "CHAP for the login from the payload ({})",
+                contracts::media::CHAP_FILE
+            ));
+            Some(c)
+        }
+        None => None,
+    };
+    say(format!(
+        "logging in to {url} as {}",
+        iscsi::initiator_name(&mac)
+    ));
+    let session =
+        crate::iscsi::login(url, chap.as_ref()).map_err(|e| MediaError::Login(Box::new(e)))?;
+    say(format!("target {url} is {}", session.device().display()));
+    let device = session.device().to_owned();
+    // On an error the session is dropped here, which logs out.
+    install(args, root, cluster, &device, ask)?;
+    session
+        .logout()
+        .map_err(|e| MediaError::Logout(Box::new(e)))?;
+    say(format!("logged out of {url}"));
+    Ok(())
+}
+
+/// Loads the modules `names` (and what they need) from the environment's
+/// `/lib/modules`.
+fn load_named(names: &[String]) -> Result<(), String> {
+    load_list(names).map(|_| ()).map_err(|e| match e {
+        MediaError::Modules(m) => {
+            format!("{m} (the installer's initramfs has no such module: add it to media.modules)")
+        }
+        other => other.to_string(),
+    })
 }
 
 /// Loads the modules of `/etc/vlx/modules.load` (the agent's loader: the
 /// same list format, resolved through modules.dep).
 fn load_modules() -> Result<(), MediaError> {
-    use initsys::modules::{ModuleIndex, parse_load_list};
+    let wanted = initsys::modules::parse_load_list(&read(Path::new(initsys::modules::LOAD_LIST))?);
+    let n = load_list(&wanted)?;
+    say(format!("loaded {n} kernel modules"));
+    Ok(())
+}
+
+/// Loads `wanted` with their dependencies; returns how many files.
+fn load_list(wanted: &[String]) -> Result<usize, MediaError> {
+    use initsys::modules::ModuleIndex;
     let release = initsys::sys::kernel_release().map_err(|source| MediaError::Read {
         path: "uname".into(),
         source,
     })?;
-    let wanted = parse_load_list(&read(Path::new(initsys::modules::LOAD_LIST))?);
     let dir = Path::new("/lib/modules").join(&release);
     let dep = read(&dir.join("modules.dep"))?;
     let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
     let index =
         ModuleIndex::parse(&dep, &builtin).map_err(|e| MediaError::Modules(e.to_string()))?;
     let order = index
-        .load_order(&wanted)
+        .load_order(wanted)
         .map_err(|e| MediaError::Modules(e.to_string()))?;
     for rel in &order {
         let path = dir.join(rel);
@@ -243,8 +347,7 @@ fn load_modules() -> Result<(), MediaError> {
         initsys::sys::load_module(&file, !rel.ends_with(".ko"))
             .map_err(|e| MediaError::Modules(format!("{}: {e}", path.display())))?;
     }
-    say(format!("loaded {} kernel modules", order.len()));
-    Ok(())
+    Ok(order.len())
 }
 
 /// Waits for the device whose ISO 9660 volume holds the manifest with
@@ -368,7 +471,10 @@ fn choose_disk<'a>(
     ask: &mut Prompt<'_>,
 ) -> Result<&'a Disk, MediaError> {
     let disk = match &args.target {
-        Some(spec) => disks::pick(found, spec)?,
+        Some(Target::Disk(spec)) => disks::pick(found, spec)?,
+        Some(Target::Iscsi(_)) => {
+            return Err(MediaError::Unattended("an iSCSI target is no local disk"));
+        }
         None if args.unattended => {
             return Err(MediaError::Unattended("vlx.target names no disk"));
         }
@@ -478,4 +584,38 @@ pub fn install(
         ),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "7eb47bfda9775cb92283a31c25fbd6054649e9ccf95fa89e8fc93bca138d2f24";
+
+    /// Bad `vlx.*` input stops with its argument named and exit code 2,
+    /// as a bad flag of `vlx-install` does.
+    #[test]
+    fn bad_arguments_are_bad_input_naming_them() {
+        for (line, want) in [
+            (
+                format!("vlx.media={SHA} vlx.target=iscsi://san.example/iqn.x"),
+                "vlx.target=iscsi://san.example/iqn.x: ",
+            ),
+            (
+                format!("vlx.media={SHA} vlx.target=iscsi://10.0.0.1/iqn.x vlx.sifip=dhcp"),
+                "needs vlx.sif=",
+            ),
+        ] {
+            let e = MediaError::from(cmdline::parse(&line).expect_err(&line));
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(e.to_string().contains(want), "{line}: {e}");
+        }
+        let nic = MediaError::from(iscsi::NetError::NoNic {
+            nic: cmdline::Nic::Name("eth7".into()),
+            secs: 15,
+            have: "eth0 52:54:00:00:00:01".into(),
+        });
+        assert_eq!(nic.exit_code(), 2);
+        assert!(nic.hint().contains("vlx.sif"), "{}", nic.hint());
+    }
 }

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Exec, Fail, fail};
-use crate::plan::Step;
 use crate::qemu::{BootFrom, Machine};
 use crate::storage::Storage;
 use crate::switch::Switch;
@@ -160,7 +159,7 @@ impl Exec<'_> {
     /// Records whether any CHAP secret reached the SAN the installer
     /// wrote: the installer's `--chap` file is its own, and the blades'
     /// secrets live in their boot ROMs, never in the cluster's files.
-    fn no_secret_on_the_san(&mut self, san_path: &Path) {
+    pub(super) fn no_secret_on_the_san(&mut self, san_path: &Path) {
         let Some(chap) = self.r.iscsi.as_ref().and_then(|r| r.chap.as_ref()) else {
             return;
         };
@@ -280,12 +279,9 @@ impl Exec<'_> {
         let check = format!("vlx-install reset-node {node}");
         let installer = self
             .r
-            .steps
-            .iter()
-            .find_map(|s| match s {
-                Step::InstallThroughIscsi { installer, .. } => Some(installer.as_ref().clone()),
-                _ => None,
-            })
+            .iscsi_installer
+            .as_deref()
+            .cloned()
             .ok_or_else(|| fail(check.clone(), "the plan has no installer environment"))?;
         let lines = self.installer_guest(
             7,
@@ -306,7 +302,7 @@ impl Exec<'_> {
     /// CHAP: in the run's folder, readable by its owner only, as the
     /// installer demands; it reaches the installer guest on its data disk
     /// and never the SAN.
-    fn installer_chap(&self) -> Result<Option<PathBuf>, String> {
+    pub(super) fn installer_chap(&self) -> Result<Option<PathBuf>, String> {
         let Some(chap) = self.r.iscsi.as_ref().and_then(|r| r.chap.as_ref()) else {
             return Ok(None);
         };

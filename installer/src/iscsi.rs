@@ -725,19 +725,10 @@ mod tests {
                 assert_eq!(u.to_string().parse::<IscsiUrl>().as_ref(), Ok(u));
             }
         }
+        // The URL's own errors are the contracts parser's (tested there);
+        // `--san` passes them on.
         for (text, want) in [
-            (
-                "iscsi://san.example/iqn.x",
-                "portal san.example is not an IP address",
-            ),
             ("iscsi://10.0.0.1", "no target name"),
-            ("iscsi://10.0.0.1/", "no target name"),
-            ("iscsi://10.0.0.1:0/iqn.x", "0 is not a port"),
-            (
-                "iscsi://10.0.0.1/iqn.x/one",
-                "LUN one is not a decimal number",
-            ),
-            ("iscsi://[fd00::1/iqn.x", "closing ]"),
             ("iscsi:10.0.0.1/iqn.x", "write iscsi://"),
             ("", "give a block device"),
         ] {

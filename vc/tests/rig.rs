@@ -30,6 +30,26 @@ fn rig_vc_passes_every_check() {
     let checks = checks.as_array().expect("a list of checks");
     assert!(checks.len() >= 10, "{text}");
     assert!(checks.iter().all(|c| c["ok"] == true), "{text}");
+    // The VC network checks by the names the table shows them under.
+    let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
+    for want in [
+        "route demo/vm1 via ",
+        "after placement",
+        "after remap",
+        "vc ping ",
+        "vc isolation demo -/-> cyc",
+        "vc isolation demo/vm1 -/-> its blade's SSH port",
+        "vc isolation demo/vm1 -/-> its blade's DNS and DHCP server",
+        "vc dns ",
+        "vc outside cyc/vm1",
+        "vc shared demo",
+        "vc shared after the storage address moves",
+    ] {
+        assert!(
+            names.iter().any(|n| n.contains(want)),
+            "no check named like `{want}` in {names:?}"
+        );
+    }
     let svg = out.path().join("rehearsal-vc/timeline.svg");
     let lint = Command::new("xmllint")
         .arg("--noout")

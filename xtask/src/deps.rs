@@ -82,6 +82,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("vde2", "the rig's private L2 switch"),
     ("iproute2", "network namespaces for the rig"),
     (
+        "iputils-arping",
+        "arping -U: the VC rig announces the storage address it moves, as keepalived announces a VIP",
+    ),
+    (
         "openssh-client",
         "ssh-keygen makes per-node host keys; ssh: the rig checks the Debian host's blades over one kept connection each",
     ),

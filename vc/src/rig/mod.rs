@@ -18,7 +18,10 @@
 //! shares on a small ext4 volume the rig mounts (loop) under `OUT`; every
 //! VM mounts its VC's share at `/vc` (`vlx.share=` on its command line), a
 //! file one VM writes is read by a VM of its VC on another blade, and a VM
-//! of another VC is refused the share by the export's client list.
+//! of another VC is refused the share by the export's client list; then
+//! the storage address moves (blade01's server killed, blade02 takes the
+//! address with a gratuitous ARP and starts its own server on the exports
+//! its `vlx-vcd` wrote) and the VMs' mounts from boot read and write on.
 //!
 //! The report goes to `OUT` (default `target/rehearsal-vc/`): `checks.json`
 //! (each check with its step's start and end in seconds), `timeline.svg`,
@@ -73,8 +76,10 @@ struct Rig {
     bin: PathBuf,
     profile_dir: PathBuf,
     profile: RigProfile,
-    /// Per blade: etcd and vlx-vcd.
+    /// Per blade: etcd, its cluster dnsmasq and vlx-vcd.
     procs: Vec<Vec<Child>>,
+    /// nfs-ganesha of the blade that holds the storage address.
+    ganesha: Option<Child>,
     checks: Vec<Check>,
     n: usize,
     t0: Instant,
@@ -192,9 +197,9 @@ impl Rig {
             .get(i - 1)
             .with_context(|| format!("the blades file has no blade {i}"))?;
         let dnsmasq = self.cluster_dnsmasq(i, &dir)?;
-        let mut procs = vec![e, dnsmasq];
+        let procs = vec![e, dnsmasq];
         if i == STORAGE_BLADE {
-            procs.push(self.ganesha(i, &dir)?);
+            self.ganesha = Some(self.ganesha(i)?);
         }
         let mut eps = vec![format!("http://{me}:2379")];
         eps.extend(
@@ -229,25 +234,34 @@ impl Rig {
             "--ganesha-pid".into(),
             dir.join("ganesha.pid").display().to_string(),
         ];
+        let mut procs = procs;
         procs.push(self.net.spawn(i, &vcd, &dir.join("vcd.log"))?);
         self.procs.push(procs);
         Ok(())
     }
 
-    /// The VC shares' NFS server on the blade that holds the storage
+    /// The VC shares' NFS server on blade `i`, which holds the storage
     /// address: nfs-ganesha (this host's kernel has no nfsd) on its rendered
     /// config (`vc_net::render::ganesha_conf`), including the exports file
     /// `vlx-vcd` writes under the blade's root and reloads by SIGHUP. Until
-    /// `vlx-vcd` writes it, that file says there is no VC; the wait for
+    /// `vlx-vcd` writes it, that file says there is no VC (a blade taking
+    /// the address over finds its own agent's file there); the wait for
     /// ganesha to serve keeps a SIGHUP from coming before its pid file.
-    fn ganesha(&self, i: usize, dir: &Path) -> anyhow::Result<Child> {
+    /// The clients' recovery records are one folder of the rig (standing for
+    /// the shared volume's), so that a blade taking the address over grants
+    /// the VMs' clients their reclaims.
+    fn ganesha(&self, i: usize) -> anyhow::Result<Child> {
+        let dir = self.out.join("blades").join(format!("blade0{i}"));
+        let dir = dir.as_path();
         let exports = dir.join("root").join(vc_net::apply::GANESHA_EXPORTS);
-        let recovery = dir.join("ganesha-recovery");
+        let recovery = self.out.join("ganesha-recovery");
         for d in [exports.parent().unwrap_or(dir), recovery.as_path()] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        std::fs::write(&exports, "# no VC yet\n")
-            .with_context(|| format!("writing {}", exports.display()))?;
+        if !exports.exists() {
+            std::fs::write(&exports, "# no VC yet\n")
+                .with_context(|| format!("writing {}", exports.display()))?;
+        }
         let conf = dir.join("ganesha.conf");
         std::fs::write(
             &conf,
@@ -469,6 +483,7 @@ pub fn rehearse(profile_path: &Path, out: &Path, bin: &Path) -> anyhow::Result<V
         profile_dir,
         profile,
         procs: Vec::new(),
+        ganesha: None,
         checks: Vec::new(),
         n,
         t0: Instant::now(),
@@ -476,7 +491,7 @@ pub fn rehearse(profile_path: &Path, out: &Path, bin: &Path) -> anyhow::Result<V
     };
     let r = run_checks(&mut rig);
     save_consoles(&rig);
-    for p in rig.procs.iter_mut().flatten() {
+    for p in rig.procs.iter_mut().flatten().chain(rig.ganesha.as_mut()) {
         let _ = p.kill();
         let _ = p.wait();
     }
@@ -1056,6 +1071,122 @@ fn vc_shared_checks(rig: &mut Rig) {
     rig.check("vc shared isolation cyc -/-> demo's share", r);
 }
 
+/// The blade the storage address moves to in `vc shared after the storage
+/// address moves`.
+const STORAGE_TAKER: usize = 2;
+
+/// The line of `/proc/self/mountinfo` of the VM's share (its mount id
+/// first): the same line after a move means the same mount.
+fn share_mount(rig: &Rig, vc: &str, vm: &str) -> anyhow::Result<String> {
+    let at = vc_net::render::GUEST_SHARED_MOUNT;
+    let out = rig.in_vm(1, vc, vm, &format!("grep ' {at} ' /proc/self/mountinfo"))?;
+    let line = out
+        .lines()
+        .find(|l| l.contains(&format!(" {at} ")) && !l.contains("grep"))
+        .with_context(|| format!("{vc}/{vm} has nothing mounted at {at}: {out}"))?;
+    Ok(line.trim().to_owned())
+}
+
+/// `vc shared` across a move of the storage address (the shared volume's
+/// VIP moving after its holder dies): the holder's nfs-ganesha is killed
+/// with SIGKILL, the address leaves that blade and another takes it,
+/// announced by gratuitous ARP as keepalived announces a VIP, and starts
+/// nfs-ganesha on the exports its own `vlx-vcd` wrote, with the same
+/// clients' records. The VMs keep the mounts they made at boot (the same
+/// mount before and after): demo/vm3 reads the file demo/vm1 wrote before
+/// the move and writes one that demo/vm1 reads. The time from the kill to
+/// that first read is reported (ganesha's grace period is 20 s).
+fn vc_shared_move_check(rig: &mut Rig) {
+    let r = (|| {
+        let at = vc_net::render::GUEST_SHARED_MOUNT;
+        let before = format!("{at}/from-vm1");
+        let token = rig.in_vm(1, "demo", "vm1", &format!("cat {before}"))?;
+        let token = token.lines().last().unwrap_or("").trim().to_owned();
+        if token.is_empty() {
+            bail!("demo/vm1 reads nothing in {before} before the move");
+        }
+        let (_, b1) = vm_net(rig, "demo", "vm1")?;
+        let (_, b3) = vm_net(rig, "demo", "vm3")?;
+        let mounts = [
+            share_mount(rig, "demo", "vm1")?,
+            share_mount(rig, "demo", "vm3")?,
+        ];
+
+        let t0 = Instant::now();
+        if let Some(mut g) = rig.ganesha.take() {
+            let _ = g.kill();
+            let _ = g.wait();
+        }
+        let cidr = format!("{STORAGE_ADDR}/24");
+        ns::ip(&[
+            "-n",
+            &rig.net.blades[STORAGE_BLADE - 1],
+            "addr",
+            "del",
+            &cidr,
+            "dev",
+            "eth0",
+        ])?;
+        ns::ip(&[
+            "-n",
+            &rig.net.blades[STORAGE_TAKER - 1],
+            "addr",
+            "add",
+            &cidr,
+            "dev",
+            "eth0",
+        ])?;
+        let o = rig.net.run(
+            STORAGE_TAKER,
+            &["arping", "-U", "-c", "2", "-I", "eth0", STORAGE_ADDR],
+        )?;
+        if !o.status.success() {
+            bail!(
+                "arping -U {STORAGE_ADDR} (Debian iputils-arping) on blade0{STORAGE_TAKER}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        rig.ganesha = Some(rig.ganesha(STORAGE_TAKER)?);
+        let serving = t0.elapsed();
+
+        let read = rig.in_vm(1, "demo", "vm3", &format!("cat {before}"))?;
+        let first_read = t0.elapsed();
+        if !read.contains(&token) {
+            bail!("after the move demo/vm3 on {b3} reads `{read}` in {before}, not {token}");
+        }
+        let after = format!("{at}/from-vm3");
+        let token2 = format!("{token}-after-move");
+        let wrote = rig.in_vm(
+            1,
+            "demo",
+            "vm3",
+            &format!("echo {token2} > {after} && sync && echo WROTE"),
+        )?;
+        if !wrote.contains("WROTE") {
+            bail!("after the move demo/vm3 on {b3} could not write {after}: {wrote}");
+        }
+        let back = rig.in_vm(1, "demo", "vm1", &format!("cat {after}"))?;
+        if !back.contains(&token2) {
+            bail!("after the move demo/vm1 on {b1} reads `{back}` in {after}, not {token2}");
+        }
+        for (vm, was) in ["vm1", "vm3"].iter().zip(&mounts) {
+            let now = share_mount(rig, "demo", vm)?;
+            if &now != was {
+                bail!("demo/{vm}'s share is another mount after the move: `{was}` then `{now}`");
+            }
+        }
+        Ok(format!(
+            "nfs-ganesha of blade0{STORAGE_BLADE} killed, {STORAGE_ADDR} taken by \
+             blade0{STORAGE_TAKER}, serving {:.1} s after the kill; on the mounts made at boot \
+             demo/vm3 ({b3}) read demo/vm1's file {:.1} s after the kill and wrote one demo/vm1 \
+             ({b1}) read",
+            serving.as_secs_f64(),
+            first_read.as_secs_f64()
+        ))
+    })();
+    rig.check("vc shared after the storage address moves", r);
+}
+
 fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
     // The cluster's side of the VC networks, as the installer renders it
     // on every blade (`/etc/vlx/vc-net.toml`): the blades' network and
@@ -1216,6 +1347,7 @@ fn run_checks(rig: &mut Rig) -> anyhow::Result<()> {
     rig.check_routes("demo", "after placement");
     vc_net_checks(rig);
     vc_shared_checks(rig);
+    vc_shared_move_check(rig);
 
     // Strict refuses what does not fit; nothing of it remains.
     let o = rig.vc_on(

@@ -31,6 +31,42 @@ pub fn sh(node: &Node<'_>, command: &str, limit: Duration) -> Result<Output, She
     node.blade.shell().run(command, limit)
 }
 
+/// Runs `f` for every node at once, a thread each (a blade answers on its
+/// own console or SSH connection, and waiting for one blade after another
+/// made the checks of 16 blades take longer than their boots); returns
+/// the results in the nodes' order.
+pub fn on_each<'a, T: Send>(nodes: &[Node<'a>], f: impl Fn(&Node<'a>) -> T + Sync) -> Vec<T> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let running: Vec<_> = nodes.iter().map(|n| s.spawn(move || f(n))).collect();
+        running
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// [`on_each`] for checks: each node's checks are added to `checks` in
+/// the nodes' order, so that the table reads as if they had run one node
+/// after the other.
+pub fn each_node<'a, T: Send>(
+    checks: &mut Checks,
+    nodes: &[Node<'a>],
+    f: impl Fn(&mut Checks, &Node<'a>) -> T + Sync,
+) -> Vec<T> {
+    on_each(nodes, |n| {
+        let mut mine = Checks::default();
+        let t = f(&mut mine, n);
+        (mine, t)
+    })
+    .into_iter()
+    .map(|(mine, t)| {
+        checks.0.extend(mine.0);
+        t
+    })
+    .collect()
+}
+
 /// The file each blade writes to its own root.
 pub fn marker_file(blade: &str) -> String {
     format!("/vlx-rig-{blade}")
@@ -70,6 +106,11 @@ pub fn identity(checks: &mut Checks, step: u8, node: &Node<'_>, prefix: u8, limi
     }
 }
 
+/// [`identity`] of every node, all at once.
+pub fn identities(checks: &mut Checks, step: u8, nodes: &[Node<'_>], prefix: u8, limit: Duration) {
+    each_node(checks, nodes, |c, n| identity(c, step, n, prefix, limit));
+}
+
 /// A udhcpc script that reports the lease and changes nothing.
 const DHCP_SCRIPT: &str = "/tmp/vlx-rig-dhcp";
 
@@ -80,41 +121,10 @@ const DHCP_SCRIPT: &str = "/tmp/vlx-rig-dhcp";
 /// the servers seen are at least two unless DHCP is missing somewhere.
 /// Returns the server of the first answer.
 pub fn dhcp(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) -> Option<Ipv4Addr> {
-    let mut servers = Vec::new();
-    for n in nodes {
-        let name = format!("dhcp answers {}", n.name);
-        let iface = match interface_of(n, limit) {
-            Ok(i) => i,
-            Err(e) => {
-                checks.fail(STEP, name, e);
-                continue;
-            }
-        };
-        let cmd = format!(
-            "printf '#!/bin/sh\\n[ \"$1\" = bound ] && echo \"lease $ip from $serverid\"\\nexit 0\\n' > {DHCP_SCRIPT} && chmod +x {DHCP_SCRIPT} && udhcpc -i {iface} -f -q -n -t 4 -T 2 -s {DHCP_SCRIPT} 2>&1"
-        );
-        match sh(n, &cmd, limit) {
-            Ok(o) => {
-                let lease = o.lines.iter().find_map(|l| parse_lease(l));
-                match lease {
-                    Some((ip, server)) if ip == n.ip => {
-                        servers.push(server);
-                        checks.pass(STEP, name, format!("lease {ip} from {server}"));
-                    }
-                    Some((ip, server)) => checks.fail(
-                        STEP,
-                        name,
-                        format!(
-                            "lease {ip} from {server}, but the cluster table says {}",
-                            n.ip
-                        ),
-                    ),
-                    None => checks.fail(STEP, name, format!("no lease: {}", o.lines.join(" | "))),
-                }
-            }
-            Err(e) => checks.fail(STEP, name, e.to_string()),
-        }
-    }
+    let servers: Vec<Ipv4Addr> = each_node(checks, nodes, |checks, n| ask_lease(checks, n, limit))
+        .into_iter()
+        .flatten()
+        .collect();
     let distinct: BTreeSet<Ipv4Addr> = servers.iter().copied().collect();
     checks.expect(
         STEP,
@@ -130,6 +140,52 @@ pub fn dhcp(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) -> Option<
         ),
     );
     servers.first().copied()
+}
+
+/// One node's lease, checked against the cluster table; returns the
+/// server that answered.
+fn ask_lease(checks: &mut Checks, n: &Node<'_>, limit: Duration) -> Option<Ipv4Addr> {
+    let name = format!("dhcp answers {}", n.name);
+    let iface = match interface_of(n, limit) {
+        Ok(i) => i,
+        Err(e) => {
+            checks.fail(STEP, name, e);
+            return None;
+        }
+    };
+    let cmd = format!(
+        "printf '#!/bin/sh\\n[ \"$1\" = bound ] && echo \"lease $ip from $serverid\"\\nexit 0\\n' > {DHCP_SCRIPT} && chmod +x {DHCP_SCRIPT} && udhcpc -i {iface} -f -q -n -t 4 -T 2 -s {DHCP_SCRIPT} 2>&1"
+    );
+    match sh(n, &cmd, limit) {
+        Ok(o) => {
+            let lease = o.lines.iter().find_map(|l| parse_lease(l));
+            match lease {
+                Some((ip, server)) if ip == n.ip => {
+                    checks.pass(STEP, name, format!("lease {ip} from {server}"));
+                    Some(server)
+                }
+                Some((ip, server)) => {
+                    checks.fail(
+                        STEP,
+                        name,
+                        format!(
+                            "lease {ip} from {server}, but the cluster table says {}",
+                            n.ip
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    checks.fail(STEP, name, format!("no lease: {}", o.lines.join(" | ")));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            checks.fail(STEP, name, e.to_string());
+            None
+        }
+    }
 }
 
 /// The interface that holds the node's address (the image may rename its
@@ -154,8 +210,12 @@ fn parse_lease(line: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
 /// Asks each node's DNS server, from another node, for the asker's name;
 /// then that more than one blade answered.
 pub fn dns(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
-    let mut answering = Vec::new();
-    for (i, server) in nodes.iter().enumerate() {
+    // Each server is asked by the node after it: each node asks once.
+    let answering: Vec<&str> = each_node(checks, nodes, |checks, server| {
+        let i = nodes
+            .iter()
+            .position(|n| n.name == server.name)
+            .unwrap_or_default();
         let client = &nodes[(i + 1) % nodes.len()];
         let name = format!("dns answers on {}", server.name);
         match sh(
@@ -165,9 +225,6 @@ pub fn dns(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
         ) {
             Ok(o) => {
                 let ok = o.success() && o.lines.iter().any(|l| has_ip(l, client.ip));
-                if ok {
-                    answering.push(server.name);
-                }
                 let answer = if ok {
                     client.ip.to_string()
                 } else {
@@ -182,10 +239,17 @@ pub fn dns(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
                         client.name, server.ip, client.fqdn
                     ),
                 );
+                ok.then_some(server.name)
             }
-            Err(e) => checks.fail(STEP, name, e.to_string()),
+            Err(e) => {
+                checks.fail(STEP, name, e.to_string());
+                None
+            }
         }
-    }
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     checks.expect(
         STEP,
         "dns from several blades",
@@ -208,9 +272,11 @@ pub fn vip_holders(
 ) -> Result<Vec<String>, ShellError> {
     let want = format!("inet {vip}/");
     let mut holders = Vec::new();
-    for n in nodes {
-        let o = sh(n, "ip -o -4 addr show", limit)?;
-        if o.lines.iter().any(|l| l.contains(&want)) {
+    for (n, o) in nodes
+        .iter()
+        .zip(on_each(nodes, |n| sh(n, "ip -o -4 addr show", limit)))
+    {
+        if o?.lines.iter().any(|l| l.contains(&want)) {
             holders.push(n.name.to_string());
         }
     }
@@ -368,9 +434,7 @@ pub fn vip(
             None
         }
     };
-    for n in nodes {
-        ping(checks, STEP, n, vip, limit);
-    }
+    each_node(checks, nodes, |c, n| ping(c, STEP, n, vip, limit));
     holder
 }
 
@@ -395,16 +459,14 @@ pub fn ping(checks: &mut Checks, step: u8, node: &Node<'_>, ip: Ipv4Addr, limit:
 /// whose reach register is not zero), within `watch`.
 pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: Duration) {
     let start = Instant::now();
-    let mut pending: Vec<&Node<'_>> = nodes.iter().collect();
-    let mut last: Vec<(String, String)> = Vec::new();
-    while !pending.is_empty() {
-        let mut still = Vec::new();
-        for n in pending {
-            let others: Vec<Ipv4Addr> = nodes
-                .iter()
-                .filter(|o| o.name != n.name)
-                .map(|o| o.ip)
-                .collect();
+    each_node(checks, nodes, |checks, n| {
+        let name = format!("chrony peers {}", n.name);
+        let others: Vec<Ipv4Addr> = nodes
+            .iter()
+            .filter(|o| o.name != n.name)
+            .map(|o| o.ip)
+            .collect();
+        loop {
             match sh(n, "chronyc -n sources", limit) {
                 Ok(o) if o.success() => {
                     let heard: Vec<String> = o
@@ -412,46 +474,35 @@ pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: D
                         .iter()
                         .filter_map(|l| reached_peer(l, &others))
                         .collect();
-                    if heard.is_empty() {
-                        last.retain(|(b, _)| b != n.name);
-                        last.push((n.name.to_string(), o.lines.join(" | ")));
-                        still.push(n);
-                    } else {
-                        checks.pass(
+                    if !heard.is_empty() {
+                        checks.pass(STEP, name, format!("hears {}", heard.join(", ")));
+                        return;
+                    }
+                    if start.elapsed() >= watch {
+                        checks.fail(
                             STEP,
-                            format!("chrony peers {}", n.name),
-                            format!("hears {}", heard.join(", ")),
+                            name,
+                            format!(
+                                "no peer reached within {} s: {}",
+                                watch.as_secs(),
+                                o.lines.join(" | ")
+                            ),
                         );
+                        return;
                     }
                 }
-                Ok(o) => checks.fail(
-                    STEP,
-                    format!("chrony peers {}", n.name),
-                    o.lines.join(" | "),
-                ),
-                Err(e) => checks.fail(STEP, format!("chrony peers {}", n.name), e.to_string()),
+                Ok(o) => {
+                    checks.fail(STEP, name, o.lines.join(" | "));
+                    return;
+                }
+                Err(e) => {
+                    checks.fail(STEP, name, e.to_string());
+                    return;
+                }
             }
-        }
-        pending = still;
-        if !pending.is_empty() && start.elapsed() >= watch {
-            for n in pending {
-                let seen = last
-                    .iter()
-                    .find(|(b, _)| b == n.name)
-                    .map(|(_, s)| s.as_str())
-                    .unwrap_or("");
-                checks.fail(
-                    STEP,
-                    format!("chrony peers {}", n.name),
-                    format!("no peer reached within {} s: {seen}", watch.as_secs()),
-                );
-            }
-            break;
-        }
-        if !pending.is_empty() {
             std::thread::sleep(POLL * 4);
         }
-    }
+    });
 }
 
 /// How long etcd may take to elect a leader once the blades are ready: a
@@ -466,6 +517,9 @@ pub fn etcd(checks: &mut Checks, nodes: &[Node<'_>], endpoints: &[String], limit
     let list = endpoints.join(",");
     let ctl = format!("etcdctl --dial-timeout=2s --command-timeout=5s --endpoints={list}");
     let start = Instant::now();
+    // One node after the other: every etcdctl asks every voter to commit a
+    // proposal, which sixteen emulated blades asking at once kept from
+    // answering within the watch.
     for n in nodes {
         let name = format!("etcd answers {}", n.name);
         loop {
@@ -540,7 +594,8 @@ fn reached_peer(line: &str, peers: &[Ipv4Addr]) -> Option<String> {
 /// Each node writes a file named after itself to its root; each then must
 /// see its own file and no other node's.
 pub fn private_roots(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
-    for n in nodes {
+    // Every file is written before any root is looked at.
+    each_node(checks, nodes, |checks, n| {
         let f = marker_file(n.name);
         if let Err(e) = write_marker(n, limit) {
             checks.fail(
@@ -549,8 +604,8 @@ pub fn private_roots(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
                 format!("writing {f}: {e}"),
             );
         }
-    }
-    for n in nodes {
+    });
+    each_node(checks, nodes, |checks, n| {
         let name = format!("root of {} is its own", n.name);
         match sh(n, "ls / | grep '^vlx-rig-' ; true", limit) {
             Ok(o) => {
@@ -577,7 +632,7 @@ pub fn private_roots(checks: &mut Checks, nodes: &[Node<'_>], limit: Duration) {
             }
             Err(e) => checks.fail(STEP, name, e.to_string()),
         }
-    }
+    });
 }
 
 /// Writes the node's file to its root and syncs it to its snapshot.

@@ -1014,9 +1014,7 @@ impl Exec<'_> {
         let prefix = self.cluster.network.cidr.prefix();
         let mut checks = std::mem::take(&mut self.checks);
         let nodes = self.nodes();
-        for n in &nodes {
-            checks::identity(&mut checks, 5, n, prefix, limit);
-        }
+        checks::identities(&mut checks, 5, &nodes, prefix, limit);
         let mut first_dhcp = None;
         if nodes.len() >= 2 {
             if self.cluster.services.dhcp {
@@ -1060,9 +1058,7 @@ impl Exec<'_> {
         checks::private_roots(&mut checks, &nodes, limit);
         if self.rig_key.is_some() {
             // Checked over SSH: an image with systemd (the Debian host).
-            for n in &nodes {
-                checks::systemd(&mut checks, 5, n, limit);
-            }
+            checks::each_node(&mut checks, &nodes, |c, n| checks::systemd(c, 5, n, limit));
         }
         let wrote: Vec<String> = nodes.iter().map(|n| n.name.to_string()).collect();
         let first_dhcp_server = first_dhcp.and_then(|ip| {

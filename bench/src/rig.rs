@@ -162,8 +162,15 @@ fn scaling(
         gap.as_secs_f64()
     );
     println!(
-        "{:>7} {:>10} {:>12} {:>14} {:>14} {:>12}",
-        "blades", "total s", "cold start s", "ready median s", "ready max s", "median/bare"
+        "{:>7} {:>10} {:>10} {:>12} {:>10} {:>14} {:>14} {:>12}",
+        "blades",
+        "total s",
+        "step 1 s",
+        "cold start s",
+        "step 5 s",
+        "ready median s",
+        "ready max s",
+        "median/bare"
     );
     let mut rows = Vec::new();
     for &n in sizes {
@@ -171,11 +178,13 @@ fn scaling(
         let o = rehearsal(&profile, image, n, gap, scratch)?;
         let total = phases_total(&o);
         let cold = phase(&o, 4).unwrap_or_default() + phase(&o, 3).unwrap_or_default();
+        let install = phase(&o, 1).unwrap_or_default();
+        let checks = phase(&o, 5).unwrap_or_default();
         let ready = o.timeline.ready_times();
         let max = ready.iter().copied().fold(0.0, f64::max);
         let med = median(&ready);
         println!(
-            "{n:>7} {total:>10.1} {cold:>12.1} {med:>14.1} {max:>14.1} {:>11.1}x",
+            "{n:>7} {total:>10.1} {install:>10.1} {cold:>12.1} {checks:>10.1} {med:>14.1} {max:>14.1} {:>11.1}x",
             med / bare
         );
         rows.push((n, total, med));

@@ -31,10 +31,9 @@ pub fn sh(node: &Node<'_>, command: &str, limit: Duration) -> Result<Output, She
     node.blade.shell().run(command, limit)
 }
 
-/// Runs `f` for every node at once, a thread each (a blade answers on its
-/// own console or SSH connection, and waiting for one blade after another
-/// made the checks of 16 blades take longer than their boots); returns
-/// the results in the nodes' order.
+/// Runs `f` for every node at once, a thread each (each blade answers on
+/// its own console or SSH connection, so none need wait for another's
+/// answer); returns the results in the nodes' order.
 pub fn on_each<'a, T: Send>(nodes: &[Node<'a>], f: impl Fn(&Node<'a>) -> T + Sync) -> Vec<T> {
     let f = &f;
     std::thread::scope(|s| {

@@ -82,6 +82,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("vde2", "the rig's private L2 switch"),
     ("iproute2", "network namespaces for the rig"),
     (
+        "apt-utils",
+        "apt-ftparchive: the offline Debian build test indexes a file mirror made from the package cache",
+    ),
+    (
         "iputils-arping",
         "arping -U: the VC rig announces the storage address it moves, as keepalived announces a VIP",
     ),

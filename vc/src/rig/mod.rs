@@ -197,7 +197,7 @@ impl Rig {
             .get(i - 1)
             .with_context(|| format!("the blades file has no blade {i}"))?;
         let dnsmasq = self.cluster_dnsmasq(i, &dir)?;
-        let procs = vec![e, dnsmasq];
+        let mut procs = vec![e, dnsmasq];
         if i == STORAGE_BLADE {
             self.ganesha = Some(self.ganesha(i)?);
         }
@@ -234,7 +234,6 @@ impl Rig {
             "--ganesha-pid".into(),
             dir.join("ganesha.pid").display().to_string(),
         ];
-        let mut procs = procs;
         procs.push(self.net.spawn(i, &vcd, &dir.join("vcd.log"))?);
         self.procs.push(procs);
         Ok(())

@@ -271,11 +271,9 @@ pub fn vip_holders(
 ) -> Result<Vec<String>, ShellError> {
     let want = format!("inet {vip}/");
     let mut holders = Vec::new();
-    for (n, o) in nodes
-        .iter()
-        .zip(on_each(nodes, |n| sh(n, "ip -o -4 addr show", limit)))
-    {
-        if o?.lines.iter().any(|l| l.contains(&want)) {
+    for n in nodes {
+        let o = sh(n, "ip -o -4 addr show", limit)?;
+        if o.lines.iter().any(|l| l.contains(&want)) {
             holders.push(n.name.to_string());
         }
     }

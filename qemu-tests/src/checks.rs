@@ -506,37 +506,71 @@ pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: D
 /// few election timeouts of the rig's profile (2.5 s), with room for TCG.
 const ETCD_WATCH: Duration = Duration::from_secs(90);
 
-/// etcd on the blades: every node reaches the running voters (`etcdctl
-/// endpoint health` against their client URLs, from the plan the blades
-/// were rendered from), and a value put through the first node is read
-/// through the last. `endpoints` are the running voters' client URLs.
+/// etcd on the blades: the running voters are healthy (`etcdctl endpoint
+/// health` from the first node: each voter answers a read through the
+/// cluster's consensus); every node reaches every running voter, and they
+/// agree on one leader (`etcdctl endpoint status`, all nodes at once: a
+/// status costs the voters no consensus, where sixteen emulated blades
+/// asking for health at once kept etcd from answering within the watch);
+/// and a value put through the first node is read through the last.
+/// `endpoints` are the running voters' client URLs, from the plan the
+/// blades were rendered from.
 pub fn etcd(checks: &mut Checks, nodes: &[Node<'_>], endpoints: &[String], limit: Duration) {
     let list = endpoints.join(",");
     let ctl = format!("etcdctl --dial-timeout=2s --command-timeout=5s --endpoints={list}");
     let start = Instant::now();
-    // One node after the other: every etcdctl asks every voter to commit a
-    // proposal, which sixteen emulated blades asking at once kept from
-    // answering within the watch.
-    for n in nodes {
-        let name = format!("etcd answers {}", n.name);
-        loop {
-            match sh(n, &format!("{ctl} endpoint health 2>&1"), limit) {
-                Ok(o) if o.success() => {
-                    checks.pass(STEP, name, o.lines.join(" | "));
-                    break;
-                }
-                Ok(o) if start.elapsed() >= ETCD_WATCH => {
-                    checks.fail(STEP, name, o.lines.join(" | "));
-                    break;
-                }
-                Ok(_) => std::thread::sleep(POLL * 4),
-                Err(e) => {
-                    checks.fail(STEP, name, e.to_string());
-                    break;
-                }
+    let Some(first) = nodes.first() else {
+        return;
+    };
+    let name = format!("etcd healthy from {}", first.name);
+    loop {
+        match sh(first, &format!("{ctl} endpoint health 2>&1"), limit) {
+            Ok(o) if o.success() => {
+                checks.pass(STEP, name, o.lines.join(" | "));
+                break;
+            }
+            Ok(o) if start.elapsed() >= ETCD_WATCH => {
+                checks.fail(STEP, name, o.lines.join(" | "));
+                return;
+            }
+            Ok(_) => std::thread::sleep(POLL * 4),
+            Err(e) => {
+                checks.fail(STEP, name, e.to_string());
+                return;
             }
         }
     }
+    each_node(checks, nodes, |checks, n| {
+        let name = format!("etcd answers {}", n.name);
+        loop {
+            let o = match sh(n, &format!("{ctl} endpoint status 2>&1"), limit) {
+                Ok(o) => o,
+                Err(e) => {
+                    checks.fail(STEP, name, e.to_string());
+                    return;
+                }
+            };
+            let verdict = one_leader(&o.lines, endpoints);
+            match verdict {
+                Ok(leader) if o.success() => {
+                    checks.pass(
+                        STEP,
+                        name,
+                        format!("{} voters answer; leader {leader}", endpoints.len()),
+                    );
+                    return;
+                }
+                _ if start.elapsed() >= ETCD_WATCH => {
+                    let why = verdict
+                        .err()
+                        .unwrap_or_else(|| format!("exit {}", o.status));
+                    checks.fail(STEP, name, format!("{why}: {}", o.lines.join(" | ")));
+                    return;
+                }
+                _ => std::thread::sleep(POLL * 4),
+            }
+        }
+    });
     let (Some(first), Some(last)) = (nodes.first(), nodes.last()) else {
         return;
     };
@@ -571,6 +605,35 @@ pub fn etcd(checks: &mut Checks, nodes: &[Node<'_>], endpoints: &[String], limit
             );
         }
         Err(e) => checks.fail(STEP, name, e.to_string()),
+    }
+}
+
+/// From `etcdctl endpoint status` lines (`URL, ID, version, db size, is
+/// leader, ...`): every one of `endpoints` answered and exactly one says
+/// it leads; returns the leader's URL.
+fn one_leader(lines: &[String], endpoints: &[String]) -> Result<String, String> {
+    let rows: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| l.split(',').map(str::trim).collect::<Vec<_>>())
+        .filter(|r| r.len() >= 5 && endpoints.iter().any(|e| e == r[0]))
+        .collect();
+    let missing: Vec<&str> = endpoints
+        .iter()
+        .filter(|e| !rows.iter().any(|r| r[0] == e.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("no status from {}", missing.join(", ")));
+    }
+    let leaders: Vec<&str> = rows
+        .iter()
+        .filter(|r| r[4] == "true")
+        .map(|r| r[0])
+        .collect();
+    match leaders.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => Err("no voter says it leads".into()),
+        many => Err(format!("several voters say they lead: {}", many.join(", "))),
     }
 }
 
@@ -786,6 +849,32 @@ mod tests {
             Some((Ipv4Addr::new(10, 77, 0, 12), Ipv4Addr::new(10, 77, 0, 13)))
         );
         assert_eq!(parse_lease("udhcpc: sending discover"), None);
+    }
+
+    #[test]
+    fn etcd_status_needs_every_voter_and_one_leader() {
+        let eps: Vec<String> = ["http://10.77.0.11:2379", "http://10.77.0.12:2379"]
+            .map(String::from)
+            .to_vec();
+        let line = |ep: &str, lead: bool| {
+            format!("{ep}, 8e9e05c52164694d, 3.4.23, 20 kB, {lead}, false, 2, 4, 4, ")
+        };
+        let both = [line(&eps[0], false), line(&eps[1], true)];
+        assert_eq!(one_leader(&both, &eps), Ok(eps[1].clone()));
+        let failed = [
+            line(&eps[0], true),
+            "Failed to get the status of endpoint http://10.77.0.12:2379 (context deadline \
+             exceeded)"
+                .to_owned(),
+        ];
+        assert_eq!(
+            one_leader(&failed, &eps),
+            Err("no status from http://10.77.0.12:2379".to_owned())
+        );
+        let none = [line(&eps[0], false), line(&eps[1], false)];
+        assert!(one_leader(&none, &eps).is_err());
+        let two = [line(&eps[0], true), line(&eps[1], true)];
+        assert!(one_leader(&two, &eps).unwrap_err().contains("several"));
     }
 
     #[test]

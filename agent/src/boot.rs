@@ -19,8 +19,9 @@ use crate::console::say;
 use crate::dm::{self, ROOT_DM_NAME};
 use crate::failure::Failure;
 use crate::modules::{self, LOAD_LIST, ModuleIndex};
+use crate::multipath::{self, PATH_RECOVERY_TMO, Paths, SAN_DM_NAME};
 use crate::node::{self, PLAN_FILE};
-use crate::san::{self, META_LABEL, Probe, SanDisk, SanError};
+use crate::san::{self, Found, META_LABEL, Probe, SanDisk, SanError};
 use crate::sys::{self, Loaded};
 use crate::tools::{command, run};
 use crate::{copy, iscsi};
@@ -36,7 +37,8 @@ pub const META_IN_ROOT: &str = "vlx/meta";
 pub const INIT: &str = "/sbin/init";
 
 /// After the SAN is found, one more look this much later, so that a second
-/// path to the same LUN (multipath) is noticed rather than raced.
+/// path to the same LUN (multipath) is noticed rather than raced: the SCSI
+/// scan of a second session can end a moment after the first's.
 const SETTLE: Duration = Duration::from_secs(1);
 /// How long a partition or device-mapper node may take to show in /dev.
 const DEVICE_WAIT: Duration = Duration::from_secs(10);
@@ -129,7 +131,10 @@ fn boot() -> Result<Infallible, Failure> {
         iscsi::connect(i, args.cluster)?;
     }
 
-    let san = find_san(args.cluster, args.san_wait)?;
+    let san = match find_san(args.cluster, args.san_wait)? {
+        Found::Disk(d) => d,
+        Found::Paths(p) => map_paths(&p)?,
+    };
     say(format!("SAN is {san}"));
 
     let meta_dev = device(&san, META_LABEL)?;
@@ -299,6 +304,9 @@ fn probe(disk: &str) -> Option<Probe> {
     Some(Probe {
         disk: disk.to_owned(),
         sector: sector.unwrap_or(SectorSize::B512),
+        sectors,
+        // Absent on disks that are not SCSI (virtio-blk, NVMe has its own).
+        wwid: read_trimmed(&sys.join("device/wwid")).ok(),
         gpt,
     })
 }
@@ -316,8 +324,9 @@ fn probe_all() -> Vec<Probe> {
     names.iter().filter_map(|n| probe(n)).collect()
 }
 
-/// Waits a bounded time for exactly one disk holding the cluster's SAN.
-fn find_san(cluster: Uuid, wait: Duration) -> Result<SanDisk, Failure> {
+/// Waits a bounded time for the disk holding the cluster's SAN, or the
+/// paths to its LUN.
+fn find_san(cluster: Uuid, wait: Duration) -> Result<Found, Failure> {
     let start = Instant::now();
     let mut told = false;
     loop {
@@ -326,7 +335,7 @@ fn find_san(cluster: Uuid, wait: Duration) -> Result<SanDisk, Failure> {
                 std::thread::sleep(SETTLE);
                 return san::choose(cluster, &probe_all()).map_err(Failure::San);
             }
-            Err(e @ SanError::Multiple { .. }) => return Err(Failure::San(e)),
+            Err(e @ SanError::Paths { .. }) => return Err(Failure::San(e)),
             Err(e) if start.elapsed() > wait => return Err(Failure::San(e)),
             Err(_) if !told && start.elapsed() > Duration::from_secs(3) => {
                 say(format!(
@@ -339,6 +348,83 @@ fn find_san(cluster: Uuid, wait: Duration) -> Result<SanDisk, Failure> {
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// Builds the multipath map over the paths to the SAN and a linear map
+/// for each of its partitions ([`multipath`]); the SAN is then the map.
+fn map_paths(p: &Paths) -> Result<SanDisk, Failure> {
+    say(format!(
+        "the SAN's LUN {} is seen over {} paths: {}",
+        p.wwid,
+        p.paths.len(),
+        p.names()
+    ));
+    let tmo = short_path_timeouts(p);
+    let table = p.table();
+    dm_create(SAN_DM_NAME, &table.to_string())?;
+    wait_for(&Path::new("/dev/mapper").join(SAN_DM_NAME))?;
+    say(format!(
+        "multipath map {SAN_DM_NAME} over {} (round-robin, I/O queued while no path works{tmo}): {table}",
+        p.names()
+    ));
+    let disk = p.disk();
+    let parts = multipath::partitions(&disk);
+    for l in &parts {
+        dm_create(&l.name, &l.to_string())?;
+    }
+    say(format!(
+        "partitions of {SAN_DM_NAME} mapped: {}",
+        parts
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    Ok(disk)
+}
+
+/// Shortens the recovery timeout of the iSCSI session behind each path to
+/// [`PATH_RECOVERY_TMO`], so that I/O fails over to another path instead
+/// of waiting 120 s for this one; says so in the text it returns. A path
+/// that is no iSCSI disk (FC, SAS) keeps its driver's timeouts; a timeout
+/// that cannot be written is reported and the boot goes on with it.
+fn short_path_timeouts(p: &Paths) -> String {
+    let mut set = Vec::new();
+    for path in &p.paths {
+        match iscsi_session_of(&path.disk) {
+            None => {}
+            Some(session) => {
+                let file = session.join("recovery_tmo");
+                match fs::write(&file, PATH_RECOVERY_TMO.to_string()) {
+                    Ok(()) => set.push(path.disk.as_str()),
+                    Err(e) => say(format!(
+                        "warning: path {}: writing {}: {e}; it keeps its timeout",
+                        path.disk,
+                        file.display()
+                    )),
+                }
+            }
+        }
+    }
+    if set.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; iSCSI recovery timeout of {} is {PATH_RECOVERY_TMO} s",
+            set.join(", ")
+        )
+    }
+}
+
+/// The `/sys/class/iscsi_session/sessionN` of disk `disk`, if it is an
+/// iSCSI disk: its device's path in sysfs runs through `.../sessionN/...`.
+fn iscsi_session_of(disk: &str) -> Option<PathBuf> {
+    let dev = fs::canonicalize(Path::new("/sys/block").join(disk).join("device")).ok()?;
+    let name = dev
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .find(|c| c.starts_with("session"))?;
+    Some(Path::new("/sys/class/iscsi_session").join(name))
 }
 
 /// Waits a bounded time for a device node.

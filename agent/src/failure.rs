@@ -93,8 +93,10 @@ impl Failure {
                 "look at ls /sys/block /dev and dmesg: the disk or its driver did not show up"
                     .into()
             }
-            Failure::San(SanError::Multiple { .. }) => {
-                "zone or mask the LUN so that this blade sees one path to it".into()
+            Failure::San(SanError::Paths { .. }) => {
+                "look at ls /sys/block/*/device/wwid and the target's LUNs: zone or mask the \
+                 other LUN so that this blade sees only the SAN's, over one path or several"
+                    .into()
             }
             Failure::San(SanError::NotFound { .. }) => {
                 "look at ls /sys/block and dmesg (disk drivers, SAN zoning and LUN masking), \

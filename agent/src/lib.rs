@@ -23,6 +23,7 @@ pub mod dm;
 pub mod failure;
 pub mod ibft;
 pub mod iscsi;
+pub mod multipath;
 pub mod node;
 pub mod san;
 pub mod slot;

@@ -14,6 +14,8 @@ use cluster::gpt::{Entry, GptError, Header, parse_entries};
 use cluster::layout::derived_guid;
 use uuid::Uuid;
 
+use crate::multipath::{self, PathError, Paths, SanPath};
+
 /// The partition the agent mounts first, found by the disk's own table
 /// (the plan is on it).
 pub const META_LABEL: &str = cluster::locate::META_LABEL;
@@ -81,6 +83,11 @@ pub struct Probe {
     /// Kernel name, e.g. `vda`, `sdb`, `nvme0n1`.
     pub disk: String,
     pub sector: SectorSize,
+    /// Size in 512-byte sectors (`/sys/block/<disk>/size`).
+    pub sectors: u64,
+    /// The LUN's SCSI identity (`/sys/block/<disk>/device/wwid`), if the
+    /// disk has one (SCSI disks do; virtio-blk has none).
+    pub wwid: Option<String>,
     pub gpt: Result<Gpt, String>,
 }
 
@@ -138,11 +145,20 @@ pub enum SanError {
         guid: Uuid,
         seen: Vec<String>,
     },
-    #[error(
-        "disks {} all hold the SAN of cluster {cluster}: multipath is not handled; present one path to the LUN",
-        .disks.join(", ")
-    )]
-    Multiple { cluster: Uuid, disks: Vec<String> },
+    #[error("the SAN of cluster {cluster}: {source}")]
+    Paths {
+        cluster: Uuid,
+        #[source]
+        source: Box<PathError>,
+    },
+}
+
+/// The SAN as found: one disk, or several paths to its LUN that need a
+/// multipath map first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Disk(SanDisk),
+    Paths(Paths),
 }
 
 fn seen_list(seen: &[String]) -> String {
@@ -153,8 +169,9 @@ fn seen_list(seen: &[String]) -> String {
     }
 }
 
-/// Picks the SAN of `cluster` among `probes`.
-pub fn choose(cluster: Uuid, probes: &[Probe]) -> Result<SanDisk, SanError> {
+/// Picks the SAN of `cluster` among `probes`: the one disk that holds it,
+/// or the paths to its one LUN.
+pub fn choose(cluster: Uuid, probes: &[Probe]) -> Result<Found, SanError> {
     let guid = derived_guid(cluster, "disk");
     let matching: Vec<(&Probe, &Gpt)> = probes
         .iter()
@@ -163,19 +180,33 @@ pub fn choose(cluster: Uuid, probes: &[Probe]) -> Result<SanDisk, SanError> {
         .filter(|(_, g)| g.entries.iter().any(|e| e.name == META_LABEL))
         .collect();
     match matching.as_slice() {
-        [(p, g)] => Ok(SanDisk {
+        [(p, g)] => Ok(Found::Disk(SanDisk {
             disk: p.disk.clone(),
             sector: p.sector,
             entries: g.entries.clone(),
-        }),
+        })),
         [] => Err(SanError::NotFound {
             cluster,
             guid,
             seen: probes.iter().map(|p| p.summary(guid)).collect(),
         }),
-        many => Err(SanError::Multiple {
+        many => multipath::group(
+            many.iter()
+                .map(|(p, g)| {
+                    let path = SanPath {
+                        disk: p.disk.clone(),
+                        wwid: p.wwid.clone(),
+                        sectors: p.sectors,
+                        sector: p.sector,
+                    };
+                    (path, g.entries.clone())
+                })
+                .collect(),
+        )
+        .map(Found::Paths)
+        .map_err(|source| SanError::Paths {
             cluster,
-            disks: many.iter().map(|(p, _)| p.disk.clone()).collect(),
+            source: Box::new(source),
         }),
     }
 }
@@ -222,6 +253,8 @@ mod tests {
         Probe {
             disk: name.into(),
             sector: d.sector_size,
+            sectors: d.lbas * d.sector_size.bytes() / 512,
+            wwid: Some("naa.60000000000000000e00000000010001".into()),
             gpt: read_gpt(d.sector_size, d.lbas, disk(plan)).map_err(|e| e.to_string()),
         }
     }
@@ -282,14 +315,18 @@ mod tests {
         let blank = || Probe {
             disk: "sda".into(),
             sector: SectorSize::B512,
+            sectors: 2048,
+            wwid: None,
             gpt: Err("no valid GPT".into()),
         };
 
-        let san = choose(
+        let Found::Disk(san) = choose(
             uuid,
             &[blank(), probe("vdb", &other), probe("nvme0n1", &ours)],
         )
-        .unwrap();
+        .unwrap() else {
+            panic!("one disk is no multipath")
+        };
         assert_eq!(
             (san.disk.as_str(), san.sector),
             ("nvme0n1", SectorSize::B4096)
@@ -315,15 +352,36 @@ mod tests {
             assert!(text.contains(want), "{want} not in {text}");
         }
 
-        let err = choose(uuid, &[probe("sda", &ours), probe("sdb", &ours)]).unwrap_err();
+        // Two paths to one LUN, beside disks that are not the SAN.
+        let found = choose(
+            uuid,
+            &[
+                probe("sda", &ours),
+                blank(),
+                probe("sdb", &ours),
+                probe("vdb", &other),
+            ],
+        )
+        .unwrap();
+        let Found::Paths(paths) = found else {
+            panic!("{found:?}")
+        };
+        assert_eq!(paths.names(), "sda, sdb");
+        assert_eq!(paths.sector, SectorSize::B4096);
         assert_eq!(
-            err,
-            SanError::Multiple {
-                cluster: uuid,
-                disks: vec!["sda".into(), "sdb".into()]
-            }
+            paths.disk().device("vlx-meta").as_deref(),
+            Some("mapper/vlx-san2")
         );
-        assert!(err.to_string().contains("multipath is not handled"));
+
+        // The same GPT on two LUNs is a copy of the SAN.
+        let mut copy = probe("sdb", &ours);
+        copy.wwid = Some("naa.60000000000000000e00000000020001".into());
+        let err = choose(uuid, &[probe("sda", &ours), copy]).unwrap_err();
+        let SanError::Paths { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(matches!(**source, PathError::Cloned { .. }), "{err}");
+        assert!(err.to_string().contains(&uuid.to_string()), "{err}");
 
         assert!(
             choose(uuid, &[])

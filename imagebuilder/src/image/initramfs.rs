@@ -31,8 +31,11 @@ pub const DISK_MODULES: &[&str] = &[
 ];
 
 /// Modules the `iscsi` transport adds (libiscsi and scsi_transport_iscsi
-/// come from modules.dep; sd_mod gives the LUN its block device).
-pub const ISCSI_MODULES: &[&str] = &["iscsi_tcp", "sd_mod"];
+/// come from modules.dep; sd_mod gives the LUN its block device;
+/// dm_multipath with its round-robin selector joins several portals' paths
+/// to the LUN into one device, which the node agent builds when it sees
+/// them: agent/src/multipath.rs).
+pub const ISCSI_MODULES: &[&str] = &["iscsi_tcp", "sd_mod", "dm_multipath", "dm_round_robin"];
 
 /// Applets the node agent and a rescue shell rely on; busybox must have
 /// them all.

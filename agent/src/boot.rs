@@ -387,7 +387,11 @@ fn map_paths(p: &Paths) -> Result<SanDisk, Failure> {
 /// [`PATH_RECOVERY_TMO`], so that I/O fails over to another path instead
 /// of waiting 120 s for this one; says so in the text it returns. A path
 /// that is no iSCSI disk (FC, SAS) keeps its driver's timeouts; a timeout
-/// that cannot be written is reported and the boot goes on with it.
+/// that cannot be written is reported and the boot goes on with it. A
+/// value written in sysfs outlasts the session's later logins: the kernel
+/// then ignores the one iscsid sends (`recovery_tmo_sysfs_override` in
+/// the kernel's scsi_transport_iscsi.c), so the node's iscsid, which
+/// adopts the sessions with its own default of 120 s, does not undo it.
 fn short_path_timeouts(p: &Paths) -> String {
     let mut set = Vec::new();
     for path in &p.paths {

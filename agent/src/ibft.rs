@@ -246,6 +246,21 @@ pub fn read(root: &Path) -> Result<Ibft, IbftError> {
 }
 
 impl Ibft {
+    /// The NICs the other targets are reached through, besides the boot
+    /// NIC: a second storage NIC to another portal of the target (iPXE
+    /// `sanboot` with several URIs describes each path it opened).
+    pub fn other_nics(&self) -> Vec<&Nic> {
+        let boot = self.boot_nic().map(|n| n.index);
+        let mut v: Vec<&Nic> = self
+            .targets
+            .iter()
+            .filter_map(|t| self.nics.iter().find(|n| n.index == t.nic))
+            .filter(|n| Some(n.index) != boot)
+            .collect();
+        v.dedup_by_key(|n| n.index);
+        v
+    }
+
     /// The NIC the first target is reached through.
     pub fn boot_nic(&self) -> Option<&Nic> {
         let t = self.targets.first()?;
@@ -311,6 +326,43 @@ mod tests {
         assert_eq!(tg.port, 3260);
         assert_eq!(tg.name, "iqn.2007-01.it.unipi.di:virtualinux.san0");
         assert!(!format!("{ibft:?}").contains("never-read-here"));
+    }
+
+    #[test]
+    fn a_second_path_has_its_own_nic_and_target() {
+        let t = tempfile::tempdir().unwrap();
+        table(t.path(), "1");
+        let ibft = read(t.path()).unwrap();
+        assert!(ibft.other_nics().is_empty());
+        let w = |p: &str, v: &str| {
+            let path = t.path().join(p);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, format!("{v}\n")).unwrap();
+        };
+        w("ethernet1/index", "1");
+        w("ethernet1/mac", "52:54:5b:77:00:0a");
+        w("ethernet1/origin", "1");
+        w("ethernet1/ip-addr", "10.10.1.7");
+        w("ethernet1/subnet-mask", "255.255.255.0");
+        w("target1/index", "1");
+        w("target1/ip-addr", "10.10.1.250");
+        w("target1/port", "3260");
+        w("target1/lun", "0000000000000000");
+        w(
+            "target1/target-name",
+            "iqn.2007-01.it.unipi.di:virtualinux.san0",
+        );
+        w("target1/nic-assoc", "1");
+        let ibft = read(t.path()).unwrap();
+        assert_eq!(ibft.targets.len(), 2);
+        assert_eq!(ibft.boot_nic().unwrap().index, 0);
+        let other = ibft.other_nics();
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].mac.to_string(), "52:54:5b:77:00:0a");
+        assert_eq!(
+            other[0].fixed.as_ref().map(|f| f.addr),
+            Some(Ipv4Addr::new(10, 10, 1, 7))
+        );
     }
 
     #[test]

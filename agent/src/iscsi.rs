@@ -21,9 +21,14 @@
 //! `sanboot` publishes, with the target restarted and the path cut under
 //! the running blades (the iSCSI rehearsal, `qemu-tests`), whose target
 //! asks for mutual CHAP that iPXE publishes in the iBFT (and refuses a
-//! blade whose stored secret is wrong). Not tested: InfiniBand (IPoIB)
-//! storage interfaces, several portals. The image builder
-//! must put `iscsistart` with its libraries and the iSCSI modules into the
+//! blade whose stored secret is wrong). Several portals: with the
+//! firmware's table, every NIC of the iBFT that a target is reached
+//! through comes up with its address, `iscsistart -b` logs in to each
+//! target, and the disks that are one LUN become one multipath map
+//! ([`crate::multipath`]); the iSCSI rehearsal boots over two portals and
+//! cuts one. Not tested: InfiniBand (IPoIB) storage interfaces, several
+//! portals named on the command line (it names one target). The image
+//! builder must put `iscsistart` with its libraries and the iSCSI modules into the
 //! initramfs for this path (and `iscsi_ibft` for the firmware's table:
 //! the host profile's `initramfs.modules`).
 //!
@@ -230,6 +235,48 @@ fn address(b: &IscsiBoot, table: Option<&Ibft>) -> Result<Option<Fixed>, Failure
     })
 }
 
+/// Brings up a second storage NIC of the iBFT (another path to the
+/// target, [`crate::multipath`]) with the address the firmware gave it.
+fn other_path_up(nic: &ibft::Nic) -> Result<(), Failure> {
+    let what = format!("the iBFT's NIC {} (MAC {})", nic.index, nic.mac);
+    let start = Instant::now();
+    let sif = loop {
+        if let Some(n) = interfaces()
+            .into_iter()
+            .find(|n| read_mac(n) == Some(nic.mac))
+        {
+            break n;
+        }
+        if start.elapsed() > LINK_WAIT {
+            return Err(Failure::Timeout {
+                what,
+                waited: LINK_WAIT,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let Some(f) = &nic.fixed else {
+        return Err(Failure::Network {
+            sif,
+            detail: format!(
+                "{what} took its address by DHCP; only a fixed one is supported for a second path"
+            ),
+        });
+    };
+    run(command("ip").args(["link", "set", &sif, "up"]))?;
+    let fixed = Fixed {
+        addr: f.addr,
+        netmask: f.netmask,
+        gateway: None,
+    };
+    run(command("ifconfig").args(ifconfig_args(&sif, &fixed)))?;
+    say(format!(
+        "second storage interface {sif} is up with {} ({what})",
+        f.addr
+    ));
+    Ok(())
+}
+
 /// Brings up the storage interface and logs in to the target. The modules
 /// ([`modules`]) are loaded already.
 pub fn connect(b: &IscsiBoot, cluster: Uuid) -> Result<(), Failure> {
@@ -298,6 +345,13 @@ pub fn connect(b: &IscsiBoot, cluster: Uuid) -> Result<(), Failure> {
             "storage interface {sif} is up with {addr} netmask {mask} ({how})"
         )),
         None => return Err(net(format!("it has no IPv4 address after {how}"))),
+    }
+    if let Some(t) = &table
+        && b.net.address == Address::Firmware
+    {
+        for nic in t.other_nics() {
+            other_path_up(nic)?;
+        }
     }
     match &b.login {
         Login::Firmware => {

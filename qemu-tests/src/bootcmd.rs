@@ -85,6 +85,7 @@ pub fn boot(opts: &BootOptions) -> Result<(), BootError> {
             switch: switch.sock().to_owned(),
             disks: Vec::new(),
             storage: None,
+            storage2: None,
             boot: BootFrom::Kernel {
                 kernel: opts.kernel.clone(),
                 initrd: opts.initrd.clone(),

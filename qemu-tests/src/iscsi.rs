@@ -163,6 +163,59 @@ pub fn storage_address(
         })
 }
 
+/// The second path to the target: a second storage network (its own
+/// `vde_switch`) where the target answers on a second portal, and each
+/// blade has a second storage NIC, as a SAN with two controllers or two
+/// fabric ports and blades with two storage NICs have. The seed's profile
+/// names one portal, so the rig derives the second network: the storage
+/// network's next subnet of the same size, unless the plan uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecondPath {
+    pub switch: PathBuf,
+    pub portal: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl SecondPath {
+    /// The address on the second network of the host at `first` on the
+    /// storage network (the same host part).
+    pub fn address(&self, first: Ipv4Addr) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(first).wrapping_add(subnet_size(self.prefix)))
+    }
+}
+
+fn subnet_size(prefix: u8) -> u32 {
+    1u32.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+/// The second path of the rehearsal of `cluster` with `rig`, or `None`
+/// when the next subnet is one of the plan's networks (or past the end of
+/// the address space).
+pub fn second_path(cluster: &Plan, rig: &IscsiRig) -> Option<SecondPath> {
+    let size = subnet_size(rig.prefix);
+    let portal = u32::from(rig.portal)
+        .checked_add(size)
+        .map(Ipv4Addr::from)?;
+    let used = cluster.network.cidr.contains(portal)
+        || cluster
+            .network
+            .extra
+            .iter()
+            .any(|n| n.cidr.contains(portal));
+    (!used && size > 0).then(|| SecondPath {
+        switch: rig.switch.with_file_name("storage2"),
+        portal,
+        prefix: rig.prefix,
+    })
+}
+
+/// The MAC of a blade's second storage NIC: as [`storage_mac`], under
+/// another locally administered prefix.
+pub fn second_storage_mac(cluster_mac: MacAddr) -> MacAddr {
+    let b = cluster_mac.0;
+    MacAddr([0x52, 0x54, 0x5b, b[3], b[4], b[5]])
+}
+
 /// The MAC of a blade's storage NIC: the cluster NIC's last three bytes
 /// under a locally administered prefix, so that no node's MAC in the
 /// cluster table is a storage NIC's.
@@ -188,7 +241,19 @@ fn netmask(prefix: u8) -> Ipv4Addr {
 /// the initiator name, CHAP when the target asks for it, and `sanboot` of
 /// the SAN's LUN. No DHCP: nothing on either network serves one at a cold
 /// start. (The root path's LUN is hexadecimal, RFC 4173.)
-pub fn sanboot_script(rig: &IscsiRig, addr: Ipv4Addr, initiator: &str) -> String {
+///
+/// With a second path (`second`: its network and the blade's address on
+/// it), `net2` gets that address too and `sanboot` names both portals of
+/// the one target: iPXE boots through whichever answers first and
+/// describes every path it opened in the iBFT, one NIC and one target
+/// each (its `sanboot` documentation, "Boot from a multipath iSCSI
+/// target"); the node agent logs in to each and builds the multipath map.
+pub fn sanboot_script(
+    rig: &IscsiRig,
+    addr: Ipv4Addr,
+    initiator: &str,
+    second: Option<(&SecondPath, Ipv4Addr)>,
+) -> String {
     let chap = rig
         .chap
         .as_ref()
@@ -200,15 +265,25 @@ pub fn sanboot_script(rig: &IscsiRig, addr: Ipv4Addr, initiator: &str) -> String
             )
         })
         .unwrap_or_default();
-    format!(
-        "set net1/ip {addr} && set net1/netmask {} && set initiator-iqn {initiator} && \
-         {chap}ifopen net1 && sanboot iscsi:{}::{}:{:x}:{}",
-        netmask(rig.prefix),
-        rig.portal,
-        rig.port,
-        rig.lun,
-        rig.target
-    )
+    let uri =
+        |portal: Ipv4Addr| format!("iscsi:{portal}::{}:{:x}:{}", rig.port, rig.lun, rig.target);
+    match second {
+        None => format!(
+            "set net1/ip {addr} && set net1/netmask {} && set initiator-iqn {initiator} && \
+             {chap}ifopen net1 && sanboot {}",
+            netmask(rig.prefix),
+            uri(rig.portal)
+        ),
+        Some((p, addr2)) => format!(
+            "set net1/ip {addr} && set net1/netmask {} && set net2/ip {addr2} && \
+             set net2/netmask {} && set initiator-iqn {initiator} && \
+             {chap}ifopen net1 && ifopen net2 && sanboot {} {}",
+            netmask(rig.prefix),
+            netmask(p.prefix),
+            uri(rig.portal),
+            uri(p.portal)
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -228,16 +303,16 @@ mod tests {
             chap: None,
         };
         assert_eq!(
-            sanboot_script(&rig, Ipv4Addr::new(10, 10, 0, 3), "iqn.x:y"),
+            sanboot_script(&rig, Ipv4Addr::new(10, 10, 0, 3), "iqn.x:y", None),
             "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn iqn.x:y \
              && ifopen net1 && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
         );
         let chap = IscsiRig {
             chap: Some(RigChap::rig()),
-            ..rig
+            ..rig.clone()
         };
         assert_eq!(
-            sanboot_script(&chap, Ipv4Addr::new(10, 10, 0, 3), "iqn.x:y"),
+            sanboot_script(&chap, Ipv4Addr::new(10, 10, 0, 3), "iqn.x:y", None),
             "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn iqn.x:y \
              && set username vlx-blade && set password Rig-Blade-0413 && set reverse-username \
              vlx-san && set reverse-password Rig-Target-0731 && ifopen net1 && sanboot \
@@ -250,6 +325,29 @@ mod tests {
         );
         assert_ne!(RigChap::rig().wrong().password, RigChap::rig().password);
         assert_eq!(netmask(16), Ipv4Addr::new(255, 255, 0, 0));
+        let second = SecondPath {
+            switch: "/r/storage2".into(),
+            portal: Ipv4Addr::new(10, 10, 1, 250),
+            prefix: 24,
+        };
+        let a2 = second.address(Ipv4Addr::new(10, 10, 0, 3));
+        assert_eq!(a2, Ipv4Addr::new(10, 10, 1, 3));
+        assert_eq!(
+            sanboot_script(
+                &rig,
+                Ipv4Addr::new(10, 10, 0, 3),
+                "iqn.x:y",
+                Some((&second, a2))
+            ),
+            "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set net2/ip 10.10.1.3 \
+             && set net2/netmask 255.255.255.0 && set initiator-iqn iqn.x:y && ifopen net1 && \
+             ifopen net2 && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0 \
+             iscsi:10.10.1.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
+        );
+        assert_eq!(
+            second_storage_mac("00:30:48:7a:10:03".parse().unwrap()).to_string(),
+            "52:54:5b:7a:10:03"
+        );
         assert_eq!(
             storage_mac("00:30:48:7a:10:03".parse().unwrap()).to_string(),
             "52:54:5a:7a:10:03"

@@ -615,6 +615,11 @@ pub struct Rehearsal {
     /// The storage network and target when the SAN is reached over iSCSI
     /// (the blades then have no SAN disk).
     pub iscsi: Option<crate::iscsi::IscsiRig>,
+    /// iSCSI: the second path to the target (a second storage network and
+    /// portal; each blade's second storage NIC), when the plan leaves room
+    /// for its network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iscsi_second: Option<crate::iscsi::SecondPath>,
     /// iSCSI: the first blade booted as an installer environment (the
     /// rig's guest, `iscsi_install`): step 1 without media, and step 7's
     /// `reset-node` through iSCSI.
@@ -683,6 +688,9 @@ pub enum PlanError {
 /// Plans a rehearsal of `cluster` (the installer's plan of the profile).
 pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, PlanError> {
     let iscsi = crate::iscsi::plan(cluster, &host.run_dir)?;
+    let iscsi_second = iscsi
+        .as_ref()
+        .and_then(|r| crate::iscsi::second_path(cluster, r));
     let have = cluster.nodes.len();
     let count = opts.nodes.unwrap_or(have);
     if count == 0 || count > have {
@@ -758,6 +766,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
                 shared: true,
             }],
             storage: None,
+            storage2: None,
             boot,
             sockets: Sockets::in_dir(&dir),
         }
@@ -789,12 +798,17 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
                 switch: rig.switch.clone(),
                 mac: smac,
             });
+            m.storage2 = iscsi_second.as_ref().map(|p| crate::qemu::StorageNic {
+                switch: p.switch.clone(),
+                mac: crate::iscsi::second_storage_mac(mac),
+            });
             m.boot = BootFrom::Sanboot {
                 rom: rig.rom.clone(),
                 script: crate::iscsi::sanboot_script(
                     rig,
                     addr,
                     &crate::iscsi::initiator_name(cluster, smac),
+                    iscsi_second.as_ref().map(|p| (p, p.address(addr))),
                 ),
             };
         }
@@ -1021,6 +1035,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
                             &wrong,
                             addr,
                             &crate::iscsi::initiator_name(cluster, smac),
+                            iscsi_second.as_ref().map(|p| (p, p.address(addr))),
                         ),
                     },
                     sockets: Sockets::in_dir(&run.join(&name)),
@@ -1102,6 +1117,7 @@ pub fn plan(cluster: &Plan, opts: &Options, host: &Host) -> Result<Rehearsal, Pl
         san_size: cluster.disk.size,
         switch,
         iscsi,
+        iscsi_second,
         iscsi_installer,
         blades,
         steps,
@@ -1259,13 +1275,26 @@ mod tests {
             panic!("node3 boots {}", b.boot);
         };
         assert_eq!(rom, Path::new(crate::iscsi::IPXE_LKRN));
+        // Two paths: a second storage network, the storage network's next
+        // /24 (no network of the plan), and a second NIC on it.
+        let second = r.iscsi_second.as_ref().expect("a second path");
+        assert_eq!(
+            (second.portal, second.switch.as_path()),
+            (Ipv4Addr::new(10, 10, 1, 250), Path::new("/tmp/r/storage2"))
+        );
+        assert_eq!(
+            b.storage2.as_ref().map(|s| s.mac.to_string()),
+            Some("52:54:5b:7a:10:03".into())
+        );
         assert_eq!(
             script,
-            "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set initiator-iqn \
+            "set net1/ip 10.10.0.3 && set net1/netmask 255.255.255.0 && set net2/ip 10.10.1.3 \
+             && set net2/netmask 255.255.255.0 && set initiator-iqn \
              iqn.2007-01.org.vlx:3d0f5e8a7c214b6e9f430a5d2c8e1b77.52545a7a1003 && set username \
              vlx-blade && set password Rig-Blade-0413 && set reverse-username vlx-san && set \
-             reverse-password Rig-Target-0731 && ifopen net1 \
-             && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
+             reverse-password Rig-Target-0731 && ifopen net1 && ifopen net2 \
+             && sanboot iscsi:10.10.0.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0 \
+             iscsi:10.10.1.250::3260:1:iqn.2007-01.it.unipi.di:virtualinux.san0"
         );
         // The late blade, held back, is tried first with a wrong secret.
         let wrong = r

@@ -175,6 +175,10 @@ pub struct Machine {
     /// comes after the cluster NIC on the bus (iPXE's `net1`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageNic>,
+    /// A second storage NIC on a second storage network (iPXE's `net2`):
+    /// another path to the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage2: Option<StorageNic>,
     pub boot: BootFrom,
     pub sockets: Sockets,
 }
@@ -303,6 +307,16 @@ impl Machine {
                 &format!("virtio-net-pci,netdev=net1,mac={},romfile=", st.mac),
             ]);
         }
+        if let Some(st) = &self.storage2 {
+            push(&[
+                "-netdev",
+                &format!("vde,id=net2,sock={}", st.switch.display()),
+            ]);
+            push(&[
+                "-device",
+                &format!("virtio-net-pci,netdev=net2,mac={},romfile=", st.mac),
+            ]);
+        }
         if let BootFrom::Sanboot { rom, script } = &self.boot {
             push(&["-kernel", &rom.to_string_lossy()]);
             push(&["-append", script]);
@@ -364,6 +378,7 @@ mod tests {
                 shared: true,
             }],
             storage: None,
+            storage2: None,
             boot,
             sockets: Sockets::in_dir(Path::new("/r/blade01")),
         }

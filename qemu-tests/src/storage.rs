@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::iscsi::IscsiRig;
+use crate::iscsi::{IscsiRig, SecondPath};
 use crate::run::Run;
 use crate::switch::Switch;
 
@@ -38,8 +38,14 @@ pub struct Storage {
     /// The CHAP the target asks every initiator for.
     chap: Option<crate::iscsi::RigChap>,
     log: PathBuf,
+    /// The second path's plug into its own switch ([`Storage::add_path`]),
+    /// and that switch.
+    second: Option<(Child, Switch)>,
     _switch: Switch,
 }
+
+/// The second portal's interface in the target's namespace.
+const TAP2: &str = "san1";
 
 impl Storage {
     /// Starts the switch, the target's namespace and tgtd serving `san`.
@@ -82,11 +88,69 @@ impl Storage {
             lun: rig.lun,
             chap: rig.chap.clone(),
             log: logs.join("tgtd.log"),
+            second: None,
             _switch: switch,
         };
         s.await_portal(rig, &side_log)?;
         s.start_tgtd(run)?;
         Ok(s)
+    }
+
+    /// A second storage network (its own switch, `ports` blades) with a
+    /// second portal of the same target on it, in the target's namespace:
+    /// another path to the LUN. tgtd listens on every address of its
+    /// namespace, so it answers there as it is.
+    pub fn add_path(
+        &mut self,
+        run: &Run,
+        path: &SecondPath,
+        ports: usize,
+        logs: &Path,
+    ) -> Result<(), String> {
+        let switch = Switch::start(run, &path.switch, ports + 2).map_err(|e| e.to_string())?;
+        let log = logs.join("storage-side2.log");
+        let err = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let script = format!(
+            "set -e; ip tuntap add dev {TAP2} mode tap; ip link set {TAP2} up; \
+             ip addr add {}/{} dev {TAP2}; exec vde_plug2tap -s '{}' {TAP2}",
+            path.portal,
+            path.prefix,
+            path.switch.display()
+        );
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns.display()))
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        let plug = run
+            .spawn(&mut cmd, "the target's second portal")
+            .map_err(|e| e.to_string())?;
+        self.second = Some((plug, switch));
+        let deadline = Instant::now() + UP_LIMIT;
+        loop {
+            let o = self.in_ns(&["ip", "-o", "-4", "addr", "show", "dev", TAP2])?;
+            if o.contains(&format!("inet {}/", path.portal)) {
+                return Ok(());
+            }
+            if let Some((c, _)) = self.second.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                return Err(format!(
+                    "the second portal's plug exited at start ({st}; log {})",
+                    log.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the target's {TAP2} had no address {} within {} s (log {})",
+                    path.portal,
+                    UP_LIMIT.as_secs(),
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn await_portal(&mut self, rig: &IscsiRig, log: &Path) -> Result<(), String> {
@@ -259,8 +323,17 @@ impl Storage {
 
     /// Cuts the storage path for `outage`: the portal's link in the
     /// target's namespace goes down and comes back up, as a pulled cable
-    /// or a switch port's failure would; tgtd runs on.
+    /// or a switch port's failure would; tgtd runs on. With a second path
+    /// ([`Storage::add_path`]) only the first portal's link goes down.
     pub fn cut(&self, outage: Duration) -> Result<(), String> {
+        self.link(false)?;
+        std::thread::sleep(outage);
+        self.link(true)
+    }
+
+    /// The first portal's link down (`up` false) or up again.
+    pub fn link(&self, up: bool) -> Result<(), String> {
+        let state = if up { "up" } else { "down" };
         let link = |state: &str| -> Result<(), String> {
             let o = Command::new("nsenter")
                 .arg(format!("--net={}", self.netns.display()))
@@ -276,9 +349,7 @@ impl Storage {
                 ))
             }
         };
-        link("down")?;
-        std::thread::sleep(outage);
-        link("up")
+        link(state)
     }
 
     /// The initiators logged in now, by name (tgtadm's `Initiator:` lines).
@@ -298,6 +369,10 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         self.stop_tgtd();
+        if let Some((mut plug, _switch)) = self.second.take() {
+            let _ = plug.kill();
+            let _ = plug.wait();
+        }
         let _ = self.side.kill();
         let _ = self.side.wait();
     }

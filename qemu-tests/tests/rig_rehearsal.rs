@@ -399,8 +399,11 @@ fn rig_rehearse_from_iso_media() {
 /// the four blades cold-start from the target through their boot ROM (iPXE
 /// `sanboot` from stored settings: no DHCP anywhere) and log in from its
 /// iBFT; the disk rehearsal's checks of the running cluster pass, tgtd is
-/// killed and started again while they run, and then the storage path is
-/// cut for 10 s: every blade keeps its root. Then the disk rehearsal's
+/// killed and started again while they run, and then the first of the two
+/// storage paths (two portals of the target on two storage networks, a
+/// storage NIC on each in every blade) is cut: every blade's multipath map
+/// fails it and the blade keeps its root on the other, and once the link is
+/// back the node's paths watcher puts the path back in the map. Then the disk rehearsal's
 /// steps 6 and 7: the VIP holder and the first DHCP server die, the VIP
 /// moves, the fourth blade cold-starts from the target as the others did
 /// (its boot ROM, not the survivors, is its boot path: see
@@ -439,9 +442,14 @@ fn rig_rehearse_eurotech_over_iscsi() {
         "root of node3 is its own",
         "tgtd restarted",
         "every blade logged in again",
+        "second portal up",
         "storage path cut for 10 s",
+        "node1 kept its root on the second path",
+        "node3 kept its root on the second path",
         "node1 kept its root",
         "node3 kept its root",
+        "node1 uses both paths again",
+        "node3 uses both paths again",
         "vip moves within 10 s",
         "node4 cold-started from the target with two blades lost",
         "no CHAP secret on the SAN",
@@ -474,6 +482,17 @@ fn rig_rehearse_eurotech_over_iscsi() {
                 "vlx-node: storage interface eth1 is up with 10.10.0.{} netmask 255.255.255.0 (iBFT)",
                 i + 1
             ),
+            // Both portals: a NIC and a target each in the iBFT, one
+            // multipath map over the two disks.
+            "vlx-node: the firmware's iBFT names iqn.2007-01.it.unipi.di:virtualinux.san0 at \
+             10.10.1.250:3260 (mutual CHAP)"
+                .to_string(),
+            format!(
+                "vlx-node: second storage interface eth2 is up with 10.10.1.{}",
+                i + 1
+            ),
+            "vlx-node: multipath map vlx-san over ".to_string(),
+            "vlx-node: SAN is /dev/mapper/vlx-san ".to_string(),
             format!("vlx-node: ready {b}"),
         ] {
             assert!(console.contains(&want), "{b}: no `{want}` on its console");

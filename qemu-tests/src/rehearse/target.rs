@@ -450,7 +450,7 @@ impl Exec<'_> {
                 ),
             ));
         }
-        let s = Storage::start(
+        let mut s = Storage::start(
             self.run,
             rig,
             &self.r.san,
@@ -458,6 +458,18 @@ impl Exec<'_> {
             &self.logs.dir,
         )
         .map_err(|e| fail("iSCSI target up", e))?;
+        if let Some(p) = &self.r.iscsi_second {
+            s.add_path(self.run, p, self.r.blades.len(), &self.logs.dir)
+                .map_err(|e| fail("second portal up", e))?;
+            self.checks.pass(
+                1,
+                "second portal up",
+                format!(
+                    "the same target at {}:{} on a second storage network",
+                    p.portal, rig.port
+                ),
+            );
+        }
         self.checks.pass(
             1,
             "iSCSI target up",
@@ -530,8 +542,11 @@ impl Exec<'_> {
         // Then the path: the portal's link down for 10 s. One path, so it
         // is open-iscsi's own recovery that must carry the blades over
         // (their I/O waits, up to the session's replacement timeout of
-        // 120 s, instead of failing).
-        if let Some(st) = self.storage.as_ref() {
+        // 120 s, instead of failing). Two paths: the blades' multipath map
+        // fails the cut one and goes on over the other (below).
+        if self.r.iscsi_second.is_some() {
+            self.cut_one_of_two_paths();
+        } else if let Some(st) = self.storage.as_ref() {
             match st.cut(PATH_CUT) {
                 Ok(()) => self.checks.pass(
                     5,
@@ -568,6 +583,30 @@ impl Exec<'_> {
                 }
                 Err(e) => checks.fail(5, name, e.to_string()),
             }
+            if self.r.iscsi_second.is_some() {
+                // The node's paths watcher puts the path back once iscsid
+                // has logged it in again and a read goes through.
+                let name = format!("{} uses both paths again", n.name);
+                let cmd = format!(
+                    "i=0; while dmsetup status {SAN_MAP} | grep -q ' F ' && [ $i -lt {REINSTATE_SECS} ]; \
+                     do sleep 1; i=$((i+1)); done; dmsetup status {SAN_MAP}"
+                );
+                match checks::sh(n, &cmd, PATHS_LIMIT) {
+                    Ok(o) => {
+                        let status = o
+                            .lines
+                            .last()
+                            .map(|l| l.trim().to_owned())
+                            .unwrap_or_default();
+                        let ok = o.success()
+                            && status.contains(" multipath ")
+                            && !status.contains(" F ")
+                            && status.matches(" A ").count() >= 3;
+                        checks.expect(5, name, ok, format!("dmsetup status {SAN_MAP}: {status}"));
+                    }
+                    Err(e) => checks.fail(5, name, e.to_string()),
+                }
+            }
             // Answers on the cluster network: a ping to the next blade.
             if let Some(other) = nodes
                 .get((k + 1) % nodes.len())
@@ -587,6 +626,96 @@ impl Exec<'_> {
         Ok(())
     }
 }
+
+impl Exec<'_> {
+    /// The first of two paths cut: its portal's link down until every
+    /// blade, writing to its root, shows the path failed in its multipath
+    /// map and goes on over the other (at least [`PATH_CUT`]); then the
+    /// link comes back (the checks after the restart see the path
+    /// reinstated).
+    fn cut_one_of_two_paths(&mut self) {
+        const CHECK: &str = "storage path cut for 10 s";
+        let Some(st) = self.storage.as_ref() else {
+            self.checks.fail(5, CHECK, "the target is not running");
+            return;
+        };
+        if let Err(e) = st.link(false) {
+            self.checks.fail(5, CHECK, e);
+            return;
+        }
+        let down = Instant::now();
+        let nodes = self.nodes();
+        // Each blade writes and syncs until its map has failed the path:
+        // the kernel fails a path only when I/O on it fails (after the
+        // session's 5 s recovery timeout the agent set).
+        let results = checks::on_each(&nodes, |n| {
+            let cmd = format!(
+                "echo {0} > {ONE_PATH} && sync -f / && cat {ONE_PATH}; i=0; \
+                 while ! dmsetup status {SAN_MAP} | grep -q ' F ' && [ $i -lt {FAIL_SECS} ]; do \
+                 echo $i >> {ONE_PATH}; sync -f /; sleep 1; i=$((i+1)); done; \
+                 dmsetup status {SAN_MAP}",
+                n.name
+            );
+            checks::sh(n, &cmd, PATHS_LIMIT)
+        });
+        let names: Vec<String> = nodes.iter().map(|n| n.name.to_string()).collect();
+        drop(nodes);
+        let left = PATH_CUT.saturating_sub(down.elapsed());
+        std::thread::sleep(left);
+        let away = down.elapsed();
+        let up = self.storage.as_ref().map(|s| s.link(true));
+        match up {
+            Some(Ok(())) => self.checks.pass(
+                5,
+                CHECK,
+                format!(
+                    "the first portal's link was down {:.0} s, then up; the second path stayed",
+                    away.as_secs_f64()
+                ),
+            ),
+            Some(Err(e)) => self.checks.fail(5, CHECK, e),
+            None => self.checks.fail(5, CHECK, "the target is not running"),
+        }
+        for (name, r) in names.iter().zip(results) {
+            let check = format!("{name} kept its root on the second path");
+            match r {
+                Ok(o) => {
+                    let status = o
+                        .lines
+                        .last()
+                        .map(|l| l.trim().to_owned())
+                        .unwrap_or_default();
+                    let ok = o.success()
+                        && o.lines.first().is_some_and(|l| l.trim() == name)
+                        && status.contains(" F ")
+                        && status.matches(" A ").count() >= 2;
+                    self.checks
+                        .expect(5, check, ok, format!("dmsetup status {SAN_MAP}: {status}"));
+                }
+                Err(e) => self.checks.fail(5, check, e.to_string()),
+            }
+        }
+    }
+}
+
+/// The node agent's multipath map of the SAN (`agent::multipath`).
+const SAN_MAP: &str = "vlx-san";
+
+/// The file each blade writes while one of two paths is cut.
+const ONE_PATH: &str = "/vlx-rig-one-path";
+
+/// How long a blade's map may take to fail the cut path, in seconds: the
+/// I/O in flight on it waits for the connection to be found dead (iSCSI
+/// NOP-Out, 5 s + 5 s) and then the session's recovery timeout (5 s).
+const FAIL_SECS: u32 = 60;
+
+/// How long the path may take to be reinstated after the link is back,
+/// in seconds: iscsid logs in again within a few seconds, the node's
+/// paths watcher looks every 5 s.
+const REINSTATE_SECS: u32 = 60;
+
+/// The check shell's limit for the commands above.
+const PATHS_LIMIT: Duration = Duration::from_secs(90);
 
 #[cfg(test)]
 mod tests {

@@ -176,6 +176,7 @@ pub fn machine(
         switch: switch.to_owned(),
         disks,
         storage: None,
+        storage2: None,
         boot,
         sockets: crate::qemu::Sockets::in_dir(&dir.join(name)),
     }

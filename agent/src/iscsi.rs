@@ -235,6 +235,11 @@ fn address(b: &IscsiBoot, table: Option<&Ibft>) -> Result<Option<Fixed>, Failure
     })
 }
 
+/// The iSCSI sessions the kernel has.
+fn sessions() -> usize {
+    fs::read_dir("/sys/class/iscsi_session").map_or(0, |d| d.filter_map(Result::ok).count())
+}
+
 /// Brings up a second storage NIC of the iBFT (another path to the
 /// target, [`crate::multipath`]) with the address the firmware gave it.
 fn other_path_up(nic: &ibft::Nic) -> Result<(), Failure> {
@@ -355,8 +360,20 @@ pub fn connect(b: &IscsiBoot, cluster: Uuid) -> Result<(), Failure> {
     }
     match &b.login {
         Login::Firmware => {
-            run(command("iscsistart").args(FIRMWARE_LOGIN))?;
-            say("logged in to the iBFT's targets (iscsistart -b)".to_owned());
+            let paths = table.as_ref().map_or(0, |t| t.targets.len());
+            match run(command("iscsistart").args(FIRMWARE_LOGIN)) {
+                Ok(_) => say("logged in to the iBFT's targets (iscsistart -b)".to_owned()),
+                // One path down must not keep a blade from its root:
+                // iscsistart -b fails when one target's login fails, the
+                // others' sessions up or not. (iPXE can also describe a
+                // path whose login it had not finished, without the
+                // initiator's CHAP, which iscsistart then refuses.)
+                Err(e) if paths > 1 && sessions() > 0 => say(format!(
+                    "warning: {e}; going on with the {} of {paths} paths that logged in",
+                    sessions()
+                )),
+                Err(e) => return Err(e),
+            }
         }
         Login::Target(t) => {
             let initiator = match &t.initiator {

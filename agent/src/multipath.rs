@@ -23,6 +23,12 @@
 //! `dmsetup status vlx-san`, reads a block through each failed path and
 //! sends `reinstate_path` for those that answer.
 //!
+//! A blade that boots while one path is down (or whose boot ROM described
+//! a path it could not log in on) boots on the paths that logged in: with
+//! one, the SAN is that plain disk and there is no map. A path that comes
+//! back later does not join until the next boot: the agent builds the map
+//! once, and the paths watcher only reinstates paths already in it.
+//!
 //! The kernel makes no partitions on a device-mapper device, so each of
 //! the SAN's partitions becomes a `linear` map over `vlx-san`
 //! (`vlx-san<N>`, as kpartx would), and the SAN as the rest of the agent

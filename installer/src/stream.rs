@@ -1,5 +1,17 @@
-//! Streaming an image onto the target: read, hash and write overlapped in
-//! three threads, then sync, drop the cache and read back to compare.
+//! Streaming an image onto the target: read and write overlapped in two
+//! threads, then sync, drop the cache, and read back: the read back's
+//! sha256 is compared with the manifest's.
+//!
+//! The bytes are hashed once, as they come back from the target, not on
+//! their way to it: a read back that matches the manifest proves both the
+//! source and the write, and a hash on the write path would cost the copy
+//! its speed wherever the CPU hashes slower than the target writes (an
+//! emulated guest, a fast SAN). The source file is hashed only when the
+//! read back does not match, to say which side was wrong (see
+//! [`StreamError::SourceHash`] and [`StreamError::ReadBack`]). Before
+//! anything is written the installer has checked the whole image against
+//! its manifest ([`crate::image::HostImage::open`]), so a mismatch here
+//! means the source changed since or the target returned other bytes.
 //!
 //! Buffers are 4 MiB: large enough that each write is one big request to
 //! the device (what `dd bs=4M` does), small enough that the pipeline's few
@@ -17,7 +29,9 @@ use crate::target::{Target, TargetError};
 
 /// Size of one pipeline buffer.
 pub const BLOCK: usize = 4 << 20;
-/// Buffers in flight: one being read, one hashed, one written, one spare.
+/// Buffers in flight: one being read, one queued, one written, and one
+/// spare, so that the reader can start the next block while a written
+/// buffer is on its way back.
 const BUFFERS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,30 +44,62 @@ pub enum StreamError {
     },
     #[error(transparent)]
     Target(#[from] TargetError),
-    #[error("{path} has sha256 {got}, but the manifest says {want}")]
+    /// The read back did not match the manifest, and neither does the
+    /// source: the image file is damaged or was changed after it was
+    /// checked.
+    #[error(
+        "{path} has sha256 {got}, but the manifest says {want}: the image file is damaged or was \
+         changed after it was checked, so {target} at byte {offset} does not hold the image"
+    )]
     SourceHash {
         path: PathBuf,
         got: String,
         want: String,
+        target: PathBuf,
+        offset: u64,
     },
-    #[error("read back from {target} at byte {offset}: sha256 {got}, but {want} was written")]
+    /// The read back did not match the manifest, but the source does: the
+    /// target returned other bytes than were written.
+    #[error(
+        "{target} at byte {offset} reads back as sha256 {got}, but {path} was written there and \
+         hashes to {want}, as the manifest says: {}",
+        difference(*first_difference, *offset)
+    )]
     ReadBack {
         target: PathBuf,
         offset: u64,
+        path: PathBuf,
         got: String,
         want: String,
+        /// Bytes into the copy of the first byte that differs from the
+        /// source on a second read; `None` when the second read matched.
+        first_difference: Option<u64>,
     },
     #[error("{path} is {size} bytes, more than the {room}-byte partition")]
     TooLarge { path: PathBuf, size: u64, room: u64 },
+}
+
+fn difference(first: Option<u64>, offset: u64) -> String {
+    match first {
+        Some(d) => format!(
+            "the first byte that differs is at byte {} of the target ({d} into the image)",
+            offset + d
+        ),
+        None => "a second read matched the source byte for byte, so the target's reads are not \
+                 stable"
+            .into(),
+    }
 }
 
 /// What a copy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copied {
     pub bytes: u64,
+    /// sha256 of what the target holds, read back: the manifest's.
     pub sha256: String,
-    /// Copy with hashing, until the data is synced.
+    /// The copy until the data is synced (no hashing).
     pub write_time: Duration,
+    /// The read back and its hash, from the device (page cache dropped).
     pub verify_time: Duration,
 }
 
@@ -68,9 +114,13 @@ fn all_zero(b: &[u8]) -> bool {
     head.iter().all(|x| *x == 0) && mid.iter().all(|x| *x == 0) && tail.iter().all(|x| *x == 0)
 }
 
-/// Copies `src` to `target` at `offset` (at most `room` bytes), checking it
-/// hashes to `want` on the way and reading it back afterwards. `progress` is
-/// told the bytes done so far.
+/// Copies `src` to `target` at `offset` (at most `room` bytes), syncs it,
+/// and reads it back: Ok only when what the target returns hashes to
+/// `want`, the manifest's sha256. All-zero blocks are written as zeros
+/// ([`Target::zero`]). `progress` is told the bytes written so far.
+///
+/// On a mismatch the source is hashed too, and the error says which side
+/// was wrong: [`StreamError::SourceHash`] or [`StreamError::ReadBack`].
 pub fn copy_verified(
     src: &Path,
     want: &str,
@@ -98,33 +148,94 @@ pub fn copy_verified(
         });
     }
     let start = Instant::now();
-    let sha = pipeline(file, src, size, target, offset, progress)?;
-    if sha != want {
-        return Err(StreamError::SourceHash {
-            path: src.to_owned(),
-            got: sha,
-            want: want.to_owned(),
-        });
-    }
+    pipeline(&file, src, size, target, offset, progress)?;
     target.sync()?;
     let write_time = start.elapsed();
     let start = Instant::now();
     target.drop_cache(offset, size)?;
     let back = hash_range(target, offset, size)?;
-    if back != sha {
-        return Err(StreamError::ReadBack {
-            target: target.path().to_owned(),
-            offset,
-            got: back,
-            want: sha,
-        });
+    if back != want {
+        return Err(mismatch(&file, src, size, target, offset, want, back));
     }
     Ok(Copied {
         bytes: size,
-        sha256: sha,
+        sha256: back,
         write_time,
         verify_time: start.elapsed(),
     })
+}
+
+/// The error of a read back `back` that is not the manifest's `want`: the
+/// source hashed, and when it is right, the first byte where the target
+/// differs from it (a second read, cache dropped). Only this failure path
+/// reads the source twice.
+fn mismatch(
+    file: &File,
+    src: &Path,
+    size: u64,
+    target: &Target,
+    offset: u64,
+    want: &str,
+    back: String,
+) -> StreamError {
+    // The error names the source file, whose path it carries.
+    let source = match hash_file_range(file, src, 0, size) {
+        Ok(h) => h,
+        Err(e) => return e.into(),
+    };
+    if source != want {
+        return StreamError::SourceHash {
+            path: src.to_owned(),
+            got: source,
+            want: want.to_owned(),
+            target: target.path().to_owned(),
+            offset,
+        };
+    }
+    let first_difference = match target
+        .drop_cache(offset, size)
+        .map_err(StreamError::from)
+        .and_then(|()| first_difference(file, src, target, offset, size))
+    {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    StreamError::ReadBack {
+        target: target.path().to_owned(),
+        offset,
+        path: src.to_owned(),
+        got: back,
+        want: want.to_owned(),
+        first_difference,
+    }
+}
+
+/// Bytes into the copy of the first byte where the target at `offset`
+/// differs from `file`, comparing `size` bytes a block at a time.
+fn first_difference(
+    file: &File,
+    src: &Path,
+    target: &Target,
+    offset: u64,
+    size: u64,
+) -> Result<Option<u64>, StreamError> {
+    let mut pos = 0u64;
+    while pos < size {
+        let n = BLOCK.min((size - pos) as usize);
+        let a = crate::device::read_at(file, pos, n).map_err(|source| StreamError::Source {
+            path: src.to_owned(),
+            source,
+        })?;
+        let b = target.read_at(offset + pos, n)?;
+        if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+            return Ok(Some(pos + i as u64));
+        }
+        if a.len() != b.len() {
+            return Ok(Some(pos + a.len().min(b.len()) as u64));
+        }
+        pos += n as u64;
+    }
+    Ok(None)
 }
 
 /// One page of a pipeline buffer; the alignment lets writes bypass the
@@ -168,25 +279,26 @@ impl Buf {
 
 type Block = (u64, Buf);
 
-/// Reader → hasher → writer, each in its own thread, buffers recycled.
+/// Reader → writer, each in its own thread, buffers recycled: the file is
+/// read while the previous block is written.
 fn pipeline(
-    mut file: File,
+    file: &File,
     src: &Path,
     size: u64,
     target: &Target,
     offset: u64,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<String, StreamError> {
+) -> Result<(), StreamError> {
     let (free_tx, free_rx): (SyncSender<Buf>, Receiver<Buf>) = sync_channel(BUFFERS);
     for _ in 0..BUFFERS {
         // The channel holds exactly BUFFERS items, so this cannot block.
         let _ = free_tx.send(Buf::new());
     }
-    let (hash_tx, hash_rx) = sync_channel::<Block>(1);
     let (write_tx, write_rx) = sync_channel::<Block>(1);
 
     std::thread::scope(|s| {
         let reader = s.spawn(move || -> Result<(), StreamError> {
+            let mut file = file;
             let mut pos = 0u64;
             while pos < size {
                 let Ok(mut buf) = free_rx.recv() else {
@@ -199,22 +311,12 @@ fn pipeline(
                         path: src.to_owned(),
                         source,
                     })?;
-                if hash_tx.send((pos, buf)).is_err() {
-                    return Ok(()); // a later stage failed and says why
+                if write_tx.send((pos, buf)).is_err() {
+                    return Ok(()); // the writer failed and says why
                 }
                 pos += want as u64;
             }
             Ok(())
-        });
-        let hasher = s.spawn(move || {
-            let mut h = Sha256::new();
-            for (pos, buf) in hash_rx {
-                h.update(buf.bytes());
-                if write_tx.send((pos, buf)).is_err() {
-                    break;
-                }
-            }
-            hex(&h.finalize())
         });
         let writer = s.spawn(move || -> Result<(), StreamError> {
             let mut done = 0;
@@ -238,12 +340,8 @@ fn pipeline(
         let r = reader
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        let sha = hasher
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
         r?;
-        w?;
-        Ok(sha)
+        w
     })
 }
 
@@ -311,17 +409,4 @@ pub fn hash_file_range(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_detection() {
-        let mut v = vec![0u8; 4099];
-        assert!(all_zero(&v));
-        v[4098] = 1;
-        assert!(!all_zero(&v));
-        v[4098] = 0;
-        v[1] = 1;
-        assert!(!all_zero(&v[1..]));
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
-//! The origin step: the golden root, streamed onto `vlx-origin`, hashed as
-//! it is written, synced and read back.
+//! The origin step: the golden root, streamed onto `vlx-origin`, synced,
+//! and read back to a hash that must be the manifest's (see
+//! [`crate::stream`]).
 
 use cluster::{Bytes, Role};
 

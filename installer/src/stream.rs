@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::device::TargetKind;
 use crate::target::{Target, TargetError};
 
 /// Size of one pipeline buffer.
@@ -116,8 +117,9 @@ fn all_zero(b: &[u8]) -> bool {
 
 /// Copies `src` to `target` at `offset` (at most `room` bytes), syncs it,
 /// and reads it back: Ok only when what the target returns hashes to
-/// `want`, the manifest's sha256. All-zero blocks are written as zeros
-/// ([`Target::zero`]). `progress` is told the bytes written so far.
+/// `want`, the manifest's sha256. All-zero blocks are written as zeros on
+/// a device and punched as holes in an image file ([`Target::zero`]).
+/// `progress` is told the bytes written so far.
 ///
 /// On a mismatch the source is hashed too, and the error says which side
 /// was wrong: [`StreamError::SourceHash`] or [`StreamError::ReadBack`].
@@ -318,11 +320,16 @@ fn pipeline(
             }
             Ok(())
         });
+        // On an image file an all-zero block becomes a hole (no space
+        // used). On a device it is written like any other block, direct,
+        // as dd writes it: through the page cache its zeros would all wait
+        // for the final sync (most blocks of a fresh ext4 origin are zero).
+        let holes = target.facts().kind == TargetKind::RegularFile;
         let writer = s.spawn(move || -> Result<(), StreamError> {
             let mut done = 0;
             for (pos, buf) in write_rx {
                 let data = buf.bytes();
-                if all_zero(data) {
+                if holes && all_zero(data) {
                     target.zero(offset + pos, data.len() as u64)?;
                 } else {
                     target.write_direct_at(offset + pos, data)?;

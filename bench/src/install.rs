@@ -1,6 +1,7 @@
-//! The installer: the origin copy against its two limits, measured here in
-//! the same run (`dd bs=4M oflag=direct conv=fsync` to the same kind of
-//! target, and single-core sha256 over the same bytes), and its memory.
+//! The installer: the origin copy against `dd bs=4M oflag=direct
+//! conv=fsync` to the same kind of target, its read back (the one hash of
+//! the copy, see `installer::stream`) against single-core sha256 over the
+//! same bytes, both limits measured here in the same run, and its memory.
 
 use std::io::Write;
 use std::path::Path;
@@ -164,7 +165,7 @@ pub fn run() -> anyhow::Result<()> {
     let sha_mbps = mbps(bytes, t_sha.as_secs_f64());
     let dd_mbps = mbps(bytes, t_dd.as_secs_f64());
     let ours = mbps(bytes, w);
-    let limit = sha_mbps.min(dd_mbps);
+    let back = mbps(bytes, v);
     println!(
         "origin copy of {:.0} MiB (incompressible), best of three each:",
         mib(bytes)
@@ -176,18 +177,19 @@ pub fn run() -> anyhow::Result<()> {
     );
     println!("  limit: dd bs=4M oflag=direct     {:>8.0} MB/s", dd_mbps);
     println!(
-        "  vlx-install copy+hash+sync       {:>8.0} MB/s  = {:.0}% of the lower limit ({})",
+        "  vlx-install copy+sync            {:>8.0} MB/s  = {:.0}% of dd ({})",
         ours,
-        100.0 * ours / limit,
-        if ours >= 0.9 * limit {
+        100.0 * ours / dd_mbps,
+        if ours >= 0.9 * dd_mbps {
             "meets the 90% goal"
         } else {
             "BELOW the 90% goal"
         }
     );
     println!(
-        "  read-back verify (cache dropped) {:>8.0} MB/s",
-        mbps(bytes, v)
+        "  read back + sha256 (cache drop)  {:>8.0} MB/s  = {:.0}% of sha256's",
+        back,
+        100.0 * back / sha_mbps
     );
     println!(
         "  peak memory of the copy process  {:>8.1} MiB ({} the 64 MiB goal)",

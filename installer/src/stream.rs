@@ -59,8 +59,10 @@ pub enum StreamError {
         target: PathBuf,
         offset: u64,
     },
-    /// The read back did not match the manifest, but the source does: the
-    /// target returned other bytes than were written.
+    /// The read back did not match the manifest, but the source does now:
+    /// the target returned other bytes than were written, or (the copy no
+    /// longer hashes on its way) the source read differently during the
+    /// copy, as failing install media can; the message says both.
     #[error(
         "{target} at byte {offset} reads back as sha256 {got}, but {path} was written there and \
          hashes to {want}, as the manifest says: {}",
@@ -83,7 +85,9 @@ pub enum StreamError {
 fn difference(first: Option<u64>, offset: u64) -> String {
     match first {
         Some(d) => format!(
-            "the first byte that differs is at byte {} of the target ({d} into the image)",
+            "the first byte that differs is at byte {} of the target ({d} into the image): the \
+             target stored or returned other bytes, or the source read differently during the \
+             copy (failing media)",
             offset + d
         ),
         None => "a second read matched the source byte for byte, so the target's reads are not \

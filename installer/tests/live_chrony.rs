@@ -1,5 +1,5 @@
 //! chrony from the rendered configs, live: three nodes of the demo cluster
-//! poll each other in orphan mode on one bridge, and agree on one leader (the node
+//! peer in orphan mode on one bridge, and agree on one leader (the node
 //! with the smallest reference ID, its address) while the others follow
 //! it at the next stratum. chronyd runs with `-x`: time is not namespaced,
 //! and the machine's clock is not ours to steer.
@@ -31,7 +31,7 @@ fn chronyc(lab: &Lab, host: &str, socket: &PathBuf, what: &str) -> Vec<Vec<Strin
 }
 
 #[test]
-fn live_chrony_nodes_poll_each_other_and_follow_one_orphan_leader() {
+fn live_chrony_nodes_peer_and_follow_one_orphan_leader() {
     let mut lab = Lab::new("ntp");
     let plan = nodes::plan("demo.toml");
     let roots = nodes::write_all(&plan, &lab.dir.path().join("nodes"));
@@ -94,11 +94,11 @@ fn live_chrony_nodes_poll_each_other_and_follow_one_orphan_leader() {
         .collect();
     assert!(agreed.is_some(), "no agreement on one leader: {report:#?}");
     eprintln!("one leader after {agreed:?}");
-    // Every node polls every other node of the plan as a server (mode
-    // `^`); the two that run answer (reach is not 0), blade04, which is not
-    // running, does not.
+    // Every node peers (mode `=`) with every other node of the plan; the
+    // two that run answer (reach is not 0), blade04, which is not running,
+    // does not.
     for (name, _, sources) in &report {
-        let peers: Vec<&Vec<String>> = sources.iter().filter(|r| r[0] == "^").collect();
+        let peers: Vec<&Vec<String>> = sources.iter().filter(|r| r[0] == "=").collect();
         assert_eq!(peers.len(), plan.nodes.len() - 1, "{name}: {sources:?}");
         for n in plan.nodes.iter().filter(|n| n.name.as_str() != name) {
             let row = peers.iter().find(|r| r[2] == n.ip.to_string()).unwrap();

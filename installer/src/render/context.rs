@@ -546,12 +546,12 @@ impl PlanContext {
         })
     }
 
-    /// Time sources of `node`. Up to [`NTP_CORE`] nodes, every node polls
-    /// every other in orphan mode (chrony's orphan mode needs each server to
-    /// poll all the others). Past that, the core is the [`NTP_CORE`] nodes
-    /// with the lowest addresses (chrony's orphan leader is the one with the
-    /// smallest reference ID, derived from the address, so the leader is
-    /// always in the core); they poll each other and
+    /// Time sources of `node`. Up to [`NTP_CORE`] nodes, every node peers
+    /// with every other in orphan mode (chrony's orphan mode needs each
+    /// server to poll all the others). Past that, the core is the
+    /// [`NTP_CORE`] nodes with the lowest addresses (chrony's orphan leader
+    /// is the one with the smallest reference ID, derived from the address,
+    /// so the leader is always in the core); they peer with each other and
     /// every other node polls all of them as a client. That bounds each
     /// node's sources at [`NTP_CORE`] instead of the cluster's size.
     fn ntp(&self, plan: &Plan, node: &NodePlan) -> Ntp {

@@ -593,15 +593,8 @@ impl Exec<'_> {
                 );
                 match checks::sh(n, &cmd, PATHS_LIMIT) {
                     Ok(o) => {
-                        let status = o
-                            .lines
-                            .last()
-                            .map(|l| l.trim().to_owned())
-                            .unwrap_or_default();
-                        let ok = o.success()
-                            && status.contains(" multipath ")
-                            && !status.contains(" F ")
-                            && status.matches(" A ").count() >= 3;
+                        let (status, paths) = map_status(&o);
+                        let ok = o.success() && paths.len() >= 2 && paths.iter().all(|p| p.active);
                         checks.expect(5, name, ok, format!("dmsetup status {SAN_MAP}: {status}"));
                     }
                     Err(e) => checks.fail(5, name, e.to_string()),
@@ -680,15 +673,11 @@ impl Exec<'_> {
             let check = format!("{name} kept its root on the second path");
             match r {
                 Ok(o) => {
-                    let status = o
-                        .lines
-                        .last()
-                        .map(|l| l.trim().to_owned())
-                        .unwrap_or_default();
+                    let (status, paths) = map_status(&o);
                     let ok = o.success()
                         && o.lines.first().is_some_and(|l| l.trim() == name)
-                        && status.contains(" F ")
-                        && status.matches(" A ").count() >= 2;
+                        && paths.iter().any(|p| !p.active)
+                        && paths.iter().any(|p| p.active);
                     self.checks
                         .expect(5, check, ok, format!("dmsetup status {SAN_MAP}: {status}"));
                 }
@@ -698,8 +687,21 @@ impl Exec<'_> {
     }
 }
 
-/// The node agent's multipath map of the SAN (`agent::multipath`).
-const SAN_MAP: &str = "vlx-san";
+/// The node agent's multipath map of the SAN.
+const SAN_MAP: &str = agent::multipath::SAN_DM_NAME;
+
+/// The last line of a command that ends with `dmsetup status` of
+/// [`SAN_MAP`], and its paths as the kernel states them (none when the
+/// line is not a multipath map's).
+fn map_status(o: &crate::answer::Output) -> (String, Vec<agent::multipath::PathState>) {
+    let status = o
+        .lines
+        .last()
+        .map(|l| l.trim().to_owned())
+        .unwrap_or_default();
+    let paths = agent::multipath::parse_status(&status).unwrap_or_default();
+    (status, paths)
+}
 
 /// The file each blade writes while one of two paths is cut.
 const ONE_PATH: &str = "/vlx-rig-one-path";

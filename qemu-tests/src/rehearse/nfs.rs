@@ -185,7 +185,7 @@ impl Exec<'_> {
                     };
                     format!(
                         "{new_holder}'s log of the volume: {}; {client}'s kernel: {}",
-                        said(&new_holder, SHARED_LOG),
+                        said(&new_holder, &shared_log()),
                         said(&client, "dmesg | tail -n 8"),
                     )
                 };
@@ -259,17 +259,21 @@ fn serving(n: &Node<'_>, watch: Duration) -> Result<(), String> {
                 "{}: not serving {} s after the step began; its log of the volume: {}",
                 n.name,
                 watch.as_secs(),
-                last_words(n, SHARED_LOG, watch)
+                last_words(n, &shared_log(), watch)
             ));
         }
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
-/// The last lines of `shared-volume`'s log (the tiny image's syslog, or
-/// the journal).
-const SHARED_LOG: &str = "{ logread 2>/dev/null || journalctl -q -t vlx-shared 2>/dev/null; } \
-                          | grep vlx-shared | tail -n 6";
+/// `shared-volume`'s log: the tiny image's syslog, or the journal.
+const SHARED_LOG_SOURCE: &str =
+    "{ logread 2>/dev/null || journalctl -q -t vlx-shared 2>/dev/null; }";
+
+/// The last lines of `shared-volume`'s log.
+fn shared_log() -> String {
+    format!("{SHARED_LOG_SOURCE} | grep vlx-shared | tail -n 6")
+}
 
 /// What `cmd` prints on `n`, on one line, for a failure's detail.
 fn last_words(n: &Node<'_>, cmd: &str, limit: Duration) -> String {
@@ -405,9 +409,10 @@ fn resumed(n: &Node<'_>, limit: Duration) -> Result<f64, String> {
 
 /// What the new holder's `shared-volume` said of its mount (its syslog).
 fn mount_took(n: &Node<'_>, limit: Duration) -> String {
-    let cmd = "{ logread 2>/dev/null || journalctl -q -t vlx-shared 2>/dev/null; } \
-               | grep 'vlx-shared.*mounted' | tail -n 1 | sed 's/.*vlx-shared[^:]*: //'";
-    match checks::sh(n, cmd, limit) {
+    let cmd = format!(
+        "{SHARED_LOG_SOURCE} | grep 'vlx-shared.*mounted' | tail -n 1 | sed 's/.*vlx-shared[^:]*: //'"
+    );
+    match checks::sh(n, &cmd, limit) {
         Ok(o) if !o.text().trim().is_empty() => o.text().trim().to_string(),
         Ok(_) => "no `mounted` line in its log".into(),
         Err(e) => format!("its log unread: {e}"),

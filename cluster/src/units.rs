@@ -39,6 +39,10 @@ impl Bytes {
         self.0.checked_add(other.0).map(Bytes)
     }
 
+    pub fn checked_sub(self, other: Bytes) -> Option<Bytes> {
+        self.0.checked_sub(other.0).map(Bytes)
+    }
+
     pub fn checked_mul(self, n: u64) -> Option<Bytes> {
         self.0.checked_mul(n).map(Bytes)
     }

@@ -28,21 +28,7 @@ pub struct Ext4<'a> {
     pub contents: Option<&'a Path>,
     /// Seconds since the epoch for every time mke2fs writes.
     pub epoch: u64,
-    /// Multiple-mount protection: a second machine's mount is refused
-    /// while one machine has it mounted (for the volume that follows the
-    /// VIP, so that a split brain cannot mount it twice). Its update
-    /// interval is [`MMP_UPDATE_INTERVAL_S`].
-    pub mmp: bool,
 }
-
-/// Seconds between the holder's writes of the MMP block (`mke2fs -E
-/// mmp_update_interval`). The kernel's `kmmpd` publishes a check interval
-/// of twice this, but never less than 5 s (`EXT4_MMP_MIN_CHECK_INTERVAL`);
-/// a mount after an unclean holder waits twice for 2 x check + 1 s (once
-/// to see the old holder gone, once to see its own sequence stay). At 2 s
-/// the check interval is the kernel's floor of 5 s, so a takeover waits
-/// 2 x 11 = 22 s; mke2fs's default of 5 s would make it 2 x 21 = 42 s.
-pub const MMP_UPDATE_INTERVAL_S: u16 = 2;
 
 /// Makes an ext4 file system in place on `target` (a device or an image).
 pub fn mke2fs(target: &Path, fs: &Ext4<'_>) -> Result<(), ToolError> {
@@ -56,19 +42,12 @@ pub fn mke2fs(target: &Path, fs: &Ext4<'_>) -> Result<(), ToolError> {
         // One -E only: a second one replaces the first.
         .arg("-E")
         .arg(format!(
-            "offset={},hash_seed={},root_owner=0:0,nodiscard,lazy_itable_init=1{}",
+            "offset={},hash_seed={},root_owner=0:0,nodiscard,lazy_itable_init=1",
             fs.offset.get(),
             fs.uuid,
-            match fs.mmp {
-                true => format!(",mmp_update_interval={MMP_UPDATE_INTERVAL_S}"),
-                false => String::new(),
-            }
         ));
     if let Some(dir) = fs.contents {
         cmd.arg("-d").arg(dir);
-    }
-    if fs.mmp {
-        cmd.args(["-O", "mmp"]);
     }
     cmd.arg(target).arg(format!("{}k", fs.size.get() / 1024));
     run(&mut cmd).map(drop)
@@ -266,7 +245,6 @@ mod tests {
                 size: Bytes(16 << 20),
                 contents: None,
                 epoch,
-                mmp: false,
             },
         )
         .unwrap();

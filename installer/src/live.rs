@@ -39,7 +39,7 @@ pub struct Live {
     /// all is well, none while VRRP moves it, two in a split brain.
     pub vips: Vec<VipHolders>,
     /// The nodes that have the shared volume mounted (one at most, as its
-    /// multiple-mount protection ensures).
+    /// lease ensures: `overlays/node/usr/lib/vlx/shared-lease`).
     pub shared: Vec<String>,
 }
 

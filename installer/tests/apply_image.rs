@@ -141,43 +141,40 @@ fn installs_at_both_sector_sizes_and_outside_tools_agree() {
         assert!(dir.contains("BOOTX64"), "{dir}");
 
         // ext4 volumes, checked by e2fsck at their offsets. The shared one
-        // has multiple-mount protection, whose block e2fsck 1.47 reads
-        // without the `?offset=`: check it through a loop device.
-        for label in ["vlx-meta", "vlx-origin"] {
+        // ends a MiB before its partition, which holds its lease (zeros:
+        // never held), and has no multiple-mount protection (the lease
+        // fences it instead).
+        for label in ["vlx-meta", "vlx-origin", "vlx-shared"] {
             e2fsck(&san, offset(&plan, label));
         }
         let shared = plan.disk.by_label("vlx-shared").unwrap();
-        let o = Command::new("losetup")
-            .args([
-                "--find",
-                "--show",
-                "--read-only",
-                "--offset",
-                &offset(&plan, "vlx-shared").to_string(),
-                "--sizelimit",
-                &shared.size.get().to_string(),
-            ])
-            .arg(&san)
-            .output()
-            .unwrap();
-        let lp = Loop(String::from_utf8_lossy(&o.stdout).trim().to_owned());
-        let t = ok(Command::new("e2fsck").arg("-fn").arg(&lp.0));
-        assert!(!t.contains("Fix?"), "{t}");
-        let dump = ok(Command::new("dumpe2fs").arg("-h").arg(&lp.0));
+        let at = offset(&plan, "vlx-shared");
+        let dump = ok(Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(format!("{}?offset={at}", san.display())));
         assert!(
-            dump.contains("mmp"),
-            "vlx-shared lacks multiple-mount protection:\n{dump}"
+            !dump.contains("mmp"),
+            "vlx-shared has multiple-mount protection:\n{dump}"
         );
-        let interval = format!(
-            "MMP update interval:      {}\n",
-            installer::fs::MMP_UPDATE_INTERVAL_S
+        let blocks: u64 = dump
+            .lines()
+            .find_map(|l| l.strip_prefix("Block count:"))
+            .map(|v| v.trim().parse().unwrap())
+            .expect("dumpe2fs says the block count");
+        let lease = installer::steps::shared::LEASE_BYTES.get();
+        assert_eq!(
+            blocks * 4096,
+            shared.size.get() - lease,
+            "vlx-shared's file system leaves its partition's last MiB to the lease"
         );
-        assert!(
-            dump.contains(&interval),
-            "vlx-shared's MMP update interval is not {}:\n{dump}",
-            installer::fs::MMP_UPDATE_INTERVAL_S
-        );
-        drop(lp);
+        let f = std::fs::File::open(&san).unwrap();
+        let record = installer::device::read_at(
+            &f,
+            at + shared.size.get() - lease,
+            installer::steps::shared::LEASE_RECORD,
+        )
+        .unwrap();
+        assert!(record.iter().all(|b| *b == 0), "the lease is not free");
 
         // The meta volume: every node's files, host keys 0600, and no
         // private key in the boot tree served to the network.
@@ -290,30 +287,7 @@ fn fingerprint(san: &Path, plan: &cluster::Plan) -> Vec<(String, String)> {
             continue;
         }
         let start = p.offset(plan.disk.sector_size).get();
-        let h = if p.label == "vlx-shared" {
-            // The multiple-mount-protection block records when mke2fs ran
-            // (from the clock, not E2FSPROGS_FAKE_TIME): hash around it.
-            let dump = ok(Command::new("dumpe2fs")
-                .arg("-h")
-                .arg(format!("{}?offset={start}", san.display())));
-            let block: u64 = dump
-                .lines()
-                .find_map(|l| l.strip_prefix("MMP block number:"))
-                .map(|v| v.trim().parse().unwrap())
-                .expect("vlx-shared has an MMP block");
-            let mmp = start + block * 4096;
-            let before = installer::stream::hash_file_range(&f, san, start, mmp - start).unwrap();
-            let after = installer::stream::hash_file_range(
-                &f,
-                san,
-                mmp + 4096,
-                start + p.size.get() - mmp - 4096,
-            )
-            .unwrap();
-            format!("{before} {after}")
-        } else {
-            installer::stream::hash_file_range(&f, san, start, p.size.get()).unwrap()
-        };
+        let h = installer::stream::hash_file_range(&f, san, start, p.size.get()).unwrap();
         out.push((p.label.clone(), h));
     }
     let s = plan.disk.sector_size.bytes();
@@ -426,29 +400,9 @@ fn assert_same(got: &[(String, String)], want: &[(String, String)], what: &str) 
 fn check_recovered(san: &Path, plan: &cluster::Plan, what: &str) {
     let v = vlx_install(&["verify", "--san", san.to_str().unwrap()]);
     assert_eq!(v.status.code(), Some(0), "{what}: {}", text(&v));
-    for label in ["vlx-meta", "vlx-origin"] {
+    for label in ["vlx-meta", "vlx-origin", "vlx-shared"] {
         e2fsck(san, offset(plan, label));
     }
-    // The shared volume's MMP block is read without `?offset=`: through a
-    // loop device (see installs_at_both_sector_sizes_and_outside_tools_agree).
-    let shared = plan.disk.by_label("vlx-shared").unwrap();
-    let o = Command::new("losetup")
-        .args([
-            "--find",
-            "--show",
-            "--read-only",
-            "--offset",
-            &offset(plan, "vlx-shared").to_string(),
-            "--sizelimit",
-            &shared.size.get().to_string(),
-        ])
-        .arg(san)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{what}: losetup: {}", text(&o));
-    let lp = Loop(String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    let t = ok(Command::new("e2fsck").arg("-fn").arg(&lp.0));
-    assert!(!t.contains("Fix?"), "{what}: {t}");
 }
 
 fn apply_with_fault(prof: &Path, img: &Path, san: &Path, fault: &str) -> std::process::Output {

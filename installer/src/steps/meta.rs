@@ -107,7 +107,6 @@ pub fn write_with(ctx: &Ctx<'_>, journal: &Journal, content: Content) -> Result<
             size: v.size,
             contents: Some(stage.path()),
             epoch: inputs.epoch(),
-            mmp: false,
         },
     )?;
     Ok(())

@@ -403,11 +403,13 @@ pub enum Step {
     /// the new slot, one stays on the old; `vlx-install rollback`, and a
     /// reboot brings one back to the first slot.
     Upgrade { image: PathBuf },
-    /// 13: the holder of the shared volume's VIP dies while a running
-    /// blade that will not take the VIP (the lowest VRRP priority of the
-    /// others) has the volume mounted over NFS, hard, and writes to it;
-    /// the VIP moves and the client's writes go on, its file read back,
-    /// within [`crate::rehearse::NFS_RESUME_LIMIT`] on its own clock.
+    /// 13: the holder of the shared volume's VIP hangs (its keepalived and
+    /// its lease keeper stopped, its kernel and mount left running) while
+    /// a running blade that will not take the VIP (the lowest VRRP
+    /// priority of the others) has the volume mounted over NFS, hard, and
+    /// writes to it; the holder's watchdog resets it, the VIP moves and
+    /// the client's writes go on, its file read back, within
+    /// [`crate::rehearse::NFS_RESUME_LIMIT`] on its own clock.
     SharedFailover,
     /// Power every blade off, then compare the origin's sha256.
     Shutdown,
@@ -460,7 +462,7 @@ impl Step {
             Step::ReplaceBoard { node, .. } => format!("replace {node}'s board"),
             Step::RemoveBlade { node, .. } => format!("remove {node}"),
             Step::Upgrade { .. } => "upgrade the image, roll it back".into(),
-            Step::SharedFailover => "the shared volume's holder dies".into(),
+            Step::SharedFailover => "the shared volume's holder hangs".into(),
             Step::Shutdown => "shutdown".into(),
             Step::Report { .. } => "report".into(),
         }
@@ -586,8 +588,8 @@ impl fmt::Display for Step {
             ),
             Step::SharedFailover => f.write_str(
                 "a running blade that does not take the shared volume's VIP mounts the volume \
-                 over NFS (hard) and writes in a loop; the VIP holder is killed; the client's \
-                 writes go on and its file reads back",
+                 over NFS (hard) and writes in a loop; the VIP holder hangs and its watchdog \
+                 resets it; the client's writes go on and its file reads back",
             ),
             Step::Shutdown => {
                 f.write_str("power every blade off; the origin's sha256 is unchanged")

@@ -1250,9 +1250,8 @@ impl Exec<'_> {
             if let Some(b) = self.live(name) {
                 // The root's file system alone (syncfs): a plain `sync`
                 // also waits on every other mount, and a blade that has
-                // just taken the VIP may be mounting the shared volume,
-                // whose multiple-mount protection holds the mount (and so
-                // every sync) while it waits out the dead holder.
+                // just taken the VIP may be mounting the shared volume
+                // (and a mount in progress holds every sync).
                 b.shell()
                     .run("sync -f /", limit)
                     .map_err(|e| fail(format!("{name} synced"), e))?;

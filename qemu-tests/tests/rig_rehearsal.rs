@@ -78,6 +78,7 @@ fn rig_rehearse_demo_cluster() {
     assert_all_passed(&o);
     for part in [
         " mounts the shared volume over NFS",
+        "'s watchdog resets it once it hangs",
         " moves after ",
         "'s hard NFS mount resumes after ",
     ] {

@@ -79,6 +79,7 @@ fn rig_rehearse_demo_cluster() {
     for part in [
         " mounts the shared volume over NFS",
         "'s watchdog resets it once it hangs",
+        "the shared volume is served again within ",
         " moves after ",
         "'s hard NFS mount resumes after ",
     ] {

@@ -223,6 +223,11 @@ fn one_holder_renews_a_dead_one_is_outwaited_a_freed_one_is_taken_at_once() {
         "{}",
         l.record()
     );
+    let left: Vec<_> = std::fs::read_dir(l.root("n2").join("run"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "n2's /run keeps {left:?}");
     std::fs::remove_file(l.root("n1").join("fenced")).unwrap();
     let start = Instant::now();
     let o = l.take("n1");
@@ -270,4 +275,50 @@ fn a_device_too_small_or_a_bad_command_is_refused() {
     std::fs::remove_file(l.root("n1").join("holds")).unwrap();
     assert_eq!(c.wait().unwrap().code(), Some(1), "{}", l.console("n1"));
     assert!(l.record().starts_with("vlx-lease 2 "), "{}", l.record());
+}
+
+/// A block device (a loop device over the test's file) is read and
+/// written past its page cache, through a node of its own (udev would
+/// probe its own node again after every renewal).
+#[test]
+fn a_block_device_is_written_through_a_node_of_its_own() {
+    let d = tempfile::tempdir().unwrap();
+    let l = Lease::new(d.path());
+    let o = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&l.dev)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "losetup: {}", text(&o));
+    let lo = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+        }
+    }
+    let _detach = Detach(lo.clone());
+    let o = l.run("n1", &["take", &lo, "/nonexistent-mount"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let nodes: Vec<String> = std::fs::read_dir(l.root("n1").join("dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vlx-lease-"))
+        .collect();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let r = l.record();
+    assert!(r.starts_with("vlx-lease 1 held n1 "), "{r}");
+    let first = seq(&r);
+    assert!(
+        until(Duration::from_secs(10), || seq(&l.record()) >= first + 2),
+        "the keeper does not renew through {lo}: {}",
+        l.record()
+    );
+    let o = l.run("n1", &["free", &lo]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        l.record().starts_with("vlx-lease 1 free n1 "),
+        "{}",
+        l.record()
+    );
 }

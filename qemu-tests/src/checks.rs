@@ -805,17 +805,31 @@ pub fn systemd(checks: &mut Checks, step: u8, node: &Node<'_>, limit: Duration) 
             e.to_string(),
         ),
     }
+    // The holder of the shared volume's VIP must have it mounted and
+    // served: it may still be taking the volume's lease (up to its wait
+    // and claim after a holder that did not let go), so it gets 40 s.
     match sh(
         node,
-        "m=no; mountpoint -q /vlx/shared && m=yes; echo \"$m $(systemctl is-active nfs-server.service)\"",
-        limit,
+        ". /etc/vlx/node.env; i=0; while :; do m=no; mountpoint -q /vlx/shared && m=yes; \
+         v=no; [ -n \"$VLX_SHARED_VIP\" ] && ip -4 addr show dev \"$VLX_IFACE\" | \
+         grep -q \"inet $VLX_SHARED_VIP/\" && v=yes; \
+         { [ $v = yes ] && [ $m = no ] && [ $i -lt 40 ]; } || break; i=$((i + 1)); sleep 1; done; \
+         echo \"$m $(systemctl is-active nfs-server.service) $v\"",
+        limit.max(Duration::from_secs(60)),
     ) {
         Ok(o) => {
             let t = o.text();
             let mut w = t.split_whitespace();
-            let (mounted, nfs) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
-            let ok = (mounted == "yes") == (nfs == "active");
-            let detail = format!("shared volume mounted: {mounted}, nfs-server.service: {nfs}");
+            let (mounted, nfs, vip) = (
+                w.next().unwrap_or(""),
+                w.next().unwrap_or(""),
+                w.next().unwrap_or(""),
+            );
+            let ok = (mounted == "yes") == (nfs == "active") && (vip != "yes" || mounted == "yes");
+            let detail = format!(
+                "shared volume mounted: {mounted}, nfs-server.service: {nfs}, holds the shared \
+                 volume's VIP: {vip}"
+            );
             if ok {
                 checks.pass(
                     step,

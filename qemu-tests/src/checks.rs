@@ -806,15 +806,20 @@ pub fn systemd(checks: &mut Checks, step: u8, node: &Node<'_>, limit: Duration) 
         ),
     }
     // The holder of the shared volume's VIP must have it mounted and
-    // served: it may still be taking the volume's lease (up to its wait
-    // and claim after a holder that did not let go), so it gets 40 s.
+    // served, every other node neither. A node may be on its way: taking
+    // the volume's lease (its wait and claim after a holder that did not
+    // let go), mounting, starting nfs-server, or letting go; so it gets
+    // 40 s to settle.
     match sh(
         node,
         ". /etc/vlx/node.env; i=0; while :; do m=no; mountpoint -q /vlx/shared && m=yes; \
+         n=$(systemctl is-active nfs-server.service); \
          v=no; [ -n \"$VLX_SHARED_VIP\" ] && ip -4 addr show dev \"$VLX_IFACE\" | \
          grep -q \"inet $VLX_SHARED_VIP/\" && v=yes; \
-         { [ $v = yes ] && [ $m = no ] && [ $i -lt 40 ]; } || break; i=$((i + 1)); sleep 1; done; \
-         echo \"$m $(systemctl is-active nfs-server.service) $v\"",
+         if [ $v = yes ]; then [ $m = yes ] && [ \"$n\" = active ] && break; \
+         elif [ $m = yes ]; then [ \"$n\" = active ] && break; \
+         else [ \"$n\" != active ] && break; fi; \
+         [ $i -lt 40 ] || break; i=$((i + 1)); sleep 1; done; echo \"$m $n $v\"",
         limit.max(Duration::from_secs(60)),
     ) {
         Ok(o) => {

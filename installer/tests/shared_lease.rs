@@ -255,26 +255,47 @@ fn a_device_too_small_or_a_bad_command_is_refused() {
     assert!(text(&o).contains("too small for a lease"), "{}", text(&o));
     let o = l.run("n1", &["steal", l.dev.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    // A record this script did not write is waited out as one with no
-    // watchdog, not taken: here n1 gives up when it loses the VIP.
+    // A record this script did not write, or one whose numbers are not
+    // plain (a leading zero, a timeout of years, a glob for a name), is
+    // waited out as one with no watchdog (30 s), not taken and not
+    // believed: here n1 gives up when it loses the VIP after 2 s.
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&l.dev)
         .unwrap();
-    std::os::unix::fs::FileExt::write_all_at(
-        &f,
-        b"vlx-lease 2 something else\n",
-        DEV_BYTES - LEASE_BYTES.get(),
-    )
-    .unwrap();
-    let mut c = l
-        .cmd("n1", &["take", l.dev.to_str().unwrap(), "/m"])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    std::fs::remove_file(l.root("n1").join("holds")).unwrap();
-    assert_eq!(c.wait().unwrap().code(), Some(1), "{}", l.console("n1"));
-    assert!(l.record().starts_with("vlx-lease 2 "), "{}", l.record());
+    for record in [
+        "vlx-lease 2 something else\n",
+        "vlx-lease 1 held n2 08 5\n",
+        "vlx-lease 1 held n2 7 999999999\n",
+        "vlx-lease 1 held n2 7 12345678901\n",
+        "vlx-lease 1 held * 7 5 *\n",
+    ] {
+        let mut block = record.as_bytes().to_vec();
+        block.resize(LEASE_RECORD, 0);
+        std::os::unix::fs::FileExt::write_all_at(&f, &block, DEV_BYTES - LEASE_BYTES.get())
+            .unwrap();
+        std::fs::write(l.root("n1").join("holds"), "").unwrap();
+        let _ = std::fs::remove_file(l.root("n1").join("console"));
+        let mut c = l
+            .cmd("n1", &["take", l.dev.to_str().unwrap(), "/m"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        std::fs::remove_file(l.root("n1").join("holds")).unwrap();
+        assert_eq!(
+            c.wait().unwrap().code(),
+            Some(1),
+            "{record}: {}",
+            l.console("n1")
+        );
+        assert!(
+            l.console("n1")
+                .contains("lease is unknown by nobody: waiting for it to stay unchanged 30 s"),
+            "{record}: {}",
+            l.console("n1")
+        );
+        assert_eq!(l.record(), record, "{record} was overwritten");
+    }
 }
 
 /// A block device (a loop device over the test's file) is read and

@@ -6,6 +6,11 @@
 //! firmware under KVM and wants it to finish its boot menu ("No bootable
 //! device.") quickly, then, when a kernel is at hand, wants that kernel to
 //! reach its panic for lack of a root. Anything else means TCG.
+//!
+//! The answer is kept in `$VLX_CACHE/accel` for this boot of the host and
+//! this QEMU, so that the next process (each rig test is one) does not
+//! probe again: a host whose KVM does not work costs each probe 8 s.
+//! `VLX_RIG_ACCEL` still decides over it.
 
 use std::io::Read;
 use std::path::Path;
@@ -57,9 +62,85 @@ pub fn choose(run: &Run, kernel: Option<&Path>) -> Probe {
     if let Some(a) = answer.as_ref() {
         return a.clone();
     }
+    let key = cache_key();
+    if let Some(cached) = key.as_ref().and_then(|k| cached(&cache_file(), k)) {
+        *answer = Some(cached.clone());
+        return cached;
+    }
     let probe = probe(run, kernel);
+    // A KVM answer without a kernel tried is not final (a later call with
+    // one probes again); every other answer holds until the host reboots.
+    let last = probe.accel == Accel::Tcg || kernel.is_some();
+    if let (Some(k), true) = (key, last) {
+        remember(&cache_file(), &k, &probe);
+    }
     *answer = Some(probe.clone());
     probe
+}
+
+/// Where a probe's answer is kept for the next process: each rig test is
+/// a process of its own, and the KVM probe costs a dead KVM its 8 s.
+fn cache_file() -> std::path::PathBuf {
+    imagebuilder::image::kernel::cache_root().join("accel")
+}
+
+/// What an answer holds for: this boot of the host (`boot_id`: KVM does
+/// not start or stop working within one) and this QEMU (`--version`).
+fn cache_key() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let out = Command::new(QEMU)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    let version = version.lines().next()?.trim();
+    (out.status.success() && !version.is_empty()).then(|| format!("{} {version}", boot.trim()))
+}
+
+/// The answer kept in `file` for `key`, when there is one: three lines,
+/// the key, `kvm` or `tcg`, and why (anything else is no answer).
+fn cached(file: &Path, key: &str) -> Option<Probe> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != key {
+        return None;
+    }
+    let accel = match lines.next()? {
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        _ => return None,
+    };
+    let why = lines.next()?;
+    Some(Probe {
+        accel,
+        why: format!(
+            "{why} (probed earlier in this boot of the host: {})",
+            file.display()
+        ),
+    })
+}
+
+/// Keeps `probe` in `file` for `key`; written whole, then renamed, so that
+/// tests starting at once read an answer or none. A cache that cannot be
+/// written costs the next process its probe, nothing else.
+fn remember(file: &Path, key: &str, probe: &Probe) {
+    let Some(dir) = file.parent() else {
+        return;
+    };
+    let accel = match probe.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    };
+    let why = probe.why.replace('\n', " ");
+    let tmp = dir.join(format!(".accel.{}", std::process::id()));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, format!("{key}\n{accel}\n{why}\n")))
+        .and_then(|()| std::fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 fn probe(run: &Run, kernel: Option<&Path>) -> Probe {
@@ -148,4 +229,44 @@ fn boot(run: &Run, extra: &[String], marker: &str, limit: Duration) -> Result<()
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_answer_holds_for_its_key_only() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("sub/accel");
+        let probe = Probe {
+            accel: Accel::Tcg,
+            why: "KVM did not boot k: nothing\nafter 8 s".into(),
+        };
+        remember(&file, "boot-1 QEMU 8.2", &probe);
+        let got = cached(&file, "boot-1 QEMU 8.2").expect("kept");
+        assert_eq!(got.accel, Accel::Tcg);
+        assert!(
+            got.why
+                .starts_with("KVM did not boot k: nothing after 8 s (probed earlier")
+        );
+        assert_eq!(cached(&file, "boot-2 QEMU 8.2"), None);
+        assert_eq!(cached(&file, "boot-1 QEMU 9.0"), None);
+        let names: Vec<_> = std::fs::read_dir(d.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["accel"], "no temporary file left");
+    }
+
+    #[test]
+    fn a_damaged_cache_is_no_answer() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("accel");
+        for text in ["", "k\n", "k\nmaybe\nwhy\n", "k\nkvm\n"] {
+            std::fs::write(&file, text).unwrap();
+            assert_eq!(cached(&file, "k"), None, "{text:?}");
+        }
+        assert_eq!(cached(&d.path().join("none"), "k"), None);
+    }
 }

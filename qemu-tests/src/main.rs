@@ -42,8 +42,19 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let json = a.json;
-    let debian = a.host.as_deref() == Some("debian");
     let host_given = a.host.is_some();
+    let host = a
+        .host
+        .map(|h| match h.as_str() {
+            "tiny" => PathBuf::from("profiles/hosts/tiny.toml"),
+            TINY_ISCSI => PathBuf::from(TINY_ISCSI_PROFILE),
+            "debian" => PathBuf::from("profiles/hosts/debian-bookworm.toml"),
+            _ => PathBuf::from(h),
+        })
+        .or_else(|| iscsi_host(&a.cluster));
+    // A Debian host (mmdebstrap, systemd) by name or by its profile's path:
+    // its memory and ready time, unless given.
+    let debian = host.as_deref().is_some_and(is_debian_host);
     let memory = a.memory.unwrap_or(if debian {
         DEBIAN_MEMORY_MIB
     } else {
@@ -67,15 +78,7 @@ fn rehearse(a: RehearseArgs) -> anyhow::Result<ExitCode> {
         stop_after: a.stop_after,
         strangers: a.stranger,
         from_media: a.from_media.map(MediaKind::from),
-        host: a
-            .host
-            .map(|h| match h.as_str() {
-                "tiny" => PathBuf::from("profiles/hosts/tiny.toml"),
-                TINY_ISCSI => PathBuf::from(TINY_ISCSI_PROFILE),
-                "debian" => PathBuf::from("profiles/hosts/debian-bookworm.toml"),
-                _ => PathBuf::from(h),
-            })
-            .or_else(|| iscsi_host(&a.cluster)),
+        host,
         fill_store: false,
         day2: a.day2,
         timeouts: Timeouts {
@@ -215,6 +218,21 @@ fn main() -> ExitCode {
             voice::fail(PROGRAM, json, &e, code)
         }
     }
+}
+
+/// Whether the host image profile at `path` builds a Debian root with
+/// mmdebstrap (`[rootfs] source`); a profile that cannot be read is not
+/// (the rehearsal names its error when it builds the image).
+fn is_debian_host(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| {
+            t.get("rootfs")
+                .and_then(|r| r.get("source"))
+                .and_then(toml::Value::as_str)
+                == Some("mmdebstrap")
+        })
 }
 
 /// The host image an iSCSI cluster is rehearsed on without `--host`.

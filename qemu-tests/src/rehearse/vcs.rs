@@ -267,7 +267,8 @@ fn run(
                 STEP,
                 name,
                 format!(
-                    "`{marker}` {:.0} s after create (QEMU, TCG inside the TCG blade;                      `vlx-vc console` shows it)",
+                    "`{marker}` {:.0} s after create (QEMU, TCG inside the TCG blade; \
+                     `vlx-vc console` shows it)",
                     offset + t
                 ),
             ),

@@ -385,11 +385,15 @@ fn a_locked_target_is_refused_naming_the_holder_also_through_a_loop_device() {
     let d = tempfile::tempdir().unwrap();
     let img = image_dir(d.path(), "a");
     let san = san(d.path(), 600 * MIB);
+    // --no-fork: the lock's holder is the one process the test kills (a
+    // forked `sleep` would outlive it, holding the test's output open).
     let mut holder = Child(
         Command::new("flock")
-            .arg("--exclusive")
+            .args(["--exclusive", "--no-fork"])
             .arg(&san)
             .args(["sleep", "600"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
@@ -400,7 +404,7 @@ fn a_locked_target_is_refused_naming_the_holder_also_through_a_loop_device() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
         text(&o).contains("is locked by another install")
-            && text(&o).contains(&format!("pid {pid}: flock --exclusive")),
+            && text(&o).contains(&format!("pid {pid}: sleep 600")),
         "{}",
         text(&o)
     );
@@ -410,7 +414,7 @@ fn a_locked_target_is_refused_naming_the_holder_also_through_a_loop_device() {
     let o = apply(&fixture("small.toml"), &img, Path::new(&lp.dev), &[]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
-        text(&o).contains(&format!("pid {pid}: flock --exclusive")),
+        text(&o).contains(&format!("pid {pid}: sleep 600")),
         "{}",
         text(&o)
     );

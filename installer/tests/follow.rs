@@ -177,7 +177,13 @@ fn a_running_node_reloads_its_files_and_services_when_the_meta_generation_change
     let root = node_root(d.path());
     let console = root.join("run/vlx/console");
     // A stand-in for dnsmasq, started as the tiny image's rcS does.
-    let service = Command::new("sleep").arg("600").spawn().unwrap();
+    // Nothing started here keeps the test's output open once it ends.
+    let service = Command::new("sleep")
+        .arg("600")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let old_pid = service.id().to_string();
     std::fs::write(root.join("run/vlx/dnsmasq.cmd"), "sleep 600\n").unwrap();
     std::fs::write(root.join("run/vlx/dnsmasq.pid"), &old_pid).unwrap();
@@ -194,6 +200,7 @@ fn a_running_node_reloads_its_files_and_services_when_the_meta_generation_change
         .env("VLX_META_DEV", &lp.0)
         .env("VLX_CONSOLE", "/run/vlx/console")
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();

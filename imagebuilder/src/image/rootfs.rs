@@ -257,8 +257,7 @@ fn open_archive(archive: &Path) -> Result<Decompressed> {
 /// leave it is an [`Error::Archive`] naming the member.
 pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
     let mut d = open_archive(archive)?;
-    let reader = std::mem::replace(&mut d.reader, Box::new(std::io::empty()));
-    let extracted = crate::formats::untar::extract(reader, dest, archive);
+    let extracted = crate::formats::untar::extract(&mut d.reader, dest, archive);
     if let Some(mut c) = d.child.take() {
         if let Err(e) = extracted {
             // The reader stopped early: the decompressor is not needed any
@@ -268,7 +267,14 @@ pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
             let _ = c.wait();
             return Err(e);
         }
+        // The archive ends before its stream does (tar pads it to a whole
+        // record): read the stream to its end, so that the decompressor
+        // writes all of it (else it may die of SIGPIPE) and checks all of
+        // it before its status is judged.
+        let drained = std::io::copy(&mut d.reader, &mut std::io::sink());
+        drop(std::mem::replace(&mut d.reader, Box::new(std::io::empty())));
         let st = c.wait().map_err(io(archive))?;
+        drained.map_err(io(archive))?;
         if !st.success() {
             return Err(Error::Other(format!(
                 "{}: decompressing failed ({st})",
@@ -329,5 +335,51 @@ mod tests {
         );
         // With no debs at all, the hook still succeeds.
         sh(&customize);
+    }
+
+    /// An xz archive whose stream goes on well past the tar's end (more
+    /// than a pipe holds): the rest is read, so xz neither dies of SIGPIPE
+    /// nor goes unchecked; a stream damaged after the tar's end fails.
+    #[test]
+    fn an_xz_stream_longer_than_its_archive_is_read_to_its_end_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir_all(tree.join("etc")).unwrap();
+        fs::write(tree.join("etc/hostname"), b"blade\n").unwrap();
+        let tar = d.path().join("root.tar");
+        let st = Command::new("tar")
+            .args(["-C"])
+            .arg(&tree)
+            .args(["-cf"])
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut bytes = fs::read(&tar).unwrap();
+        bytes.extend(std::iter::repeat_n(0u8, 4 << 20));
+        fs::write(&tar, &bytes).unwrap();
+        let st = Command::new("xz")
+            .args(["-0", "-k", "-T1"])
+            .arg(&tar)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let xz = d.path().join("root.tar.xz");
+        let dest = d.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        extract_tarball(&xz, &dest).unwrap();
+        assert_eq!(fs::read(dest.join("etc/hostname")).unwrap(), b"blade\n");
+
+        // The stream's last bytes (its footer) damaged: xz says so.
+        let mut damaged = fs::read(&xz).unwrap();
+        let n = damaged.len();
+        damaged[n - 6] ^= 0xff;
+        let bad = d.path().join("bad.tar.xz");
+        fs::write(&bad, &damaged).unwrap();
+        let dest = d.path().join("dest2");
+        fs::create_dir(&dest).unwrap();
+        let err = extract_tarball(&bad, &dest).unwrap_err().to_string();
+        assert!(err.contains("decompressing failed"), "{err}");
     }
 }

@@ -250,6 +250,10 @@ fn open_archive(archive: &Path) -> Result<Decompressed> {
     })
 }
 
+/// How much of a decompressed stream may follow the archive's end (tar
+/// pads an archive to a whole record, 10 KiB by default).
+const TRAILING_LIMIT: u64 = 64 << 20;
+
 /// Extracts a root tarball (plain, gzip, xz or zstd) into `dest`, keeping
 /// owners, modes, xattrs (file capabilities among them), links, device
 /// nodes and FIFOs. Every member is written beneath `dest` and never
@@ -271,7 +275,21 @@ pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
         // record): read the stream to its end, so that the decompressor
         // writes all of it (else it may die of SIGPIPE) and checks all of
         // it before its status is judged.
-        let drained = std::io::copy(&mut d.reader, &mut std::io::sink());
+        // Past TRAILING_LIMIT it is no padding: refused, not read for
+        // ever (a hostile stream may decompress to terabytes).
+        let drained = std::io::copy(
+            &mut (&mut d.reader).take(TRAILING_LIMIT + 1),
+            &mut std::io::sink(),
+        );
+        if matches!(drained, Ok(n) if n > TRAILING_LIMIT) {
+            let _ = c.kill();
+            let _ = c.wait();
+            return Err(Error::Other(format!(
+                "{}: more than {} MiB of data after the archive's end",
+                archive.display(),
+                TRAILING_LIMIT >> 20
+            )));
+        }
         drop(std::mem::replace(&mut d.reader, Box::new(std::io::empty())));
         let st = c.wait().map_err(io(archive))?;
         drained.map_err(io(archive))?;
@@ -381,5 +399,26 @@ mod tests {
         fs::create_dir(&dest).unwrap();
         let err = extract_tarball(&bad, &dest).unwrap_err().to_string();
         assert!(err.contains("decompressing failed"), "{err}");
+
+        // More than the limit after the archive's end is refused.
+        let mut long = fs::read(&tar).unwrap();
+        long.extend(std::iter::repeat_n(0u8, TRAILING_LIMIT as usize));
+        let long_tar = d.path().join("long.tar");
+        fs::write(&long_tar, &long).unwrap();
+        let st = Command::new("xz")
+            .args(["-0", "-T1"])
+            .arg(&long_tar)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let dest = d.path().join("dest3");
+        fs::create_dir(&dest).unwrap();
+        let err = extract_tarball(&d.path().join("long.tar.xz"), &dest)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("more than 64 MiB of data after the archive's end"),
+            "{err}"
+        );
     }
 }

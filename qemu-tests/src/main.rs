@@ -221,18 +221,11 @@ fn main() -> ExitCode {
 }
 
 /// Whether the host image profile at `path` builds a Debian root with
-/// mmdebstrap (`[rootfs] source`); a profile that cannot be read is not
-/// (the rehearsal names its error when it builds the image).
+/// mmdebstrap (the image builder's own reading of it); a profile that
+/// cannot be read is not (the rehearsal names its error when it loads it).
 fn is_debian_host(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .is_some_and(|t| {
-            t.get("rootfs")
-                .and_then(|r| r.get("source"))
-                .and_then(toml::Value::as_str)
-                == Some("mmdebstrap")
-        })
+    imagebuilder::profile::HostProfile::load(path)
+        .is_ok_and(|p| matches!(p.rootfs, imagebuilder::profile::RootSource::Mmdebstrap(_)))
 }
 
 /// The host image an iSCSI cluster is rehearsed on without `--host`.
@@ -247,4 +240,17 @@ fn iscsi_host(profile: &std::path::Path) -> Option<PathBuf> {
     let plan = rehearse::load_profile(profile).ok()?;
     matches!(plan.san.transport, cluster::profile::Transport::Iscsi(_))
         .then(|| PathBuf::from(TINY_ISCSI_PROFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_debian_host_is_known_by_its_profile_not_its_name() {
+        let hosts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles/hosts");
+        assert!(is_debian_host(&hosts.join("debian-bookworm.toml")));
+        assert!(!is_debian_host(&hosts.join("tiny.toml")));
+        assert!(!is_debian_host(&hosts.join("no-such-profile.toml")));
+    }
 }

@@ -30,7 +30,7 @@ const UPLOAD: &str = "/var/tmp/vlx-rig-guest";
 /// the VIP holder first, retried every 5 s by systemd.
 const AGENTS_LIMIT: Duration = Duration::from_secs(240);
 /// How long the guests get to print `ready`: a kernel booting under TCG
-/// inside a TCG blade (measured: 150 to 260 s).
+/// inside a TCG blade (measured: 200 to 300 s).
 const READY_LIMIT: Duration = Duration::from_secs(900);
 /// How long a destroyed VC's QEMU processes get to end.
 const GONE_LIMIT: Duration = Duration::from_secs(120);
@@ -411,7 +411,14 @@ fn placement(json: &str) -> Result<Vec<(String, String)>, String> {
         .map(|vm| {
             let name = match &vm["vm"] {
                 serde_json::Value::Number(n) => format!("vm{n}"),
-                serde_json::Value::String(s) => s.clone(),
+                // Named in a shell command later: `vm` and digits only.
+                serde_json::Value::String(s)
+                    if s.strip_prefix("vm").is_some_and(|n| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                    }) =>
+                {
+                    s.clone()
+                }
                 other => return Err(format!("a VM without an index: {other}")),
             };
             let blade = vm["blade"]
@@ -446,6 +453,11 @@ mod tests {
         );
         assert!(placement(r#"{"vms":[{"vm":1}]}"#).is_err());
         assert!(placement("not json").is_err());
+        assert_eq!(
+            placement(r#"{"vms":[{"vm":"vm3","blade":"blade01"}]}"#).unwrap(),
+            vec![("vm3".to_owned(), "blade01".to_owned())]
+        );
+        assert!(placement(r#"{"vms":[{"vm":"vm1'; reboot; '","blade":"blade01"}]}"#).is_err());
     }
 
     /// The watch command, run by a real shell on console files.

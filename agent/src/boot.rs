@@ -36,9 +36,12 @@ pub const META_IN_ROOT: &str = "vlx/meta";
 /// The init of the node's root.
 pub const INIT: &str = "/sbin/init";
 
-/// After the SAN is found, one more look this much later, so that a second
-/// path to the same LUN (multipath) is noticed rather than raced: the SCSI
-/// scan of a second session can end a moment after the first's.
+/// After the SAN is found on a SCSI disk, one more look this much later, so
+/// that a second path to the same LUN (multipath) is noticed rather than
+/// raced: the SCSI scan of a second session can end a moment after the
+/// first's. A disk without a SCSI identity (virtio-blk, NVMe) cannot be one
+/// of several paths ([`multipath`] groups paths by it), so it is taken at
+/// once.
 const SETTLE: Duration = Duration::from_secs(1);
 /// How long a partition or device-mapper node may take to show in /dev.
 const DEVICE_WAIT: Duration = Duration::from_secs(10);
@@ -330,7 +333,11 @@ fn find_san(cluster: Uuid, wait: Duration) -> Result<Found, Failure> {
     let start = Instant::now();
     let mut told = false;
     loop {
-        match san::choose(cluster, &probe_all()) {
+        let probes = probe_all();
+        match san::choose(cluster, &probes) {
+            // Only SCSI disks (a wwid) can be paths of one LUN: a disk
+            // without one has no second path to wait for.
+            Ok(Found::Disk(d)) if !san::may_have_paths(&probes, &d) => return Ok(Found::Disk(d)),
             Ok(_) => {
                 std::thread::sleep(SETTLE);
                 return san::choose(cluster, &probe_all()).map_err(Failure::San);

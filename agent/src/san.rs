@@ -211,6 +211,16 @@ pub fn choose(cluster: Uuid, probes: &[Probe]) -> Result<Found, SanError> {
     }
 }
 
+/// Whether the disk `found` among `probes` may be one of several paths to
+/// its LUN, so that a second one may still show up: only a disk with a SCSI
+/// identity (`device/wwid`) can be a path ([`multipath`] groups by it).
+pub fn may_have_paths(probes: &[Probe], found: &SanDisk) -> bool {
+    probes
+        .iter()
+        .find(|p| p.disk == found.disk)
+        .is_none_or(|p| p.wwid.is_some())
+}
+
 /// Whether a `/sys/block` name can be the SAN: not a RAM, loop, optical,
 /// floppy, network block, RAID or device-mapper device.
 pub fn is_candidate(name: &str) -> bool {
@@ -389,6 +399,24 @@ mod tests {
                 .to_string()
                 .contains("disks seen: none")
         );
+    }
+
+    #[test]
+    fn only_a_disk_with_a_scsi_identity_may_have_a_second_path() {
+        let ours = plan(512);
+        let uuid = ours.cluster.uuid;
+        let scsi = probe("sda", &ours);
+        let virtio = Probe {
+            wwid: None,
+            ..probe("vda", &ours)
+        };
+        for (p, paths) in [(scsi, true), (virtio, false)] {
+            let probes = [p];
+            let Found::Disk(d) = choose(uuid, &probes).expect("the SAN") else {
+                panic!("one disk is not paths");
+            };
+            assert_eq!(may_have_paths(&probes, &d), paths, "{}", d.disk);
+        }
     }
 
     #[test]

@@ -372,6 +372,19 @@ fn live_etcd_voters_form_one_cluster_and_a_reset_voter_rejoins() {
         voters.iter().map(|v| e.log(v)).collect::<String>()
     );
 
+    // etcd runs with the 1 ms timer slack etcd-start gives it.
+    for (name, child) in &e.running {
+        let pid = child.id();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let slack =
+            std::fs::read_to_string(format!("/proc/{pid}/timerslack_ns")).unwrap_or_default();
+        assert_eq!(
+            (comm.trim(), slack.trim()),
+            ("etcd", "1000000"),
+            "{name}'s etcd"
+        );
+    }
+
     // A write on one voter is read on another.
     let urls: Vec<String> = e.plan.etcd.endpoints();
     e.put(&client, &urls[0], "/vlx/test/k", "from-blade01");

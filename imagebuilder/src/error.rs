@@ -64,6 +64,10 @@ pub enum Error {
         member: String,
         message: String,
     },
+    /// An archive's compressed stream that does not decompress, or runs on
+    /// far past the archive's end: bad input.
+    #[error("{}: {message}", archive.display())]
+    Stream { archive: PathBuf, message: String },
     #[error("overlay {path}: {source}")]
     Overlay {
         path: PathBuf,
@@ -88,12 +92,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Whether the error is bad input (a profile the builder cannot take, a
-    /// refused archive member): the command exits 2 for it, as for a bad
+    /// refused archive member, a damaged compressed stream): the command exits 2 for it, as for a bad
     /// cluster profile.
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Error::Profile { .. } | Error::Diagnostics(_) | Error::Archive { .. }
+            Error::Profile { .. }
+                | Error::Diagnostics(_)
+                | Error::Archive { .. }
+                | Error::Stream { .. }
         )
     }
 }

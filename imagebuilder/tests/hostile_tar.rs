@@ -560,3 +560,57 @@ fn vlx_image_build_writes_nothing_through_the_roots_links() {
         .arg(&origin));
     assert_eq!(cat, "overlay\n");
 }
+
+/// A root tarball whose compressed stream is damaged (its sha256 is the
+/// damaged file's, so that the stream itself is what is judged): refused
+/// as bad input, exit 2, and nothing is left in the output folder.
+#[test]
+fn vlx_image_guest_exits_2_on_a_damaged_compressed_stream() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let work = t.path();
+    let data = archive(&[dir("etc"), file("etc/hostname", "guest\n")]);
+    for (ext, tool) in [("xz", "xz"), ("gz", "gzip"), ("zst", "zstd")] {
+        let tar = work.join(format!("root-{ext}.tar"));
+        fs::write(&tar, &data).unwrap();
+        let st = Command::new(tool)
+            .args(["-q", "-f"])
+            .arg(&tar)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{tool}");
+        let packed = work.join(format!("root-{ext}.tar.{ext}"));
+        let mut bytes = fs::read(&packed).unwrap();
+        // The last bytes hold each format's check of the whole stream.
+        let n = bytes.len();
+        bytes[n - 6] ^= 0xff;
+        fs::write(&packed, &bytes).unwrap();
+        let sha = imagebuilder::hash::sha256_bytes(&bytes);
+        let profile = work.join("guest.toml");
+        fs::write(
+            &profile,
+            format!(
+                "[guest]\nname = \"damaged\"\ndistribution = \"Damaged 1\"\n\
+                 [rootfs]\nsource = \"tarball\"\ntarball = \"root-{ext}.tar.{ext}\"\nsha256 = \"{sha}\"\n"
+            ),
+        )
+        .unwrap();
+        let dest = work.join(format!("out-{ext}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_vlx-image"))
+            .arg("guest")
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--out")
+            .arg(&dest)
+            .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{ext}: {err}");
+        assert!(
+            err.contains(&format!("root-{ext}.tar.{ext}")),
+            "{ext}: {err}"
+        );
+        assert_eq!(names(&dest), Vec::<String>::new(), "{ext}");
+    }
+}

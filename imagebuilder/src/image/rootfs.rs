@@ -204,6 +204,8 @@ pub fn check_sha256(archive: &Path, expected: &str) -> Result<()> {
 struct Decompressed {
     reader: Box<dyn Read>,
     child: Option<Child>,
+    /// A compressed stream, whose check of itself is at its end.
+    compressed: bool,
 }
 
 fn open_archive(archive: &Path) -> Result<Decompressed> {
@@ -236,10 +238,12 @@ fn open_archive(archive: &Path) -> Result<Decompressed> {
         return Ok(Decompressed {
             reader: Box::new(out),
             child: Some(child),
+            compressed: true,
         });
     }
     let f = File::open(archive).map_err(io(archive))?;
-    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+    let compressed = magic.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if compressed {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)))
     } else {
         Box::new(BufReader::new(f))
@@ -247,6 +251,7 @@ fn open_archive(archive: &Path) -> Result<Decompressed> {
     Ok(Decompressed {
         reader,
         child: None,
+        compressed,
     })
 }
 
@@ -262,45 +267,60 @@ const TRAILING_LIMIT: u64 = 64 << 20;
 pub fn extract_tarball(archive: &Path, dest: &Path) -> Result<()> {
     let mut d = open_archive(archive)?;
     let extracted = crate::formats::untar::extract(&mut d.reader, dest, archive);
-    if let Some(mut c) = d.child.take() {
-        if let Err(e) = extracted {
-            // The reader stopped early: the decompressor is not needed any
-            // more, and the member's error is the one to report, whatever
-            // stopping the decompressor says.
+    let stop = |c: Option<std::process::Child>| {
+        if let Some(mut c) = c {
             let _ = c.kill();
             let _ = c.wait();
-            return Err(e);
         }
-        // The archive ends before its stream does (tar pads it to a whole
-        // record): read the stream to its end, so that the decompressor
-        // writes all of it (else it may die of SIGPIPE) and checks all of
-        // it before its status is judged.
-        // Past TRAILING_LIMIT it is no padding: refused, not read for
-        // ever (a hostile stream may decompress to terabytes).
-        let drained = std::io::copy(
-            &mut (&mut d.reader).take(TRAILING_LIMIT + 1),
-            &mut std::io::sink(),
-        );
-        if matches!(drained, Ok(n) if n > TRAILING_LIMIT) {
-            let _ = c.kill();
-            let _ = c.wait();
-            return Err(Error::Other(format!(
-                "{}: more than {} MiB of data after the archive's end",
-                archive.display(),
+    };
+    if let Err(e) = extracted {
+        // The reader stopped early: the decompressor is not needed any
+        // more, and the member's error is the one to report, whatever
+        // stopping the decompressor says.
+        stop(d.child.take());
+        return Err(e);
+    }
+    if !d.compressed {
+        // A plain tar: what follows its end is nobody's concern.
+        return Ok(());
+    }
+    // The archive ends before its stream does (tar pads it to a whole
+    // record): read the stream to its end, so that the decompressor checks
+    // all of it (gzip's, xz's and zstd's checks of the whole stream are in
+    // its last bytes) and an external one writes all of it (else it may die
+    // of SIGPIPE) before its status is judged. Past TRAILING_LIMIT it is no
+    // padding: refused, not read for ever (a hostile stream may decompress
+    // to terabytes).
+    let damaged = |message: String| Error::Stream {
+        archive: archive.to_owned(),
+        message,
+    };
+    let drained = std::io::copy(
+        &mut (&mut d.reader).take(TRAILING_LIMIT + 1),
+        &mut std::io::sink(),
+    );
+    match drained {
+        Ok(n) if n > TRAILING_LIMIT => {
+            stop(d.child.take());
+            return Err(damaged(format!(
+                "more than {} MiB of data after the archive's end",
                 TRAILING_LIMIT >> 20
             )));
         }
+        Err(e) if d.child.is_none() => {
+            return Err(damaged(format!("decompressing failed ({e})")));
+        }
+        _ => {}
+    }
+    if let Some(mut c) = d.child.take() {
         drop(std::mem::replace(&mut d.reader, Box::new(std::io::empty())));
         let st = c.wait().map_err(io(archive))?;
-        drained.map_err(io(archive))?;
         if !st.success() {
-            return Err(Error::Other(format!(
-                "{}: decompressing failed ({st})",
-                archive.display()
-            )));
+            return Err(damaged(format!("decompressing failed ({st})")));
         }
+        drained.map_err(io(archive))?;
     }
-    extracted.map(|_| ())
+    Ok(())
 }
 
 /// Sets every mtime under `root` (itself included) to at most `epoch`,
@@ -397,7 +417,9 @@ mod tests {
         fs::write(&bad, &damaged).unwrap();
         let dest = d.path().join("dest2");
         fs::create_dir(&dest).unwrap();
-        let err = extract_tarball(&bad, &dest).unwrap_err().to_string();
+        let err = extract_tarball(&bad, &dest).unwrap_err();
+        assert!(err.is_bad_input(), "{err}");
+        let err = err.to_string();
         assert!(err.contains("decompressing failed"), "{err}");
 
         // More than the limit after the archive's end is refused.
@@ -413,9 +435,9 @@ mod tests {
         assert!(st.success());
         let dest = d.path().join("dest3");
         fs::create_dir(&dest).unwrap();
-        let err = extract_tarball(&d.path().join("long.tar.xz"), &dest)
-            .unwrap_err()
-            .to_string();
+        let err = extract_tarball(&d.path().join("long.tar.xz"), &dest).unwrap_err();
+        assert!(err.is_bad_input(), "{err}");
+        let err = err.to_string();
         assert!(
             err.contains("more than 64 MiB of data after the archive's end"),
             "{err}"

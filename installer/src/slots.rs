@@ -91,14 +91,45 @@ impl SlotState {
     }
 }
 
+/// The temporary folders of slot copies: `vlx-slots-<pid>-<random>`.
+const TEMP_PREFIX: &str = "vlx-slots-";
+
+/// A folder for copies of the slots' boot files, named after this process,
+/// after removing those of installs that died before they could remove
+/// theirs (killed, or the machine lost power under them).
 fn temp_dir() -> Result<tempfile::TempDir, ToolError> {
+    sweep_stale(&std::env::temp_dir());
     tempfile::Builder::new()
-        .prefix("vlx-slots-")
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|source| ToolError::Start {
             program: "debugfs (temporary folder)".into(),
             source,
         })
+}
+
+/// Removes the `vlx-slots-<pid>-*` folders in `tmp` whose process is gone.
+/// Best effort: a folder that cannot be removed stays, and one whose pid a
+/// new process took stays until that one ends too.
+fn sweep_stale(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Copies `slots/<slot>/` of the meta volume into `dest`; returns the copy.
@@ -653,4 +684,37 @@ pub fn rollback(san: &Path, rep: &dyn Reporter) -> Result<Outcome, SlotsError> {
         table: new,
         unchanged: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_folders_of_gone_installs_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A process that has ended: its pid names no process (until the
+        // kernel gives it to another one, which is long after here).
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let dead = tmp.path().join(format!("{TEMP_PREFIX}{}-abc", gone.id()));
+        let mine = tmp
+            .path()
+            .join(format!("{TEMP_PREFIX}{}-def", std::process::id()));
+        let live = tmp.path().join(format!("{TEMP_PREFIX}1-ghi"));
+        let old_style = tmp.path().join(format!("{TEMP_PREFIX}teWgws"));
+        let a_file = tmp.path().join(format!("{TEMP_PREFIX}{}-file", gone.id()));
+        for d in [&dead, &mine, &live, &old_style] {
+            std::fs::create_dir_all(d.join("a")).unwrap();
+            std::fs::write(d.join("a/vmlinuz"), b"kernel").unwrap();
+        }
+        std::fs::write(&a_file, b"not a folder").unwrap();
+
+        sweep_stale(tmp.path());
+
+        assert!(!dead.exists(), "the gone install's folder stays");
+        for kept in [&mine, &live, &old_style, &a_file] {
+            assert!(kept.exists(), "{} was removed", kept.display());
+        }
+    }
 }

@@ -366,6 +366,29 @@ fn hostile_archives_are_refused_and_change_nothing_outside() {
     }
 }
 
+/// Runs `vlx-image guest` on a profile in `work` whose root is `tarball`
+/// (in `work`, with that sha256), into `dest`.
+fn vlx_image_guest(work: &Path, tarball: &str, sha: &str, dest: &Path) -> std::process::Output {
+    let profile = work.join("guest.toml");
+    fs::write(
+        &profile,
+        format!(
+            "[guest]\nname = \"hostile\"\ndistribution = \"Hostile 1\"\n\
+             [rootfs]\nsource = \"tarball\"\ntarball = \"{tarball}\"\nsha256 = \"{sha}\"\n"
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_vlx-image"))
+        .arg("guest")
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--out")
+        .arg(dest)
+        .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn vlx_image_guest_exits_2_on_every_hostile_archive() {
     require_root();
@@ -380,25 +403,8 @@ fn vlx_image_guest_exits_2_on_every_hostile_archive() {
         let data = archive(&c.members);
         fs::write(work.join("hostile.tar"), &data).unwrap();
         let sha = imagebuilder::hash::sha256_bytes(&data);
-        let profile = work.join("guest.toml");
-        fs::write(
-            &profile,
-            format!(
-                "[guest]\nname = \"hostile\"\ndistribution = \"Hostile 1\"\n\
-                 [rootfs]\nsource = \"tarball\"\ntarball = \"hostile.tar\"\nsha256 = \"{sha}\"\n"
-            ),
-        )
-        .unwrap();
         let dest = work.join("out");
-        let o = Command::new(env!("CARGO_BIN_EXE_vlx-image"))
-            .arg("guest")
-            .arg("--profile")
-            .arg(&profile)
-            .arg("--out")
-            .arg(&dest)
-            .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
-            .output()
-            .unwrap();
+        let o = vlx_image_guest(&work, "hostile.tar", &sha, &dest);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{}: {err}", c.what);
         assert!(
@@ -586,25 +592,8 @@ fn vlx_image_guest_exits_2_on_a_damaged_compressed_stream() {
         bytes[n - 6] ^= 0xff;
         fs::write(&packed, &bytes).unwrap();
         let sha = imagebuilder::hash::sha256_bytes(&bytes);
-        let profile = work.join("guest.toml");
-        fs::write(
-            &profile,
-            format!(
-                "[guest]\nname = \"damaged\"\ndistribution = \"Damaged 1\"\n\
-                 [rootfs]\nsource = \"tarball\"\ntarball = \"root-{ext}.tar.{ext}\"\nsha256 = \"{sha}\"\n"
-            ),
-        )
-        .unwrap();
         let dest = work.join(format!("out-{ext}"));
-        let o = Command::new(env!("CARGO_BIN_EXE_vlx-image"))
-            .arg("guest")
-            .arg("--profile")
-            .arg(&profile)
-            .arg("--out")
-            .arg(&dest)
-            .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
-            .output()
-            .unwrap();
+        let o = vlx_image_guest(work, &format!("root-{ext}.tar.{ext}"), &sha, &dest);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{ext}: {err}");
         assert!(

@@ -92,8 +92,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Whether the error is bad input (a profile the builder cannot take, a
-    /// refused archive member, a damaged compressed stream): the command exits 2 for it, as for a bad
-    /// cluster profile.
+    /// refused archive member, a damaged compressed stream): the command
+    /// exits 2 for it, as for a bad cluster profile.
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,

@@ -91,42 +91,70 @@ impl SlotState {
     }
 }
 
-/// The temporary folders of slot copies: `vlx-slots-<pid>-<random>`.
+/// The temporary folders of slot copies:
+/// `vlx-slots-<pid namespace>-<pid>-<random>`.
 const TEMP_PREFIX: &str = "vlx-slots-";
 
 /// A folder for copies of the slots' boot files, named after this process,
 /// after removing those of installs that died before they could remove
 /// theirs (killed, or the machine lost power under them).
 fn temp_dir() -> Result<tempfile::TempDir, ToolError> {
-    sweep_stale(&std::env::temp_dir());
+    let tmp = std::env::temp_dir();
+    let ns = pid_namespace();
+    sweep_stale(&tmp, ns, |pid| Path::new(&format!("/proc/{pid}")).exists());
     tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
-        .tempdir()
+        .prefix(&format!("{TEMP_PREFIX}{ns}-{}-", std::process::id()))
+        .tempdir_in(tmp)
         .map_err(|source| ToolError::Start {
             program: "debugfs (temporary folder)".into(),
             source,
         })
 }
 
-/// Removes the `vlx-slots-<pid>-*` folders in `tmp` whose process is gone.
-/// Best effort: a folder that cannot be removed stays, and one whose pid a
-/// new process took stays until that one ends too.
-fn sweep_stale(tmp: &Path) {
+/// This process's pid namespace (the inode `/proc/self/ns/pid` names), or
+/// 0 when it cannot be read: a pid means something in its namespace only.
+fn pid_namespace() -> u64 {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            l.to_str()?
+                .strip_prefix("pid:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Removes the folders in `tmp` of installs in pid namespace `ns` whose
+/// process is not `alive`. Best effort: a folder that cannot be removed
+/// stays; so do those of other pid namespaces (a container's install
+/// sharing this /tmp), of an unknown one (0), and one whose pid a new
+/// process took, until that one ends too.
+fn sweep_stale(tmp: &Path, ns: u64, alive: impl Fn(u32) -> bool) {
+    if ns == 0 {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name
+        let Some((their_ns, pid)) = name
             .to_str()
             .and_then(|n| n.strip_prefix(TEMP_PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+            .and_then(|rest| {
+                let mut parts = rest.splitn(3, '-');
+                let ns = parts.next()?.parse::<u64>().ok()?;
+                let pid = parts.next()?.parse::<u32>().ok()?;
+                parts.next()?;
+                Some((ns, pid))
+            })
         else {
             continue;
         };
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if is_dir && their_ns == ns && pid != std::process::id() && !alive(pid) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -691,30 +719,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_folders_of_gone_installs_are_swept() {
+    fn only_the_folders_of_gone_installs_of_this_namespace_are_swept() {
         let tmp = tempfile::tempdir().unwrap();
-        // A process that has ended: its pid names no process (until the
-        // kernel gives it to another one, which is long after here).
-        let mut gone = std::process::Command::new("true").spawn().unwrap();
-        gone.wait().unwrap();
-        let dead = tmp.path().join(format!("{TEMP_PREFIX}{}-abc", gone.id()));
-        let mine = tmp
-            .path()
-            .join(format!("{TEMP_PREFIX}{}-def", std::process::id()));
-        let live = tmp.path().join(format!("{TEMP_PREFIX}1-ghi"));
-        let old_style = tmp.path().join(format!("{TEMP_PREFIX}teWgws"));
-        let a_file = tmp.path().join(format!("{TEMP_PREFIX}{}-file", gone.id()));
-        for d in [&dead, &mine, &live, &old_style] {
+        let ns = pid_namespace();
+        assert_ne!(ns, 0, "/proc/self/ns/pid");
+        let me = std::process::id();
+        let at = |name: String| tmp.path().join(name);
+        // pid 4 is gone, every other one lives.
+        let alive = |pid: u32| pid != 4;
+        let gone = at(format!("{TEMP_PREFIX}{ns}-4-abc"));
+        let mine = at(format!("{TEMP_PREFIX}{ns}-{me}-def"));
+        let live = at(format!("{TEMP_PREFIX}{ns}-7-ghi"));
+        let other_ns = at(format!("{TEMP_PREFIX}{}-4-jkl", ns + 1));
+        let old_style = at(format!("{TEMP_PREFIX}teWgws"));
+        let a_file = at(format!("{TEMP_PREFIX}{ns}-4-file"));
+        for d in [&gone, &mine, &live, &other_ns, &old_style] {
             std::fs::create_dir_all(d.join("a")).unwrap();
             std::fs::write(d.join("a/vmlinuz"), b"kernel").unwrap();
         }
         std::fs::write(&a_file, b"not a folder").unwrap();
 
-        sweep_stale(tmp.path());
+        // An unknown namespace sweeps nothing.
+        sweep_stale(tmp.path(), 0, alive);
+        assert!(gone.exists());
 
-        assert!(!dead.exists(), "the gone install's folder stays");
-        for kept in [&mine, &live, &old_style, &a_file] {
+        sweep_stale(tmp.path(), ns, alive);
+        assert!(!gone.exists(), "the gone install's folder stays");
+        for kept in [&mine, &live, &other_ns, &old_style, &a_file] {
             assert!(kept.exists(), "{} was removed", kept.display());
         }
+
+        // The folder an install makes is named so that it would be swept
+        // once its install is gone.
+        let made = temp_dir().unwrap();
+        let name = made
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            name.starts_with(&format!("{TEMP_PREFIX}{ns}-{me}-")),
+            "{name}"
+        );
     }
 }

@@ -506,45 +506,50 @@ pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: D
 /// few election timeouts of the rig's profile (2.5 s), with room for TCG.
 const ETCD_WATCH: Duration = Duration::from_secs(90);
 
-/// etcd on the blades: the running voters are healthy (`etcdctl endpoint
-/// health` from the first node: each voter answers a read through the
-/// cluster's consensus); every node reaches every running voter, and they
-/// agree on one leader (`etcdctl endpoint status`, all nodes at once: a
-/// status costs the voters no consensus, where sixteen emulated blades
-/// asking for health at once kept etcd from answering within the watch);
-/// and a value put through the first node is read through the last.
+/// etcd on the blades: the running voters are healthy (each answers
+/// `/health` to the first node: etcd 3.4 says `true` only after a read
+/// through the cluster's consensus, what `etcdctl endpoint health` asks);
+/// every node reaches every running voter, and they agree on one leader
+/// (`/v3/maintenance/status`, all nodes at once: a status costs the voters
+/// no consensus); and a value put through the first node is read through
+/// the last (`/v3/kv/put`, `/v3/kv/range`, a linearizable read). All of it
+/// through etcd's own HTTP face (its gRPC gateway) with busybox wget,
+/// which both images carry: under TCG each start of `etcdctl`, a Go
+/// program, took seconds, and sixteen blades starting it at once 15 s.
 /// `endpoints` are the running voters' client URLs, from the plan the
 /// blades were rendered from.
 pub fn etcd(checks: &mut Checks, nodes: &[Node<'_>], endpoints: &[String], limit: Duration) {
-    let list = endpoints.join(",");
-    let ctl = format!("etcdctl --dial-timeout=2s --command-timeout=5s --endpoints={list}");
     let start = Instant::now();
     let Some(first) = nodes.first() else {
         return;
     };
     let name = format!("etcd healthy from {}", first.name);
+    let health = each_voter_command(endpoints, "/health", None);
     loop {
-        match sh(first, &format!("{ctl} endpoint health 2>&1"), limit) {
-            Ok(o) if o.success() => {
-                checks.pass(STEP, name, o.lines.join(" | "));
-                break;
-            }
-            Ok(o) if start.elapsed() >= ETCD_WATCH => {
-                checks.fail(STEP, name, o.lines.join(" | "));
-                return;
-            }
-            Ok(_) => std::thread::sleep(POLL * 4),
+        let o = match sh(first, &health, limit) {
+            Ok(o) => o,
             Err(e) => {
                 checks.fail(STEP, name, e.to_string());
                 return;
             }
+        };
+        match all_healthy(&o.lines, endpoints) {
+            Ok(()) => {
+                checks.pass(
+                    STEP,
+                    name,
+                    format!("{} voters answer /health: true", endpoints.len()),
+                );
+                break;
+            }
+            Err(why) if start.elapsed() >= ETCD_WATCH => {
+                checks.fail(STEP, name, format!("{why}: {}", o.lines.join(" | ")));
+                return;
+            }
+            Err(_) => std::thread::sleep(POLL * 4),
         }
     }
-    // Every blade asks every voter for its status through etcd's own HTTP
-    // gateway (busybox wget, which both images carry): the same answer
-    // `etcdctl endpoint status` gives, without starting a Go program on
-    // each blade at once (under TCG that took sixteen blades 15 s).
-    let status = status_command(endpoints);
+    let status = each_voter_command(endpoints, "/v3/maintenance/status", Some("{}"));
     each_node(checks, nodes, |checks, n| {
         let name = format!("etcd answers {}", n.name);
         loop {
@@ -581,52 +586,145 @@ pub fn etcd(checks: &mut Checks, nodes: &[Node<'_>], endpoints: &[String], limit
     };
     let name = format!("etcd put on {}, get on {}", first.name, last.name);
     let key = "/vlx/rig/check";
-    match sh(
-        first,
-        &format!("{ctl} put {key} {} 2>&1", first.name),
-        limit,
-    ) {
-        Ok(o) if o.success() => {}
+    match sh(first, &put_command(endpoints, key, first.name), limit) {
         Ok(o) => {
-            checks.fail(STEP, name, format!("put: {}", o.lines.join(" | ")));
-            return;
+            if let Err(why) = put_answered(&o.lines) {
+                checks.fail(STEP, name, format!("put: {why}: {}", o.lines.join(" | ")));
+                return;
+            }
         }
         Err(e) => {
             checks.fail(STEP, name, e.to_string());
             return;
         }
     }
-    match sh(
-        last,
-        &format!("{ctl} get --print-value-only {key} 2>&1"),
-        limit,
-    ) {
-        Ok(o) => {
-            checks.expect(
-                STEP,
-                name,
-                o.success() && o.text() == first.name,
-                format!("reads {:?}", o.text()),
-            );
-        }
+    match sh(last, &range_command(endpoints, key), limit) {
+        Ok(o) => match range_value(&o.lines) {
+            Ok(v) => {
+                checks.expect(
+                    STEP,
+                    name,
+                    v.as_deref() == Some(first.name),
+                    format!("reads {v:?}"),
+                );
+            }
+            Err(why) => checks.fail(STEP, name, format!("get: {why}: {}", o.lines.join(" | "))),
+        },
         Err(e) => checks.fail(STEP, name, e.to_string()),
     }
 }
 
-/// Asks each of `endpoints` for its status (`/v3/maintenance/status`, the
-/// gRPC gateway's face of `Maintenance.Status`); prints one line per
-/// endpoint: its URL, a space, and its answer (JSON) or wget's complaint.
-fn status_command(endpoints: &[String]) -> String {
-    let urls: Vec<String> = endpoints.iter().map(|e| format!("'{e}'")).collect();
+/// Asks each of `endpoints` for `path` (a GET, or a POST of `body`);
+/// prints one line per endpoint: its URL, a space, and its answer (JSON)
+/// or wget's complaint. busybox 1.35's `wget -T` segfaults, so `timeout`
+/// bounds each ask.
+fn each_voter_command(endpoints: &[String], path: &str, body: Option<&str>) -> String {
+    let post = body
+        .map(|b| format!("--post-data '{b}' "))
+        .unwrap_or_default();
     format!(
         "for u in {}; do printf '%s ' \"$u\"; \
-         timeout 5 busybox wget -q -O - --post-data '{{}}' \"$u/v3/maintenance/status\" 2>&1 \
+         timeout 5 busybox wget -q -O - {post}\"$u{path}\" 2>&1 \
          || printf ' (no answer)'; echo; done",
-        urls.join(" ")
+        quoted(endpoints)
     )
 }
 
-/// From [`status_command`]'s lines: every one of `endpoints` answered,
+/// POSTs `body` to `path` on the first of `endpoints` that answers (as a
+/// client goes on to the next voter when one does not); each answer or
+/// complaint ends its line.
+fn first_answer_command(endpoints: &[String], path: &str, body: &str) -> String {
+    format!(
+        "for u in {}; do if timeout 5 busybox wget -q -O - --post-data '{body}' \"$u{path}\" 2>&1; \
+         then echo; break; fi; echo; done",
+        quoted(endpoints)
+    )
+}
+
+/// The endpoints as single-quoted shell words (they come from the plan:
+/// `http://` and an address).
+fn quoted(endpoints: &[String]) -> String {
+    endpoints
+        .iter()
+        .map(|e| format!("'{e}'"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Puts `value` at `key` (the gateway's JSON carries both in base64).
+fn put_command(endpoints: &[String], key: &str, value: &str) -> String {
+    let body = serde_json::json!({
+        "key": vc::etcd::b64(key.as_bytes()),
+        "value": vc::etcd::b64(value.as_bytes()),
+    });
+    first_answer_command(endpoints, "/v3/kv/put", &body.to_string())
+}
+
+/// Reads `key` (linearizable, etcd's default).
+fn range_command(endpoints: &[String], key: &str) -> String {
+    let body = serde_json::json!({ "key": vc::etcd::b64(key.as_bytes()) });
+    first_answer_command(endpoints, "/v3/kv/range", &body.to_string())
+}
+
+/// The first answer of the gateway among `lines`: a JSON object with a
+/// header (an error's JSON has none).
+fn gateway_answer(lines: &[String]) -> Option<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .find(|v| v.get("header").is_some())
+}
+
+/// A put's answer came back.
+fn put_answered(lines: &[String]) -> Result<(), String> {
+    gateway_answer(lines)
+        .map(|_| ())
+        .ok_or_else(|| "no voter took the put".to_owned())
+}
+
+/// A range's answer: the value of its key, decoded (`None` when the key
+/// is not there).
+fn range_value(lines: &[String]) -> Result<Option<String>, String> {
+    let v = gateway_answer(lines).ok_or_else(|| "no voter answered the get".to_owned())?;
+    let Some(kv) = v.get("kvs").and_then(|k| k.get(0)) else {
+        return Ok(None);
+    };
+    // etcd leaves an empty value out of the JSON.
+    let value = kv
+        .get("value")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    let bytes = vc::etcd::unb64(value).map_err(|e| format!("the value: {e}"))?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| "the value is not UTF-8".to_owned())
+}
+
+/// From `/health` lines ([`each_voter_command`]): every one of
+/// `endpoints` says `"health": "true"` (a string in etcd 3.4's answer).
+fn all_healthy(lines: &[String], endpoints: &[String]) -> Result<(), String> {
+    let bad: Vec<&str> = endpoints
+        .iter()
+        .filter(|e| {
+            let health = lines
+                .iter()
+                .filter_map(|l| l.split_once(' '))
+                .find(|(url, _)| url == e)
+                .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(json.trim()).ok())
+                .and_then(|v| v.get("health").cloned());
+            !matches!(&health, Some(serde_json::Value::String(s)) if s == "true")
+                && health != Some(serde_json::Value::Bool(true))
+        })
+        .map(String::as_str)
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not healthy: {}", bad.join(", ")))
+    }
+}
+
+/// From the status lines ([`each_voter_command`]): every one of `endpoints` answered,
 /// all name the same leader, and that leader is one of them; returns the
 /// leader's URL.
 fn one_leader(lines: &[String], endpoints: &[String]) -> Result<String, String> {
@@ -976,7 +1074,11 @@ mod tests {
             .to_vec();
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(status_command(&eps))
+            .arg(each_voter_command(
+                &eps,
+                "/v3/maintenance/status",
+                Some("{}"),
+            ))
             .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
             .output()
             .expect("sh");
@@ -989,6 +1091,137 @@ mod tests {
         );
         assert!(lines[1].starts_with("http://10.77.0.12:2379 "), "{text}");
         assert!(lines[1].ends_with("(no answer)"), "{text}");
+    }
+
+    /// One etcd member on loopback (Debian's etcd-server, which the tiny
+    /// image takes from this machine), killed on drop.
+    struct LoopbackEtcd {
+        child: std::process::Child,
+        url: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for LoopbackEtcd {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port()
+    }
+
+    /// The lines `command` prints in a real shell.
+    fn shell_lines(command: &str) -> Vec<String> {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .output()
+            .expect("sh");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn loopback_etcd() -> LoopbackEtcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let child = std::process::Command::new("etcd")
+            .arg("--name=t")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=t={peer}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting etcd (Debian package etcd-server; `cargo xtask deps` installs it)");
+        let e = LoopbackEtcd {
+            child,
+            url,
+            _dir: dir,
+        };
+        // A wait for the member to start, not a measurement.
+        let eps = [e.url.clone()];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while all_healthy(
+            &shell_lines(&each_voter_command(&eps, "/health", None)),
+            &eps,
+        )
+        .is_err()
+        {
+            assert!(Instant::now() < deadline, "etcd did not start within 60 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        e
+    }
+
+    #[test]
+    fn the_etcd_checks_ask_a_real_etcd_through_busybox_wget() {
+        let e = loopback_etcd();
+        // A voter that does not answer (nothing listens on port 1) first.
+        let gone = "http://127.0.0.1:1".to_owned();
+        let eps = vec![gone.clone(), e.url.clone()];
+        let live = &eps[1..];
+
+        let health = shell_lines(&each_voter_command(&eps, "/health", None));
+        assert_eq!(all_healthy(&health, live), Ok(()), "{health:?}");
+        assert_eq!(
+            all_healthy(&health, &eps),
+            Err(format!("not healthy: {gone}")),
+            "{health:?}"
+        );
+
+        let key = "/vlx/rig/check";
+        let before = shell_lines(&range_command(&eps, key));
+        assert_eq!(range_value(&before), Ok(None), "{before:?}");
+        let put = shell_lines(&put_command(&eps, key, "blade01"));
+        assert_eq!(put_answered(&put), Ok(()), "{put:?}");
+        let after = shell_lines(&range_command(&eps, key));
+        assert_eq!(
+            range_value(&after),
+            Ok(Some("blade01".to_owned())),
+            "{after:?}"
+        );
+        // Nobody to take a put or answer a get.
+        let nobody = std::slice::from_ref(&gone);
+        assert!(put_answered(&shell_lines(&put_command(nobody, key, "x"))).is_err());
+        assert!(range_value(&shell_lines(&range_command(nobody, key))).is_err());
+
+        // A lone member leads itself.
+        let status = shell_lines(&each_voter_command(
+            live,
+            "/v3/maintenance/status",
+            Some("{}"),
+        ));
+        assert_eq!(one_leader(&status, live), Ok(e.url.clone()), "{status:?}");
+    }
+
+    #[test]
+    fn gateway_errors_and_unhealthy_voters_are_refused() {
+        let eps = vec!["http://10.77.0.11:2379".to_owned()];
+        // What the gateway answers when the cluster has no leader.
+        let error = ["{\"error\":\"etcdserver: request timed out\",\"code\":14}".to_owned()];
+        assert!(put_answered(&error).is_err());
+        assert!(range_value(&error).is_err());
+        let sick = [format!(
+            "{} {{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}}",
+            eps[0]
+        )];
+        assert!(all_healthy(&sick, &eps).is_err());
+        let cut = [format!("{} {{\"health\":\"tr", eps[0])];
+        assert!(all_healthy(&cut, &eps).is_err());
+        // A value that is not base64 is not taken for one.
+        let odd = ["{\"header\":{},\"kvs\":[{\"key\":\"a2V5\",\"value\":\"!!\"}]}".to_owned()];
+        assert!(range_value(&odd).is_err());
     }
 
     #[test]

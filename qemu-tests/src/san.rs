@@ -46,33 +46,87 @@ const CHUNK: usize = 1 << 20;
 /// sha256 of the `vlx-origin` partition, as lower-case hex.
 pub fn origin_sha256(san: &Path, layout: &DiskLayout) -> Result<String, SanError> {
     let p = layout.by_role(&Role::Origin).ok_or(SanError::NoOrigin)?;
+    sha256_range(san, p.offset(layout.sector_size).get(), p.size.get())
+}
+
+/// sha256 of the `len` bytes of `path` from `start`, as lower-case hex.
+/// Only the file's data is read: its holes are hashed as the zeros they
+/// read as (the installer writes an image's zero blocks as holes, so most
+/// of a golden root is holes, and reading a gibibyte of them took seconds).
+fn sha256_range(path: &Path, start: u64, len: u64) -> Result<String, SanError> {
     let io = |what| {
         move |source| SanError::Io {
             what,
-            path: san.to_owned(),
+            path: path.to_owned(),
             source,
         }
     };
-    let mut f = File::open(san).map_err(io("opening the SAN image"))?;
-    f.seek(SeekFrom::Start(p.offset(layout.sector_size).get()))
-        .map_err(io("seeking to vlx-origin in"))?;
-    let mut left = p.size.get();
+    let mut f = File::open(path).map_err(io("opening the SAN image"))?;
+    let end = start.saturating_add(len);
     let mut h = Sha256::new();
+    let zeros = vec![0u8; CHUNK];
     let mut buf = vec![0u8; CHUNK];
-    while left > 0 {
-        let want = left.min(CHUNK as u64) as usize;
-        f.read_exact(&mut buf[..want])
-            .map_err(io("reading vlx-origin from"))?;
-        h.update(&buf[..want]);
-        left -= want as u64;
+    let zero = |h: &mut Sha256, mut n: u64| {
+        while n > 0 {
+            let k = n.min(CHUNK as u64);
+            h.update(&zeros[..k as usize]);
+            n -= k;
+        }
+    };
+    let mut pos = start;
+    while pos < end {
+        let (data, hole) = match next_data(&f, pos).map_err(io("finding the data of"))? {
+            Some((data, hole)) if data < end => (data, hole.min(end)),
+            // Holes to the end (a file shorter than the range reads short
+            // below, as a plain read would).
+            _ => (end, end),
+        };
+        zero(&mut h, data - pos);
+        f.seek(SeekFrom::Start(data)).map_err(io("seeking in"))?;
+        let mut at = data;
+        while at < hole {
+            let want = (hole - at).min(CHUNK as u64) as usize;
+            f.read_exact(&mut buf[..want])
+                .map_err(io("reading vlx-origin from"))?;
+            h.update(&buf[..want]);
+            at += want as u64;
+        }
+        pos = hole.max(data);
+    }
+    let file_len = f.metadata().map_err(io("reading the size of"))?.len();
+    if file_len < end {
+        return Err(io("reading vlx-origin from")(std::io::Error::from(
+            std::io::ErrorKind::UnexpectedEof,
+        )));
     }
     Ok(cluster::plan::hex(&h.finalize()))
+}
+
+/// The data run of `f` at or after `at`: its first byte and the hole that
+/// ends it (`SEEK_DATA`, `SEEK_HOLE`); `None` when only holes are left.
+fn next_data(f: &File, at: u64) -> std::io::Result<Option<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let off = i64::try_from(at).unwrap_or(i64::MAX);
+    // SAFETY: lseek on a descriptor the caller owns; no memory is touched.
+    let data = unsafe { libc::lseek(f.as_raw_fd(), off, libc::SEEK_DATA) };
+    if data < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    // SAFETY: as above.
+    let hole = unsafe { libc::lseek(f.as_raw_fd(), data, libc::SEEK_HOLE) };
+    if hole < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Some((data.unsigned_abs(), hole.unsigned_abs())))
 }
 
 /// The first offset in `path` where one of `needles` occurs, reading only
 /// the file's data (its holes are zeros, and a SAN image is mostly holes).
 pub fn find_any(path: &Path, needles: &[&[u8]]) -> Result<Option<(usize, u64)>, SanError> {
-    use std::os::fd::AsRawFd;
     let io = |what| {
         move |source| SanError::Io {
             what,
@@ -89,27 +143,9 @@ pub fn find_any(path: &Path, needles: &[&[u8]]) -> Result<Option<(usize, u64)>, 
     let mut buf = vec![0u8; 8 << 20];
     let mut at: u64 = 0;
     while at < len {
-        // SEEK_DATA: the next byte at or after `at` that is not in a hole
-        // (ENXIO: none is left).
-        let off = i64::try_from(at).unwrap_or(i64::MAX);
-        // SAFETY: lseek on a descriptor this function owns; no memory is
-        // touched.
-        let data = unsafe { libc::lseek(f.as_raw_fd(), off, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                return Ok(None);
-            }
-            return Err(io("finding the SAN image's data")(e));
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(f.as_raw_fd(), data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io("finding the SAN image's holes")(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        let (data, hole) = (data.unsigned_abs(), hole.unsigned_abs());
+        let Some((data, hole)) = next_data(&f, at).map_err(io("finding the data of"))? else {
+            return Ok(None);
+        };
         // No needle holds a zero byte, so none lies across a hole.
         let mut pos = data;
         f.seek(SeekFrom::Start(pos))
@@ -171,6 +207,70 @@ mod tests {
             find_any(f.path(), &needles).unwrap(),
             Some((1, (1 << 30) + (8 << 20) - 3))
         );
+    }
+
+    /// The hash of the range read plainly, holes and all.
+    fn plain_sha256(path: &Path, start: u64, len: u64) -> String {
+        let mut f = File::open(path).unwrap();
+        f.seek(SeekFrom::Start(start)).unwrap();
+        let mut all = vec![0u8; len as usize];
+        f.read_exact(&mut all).unwrap();
+        cluster::plan::hex(&Sha256::digest(&all))
+    }
+
+    #[test]
+    fn a_range_hashes_its_holes_as_zeros_and_its_data_as_read() {
+        // Data across the range's start, inside it (one run longer than a
+        // read) and across its end; holes between them and at the ends.
+        let long = vec![9u8; CHUNK + 12345];
+        let f = sparse_with(
+            &[
+                ((3 << 20) - 100, &[1u8; 300]),
+                (5 << 20, &long),
+                ((20 << 20) - 7, b"end-of-range-data"),
+                (30 << 20, b"past the range"),
+            ],
+            32 << 20,
+        );
+        let (start, len) = (3 << 20, 17 << 20);
+        assert_eq!(
+            sha256_range(f.path(), start, len).unwrap(),
+            plain_sha256(f.path(), start, len)
+        );
+        // sha256sum, which reads every byte, agrees.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "dd if={} bs=1M skip=3 count=17 status=none | sha256sum",
+                f.path().display()
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.split_whitespace().next(),
+            Some(sha256_range(f.path(), start, len).unwrap().as_str())
+        );
+        // A range of holes only, and one past the file's end.
+        let holes = sparse_with(&[], 8 << 20);
+        assert_eq!(
+            sha256_range(holes.path(), 1 << 20, 4 << 20).unwrap(),
+            plain_sha256(holes.path(), 1 << 20, 4 << 20)
+        );
+        assert!(sha256_range(holes.path(), 6 << 20, 4 << 20).is_err());
+        // A change anywhere in the range changes the hash.
+        let before = sha256_range(f.path(), start, len).unwrap();
+        let changed = sparse_with(
+            &[
+                ((3 << 20) - 100, &[1u8; 300]),
+                (5 << 20, &long),
+                ((20 << 20) - 7, b"end-of-range-data"),
+                (12 << 20, &[0u8; 1]),
+                (12 << 20, &[1u8; 1]),
+            ],
+            32 << 20,
+        );
+        assert_ne!(sha256_range(changed.path(), start, len).unwrap(), before);
     }
 
     #[test]

@@ -117,3 +117,54 @@ fn a_root_that_is_no_snapshot_is_said_and_not_watched() {
     assert_eq!(code, Some(1), "{console}");
     assert!(console.contains("vlx-root is not a snapshot"), "{console}");
 }
+
+#[test]
+fn the_fill_file_is_written_when_the_reading_changes_or_the_file_is_gone() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc/vlx")).unwrap();
+    std::fs::write(root.join("etc/vlx/node.env"), "VLX_NODE='n2'\n").unwrap();
+    let fill = dir.join("fill");
+    // Call 2 puts a mark in the file; call 3 keeps what the file then
+    // holds (the same reading: not written again); call 4 removes it (the
+    // same reading: written again); call 5 keeps it and fails, which ends
+    // the watch.
+    let stub = dir.join("dmsetup");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\nn=$(cat {d}/calls 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {d}/calls\n\
+             case $n in\n\
+             2) echo mark > {f} ;;\n\
+             3) cp {f} {d}/seen3 ;;\n\
+             4) rm {f} ;;\n\
+             5) cp {f} {d}/seen5; exit 1 ;;\n\
+             esac\n\
+             echo '0 2097152 snapshot 24/131072 16'\n",
+            d = dir.display(),
+            f = fill.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = nodes::overlays_dir().join("node/usr/lib/vlx/store-watch");
+    let out = Command::new("busybox")
+        .arg("sh")
+        .arg(&script)
+        .env("VLX_ROOT", &root)
+        .env("VLX_DMSETUP", &stub)
+        .env("VLX_CONSOLE", dir.join("console"))
+        .env("VLX_STORE_FILL", &fill)
+        .env("VLX_WATCH_INTERVAL", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(
+        read("seen3"),
+        "mark\n",
+        "an unchanged reading was written again"
+    );
+    assert_eq!(read("seen5"), "0% (24 of 131072 sectors)\n");
+}

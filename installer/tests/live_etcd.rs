@@ -361,15 +361,48 @@ fn live_etcd_voters_form_one_cluster_and_a_reset_voter_rejoins() {
         "{out:?}"
     );
 
-    for v in &voters {
+    // Two voters make a quorum; the third is late to the first boot (a
+    // blade powered on later): it must come in as the member the initial
+    // cluster planned for it, not remove and add itself.
+    for v in &voters[..2] {
         e.start(v);
     }
+    let quorum = wait_until(READY, || e.members(&client).is_some());
+    assert!(
+        quorum.is_some(),
+        "{voters:?}: the first two made no quorum\n{}",
+        voters.iter().map(|v| e.log(v)).collect::<String>()
+    );
+    let planned = e
+        .members(&client)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.peer_urls == [e.plan.etcd.voters[2].peer_url.clone()])
+        .expect("the late voter's planned member is listed");
+    assert!(planned.client_urls.is_empty(), "{planned:?} ran already");
+    e.start(&voters[2]);
     let formed = wait_until(READY, || e.whole(&client));
     assert!(
         formed.is_some(),
         "no cluster of {voters:?}; members: {:?}\n{}",
         e.members(&client),
         voters.iter().map(|v| e.log(v)).collect::<String>()
+    );
+    let late = e.log(&voters[2]);
+    assert!(
+        late.contains(&format!(
+            "late to the cluster's first boot: starting as its planned member {:x}",
+            planned.id
+        )) && !late.contains("removing it"),
+        "{late}"
+    );
+    assert!(
+        e.members(&client)
+            .unwrap()
+            .iter()
+            .any(|m| m.id == planned.id && m.name == voters[2]),
+        "{:?}",
+        e.members(&client)
     );
 
     // etcd runs with the 1 ms timer slack etcd-start gives it.

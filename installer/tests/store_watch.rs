@@ -14,44 +14,56 @@ use std::process::Command;
 /// Runs store-watch until it ends, with `dmsetup status` answering the
 /// given lines one per poll; returns (exit code, console, fill file).
 fn watch(dir: &Path, lines: &[&str]) -> (Option<i32>, String, String) {
+    let seq = dir.join("status");
+    std::fs::write(&seq, lines.join("\n") + "\n").unwrap();
+    // Prints the next line each call, as the kernel's status changes
+    // between polls.
+    let code = run_with(
+        dir,
+        &format!(
+            "[ \"$1 $2\" = 'status vlx-root' ] || exit 9\n\
+             sed -n \"${{n}}p\" {seq} | grep . || exit 1\n",
+            seq = seq.display()
+        ),
+    );
+    (
+        code,
+        std::fs::read_to_string(dir.join("console")).unwrap_or_default(),
+        std::fs::read_to_string(dir.join("fill")).unwrap_or_default(),
+    )
+}
+
+/// Runs store-watch under busybox sh until it ends, node n2, its fill
+/// file `dir/fill` and its console `dir/console`, with a stand-in
+/// `dmsetup` whose shell `body` knows its call's number as `$n` (counted
+/// in a file); returns the exit code.
+fn run_with(dir: &Path, body: &str) -> Option<i32> {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("etc/vlx")).unwrap();
     std::fs::write(root.join("etc/vlx/node.env"), "VLX_NODE='n2'\n").unwrap();
-    let seq = dir.join("status");
-    std::fs::write(&seq, lines.join("\n") + "\n").unwrap();
     let stub = dir.join("dmsetup");
-    // Prints the next line each call, as the kernel's status changes
-    // between polls; the calls are counted in a file.
     std::fs::write(
         &stub,
         format!(
-            "#!/bin/sh\n[ \"$1 $2\" = 'status vlx-root' ] || exit 9\n\
-             n=$(cat {d}/calls 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {d}/calls\n\
-             sed -n \"${{n}}p\" {seq} | grep . || exit 1\n",
+            "#!/bin/sh\nn=$(cat {d}/calls 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {d}/calls\n{body}",
             d = dir.display(),
-            seq = seq.display()
         ),
     )
     .unwrap();
     std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let console = dir.join("console");
-    let fill = dir.join("fill");
     let script = nodes::overlays_dir().join("node/usr/lib/vlx/store-watch");
-    let out = Command::new("busybox")
+    Command::new("busybox")
         .arg("sh")
         .arg(&script)
         .env("VLX_ROOT", &root)
         .env("VLX_DMSETUP", &stub)
-        .env("VLX_CONSOLE", &console)
-        .env("VLX_STORE_FILL", &fill)
+        .env("VLX_CONSOLE", dir.join("console"))
+        .env("VLX_STORE_FILL", dir.join("fill"))
         .env("VLX_WATCH_INTERVAL", "0")
         .output()
-        .unwrap();
-    (
-        out.status.code(),
-        std::fs::read_to_string(&console).unwrap_or_default(),
-        std::fs::read_to_string(&fill).unwrap_or_default(),
-    )
+        .unwrap()
+        .status
+        .code()
 }
 
 #[test]
@@ -122,20 +134,15 @@ fn a_root_that_is_no_snapshot_is_said_and_not_watched() {
 fn the_fill_file_is_written_when_the_reading_changes_or_the_file_is_gone() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("etc/vlx")).unwrap();
-    std::fs::write(root.join("etc/vlx/node.env"), "VLX_NODE='n2'\n").unwrap();
     let fill = dir.join("fill");
     // Call 2 puts a mark in the file; call 3 keeps what the file then
     // holds (the same reading: not written again); call 4 removes it (the
     // same reading: written again); call 5 keeps it and fails, which ends
     // the watch.
-    let stub = dir.join("dmsetup");
-    std::fs::write(
-        &stub,
-        format!(
-            "#!/bin/sh\nn=$(cat {d}/calls 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {d}/calls\n\
-             case $n in\n\
+    let code = run_with(
+        dir,
+        &format!(
+            "case $n in\n\
              2) echo mark > {f} ;;\n\
              3) cp {f} {d}/seen3 ;;\n\
              4) rm {f} ;;\n\
@@ -145,21 +152,8 @@ fn the_fill_file_is_written_when_the_reading_changes_or_the_file_is_gone() {
             d = dir.display(),
             f = fill.display(),
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let script = nodes::overlays_dir().join("node/usr/lib/vlx/store-watch");
-    let out = Command::new("busybox")
-        .arg("sh")
-        .arg(&script)
-        .env("VLX_ROOT", &root)
-        .env("VLX_DMSETUP", &stub)
-        .env("VLX_CONSOLE", dir.join("console"))
-        .env("VLX_STORE_FILL", &fill)
-        .env("VLX_WATCH_INTERVAL", "0")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    );
+    assert_eq!(code, Some(1));
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
     assert_eq!(
         read("seen3"),

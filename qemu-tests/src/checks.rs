@@ -605,7 +605,10 @@ pub fn etcd(checks: &mut Checks, nodes: &[Node<'_>], endpoints: &[String], limit
                     STEP,
                     name,
                     v.as_deref() == Some(first.name),
-                    format!("reads {v:?}"),
+                    match &v {
+                        Some(v) => format!("reads {v:?}"),
+                        None => format!("{key} is not there"),
+                    },
                 );
             }
             Err(why) => checks.fail(STEP, name, format!("get: {why}: {}", o.lines.join(" | "))),

@@ -507,8 +507,9 @@ pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: D
 const ETCD_WATCH: Duration = Duration::from_secs(90);
 
 /// etcd on the blades: the running voters are healthy (each answers
-/// `/health` to the first node: etcd 3.4 says `true` only after a read
-/// through the cluster's consensus, what `etcdctl endpoint health` asks);
+/// `/health` to the first node: etcd 3.4 says `true` only with a quorum
+/// behind the member, and 503 without one, where `etcdctl endpoint health`
+/// says unhealthy);
 /// every node reaches every running voter, and they agree on one leader
 /// (`/v3/maintenance/status`, all nodes at once: a status costs the voters
 /// no consensus); and a value put through the first node is read through

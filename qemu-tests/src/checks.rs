@@ -704,18 +704,23 @@ fn range_value(lines: &[String]) -> Result<Option<String>, String> {
         .map_err(|_| "the value is not UTF-8".to_owned())
 }
 
+/// The JSON `endpoint` answered among [`each_voter_command`]'s lines
+/// (`None`: no line of it, or a complaint instead of an answer).
+fn voter_answer(lines: &[String], endpoint: &str) -> Option<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(url, _)| *url == endpoint)
+        .and_then(|(_, json)| serde_json::from_str(json.trim()).ok())
+}
+
 /// From `/health` lines ([`each_voter_command`]): every one of
 /// `endpoints` says `"health": "true"` (a string in etcd 3.4's answer).
 fn all_healthy(lines: &[String], endpoints: &[String]) -> Result<(), String> {
     let bad: Vec<&str> = endpoints
         .iter()
         .filter(|e| {
-            let health = lines
-                .iter()
-                .filter_map(|l| l.split_once(' '))
-                .find(|(url, _)| url == e)
-                .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(json.trim()).ok())
-                .and_then(|v| v.get("health").cloned());
+            let health = voter_answer(lines, e).and_then(|v| v.get("health").cloned());
             !matches!(&health, Some(serde_json::Value::String(s)) if s == "true")
                 && health != Some(serde_json::Value::Bool(true))
         })
@@ -742,17 +747,12 @@ fn one_leader(lines: &[String], endpoints: &[String]) -> Result<String, String> 
     let mut rows: Vec<(&str, String, String)> = Vec::new();
     let mut missing = Vec::new();
     for e in endpoints {
-        let answer = lines
-            .iter()
-            .filter_map(|l| l.split_once(' '))
-            .find(|(url, _)| url == e)
-            .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(json.trim()).ok())
-            .and_then(|v| {
-                Some((
-                    field(&v, &["header", "member_id"])?,
-                    field(&v, &["leader"])?,
-                ))
-            });
+        let answer = voter_answer(lines, e).and_then(|v| {
+            Some((
+                field(&v, &["header", "member_id"])?,
+                field(&v, &["leader"])?,
+            ))
+        });
         match answer {
             Some((id, leader)) => rows.push((e, id, leader)),
             None => missing.push(e.as_str()),
@@ -1212,7 +1212,8 @@ mod tests {
     #[test]
     fn gateway_errors_and_unhealthy_voters_are_refused() {
         let eps = vec!["http://10.77.0.11:2379".to_owned()];
-        // What the gateway answers when the cluster has no leader.
+        // An error's JSON, as the gateway's body holds one (wget prints
+        // none on a 503; then no JSON line comes at all).
         let error = ["{\"error\":\"etcdserver: request timed out\",\"code\":14}".to_owned()];
         assert!(put_answered(&error).is_err());
         assert!(range_value(&error).is_err());

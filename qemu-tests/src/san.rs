@@ -77,8 +77,8 @@ fn sha256_range(path: &Path, start: u64, len: u64) -> Result<String, SanError> {
     while pos < end {
         let (data, hole) = match next_data(&f, pos).map_err(io("finding the data of"))? {
             Some((data, hole)) if data < end => (data, hole.min(end)),
-            // Holes to the end (a file shorter than the range reads short
-            // below, as a plain read would).
+            // Holes to the end (a file that ends before the range does is
+            // refused below, as a plain read would fail).
             _ => (end, end),
         };
         zero(&mut h, data - pos);

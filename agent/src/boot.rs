@@ -141,6 +141,9 @@ fn boot() -> Result<Infallible, Failure> {
     say(format!("SAN is {san}"));
 
     let meta_dev = device(&san, META_LABEL)?;
+    // Read before the mount: the node's files are of this generation or a
+    // later one, so `follow` loads a change made since.
+    let generation = meta_generation(Path::new(&meta_dev));
     let meta = Path::new(META_MOUNT);
     mkdir(meta)?;
     // noload: a read-only mount must not replay the journal, which would
@@ -173,8 +176,18 @@ fn boot() -> Result<Infallible, Failure> {
         "applied {count} files from nodes/{name}/root on {META_LABEL}"
     ));
     if let Some(env) = record_env {
-        write_record_env(newroot, &env)?;
+        write_root_file(newroot, RECORD_ENV, &env)?;
         say(format!("{RECORD_ENV}: {}", env.trim().replace('\n', " ")));
+    }
+    match generation {
+        Ok(g) => write_root_file(newroot, GENERATION_FILE, &format!("{g}\n"))?,
+        Err(why) => {
+            // `follow` then starts from the generation it reads itself.
+            let _ = fs::remove_file(newroot.join(GENERATION_FILE.trim_start_matches('/')));
+            say(format!(
+                "{META_LABEL} ({meta_dev}): no generation read ({why}); {GENERATION_FILE} not written"
+            ));
+        }
     }
 
     let meta_in_root = newroot.join(META_IN_ROOT);
@@ -511,11 +524,30 @@ fn dm_create(name: &str, table: &str) -> Result<(), Failure> {
 /// its live status to (`/usr/lib/vlx/publish`); two-slot layouts only.
 const RECORD_ENV: &str = "/etc/vlx/record.env";
 
-/// Writes [`RECORD_ENV`] into the new root, never through a link.
-fn write_record_env(newroot: &Path, env: &str) -> Result<(), Failure> {
+/// Where the node's root learns the generation of `vlx-meta` (its ext4
+/// UUID) as read before the volume was mounted and the node's files were
+/// copied from it: `/usr/lib/vlx/follow` starts from it.
+const GENERATION_FILE: &str = "/etc/vlx/meta-generation";
+
+/// The ext4 UUID of the file system on `dev`, which the installer makes
+/// the meta volume's generation (`docs/contracts.md`), as
+/// `/usr/lib/vlx/meta-generation` prints it.
+fn meta_generation(dev: &Path) -> Result<Uuid, String> {
+    let mut sb = [0u8; 0x78];
+    File::open(dev)
+        .and_then(|f| f.read_exact_at(&mut sb, 1024))
+        .map_err(|e| e.to_string())?;
+    if sb[0x38..0x3A] != [0x53, 0xEF] {
+        return Err("no ext4 superblock".into());
+    }
+    Uuid::from_slice(&sb[0x68..0x78]).map_err(|e| e.to_string())
+}
+
+/// Writes `text` to `file` of the new root, never through a link.
+fn write_root_file(newroot: &Path, file: &str, text: &str) -> Result<(), Failure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = newroot.join(RECORD_ENV.trim_start_matches('/'));
+    let path = newroot.join(file.trim_start_matches('/'));
     let err = |source| Failure::Read {
         path: path.clone(),
         source,
@@ -528,7 +560,7 @@ fn write_record_env(newroot: &Path, env: &str) -> Result<(), Failure> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(err)?;
-    f.write_all(env.as_bytes()).map_err(err)
+    f.write_all(text.as_bytes()).map_err(err)
 }
 
 /// The origin slot this boot builds the root on: slot A in a one-slot
@@ -687,5 +719,35 @@ fn rescue(f: &Failure) -> ! {
             Err(e) => say(format!("cannot start a shell ({e}); retrying in 5 s")),
         }
         std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_generation_is_the_uuid_mke2fs_was_given_and_none_without_ext4() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("meta.img");
+        File::create(&img).unwrap().set_len(8 << 20).unwrap();
+        let uuid = "0a4eb9ef-d527-5059-903b-b3f7b5ab8e36";
+        let out = std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-U", uuid])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(meta_generation(&img).unwrap().to_string(), uuid);
+        // The installer's first write when it makes the volume again.
+        File::options()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .write_all_at(&[0u8; 3072], 1024)
+            .unwrap();
+        assert!(meta_generation(&img).is_err());
+        assert!(meta_generation(&d.path().join("absent")).is_err());
     }
 }

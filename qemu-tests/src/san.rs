@@ -19,6 +19,8 @@ pub enum SanError {
     },
     #[error("the plan's layout has no vlx-origin partition")]
     NoOrigin,
+    #[error("the plan's layout has no vlx-meta partition")]
+    NoMeta,
 }
 
 /// Creates `path` as a sparse file of `size` bytes (it must not exist: a
@@ -47,6 +49,43 @@ const CHUNK: usize = 1 << 20;
 pub fn origin_sha256(san: &Path, layout: &DiskLayout) -> Result<String, SanError> {
     let p = layout.by_role(&Role::Origin).ok_or(SanError::NoOrigin)?;
     sha256_range(san, p.offset(layout.sector_size).get(), p.size.get())
+}
+
+/// The meta volume's generation as a blade's `meta-generation` prints it:
+/// the UUID of its ext4 file system; `None` while it holds none (the
+/// installer zeroes the old superblock first when it makes it again).
+pub fn meta_generation(san: &Path, layout: &DiskLayout) -> Result<Option<String>, SanError> {
+    let p = layout.by_role(&Role::Meta).ok_or(SanError::NoMeta)?;
+    let io = |what| {
+        move |source| SanError::Io {
+            what,
+            path: san.to_owned(),
+            source,
+        }
+    };
+    let mut f = File::open(san).map_err(io("opening"))?;
+    f.seek(SeekFrom::Start(p.offset(layout.sector_size).get() + 1024))
+        .map_err(io("seeking in"))?;
+    let mut sb = [0u8; 0x78];
+    f.read_exact(&mut sb)
+        .map_err(io("reading the meta volume's superblock on"))?;
+    Ok(ext4_uuid(&sb))
+}
+
+/// The UUID of an ext4 superblock (its first 0x78 bytes), as text.
+fn ext4_uuid(sb: &[u8; 0x78]) -> Option<String> {
+    if sb[0x38..0x3A] != [0x53, 0xEF] {
+        return None;
+    }
+    let hex: String = sb[0x68..0x78].iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
 }
 
 /// sha256 of the `len` bytes of `path` from `start`, as lower-case hex.
@@ -177,6 +216,44 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_generation_is_the_uuid_blkid_reads_and_none_without_a_superblock() {
+        let img = sparse_with(&[], 8 << 20);
+        let out = std::process::Command::new("mke2fs")
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-U",
+                "0a4eb9ef-d527-5059-903b-b3f7b5ab8e36",
+            ])
+            .arg(img.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let blkid = std::process::Command::new("blkid")
+            .args(["-o", "value", "-s", "UUID"])
+            .arg(img.path())
+            .output()
+            .unwrap();
+        let want = String::from_utf8_lossy(&blkid.stdout).trim().to_owned();
+        assert_eq!(want, "0a4eb9ef-d527-5059-903b-b3f7b5ab8e36");
+        let read = |f: &Path| {
+            let mut sb = [0u8; 0x78];
+            let mut file = File::open(f).unwrap();
+            file.seek(SeekFrom::Start(1024)).unwrap();
+            file.read_exact(&mut sb).unwrap();
+            ext4_uuid(&sb)
+        };
+        assert_eq!(read(img.path()), Some(want));
+        // mke2fs's first write when it makes a volume again.
+        let mut f = File::options().write(true).open(img.path()).unwrap();
+        f.seek(SeekFrom::Start(1024)).unwrap();
+        f.write_all(&[0u8; 3072]).unwrap();
+        assert_eq!(read(img.path()), None);
+    }
 
     fn sparse_with(at: &[(u64, &[u8])], len: u64) -> tempfile::NamedTempFile {
         let mut f = tempfile::NamedTempFile::new().unwrap();

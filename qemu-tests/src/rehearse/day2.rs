@@ -26,6 +26,17 @@ use crate::tools;
 const FOLLOW_WATCH: Duration = Duration::from_secs(180);
 /// How often a running blade's DNS is asked while it follows.
 const FOLLOW_POLL: Duration = Duration::from_secs(2);
+/// Prints the generation a blade serves and the seconds since `follow`
+/// wrote it, on the blade's clock.
+const SERVES: &str = "f=/run/vlx/meta-generation; g=$(cat $f) && \
+     echo \"$g $(( $(date +%s) - $(stat -c %Y $f) ))\"";
+/// How long a blade's keepalived is given after `follow` reloaded it
+/// before a step takes a VIP holder away: three VRRP adverts (1 s apart)
+/// and the skew, the time a reloaded backup needs to hear the master
+/// again. Without it, the backup whose reload met the holder's end may
+/// come late to take the VIP, and a shared volume's VIP (`nopreempt`)
+/// stays with whichever backup took it.
+const VRRP_SETTLE: Duration = Duration::from_secs(4);
 
 impl Exec<'_> {
     /// `name`'s machine as it is now: with the new board's MAC once a
@@ -165,6 +176,66 @@ impl Exec<'_> {
                 ),
                 Err(e) => self.checks.fail(step, check, e),
             }
+        }
+    }
+
+    /// Waits until every running blade serves the meta volume's generation
+    /// on the SAN (`/run/vlx/meta-generation`, written by `follow` once
+    /// its services run on it), so that a step that takes a blade away
+    /// meets a settled cluster, not one still reloading the last change.
+    /// One check row; then [`VRRP_SETTLE`] from the last blade's reload.
+    pub(super) fn await_followers(&mut self, step: u8) {
+        let check = "running blades serve the SAN's meta generation";
+        let limit = self.r.timeouts.command;
+        let since = Instant::now();
+        let deadline = since + FOLLOW_WATCH;
+        // The least time since a blade wrote its generation, on its own
+        // clock (whole seconds).
+        let mut youngest = u64::MAX;
+        let result = loop {
+            let want = match crate::san::meta_generation(&self.r.san, &self.cluster.disk) {
+                Ok(Some(g)) => g,
+                Ok(None) => String::new(),
+                Err(e) => break Err(e.to_string()),
+            };
+            let mut behind = Vec::new();
+            youngest = u64::MAX;
+            for n in self.nodes() {
+                let said = checks::sh(&n, SERVES, limit)
+                    .map(|o| o.text().trim().to_string())
+                    .unwrap_or_default();
+                let (serves, age) = said.split_once(' ').unwrap_or((&said, ""));
+                if want.is_empty() || serves != want {
+                    behind.push(format!("{} ({})", n.name, or_none(serves)));
+                }
+                youngest = youngest.min(age.parse().unwrap_or(0));
+            }
+            if behind.is_empty() {
+                break Ok(want);
+            }
+            if Instant::now() >= deadline {
+                break Err(format!(
+                    "the SAN's is {}; not within {} s: {}",
+                    or_none(&want),
+                    FOLLOW_WATCH.as_secs(),
+                    behind.join(", ")
+                ));
+            }
+            std::thread::sleep(FOLLOW_POLL);
+        };
+        match result {
+            Ok(g) => {
+                std::thread::sleep(VRRP_SETTLE.saturating_sub(Duration::from_secs(youngest)));
+                self.checks.pass(
+                    step,
+                    check,
+                    format!(
+                        "{g}, {:.0} s after the step began",
+                        since.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+            Err(e) => self.checks.fail(step, check, e),
         }
     }
 
@@ -709,6 +780,11 @@ fn upgraded_image(from: &Path, out: &Path) -> Result<String, String> {
     let path = out.join(contracts::image::FILE);
     std::fs::write(&path, m2.to_json()).map_err(at(&path))?;
     Ok(m2.version)
+}
+
+/// `s`, or "none" when it is empty.
+fn or_none(s: &str) -> &str {
+    if s.is_empty() { "none" } else { s }
 }
 
 #[cfg(test)]

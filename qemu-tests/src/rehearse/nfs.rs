@@ -60,6 +60,9 @@ impl Exec<'_> {
     /// Step 13.
     pub(super) fn shared_failover(&mut self) -> Result<(), Fail> {
         let limit = self.r.timeouts.command;
+        // Step 12 ends with a rollback that every blade reloads; the
+        // holder is taken away from a cluster that has done so.
+        self.await_followers(STEP);
         let (vip, holder, client) = {
             let nodes = self.nodes();
             let first = nodes

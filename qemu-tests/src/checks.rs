@@ -23,7 +23,7 @@ pub struct Node<'a> {
 
 /// The step the checks of a running cluster belong to.
 const STEP: u8 = 5;
-/// How often a condition that takes time (the VIP, chrony) is looked at.
+/// How often a condition that takes time (the VIP, chrony, etcd) is looked at.
 const POLL: Duration = Duration::from_millis(500);
 
 /// Runs `command` on `node`'s check shell.
@@ -497,7 +497,7 @@ pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: D
                     return;
                 }
             }
-            std::thread::sleep(POLL * 4);
+            std::thread::sleep(POLL);
         }
     });
 }
@@ -547,7 +547,7 @@ pub fn etcd(checks: &mut Checks, nodes: &[Node<'_>], endpoints: &[String], limit
                 checks.fail(STEP, name, format!("{why}: {}", o.lines.join(" | ")));
                 return;
             }
-            Err(_) => std::thread::sleep(POLL * 4),
+            Err(_) => std::thread::sleep(POLL),
         }
     }
     let status = each_voter_command(endpoints, "/v3/maintenance/status", Some("{}"));
@@ -578,7 +578,7 @@ pub fn etcd(checks: &mut Checks, nodes: &[Node<'_>], endpoints: &[String], limit
                     checks.fail(STEP, name, format!("{why}: {}", o.lines.join(" | ")));
                     return;
                 }
-                _ => std::thread::sleep(POLL * 4),
+                _ => std::thread::sleep(POLL),
             }
         }
     });

@@ -23,6 +23,8 @@ const SAN: u64 = 600 * MIB;
 /// How long the test waits for a console line before it fails (a change
 /// is followed within 30 s on a blade; here the poll is every second).
 const WAIT: Duration = Duration::from_secs(60);
+/// What `follow` says once it serves a change.
+const SERVES: &str = "vlx: follow: s1 serves meta generation";
 
 fn profile(dir: &Path, name: &str, s2_mac: &str) -> PathBuf {
     let text = std::fs::read_to_string(fixture("small.toml")).unwrap();
@@ -288,6 +290,11 @@ impl Node {
         write_meta(&self.copy, &self.san, self.at, self.size, patch);
     }
 
+    /// Waits until the console holds `line`; returns the console.
+    fn wait_for(&mut self, line: &str) -> String {
+        wait_for(&self.console, &mut self.running, line)
+    }
+
     /// The generation `follow` says the node serves.
     fn serving(&self) -> String {
         std::fs::read_to_string(self.root.join("run/vlx/meta-generation"))
@@ -330,11 +337,7 @@ fn a_running_node_reloads_its_files_and_services_when_the_meta_generation_change
     let mut node = Node::start();
     let watched = node.serving();
     node.write_the_change();
-    let said = wait_for(
-        &node.console,
-        &mut node.running,
-        "vlx: follow: s1 serves meta generation",
-    );
+    let said = node.wait_for(SERVES);
     node.serves_the_change(&said, &watched);
 }
 
@@ -345,11 +348,7 @@ fn a_running_node_reloads_its_files_and_services_when_the_meta_generation_change
 fn a_change_made_while_the_node_booted_is_loaded_at_the_first_poll() {
     let mut node = Node::start_after(true);
     let watched = node.serving();
-    let said = wait_for(
-        &node.console,
-        &mut node.running,
-        "vlx: follow: s1 serves meta generation",
-    );
+    let said = node.wait_for(SERVES);
     node.serves_the_change(&said, &watched);
 }
 
@@ -367,13 +366,9 @@ fn a_node_whose_mount_of_the_new_volume_fails_mounts_it_at_a_later_poll() {
         // ext4 knows. The generation (magic and UUID) reads as the new one.
         volume[1024 + 0x63] |= 0x80;
     });
-    let said = wait_for(&node.console, &mut node.running, "cannot mount");
+    let said = node.wait_for("cannot mount");
     assert!(!said.contains("serves meta generation"), "{said}");
     node.write_the_change();
-    let said = wait_for(
-        &node.console,
-        &mut node.running,
-        "vlx: follow: s1 serves meta generation",
-    );
+    let said = node.wait_for(SERVES);
     node.serves_the_change(&said, &watched);
 }

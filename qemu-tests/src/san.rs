@@ -23,16 +23,16 @@ pub enum SanError {
     NoMeta,
 }
 
+/// The error of `what` done to `path`, for `map_err`.
+fn io_error(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SanError {
+    let path = path.to_owned();
+    move |source| SanError::Io { what, path, source }
+}
+
 /// Creates `path` as a sparse file of `size` bytes (it must not exist: a
 /// rehearsal never reuses a SAN).
 pub fn create(path: &Path, size: Bytes) -> Result<(), SanError> {
-    let io = |what| {
-        move |source| SanError::Io {
-            what,
-            path: path.to_owned(),
-            source,
-        }
-    };
+    let io = |what| io_error(path, what);
     let f = File::options()
         .write(true)
         .create_new(true)
@@ -56,13 +56,7 @@ pub fn origin_sha256(san: &Path, layout: &DiskLayout) -> Result<String, SanError
 /// installer zeroes the old superblock first when it makes it again).
 pub fn meta_generation(san: &Path, layout: &DiskLayout) -> Result<Option<String>, SanError> {
     let p = layout.by_role(&Role::Meta).ok_or(SanError::NoMeta)?;
-    let io = |what| {
-        move |source| SanError::Io {
-            what,
-            path: san.to_owned(),
-            source,
-        }
-    };
+    let io = |what| io_error(san, what);
     let mut f = File::open(san).map_err(io("opening"))?;
     f.seek(SeekFrom::Start(p.offset(layout.sector_size).get() + 1024))
         .map_err(io("seeking in"))?;
@@ -93,13 +87,7 @@ fn ext4_uuid(sb: &[u8; 0x78]) -> Option<String> {
 /// read as (the installer writes an image's zero blocks as holes, so most
 /// of a golden root is holes, and reading a gibibyte of them took seconds).
 fn sha256_range(path: &Path, start: u64, len: u64) -> Result<String, SanError> {
-    let io = |what| {
-        move |source| SanError::Io {
-            what,
-            path: path.to_owned(),
-            source,
-        }
-    };
+    let io = |what| io_error(path, what);
     let mut f = File::open(path).map_err(io("opening the SAN image"))?;
     let end = start.saturating_add(len);
     let mut h = Sha256::new();
@@ -166,13 +154,7 @@ fn next_data(f: &File, at: u64) -> std::io::Result<Option<(u64, u64)>> {
 /// The first offset in `path` where one of `needles` occurs, reading only
 /// the file's data (its holes are zeros, and a SAN image is mostly holes).
 pub fn find_any(path: &Path, needles: &[&[u8]]) -> Result<Option<(usize, u64)>, SanError> {
-    let io = |what| {
-        move |source| SanError::Io {
-            what,
-            path: path.to_owned(),
-            source,
-        }
-    };
+    let io = |what| io_error(path, what);
     let mut f = File::open(path).map_err(io("opening the SAN image"))?;
     let len = f
         .metadata()

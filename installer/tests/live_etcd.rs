@@ -2,7 +2,8 @@
 //! one private bridge with its address from the plan, each voter runs
 //! Debian's etcd through the rendered `etcd-start` and `/etc/default/etcd`
 //! (bound over the host's, with a data directory of its own bound over
-//! `/var/lib/etcd`, in the namespace's private mounts), and etcd's own
+//! `/var/lib/etcd`, in the namespace's private mounts) as the etcd user, as
+//! Debian's unit runs it, and etcd's own
 //! `etcdctl` judges the cluster: one member list, a put on one voter read
 //! on another, and the client blade's `/etc/vlx/etcd.conf` endpoints
 //! answering. Then a voter is killed, its data wiped (what `reset-node`
@@ -155,13 +156,22 @@ impl Etcd {
 
     /// Starts `name`'s rendered `etcd-start` in its namespace, its rendered
     /// defaults and its own data directory bound where the script and etcd
-    /// look for them.
+    /// look for them; as the etcd user, as Debian's unit runs it (the
+    /// script is read from its standard input: the user cannot reach the
+    /// lab's private folder).
     fn start(&mut self, name: &str) {
         let root = self.root(name).to_owned();
         let data = self.data(name);
         std::fs::create_dir_all(&data).unwrap();
+        let st = Command::new("chown")
+            .arg("etcd:etcd")
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chown etcd:etcd {}", data.display());
         let script = format!(
-            "mount --bind '{defaults}' /etc/default/etcd && mount --bind '{data}' /var/lib/etcd && exec '{start}'",
+            "mount --bind '{defaults}' /etc/default/etcd && mount --bind '{data}' /var/lib/etcd && \
+             exec setpriv --reuid=etcd --regid=etcd --init-groups /bin/sh -s < '{start}'",
             defaults = root.join("etc/default/etcd").display(),
             data = data.display(),
             start = root.join("usr/lib/vlx/etcd-start").display(),

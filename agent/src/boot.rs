@@ -533,14 +533,11 @@ const GENERATION_FILE: &str = "/etc/vlx/meta-generation";
 /// the meta volume's generation (`docs/contracts.md`), as
 /// `/usr/lib/vlx/meta-generation` prints it.
 fn meta_generation(dev: &Path) -> Result<Uuid, String> {
-    let mut sb = [0u8; 0x78];
+    let mut head = [0u8; cluster::locate::EXT4_HEAD];
     File::open(dev)
-        .and_then(|f| f.read_exact_at(&mut sb, 1024))
+        .and_then(|f| f.read_exact_at(&mut head, 0))
         .map_err(|e| e.to_string())?;
-    if sb[0x38..0x3A] != [0x53, 0xEF] {
-        return Err("no ext4 superblock".into());
-    }
-    Uuid::from_slice(&sb[0x68..0x78]).map_err(|e| e.to_string())
+    cluster::locate::ext4_uuid(&head).ok_or_else(|| "no ext4 superblock".into())
 }
 
 /// Writes `text` to `file` of the new root, never through a link.

@@ -18,6 +18,22 @@ use crate::gpt::Entry;
 use crate::layout::{DiskLayout, Partition, PoolLayout, Role};
 use crate::units::Bytes;
 
+/// Bytes from a file system's start that hold its ext4 superblock's magic
+/// and UUID (the superblock starts at byte 1024; the UUID ends at 0x78).
+pub const EXT4_HEAD: usize = 1024 + 0x78;
+
+/// The UUID of the ext4 file system whose first bytes are `head` (at least
+/// [`EXT4_HEAD`] of them); `None` without an ext4 superblock there. The
+/// meta volume's UUID is its generation (`docs/contracts.md`): the
+/// installer, the node agent and the rig read it with this.
+pub fn ext4_uuid(head: &[u8]) -> Option<uuid::Uuid> {
+    let sb = head.get(1024..EXT4_HEAD)?;
+    if sb[0x38..0x3A] != [0x53, 0xEF] {
+        return None;
+    }
+    uuid::Uuid::from_slice(&sb[0x68..0x78]).ok()
+}
+
 /// The partition label of the meta volume, the one volume found from the
 /// disk's own table rather than from a plan.
 pub const META_LABEL: &str = contracts::names::label::META;

@@ -190,15 +190,7 @@ pub fn is_swap(page: &[u8]) -> bool {
 }
 
 /// The ext4 superblock at byte 1024 of a file system: magic and UUID.
-pub fn ext4_uuid(superblock_region: &[u8]) -> Option<Uuid> {
-    let sb = superblock_region.get(1024..1024 + 1024)?;
-    if sb[0x38..0x3A] != [0x53, 0xEF] {
-        return None;
-    }
-    let mut u = [0u8; 16];
-    u.copy_from_slice(&sb[0x68..0x78]);
-    Some(Uuid::from_bytes(u))
-}
+pub use cluster::locate::ext4_uuid;
 
 #[cfg(test)]
 mod tests {

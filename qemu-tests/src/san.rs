@@ -58,28 +58,16 @@ pub fn meta_generation(san: &Path, layout: &DiskLayout) -> Result<Option<String>
     let p = layout.by_role(&Role::Meta).ok_or(SanError::NoMeta)?;
     let io = |what| io_error(san, what);
     let mut f = File::open(san).map_err(io("opening"))?;
-    f.seek(SeekFrom::Start(p.offset(layout.sector_size).get() + 1024))
+    f.seek(SeekFrom::Start(p.offset(layout.sector_size).get()))
         .map_err(io("seeking in"))?;
-    let mut sb = [0u8; 0x78];
-    f.read_exact(&mut sb)
-        .map_err(io("reading the meta volume's superblock on"))?;
-    Ok(ext4_uuid(&sb))
+    ext4_uuid(&mut f).map_err(io("reading the meta volume's superblock on"))
 }
 
-/// The UUID of an ext4 superblock (its first 0x78 bytes), as text.
-fn ext4_uuid(sb: &[u8; 0x78]) -> Option<String> {
-    if sb[0x38..0x3A] != [0x53, 0xEF] {
-        return None;
-    }
-    let hex: String = sb[0x68..0x78].iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
+/// The UUID of the ext4 file system that starts where `f` is, as text.
+fn ext4_uuid(f: &mut impl Read) -> std::io::Result<Option<String>> {
+    let mut head = [0u8; cluster::locate::EXT4_HEAD];
+    f.read_exact(&mut head)?;
+    Ok(cluster::locate::ext4_uuid(&head).map(|u| u.to_string()))
 }
 
 /// sha256 of the `len` bytes of `path` from `start`, as lower-case hex.
@@ -222,13 +210,7 @@ mod tests {
             .unwrap();
         let want = String::from_utf8_lossy(&blkid.stdout).trim().to_owned();
         assert_eq!(want, "0a4eb9ef-d527-5059-903b-b3f7b5ab8e36");
-        let read = |f: &Path| {
-            let mut sb = [0u8; 0x78];
-            let mut file = File::open(f).unwrap();
-            file.seek(SeekFrom::Start(1024)).unwrap();
-            file.read_exact(&mut sb).unwrap();
-            ext4_uuid(&sb)
-        };
+        let read = |f: &Path| ext4_uuid(&mut File::open(f).unwrap()).unwrap();
         assert_eq!(read(img.path()), Some(want));
         // mke2fs's first write when it makes a volume again.
         let mut f = File::options().write(true).open(img.path()).unwrap();

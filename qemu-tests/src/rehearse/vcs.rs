@@ -485,7 +485,11 @@ mod tests {
         };
         let (code, seen) = run(&["vm1", "vm2"], 2);
         assert_eq!(code, Some(1));
-        assert_eq!(seen, vec![("vm1".to_owned(), 0.0)]);
+        // vm1 at the first look: 0 s, or 1 s when that look straddles a
+        // tick of `date +%s` (whole seconds; seen on a loaded machine).
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].0, "vm1");
+        assert!(seen[0].1 <= 1.0, "not seen at the first look: {seen:?}");
         // A marker that lands while the command waits is seen.
         let late = console("vm2");
         let writer = std::thread::spawn(move || {

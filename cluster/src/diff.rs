@@ -549,6 +549,7 @@ pub fn diff(installed: &Plan, new: &Plan) -> PlanDiff {
         &a.etcd.election.get(),
         &b.etcd.election.get(),
     );
+    changed(s, "etcd.batch_ms", &a.etcd.batch.get(), &b.etcd.batch.get());
     let pool = |p: &Plan| {
         p.vc.map_or_else(
             || "none".to_owned(),

@@ -62,6 +62,13 @@ pub mod defaults {
     pub const ELECTION_MAX: Millis = Millis(50_000);
     /// etcd refuses an election timeout under 5 heartbeats.
     pub const ELECTION_PER_HEARTBEAT: u32 = 5;
+    /// etcd's `backend-batch-interval`: how long writes wait in memory
+    /// (their WAL entry already synced) before the backend commits them.
+    pub const BATCH: Millis = Millis(100);
+}
+
+fn default_batch() -> Millis {
+    defaults::BATCH
 }
 
 /// The cluster's etcd, as every blade sees it.
@@ -73,6 +80,10 @@ pub struct EtcdPlan {
     pub heartbeat: Millis,
     #[serde(rename = "election_ms")]
     pub election: Millis,
+    /// The backend's commit interval (a plan written before it was
+    /// planned reads as etcd's default).
+    #[serde(rename = "batch_ms", default = "default_batch")]
+    pub batch: Millis,
     pub data_dir: String,
     /// The voters, in plan order.
     pub voters: Vec<Voter>,
@@ -96,6 +107,7 @@ impl Default for EtcdPlan {
             token: String::new(),
             heartbeat: defaults::HEARTBEAT,
             election: defaults::ELECTION,
+            batch: defaults::BATCH,
             data_dir: DATA_DIR.to_owned(),
             voters: Vec::new(),
         }
@@ -118,6 +130,7 @@ impl EtcdPlan {
             token: format!("vlx-{cluster}"),
             heartbeat,
             election,
+            batch: defaults::BATCH,
             data_dir: DATA_DIR.to_owned(),
             voters,
         }
@@ -193,12 +206,15 @@ fn voter(index: usize, (name, ip): &(NodeName, Ipv4Addr)) -> Voter {
 /// The etcd of a profile whose blades are `nodes`.
 pub(crate) fn plan(p: &crate::Profile, nodes: &[crate::NodePlan]) -> EtcdPlan {
     let blades: Vec<(NodeName, Ipv4Addr)> = nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
-    EtcdPlan::new(
-        p.cluster.uuid.value,
-        &blades,
-        p.etcd.heartbeat.value,
-        p.etcd.election.value,
-    )
+    EtcdPlan {
+        batch: p.etcd.batch.value,
+        ..EtcdPlan::new(
+            p.cluster.uuid.value,
+            &blades,
+            p.etcd.heartbeat.value,
+            p.etcd.election.value,
+        )
+    }
 }
 
 /// How many of `blades` vote.

@@ -183,6 +183,8 @@ pub struct Services {
 pub struct EtcdTimers {
     pub heartbeat: At<Millis>,
     pub election: At<Millis>,
+    /// The backend's commit interval (`backend-batch-interval`).
+    pub batch: At<Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -1263,10 +1265,11 @@ fn parse_etcd(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<EtcdTimers> {
         }
     };
     if let Some(t) = &t {
-        t.check_keys(rep, &["heartbeat_ms", "election_ms"]);
+        t.check_keys(rep, &["heartbeat_ms", "election_ms", "batch_ms"]);
     }
     let heartbeat = ms(rep, "heartbeat_ms", etcd_defaults::HEARTBEAT)?;
     let election = ms(rep, "election_ms", etcd_defaults::ELECTION)?;
+    let batch = ms(rep, "batch_ms", etcd_defaults::BATCH)?;
     let per = etcd_defaults::ELECTION_PER_HEARTBEAT;
     if election.value.get() < heartbeat.value.get().saturating_mul(per) {
         rep.error(
@@ -1298,6 +1301,7 @@ fn parse_etcd(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<EtcdTimers> {
     Some(EtcdTimers {
         heartbeat,
         election,
+        batch,
     })
 }
 

@@ -163,14 +163,15 @@ impl fmt::Display for Plan {
         let voters: Vec<&str> = e.voters.iter().map(|v| v.name.as_str()).collect();
         writeln!(
             f,
-            "etcd voters: {} (heartbeat {}, election {}); the other nodes are clients",
+            "etcd voters: {} (heartbeat {}, election {}, batch {}); the other nodes are clients",
             if voters.is_empty() {
                 "none".into()
             } else {
                 voters.join(" ")
             },
             e.heartbeat,
-            e.election
+            e.election,
+            e.batch
         )?;
         if let Some(vc) = &self.vc {
             writeln!(f, "VC subnets: /{} from {}", vc.prefix, vc.subnet_pool)?;

@@ -623,7 +623,7 @@ fn etcd_files_make_the_plans_voters_members_and_every_node_a_client() {
 
             let env = root.join("etc/default/etcd");
             let out = run_ok(Command::new("busybox").args(["sh", "-euc"]).arg(format!(
-                ". '{}'; echo \"$VLX_ETCD_VOTER ${{ETCD_NAME-}} ${{ETCD_INITIAL_CLUSTER-}} ${{ETCD_HEARTBEAT_INTERVAL-}} ${{ETCD_ELECTION_TIMEOUT-}}\"",
+                ". '{}'; echo \"$VLX_ETCD_VOTER ${{ETCD_NAME-}} ${{ETCD_INITIAL_CLUSTER-}} ${{ETCD_HEARTBEAT_INTERVAL-}} ${{ETCD_ELECTION_TIMEOUT-}} ${{ETCD_BACKEND_BATCH_INTERVAL-}}\"",
                 env.display()
             )));
             let said = String::from_utf8_lossy(&out.stdout);
@@ -631,8 +631,11 @@ fn etcd_files_make_the_plans_voters_members_and_every_node_a_client() {
             if said[0] == "yes" {
                 assert_eq!(said[1], name, "{profile}");
                 assert_eq!(said[2], plan.etcd.initial_cluster(), "{profile} {name}");
-                let timers =
-                    [plan.etcd.heartbeat.get(), plan.etcd.election.get()].map(|t| t.to_string());
+                let timers = [
+                    plan.etcd.heartbeat.get().to_string(),
+                    plan.etcd.election.get().to_string(),
+                    format!("{}ms", plan.etcd.batch.get()),
+                ];
                 assert_eq!(said[3..], timers, "{profile} {name}");
                 members.push(name);
             } else {

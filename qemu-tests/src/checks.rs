@@ -503,7 +503,7 @@ pub fn chrony(checks: &mut Checks, nodes: &[Node<'_>], watch: Duration, limit: D
 }
 
 /// How long etcd may take to elect a leader once the blades are ready: a
-/// few election timeouts of the rig's profile (2.5 s), with room for TCG.
+/// few election timeouts of the rig's profile (5 s), with room for TCG.
 const ETCD_WATCH: Duration = Duration::from_secs(90);
 
 /// etcd on the blades: the running voters are healthy (each answers

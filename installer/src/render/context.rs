@@ -128,6 +128,8 @@ pub struct Etcd {
     pub token: String,
     pub heartbeat_ms: u32,
     pub election_ms: u32,
+    /// The backend's commit interval (etcd's `backend-batch-interval`).
+    pub batch_ms: u32,
     pub data_dir: String,
     /// WAL files a member keeps ([`cluster::etcd::MAX_WALS`]).
     pub max_wals: u32,
@@ -511,6 +513,7 @@ impl PlanContext {
             token: e.token.clone(),
             heartbeat_ms: e.heartbeat.get(),
             election_ms: e.election.get(),
+            batch_ms: e.batch.get(),
             data_dir: e.data_dir.clone(),
             max_wals: cluster::etcd::MAX_WALS,
             endpoints: e.endpoints(),

@@ -3,10 +3,10 @@
 //! directory. Pure; the installer renders it per node.
 //!
 //! There is no master: a fixed, small set of voters (3 up to
-//! [`FIVE_FROM`]` - 1` blades, 5 from [`FIVE_FROM`] on) spread evenly over
-//! the blade list, so that blades that sit together in the profile (one
-//! chassis, one rack) do not all vote. Every other blade is a client of
-//! every voter.
+//! [`FIVE_FROM`]` - 1` blades, 5 from [`FIVE_FROM`] on, or the profile's
+//! `etcd.voters`: 3, 5 or 7) spread evenly over the blade list, so that
+//! blades that sit together in the profile (one chassis, one rack) do not
+//! all vote. Every other blade is a client of every voter.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -20,6 +20,11 @@ use crate::name::NodeName;
 /// every blade, when there are fewer than 3): 5 voters survive two lost
 /// blades, and more voters only slow every write down.
 pub const FIVE_FROM: usize = 16;
+/// The voter counts a profile may ask for (`etcd.voters`): odd, since an
+/// even count survives no more lost voters than one fewer; at least 3, or
+/// one lost blade stops every write; at most 7, etcd's own advice, since
+/// every write waits for a majority of them.
+pub const VOTER_CHOICES: [usize; 3] = [3, 5, 7];
 /// etcd's client port (IANA).
 pub const CLIENT_PORT: u16 = 2379;
 /// etcd's peer port (IANA).
@@ -115,14 +120,16 @@ impl Default for EtcdPlan {
 }
 
 impl EtcdPlan {
-    /// The voters among blades `names` (plan order, addresses `ips`).
+    /// The voters among blades `nodes` (plan order, with their
+    /// addresses): as many as [`voter_count`] gives for `wanted`.
     pub fn new(
         cluster: Uuid,
         nodes: &[(NodeName, Ipv4Addr)],
+        wanted: Option<usize>,
         heartbeat: Millis,
         election: Millis,
     ) -> EtcdPlan {
-        let voters = voter_indices(nodes.len())
+        let voters = voter_indices(nodes.len(), voter_count(nodes.len(), wanted))
             .into_iter()
             .map(|i| voter(i, &nodes[i]))
             .collect();
@@ -141,7 +148,8 @@ impl EtcdPlan {
     /// a membership change of the running etcd, and adding a blade at the
     /// end of the list would otherwise shift the evenly spaced picks).
     /// Voters kept are those of `installed` still among `nodes` (plan
-    /// order, addresses `ips`), at most as many as [`voter_count`] asks;
+    /// order, with their addresses; this plan's blades), at most as many as
+    /// this plan has;
     /// missing ones are taken from this plan's even spread, then from the
     /// first blades that do not vote yet. An install planned before etcd
     /// (no voters) keeps this plan's.
@@ -149,7 +157,7 @@ impl EtcdPlan {
         if installed.voters.is_empty() {
             return self;
         }
-        let count = voter_count(nodes.len());
+        let count = self.voters.len();
         let at = |name: &NodeName| nodes.iter().position(|(n, _)| n == name);
         let mut picked: Vec<usize> = installed
             .voters
@@ -211,26 +219,31 @@ pub(crate) fn plan(p: &crate::Profile, nodes: &[crate::NodePlan]) -> EtcdPlan {
         ..EtcdPlan::new(
             p.cluster.uuid.value,
             &blades,
+            p.etcd.voters.as_ref().map(|v| v.value),
             p.etcd.heartbeat.value,
             p.etcd.election.value,
         )
     }
 }
 
-/// How many of `blades` vote.
-pub fn voter_count(blades: usize) -> usize {
-    if blades >= FIVE_FROM {
-        5
+/// How many of `blades` vote: `wanted` (one of [`VOTER_CHOICES`], from the
+/// profile) or, without it, 3 below [`FIVE_FROM`] blades and 5 from it on.
+/// Fewer blades than that: the largest odd count they have, or every blade
+/// when there are fewer than 3.
+pub fn voter_count(blades: usize, wanted: Option<usize>) -> usize {
+    let wanted = wanted.unwrap_or(if blades >= FIVE_FROM { 5 } else { 3 });
+    if blades < 3 {
+        blades
     } else {
-        blades.min(3)
+        wanted.min(blades - (1 - blades % 2))
     }
 }
 
-/// The voters' indices among `blades`, ascending: evenly spaced,
+/// `count` voters' indices among `blades`, ascending: evenly spaced,
 /// `floor(k * blades / count)`, so the first blade always votes and the
 /// gaps between voters differ by at most one.
-pub fn voter_indices(blades: usize) -> Vec<usize> {
-    let count = voter_count(blades);
+pub fn voter_indices(blades: usize, count: usize) -> Vec<usize> {
+    let count = count.min(blades);
     (0..count).map(|k| k * blades / count).collect()
 }
 
@@ -252,21 +265,36 @@ mod tests {
 
     #[test]
     fn three_voters_up_to_fifteen_five_from_sixteen() {
-        assert_eq!(voter_count(1), 1);
-        assert_eq!(voter_count(2), 2);
-        assert_eq!(voter_count(3), 3);
-        assert_eq!(voter_count(15), 3);
-        assert_eq!(voter_count(16), 5);
-        assert_eq!(voter_count(1000), 5);
+        assert_eq!(voter_count(1, None), 1);
+        assert_eq!(voter_count(2, None), 2);
+        assert_eq!(voter_count(3, None), 3);
+        assert_eq!(voter_count(15, None), 3);
+        assert_eq!(voter_count(16, None), 5);
+        assert_eq!(voter_count(1000, None), 5);
+    }
+
+    #[test]
+    fn a_profile_count_is_kept_while_the_blades_have_it() {
+        assert_eq!(voter_count(16, Some(3)), 3);
+        assert_eq!(voter_count(1000, Some(3)), 3);
+        assert_eq!(voter_count(4, Some(5)), 3);
+        assert_eq!(voter_count(5, Some(5)), 5);
+        assert_eq!(voter_count(6, Some(7)), 5);
+        assert_eq!(voter_count(7, Some(7)), 7);
+        assert_eq!(voter_count(2, Some(7)), 2);
+        assert_eq!(voter_count(1, Some(3)), 1);
     }
 
     #[test]
     fn voters_are_spread() {
-        assert_eq!(voter_indices(4), vec![0, 1, 2]);
-        assert_eq!(voter_indices(9), vec![0, 3, 6]);
-        assert_eq!(voter_indices(15), vec![0, 5, 10]);
-        assert_eq!(voter_indices(16), vec![0, 3, 6, 9, 12]);
-        assert_eq!(voter_indices(64), vec![0, 12, 25, 38, 51]);
+        let spread = |n| voter_indices(n, voter_count(n, None));
+        assert_eq!(spread(4), vec![0, 1, 2]);
+        assert_eq!(spread(9), vec![0, 3, 6]);
+        assert_eq!(spread(15), vec![0, 5, 10]);
+        assert_eq!(spread(16), vec![0, 3, 6, 9, 12]);
+        assert_eq!(spread(64), vec![0, 12, 25, 38, 51]);
+        assert_eq!(voter_indices(16, 3), vec![0, 5, 10]);
+        assert_eq!(voter_indices(70, 7), vec![0, 10, 20, 30, 40, 50, 60]);
     }
 
     fn names(p: &EtcdPlan) -> Vec<String> {
@@ -274,7 +302,7 @@ mod tests {
     }
 
     fn planned(nodes: &[(NodeName, Ipv4Addr)]) -> EtcdPlan {
-        EtcdPlan::new(Uuid::nil(), nodes, Millis(250), Millis(2500))
+        EtcdPlan::new(Uuid::nil(), nodes, None, Millis(250), Millis(2500))
     }
 
     #[test]
@@ -308,6 +336,11 @@ mod tests {
         let fifteen = nodes(15);
         let back = planned(&fifteen).keeping(&kept, &fifteen);
         assert_eq!(names(&back), ["n1", "n2", "n3"]);
+        // A profile asking for 3 voters of 16 blades: the first 3
+        // installed voters stay, none comes in.
+        let three = EtcdPlan::new(Uuid::nil(), &sixteen, Some(3), Millis(250), Millis(2500));
+        assert_eq!(names(&three), ["n1", "n6", "n11"]);
+        assert_eq!(names(&three.keeping(&kept, &sixteen)), ["n1", "n2", "n3"]);
         // An install planned before etcd: the fresh plan's voters.
         let fresh = planned(&five);
         assert_eq!(fresh.clone().keeping(&EtcdPlan::default(), &five), fresh);
@@ -315,7 +348,7 @@ mod tests {
 
     #[test]
     fn urls_and_initial_cluster_name_each_voter() {
-        let plan = EtcdPlan::new(Uuid::nil(), &nodes(9), Millis(250), Millis(2500));
+        let plan = EtcdPlan::new(Uuid::nil(), &nodes(9), None, Millis(250), Millis(2500));
         assert_eq!(
             plan.initial_cluster(),
             "n1=http://10.0.0.1:2380,n4=http://10.0.0.4:2380,n7=http://10.0.0.7:2380"

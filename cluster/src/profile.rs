@@ -32,7 +32,7 @@ pub struct Profile {
     pub boot: Boot,
     pub image: Image,
     pub admin: Admin,
-    pub etcd: EtcdTimers,
+    pub etcd: EtcdProfile,
     /// `[vc]`: the pool VC subnets are taken from; none: every VC names
     /// its own subnet.
     pub vc: Option<VcPool>,
@@ -178,9 +178,12 @@ pub struct Services {
     pub shared: bool,
 }
 
-/// `[etcd]`: the timers of the blades' etcd (`crate::etcd`).
+/// `[etcd]`: how many blades vote and the timers of the blades' etcd
+/// (`crate::etcd`).
 #[derive(Debug, Clone)]
-pub struct EtcdTimers {
+pub struct EtcdProfile {
+    /// One of [`crate::etcd::VOTER_CHOICES`]; without it, by the blade count.
+    pub voters: Option<At<usize>>,
     pub heartbeat: At<Millis>,
     pub election: At<Millis>,
     /// The backend's commit interval (`backend-batch-interval`).
@@ -1241,9 +1244,9 @@ fn parse_services(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<Services> 
     })
 }
 
-/// `[etcd]`: both timers optional; etcd's own limits are checked here,
+/// `[etcd]`: every key optional; etcd's own limits are checked here,
 /// where the error can point at the key (etcd would only refuse to start).
-fn parse_etcd(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<EtcdTimers> {
+fn parse_etcd(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<EtcdProfile> {
     let t = optional(rep, root, "etcd").ok()?;
     let here = t.as_ref().map_or(root.span(), |t| t.span());
     let ms = |rep: &mut Report<'_>, key: &str, d: Millis| -> Option<At<Millis>> {
@@ -1265,8 +1268,30 @@ fn parse_etcd(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<EtcdTimers> {
         }
     };
     if let Some(t) = &t {
-        t.check_keys(rep, &["heartbeat_ms", "election_ms", "batch_ms"]);
+        t.check_keys(rep, &["voters", "heartbeat_ms", "election_ms", "batch_ms"]);
     }
+    let voters = match t.as_ref().filter(|t| t.has("voters")) {
+        None => None,
+        Some(t) => {
+            let v = t.integer(rep, "voters")?;
+            let choices = crate::etcd::VOTER_CHOICES;
+            match usize::try_from(*v).ok().filter(|n| choices.contains(n)) {
+                Some(n) => Some(v.with(n)),
+                None => {
+                    rep.error(
+                        &v.span,
+                        &v.key,
+                        format!("{} is not a voter count: write 3, 5 or 7", *v),
+                        Some(
+                            "an odd count survives as many lost voters as the even one above it, a lone voter is a single point of failure, and every write waits for a majority; without the key, 3 vote below 16 blades and 5 from 16 on"
+                                .into(),
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
     let heartbeat = ms(rep, "heartbeat_ms", etcd_defaults::HEARTBEAT)?;
     let election = ms(rep, "election_ms", etcd_defaults::ELECTION)?;
     let batch = ms(rep, "batch_ms", etcd_defaults::BATCH)?;
@@ -1298,7 +1323,8 @@ fn parse_etcd(rep: &mut Report<'_>, root: &Tbl<'_, '_>) -> Option<EtcdTimers> {
         );
         return None;
     }
-    Some(EtcdTimers {
+    Some(EtcdProfile {
+        voters,
         heartbeat,
         election,
         batch,

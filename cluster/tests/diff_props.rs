@@ -130,7 +130,7 @@ proptest! {
             // the voters are always as many as the blades call for.
             let voters = |p: &Plan| p.etcd.voters.iter().map(|v| v.name.to_string()).collect::<Vec<_>>();
             let (was, now) = (voters(&installed), voters(&new));
-            prop_assert_eq!(now.len(), cluster::etcd::voter_count(new.nodes.len()));
+            prop_assert_eq!(now.len(), cluster::etcd::voter_count(new.nodes.len(), None));
             if now.len() >= was.len() {
                 for v in was.iter().filter(|v| new.node(v).is_some()) {
                     prop_assert!(now.contains(v), "voter {} moved: {:?} -> {:?}", v, was, now);

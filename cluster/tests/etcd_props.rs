@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use cluster::NodeName;
-use cluster::etcd::{EtcdPlan, FIVE_FROM, Millis, voter_count, voter_indices};
+use cluster::etcd::{EtcdPlan, FIVE_FROM, Millis, VOTER_CHOICES, voter_count, voter_indices};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -23,15 +23,34 @@ proptest! {
     #[test]
     fn three_then_five_voters(n in 1usize..2000) {
         let want = if n >= FIVE_FROM { 5 } else { n.min(3) };
-        prop_assert_eq!(voter_count(n), want);
-        prop_assert_eq!(voter_indices(n).len(), want);
+        prop_assert_eq!(voter_count(n, None), want);
+        prop_assert_eq!(voter_indices(n, voter_count(n, None)).len(), want);
+    }
+
+    /// A profile's count holds while there are blades for it; fewer blades
+    /// give the largest odd count they have (every blade below 3), never
+    /// more than asked.
+    #[test]
+    fn a_profile_count_or_the_largest_odd_one_the_blades_have(n in 1usize..2000, k in 0usize..3) {
+        let wanted = VOTER_CHOICES[k];
+        let got = voter_count(n, Some(wanted));
+        prop_assert!(got <= wanted && got <= n);
+        if n >= wanted {
+            prop_assert_eq!(got, wanted);
+        } else if n >= 3 {
+            prop_assert!(got % 2 == 1 && got + 2 > n, "{} of {} blades", got, n);
+        } else {
+            prop_assert_eq!(got, n);
+        }
+        prop_assert_eq!(EtcdPlan::new(Uuid::nil(), &blades(n), Some(wanted), Millis(100), Millis(1000)).voters.len(), got);
     }
 
     /// Distinct, ascending, in range, the first blade votes, and the gaps
     /// (the last one wrapping round to the first blade) differ by at most one.
     #[test]
-    fn voters_are_spread_evenly(n in 1usize..2000) {
-        let v = voter_indices(n);
+    fn voters_are_spread_evenly(n in 1usize..2000, count in 1usize..8) {
+        let v = voter_indices(n, count);
+        prop_assert_eq!(v.len(), count.min(n));
         prop_assert_eq!(v[0], 0);
         prop_assert!(v.windows(2).all(|w| w[0] < w[1]));
         prop_assert!(v.iter().all(|&i| i < n));
@@ -45,8 +64,8 @@ proptest! {
     #[test]
     fn the_same_blades_give_the_same_members(n in 1usize..300, seed in any::<u128>()) {
         let uuid = Uuid::from_u128(seed);
-        let a = EtcdPlan::new(uuid, &blades(n), Millis(250), Millis(2500));
-        let b = EtcdPlan::new(uuid, &blades(n), Millis(250), Millis(2500));
+        let a = EtcdPlan::new(uuid, &blades(n), None, Millis(250), Millis(2500));
+        let b = EtcdPlan::new(uuid, &blades(n), None, Millis(250), Millis(2500));
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(a.token, format!("vlx-{uuid}"));
     }
@@ -56,7 +75,7 @@ proptest! {
     #[test]
     fn every_client_knows_every_voter(n in 1usize..300) {
         let all = blades(n);
-        let plan = EtcdPlan::new(Uuid::nil(), &all, Millis(100), Millis(1000));
+        let plan = EtcdPlan::new(Uuid::nil(), &all, None, Millis(100), Millis(1000));
         let initial: Vec<String> = plan.initial_cluster().split(',').map(str::to_owned).collect();
         let endpoints = plan.endpoints();
         prop_assert_eq!(initial.len(), plan.voters.len());

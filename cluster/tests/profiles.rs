@@ -238,3 +238,47 @@ fn stores_sized_per_node_group_in_the_gpt_layout_too() {
     );
     assert_eq!(plan.node("a1").unwrap().swap, None);
 }
+
+/// `etcd.voters` picks how many blades vote, spread over the list like the
+/// count by blade number; without it 16 blades have 5 voters.
+#[test]
+fn a_profile_sets_how_many_blades_vote() {
+    let profile = |etcd: &str| {
+        format!(
+            "[cluster]\nname = \"t\"\nuuid = \"6f1c0a4e-3b8e-4d3a-9d2a-1f0e5c7b9a10\"\ndomain = \"t.test\"\n\
+             [network]\ncidr = \"10.0.0.0/24\"\nvips = [\"10.0.0.250\"]\n\
+             [[nodes]]\nname = \"b[01-16]\"\nmac = \"52:54:00:00:00:01\"\nip = \"10.0.0.11\"\n\
+             [san]\nsize = \"40GiB\"\n[storage]\ncow = \"16MiB\"\nswap = \"0\"\n[image]\nhost = \"h.toml\"\n{etcd}"
+        )
+    };
+    let voters = |etcd: &str| {
+        let source = Source::new("t.toml", profile(etcd));
+        let (_, plan) = cluster::load(&source, &cluster::Trusting, SanFacts::default())
+            .unwrap_or_else(|d| panic!("{d}"));
+        plan.etcd
+            .voters
+            .iter()
+            .map(|v| v.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(voters(""), ["b01", "b04", "b07", "b10", "b13"]);
+    assert_eq!(voters("[etcd]\nvoters = 3\n"), ["b01", "b06", "b11"]);
+    assert_eq!(
+        voters("[etcd]\nvoters = 7\n"),
+        ["b01", "b03", "b05", "b07", "b10", "b12", "b14"]
+    );
+    for bad in [0, 1, 2, 4, 9, -3] {
+        let source = Source::new("t.toml", profile(&format!("[etcd]\nvoters = {bad}\n")));
+        let err = cluster::load(&source, &cluster::Trusting, SanFacts::default())
+            .map(|_| ())
+            .unwrap_err();
+        let got: Vec<_> = err.iter().collect();
+        assert!(
+            got.len() == 1
+                && got[0].line == 20
+                && got[0].key == "etcd.voters"
+                && got[0].message.contains("3, 5 or 7"),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -885,7 +885,7 @@ impl Exec<'_> {
         let b = self
             .live_mut(name)
             .ok_or_else(|| fail(check.clone(), "it has no power"))?;
-        // store-watch reads the status every 10 s.
+        // store-watch reads the status within 10 s of a write to the root.
         let line = b
             .wait(
                 &format!("vlx: warning: the snapshot store of {name} is"),

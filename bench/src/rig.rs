@@ -204,7 +204,7 @@ fn scaling(
     if let [first, .., _] = rows.as_slice() {
         let worst = rows.iter().map(|r| r.2 / first.2).fold(0.0, f64::max);
         println!(
-            "  ready median at most {worst:.2}x that of {} blades ({}: {} {FLAT:.2}x)",
+            "  ready median at most {worst:.3}x that of {} blades ({}: {} {FLAT:.2}x)",
             first.0,
             if worst <= FLAT { "flat" } else { "NOT flat" },
             verdict(worst <= FLAT)

@@ -35,11 +35,17 @@ fn watch(dir: &Path, lines: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-/// Runs store-watch under busybox sh until it ends, node n2, its fill
-/// file `dir/fill` and its console `dir/console`, with a stand-in
-/// `dmsetup` whose shell `body` knows its call's number as `$n` (counted
-/// in a file); returns the exit code.
+/// Runs store-watch under busybox sh until it ends (see [`store_watch`]);
+/// returns the exit code.
 fn run_with(dir: &Path, body: &str) -> Option<i32> {
+    store_watch(dir, body).output().unwrap().status.code()
+}
+
+/// store-watch under busybox sh for node n2 (root `dir/root`), its fill
+/// file `dir/fill` and its console `dir/console`, polling without pause,
+/// with a stand-in `dmsetup` whose shell `body` knows its call's number as
+/// `$n` (counted in `dir/calls`).
+fn store_watch(dir: &Path, body: &str) -> Command {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("etc/vlx")).unwrap();
     std::fs::write(root.join("etc/vlx/node.env"), "VLX_NODE='n2'\n").unwrap();
@@ -54,18 +60,15 @@ fn run_with(dir: &Path, body: &str) -> Option<i32> {
     .unwrap();
     std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let script = nodes::overlays_dir().join("node/usr/lib/vlx/store-watch");
-    Command::new("busybox")
-        .arg("sh")
+    let mut c = Command::new("busybox");
+    c.arg("sh")
         .arg(&script)
         .env("VLX_ROOT", &root)
         .env("VLX_DMSETUP", &stub)
         .env("VLX_CONSOLE", dir.join("console"))
         .env("VLX_STORE_FILL", dir.join("fill"))
-        .env("VLX_WATCH_INTERVAL", "0")
-        .output()
-        .unwrap()
-        .status
-        .code()
+        .env("VLX_WATCH_INTERVAL", "0");
+    c
 }
 
 #[test]
@@ -186,34 +189,13 @@ impl Watching {
     fn start(full: u32) -> Watching {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let root = d.join("root");
-        std::fs::create_dir_all(root.join("etc/vlx")).unwrap();
-        std::fs::write(root.join("etc/vlx/node.env"), "VLX_NODE='n2'\n").unwrap();
         for (dm, name, writes) in [("dm-1", "vlx-cow", 5), ("dm-3", "vlx-root", 7)] {
-            let at = root.join("sys/block").join(dm);
+            let at = d.join("root/sys/block").join(dm);
             std::fs::create_dir_all(at.join("dm")).unwrap();
             std::fs::write(at.join("dm/name"), format!("{name}\n")).unwrap();
             stat(d, dm, writes);
         }
-        let stub = d.join("dmsetup");
-        std::fs::write(
-            &stub,
-            format!(
-                "#!/bin/sh\nn=$(cat {d}/calls 2>/dev/null || echo 0); echo $((n + 1)) > {d}/calls\n\
-                 echo '0 2097152 snapshot 24/131072 16'\n",
-                d = d.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let child = Command::new("busybox")
-            .arg("sh")
-            .arg(nodes::overlays_dir().join("node/usr/lib/vlx/store-watch"))
-            .env("VLX_ROOT", &root)
-            .env("VLX_DMSETUP", &stub)
-            .env("VLX_CONSOLE", d.join("console"))
-            .env("VLX_STORE_FILL", d.join("fill"))
+        let child = store_watch(d, "echo '0 2097152 snapshot 24/131072 16'\n")
             .env("VLX_WATCH_INTERVAL", "0.02")
             .env("VLX_WATCH_FULL", full.to_string())
             .spawn()

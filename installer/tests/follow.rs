@@ -125,7 +125,7 @@ fn node_root(dir: &Path) -> PathBuf {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
     }
-    for s in ["follow", "meta-generation", "partdev"] {
+    for s in ["follow", "nap", "meta-generation", "partdev"] {
         std::fs::copy(
             repo().join("overlays/node/usr/lib/vlx").join(s),
             root.join("usr/lib/vlx").join(s),

@@ -1,0 +1,78 @@
+//! The node overlay's `nap`, sourced by the polling scripts (follow,
+//! publish, store-watch): under busybox sh (the tiny image's shell) it
+//! waits without starting a program, under dash (the Debian image's
+//! /bin/sh, whose `read` has no timeout) it runs `sleep`; either way the
+//! wait lasts its seconds, and nothing is left behind in the run folder.
+
+#![allow(clippy::unwrap_used)]
+
+mod nodes;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs `nap 1` twice under `shell` with `path` as PATH; returns how long
+/// it took, and what the script printed (`fifo=yes|no` after each nap).
+fn two_naps(shell: &[&str], path: &Path, root: &Path) -> (Duration, String) {
+    let nap = nodes::overlays_dir().join("node/usr/lib/vlx/nap");
+    let script = format!(
+        ". '{}'\nnap 1; echo \"fifo=$nap_fifo\"\nnap 1; echo \"fifo=$nap_fifo\"\n",
+        nap.display()
+    );
+    let t = Instant::now();
+    let o = Command::new(shell[0])
+        .args(&shell[1..])
+        .args(["-c", &script])
+        .env("PATH", path)
+        .env("VLX_ROOT", root)
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (took, String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+#[test]
+fn busybox_sh_naps_without_starting_a_program() {
+    let d = tempfile::tempdir().unwrap();
+    // A PATH with `mkfifo` and nothing else: a nap that ran `sleep` would
+    // find none and end at once.
+    let bin = d.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mkfifo = Command::new("sh")
+        .args(["-c", "command -v mkfifo"])
+        .output()
+        .unwrap();
+    let mkfifo = String::from_utf8_lossy(&mkfifo.stdout).trim().to_owned();
+    std::os::unix::fs::symlink(&mkfifo, bin.join("mkfifo")).unwrap();
+    let root = d.path().join("root");
+    let (took, out) = two_naps(&["/bin/busybox", "sh"], &bin, &root);
+    assert_eq!(out, "fifo=yes\nfifo=yes\n");
+    assert!(
+        took >= Duration::from_secs(2),
+        "two naps of 1 s took {took:?}"
+    );
+    // The FIFO was unlinked once open.
+    let left: Vec<_> = std::fs::read_dir(root.join("run/vlx")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn dash_naps_with_sleep() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let (took, out) = two_naps(&["dash"], Path::new("/usr/bin:/bin"), &root);
+    assert_eq!(out, "fifo=no\nfifo=no\n");
+    assert!(
+        took >= Duration::from_secs(2),
+        "two naps of 1 s took {took:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(root.join("run/vlx")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -9,6 +9,9 @@
 //!
 //! `VLX_BENCH_RIG_BLADES=2,4` (sizes, comma-separated) runs only the
 //! scaling table at those sizes, for a quick look on a busy machine.
+//! `VLX_BENCH_RIG_ROUNDS=3` runs the scaling table's sizes in turn three
+//! times and judges its goals on the medians: on a shared host one run
+//! of a size differs from the next by more than the goals' margins.
 //!
 //! Reference, measured in the same run: one bare blade of the same QEMU
 //! machine booting the same kernel straight into a busybox initramfs that
@@ -146,9 +149,67 @@ fn sizes_from_env() -> anyhow::Result<Option<Vec<usize>>> {
     Ok(Some(sizes))
 }
 
+/// How many times the scaling table runs each size: `VLX_BENCH_RIG_ROUNDS`
+/// (1 to 9), 1 without it.
+fn rounds_from_env() -> anyhow::Result<usize> {
+    let Ok(v) = std::env::var("VLX_BENCH_RIG_ROUNDS") else {
+        return Ok(1);
+    };
+    v.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=9).contains(n))
+        .with_context(|| format!("VLX_BENCH_RIG_ROUNDS={v}: not a number of rounds from 1 to 9"))
+}
+
+/// One rehearsal of the scaling table, in seconds.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    blades: usize,
+    total: f64,
+    install: f64,
+    cold: f64,
+    checks: f64,
+    ready_median: f64,
+    ready_max: f64,
+}
+
+impl Row {
+    fn print(&self, label: &str, bare: f64) {
+        println!(
+            "{label:>7} {:>7} {:>10.1} {:>10.1} {:>12.1} {:>10.1} {:>14.1} {:>14.1} {:>11.1}x",
+            self.blades,
+            self.total,
+            self.install,
+            self.cold,
+            self.checks,
+            self.ready_median,
+            self.ready_max,
+            self.ready_median / bare
+        );
+    }
+
+    /// Each column's median over `rows` (all of one size).
+    fn median_of(rows: &[Row]) -> Row {
+        let col = |f: fn(&Row) -> f64| median(&rows.iter().map(f).collect::<Vec<_>>());
+        Row {
+            blades: rows.first().map_or(0, |r| r.blades),
+            total: col(|r| r.total),
+            install: col(|r| r.install),
+            cold: col(|r| r.cold),
+            checks: col(|r| r.checks),
+            ready_median: col(|r| r.ready_median),
+            ready_max: col(|r| r.ready_max),
+        }
+    }
+}
+
 /// Steps 1–5 at each size, blades powered on `gap` apart: totals, cold
 /// start, ready median and maximum, with the goals of the largest size and
-/// the flatness of the median.
+/// the flatness of the median. With `VLX_BENCH_RIG_ROUNDS` above 1 the
+/// sizes run in turn that many times (a round is every size once, so that
+/// a slow spell of a shared host falls on all sizes alike), and the goals
+/// are judged on each column's median over the rounds.
 fn scaling(
     demo: &Path,
     image: &Path,
@@ -157,12 +218,19 @@ fn scaling(
     bare: f64,
     scratch: &Path,
 ) -> anyhow::Result<()> {
+    let rounds = rounds_from_env()?;
     println!(
-        "\nscaling (steps 1-5, power-ons {:.0} s apart):",
-        gap.as_secs_f64()
+        "\nscaling (steps 1-5, power-ons {:.0} s apart{}):",
+        gap.as_secs_f64(),
+        if rounds > 1 {
+            format!(", {rounds} rounds")
+        } else {
+            String::new()
+        }
     );
     println!(
-        "{:>7} {:>10} {:>10} {:>12} {:>10} {:>14} {:>14} {:>12}",
+        "{:>7} {:>7} {:>10} {:>10} {:>12} {:>10} {:>14} {:>14} {:>12}",
+        "round",
         "blades",
         "total s",
         "step 1 s",
@@ -172,40 +240,65 @@ fn scaling(
         "ready max s",
         "median/bare"
     );
-    let mut rows = Vec::new();
-    for &n in sizes {
-        let profile = scaled_profile(demo, n, scratch)?;
-        let o = rehearsal(&profile, image, n, gap, scratch)?;
-        let total = phases_total(&o);
-        let cold = phase(&o, 4).unwrap_or_default() + phase(&o, 3).unwrap_or_default();
-        let install = phase(&o, 1).unwrap_or_default();
-        let checks = phase(&o, 5).unwrap_or_default();
-        let ready = o.timeline.ready_times();
-        let max = ready.iter().copied().fold(0.0, f64::max);
-        let med = median(&ready);
-        println!(
-            "{n:>7} {total:>10.1} {install:>10.1} {cold:>12.1} {checks:>10.1} {med:>14.1} {max:>14.1} {:>11.1}x",
-            med / bare
-        );
-        rows.push((n, total, med));
+    let mut runs: Vec<Row> = Vec::new();
+    for round in 1..=rounds {
+        for &n in sizes {
+            let profile = scaled_profile(demo, n, scratch)?;
+            let o = rehearsal(&profile, image, n, gap, scratch)?;
+            let ready = o.timeline.ready_times();
+            let row = Row {
+                blades: n,
+                total: phases_total(&o),
+                install: phase(&o, 1).unwrap_or_default(),
+                cold: phase(&o, 4).unwrap_or_default() + phase(&o, 3).unwrap_or_default(),
+                checks: phase(&o, 5).unwrap_or_default(),
+                ready_median: median(&ready),
+                ready_max: ready.iter().copied().fold(0.0, f64::max),
+            };
+            row.print(&round.to_string(), bare);
+            runs.push(row);
+        }
     }
+    let rows: Vec<Row> = sizes
+        .iter()
+        .map(|&n| {
+            let of_n: Vec<Row> = runs.iter().copied().filter(|r| r.blades == n).collect();
+            Row::median_of(&of_n)
+        })
+        .collect();
+    if rounds > 1 {
+        for r in &rows {
+            r.print("median", bare);
+        }
+    }
+    let judged = if rounds > 1 {
+        format!(" (medians of {rounds} rounds)")
+    } else {
+        String::new()
+    };
     let largest = SIZES[SIZES.len() - 1];
     if let Some(last) = rows.last() {
-        let goal = if last.0 == largest {
+        let goal = if last.blades == largest {
             format!(
                 "{} the {GOAL_SCALED_TOTAL:.0} s goal",
-                verdict(last.1 < GOAL_SCALED_TOTAL)
+                verdict(last.total < GOAL_SCALED_TOTAL)
             )
         } else {
             format!("the {GOAL_SCALED_TOTAL:.0} s goal is for {largest} blades")
         };
-        println!("  {} blades: steps 1-5 {:.1} s ({goal})", last.0, last.1);
+        println!(
+            "  {} blades: steps 1-5 {:.1} s{judged} ({goal})",
+            last.blades, last.total
+        );
     }
     if let [first, .., _] = rows.as_slice() {
-        let worst = rows.iter().map(|r| r.2 / first.2).fold(0.0, f64::max);
+        let worst = rows
+            .iter()
+            .map(|r| r.ready_median / first.ready_median)
+            .fold(0.0, f64::max);
         println!(
-            "  ready median at most {worst:.3}x that of {} blades ({}: {} {FLAT:.2}x)",
-            first.0,
+            "  ready median at most {worst:.3}x that of {} blades{judged} ({}: {} {FLAT:.2}x)",
+            first.blades,
             if worst <= FLAT { "flat" } else { "NOT flat" },
             verdict(worst <= FLAT)
         );

@@ -15,11 +15,19 @@ use std::time::{Duration, Instant};
 /// Runs `nap 1` twice under `shell` with `path` as PATH; returns how long
 /// it took, and what the script printed (`fifo=yes|no` after each nap).
 fn two_naps(shell: &[&str], path: &Path, root: &Path) -> (Duration, String) {
+    naps(
+        shell,
+        path,
+        root,
+        "nap 1; echo \"fifo=$nap_fifo\"\nnap 1; echo \"fifo=$nap_fifo\"\n",
+    )
+}
+
+/// Runs `body` under `shell` with `path` as PATH, after sourcing nap;
+/// returns how long it took and what it printed.
+fn naps(shell: &[&str], path: &Path, root: &Path, body: &str) -> (Duration, String) {
     let nap = nodes::overlays_dir().join("node/usr/lib/vlx/nap");
-    let script = format!(
-        ". '{}'\nnap 1; echo \"fifo=$nap_fifo\"\nnap 1; echo \"fifo=$nap_fifo\"\n",
-        nap.display()
-    );
+    let script = format!(". '{}'\n{body}", nap.display());
     let t = Instant::now();
     let o = Command::new(shell[0])
         .args(&shell[1..])
@@ -75,4 +83,20 @@ fn dash_naps_with_sleep() {
     );
     let left: Vec<_> = std::fs::read_dir(root.join("run/vlx")).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn busybox_sh_naps_with_sleep_once_the_fifo_is_closed() {
+    // busybox's read ends at once with the status of a timeout on a
+    // closed descriptor: taken for a nap, that would poll without pause.
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let (took, out) = naps(
+        &["/bin/busybox", "sh"],
+        Path::new("/usr/bin:/bin"),
+        &root,
+        "exec 9<&-\nnap 1; echo \"fifo=$nap_fifo\"\n",
+    );
+    assert_eq!(out, "fifo=no\n");
+    assert!(took >= Duration::from_secs(1), "a nap of 1 s took {took:?}");
 }

@@ -12,15 +12,24 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Runs `nap 1` twice under `shell` with `path` as PATH; returns how long
-/// it took, and what the script printed (`fifo=yes|no` after each nap).
-fn two_naps(shell: &[&str], path: &Path, root: &Path) -> (Duration, String) {
-    naps(
+/// Runs `nap 1` twice under `shell` with `path` as PATH, and checks that
+/// the naps took their two seconds, that `$nap_fifo` read `fifo` after
+/// each, and that nothing was left in the run folder (the FIFO is
+/// unlinked once open).
+fn two_naps(shell: &[&str], path: &Path, root: &Path, fifo: &str) {
+    let (took, out) = naps(
         shell,
         path,
         root,
         "nap 1; echo \"fifo=$nap_fifo\"\nnap 1; echo \"fifo=$nap_fifo\"\n",
-    )
+    );
+    assert_eq!(out, format!("fifo={fifo}\nfifo={fifo}\n"));
+    assert!(
+        took >= Duration::from_secs(2),
+        "two naps of 1 s took {took:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(root.join("run/vlx")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Runs `body` under `shell` with `path` as PATH, after sourcing nap;
@@ -60,29 +69,14 @@ fn busybox_sh_naps_without_starting_a_program() {
     let mkfifo = String::from_utf8_lossy(&mkfifo.stdout).trim().to_owned();
     std::os::unix::fs::symlink(&mkfifo, bin.join("mkfifo")).unwrap();
     let root = d.path().join("root");
-    let (took, out) = two_naps(&["/bin/busybox", "sh"], &bin, &root);
-    assert_eq!(out, "fifo=yes\nfifo=yes\n");
-    assert!(
-        took >= Duration::from_secs(2),
-        "two naps of 1 s took {took:?}"
-    );
-    // The FIFO was unlinked once open.
-    let left: Vec<_> = std::fs::read_dir(root.join("run/vlx")).unwrap().collect();
-    assert!(left.is_empty(), "{left:?}");
+    two_naps(&["/bin/busybox", "sh"], &bin, &root, "yes");
 }
 
 #[test]
 fn dash_naps_with_sleep() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("root");
-    let (took, out) = two_naps(&["dash"], Path::new("/usr/bin:/bin"), &root);
-    assert_eq!(out, "fifo=no\nfifo=no\n");
-    assert!(
-        took >= Duration::from_secs(2),
-        "two naps of 1 s took {took:?}"
-    );
-    let left: Vec<_> = std::fs::read_dir(root.join("run/vlx")).unwrap().collect();
-    assert!(left.is_empty(), "{left:?}");
+    two_naps(&["dash"], Path::new("/usr/bin:/bin"), &root, "no");
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub fn run() -> anyhow::Result<()> {
     let ws = tools::workspace_root().context("no workspace root")?;
     let demo = ws.join("profiles/clusters/demo.toml");
     let scratch = tempfile::tempdir()?;
+    // Read before anything runs: a bad value is said at once.
+    let rounds = rounds_from_env()?;
 
     let image = scratch.path().join("image");
     let t = Instant::now();
@@ -64,7 +66,7 @@ pub fn run() -> anyhow::Result<()> {
 
     let gap = qemu_tests::plan::DEFAULT_POWER_GAP;
     if let Some(sizes) = sizes_from_env()? {
-        return scaling(&demo, &image, &sizes, gap, bare, scratch.path());
+        return scaling(&demo, &image, &sizes, rounds, gap, bare, scratch.path());
     }
     println!(
         "\n4-blade rehearsal, steps 1-5, image already built, blades powered on {:.0} s apart:",
@@ -126,7 +128,7 @@ pub fn run() -> anyhow::Result<()> {
         median(&all.timeline.ready_times())
     );
 
-    scaling(&demo, &image, &SIZES, gap, bare, scratch.path())
+    scaling(&demo, &image, &SIZES, rounds, gap, bare, scratch.path())
 }
 
 /// The sizes of `VLX_BENCH_RIG_BLADES`, when set.
@@ -206,7 +208,7 @@ impl Row {
 
 /// Steps 1–5 at each size, blades powered on `gap` apart: totals, cold
 /// start, ready median and maximum, with the goals of the largest size and
-/// the flatness of the median. With `VLX_BENCH_RIG_ROUNDS` above 1 the
+/// the flatness of the median. With `rounds` above 1 the
 /// sizes run in turn that many times (a round is every size once, so that
 /// a slow spell of a shared host falls on all sizes alike), and the goals
 /// are judged on each column's median over the rounds.
@@ -214,11 +216,11 @@ fn scaling(
     demo: &Path,
     image: &Path,
     sizes: &[usize],
+    rounds: usize,
     gap: Duration,
     bare: f64,
     scratch: &Path,
 ) -> anyhow::Result<()> {
-    let rounds = rounds_from_env()?;
     println!(
         "\nscaling (steps 1-5, power-ons {:.0} s apart{}):",
         gap.as_secs_f64(),

@@ -242,11 +242,15 @@ fn scaling(
         "ready max s",
         "median/bare"
     );
+    let profiles = sizes
+        .iter()
+        .map(|&n| Ok((n, scaled_profile(demo, n, scratch)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut runs: Vec<Row> = Vec::new();
     for round in 1..=rounds {
-        for &n in sizes {
-            let profile = scaled_profile(demo, n, scratch)?;
-            let o = rehearsal(&profile, image, n, gap, scratch)?;
+        for (n, profile) in &profiles {
+            let n = *n;
+            let o = rehearsal(profile, image, n, gap, scratch)?;
             let ready = o.timeline.ready_times();
             let row = Row {
                 blades: n,
